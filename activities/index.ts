@@ -1,0 +1,1 @@
+export { reconcilePlugins } from './reconcile.js';

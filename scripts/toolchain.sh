@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Provides the offline Temporal toolchain, cached outside the repository:
+#   - the Temporal CLI (dev server with embedded Web UI and SQLite), built with `go install`
+#   - the Java time-skipping test server with its dependencies, fetched with `mvn`
+# Idempotent: a second run finds both in the cache and does nothing.
+# With --print-env it prints `export` lines for the two paths on stdout.
+set -euo pipefail
+
+# shellcheck source=toolchain.env
+source "$(dirname "${BASH_SOURCE[0]}")/toolchain.env"
+# v1.5.1 is the newest CLI tag whose go.mod has no replace directive (go install refuses those).
+CLI_VERSION="$TEMPORAL_CLI_VERSION"
+TEST_SERVER_VERSION="$TEMPORAL_TEST_SERVER_VERSION"
+CACHE="${WL_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workspace-lifecycle/toolchain}"
+
+log() { printf '[toolchain] %s\n' "$*" >&2; }
+need() {
+  command -v "$1" >/dev/null 2>&1 || { log "missing '$1': $2"; exit 1; }
+}
+
+mkdir -p "$CACHE"
+
+# --- Temporal CLI -----------------------------------------------------------------------
+cli_dir="$CACHE/temporal-cli-$CLI_VERSION"
+cli="$cli_dir/temporal"
+if [[ -x "$cli" ]]; then
+  log "temporal CLI $CLI_VERSION: cached at $cli"
+else
+  need go "install Go (https://go.dev/dl) to build the Temporal CLI"
+  log "building temporal CLI $CLI_VERSION with go install (about 3 min on 2 cores)..."
+  mkdir -p "$cli_dir"
+  start=$(date +%s)
+  GOBIN="$cli_dir" GOFLAGS=-mod=mod go install "github.com/temporalio/cli/cmd/temporal@$CLI_VERSION"
+  log "temporal CLI built in $(( $(date +%s) - start ))s: $cli"
+fi
+
+# --- Java time-skipping test server -----------------------------------------------------
+ts_dir="$CACHE/temporal-test-server-$TEST_SERVER_VERSION"
+ts="$ts_dir/temporal-test-server"
+if [[ -x "$ts" ]]; then
+  log "temporal test server $TEST_SERVER_VERSION: cached at $ts"
+else
+  need java "install a Java 17+ runtime to run the time-skipping test server"
+  need mvn "install Maven to fetch the time-skipping test server"
+  log "fetching io.temporal:temporal-test-server:$TEST_SERVER_VERSION and dependencies with mvn..."
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  cat >"$tmp/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local</groupId><artifactId>toolchain</artifactId><version>0</version>
+  <dependencies>
+    <dependency>
+      <groupId>io.temporal</groupId><artifactId>temporal-test-server</artifactId>
+      <version>$TEST_SERVER_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+  mkdir -p "$ts_dir/lib"
+  mvn -q -B -f "$tmp/pom.xml" dependency:copy-dependencies -DoutputDirectory="$ts_dir/lib" -DincludeScope=runtime >&2
+  cat >"$ts.tmp" <<WRAP
+#!/usr/bin/env bash
+exec java -cp "$ts_dir/lib/*" io.temporal.testserver.TestServer "\$@"
+WRAP
+  chmod +x "$ts.tmp" && mv "$ts.tmp" "$ts"
+  log "temporal test server ready: $ts ($(ls "$ts_dir/lib" | wc -l) jars)"
+fi
+
+if [[ "${1:-}" == "--print-env" ]]; then
+  echo "export TEMPORAL_CLI_PATH=$cli"
+  echo "export TEMPORAL_TEST_SERVER_PATH=$ts"
+fi

@@ -1,0 +1,312 @@
+/** The pure state machine on its own: no Temporal, no clocks, every event order. */
+import { describe, expect, it } from 'vitest';
+import { defaultLifecycleConfig as config } from '../../workflows/config.js';
+import {
+  initialState,
+  nextDeadline,
+  transition,
+  type Event,
+  type InitialStatus,
+  type Status,
+  type WorkspaceState,
+} from '../../workflows/state-machine.js';
+import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
+
+const ID = 'ws-1';
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+
+/** Deep-freezes so any mutation of the machine's input throws. */
+function frozen<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    Object.values(value).forEach(frozen);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+interface Step {
+  name: string;
+  event: Event;
+  /** Time that passes before the event. */
+  advanceMs: number;
+}
+
+const steps: Step[] = [
+  { name: 'register', event: { type: 'register', payload: registerPayload(ID) }, advanceMs: 1_000 },
+  { name: 'heartbeat', event: { type: 'heartbeat', payload: heartbeatPayload(ID) }, advanceMs: 1_000 },
+  {
+    name: 'sick-heartbeat',
+    event: { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) },
+    advanceMs: 1_000,
+  },
+  { name: 'silence', event: { type: 'deadline' }, advanceMs: config.provisioningTimeoutMs + 1 },
+  { name: 'reconcile-done', event: { type: 'reconcileFinished', outcome: 'succeeded' }, advanceMs: 1_000 },
+  {
+    name: 'reconcile-failed',
+    event: { type: 'reconcileFinished', outcome: 'failed', error: 'boom' },
+    advanceMs: 1_000,
+  },
+  { name: 'deprovision', event: { type: 'deprovision' }, advanceMs: 1_000 },
+];
+
+function* sequences(length: number): Generator<Step[]> {
+  if (length === 0) {
+    yield [];
+    return;
+  }
+  for (const prefix of sequences(length - 1)) for (const step of steps) yield [...prefix, step];
+}
+
+/** Independent statement of when a reconcile is owed: every transition into online. */
+function expectedRequests(before: WorkspaceState, step: Step): number {
+  const { event } = step;
+  if (before.status === 'removed') return 0;
+  if (event.type === 'register') return before.status === 'online' ? 0 : 1;
+  if (event.type !== 'heartbeat') return 0;
+  const sick = step.name === 'sick-heartbeat';
+  if (before.status === 'online') return 0;
+  if (before.status === 'degraded') return sick ? 0 : 1;
+  return 1; // provisioning, offline, failed, awaiting_agent: any heartbeat comes online first
+}
+
+describe('exhaustive event orders', () => {
+  const LENGTH = 5;
+  for (const initial of ['provisioning', 'awaiting_agent'] as InitialStatus[]) {
+    it(`from ${initial}: every order of ${steps.length} events up to length ${LENGTH} keeps the invariants`, () => {
+      let checked = 0;
+      for (const sequence of sequences(LENGTH)) {
+        let state = frozen(initialState(ID, initial, T0));
+        let now = T0;
+        let effectsSeen = 0;
+        let followUps = 0;
+        let removedSeen = false;
+        for (const step of sequence) {
+          now += step.advanceMs;
+          const before = state;
+          const { state: after, effects } = transition(before, step.event, now, config);
+          const where = `${initial}: ${sequence.map((s) => s.name).join(' → ')} at ${step.name}`;
+
+          // One reconcile request per transition into online, whatever caused it.
+          const requested = after.counters.reconcilesRequested - before.counters.reconcilesRequested;
+          expect(requested, where).toBe(expectedRequests(before, step));
+          const intoOnline = after.recentTransitions.length - before.recentTransitions.length;
+          if (before.recentTransitions.length < 10) {
+            const added = after.recentTransitions.slice(0, intoOnline).filter((t) => t.to === 'online').length;
+            expect(added, where).toBe(requested);
+          }
+
+          // Never two passes at once: a pass starts only when none runs, else it coalesces.
+          expect(effects.length, where).toBeLessThanOrEqual(1);
+          if (effects.length === 1) {
+            const finishing = step.event.type === 'reconcileFinished' && before.reconcile.followUp;
+            expect(!before.reconcile.running || finishing, where).toBe(true);
+            expect(after.reconcile.running, where).toBe(true);
+          }
+          effectsSeen += effects.length;
+          expect(after.counters.reconcilesStarted, where).toBe(effectsSeen);
+          if (step.event.type === 'reconcileFinished') followUps += effects.length;
+          // Every pass is either a request that found nothing running, or an owed follow-up.
+          expect(after.counters.reconcilesStarted, where).toBe(
+            after.counters.reconcilesRequested - after.counters.reconcilesCoalesced + followUps,
+          );
+          if (!after.reconcile.running) expect(after.reconcile.followUp, where).toBe(false);
+
+          // Removed is terminal.
+          if (removedSeen) expect(after.status, where).toBe('removed');
+          removedSeen ||= after.status === 'removed';
+
+          state = frozen(after);
+          checked++;
+        }
+      }
+      expect(checked).toBe(steps.length ** LENGTH * LENGTH);
+    });
+  }
+});
+
+describe('transitions', () => {
+  const start = (status: InitialStatus = 'provisioning'): WorkspaceState => frozen(initialState(ID, status, T0));
+  const apply = (state: WorkspaceState, event: Event, at = T0 + 1_000): WorkspaceState =>
+    transition(state, event, at, config).state;
+
+  it('register records url, card and delivery mode and comes online with one reconcile', () => {
+    const result = transition(start(), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
+    expect(result.state).toMatchObject({
+      status: 'online',
+      url: `http://box-${ID}.internal:8000`,
+      deliveryMode: 'push',
+      agentCard: { name: `agent ${ID}`, skills: 1 },
+    });
+    expect(result.effects).toEqual([{ type: 'startReconcile', trigger: 'provisioning→online (register)' }]);
+  });
+
+  it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
+    const noUrl = registerPayload(ID, { url: '' });
+    const rejected = apply(start(), { type: 'register', payload: noUrl });
+    expect(rejected.status).toBe('provisioning');
+    expect(rejected.recentRejections[0]?.reason).toMatch(/url is required for push-mode/);
+
+    expect(apply(start(), { type: 'register', payload: { ...noUrl, delivery_mode: 'poll' } })).toMatchObject({
+      status: 'online',
+      url: null,
+      deliveryMode: 'poll',
+    });
+    const cardUrl = { ...noUrl, agent_card: { url: 'https://agent.example/a2a' } };
+    expect(apply(start(), { type: 'register', payload: cardUrl }).url).toBe('https://agent.example/a2a');
+  });
+
+  it('the stored delivery mode wins over the push default on a later register', () => {
+    const poll = apply(start(), { type: 'register', payload: registerPayload(ID, { delivery_mode: 'poll', url: '' }) });
+    const again = apply(poll, { type: 'register', payload: { id: ID, agent_card: {} } });
+    expect(again.deliveryMode).toBe('poll');
+    expect(again.counters.registers).toBe(2);
+  });
+
+  it('register never resurrects a removed workspace', () => {
+    const removed = apply(start(), { type: 'deprovision' });
+    const after = apply(removed, { type: 'register', payload: registerPayload(ID) });
+    expect(after.status).toBe('removed');
+    expect(after.counters.reconcilesRequested).toBe(0);
+    expect(after.recentRejections[0]?.reason).toMatch(/removed/);
+    expect(apply(removed, { type: 'heartbeat', payload: heartbeatPayload(ID) }).status).toBe('removed');
+  });
+
+  it('payloads for another workspace and malformed payloads are rejected with the field named', () => {
+    const state = start();
+    expect(apply(state, { type: 'heartbeat', payload: heartbeatPayload('other') }).recentRejections[0]?.reason).toMatch(
+      /workspace_id "other" does not match workspace ws-1/,
+    );
+    const bad = apply(state, { type: 'heartbeat', payload: { workspace_id: ID, active_tasks: -1, error_rate: 2 } });
+    expect(bad.counters.rejected).toBe(1);
+    expect(bad.recentRejections[0]?.reason).toMatch(/error_rate: .*<=1/);
+    expect(bad.recentRejections[0]?.reason).toMatch(/active_tasks: .*>=0/);
+    expect(apply(state, { type: 'register', payload: null }).recentRejections[0]).toMatchObject({ signal: 'register' });
+  });
+
+  it('rejections and transitions are kept bounded, newest first', () => {
+    let state = start();
+    for (let i = 0; i < 15; i++) state = apply(state, { type: 'heartbeat', payload: { workspace_id: i } });
+    expect(state.counters.rejected).toBe(15);
+    expect(state.recentRejections).toHaveLength(10);
+  });
+
+  it('degrades on error_rate ≥ 0.5 or wedged unless the runtime manages its own status', () => {
+    const online = apply(start(), { type: 'register', payload: registerPayload(ID) });
+    expect(apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.5 }) }).status).toBe(
+      'degraded',
+    );
+    expect(apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.49 }) }).status).toBe(
+      'online',
+    );
+    expect(
+      apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { runtime_state: 'wedged' }) }).status,
+    ).toBe('degraded');
+    const selfManaged = heartbeatPayload(ID, {
+      error_rate: 0.9,
+      runtime_metadata: { capabilities: { status_mgmt: true } },
+    });
+    expect(apply(online, { type: 'heartbeat', payload: selfManaged }).status).toBe('online');
+  });
+
+  it('recovers from degraded only below 0.1 with a clear runtime state, and that recovery reconciles', () => {
+    const online = apply(start(), { type: 'register', payload: registerPayload(ID) });
+    const degraded = frozen(apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.7 }) }));
+    expect(apply(degraded, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.1 }) }).status).toBe(
+      'degraded',
+    );
+    const back = transition(
+      degraded,
+      { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.09 }) },
+      T0 + 9,
+      config,
+    );
+    expect(back.state.status).toBe('online');
+    // The first pass (from register) is still running: the recovery's request coalesces.
+    expect(back.state.counters).toMatchObject({ reconcilesRequested: 2, reconcilesCoalesced: 1 });
+  });
+
+  it('a heartbeat from offline that is unhealthy comes online (reconcile) and then degrades', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) });
+    state = apply(state, { type: 'deadline' }, T0 + 1_000 + config.livenessTtlMs);
+    expect(state.status).toBe('offline');
+    const sick = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.8 }) }, T0 + 500_000);
+    expect(sick.status).toBe('degraded');
+    expect(sick.recentTransitions.slice(0, 2).map((t) => `${t.from}→${t.to}`)).toEqual([
+      'online→degraded',
+      'offline→online',
+    ]);
+    expect(sick.counters.reconcilesRequested).toBe(2);
+  });
+
+  it('liveness: offline only after the full TTL of silence; every heartbeat pushes the deadline', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    expect(nextDeadline(state, config)).toBe(T0 + config.livenessTtlMs);
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 100_000);
+    expect(nextDeadline(state, config)).toBe(T0 + 100_000 + config.livenessTtlMs);
+    expect(apply(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs - 1).status).toBe('online');
+    const offline = apply(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs);
+    expect(offline.status).toBe('offline');
+    expect(offline.recentTransitions[0]?.cause).toBe('no heartbeat for 180s');
+    expect(nextDeadline(offline, config)).toBeNull();
+  });
+
+  it('provisioning timeout: failed after 12 minutes, and a late heartbeat recovers it with a reconcile', () => {
+    const state = start();
+    expect(nextDeadline(state, config)).toBe(T0 + config.provisioningTimeoutMs);
+    expect(apply(state, { type: 'deadline' }, T0 + config.provisioningTimeoutMs - 1).status).toBe('provisioning');
+    const failed = frozen(apply(state, { type: 'deadline' }, T0 + config.provisioningTimeoutMs));
+    expect(failed.status).toBe('failed');
+    const late = transition(failed, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 800_000, config);
+    expect(late.state.status).toBe('online');
+    expect(late.effects).toEqual([{ type: 'startReconcile', trigger: 'failed→online (heartbeat)' }]);
+  });
+
+  it.each<Status>(['offline', 'failed', 'awaiting_agent', 'removed'])('no deadline applies while %s', (status) => {
+    expect(nextDeadline({ ...start(), status }, config)).toBeNull();
+  });
+
+  it('awaiting_agent comes online on its first heartbeat and reconciles', () => {
+    const result = transition(
+      start('awaiting_agent'),
+      { type: 'heartbeat', payload: heartbeatPayload(ID) },
+      T0,
+      config,
+    );
+    expect(result.state.status).toBe('online');
+    expect(result.effects).toHaveLength(1);
+  });
+
+  it('a completion with a queued follow-up starts exactly one more pass; a failure is recorded', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) });
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) });
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) });
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) });
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) });
+    expect(state.reconcile).toMatchObject({ running: true, followUp: true });
+    const done = transition(
+      state,
+      { type: 'reconcileFinished', outcome: 'failed', error: 'box unreachable' },
+      T0 + 2,
+      config,
+    );
+    expect(done.effects).toEqual([{ type: 'startReconcile', trigger: 'follow-up of coalesced triggers' }]);
+    expect(done.state.reconcile).toMatchObject({
+      running: true,
+      followUp: false,
+      lastOutcome: 'failed',
+      lastError: 'box unreachable',
+    });
+    expect(done.state.counters.reconcilesFailed).toBe(1);
+    const idle = transition(done.state, { type: 'reconcileFinished', outcome: 'succeeded' }, T0 + 3, config);
+    expect(idle.effects).toEqual([]);
+    expect(idle.state.reconcile).toMatchObject({ running: false, lastOutcome: 'succeeded', lastError: null });
+  });
+
+  it('monthly spend 0 means no update; values are clamped to the reference cap', () => {
+    let state = apply(start(), { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 1234 }) });
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 0 }) });
+    expect(state.lastHeartbeat?.monthlySpend).toBe(1234);
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 5e15 }) });
+    expect(state.lastHeartbeat?.monthlySpend).toBe(1e12);
+  });
+});

@@ -1,0 +1,36 @@
+/**
+ * Lifecycle durations and thresholds. Defaults are the reference system's constants
+ * (REFERENCE.md §1, §2, §5). The resolved config travels in the workflow input and is
+ * carried across continue-as-new, so a running workspace never changes its rules mid-run
+ * because a worker was redeployed with new defaults.
+ */
+export interface LifecycleConfig {
+  /** Heartbeat silence after which an online or degraded workspace goes offline (reference 180 s). */
+  livenessTtlMs: number;
+  /** A workspace still provisioning after this long becomes failed (reference 12 min). */
+  provisioningTimeoutMs: number;
+  /** error_rate at or above this degrades an online workspace (reference 0.5). */
+  degradeErrorRate: number;
+  /** error_rate must fall below this for a degraded workspace to recover (reference 0.1). */
+  recoverErrorRate: number;
+  /** Continue as new once this run has received this many signals (server refuses past 10,000). */
+  maxSignalsPerRun: number;
+  /** Continue as new once this run's history has this many events (server hard limit 50,000). */
+  maxEventsPerRun: number;
+  /** Upper bound on one reconcile pass (reference reconcileDeadline 10 min). */
+  reconcileTimeoutMs: number;
+}
+
+export const defaultLifecycleConfig: LifecycleConfig = {
+  livenessTtlMs: 180_000,
+  provisioningTimeoutMs: 12 * 60_000,
+  degradeErrorRate: 0.5,
+  recoverErrorRate: 0.1,
+  maxSignalsPerRun: 2_000,
+  maxEventsPerRun: 10_000,
+  reconcileTimeoutMs: 10 * 60_000,
+};
+
+export function resolveConfig(overrides: Partial<LifecycleConfig> | undefined): LifecycleConfig {
+  return { ...defaultLifecycleConfig, ...overrides };
+}

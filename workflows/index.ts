@@ -1,0 +1,1 @@
+export { workspaceWorkflow } from './workspace.js';

@@ -1,0 +1,89 @@
+/**
+ * The runtime's wire payloads (REFERENCE.md §2), validated where they enter a workflow.
+ * The same schemas serve the HTTP API, so a payload the API accepts is one the workflow accepts.
+ * Absent numeric and string fields default to zero values, as the reference's Go binding did;
+ * wrong types and out-of-range values are rejected with the field named.
+ */
+import { z } from 'zod';
+
+export const deliveryModes = ['push', 'poll'] as const;
+export type DeliveryMode = (typeof deliveryModes)[number];
+
+export const workspaceKinds = ['workspace', 'platform'] as const;
+export type WorkspaceKind = (typeof workspaceKinds)[number];
+
+/** Reference cap for the monthly spend counter (cents). */
+export const MAX_MONTHLY_SPEND = 1_000_000_000_000;
+
+const httpUrl = z
+  .string()
+  .max(2048)
+  .refine((value) => /^https?:\/\/[^\s/]+/i.test(value), { message: 'must be an http(s) URL' });
+
+export const agentCardSchema = z
+  .object({
+    name: z.string().max(256).optional(),
+    description: z.string().max(4096).optional(),
+    version: z.string().max(64).optional(),
+    url: z.union([httpUrl, z.literal('')]).optional(),
+    skills: z.array(z.unknown()).max(1000).optional(),
+  })
+  .loose();
+export type AgentCard = z.infer<typeof agentCardSchema>;
+
+export const registerPayloadSchema = z.object({
+  id: z.string().min(1).max(128),
+  url: z.union([httpUrl, z.literal('')]).optional(),
+  agent_card: agentCardSchema,
+  delivery_mode: z.enum(deliveryModes).optional(),
+  kind: z.enum(workspaceKinds).optional(),
+});
+export type RegisterPayload = z.infer<typeof registerPayloadSchema>;
+
+export const runtimeStates = ['', 'wedged'] as const;
+
+export const heartbeatPayloadSchema = z.object({
+  workspace_id: z.string().min(1).max(128),
+  error_rate: z.number().min(0).max(1).default(0),
+  sample_error: z.string().max(8192).default(''),
+  active_tasks: z.number().int().min(0).default(0),
+  current_task: z.string().max(4096).default(''),
+  uptime_seconds: z.number().int().min(0).default(0),
+  // Cumulative for the month, in cents; 0 means "no update". Clamped like the reference.
+  monthly_spend: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .transform((v) => Math.min(v, MAX_MONTHLY_SPEND)),
+  runtime_state: z.enum(runtimeStates).default(''),
+  runtime_metadata: z
+    .object({
+      capabilities: z.record(z.string(), z.boolean()).optional(),
+      idle_timeout_seconds: z.number().int().min(0).nullable().optional(),
+    })
+    .optional(),
+  agent_card: agentCardSchema.optional(),
+});
+export type HeartbeatPayload = z.infer<typeof heartbeatPayloadSchema>;
+/** What a caller may send: defaults filled in by parsing. */
+export type HeartbeatInput = z.input<typeof heartbeatPayloadSchema>;
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** One readable line naming each bad field, e.g. `error_rate: Too big: expected number to be <=1`. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(body)'}: ${issue.message}`)
+    .join('; ');
+}
+
+export function parseRegister(payload: unknown): Parsed<RegisterPayload> {
+  const result = registerPayloadSchema.safeParse(payload);
+  return result.success ? { ok: true, value: result.data } : { ok: false, reason: describeIssues(result.error) };
+}
+
+export function parseHeartbeat(payload: unknown): Parsed<HeartbeatPayload> {
+  const result = heartbeatPayloadSchema.safeParse(payload);
+  return result.success ? { ok: true, value: result.data } : { ok: false, reason: describeIssues(result.error) };
+}

@@ -1,0 +1,408 @@
+/**
+ * The workspace state machine: a pure, deterministic function (state, event, now) → (state, effects).
+ *
+ * Every status transition of a workspace happens here and nowhere else. The reference system
+ * flipped provisioning→online in three places and wired the plugin reconcile to only one of
+ * them (seed PRs 3002, 3005); here the reconcile request is attached to the transition itself,
+ * so whichever signal causes it, the reconcile is requested exactly once.
+ *
+ * No I/O, no clocks, no randomness: `now` is passed in (the workflow's deterministic time).
+ */
+import type { LifecycleConfig } from './config.js';
+import {
+  parseHeartbeat,
+  parseRegister,
+  type AgentCard,
+  type DeliveryMode,
+  type HeartbeatPayload,
+  type WorkspaceKind,
+} from './payloads.js';
+
+/**
+ * Workspace statuses, each with one meaning:
+ * - provisioning: the box is being created or restarted; no runtime has checked in since.
+ * - online: the runtime checked in and its last heartbeat was healthy.
+ * - degraded: the runtime beats but reports itself unhealthy (high error rate or wedged).
+ * - offline: the runtime went silent for longer than the liveness TTL.
+ * - awaiting_agent: an externally run workspace that has not checked in yet.
+ * - failed: provisioning did not complete within the provisioning timeout.
+ * - removed: deprovisioned; terminal, nothing resurrects it.
+ */
+export const statuses = [
+  'provisioning',
+  'online',
+  'degraded',
+  'offline',
+  'awaiting_agent',
+  'failed',
+  'removed',
+] as const;
+export type Status = (typeof statuses)[number];
+
+/** Statuses a workflow may be started in. */
+export type InitialStatus = Extract<Status, 'provisioning' | 'awaiting_agent'>;
+
+export type SignalName = 'register' | 'heartbeat';
+
+export interface AgentCardSummary {
+  name: string | null;
+  description: string | null;
+  version: string | null;
+  skills: number;
+}
+
+export interface LastHeartbeat {
+  at: string;
+  errorRate: number;
+  sampleError: string;
+  activeTasks: number;
+  currentTask: string;
+  uptimeSeconds: number;
+  monthlySpend: number;
+  runtimeState: string;
+  /** The runtime manages its own status: error rates do not degrade it (reference `status_mgmt`). */
+  managesOwnStatus: boolean;
+}
+
+export interface Rejection {
+  signal: SignalName;
+  reason: string;
+  at: string;
+}
+
+export interface StatusChange {
+  from: Status;
+  to: Status;
+  cause: string;
+  at: string;
+}
+
+export type ReconcileOutcome = 'succeeded' | 'failed';
+
+export interface ReconcileState {
+  /** A reconcile pass is executing now. */
+  running: boolean;
+  /** A trigger arrived while running: exactly one more pass follows. */
+  followUp: boolean;
+  lastTrigger: string | null;
+  lastStartedAt: string | null;
+  lastFinishedAt: string | null;
+  lastOutcome: ReconcileOutcome | null;
+  lastError: string | null;
+}
+
+export interface Counters {
+  registers: number;
+  heartbeats: number;
+  rejected: number;
+  /** Transitions into online (or other causes) that asked for a reconcile. */
+  reconcilesRequested: number;
+  /** Passes actually started; requested minus coalesced. */
+  reconcilesStarted: number;
+  /** Requests folded into a follow-up because a pass was already running or queued. */
+  reconcilesCoalesced: number;
+  reconcilesFailed: number;
+  /** Completed runs of this workflow (continue-as-new count). */
+  runs: number;
+}
+
+export interface WorkspaceState {
+  workspaceId: string;
+  status: Status;
+  statusSince: string;
+  url: string | null;
+  deliveryMode: DeliveryMode | null;
+  kind: WorkspaceKind;
+  agentCard: AgentCardSummary | null;
+  lastRegisterAt: string | null;
+  lastHeartbeat: LastHeartbeat | null;
+  counters: Counters;
+  reconcile: ReconcileState;
+  /** Most recent first, bounded. */
+  recentRejections: Rejection[];
+  /** Most recent first, bounded. */
+  recentTransitions: StatusChange[];
+}
+
+export type Event =
+  | { type: 'register'; payload: unknown }
+  | { type: 'heartbeat'; payload: unknown }
+  /** A durable timer fired; deadlines that have passed take effect. */
+  | { type: 'deadline' }
+  | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string }
+  | { type: 'deprovision' };
+
+export type Effect = { type: 'startReconcile'; trigger: string };
+
+export interface Transition {
+  state: WorkspaceState;
+  effects: Effect[];
+}
+
+export const MAX_RECENT = 10;
+
+export function initialState(workspaceId: string, status: InitialStatus, now: number): WorkspaceState {
+  return {
+    workspaceId,
+    status,
+    statusSince: iso(now),
+    url: null,
+    deliveryMode: null,
+    kind: 'workspace',
+    agentCard: null,
+    lastRegisterAt: null,
+    lastHeartbeat: null,
+    counters: {
+      registers: 0,
+      heartbeats: 0,
+      rejected: 0,
+      reconcilesRequested: 0,
+      reconcilesStarted: 0,
+      reconcilesCoalesced: 0,
+      reconcilesFailed: 0,
+      runs: 0,
+    },
+    reconcile: {
+      running: false,
+      followUp: false,
+      lastTrigger: null,
+      lastStartedAt: null,
+      lastFinishedAt: null,
+      lastOutcome: null,
+      lastError: null,
+    },
+    recentRejections: [],
+    recentTransitions: [],
+  };
+}
+
+export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
+  const draft = new Draft(state, now);
+  switch (event.type) {
+    case 'register':
+      onRegister(draft, event.payload);
+      break;
+    case 'heartbeat':
+      onHeartbeat(draft, event.payload, config);
+      break;
+    case 'deadline':
+      onDeadline(draft, config);
+      break;
+    case 'reconcileFinished':
+      onReconcileFinished(draft, event.outcome, event.error);
+      break;
+    case 'deprovision':
+      draft.moveTo('removed', 'deprovision');
+      break;
+  }
+  return { state: draft.state, effects: draft.effects };
+}
+
+/** The earliest moment a durable timer must wake the workflow, or null when no deadline applies. */
+export function nextDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  switch (state.status) {
+    case 'provisioning':
+      return Date.parse(state.statusSince) + config.provisioningTimeoutMs;
+    case 'online':
+    case 'degraded':
+      return lastSeen(state) + config.livenessTtlMs;
+    default:
+      return null;
+  }
+}
+
+/** Mutable working copy for one transition; the input state is never mutated. */
+class Draft {
+  readonly state: WorkspaceState;
+  readonly effects: Effect[] = [];
+
+  constructor(
+    previous: WorkspaceState,
+    readonly now: number,
+  ) {
+    this.state = {
+      ...previous,
+      counters: { ...previous.counters },
+      reconcile: { ...previous.reconcile },
+    };
+  }
+
+  get at(): string {
+    return iso(this.now);
+  }
+
+  /** Changes status and attaches the reconcile to every transition into online. */
+  moveTo(to: Status, cause: string): void {
+    const from = this.state.status;
+    if (from === to) return;
+    this.state.status = to;
+    this.state.statusSince = this.at;
+    this.state.recentTransitions = [{ from, to, cause, at: this.at }, ...this.state.recentTransitions].slice(
+      0,
+      MAX_RECENT,
+    );
+    if (to === 'online') this.requestReconcile(`${from}→online (${cause})`);
+  }
+
+  requestReconcile(trigger: string): void {
+    const reconcile = this.state.reconcile;
+    this.state.counters.reconcilesRequested++;
+    if (reconcile.running) {
+      reconcile.followUp = true;
+      this.state.counters.reconcilesCoalesced++;
+      return;
+    }
+    this.startReconcile(trigger);
+  }
+
+  startReconcile(trigger: string): void {
+    const reconcile = this.state.reconcile;
+    reconcile.running = true;
+    reconcile.lastTrigger = trigger;
+    reconcile.lastStartedAt = this.at;
+    this.state.counters.reconcilesStarted++;
+    this.effects.push({ type: 'startReconcile', trigger });
+  }
+
+  reject(signal: SignalName, reason: string): void {
+    this.state.counters.rejected++;
+    this.state.recentRejections = [{ signal, reason, at: this.at }, ...this.state.recentRejections].slice(
+      0,
+      MAX_RECENT,
+    );
+  }
+}
+
+function onRegister(draft: Draft, payload: unknown): void {
+  const state = draft.state;
+  const parsed = parseRegister(payload);
+  if (!parsed.ok) return draft.reject('register', parsed.reason);
+  const register = parsed.value;
+  if (register.id !== state.workspaceId) {
+    return draft.reject('register', `id ${JSON.stringify(register.id)} does not match workspace ${state.workspaceId}`);
+  }
+  if (state.status === 'removed') return draft.reject('register', 'workspace is removed; register cannot resurrect it');
+
+  // Effective delivery mode, first match wins (REFERENCE.md §2.1 step 6).
+  const deliveryMode = register.delivery_mode ?? state.deliveryMode ?? 'push';
+  const url = register.url || register.agent_card.url || '';
+  if (deliveryMode === 'push' && url === '') {
+    return draft.reject('register', 'url is required for push-mode workspaces (set url or agent_card.url)');
+  }
+
+  state.counters.registers++;
+  state.lastRegisterAt = draft.at;
+  state.deliveryMode = deliveryMode;
+  state.kind = register.kind ?? state.kind;
+  state.url = url === '' ? null : url;
+  state.agentCard = summarizeCard(register.agent_card);
+  // A register is a fresh runtime boot: whatever the status was, the runtime is up.
+  draft.moveTo('online', 'register');
+}
+
+function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): void {
+  const state = draft.state;
+  const parsed = parseHeartbeat(payload);
+  if (!parsed.ok) return draft.reject('heartbeat', parsed.reason);
+  const beat = parsed.value;
+  if (beat.workspace_id !== state.workspaceId) {
+    return draft.reject(
+      'heartbeat',
+      `workspace_id ${JSON.stringify(beat.workspace_id)} does not match workspace ${state.workspaceId}`,
+    );
+  }
+  if (state.status === 'removed') return draft.reject('heartbeat', 'workspace is removed');
+
+  state.counters.heartbeats++;
+  state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
+  if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
+
+  // Any heartbeat proves the runtime is up: every not-live status comes online (REFERENCE.md §1).
+  if (state.status !== 'online' && state.status !== 'degraded') draft.moveTo('online', 'heartbeat');
+
+  const health = assessHealth(state.lastHeartbeat, config);
+  if (state.status === 'online' && health.degradeReason !== null) {
+    draft.moveTo('degraded', health.degradeReason);
+  } else if (state.status === 'degraded' && health.recovered) {
+    draft.moveTo('online', 'heartbeat healthy again');
+  }
+}
+
+function onDeadline(draft: Draft, config: LifecycleConfig): void {
+  const state = draft.state;
+  const deadline = nextDeadline(state, config);
+  if (deadline === null || draft.now < deadline) return;
+  if (state.status === 'provisioning') {
+    draft.moveTo('failed', `still provisioning after ${seconds(config.provisioningTimeoutMs)}`);
+  } else {
+    draft.moveTo('offline', `no heartbeat for ${seconds(config.livenessTtlMs)}`);
+  }
+}
+
+function onReconcileFinished(draft: Draft, outcome: ReconcileOutcome, error: string | undefined): void {
+  const state = draft.state;
+  const reconcile = state.reconcile;
+  if (!reconcile.running) return; // nothing was running: a stray completion changes nothing
+  reconcile.running = false;
+  reconcile.lastFinishedAt = draft.at;
+  reconcile.lastOutcome = outcome;
+  reconcile.lastError = outcome === 'failed' ? (error ?? 'unknown error') : null;
+  if (outcome === 'failed') state.counters.reconcilesFailed++;
+  const owed = reconcile.followUp;
+  reconcile.followUp = false;
+  // A removed workspace has no box left to converge.
+  if (owed && state.status !== 'removed') draft.startReconcile('follow-up of coalesced triggers');
+}
+
+interface Health {
+  degradeReason: string | null;
+  recovered: boolean;
+}
+
+/** Reference `evaluateStatus` rules (REFERENCE.md §1), thresholds from config. */
+export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Health {
+  if (beat.runtimeState === 'wedged') return { degradeReason: 'runtime reports wedged', recovered: false };
+  if (!beat.managesOwnStatus && beat.errorRate >= config.degradeErrorRate) {
+    return { degradeReason: `error rate ${beat.errorRate} ≥ ${config.degradeErrorRate}`, recovered: false };
+  }
+  const recovered = !beat.managesOwnStatus && beat.errorRate < config.recoverErrorRate && beat.runtimeState === '';
+  return { degradeReason: null, recovered };
+}
+
+function recordHeartbeat(beat: HeartbeatPayload, previous: LastHeartbeat | null, at: string): LastHeartbeat {
+  return {
+    at,
+    errorRate: beat.error_rate,
+    sampleError: beat.sample_error,
+    activeTasks: beat.active_tasks,
+    currentTask: beat.current_task,
+    uptimeSeconds: beat.uptime_seconds,
+    // 0 means "no update" on the wire: keep the last known monthly spend.
+    monthlySpend: beat.monthly_spend > 0 ? beat.monthly_spend : (previous?.monthlySpend ?? 0),
+    runtimeState: beat.runtime_state,
+    managesOwnStatus: beat.runtime_metadata?.capabilities?.['status_mgmt'] === true,
+  };
+}
+
+function summarizeCard(card: AgentCard): AgentCardSummary {
+  return {
+    name: card.name ?? null,
+    description: card.description ?? null,
+    version: card.version ?? null,
+    skills: card.skills?.length ?? 0,
+  };
+}
+
+function lastSeen(state: WorkspaceState): number {
+  const register = state.lastRegisterAt === null ? 0 : Date.parse(state.lastRegisterAt);
+  const heartbeat = state.lastHeartbeat === null ? 0 : Date.parse(state.lastHeartbeat.at);
+  return Math.max(register, heartbeat, Date.parse(state.statusSince));
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function seconds(ms: number): string {
+  return `${ms / 1000}s`;
+}

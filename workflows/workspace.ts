@@ -1,0 +1,106 @@
+/**
+ * One long-running workflow per workspace (id `workspace:<workspaceId>`). It owns the
+ * workspace's state: signals feed events to the pure state machine, and the workflow runs
+ * the effects the machine asks for. Durable timers watch the deadlines (liveness TTL,
+ * provisioning timeout). A heartbeat costs one signal: no activity, no timer.
+ */
+import * as wf from '@temporalio/workflow';
+import { resolveConfig } from './config.js';
+import {
+  deprovisionSignal,
+  heartbeatSignal,
+  registerSignal,
+  stateQuery,
+  type WorkspaceWorkflowInput,
+} from './definitions.js';
+import { runReconcile } from './reconcile.js';
+import {
+  initialState,
+  nextDeadline,
+  transition,
+  type Effect,
+  type Event,
+  type WorkspaceState,
+} from './state-machine.js';
+
+export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
+  const config = resolveConfig(input.config);
+  const { workspaceId } = input;
+  let state: WorkspaceState =
+    input.carried ?? initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
+  let signalsThisRun = 0;
+
+  function apply(event: Event): void {
+    const result = transition(state, event, Date.now(), config);
+    state = result.state;
+    result.effects.forEach(perform);
+  }
+
+  // One runner per effect type; the mapped type makes a new effect without a runner a type error.
+  const runners: { [K in Effect['type']]: (effect: Extract<Effect, { type: K }>) => void } = {
+    startReconcile(effect) {
+      // Runs beside the signal loop; its completion is fed back as an event so the
+      // machine decides whether a coalesced follow-up pass is owed.
+      void runReconcile({ workspaceId, trigger: effect.trigger }, config).then(
+        () => apply({ type: 'reconcileFinished', outcome: 'succeeded' }),
+        (err: unknown) => apply({ type: 'reconcileFinished', outcome: 'failed', error: failureMessage(err) }),
+      );
+    },
+  };
+
+  function perform(effect: Effect): void {
+    runners[effect.type](effect);
+  }
+
+  wf.setHandler(registerSignal, (payload) => {
+    signalsThisRun++;
+    apply({ type: 'register', payload });
+  });
+  wf.setHandler(heartbeatSignal, (payload) => {
+    signalsThisRun++;
+    apply({ type: 'heartbeat', payload });
+  });
+  wf.setHandler(deprovisionSignal, () => {
+    signalsThisRun++;
+    apply({ type: 'deprovision' });
+  });
+  wf.setHandler(stateQuery, () => state);
+
+  const removed = (): boolean => state.status === 'removed';
+  const runIsFull = (): boolean => {
+    const info = wf.workflowInfo();
+    return (
+      info.continueAsNewSuggested ||
+      info.historyLength >= config.maxEventsPerRun ||
+      signalsThisRun >= config.maxSignalsPerRun
+    );
+  };
+
+  // Deadline loop: one timer armed at the earliest deadline. Heartbeats only push the liveness
+  // deadline later, so they never wake this loop; the timer re-arms once per TTL at most.
+  while (!removed() && !runIsFull()) {
+    const armedAt = nextDeadline(state, config);
+    const earlierDeadline = (): boolean => {
+      const next = nextDeadline(state, config);
+      return next !== null && (armedAt === null || next < armedAt);
+    };
+    const woke = (): boolean => removed() || runIsFull() || earlierDeadline();
+    if (armedAt === null) {
+      await wf.condition(woke);
+    } else if (!(await wf.condition(woke, Math.max(1, armedAt - Date.now())))) {
+      apply({ type: 'deadline' });
+    }
+  }
+
+  // Let signal handlers and an in-flight reconcile finish so nothing is lost at the boundary.
+  await wf.condition(() => wf.allHandlersFinished() && !state.reconcile.running);
+  if (removed()) return state;
+
+  const carried: WorkspaceState = { ...state, counters: { ...state.counters, runs: state.counters.runs + 1 } };
+  return await wf.continueAsNew<typeof workspaceWorkflow>({ ...input, config, carried });
+}
+
+function failureMessage(err: unknown): string {
+  if (err instanceof wf.ActivityFailure && err.cause instanceof Error) return err.cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
