@@ -1,41 +1,80 @@
 /**
  * The worker: runs workspace workflows and their activities on the task queue. Scale out by
- * running more of these against the same Temporal namespace; any worker can serve any workspace.
+ * running more of these against the same Temporal namespace and database; any worker can
+ * serve any workspace. Applies pending database migrations before it starts polling.
  */
 import { NativeConnection, Worker } from '@temporalio/worker';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as activities from './activities/index.js';
+import { createActivities } from './activities/index.js';
+import { LocalBoxDriver } from './activities/box/local.js';
+import type { SourceSettings } from './activities/plugins/source.js';
+import type { StageSettings } from './activities/plugins/stage.js';
+import { migrate } from './db/migrate.js';
+import { Store } from './db/store.js';
 import { TASK_QUEUE } from './workflows/definitions.js';
 
 export interface WorkerSettings {
   address: string;
   namespace: string;
   taskQueue: string;
+  databaseUrl: string;
+  boxesDir: string;
+  runtimeCommand: string[] | null;
+  sources: SourceSettings & StageSettings;
 }
 
+const dataDir = fileURLToPath(new URL('./data/', import.meta.url));
+
 export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerSettings {
+  const databaseUrl = env['DATABASE_URL'];
+  if (!databaseUrl)
+    throw new Error('DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
+  const number = (name: string, fallback: number): number => {
+    const value = Number(env[name] ?? fallback);
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${env[name]}`);
+    return value;
+  };
   return {
     address: env['TEMPORAL_ADDRESS'] ?? 'localhost:7233',
     namespace: env['TEMPORAL_NAMESPACE'] ?? 'default',
     taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
+    databaseUrl,
+    boxesDir: resolve(env['WL_BOXES_DIR'] ?? `${dataDir}boxes`),
+    runtimeCommand: env['WL_RUNTIME_COMMAND'] ? (JSON.parse(env['WL_RUNTIME_COMMAND']) as string[]) : null,
+    sources: {
+      giteaBaseUrl: env['WL_GITEA_BASE_URL'] ?? '',
+      githubBaseUrl: env['WL_GITHUB_BASE_URL'] ?? 'https://github.com',
+      allowUnpinned: env['WL_ALLOW_UNPINNED_PLUGINS'] === 'true',
+      pluginsDir: resolve(env['WL_PLUGINS_DIR'] ?? `${dataDir}plugins`),
+      cacheDir: resolve(env['WL_PLUGIN_CACHE_DIR'] ?? `${dataDir}plugin-cache`),
+      maxPluginBytes: number('WL_PLUGIN_MAX_BYTES', 100 * 1024 * 1024),
+      fetchTimeoutMs: number('WL_PLUGIN_FETCH_TIMEOUT_MS', 5 * 60_000),
+    },
   };
 }
 
-export async function createWorker(settings: WorkerSettings): Promise<Worker> {
+export async function createWorker(settings: WorkerSettings): Promise<{ worker: Worker; store: Store }> {
+  const applied = await migrate(settings.databaseUrl);
+  if (applied.length > 0) console.log(`worker: applied migrations ${applied.join(', ')}`);
+  const store = Store.connect(settings.databaseUrl);
+  const driver = new LocalBoxDriver({ root: settings.boxesDir, runtimeCommand: settings.runtimeCommand });
   const connection = await NativeConnection.connect({ address: settings.address });
-  return Worker.create({
+  const worker = await Worker.create({
     connection,
     namespace: settings.namespace,
     taskQueue: settings.taskQueue,
     workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
-    activities,
+    activities: createActivities({ store, driver, sources: settings.sources }),
   });
+  return { worker, store };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const settings = workerSettingsFromEnv();
-  const worker = await createWorker(settings);
+  const { worker, store } = await createWorker(settings);
   console.log(`worker: polling ${settings.taskQueue} on ${settings.address} (namespace ${settings.namespace})`);
   // The SDK stops polling and drains in-flight tasks on SIGINT/SIGTERM.
   await worker.run();
+  await store.close();
 }

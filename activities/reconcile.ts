@@ -1,21 +1,118 @@
-import { log } from '@temporalio/activity';
-import type { ReconcileRequest } from '../workflows/reconcile.js';
+/**
+ * Reconcile activities: thin, idempotent adapters over the store, the plugin sources and the
+ * box driver. Permanent plugin problems become non-retryable failures carrying a message a
+ * person can act on; everything else is retried by the workflow's retry policy.
+ */
+import { ApplicationFailure, log } from '@temporalio/activity';
+import { createHash } from 'node:crypto';
+import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
+import type { BoxDriver } from './box/driver.js';
+import { PermanentPluginError } from './plugins/errors.js';
+import { parsePluginSource, type SourceSettings } from './plugins/source.js';
+import { parseManifest, stagePlugin as stage, type StagedPlugin, type StageSettings } from './plugins/stage.js';
 
-export interface ReconcileSummary {
-  workspaceId: string;
-  declared: number;
-  installed: number;
+export interface ReconcileDeps {
+  store: Store;
+  driver: BoxDriver;
+  sources: SourceSettings & StageSettings;
 }
 
-/**
- * Converges the box's installed plugins with the workspace's declared set.
- *
- * The declared-plugin store, the box drivers and the per-plugin steps arrive with the
- * plugin-reconcile work; until then no workspace has declared plugins, so a pass finds
- * nothing to do and says so. The workflow already owns when and how often this runs.
- */
-// eslint-disable-next-line @typescript-eslint/require-await -- activity contract is async
-export async function reconcilePlugins(request: ReconcileRequest): Promise<ReconcileSummary> {
-  log.info('reconcile: no declared-plugin store configured; nothing to reconcile', { ...request });
-  return { workspaceId: request.workspaceId, declared: 0, installed: 0 };
+export interface PluginDiff {
+  declared: number;
+  /** Declared plugins without a tracking row, in name order. */
+  missing: DeclaredPlugin[];
+}
+
+export type Probe =
+  | { presence: 'present'; revision: string }
+  | { presence: 'absent' }
+  /** The box could not say (unreachable, unreadable or empty manifest): treated as absent. */
+  | { presence: 'uncertain'; detail: string };
+
+export function createReconcileActivities(deps: ReconcileDeps) {
+  const { store, driver, sources } = deps;
+
+  async function permanentAsFailure<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof PermanentPluginError) {
+        throw ApplicationFailure.create({ message: err.message, type: 'PermanentPluginError', nonRetryable: true });
+      }
+      throw err;
+    }
+  }
+
+  return {
+    /** Declared minus tracked: the only query a reconcile with nothing to do makes. */
+    async listPluginDiff({ workspaceId, trigger }: { workspaceId: string; trigger: string }): Promise<PluginDiff> {
+      log.info('reconcile pass', { workspaceId, trigger });
+      const [declared, tracked] = await Promise.all([
+        store.listDeclaredPlugins(workspaceId),
+        store.listTrackingRows(workspaceId),
+      ]);
+      const trackedNames = new Set(tracked.map((row) => row.pluginName));
+      return { declared: declared.length, missing: declared.filter((plugin) => !trackedNames.has(plugin.name)) };
+    },
+
+    /** Probe before fetch: a boot-installed plugin costs no clone and no delivery. */
+    async probePlugin({ workspaceId, pluginName }: { workspaceId: string; pluginName: string }): Promise<Probe> {
+      let text: string | null;
+      try {
+        text = await driver.readPluginManifest(workspaceId, pluginName);
+      } catch (err) {
+        return { presence: 'uncertain', detail: `probe failed: ${err instanceof Error ? err.message : String(err)}` };
+      }
+      if (text === null) return { presence: 'absent' };
+      const manifest = parseManifest(text);
+      if (manifest?.name !== pluginName)
+        return { presence: 'uncertain', detail: 'manifest on the box is empty or unreadable' };
+      const revision = manifest.version === null ? `manifest-sha256:${sha256(text)}` : `version:${manifest.version}`;
+      return { presence: 'present', revision };
+    },
+
+    async stagePlugin({
+      workspaceId,
+      pluginName,
+      source,
+    }: {
+      workspaceId: string;
+      pluginName: string;
+      source: string;
+    }): Promise<StagedPlugin> {
+      return permanentAsFailure(async () => {
+        const parsed = parsePluginSource(source, sources);
+        if (parsed.name !== pluginName) {
+          throw new PermanentPluginError(
+            `declared plugin ${JSON.stringify(pluginName)} has source ${source}, which names the plugin ${JSON.stringify(parsed.name)}`,
+          );
+        }
+        const staged = await stage(parsed, sources);
+        log.info('staged plugin', { workspaceId, pluginName, revision: staged.revision });
+        return staged;
+      });
+    },
+
+    async deliverPlugin({ workspaceId, plugin }: { workspaceId: string; plugin: StagedPlugin }): Promise<string> {
+      const result = await driver.deliverPlugin(workspaceId, plugin);
+      log.info('deliver plugin', { workspaceId, pluginName: plugin.pluginName, revision: plugin.revision, result });
+      return result;
+    },
+
+    async recordInstalled(row: TrackingRow): Promise<void> {
+      await store.recordInstalled(row);
+    },
+
+    async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
+      const result = await driver.restart(workspaceId, restartId);
+      log.info('restart box', { workspaceId, restartId, result });
+      return result;
+    },
+  };
+}
+
+export type ReconcileActivities = ReturnType<typeof createReconcileActivities>;
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -1,7 +1,7 @@
 /**
  * Records a workspace workflow history for the replay test: a full lifecycle on the
- * time-skipping test server (register, heartbeats, degraded and back, liveness expiry,
- * recovery, an invalid payload, a coalesced reconcile, deprovision).
+ * time-skipping test server (register, a reconcile that delivers and restarts, register again,
+ * degraded and back, an invalid payload, liveness expiry, recovery, deprovision).
  *
  *   npm run record-history [-- name]   → test/histories/<name>.json (default: lifecycle-v<date>)
  *
@@ -15,16 +15,29 @@ import { deprovisionSignal, heartbeatSignal, registerSignal, workspaceWorkflowId
 import { createTimeSkippingEnv } from '../test/helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../test/helpers/payloads.js';
 import { workflowsPath } from '../test/helpers/bundle.js';
-import type * as activities from '../activities/index.js';
+import type { Activities } from '../activities/index.js';
 
 const name = process.argv[2] ?? `lifecycle-v${new Date().toISOString().slice(0, 10)}`;
 const env = await createTimeSkippingEnv();
 const taskQueue = 'record-history';
-const fakeActivities: typeof activities = {
-  reconcilePlugins: async (request) => {
-    await new Promise((resolve) => setTimeout(resolve, 50)); // long enough for a trigger to coalesce
-    return { workspaceId: request.workspaceId, declared: 0, installed: 0 };
+// Activities that behave like a box missing one plugin until it is delivered, so the history
+// covers probe, stage, deliver, record and the restart that follows.
+let delivered = false;
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const fakeActivities: Activities = {
+  listPluginDiff: async () => {
+    await pause(50); // long enough for a trigger to coalesce
+    return { declared: 1, missing: delivered ? [] : [{ name: 'seo', source: 'local://seo' }] };
   },
+  probePlugin: () => Promise.resolve({ presence: 'absent' as const }),
+  stagePlugin: () => Promise.resolve({ pluginName: 'seo', revision: 'sha256:abc', path: '/staged/seo' }),
+  deliverPlugin: () => {
+    delivered = true;
+    return Promise.resolve('delivered');
+  },
+  recordInstalled: () => Promise.resolve(),
+  restartBox: () => Promise.resolve('restarted'),
+  reconcilePlugins: () => Promise.reject(new Error('legacy activity is not used by new runs')),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
@@ -40,6 +53,8 @@ const handle = await env.client.workflow.start('workspaceWorkflow', {
   args: [{ workspaceId: id }],
 });
 await worker.runUntil(async () => {
+  await handle.signal(registerSignal, registerPayload(id));
+  await env.sleep(2_000); // reconcile delivers, the box restarts, the runtime registers again
   await handle.signal(registerSignal, registerPayload(id));
   await handle.signal(heartbeatSignal, heartbeatPayload(id, { error_rate: 0.8 })); // degraded
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // recovery, coalesces with the first pass

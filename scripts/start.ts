@@ -1,6 +1,7 @@
 /**
  * Runs the service on one machine: a Temporal dev server (SQLite file under data/, Web UI),
- * and the worker. With TEMPORAL_ADDRESS set it uses that cluster instead of a dev server.
+ * a local PostgreSQL cluster (scripts/postgres.sh) and the worker. With TEMPORAL_ADDRESS or
+ * DATABASE_URL set it uses those instead.
  * Ctrl-C stops the worker (draining in-flight tasks) and then the dev server.
  */
 import { Connection } from '@temporalio/client';
@@ -9,6 +10,7 @@ import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createWorker, workerSettingsFromEnv } from '../worker.js';
 import { temporalCliPath } from './toolchain.js';
+import { localDatabaseUrl } from './postgres.js';
 
 const dataDir = fileURLToPath(new URL('../data/', import.meta.url));
 const port = Number(process.env['TEMPORAL_PORT'] ?? 7233);
@@ -38,17 +40,20 @@ async function waitForTemporal(address: string, timeoutMs: number): Promise<void
   }
 }
 
+process.env['DATABASE_URL'] ??= localDatabaseUrl();
 const external = process.env['TEMPORAL_ADDRESS'];
 const devServer = external === undefined ? startDevServer() : undefined;
 const settings = { ...workerSettingsFromEnv(), address: external ?? `127.0.0.1:${port}` };
 await waitForTemporal(settings.address, 60_000);
-const worker = await createWorker(settings);
+const { worker, store } = await createWorker(settings);
 
 console.log(`start: Temporal   ${settings.address} (namespace ${settings.namespace})`);
+console.log(`start: database   ${settings.databaseUrl}`);
 if (devServer) console.log(`start: Web UI     http://127.0.0.1:${uiPort}`);
 console.log(`start: worker     polling task queue ${settings.taskQueue}; Ctrl-C to stop`);
 
 await worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
+await store.close();
 if (devServer) {
   devServer.kill('SIGTERM');
   await new Promise((resolve) => devServer.once('exit', resolve));

@@ -91,6 +91,40 @@ export interface ReconcileState {
   lastError: string | null;
 }
 
+export type InstalledVia = 'boot' | 'delivered';
+
+/** What one reconcile pass did with one missing plugin. */
+export type PluginOutcome =
+  | { name: string; status: 'installed'; via: InstalledVia; revision: string }
+  | { name: string; status: 'failed'; error: string };
+
+export interface ReconcileReport {
+  declared: number;
+  outcomes: PluginOutcome[];
+}
+
+export interface PluginState {
+  status: 'installed' | 'failed';
+  via: InstalledVia | null;
+  revision: string | null;
+  error: string | null;
+  /** Reconcile passes that worked on this plugin. */
+  attempts: number;
+  updatedAt: string;
+}
+
+export interface RestartState {
+  inFlight: boolean;
+  /** A request arrived while one was in flight: exactly one more restart follows. */
+  followUp: { reason: string; requester: string } | null;
+  count: number;
+  lastReason: string | null;
+  lastRequester: string | null;
+  lastStartedAt: string | null;
+  lastFinishedAt: string | null;
+  lastError: string | null;
+}
+
 export interface Counters {
   registers: number;
   heartbeats: number;
@@ -118,6 +152,11 @@ export interface WorkspaceState {
   lastHeartbeat: LastHeartbeat | null;
   counters: Counters;
   reconcile: ReconcileState;
+  /** Per declared plugin that a reconcile worked on: how it got installed, or why it failed. */
+  plugins: Record<string, PluginState>;
+  /** Declared plugins without a tracking row after the last reconcile pass. */
+  pluginsPending: number;
+  restart: RestartState;
   /** Most recent first, bounded. */
   recentRejections: Rejection[];
   /** Most recent first, bounded. */
@@ -129,10 +168,14 @@ export type Event =
   | { type: 'heartbeat'; payload: unknown }
   /** A durable timer fired; deadlines that have passed take effect. */
   | { type: 'deadline' }
-  | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string }
+  | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string; report?: ReconcileReport }
+  | { type: 'restartFinished'; outcome: 'succeeded' | 'failed'; error?: string }
   | { type: 'deprovision' };
 
-export type Effect = { type: 'startReconcile'; trigger: string };
+export type Effect =
+  | { type: 'startReconcile'; trigger: string }
+  /** `restartId` is unique per workspace, so the box restarts at most once per request. */
+  | { type: 'restartBox'; restartId: string; reason: string };
 
 export interface Transition {
   state: WorkspaceState;
@@ -171,9 +214,27 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastOutcome: null,
       lastError: null,
     },
+    plugins: {},
+    pluginsPending: 0,
+    restart: {
+      inFlight: false,
+      followUp: null,
+      count: 0,
+      lastReason: null,
+      lastRequester: null,
+      lastStartedAt: null,
+      lastFinishedAt: null,
+      lastError: null,
+    },
     recentRejections: [],
     recentTransitions: [],
   };
+}
+
+/** Fills in fields that a state carried from an older run may lack. */
+export function upgradeState(carried: WorkspaceState): WorkspaceState {
+  const fresh = initialState(carried.workspaceId, 'provisioning', Date.parse(carried.statusSince));
+  return { ...fresh, ...carried, restart: { ...fresh.restart, ...carried.restart } };
 }
 
 export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
@@ -189,7 +250,10 @@ export function transition(state: WorkspaceState, event: Event, now: number, con
       onDeadline(draft, config);
       break;
     case 'reconcileFinished':
-      onReconcileFinished(draft, event.outcome, event.error);
+      onReconcileFinished(draft, event.outcome, event.error, event.report);
+      break;
+    case 'restartFinished':
+      onRestartFinished(draft, event.outcome, event.error);
       break;
     case 'deprovision':
       draft.moveTo('removed', 'deprovision');
@@ -224,6 +288,7 @@ class Draft {
       ...previous,
       counters: { ...previous.counters },
       reconcile: { ...previous.reconcile },
+      restart: { ...previous.restart },
     };
   }
 
@@ -262,6 +327,28 @@ class Draft {
     reconcile.lastStartedAt = this.at;
     this.state.counters.reconcilesStarted++;
     this.effects.push({ type: 'startReconcile', trigger });
+  }
+
+  /**
+   * The one restart operation, whoever asks: stamps the start, clears the URL, goes
+   * provisioning and restarts the box. A request while one is in flight becomes exactly one
+   * follow-up; none is dropped.
+   */
+  requestRestart(reason: string, requester: string): void {
+    const restart = this.state.restart;
+    if (this.state.status === 'removed') return;
+    if (restart.inFlight) {
+      restart.followUp = { reason, requester };
+      return;
+    }
+    restart.inFlight = true;
+    restart.count++;
+    restart.lastReason = reason;
+    restart.lastRequester = requester;
+    restart.lastStartedAt = this.at;
+    this.state.url = null;
+    this.moveTo('provisioning', `restart: ${reason}`);
+    this.effects.push({ type: 'restartBox', restartId: `restart-${restart.count}`, reason });
   }
 
   reject(signal: SignalName, reason: string): void {
@@ -339,7 +426,12 @@ function onDeadline(draft: Draft, config: LifecycleConfig): void {
   }
 }
 
-function onReconcileFinished(draft: Draft, outcome: ReconcileOutcome, error: string | undefined): void {
+function onReconcileFinished(
+  draft: Draft,
+  outcome: ReconcileOutcome,
+  error: string | undefined,
+  report: ReconcileReport | undefined,
+): void {
   const state = draft.state;
   const reconcile = state.reconcile;
   if (!reconcile.running) return; // nothing was running: a stray completion changes nothing
@@ -348,10 +440,48 @@ function onReconcileFinished(draft: Draft, outcome: ReconcileOutcome, error: str
   reconcile.lastOutcome = outcome;
   reconcile.lastError = outcome === 'failed' ? (error ?? 'unknown error') : null;
   if (outcome === 'failed') state.counters.reconcilesFailed++;
+  if (report) {
+    recordPluginOutcomes(draft, report);
+    const delivered = report.outcomes.filter((o) => o.status === 'installed' && o.via === 'delivered').length;
+    // One restart per reconcile batch, however many plugins were delivered.
+    if (delivered > 0) draft.requestRestart(`reconcile delivered ${delivered} plugin(s)`, 'reconcile');
+  }
   const owed = reconcile.followUp;
   reconcile.followUp = false;
   // A removed workspace has no box left to converge.
   if (owed && state.status !== 'removed') draft.startReconcile('follow-up of coalesced triggers');
+}
+
+function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
+  const plugins = { ...draft.state.plugins };
+  for (const outcome of report.outcomes) {
+    const attempts = (plugins[outcome.name]?.attempts ?? 0) + 1;
+    plugins[outcome.name] =
+      outcome.status === 'installed'
+        ? {
+            status: 'installed',
+            via: outcome.via,
+            revision: outcome.revision,
+            error: null,
+            attempts,
+            updatedAt: draft.at,
+          }
+        : { status: 'failed', via: null, revision: null, error: outcome.error, attempts, updatedAt: draft.at };
+  }
+  draft.state.plugins = plugins;
+  const installedNow = report.outcomes.filter((o) => o.status === 'installed').length;
+  draft.state.pluginsPending = report.outcomes.length - installedNow;
+}
+
+function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error: string | undefined): void {
+  const restart = draft.state.restart;
+  if (!restart.inFlight) return;
+  restart.inFlight = false;
+  restart.lastFinishedAt = draft.at;
+  restart.lastError = outcome === 'failed' ? (error ?? 'unknown error') : null;
+  const followUp = restart.followUp;
+  restart.followUp = null;
+  if (followUp) draft.requestRestart(followUp.reason, followUp.requester);
 }
 
 interface Health {

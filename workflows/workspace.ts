@@ -13,21 +13,30 @@ import {
   stateQuery,
   type WorkspaceWorkflowInput,
 } from './definitions.js';
-import { runReconcile } from './reconcile.js';
+import { failureMessage, runReconcile } from './reconcile.js';
+import type { Activities } from '../activities/index.js';
 import {
   initialState,
   nextDeadline,
   transition,
+  upgradeState,
   type Effect,
   type Event,
+  type ReconcileOutcome,
   type WorkspaceState,
 } from './state-machine.js';
+
+const { restartBox } = wf.proxyActivities<Activities>({
+  startToCloseTimeout: '2m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
+});
 
 export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
   const config = resolveConfig(input.config);
   const { workspaceId } = input;
-  let state: WorkspaceState =
-    input.carried ?? initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
+  let state: WorkspaceState = input.carried
+    ? upgradeState(input.carried)
+    : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
 
   function apply(event: Event): void {
@@ -36,20 +45,32 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     result.effects.forEach(perform);
   }
 
-  // One runner per effect type; the mapped type makes a new effect without a runner a type error.
-  const runners: { [K in Effect['type']]: (effect: Extract<Effect, { type: K }>) => void } = {
-    startReconcile(effect) {
-      // Runs beside the signal loop; its completion is fed back as an event so the
-      // machine decides whether a coalesced follow-up pass is owed.
-      void runReconcile({ workspaceId, trigger: effect.trigger }, config).then(
-        () => apply({ type: 'reconcileFinished', outcome: 'succeeded' }),
-        (err: unknown) => apply({ type: 'reconcileFinished', outcome: 'failed', error: failureMessage(err) }),
-      );
-    },
-  };
-
   function perform(effect: Effect): void {
-    runners[effect.type](effect);
+    // Effects run beside the signal loop; each completion is fed back as an event, so the
+    // machine decides what follows (a coalesced follow-up pass, a restart, a second restart).
+    switch (effect.type) {
+      case 'startReconcile':
+        void runReconcile({ workspaceId, trigger: effect.trigger }, config).then(
+          (report) => {
+            const failed = report.outcomes.flatMap((o) => (o.status === 'failed' ? [`${o.name}: ${o.error}`] : []));
+            const outcome: ReconcileOutcome = failed.length === 0 ? 'succeeded' : 'failed';
+            apply({
+              type: 'reconcileFinished',
+              outcome,
+              report,
+              ...(failed.length > 0 ? { error: failed.join('; ') } : {}),
+            });
+          },
+          (err: unknown) => apply({ type: 'reconcileFinished', outcome: 'failed', error: failureMessage(err) }),
+        );
+        break;
+      case 'restartBox':
+        void restartBox({ workspaceId, restartId: effect.restartId }).then(
+          () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
+          (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
+        );
+        break;
+    }
   }
 
   wf.setHandler(registerSignal, (payload) => {
@@ -92,15 +113,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     }
   }
 
-  // Let signal handlers and an in-flight reconcile finish so nothing is lost at the boundary.
-  await wf.condition(() => wf.allHandlersFinished() && !state.reconcile.running);
+  // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
+  await wf.condition(() => wf.allHandlersFinished() && !state.reconcile.running && !state.restart.inFlight);
   if (removed()) return state;
 
   const carried: WorkspaceState = { ...state, counters: { ...state.counters, runs: state.counters.runs + 1 } };
   return await wf.continueAsNew<typeof workspaceWorkflow>({ ...input, config, carried });
-}
-
-function failureMessage(err: unknown): string {
-  if (err instanceof wf.ActivityFailure && err.cause instanceof Error) return err.cause.message;
-  return err instanceof Error ? err.message : String(err);
 }

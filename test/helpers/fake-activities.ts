@@ -1,12 +1,14 @@
-import type * as activities from '../../activities/index.js';
+import type { Activities } from '../../activities/index.js';
 import type { ReconcileRequest } from '../../workflows/reconcile.js';
 
 /**
- * Mocked activities for workflow tests: records every reconcile pass that starts, and can
- * hold passes open so a test can send triggers while one is running.
+ * Mocked activities for workflow tests that are about when reconciles run, not what they do:
+ * every pass starts with listPluginDiff, which records the pass and reports nothing missing.
+ * Passes can be held open so a test can send triggers while one is running.
  */
 export class FakeActivities {
   readonly reconcileCalls: ReconcileRequest[] = [];
+  readonly restarts: string[] = [];
   private gate: Promise<void> | null = null;
   private openGate: (() => void) | null = null;
 
@@ -20,13 +22,25 @@ export class FakeActivities {
     this.gate = null;
   }
 
-  get activities(): typeof activities {
+  get activities(): Activities {
+    const unexpected = (name: string) => (): never => {
+      throw new Error(`${name} is not expected: no plugin is missing in these tests`);
+    };
     return {
-      reconcilePlugins: async (request) => {
+      listPluginDiff: async (request) => {
         this.reconcileCalls.push(request);
         await this.gate;
-        return { workspaceId: request.workspaceId, declared: 0, installed: 0 };
+        return { declared: 0, missing: [] };
       },
+      restartBox: ({ restartId }) => {
+        this.restarts.push(restartId);
+        return Promise.resolve('restarted');
+      },
+      probePlugin: unexpected('probePlugin'),
+      stagePlugin: unexpected('stagePlugin'),
+      deliverPlugin: unexpected('deliverPlugin'),
+      recordInstalled: unexpected('recordInstalled'),
+      reconcilePlugins: unexpected('reconcilePlugins'),
     };
   }
 }

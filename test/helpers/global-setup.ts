@@ -3,15 +3,21 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { bundleWorkflows } from './bundle.js';
+import { localDatabaseUrl } from '../../scripts/postgres.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     workflowBundlePath: string;
+    databaseUrl: string;
   }
 }
 
-/** Bundles the workflow code once for every test file instead of once per file. */
+/**
+ * Bundles the workflow code once for every test file instead of once per file, and finds the
+ * test database: DATABASE_URL when set, else the local cluster scripts/postgres.sh starts.
+ */
 export default async function setup(project: TestProject): Promise<void> {
+  project.provide('databaseUrl', process.env['DATABASE_URL'] ?? localDatabaseUrl());
   const code = await bundleWorkflows();
   const path = join(mkdtempSync(join(tmpdir(), 'wl-bundle-')), 'workflows.js');
   writeFileSync(path, code);

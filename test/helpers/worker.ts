@@ -2,16 +2,12 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { inject } from 'vitest';
-import type * as activities from '../../activities/index.js';
+import type { Activities } from '../../activities/index.js';
 import { stateQuery } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 
 /** A real worker on a fresh task queue, running the real workflow with the given activities. */
-export async function createWorker(
-  env: TestWorkflowEnvironment,
-  taskQueue: string,
-  acts: typeof activities,
-): Promise<Worker> {
+export async function createWorker(env: TestWorkflowEnvironment, taskQueue: string, acts: Activities): Promise<Worker> {
   return Worker.create({
     connection: env.nativeConnection,
     taskQueue,

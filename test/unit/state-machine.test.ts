@@ -46,6 +46,22 @@ const steps: Step[] = [
     event: { type: 'reconcileFinished', outcome: 'failed', error: 'boom' },
     advanceMs: 1_000,
   },
+  {
+    name: 'reconcile-delivered',
+    event: {
+      type: 'reconcileFinished',
+      outcome: 'succeeded',
+      report: {
+        declared: 2,
+        outcomes: [
+          { name: 'a', status: 'installed', via: 'delivered', revision: 'r1' },
+          { name: 'b', status: 'installed', via: 'delivered', revision: 'r2' },
+        ],
+      },
+    },
+    advanceMs: 1_000,
+  },
+  { name: 'restart-done', event: { type: 'restartFinished', outcome: 'succeeded' }, advanceMs: 1_000 },
   { name: 'deprovision', event: { type: 'deprovision' }, advanceMs: 1_000 },
 ];
 
@@ -69,15 +85,20 @@ function expectedRequests(before: WorkspaceState, step: Step): number {
   return 1; // provisioning, offline, failed, awaiting_agent: any heartbeat comes online first
 }
 
+/** Plain assertion: the exhaustive loop runs hundreds of thousands of steps. */
+function check(condition: boolean, where: string, what: string): void {
+  if (!condition) throw new Error(`${what}\n  at ${where}`);
+}
+
 describe('exhaustive event orders', () => {
   const LENGTH = 5;
   for (const initial of ['provisioning', 'awaiting_agent'] as InitialStatus[]) {
     it(`from ${initial}: every order of ${steps.length} events up to length ${LENGTH} keeps the invariants`, () => {
       let checked = 0;
       for (const sequence of sequences(LENGTH)) {
-        let state = frozen(initialState(ID, initial, T0));
+        let state = initialState(ID, initial, T0);
         let now = T0;
-        let effectsSeen = 0;
+        let reconcileEffects = 0;
         let followUps = 0;
         let removedSeen = false;
         for (const step of sequence) {
@@ -85,43 +106,79 @@ describe('exhaustive event orders', () => {
           const before = state;
           const { state: after, effects } = transition(before, step.event, now, config);
           const where = `${initial}: ${sequence.map((s) => s.name).join(' → ')} at ${step.name}`;
+          const reconciles = effects.filter((e) => e.type === 'startReconcile');
+          const restarts = effects.filter((e) => e.type === 'restartBox');
 
           // One reconcile request per transition into online, whatever caused it.
           const requested = after.counters.reconcilesRequested - before.counters.reconcilesRequested;
-          expect(requested, where).toBe(expectedRequests(before, step));
-          const intoOnline = after.recentTransitions.length - before.recentTransitions.length;
+          check(requested === expectedRequests(before, step), where, `requested ${requested} reconciles`);
           if (before.recentTransitions.length < 10) {
-            const added = after.recentTransitions.slice(0, intoOnline).filter((t) => t.to === 'online').length;
-            expect(added, where).toBe(requested);
+            const added = after.recentTransitions.slice(
+              0,
+              after.recentTransitions.length - before.recentTransitions.length,
+            );
+            check(
+              added.filter((t) => t.to === 'online').length === requested,
+              where,
+              'transitions into online ≠ requests',
+            );
           }
 
           // Never two passes at once: a pass starts only when none runs, else it coalesces.
-          expect(effects.length, where).toBeLessThanOrEqual(1);
-          if (effects.length === 1) {
+          check(reconciles.length <= 1 && restarts.length <= 1, where, 'more than one effect of a kind');
+          if (reconciles.length === 1) {
             const finishing = step.event.type === 'reconcileFinished' && before.reconcile.followUp;
-            expect(!before.reconcile.running || finishing, where).toBe(true);
-            expect(after.reconcile.running, where).toBe(true);
+            check(!before.reconcile.running || finishing, where, 'a pass started while one ran');
+            check(after.reconcile.running, where, 'started pass not marked running');
           }
-          effectsSeen += effects.length;
-          expect(after.counters.reconcilesStarted, where).toBe(effectsSeen);
-          if (step.event.type === 'reconcileFinished') followUps += effects.length;
+          reconcileEffects += reconciles.length;
+          if (step.event.type === 'reconcileFinished') followUps += reconciles.length;
+          check(after.counters.reconcilesStarted === reconcileEffects, where, 'started counter ≠ effects');
           // Every pass is either a request that found nothing running, or an owed follow-up.
-          expect(after.counters.reconcilesStarted, where).toBe(
-            after.counters.reconcilesRequested - after.counters.reconcilesCoalesced + followUps,
+          check(
+            after.counters.reconcilesStarted ===
+              after.counters.reconcilesRequested - after.counters.reconcilesCoalesced + followUps,
+            where,
+            'passes ≠ requests − coalesced + follow-ups',
           );
-          if (!after.reconcile.running) expect(after.reconcile.followUp, where).toBe(false);
+          if (!after.reconcile.running) check(!after.reconcile.followUp, where, 'follow-up owed with nothing running');
+
+          // One restart at a time; a restart request is never dropped; a restart clears the URL.
+          const restartRequested =
+            step.name === 'reconcile-delivered' && before.reconcile.running && before.status !== 'removed';
+          if (restartRequested) {
+            check(restarts.length === 1 || after.restart.followUp !== null, where, 'restart request dropped');
+          }
+          if (restarts.length === 1) {
+            const draining = step.event.type === 'restartFinished' && before.restart.followUp !== null;
+            check(!before.restart.inFlight || draining, where, 'restart started while one was in flight');
+            check(after.status === 'provisioning' && after.url === null, where, 'restart did not clear status/url');
+            check(after.restart.count === before.restart.count + 1, where, 'restart not counted');
+          }
+          if (!after.restart.inFlight)
+            check(after.restart.followUp === null, where, 'restart follow-up with none in flight');
 
           // Removed is terminal.
-          if (removedSeen) expect(after.status, where).toBe('removed');
+          if (removedSeen) check(after.status === 'removed', where, 'left removed');
           removedSeen ||= after.status === 'removed';
 
-          state = frozen(after);
+          state = after;
           checked++;
         }
       }
       expect(checked).toBe(steps.length ** LENGTH * LENGTH);
     });
   }
+
+  it('never mutates its input', () => {
+    let state = frozen(initialState(ID, 'provisioning', T0));
+    let now = T0;
+    for (const step of [...steps, ...steps]) {
+      now += step.advanceMs;
+      state = frozen(transition(state, step.event, now, config).state);
+    }
+    expect(state.status).toBe('removed');
+  });
 });
 
 describe('transitions', () => {

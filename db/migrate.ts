@@ -1,0 +1,35 @@
+/**
+ * Versioned, forward-only schema migrations (node-pg-migrate over the SQL files in
+ * db/migrations). The worker runs them at start; `npm run migrate` runs them by hand.
+ * A lock table entry makes concurrent runs by several workers safe.
+ */
+import { runner } from 'node-pg-migrate';
+import { fileURLToPath } from 'node:url';
+
+export const migrationsDir = fileURLToPath(new URL('./migrations/', import.meta.url));
+
+export async function migrate(
+  databaseUrl: string,
+  log: (message: string) => void = () => undefined,
+): Promise<string[]> {
+  const applied = await runner({
+    databaseUrl,
+    dir: migrationsDir,
+    direction: 'up',
+    migrationsTable: 'schema_migrations',
+    count: Infinity,
+    log,
+    verbose: false,
+  });
+  return applied.map((migration) => migration.name);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const databaseUrl = process.env['DATABASE_URL'];
+  if (!databaseUrl) {
+    console.error('migrate: DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
+    process.exit(2);
+  }
+  const applied = await migrate(databaseUrl, (message) => console.log(`migrate: ${message}`));
+  console.log(applied.length === 0 ? 'migrate: schema is up to date' : `migrate: applied ${applied.join(', ')}`);
+}

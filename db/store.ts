@@ -1,0 +1,98 @@
+/**
+ * PostgreSQL access for the activities: declared plugins (desired), tracking rows
+ * (installed) and the workspace projection. Every write is an upsert keyed by its natural
+ * key, so retried activities converge instead of duplicating.
+ */
+import pg from 'pg';
+
+export interface DeclaredPlugin {
+  name: string;
+  source: string;
+}
+
+export type InstalledVia = 'boot' | 'delivered';
+
+export interface TrackingRow {
+  workspaceId: string;
+  pluginName: string;
+  source: string;
+  revision: string;
+  installedVia: InstalledVia;
+}
+
+export class Store {
+  constructor(readonly pool: pg.Pool) {}
+
+  static connect(databaseUrl: string): Store {
+    return new Store(new pg.Pool({ connectionString: databaseUrl, max: 10 }));
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  async ensureWorkspace(workspaceId: string): Promise<void> {
+    await this.pool.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
+  }
+
+  /** Replaces the declared set in one transaction. */
+  async setDeclaredPlugins(workspaceId: string, plugins: DeclaredPlugin[]): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
+      await client.query('DELETE FROM declared_plugins WHERE workspace_id = $1', [workspaceId]);
+      for (const plugin of plugins) {
+        await client.query('INSERT INTO declared_plugins (workspace_id, plugin_name, source) VALUES ($1, $2, $3)', [
+          workspaceId,
+          plugin.name,
+          plugin.source,
+        ]);
+      }
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK');
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async listDeclaredPlugins(workspaceId: string): Promise<DeclaredPlugin[]> {
+    const { rows } = await this.pool.query<{ plugin_name: string; source: string }>(
+      'SELECT plugin_name, source FROM declared_plugins WHERE workspace_id = $1 ORDER BY plugin_name',
+      [workspaceId],
+    );
+    return rows.map((row) => ({ name: row.plugin_name, source: row.source }));
+  }
+
+  async listTrackingRows(workspaceId: string): Promise<TrackingRow[]> {
+    const { rows } = await this.pool.query<{
+      plugin_name: string;
+      source: string;
+      revision: string;
+      installed_via: InstalledVia;
+    }>(
+      'SELECT plugin_name, source, revision, installed_via FROM installed_plugins WHERE workspace_id = $1 ORDER BY plugin_name',
+      [workspaceId],
+    );
+    return rows.map((row) => ({
+      workspaceId,
+      pluginName: row.plugin_name,
+      source: row.source,
+      revision: row.revision,
+      installedVia: row.installed_via,
+    }));
+  }
+
+  async recordInstalled(row: TrackingRow): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO installed_plugins (workspace_id, plugin_name, source, revision, installed_via)
+       VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (workspace_id, plugin_name) DO UPDATE
+         SET source = EXCLUDED.source, revision = EXCLUDED.revision,
+             installed_via = EXCLUDED.installed_via, updated_at = now()`,
+      [row.workspaceId, row.pluginName, row.source, row.revision, row.installedVia],
+    );
+  }
+}

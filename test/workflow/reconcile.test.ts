@@ -1,0 +1,282 @@
+/**
+ * The declared-plugin reconcile end to end: the real workflow on the time-skipping test
+ * server, the real activities against real PostgreSQL, the local box driver with a managed
+ * runtime process, and temporary git repositories as plugin sources.
+ */
+import type { WorkflowHandle } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities, type Activities } from '../../activities/index.js';
+import { LocalBoxDriver } from '../../activities/box/local.js';
+import type { Store } from '../../db/store.js';
+import { defaultLifecycleConfig } from '../../workflows/config.js';
+import { heartbeatSignal, registerSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
+import type { WorkspaceState } from '../../workflows/state-machine.js';
+import { createTimeSkippingEnv } from '../helpers/env.js';
+import { createPluginRepo } from '../helpers/git.js';
+import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
+import { connectTestStore } from '../helpers/postgres.js';
+import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+
+let env: TestWorkflowEnvironment;
+let store: Store;
+let worker: Worker;
+let running: Promise<void>;
+let driver: LocalBoxDriver;
+const root = mkdtempSync(join(tmpdir(), 'wl-reconcile-'));
+const repos = join(root, 'repos');
+const taskQueue = uniqueId('reconcile-tests');
+const workspaces: string[] = [];
+
+/** Per-workspace test hooks: probe errors and one-off record failures. */
+const failProbeFor = new Set<string>();
+const failRecordOnceFor = new Set<string>();
+const calls: { name: string; workspaceId: string | undefined }[] = [];
+
+beforeAll(async () => {
+  env = await createTimeSkippingEnv();
+  store = await connectTestStore();
+  driver = new LocalBoxDriver({
+    root: join(root, 'boxes'),
+    runtimeCommand: [process.execPath, '-e', 'setInterval(() => {}, 1 << 30)'],
+  });
+  const real = createActivities({
+    store,
+    driver,
+    sources: {
+      giteaBaseUrl: `file://${repos}`,
+      githubBaseUrl: `file://${repos}`,
+      allowUnpinned: false,
+      cacheDir: join(root, 'cache'),
+      pluginsDir: join(root, 'plugins'),
+      maxPluginBytes: 1024 * 1024,
+      fetchTimeoutMs: 60_000,
+    },
+  });
+  worker = await createWorker(env, taskQueue, instrument(real));
+  running = worker.run();
+});
+
+afterAll(async () => {
+  worker.shutdown();
+  await running;
+  await env.teardown();
+  await Promise.all(workspaces.map((id) => driver.stopRuntime(id)));
+  await store.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+/** Counts every activity call and injects the faults the tests ask for. */
+function instrument(real: Activities): Activities {
+  const record = (name: string, input: unknown): void => {
+    const workspaceId = (input as { workspaceId?: string }).workspaceId;
+    calls.push({ name, workspaceId });
+  };
+  return {
+    ...real,
+    listPluginDiff: (input) => (record('listPluginDiff', input), real.listPluginDiff(input)),
+    probePlugin: (input) => {
+      record('probePlugin', input);
+      if (failProbeFor.has(input.workspaceId))
+        return Promise.resolve({ presence: 'uncertain', detail: 'probe failed' });
+      return real.probePlugin(input);
+    },
+    stagePlugin: (input) => (record('stagePlugin', input), real.stagePlugin(input)),
+    deliverPlugin: (input) => (record('deliverPlugin', input), real.deliverPlugin(input)),
+    recordInstalled: (input) => {
+      record('recordInstalled', input);
+      if (failRecordOnceFor.delete(`${input.workspaceId}/${input.pluginName}`)) {
+        return Promise.reject(new Error('simulated crash between delivery and tracking row'));
+      }
+      return real.recordInstalled(input);
+    },
+    restartBox: (input) => (record('restartBox', input), real.restartBox(input)),
+  };
+}
+
+function callsFor(workspaceId: string, name: string): number {
+  return calls.filter((call) => call.workspaceId === workspaceId && call.name === name).length;
+}
+
+/** Box events written by the local driver when a delivery or restart did work. */
+function boxEvents(workspaceId: string): string[] {
+  const file = join(driver.boxDir(workspaceId), 'box-events.log');
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => line.split(' ').slice(1, 3).join(' '));
+}
+
+/** Declares the plugins, creates the box, runs `prepare`, then the runtime registers. */
+async function bootWorkspace(
+  declared: { name: string; source: string }[],
+  prepare: (id: string, boxDir: string) => void = () => undefined,
+): Promise<{ id: string; handle: WorkflowHandle }> {
+  const id = uniqueId('rc');
+  workspaces.push(id);
+  await store.setDeclaredPlugins(id, declared);
+  const boxDir = await driver.createBox(id);
+  await driver.startRuntime(id);
+  prepare(id, boxDir);
+  const handle = await env.client.workflow.start('workspaceWorkflow', {
+    taskQueue,
+    workflowId: workspaceWorkflowId(id),
+    args: [{ workspaceId: id }],
+  });
+  await handle.signal(registerSignal, registerPayload(id));
+  return { id, handle };
+}
+
+const settled = (s: WorkspaceState): boolean =>
+  !s.reconcile.running && !s.restart.inFlight && s.counters.reconcilesStarted > 0;
+
+describe('declared-plugin reconcile', () => {
+  it('boot-installed plugin: tracking row written, nothing delivered, no restart (seed PR 3018)', async () => {
+    // The source points at a repository that does not exist: probing first means no fetch at all.
+    const { id, handle } = await bootWorkspace([{ name: 'seo', source: 'gitea://nobody/seo#main' }], (_, boxDir) => {
+      const pluginDir = join(boxDir, 'configs', 'plugins', 'seo');
+      mkdirSync(pluginDir, { recursive: true });
+      writeFileSync(join(pluginDir, 'plugin.yaml'), 'name: seo\nversion: 2.1.0\n');
+    });
+
+    const state = await waitForState(handle, settled);
+    expect(state.plugins['seo']).toMatchObject({ status: 'installed', via: 'boot', revision: 'version:2.1.0' });
+    expect(state.status).toBe('online');
+    expect(state.restart.count).toBe(0);
+    expect(await store.listTrackingRows(id)).toEqual([
+      {
+        workspaceId: id,
+        pluginName: 'seo',
+        source: 'gitea://nobody/seo#main',
+        revision: 'version:2.1.0',
+        installedVia: 'boot',
+      },
+    ]);
+    expect(boxEvents(id)).toEqual([]);
+    expect(callsFor(id, 'deliverPlugin')).toBe(0);
+    expect(callsFor(id, 'stagePlugin')).toBe(0);
+  });
+
+  it('three missing plugins: three deliveries, three rows, exactly one restart', async () => {
+    const commits = ['alpha', 'beta', 'gamma'].map((repo) => createPluginRepo(repos, 'acme', repo));
+    const { id, handle } = await bootWorkspace([
+      { name: 'alpha', source: 'gitea://acme/alpha#main' },
+      { name: 'beta', source: 'github://acme/beta#v1' },
+      { name: 'gamma', source: `git+file://${repos}/acme/gamma.git#main` },
+    ]);
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
+    expect(state.status).toBe('provisioning'); // restarted: waiting for the runtime to check in again
+    expect(state.url).toBeNull();
+    expect(state.restart).toMatchObject({ lastRequester: 'reconcile', lastReason: 'reconcile delivered 3 plugin(s)' });
+    expect(state.pluginsPending).toBe(0);
+    for (const [i, name] of ['alpha', 'beta', 'gamma'].entries()) {
+      expect(state.plugins[name]).toMatchObject({ status: 'installed', via: 'delivered', revision: commits[i] });
+      expect(readFileSync(join(driver.boxDir(id), 'configs', 'plugins', name, 'plugin.yaml'), 'utf8')).toContain(name);
+    }
+    const rows = await store.listTrackingRows(id);
+    expect(rows.map((r) => [r.pluginName, r.revision, r.installedVia])).toEqual([
+      ['alpha', commits[0], 'delivered'],
+      ['beta', commits[1], 'delivered'],
+      ['gamma', commits[2], 'delivered'],
+    ]);
+    expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(3);
+    expect(boxEvents(id).filter((e) => e.startsWith('restart'))).toEqual(['restart restart-1']);
+    expect(await driver.isRunning(id)).toBe(true);
+
+    // The runtime comes back after the restart: online again, a pass with nothing missing.
+    await handle.signal(registerSignal, registerPayload(id));
+    const back = await waitForState(
+      handle,
+      (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 2,
+    );
+    expect(back.restart.count).toBe(1);
+    expect(boxEvents(id)).toHaveLength(4);
+  });
+
+  it('probe error treated as absent: delivered', async () => {
+    createPluginRepo(repos, 'acme', 'probed');
+    const { id, handle } = await bootWorkspace([{ name: 'probed', source: 'gitea://acme/probed#main' }], (wsId) =>
+      failProbeFor.add(wsId),
+    );
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
+    expect(state.plugins['probed']).toMatchObject({ status: 'installed', via: 'delivered' });
+    expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(1);
+  });
+
+  it('invalid source: that plugin fails with a clear reason, the others install, no endless retry', async () => {
+    createPluginRepo(repos, 'acme', 'good');
+    createPluginRepo(repos, 'acme', 'misnamed', { name: 'something-else' });
+    const { id, handle } = await bootWorkspace([
+      { name: 'good', source: 'gitea://acme/good#main' },
+      { name: 'gone', source: 'gitea://acme/gone#main' },
+      { name: 'misnamed', source: 'gitea://acme/misnamed#main' },
+      { name: 'noref', source: 'gitea://acme/good#no-such-branch' },
+      { name: 'unpinned', source: 'gitea://acme/unpinned' },
+    ]);
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
+    expect(state.plugins['good']).toMatchObject({ status: 'installed', via: 'delivered' });
+    expect(state.plugins['gone']?.error).toMatch(
+      /gitea:\/\/acme\/gone#main.*(does not appear to be a git repository|not found)/,
+    );
+    expect(state.plugins['misnamed']?.error).toMatch(
+      /plugin.yaml names the plugin "something-else", expected "misnamed"/,
+    );
+    expect(state.plugins['noref']?.error).toMatch(
+      /declared plugin "noref" has source gitea:\/\/acme\/good#no-such-branch, which names the plugin "good"/,
+    );
+    expect(state.plugins['unpinned']?.error).toMatch(/is unpinned: add #<branch\|tag\|sha>/);
+    expect(state.pluginsPending).toBe(4);
+    expect(state.reconcile.lastOutcome).toBe('failed');
+    // Non-retryable: one stage attempt per plugin in this pass, not a retry loop.
+    expect(callsFor(id, 'stagePlugin')).toBe(5);
+    expect((await store.listTrackingRows(id)).map((r) => r.pluginName)).toEqual(['good']);
+  });
+
+  it('missing ref in an existing repository is a permanent failure naming the ref', async () => {
+    createPluginRepo(repos, 'acme', 'pinned');
+    const { id, handle } = await bootWorkspace([{ name: 'pinned', source: 'gitea://acme/pinned#v9' }]);
+    const state = await waitForState(handle, settled);
+    expect(callsFor(id, 'stagePlugin')).toBe(1);
+    expect(state.plugins['pinned']?.error).toMatch(/ref v9 not found in file:\/\/.*acme\/pinned.git/);
+    expect(state.plugins['pinned']?.attempts).toBe(1);
+  });
+
+  it('a crash after delivery and before the row: no second delivery, no second restart', async () => {
+    createPluginRepo(repos, 'acme', 'fragile');
+    const { id, handle } = await bootWorkspace([{ name: 'fragile', source: 'gitea://acme/fragile#main' }], (wsId) =>
+      failRecordOnceFor.add(`${wsId}/fragile`),
+    );
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
+    expect(callsFor(id, 'recordInstalled')).toBe(2); // failed once, retried
+    expect(callsFor(id, 'deliverPlugin')).toBe(1);
+    expect(state.plugins['fragile']).toMatchObject({ status: 'installed', via: 'delivered' });
+    expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(1);
+    expect(boxEvents(id).filter((e) => e.startsWith('restart'))).toHaveLength(1);
+    expect(await store.listTrackingRows(id)).toHaveLength(1);
+  });
+
+  it('second reconcile with nothing missing: no activity beyond the diff', async () => {
+    createPluginRepo(repos, 'acme', 'steady');
+    const { id, handle } = await bootWorkspace([{ name: 'steady', source: 'gitea://acme/steady#main' }]);
+    await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 2);
+    const before = calls.filter((c) => c.workspaceId === id).length;
+
+    // Silence past the liveness TTL, then a heartbeat: offline → online triggers a third pass.
+    await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
+    await handle.signal(heartbeatSignal, heartbeatPayload(id));
+    await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 3);
+    expect(
+      calls
+        .filter((c) => c.workspaceId === id)
+        .slice(before)
+        .map((c) => c.name),
+    ).toEqual(['listPluginDiff']);
+  });
+});
