@@ -5,7 +5,7 @@
  */
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
+import type { DeclaredPlugin, Projection, Store, TrackingRow } from '../db/store.js';
 import type { BoxDriver } from './box/driver.js';
 import { PermanentPluginError } from './plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from './plugins/source.js';
@@ -101,6 +101,11 @@ export function createReconcileActivities(deps: ReconcileDeps) {
 
     async recordInstalled(row: TrackingRow): Promise<void> {
       await store.recordInstalled(row);
+    },
+
+    /** The SQL readers' view of the workspace; ordered by the workflow's transition count. */
+    async writeProjection(projection: Projection): Promise<void> {
+      await store.writeProjection(projection);
     },
 
     async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {

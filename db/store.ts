@@ -20,6 +20,15 @@ export interface TrackingRow {
   installedVia: InstalledVia;
 }
 
+export interface Projection {
+  workspaceId: string;
+  status: string;
+  url: string | null;
+  statusSince: string;
+  /** The workflow's transition count: only a newer version overwrites the row. */
+  version: number;
+}
+
 export class Store {
   constructor(readonly pool: pg.Pool) {}
 
@@ -83,6 +92,33 @@ export class Store {
       revision: row.revision,
       installedVia: row.installed_via,
     }));
+  }
+
+  async writeProjection(p: Projection): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO workspaces (id, status, url, status_since, version) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO UPDATE
+         SET status = EXCLUDED.status, url = EXCLUDED.url, status_since = EXCLUDED.status_since,
+             version = EXCLUDED.version, updated_at = now()
+         WHERE workspaces.version < EXCLUDED.version`,
+      [p.workspaceId, p.status, p.url, p.statusSince, p.version],
+    );
+  }
+
+  async readProjection(workspaceId: string): Promise<Projection | null> {
+    const { rows } = await this.pool.query<{ status: string; url: string | null; status_since: Date; version: string }>(
+      'SELECT status, url, status_since, version FROM workspaces WHERE id = $1',
+      [workspaceId],
+    );
+    const row = rows[0];
+    if (!row) return null;
+    return {
+      workspaceId,
+      status: row.status,
+      url: row.url,
+      statusSince: row.status_since.toISOString(),
+      version: Number(row.version),
+    };
   }
 
   async recordInstalled(row: TrackingRow): Promise<void> {

@@ -37,6 +37,7 @@ const fakeActivities: Activities = {
   },
   recordInstalled: () => Promise.resolve(),
   restartBox: () => Promise.resolve('restarted'),
+  writeProjection: () => Promise.resolve(),
   reconcilePlugins: () => Promise.reject(new Error('legacy activity is not used by new runs')),
 };
 const worker = await Worker.create({

@@ -136,6 +136,8 @@ export interface Counters {
   /** Requests folded into a follow-up because a pass was already running or queued. */
   reconcilesCoalesced: number;
   reconcilesFailed: number;
+  /** Status changes so far; numbers the projection writes. */
+  transitions: number;
   /** Completed runs of this workflow (continue-as-new count). */
   runs: number;
 }
@@ -175,7 +177,9 @@ export type Event =
 export type Effect =
   | { type: 'startReconcile'; trigger: string }
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
-  | { type: 'restartBox'; restartId: string; reason: string };
+  | { type: 'restartBox'; restartId: string; reason: string }
+  /** Status or URL changed: the SQL projection gets the final values of this step. */
+  | { type: 'writeProjection'; status: Status; url: string | null; statusSince: string; version: number };
 
 export interface Transition {
   state: WorkspaceState;
@@ -203,6 +207,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       reconcilesStarted: 0,
       reconcilesCoalesced: 0,
       reconcilesFailed: 0,
+      transitions: 0,
       runs: 0,
     },
     reconcile: {
@@ -234,7 +239,12 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
 /** Fills in fields that a state carried from an older run may lack. */
 export function upgradeState(carried: WorkspaceState): WorkspaceState {
   const fresh = initialState(carried.workspaceId, 'provisioning', Date.parse(carried.statusSince));
-  return { ...fresh, ...carried, restart: { ...fresh.restart, ...carried.restart } };
+  return {
+    ...fresh,
+    ...carried,
+    counters: { ...fresh.counters, ...carried.counters },
+    restart: { ...fresh.restart, ...carried.restart },
+  };
 }
 
 export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
@@ -259,7 +269,17 @@ export function transition(state: WorkspaceState, event: Event, now: number, con
       draft.moveTo('removed', 'deprovision');
       break;
   }
-  return { state: draft.state, effects: draft.effects };
+  const next = draft.state;
+  if (next.status !== state.status || next.url !== state.url) {
+    draft.effects.push({
+      type: 'writeProjection',
+      status: next.status,
+      url: next.url,
+      statusSince: next.statusSince,
+      version: next.counters.transitions,
+    });
+  }
+  return { state: next, effects: draft.effects };
 }
 
 /** The earliest moment a durable timer must wake the workflow, or null when no deadline applies. */
@@ -302,6 +322,7 @@ class Draft {
     if (from === to) return;
     this.state.status = to;
     this.state.statusSince = this.at;
+    this.state.counters.transitions++;
     this.state.recentTransitions = [{ from, to, cause, at: this.at }, ...this.state.recentTransitions].slice(
       0,
       MAX_RECENT,

@@ -26,7 +26,7 @@ import {
   type WorkspaceState,
 } from './state-machine.js';
 
-const { restartBox } = wf.proxyActivities<Activities>({
+const { restartBox, writeProjection } = wf.proxyActivities<Activities>({
   startToCloseTimeout: '2m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
 });
@@ -63,6 +63,15 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           },
           (err: unknown) => apply({ type: 'reconcileFinished', outcome: 'failed', error: failureMessage(err) }),
         );
+        break;
+      case 'writeProjection':
+        // Runs that predate the projection keep their command sequence.
+        if (wf.patched('workspace-projection')) {
+          const { status, url, statusSince, version } = effect;
+          void writeProjection({ workspaceId, status, url, statusSince, version }).catch((err: unknown) =>
+            wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
+          );
+        }
         break;
       case 'restartBox':
         void restartBox({ workspaceId, restartId: effect.restartId }).then(

@@ -9,6 +9,7 @@ import type { ReconcileRequest } from '../../workflows/reconcile.js';
 export class FakeActivities {
   readonly reconcileCalls: ReconcileRequest[] = [];
   readonly restarts: string[] = [];
+  readonly projections: { workspaceId: string; status: string; version: number }[] = [];
   private gate: Promise<void> | null = null;
   private openGate: (() => void) | null = null;
 
@@ -35,6 +36,10 @@ export class FakeActivities {
       restartBox: ({ restartId }) => {
         this.restarts.push(restartId);
         return Promise.resolve('restarted');
+      },
+      writeProjection: ({ workspaceId, status, version }) => {
+        this.projections.push({ workspaceId, status, version });
+        return Promise.resolve();
       },
       probePlugin: unexpected('probePlugin'),
       stagePlugin: unexpected('stagePlugin'),

@@ -4,6 +4,12 @@ import { join } from 'node:path';
 
 const identity = ['-c', 'user.email=test@workspace-lifecycle', '-c', 'user.name=test'];
 
+/** Commits everything in the repository at `dir`. */
+export function commitAll(dir: string, message: string): void {
+  execFileSync('git', [...identity, '-C', dir, 'add', '.']);
+  execFileSync('git', [...identity, '-C', dir, 'commit', '-q', '-m', message]);
+}
+
 /** A git repository at `<root>/<owner>/<repo>.git` holding a plugin with the given name; returns its commit. */
 export function createPluginRepo(
   root: string,
@@ -23,8 +29,7 @@ export function createPluginRepo(
       .join('\n') + '\n',
   );
   writeFileSync(join(dir, 'SKILL.md'), `# ${repo}\n`);
-  git('add', '.');
-  git('commit', '-q', '-m', `plugin ${repo}`);
+  commitAll(dir, `plugin ${repo}`);
   git('tag', 'v1');
   return git('rev-parse', 'HEAD').trim();
 }

@@ -14,6 +14,7 @@ import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 
 const ID = 'ws-1';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
+const iso = (ms: number): string => new Date(ms).toISOString();
 
 /** Deep-freezes so any mutation of the machine's input throws. */
 function frozen<T>(value: T): T {
@@ -194,7 +195,16 @@ describe('transitions', () => {
       deliveryMode: 'push',
       agentCard: { name: `agent ${ID}`, skills: 1 },
     });
-    expect(result.effects).toEqual([{ type: 'startReconcile', trigger: 'provisioning→online (register)' }]);
+    expect(result.effects).toEqual([
+      { type: 'startReconcile', trigger: 'provisioning→online (register)' },
+      {
+        type: 'writeProjection',
+        status: 'online',
+        url: `http://box-${ID}.internal:8000`,
+        statusSince: iso(T0 + 5),
+        version: 1,
+      },
+    ]);
   });
 
   it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
@@ -315,7 +325,10 @@ describe('transitions', () => {
     expect(failed.status).toBe('failed');
     const late = transition(failed, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 800_000, config);
     expect(late.state.status).toBe('online');
-    expect(late.effects).toEqual([{ type: 'startReconcile', trigger: 'failed→online (heartbeat)' }]);
+    expect(late.effects).toEqual([
+      { type: 'startReconcile', trigger: 'failed→online (heartbeat)' },
+      { type: 'writeProjection', status: 'online', url: null, statusSince: iso(T0 + 800_000), version: 2 },
+    ]);
   });
 
   it.each<Status>(['offline', 'failed', 'awaiting_agent', 'removed'])('no deadline applies while %s', (status) => {
@@ -330,7 +343,35 @@ describe('transitions', () => {
       config,
     );
     expect(result.state.status).toBe('online');
-    expect(result.effects).toHaveLength(1);
+    expect(result.effects.map((e) => e.type)).toEqual(['startReconcile', 'writeProjection']);
+  });
+
+  it('a step writes the projection once, with its final values, only when status or url changed', () => {
+    const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    const offline = transition(online, { type: 'deadline' }, T0 + config.livenessTtlMs, config);
+    // offline → online → degraded in one heartbeat: one write, of the final status.
+    const sick = transition(
+      offline.state,
+      { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) },
+      T0 + 200_000,
+      config,
+    );
+    expect(sick.effects.filter((e) => e.type === 'writeProjection')).toEqual([
+      {
+        type: 'writeProjection',
+        status: 'degraded',
+        url: `http://box-${ID}.internal:8000`,
+        statusSince: iso(T0 + 200_000),
+        version: 4,
+      },
+    ]);
+    const same = transition(
+      sick.state,
+      { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) },
+      T0 + 201_000,
+      config,
+    );
+    expect(same.effects).toEqual([]);
   });
 
   it('a completion with a queued follow-up starts exactly one more pass; a failure is recorded', () => {

@@ -95,6 +95,7 @@ function instrument(real: Activities): Activities {
       return real.recordInstalled(input);
     },
     restartBox: (input) => (record('restartBox', input), real.restartBox(input)),
+    writeProjection: (input) => (record('writeProjection', input), real.writeProjection(input)),
   };
 }
 
@@ -196,6 +197,30 @@ describe('declared-plugin reconcile', () => {
     );
     expect(back.restart.count).toBe(1);
     expect(boxEvents(id)).toHaveLength(4);
+
+    // The SQL projection followed every transition: provisioning → online → provisioning → online.
+    await expect
+      .poll(() => store.readProjection(id))
+      .toMatchObject({ status: 'online', url: `http://box-${id}.internal:8000`, version: 3 });
+  });
+
+  it('the projection never goes back to an older version', async () => {
+    const id = uniqueId('rc-projection');
+    await store.writeProjection({
+      workspaceId: id,
+      status: 'online',
+      url: 'http://a',
+      statusSince: new Date().toISOString(),
+      version: 5,
+    });
+    await store.writeProjection({
+      workspaceId: id,
+      status: 'provisioning',
+      url: null,
+      statusSince: new Date().toISOString(),
+      version: 4,
+    });
+    expect(await store.readProjection(id)).toMatchObject({ status: 'online', url: 'http://a', version: 5 });
   });
 
   it('probe error treated as absent: delivered', async () => {
@@ -272,11 +297,13 @@ describe('declared-plugin reconcile', () => {
     await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 3);
-    expect(
+    const since = (): string[] =>
       calls
         .filter((c) => c.workspaceId === id)
         .slice(before)
-        .map((c) => c.name),
-    ).toEqual(['listPluginDiff']);
+        .map((c) => c.name);
+    // The reconcile made one query; the two transitions (offline, online) each wrote the projection.
+    await expect.poll(() => since().filter((name) => name === 'writeProjection')).toHaveLength(2);
+    expect(since().filter((name) => name !== 'writeProjection')).toEqual(['listPluginDiff']);
   });
 });

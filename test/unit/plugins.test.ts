@@ -1,0 +1,184 @@
+/** Plugin sources, staging and the local box driver on their own (temporary git repositories). */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LocalBoxDriver } from '../../activities/box/local.js';
+import { PermanentPluginError } from '../../activities/plugins/errors.js';
+import { parsePluginSource, type SourceSettings } from '../../activities/plugins/source.js';
+import { parseManifest, stagePlugin, type StageSettings } from '../../activities/plugins/stage.js';
+import { commitAll, createPluginRepo } from '../helpers/git.js';
+
+const root = mkdtempSync(join(tmpdir(), 'wl-plugins-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const settings: SourceSettings & StageSettings = {
+  giteaBaseUrl: 'https://git.example.test',
+  githubBaseUrl: 'https://github.example.test',
+  allowUnpinned: false,
+  cacheDir: join(root, 'cache'),
+  pluginsDir: join(root, 'plugins'),
+  maxPluginBytes: 64 * 1024,
+  fetchTimeoutMs: 30_000,
+};
+
+describe('plugin sources', () => {
+  it.each([
+    [
+      'gitea://acme/tools/skills/seo-all#main',
+      'seo-all',
+      'https://git.example.test/acme/tools.git',
+      'main',
+      'skills/seo-all',
+    ],
+    ['gitea://acme/seo#v1.2', 'seo', 'https://git.example.test/acme/seo.git', 'v1.2', null],
+    ['github://acme/writer#tag:v2', 'writer', 'https://github.example.test/acme/writer.git', 'v2', null],
+    ['git+https://host.test/x/linter.git#sha:0123', 'linter', 'https://host.test/x/linter.git', '0123', null],
+    ['git+file:///srv/repos/fmt.git#main', 'fmt', 'file:///srv/repos/fmt.git', 'main', null],
+  ])('%s → %s', (raw, name, url, ref, subpath) => {
+    expect(parsePluginSource(raw, settings)).toEqual({ kind: 'git', raw, url, ref, subpath, name });
+  });
+
+  it('local:// and bare names are local plugins', () => {
+    expect(parsePluginSource('local://notes', settings)).toEqual({
+      kind: 'local',
+      raw: 'local://notes',
+      name: 'notes',
+    });
+    expect(parsePluginSource('notes', settings)).toMatchObject({ kind: 'local', name: 'notes' });
+  });
+
+  it.each([
+    ['', /empty/],
+    ['gitea://acme/seo', /unpinned: add #<branch\|tag\|sha>/],
+    ['gitea://acme/../etc#main', /path segment "\.\." is not allowed/],
+    ['gitea://acme#main', /expected gitea:\/\/<owner>\/<repo>/],
+    ['github://acme/repo/sub#main', /github sources take no subpath/],
+    ['ftp://acme/repo#main', /unknown scheme ftp:\/\//],
+    ['gitea://acme/seo#ma;in', /ref "ma;in" is not valid/],
+    ['gitea://acme/seo#a#b', /more than one '#'/],
+    ['local://../secrets', /is not a safe plugin name/],
+    ['local://-rf', /is not a safe plugin name/],
+  ])('rejects %j permanently', (raw, message) => {
+    expect(() => parsePluginSource(raw, settings)).toThrow(PermanentPluginError);
+    expect(() => parsePluginSource(raw, settings)).toThrow(message);
+  });
+
+  it('unpinned git sources are allowed when configured', () => {
+    expect(parsePluginSource('gitea://acme/seo', { ...settings, allowUnpinned: true })).toMatchObject({ ref: null });
+  });
+
+  it('a gitea source without a configured base URL says so', () => {
+    expect(() => parsePluginSource('gitea://acme/seo#main', { ...settings, giteaBaseUrl: '' })).toThrow(
+      /no base URL configured for gitea:\/\//,
+    );
+  });
+});
+
+describe('manifest', () => {
+  it('needs a string name; version is optional', () => {
+    expect(parseManifest('name: seo\nversion: 1.2.0\n')).toEqual({ name: 'seo', version: '1.2.0' });
+    expect(parseManifest('name: seo\n')).toEqual({ name: 'seo', version: null });
+    expect(parseManifest('')).toBeNull();
+    expect(parseManifest('version: 1\n')).toBeNull();
+    expect(parseManifest(': : [')).toBeNull();
+  });
+});
+
+describe('staging', () => {
+  const repos = join(root, 'repos');
+
+  it('resolves a branch and a tag to the commit and stages once per revision', async () => {
+    const commit = createPluginRepo(repos, 'acme', 'seo');
+    const source = parsePluginSource(`git+file://${repos}/acme/seo.git#main`, settings);
+    const first = await stagePlugin(source, settings);
+    expect(first).toMatchObject({ pluginName: 'seo', revision: commit });
+    expect(readFileSync(join(first.path, 'plugin.yaml'), 'utf8')).toContain('name: seo');
+    expect(existsSync(join(first.path, '.git'))).toBe(false);
+    const byTag = await stagePlugin(parsePluginSource(`git+file://${repos}/acme/seo.git#v1`, settings), settings);
+    expect(byTag).toEqual(first);
+    const bySha = await stagePlugin(
+      parsePluginSource(`git+file://${repos}/acme/seo.git#${commit}`, settings),
+      settings,
+    );
+    expect(bySha.path).toBe(first.path);
+  });
+
+  it('stages a subpath of a repository', async () => {
+    const dir = join(repos, 'acme', 'mono.git');
+    createPluginRepo(repos, 'acme', 'mono');
+    mkdirSync(join(dir, 'skills', 'seo-all'), { recursive: true });
+    writeFileSync(join(dir, 'skills', 'seo-all', 'plugin.yaml'), 'name: seo-all\n');
+    commitAll(dir, 'add a plugin in a subpath');
+    const staged = await stagePlugin(
+      parsePluginSource('gitea://acme/mono/skills/seo-all#main', { ...settings, giteaBaseUrl: `file://${repos}` }),
+      settings,
+    );
+    expect(staged.pluginName).toBe('seo-all');
+    expect(readFileSync(join(staged.path, 'plugin.yaml'), 'utf8')).toBe('name: seo-all\n');
+  });
+
+  it('rejects a missing ref, a wrong manifest name and an oversized plugin permanently', async () => {
+    createPluginRepo(repos, 'acme', 'big');
+    writeFileSync(join(repos, 'acme', 'big.git', 'blob.bin'), Buffer.alloc(128 * 1024));
+    commitAll(join(repos, 'acme', 'big.git'), 'grow past the size cap');
+    const stage = (raw: string): Promise<unknown> => stagePlugin(parsePluginSource(raw, settings), settings);
+    await expect(stage(`git+file://${repos}/acme/seo.git#nope`)).rejects.toThrow(/ref nope not found/);
+    await expect(stage(`git+file://${repos}/acme/big.git#main`)).rejects.toThrow(
+      /exceeds the plugin size cap of 65536 bytes/,
+    );
+    createPluginRepo(repos, 'acme', 'liar', { name: 'honest' });
+    await expect(stage(`git+file://${repos}/acme/liar.git#main`)).rejects.toThrow(
+      /names the plugin "honest", expected "liar"/,
+    );
+    await expect(stage(`git+file://${repos}/acme/absent.git#main`)).rejects.toBeInstanceOf(PermanentPluginError);
+  });
+
+  it('a local plugin is revisioned by its content hash', async () => {
+    mkdirSync(join(settings.pluginsDir, 'notes'), { recursive: true });
+    writeFileSync(join(settings.pluginsDir, 'notes', 'plugin.yaml'), 'name: notes\n');
+    const a = await stagePlugin(parsePluginSource('local://notes', settings), settings);
+    expect(a.revision).toMatch(/^sha256:[0-9a-f]{64}$/);
+    writeFileSync(join(settings.pluginsDir, 'notes', 'SKILL.md'), 'changed\n');
+    const b = await stagePlugin(parsePluginSource('local://notes', settings), settings);
+    expect(b.revision).not.toBe(a.revision);
+    await expect(stagePlugin(parsePluginSource('local://missing', settings), settings)).rejects.toThrow(
+      /no plugin directory missing under/,
+    );
+  });
+});
+
+describe('local box driver', () => {
+  const driver = new LocalBoxDriver({
+    root: join(root, 'boxes'),
+    runtimeCommand: [process.execPath, '-e', 'setInterval(() => {}, 1 << 30)'],
+  });
+
+  it('delivers once per revision and restarts once per restart id', async () => {
+    const box = await driver.createBox('ws-a');
+    const staged = join(root, 'staged-x');
+    mkdirSync(staged, { recursive: true });
+    writeFileSync(join(staged, 'plugin.yaml'), 'name: x\n');
+    const plugin = { pluginName: 'x', revision: 'r1', path: staged };
+    expect(await driver.readPluginManifest('ws-a', 'x')).toBeNull();
+    expect(await driver.deliverPlugin('ws-a', plugin)).toBe('delivered');
+    expect(await driver.deliverPlugin('ws-a', plugin)).toBe('already-present');
+    expect(await driver.readPluginManifest('ws-a', 'x')).toBe('name: x\n');
+    expect(await driver.deliverPlugin('ws-a', { ...plugin, revision: 'r2' })).toBe('delivered');
+
+    expect(await driver.isRunning('ws-a')).toBe(false);
+    expect(await driver.restart('ws-a', 'restart-1')).toBe('restarted');
+    expect(await driver.isRunning('ws-a')).toBe(true);
+    const pid = readFileSync(join(box, 'runtime.pid'), 'utf8');
+    expect(await driver.restart('ws-a', 'restart-1')).toBe('already-restarted');
+    expect(readFileSync(join(box, 'runtime.pid'), 'utf8')).toBe(pid);
+    expect(await driver.restart('ws-a', 'restart-2')).toBe('restarted');
+    expect(readFileSync(join(box, 'runtime.pid'), 'utf8')).not.toBe(pid);
+    await driver.stopRuntime('ws-a');
+    expect(await driver.isRunning('ws-a')).toBe(false);
+  });
+
+  it('a missing box is unavailable, not absent', async () => {
+    await expect(driver.readPluginManifest('ws-none', 'x')).rejects.toThrow(/box ws-none not found/);
+  });
+});
