@@ -108,6 +108,17 @@ export function createReconcileActivities(deps: ReconcileDeps) {
       await store.writeProjection(projection);
     },
 
+    /** One probe for dead detection; an error is the caller's to interpret (assume alive). */
+    async isBoxRunning({ workspaceId }: { workspaceId: string }): Promise<boolean> {
+      return driver.isRunning(workspaceId);
+    },
+
+    async revokeInstanceTokens({ workspaceId }: { workspaceId: string }): Promise<number> {
+      const revoked = await store.revokeInstanceTokens(workspaceId);
+      log.info('revoked instance tokens', { workspaceId, revoked });
+      return revoked;
+    },
+
     async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
       const result = await driver.restart(workspaceId, restartId);
       log.info('restart box', { workspaceId, restartId, result });

@@ -121,6 +121,32 @@ export class Store {
     };
   }
 
+  /** Revokes every live instance token of the workspace; returns how many were live. */
+  async revokeInstanceTokens(workspaceId: string): Promise<number> {
+    const result = await this.pool.query(
+      'UPDATE workspace_tokens SET revoked_at = now() WHERE workspace_id = $1 AND revoked_at IS NULL',
+      [workspaceId],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  async liveTokenCount(workspaceId: string): Promise<number> {
+    const { rows } = await this.pool.query<{ n: string }>(
+      'SELECT count(*) AS n FROM workspace_tokens WHERE workspace_id = $1 AND revoked_at IS NULL',
+      [workspaceId],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** Stores a token by its SHA-256 hash and 8-character prefix. */
+  async addInstanceToken(workspaceId: string, tokenHash: Buffer, prefix: string): Promise<void> {
+    await this.pool.query('INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ($1, $2, $3)', [
+      workspaceId,
+      tokenHash,
+      prefix,
+    ]);
+  }
+
   async recordInstalled(row: TrackingRow): Promise<void> {
     await this.pool.query(
       `INSERT INTO installed_plugins (workspace_id, plugin_name, source, revision, installed_via)

@@ -1,7 +1,8 @@
 /**
  * Records a workspace workflow history for the replay test: a full lifecycle on the
  * time-skipping test server (register, a reconcile that delivers and restarts, register again,
- * degraded and back, an invalid payload, liveness expiry, recovery, deprovision).
+ * degraded and back, an invalid payload, liveness expiry with the watchdog's evaluation, recovery,
+ * an operator restart, a dispatchFailed evaluation while settling, deprovision).
  *
  *   npm run record-history [-- name]   → test/histories/<name>.json (default: lifecycle-v<date>)
  *
@@ -11,7 +12,14 @@ import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import { Worker } from '@temporalio/worker';
 import { writeFileSync } from 'node:fs';
 import { defaultLifecycleConfig } from '../workflows/config.js';
-import { deprovisionSignal, heartbeatSignal, registerSignal, workspaceWorkflowId } from '../workflows/definitions.js';
+import {
+  deprovisionSignal,
+  dispatchFailedUpdate,
+  heartbeatSignal,
+  registerSignal,
+  restartSignal,
+  workspaceWorkflowId,
+} from '../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../test/helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../test/helpers/payloads.js';
 import { workflowsPath } from '../test/helpers/bundle.js';
@@ -38,6 +46,8 @@ const fakeActivities: Activities = {
   recordInstalled: () => Promise.resolve(),
   restartBox: () => Promise.resolve('restarted'),
   writeProjection: () => Promise.resolve(),
+  isBoxRunning: () => Promise.resolve(false),
+  revokeInstanceTokens: () => Promise.resolve(0),
   reconcilePlugins: () => Promise.reject(new Error('legacy activity is not used by new runs')),
 };
 const worker = await Worker.create({
@@ -63,6 +73,14 @@ await worker.runUntil(async () => {
   await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000); // offline
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // offline → online
   await env.sleep(5_000);
+  await handle.signal(restartSignal, { reason: 'config changed' }); // operator restart, settle window
+  const update = await handle.startUpdate(dispatchFailedUpdate, {
+    args: [{ caller: 'recorder' }],
+    waitForStage: 'ACCEPTED',
+  });
+  await env.sleep(5_000); // fresh-heartbeat wait and re-probe: a strike while settling
+  await update.result();
+  await env.sleep(60_000);
   await handle.signal(deprovisionSignal);
   await handle.result();
 });

@@ -19,6 +19,17 @@ export interface LifecycleConfig {
   maxEventsPerRun: number;
   /** Upper bound on one reconcile pass (reference reconcileDeadline 10 min). */
   reconcileTimeoutMs: number;
+  /** After a restart starts, a lone not-running probe is not trusted for this long (reference 30 s). */
+  settleWindowMs: number;
+  /** A heartbeat this recent means the runtime is alive whatever a probe says (reference 15 s). */
+  recentHeartbeatMs: number;
+  /** While settling, how long to wait for a heartbeat newer than the restart (reference 2 s). */
+  freshHeartbeatWaitMs: number;
+  /** Delay before re-probing a box that looked not running (reference 500 ms). */
+  reprobeDelayMs: number;
+  /** Strikes within the strike window that declare a settling box dead (reference 2 in 30 s). */
+  strikeThreshold: number;
+  strikeWindowMs: number;
 }
 
 export const defaultLifecycleConfig: LifecycleConfig = {
@@ -29,6 +40,12 @@ export const defaultLifecycleConfig: LifecycleConfig = {
   maxSignalsPerRun: 2_000,
   maxEventsPerRun: 10_000,
   reconcileTimeoutMs: 10 * 60_000,
+  settleWindowMs: 30_000,
+  recentHeartbeatMs: 15_000,
+  freshHeartbeatWaitMs: 2_000,
+  reprobeDelayMs: 500,
+  strikeThreshold: 2,
+  strikeWindowMs: 30_000,
 };
 
 export function resolveConfig(overrides: Partial<LifecycleConfig> | undefined): LifecycleConfig {

@@ -2,7 +2,7 @@
  * Signals and queries of the workspace workflow, defined once and shared by the workflow,
  * the API, the tests and the benchmarks.
  */
-import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { LifecycleConfig } from './config.js';
 import type { InitialStatus, WorkspaceState } from './state-machine.js';
 
@@ -17,6 +17,33 @@ export function workspaceWorkflowId(workspaceId: string): string {
 export const registerSignal = defineSignal<[payload: unknown]>('register');
 export const heartbeatSignal = defineSignal<[payload: unknown]>('heartbeat');
 export const deprovisionSignal = defineSignal('deprovision');
+
+export interface RestartRequest {
+  reason?: string;
+  /** Who asked, shown in state and the UI; defaults to `operator`. */
+  requester?: string;
+}
+export const restartSignal = defineSignal<[request?: RestartRequest]>('restart');
+
+/**
+ * The dead-detection verdict for a caller that could not reach the box:
+ * - alive: the box runs (or could not be probed): the caller's own error handling applies.
+ * - queued: the box is settling after a restart or beat recently: retry later.
+ * - dead: declared dead; offline, URL cleared, tokens revoked, restart triggered.
+ * - restarting: a restart is in flight: retry later.
+ */
+export type Verdict = 'alive' | 'queued' | 'dead' | 'restarting';
+export interface DispatchFailure {
+  /** Who could not reach the box, for the record. */
+  caller?: string;
+  /** What the caller saw, for the record. */
+  error?: string;
+}
+export interface DispatchVerdict {
+  verdict: Verdict;
+  detail: string;
+}
+export const dispatchFailedUpdate = defineUpdate<DispatchVerdict, [failure: DispatchFailure]>('dispatchFailed');
 
 export const stateQuery = defineQuery<WorkspaceState>('state');
 

@@ -125,6 +125,16 @@ export interface RestartState {
   lastError: string | null;
 }
 
+export type ProbeResult = 'running' | 'not-running' | 'error';
+
+export interface DeadDetectionState {
+  /** Strikes in the current window: not-running probes while settling with no heartbeat. */
+  strikes: { count: number; firstAt: string; lastAt: string } | null;
+  lastProbe: { result: ProbeResult; at: string } | null;
+  lastVerdict: { verdict: string; detail: string; requester: string; at: string } | null;
+  deadDeclarations: number;
+}
+
 export interface Counters {
   registers: number;
   heartbeats: number;
@@ -159,6 +169,7 @@ export interface WorkspaceState {
   /** Declared plugins without a tracking row after the last reconcile pass. */
   pluginsPending: number;
   restart: RestartState;
+  deadDetection: DeadDetectionState;
   /** Most recent first, bounded. */
   recentRejections: Rejection[];
   /** Most recent first, bounded. */
@@ -172,12 +183,23 @@ export type Event =
   | { type: 'deadline' }
   | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string; report?: ReconcileReport }
   | { type: 'restartFinished'; outcome: 'succeeded' | 'failed'; error?: string }
+  /** An operator (or another requester) asks for a restart. */
+  | { type: 'restartRequested'; reason: string; requester: string }
+  | { type: 'probed'; result: ProbeResult }
+  /** A not-running probe while settling with no recent or fresh heartbeat. */
+  | { type: 'strike'; requester: string }
+  | { type: 'deadDeclared'; reason: string; requester: string }
+  | { type: 'verdict'; verdict: string; detail: string; requester: string }
   | { type: 'deprovision' };
 
 export type Effect =
   | { type: 'startReconcile'; trigger: string }
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
   | { type: 'restartBox'; restartId: string; reason: string }
+  /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
+  | { type: 'revokeTokens' }
+  /** Heartbeat silence: run the dead-detection evaluation. */
+  | { type: 'evaluate'; requester: string }
   /** Status or URL changed: the SQL projection gets the final values of this step. */
   | { type: 'writeProjection'; status: Status; url: string | null; statusSince: string; version: number };
 
@@ -231,6 +253,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastFinishedAt: null,
       lastError: null,
     },
+    deadDetection: { strikes: null, lastProbe: null, lastVerdict: null, deadDeclarations: 0 },
     recentRejections: [],
     recentTransitions: [],
   };
@@ -244,6 +267,7 @@ export function upgradeState(carried: WorkspaceState): WorkspaceState {
     ...carried,
     counters: { ...fresh.counters, ...carried.counters },
     restart: { ...fresh.restart, ...carried.restart },
+    deadDetection: { ...fresh.deadDetection, ...carried.deadDetection },
   };
 }
 
@@ -264,6 +288,27 @@ export function transition(state: WorkspaceState, event: Event, now: number, con
       break;
     case 'restartFinished':
       onRestartFinished(draft, event.outcome, event.error);
+      break;
+    case 'restartRequested':
+      draft.requestRestart(event.reason, event.requester);
+      break;
+    case 'probed':
+      draft.state.deadDetection.lastProbe = { result: event.result, at: draft.at };
+      if (event.result === 'running') draft.state.deadDetection.strikes = null;
+      break;
+    case 'strike':
+      onStrike(draft, event.requester, config);
+      break;
+    case 'deadDeclared':
+      draft.declareDead(event.reason, event.requester);
+      break;
+    case 'verdict':
+      draft.state.deadDetection.lastVerdict = {
+        verdict: event.verdict,
+        detail: event.detail,
+        requester: event.requester,
+        at: draft.at,
+      };
       break;
     case 'deprovision':
       draft.moveTo('removed', 'deprovision');
@@ -309,6 +354,7 @@ class Draft {
       counters: { ...previous.counters },
       reconcile: { ...previous.reconcile },
       restart: { ...previous.restart },
+      deadDetection: { ...previous.deadDetection },
     };
   }
 
@@ -370,6 +416,21 @@ class Draft {
     this.state.url = null;
     this.moveTo('provisioning', `restart: ${reason}`);
     this.effects.push({ type: 'restartBox', restartId: `restart-${restart.count}`, reason });
+  }
+
+  /**
+   * The box is dead: offline (unless removed or provisioning), URL cleared, tokens revoked,
+   * strikes reset, and a restart that is never dropped (it coalesces if one is in flight).
+   */
+  declareDead(reason: string, requester: string): void {
+    const state = this.state;
+    if (state.status === 'removed') return;
+    state.deadDetection.strikes = null;
+    state.deadDetection.deadDeclarations++;
+    if (state.status !== 'provisioning') this.moveTo('offline', `dead: ${reason}`);
+    state.url = null;
+    this.effects.push({ type: 'revokeTokens' });
+    this.requestRestart(`dead: ${reason}`, requester);
   }
 
   reject(signal: SignalName, reason: string): void {
@@ -444,6 +505,7 @@ function onDeadline(draft: Draft, config: LifecycleConfig): void {
     draft.moveTo('failed', `still provisioning after ${seconds(config.provisioningTimeoutMs)}`);
   } else {
     draft.moveTo('offline', `no heartbeat for ${seconds(config.livenessTtlMs)}`);
+    draft.effects.push({ type: 'evaluate', requester: 'watchdog' });
   }
 }
 
@@ -503,6 +565,44 @@ function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error:
   const followUp = restart.followUp;
   restart.followUp = null;
   if (followUp) draft.requestRestart(followUp.reason, followUp.requester);
+}
+
+/** Two strikes within the window declare a settling box dead (reference #2931/#2950). */
+function onStrike(draft: Draft, requester: string, config: LifecycleConfig): void {
+  if (draft.state.status === 'removed') return;
+  const detection = draft.state.deadDetection;
+  const current = detection.strikes;
+  const windowOpen = current !== null && draft.now - Date.parse(current.firstAt) <= config.strikeWindowMs;
+  detection.strikes = windowOpen
+    ? { ...current, count: current.count + 1, lastAt: draft.at }
+    : { count: 1, firstAt: draft.at, lastAt: draft.at };
+  if (detection.strikes.count >= config.strikeThreshold) {
+    draft.declareDead(
+      `${detection.strikes.count} not-running probes within ${seconds(config.strikeWindowMs)} while settling`,
+      requester,
+    );
+  }
+}
+
+/** Pure reads the dead-detection evaluation needs (REFERENCE.md §5.2 steps 4-5). */
+export function settleDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  const started = state.restart.lastStartedAt;
+  return started === null ? null : Date.parse(started) + config.settleWindowMs;
+}
+
+export function isSettling(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
+  const deadline = settleDeadline(state, config);
+  return deadline !== null && now < deadline;
+}
+
+export function hasRecentHeartbeat(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
+  return state.lastHeartbeat !== null && now - Date.parse(state.lastHeartbeat.at) <= config.recentHeartbeatMs;
+}
+
+/** A heartbeat newer than the last restart's start. */
+export function hasFreshHeartbeat(state: WorkspaceState): boolean {
+  const started = state.restart.lastStartedAt;
+  return started !== null && state.lastHeartbeat !== null && Date.parse(state.lastHeartbeat.at) > Date.parse(started);
 }
 
 interface Health {

@@ -6,11 +6,16 @@
  */
 import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
+import { evaluate, type EvaluationContext } from './dead-detection.js';
 import {
   deprovisionSignal,
+  dispatchFailedUpdate,
   heartbeatSignal,
   registerSignal,
+  restartSignal,
   stateQuery,
+  type DispatchFailure,
+  type DispatchVerdict,
   type WorkspaceWorkflowInput,
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
@@ -26,7 +31,7 @@ import {
   type WorkspaceState,
 } from './state-machine.js';
 
-const { restartBox, writeProjection } = wf.proxyActivities<Activities>({
+const { restartBox, writeProjection, revokeInstanceTokens } = wf.proxyActivities<Activities>({
   startToCloseTimeout: '2m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
 });
@@ -73,6 +78,15 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           );
         }
         break;
+      case 'revokeTokens':
+        void revokeInstanceTokens({ workspaceId }).catch((err: unknown) =>
+          wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }),
+        );
+        break;
+      case 'evaluate':
+        // Runs that predate the watchdog evaluation keep their command sequence.
+        if (wf.patched('watchdog-evaluation')) void evaluateSerially(effect.requester);
+        break;
       case 'restartBox':
         void restartBox({ workspaceId, restartId: effect.restartId }).then(
           () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
@@ -94,7 +108,32 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     signalsThisRun++;
     apply({ type: 'deprovision' });
   });
+  wf.setHandler(restartSignal, (request) => {
+    signalsThisRun++;
+    apply({
+      type: 'restartRequested',
+      reason: request?.reason ?? 'operator request',
+      requester: request?.requester ?? 'operator',
+    });
+  });
   wf.setHandler(stateQuery, () => state);
+
+  // Evaluations run one at a time: in a burst, the first may declare dead and restart; the
+  // rest see the restart in flight (or the settling box) instead of restarting it again.
+  const evaluation: EvaluationContext = { workspaceId, config, state: () => state, apply };
+  let evaluationQueue: Promise<unknown> = Promise.resolve();
+  let evaluationsPending = 0;
+  function evaluateSerially(requester: string): Promise<DispatchVerdict> {
+    evaluationsPending++;
+    const run = evaluationQueue.then(() => evaluate(evaluation, requester));
+    evaluationQueue = run.finally(() => evaluationsPending--).catch(() => undefined);
+    return run;
+  }
+  wf.setHandler(dispatchFailedUpdate, (failure: DispatchFailure) => evaluateSerially(failure.caller ?? 'dispatch'), {
+    validator: (_failure: DispatchFailure) => {
+      if (state.status === 'removed') throw new Error('workspace is removed');
+    },
+  });
 
   const removed = (): boolean => state.status === 'removed';
   const runIsFull = (): boolean => {
@@ -123,7 +162,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   }
 
   // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
-  await wf.condition(() => wf.allHandlersFinished() && !state.reconcile.running && !state.restart.inFlight);
+  await wf.condition(
+    () => wf.allHandlersFinished() && !state.reconcile.running && !state.restart.inFlight && evaluationsPending === 0,
+  );
   if (removed()) return state;
 
   const carried: WorkspaceState = { ...state, counters: { ...state.counters, runs: state.counters.runs + 1 } };

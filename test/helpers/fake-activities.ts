@@ -9,8 +9,14 @@ import type { ReconcileRequest } from '../../workflows/reconcile.js';
 export class FakeActivities {
   readonly reconcileCalls: ReconcileRequest[] = [];
   readonly restarts: string[] = [];
+  readonly probes: string[] = [];
+  readonly revocations: string[] = [];
+  /** Per workspace, what successive isBoxRunning probes answer; `running` once exhausted. */
+  readonly probeScript = new Map<string, ('running' | 'not-running' | 'error')[]>();
   readonly projections: { workspaceId: string; status: string; version: number }[] = [];
   private gate: Promise<void> | null = null;
+  private restartGate: Promise<void> | null = null;
+  private openRestartGate: (() => void) | null = null;
   private openGate: (() => void) | null = null;
 
   /** Reconcile passes started from now on block until release(). */
@@ -23,6 +29,16 @@ export class FakeActivities {
     this.gate = null;
   }
 
+  /** Box restarts started from now on block until releaseRestarts(). */
+  holdRestarts(): void {
+    this.restartGate = new Promise((resolve) => (this.openRestartGate = resolve));
+  }
+
+  releaseRestarts(): void {
+    this.openRestartGate?.();
+    this.restartGate = null;
+  }
+
   get activities(): Activities {
     const unexpected = (name: string) => (): never => {
       throw new Error(`${name} is not expected: no plugin is missing in these tests`);
@@ -33,13 +49,25 @@ export class FakeActivities {
         await this.gate;
         return { declared: 0, missing: [] };
       },
-      restartBox: ({ restartId }) => {
-        this.restarts.push(restartId);
-        return Promise.resolve('restarted');
+      restartBox: async ({ workspaceId, restartId }) => {
+        this.restarts.push(`${workspaceId}/${restartId}`);
+        await this.restartGate;
+        return 'restarted';
       },
       writeProjection: ({ workspaceId, status, version }) => {
         this.projections.push({ workspaceId, status, version });
         return Promise.resolve();
+      },
+      isBoxRunning: ({ workspaceId }) => {
+        this.probes.push(workspaceId);
+        const next = this.probeScript.get(workspaceId)?.shift() ?? 'running';
+        return next === 'error'
+          ? Promise.reject(new Error('probe transport error'))
+          : Promise.resolve(next === 'running');
+      },
+      revokeInstanceTokens: ({ workspaceId }) => {
+        this.revocations.push(workspaceId);
+        return Promise.resolve(1);
       },
       probePlugin: unexpected('probePlugin'),
       stagePlugin: unexpected('stagePlugin'),

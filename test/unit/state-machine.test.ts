@@ -2,7 +2,10 @@
 import { describe, expect, it } from 'vitest';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
+  hasFreshHeartbeat,
+  hasRecentHeartbeat,
   initialState,
+  isSettling,
   nextDeadline,
   transition,
   type Event,
@@ -63,6 +66,14 @@ const steps: Step[] = [
     advanceMs: 1_000,
   },
   { name: 'restart-done', event: { type: 'restartFinished', outcome: 'succeeded' }, advanceMs: 1_000 },
+  {
+    name: 'operator-restart',
+    event: { type: 'restartRequested', reason: 'ops', requester: 'operator' },
+    advanceMs: 1_000,
+  },
+  { name: 'probe-running', event: { type: 'probed', result: 'running' }, advanceMs: 1_000 },
+  { name: 'strike', event: { type: 'strike', requester: 'dispatch' }, advanceMs: 10_000 },
+  { name: 'dead', event: { type: 'deadDeclared', reason: 'not running', requester: 'dispatch' }, advanceMs: 1_000 },
   { name: 'deprovision', event: { type: 'deprovision' }, advanceMs: 1_000 },
 ];
 
@@ -92,7 +103,7 @@ function check(condition: boolean, where: string, what: string): void {
 }
 
 describe('exhaustive event orders', () => {
-  const LENGTH = 5;
+  const LENGTH = 4;
   for (const initial of ['provisioning', 'awaiting_agent'] as InitialStatus[]) {
     it(`from ${initial}: every order of ${steps.length} events up to length ${LENGTH} keeps the invariants`, () => {
       let checked = 0;
@@ -158,6 +169,29 @@ describe('exhaustive event orders', () => {
           }
           if (!after.restart.inFlight)
             check(after.restart.followUp === null, where, 'restart follow-up with none in flight');
+
+          // Dead: never online, URL cleared, tokens revoked, a restart started or owed; strikes reset.
+          const declared = after.deadDetection.deadDeclarations > before.deadDetection.deadDeclarations;
+          if (declared) {
+            check(after.status !== 'online' && after.url === null, where, 'dead but still online or with a URL');
+            check(
+              effects.some((e) => e.type === 'revokeTokens'),
+              where,
+              'dead without revoking tokens',
+            );
+            check(restarts.length === 1 || after.restart.followUp !== null, where, 'dead without a restart');
+            check(after.deadDetection.strikes === null, where, 'strikes survive a dead declaration');
+          } else {
+            check(!effects.some((e) => e.type === 'revokeTokens'), where, 'tokens revoked without a dead declaration');
+          }
+          check((after.deadDetection.strikes?.count ?? 0) < config.strikeThreshold, where, 'strikes at threshold');
+          if (step.name === 'strike' && before.status !== 'removed') {
+            const windowOpen =
+              before.deadDetection.strikes !== null &&
+              now - Date.parse(before.deadDetection.strikes.firstAt) <= config.strikeWindowMs;
+            const expectDead = windowOpen && (before.deadDetection.strikes?.count ?? 0) + 1 >= config.strikeThreshold;
+            check(declared === expectDead, where, `strike declared dead=${declared}, expected ${expectDead}`);
+          }
 
           // Removed is terminal.
           if (removedSeen) check(after.status === 'removed', where, 'left removed');
@@ -372,6 +406,59 @@ describe('transitions', () => {
       config,
     );
     expect(same.effects).toEqual([]);
+  });
+
+  it('strikes: two within 30 s declare dead; a strike after the window starts a new count', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'strike', requester: 'a' }, T0 + 1_000);
+    expect(state.deadDetection.strikes).toMatchObject({ count: 1 });
+    const late = apply(state, { type: 'strike', requester: 'a' }, T0 + 1_000 + config.strikeWindowMs + 1);
+    expect(late.deadDetection.strikes).toMatchObject({
+      count: 1,
+      firstAt: iso(T0 + 1_000 + config.strikeWindowMs + 1),
+    });
+    expect(late.status).toBe('online');
+    const dead = transition(
+      state,
+      { type: 'strike', requester: 'caller-x' },
+      T0 + 1_000 + config.strikeWindowMs,
+      config,
+    );
+    expect(dead.state.status).toBe('provisioning');
+    expect(dead.state.restart).toMatchObject({ count: 1, lastRequester: 'caller-x', inFlight: true });
+    expect(dead.effects.map((e) => e.type)).toEqual(['revokeTokens', 'restartBox', 'writeProjection']);
+  });
+
+  it('a running probe resets strikes', () => {
+    let state = apply(start(), { type: 'strike', requester: 'a' });
+    state = apply(state, { type: 'probed', result: 'running' });
+    expect(state.deadDetection).toMatchObject({ strikes: null, lastProbe: { result: 'running' } });
+  });
+
+  it('settling lasts 30 s from the restart start; fresh means a heartbeat after it; recent means within 15 s', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    expect(isSettling(state, T0, config)).toBe(false);
+    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    expect(isSettling(state, T0 + 1_000 + config.settleWindowMs - 1, config)).toBe(true);
+    expect(isSettling(state, T0 + 1_000 + config.settleWindowMs, config)).toBe(false);
+    expect(hasFreshHeartbeat(state)).toBe(false);
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 2_000);
+    expect(hasFreshHeartbeat(state)).toBe(true);
+    expect(hasRecentHeartbeat(state, T0 + 2_000 + config.recentHeartbeatMs, config)).toBe(true);
+    expect(hasRecentHeartbeat(state, T0 + 2_001 + config.recentHeartbeatMs, config)).toBe(false);
+  });
+
+  it('a restart requested while one is in flight becomes one follow-up; a dead removed workspace is not restarted', () => {
+    let state = apply(start(), { type: 'restartRequested', reason: 'one', requester: 'operator' });
+    state = apply(state, { type: 'restartRequested', reason: 'two', requester: 'operator' });
+    state = apply(state, { type: 'restartRequested', reason: 'three', requester: 'reconcile' });
+    expect(state.restart).toMatchObject({ count: 1, followUp: { reason: 'three', requester: 'reconcile' } });
+    const next = transition(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 5_000, config);
+    expect(next.effects.filter((e) => e.type === 'restartBox')).toEqual([
+      { type: 'restartBox', restartId: 'restart-2', reason: 'three' },
+    ]);
+    const removed = apply(start(), { type: 'deprovision' });
+    expect(transition(removed, { type: 'deadDeclared', reason: 'x', requester: 'y' }, T0, config).effects).toEqual([]);
   });
 
   it('a completion with a queued follow-up starts exactly one more pass; a failure is recorded', () => {

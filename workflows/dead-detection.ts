@@ -1,0 +1,100 @@
+/**
+ * Dead-detection evaluation, in the reference's exact order (REFERENCE.md §5.2), on durable
+ * timers. Entered by a caller that could not reach the box (the `dispatchFailed` Update) or by
+ * the heartbeat watchdog. The decisions that change state (strikes, dead declaration) are
+ * events of the pure state machine; this module only sequences probes and waits.
+ */
+import { condition, proxyActivities, sleep } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import type { LifecycleConfig } from './config.js';
+import type { DispatchVerdict } from './definitions.js';
+import {
+  hasFreshHeartbeat,
+  hasRecentHeartbeat,
+  isSettling,
+  type Event,
+  type ProbeResult,
+  type WorkspaceState,
+} from './state-machine.js';
+
+export interface EvaluationContext {
+  workspaceId: string;
+  config: LifecycleConfig;
+  state: () => WorkspaceState;
+  apply: (event: Event) => void;
+}
+
+// A probe is one look: a transport error means "assume alive", so retrying it only delays the verdict.
+const { isBoxRunning } = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
+
+export async function evaluate(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
+  const verdict = await decide(ctx, requester);
+  ctx.apply({ type: 'verdict', ...verdict, requester });
+  return verdict;
+}
+
+async function decide(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
+  const { config } = ctx;
+  // 1. A restart in flight: nothing to learn from probing a box that is being restarted.
+  if (ctx.state().restart.inFlight) return { verdict: 'restarting', detail: 'a restart is in flight' };
+
+  // 2-3. Settling after a restart; a recent heartbeat; while settling, wait briefly for a fresh one.
+  const now = Date.now();
+  const settling = isSettling(ctx.state(), now, config);
+  const recent = hasRecentHeartbeat(ctx.state(), now, config);
+  const fresh =
+    settling &&
+    (hasFreshHeartbeat(ctx.state()) ||
+      (await condition(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs)));
+
+  // 4. Probe: an error means assume alive; running resets the strikes.
+  let probe = await probeBox(ctx);
+  if (probe !== 'not-running') return alive(probe);
+
+  // 5. A lone not-running is not trusted while there is reason to believe the box lives.
+  if (recent || fresh || settling) {
+    await sleep(config.reprobeDelayMs);
+    probe = await probeBox(ctx);
+    if (probe !== 'not-running') return alive(probe);
+  }
+
+  // 6. The runtime beat recently: the caller's work waits, the box is not restarted.
+  if (recent || fresh) {
+    return { verdict: 'queued', detail: 'the box probes not running but its runtime beat recently: retry later' };
+  }
+
+  // 7. Not settling, not running, no recent heartbeat: dead after one probe.
+  if (!settling) {
+    ctx.apply({ type: 'deadDeclared', reason: 'not running and no recent heartbeat', requester });
+    return { verdict: 'dead', detail: 'not running and no recent heartbeat: restart triggered' };
+  }
+
+  // 8. Settling with no heartbeat: a strike; the machine declares dead at the threshold.
+  const before = ctx.state().deadDetection.deadDeclarations;
+  ctx.apply({ type: 'strike', requester });
+  if (ctx.state().deadDetection.deadDeclarations > before) {
+    return { verdict: 'dead', detail: `${config.strikeThreshold} strikes while settling: restart triggered` };
+  }
+  const strikes = ctx.state().deadDetection.strikes?.count ?? 0;
+  return {
+    verdict: 'queued',
+    detail: `settling after a restart: strike ${strikes}/${config.strikeThreshold}, retry later`,
+  };
+}
+
+async function probeBox(ctx: EvaluationContext): Promise<ProbeResult> {
+  let result: ProbeResult;
+  try {
+    result = (await isBoxRunning({ workspaceId: ctx.workspaceId })) ? 'running' : 'not-running';
+  } catch {
+    result = 'error';
+  }
+  ctx.apply({ type: 'probed', result });
+  return result;
+}
+
+function alive(probe: ProbeResult): DispatchVerdict {
+  return probe === 'error'
+    ? { verdict: 'alive', detail: 'the probe failed: assumed alive' }
+    : { verdict: 'alive', detail: 'the box is running' };
+}
