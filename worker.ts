@@ -7,6 +7,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActivities } from './activities/index.js';
+import { dataPath, sourceSettingsFromEnv } from './activities/settings.js';
 import { LocalBoxDriver } from './activities/box/local.js';
 import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
@@ -24,33 +25,18 @@ export interface WorkerSettings {
   sources: SourceSettings & StageSettings;
 }
 
-const dataDir = fileURLToPath(new URL('./data/', import.meta.url));
-
 export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerSettings {
   const databaseUrl = env['DATABASE_URL'];
   if (!databaseUrl)
     throw new Error('DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
-  const number = (name: string, fallback: number): number => {
-    const value = Number(env[name] ?? fallback);
-    if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${env[name]}`);
-    return value;
-  };
   return {
     address: env['TEMPORAL_ADDRESS'] ?? 'localhost:7233',
     namespace: env['TEMPORAL_NAMESPACE'] ?? 'default',
     taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
     databaseUrl,
-    boxesDir: resolve(env['WL_BOXES_DIR'] ?? `${dataDir}boxes`),
+    boxesDir: resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes')),
     runtimeCommand: env['WL_RUNTIME_COMMAND'] ? (JSON.parse(env['WL_RUNTIME_COMMAND']) as string[]) : null,
-    sources: {
-      giteaBaseUrl: env['WL_GITEA_BASE_URL'] ?? '',
-      githubBaseUrl: env['WL_GITHUB_BASE_URL'] ?? 'https://github.com',
-      allowUnpinned: env['WL_ALLOW_UNPINNED_PLUGINS'] === 'true',
-      pluginsDir: resolve(env['WL_PLUGINS_DIR'] ?? `${dataDir}plugins`),
-      cacheDir: resolve(env['WL_PLUGIN_CACHE_DIR'] ?? `${dataDir}plugin-cache`),
-      maxPluginBytes: number('WL_PLUGIN_MAX_BYTES', 100 * 1024 * 1024),
-      fetchTimeoutMs: number('WL_PLUGIN_FETCH_TIMEOUT_MS', 5 * 60_000),
-    },
+    sources: sourceSettingsFromEnv(env),
   };
 }
 

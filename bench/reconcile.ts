@@ -37,7 +37,7 @@ names.forEach((name) => createPluginRepo(repos, 'bench', name));
 const declared = names.map((name) => ({ name, source: `gitea://bench/${name}#main` }));
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
-const databaseUrl = process.env['DATABASE_URL'] ?? localDatabaseUrl();
+const databaseUrl = process.env['DATABASE_URL'] ?? localDatabaseUrl('workspace_lifecycle_bench');
 await migrate(databaseUrl);
 const store = Store.connect(databaseUrl);
 const driver = new LocalBoxDriver({ root: join(root, 'boxes'), runtimeCommand: null });

@@ -40,25 +40,67 @@ export class Store {
     await this.pool.end();
   }
 
+  /** Creates the workspace row and its declared plugins; false when the id is taken. */
+  async createWorkspace(workspaceId: string, plugins: DeclaredPlugin[]): Promise<boolean> {
+    return this.transaction(async (client) => {
+      const inserted = await client.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [
+        workspaceId,
+      ]);
+      if (inserted.rowCount === 0) return false;
+      await insertDeclared(client, workspaceId, plugins);
+      return true;
+    });
+  }
+
+  /** The projected status of a workspace, or null when there is no such workspace. */
+  async workspaceStatus(workspaceId: string): Promise<string | null> {
+    const { rows } = await this.pool.query<{ status: string }>('SELECT status FROM workspaces WHERE id = $1', [
+      workspaceId,
+    ]);
+    return rows[0]?.status ?? null;
+  }
+
+  async listWorkspaces(status: string | undefined, limit: number): Promise<Projection[]> {
+    const { rows } = await this.pool.query<{
+      id: string;
+      status: string;
+      url: string | null;
+      status_since: Date;
+      version: string;
+    }>(
+      `SELECT id, status, url, status_since, version FROM workspaces
+       WHERE ($1::text IS NULL OR status = $1) ORDER BY id LIMIT $2`,
+      [status ?? null, limit],
+    );
+    return rows.map((row) => ({
+      workspaceId: row.id,
+      status: row.status,
+      url: row.url,
+      statusSince: row.status_since.toISOString(),
+      version: Number(row.version),
+    }));
+  }
+
   async ensureWorkspace(workspaceId: string): Promise<void> {
     await this.pool.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
   }
 
   /** Replaces the declared set in one transaction. */
   async setDeclaredPlugins(workspaceId: string, plugins: DeclaredPlugin[]): Promise<void> {
+    await this.transaction(async (client) => {
+      await client.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
+      await client.query('DELETE FROM declared_plugins WHERE workspace_id = $1', [workspaceId]);
+      await insertDeclared(client, workspaceId, plugins);
+    });
+  }
+
+  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
-      await client.query('DELETE FROM declared_plugins WHERE workspace_id = $1', [workspaceId]);
-      for (const plugin of plugins) {
-        await client.query('INSERT INTO declared_plugins (workspace_id, plugin_name, source) VALUES ($1, $2, $3)', [
-          workspaceId,
-          plugin.name,
-          plugin.source,
-        ]);
-      }
+      const result = await work(client);
       await client.query('COMMIT');
+      return result;
     } catch (err) {
       await client.query('ROLLBACK');
       throw err;
@@ -138,13 +180,40 @@ export class Store {
     return Number(rows[0]?.n ?? 0);
   }
 
-  /** Stores a token by its SHA-256 hash and 8-character prefix. */
-  async addInstanceToken(workspaceId: string, tokenHash: Buffer, prefix: string): Promise<void> {
-    await this.pool.query('INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ($1, $2, $3)', [
-      workspaceId,
-      tokenHash,
-      prefix,
-    ]);
+  /**
+   * Stores a new token (by its SHA-256 hash and 8-character prefix) only if the workspace has
+   * no live one, under a per-workspace lock so concurrent registers mint at most one.
+   */
+  async addTokenIfNone(workspaceId: string, tokenHash: Buffer, prefix: string): Promise<boolean> {
+    return this.transaction(async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [workspaceId]);
+      const { rows } = await client.query<{ n: string }>(
+        'SELECT count(*) AS n FROM workspace_tokens WHERE workspace_id = $1 AND revoked_at IS NULL',
+        [workspaceId],
+      );
+      if (Number(rows[0]?.n ?? 0) > 0) return false;
+      await client.query('INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ($1, $2, $3)', [
+        workspaceId,
+        tokenHash,
+        prefix,
+      ]);
+      return true;
+    });
+  }
+
+  /** The workspace a live token belongs to (by hash), bumping its last use; null when unknown or revoked. */
+  async tokenOwner(tokenHash: Buffer): Promise<{ workspaceId: string; tokenHash: Buffer } | null> {
+    const { rows } = await this.pool.query<{ workspace_id: string; token_hash: Buffer }>(
+      `UPDATE workspace_tokens SET last_used_at = now()
+       WHERE token_hash = $1 AND revoked_at IS NULL RETURNING workspace_id, token_hash`,
+      [tokenHash],
+    );
+    const row = rows[0];
+    return row ? { workspaceId: row.workspace_id, tokenHash: row.token_hash } : null;
+  }
+
+  async ping(): Promise<void> {
+    await this.pool.query('SELECT 1');
   }
 
   async recordInstalled(row: TrackingRow): Promise<void> {
@@ -156,5 +225,15 @@ export class Store {
              installed_via = EXCLUDED.installed_via, updated_at = now()`,
       [row.workspaceId, row.pluginName, row.source, row.revision, row.installedVia],
     );
+  }
+}
+
+async function insertDeclared(client: pg.PoolClient, workspaceId: string, plugins: DeclaredPlugin[]): Promise<void> {
+  for (const plugin of plugins) {
+    await client.query('INSERT INTO declared_plugins (workspace_id, plugin_name, source) VALUES ($1, $2, $3)', [
+      workspaceId,
+      plugin.name,
+      plugin.source,
+    ]);
   }
 }

@@ -1,13 +1,16 @@
 /**
  * Runs the service on one machine: a Temporal dev server (SQLite file under data/, Web UI),
- * a local PostgreSQL cluster (scripts/postgres.sh) and the worker. With TEMPORAL_ADDRESS or
- * DATABASE_URL set it uses those instead.
+ * a local PostgreSQL cluster (scripts/postgres.sh), the worker and the HTTP API. With
+ * TEMPORAL_ADDRESS or DATABASE_URL set it uses those instead. Without WL_ADMIN_TOKEN it makes
+ * one for this run and prints it.
  * Ctrl-C stops the worker (draining in-flight tasks) and then the dev server.
  */
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { startApi } from '../api/main.js';
 import { createWorker, workerSettingsFromEnv } from '../worker.js';
 import { temporalCliPath } from './toolchain.js';
 import { localDatabaseUrl } from './postgres.js';
@@ -23,7 +26,11 @@ function startDevServer(): ChildProcess {
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort)];
   args.push('--db-filename', `${dataDir}temporal.db`, '--log-level', 'warn');
   console.log(`start: temporal ${args.join(' ')}`);
-  return spawn(cli, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+  // Its own process group: Ctrl-C reaches only us, so the worker drains against a live server
+  // before we stop the server ourselves.
+  const child = spawn(cli, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+  process.once('exit', () => child.kill('SIGTERM'));
+  return child;
 }
 
 async function waitForTemporal(address: string, timeoutMs: number): Promise<void> {
@@ -40,19 +47,28 @@ async function waitForTemporal(address: string, timeoutMs: number): Promise<void
   }
 }
 
-process.env['DATABASE_URL'] ??= localDatabaseUrl();
+process.env['DATABASE_URL'] ??= localDatabaseUrl('workspace_lifecycle');
 const external = process.env['TEMPORAL_ADDRESS'];
 const devServer = external === undefined ? startDevServer() : undefined;
 const settings = { ...workerSettingsFromEnv(), address: external ?? `127.0.0.1:${port}` };
 await waitForTemporal(settings.address, 60_000);
 const { worker, store } = await createWorker(settings);
+const generatedAdminToken = process.env['WL_ADMIN_TOKEN'] === undefined;
+process.env['WL_ADMIN_TOKEN'] ??= randomBytes(24).toString('base64url');
+// Local boxes serve their agents on loopback.
+process.env['WL_ALLOW_LOOPBACK_URLS'] ??= 'true';
+const api = await startApi({ ...process.env, TEMPORAL_ADDRESS: settings.address });
 
 console.log(`start: Temporal   ${settings.address} (namespace ${settings.namespace})`);
 console.log(`start: database   ${settings.databaseUrl}`);
 if (devServer) console.log(`start: Web UI     http://127.0.0.1:${uiPort}`);
+console.log(`start: API        ${api.url} (OpenAPI at ${api.url}/openapi.json)`);
+if (generatedAdminToken)
+  console.log(`start: admin token ${process.env['WL_ADMIN_TOKEN']} (set WL_ADMIN_TOKEN to choose one)`);
 console.log(`start: worker     polling task queue ${settings.taskQueue}; Ctrl-C to stop`);
 
 await worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
+await api.close();
 await store.close();
 if (devServer) {
   devServer.kill('SIGTERM');

@@ -17,6 +17,8 @@ export function workspaceWorkflowId(workspaceId: string): string {
 export const registerSignal = defineSignal<[payload: unknown]>('register');
 export const heartbeatSignal = defineSignal<[payload: unknown]>('heartbeat');
 export const deprovisionSignal = defineSignal('deprovision');
+/** The declared plugin set changed (already stored): reconcile if the workspace is live. */
+export const declarePluginsSignal = defineSignal('declarePlugins');
 
 export interface RestartRequest {
   reason?: string;

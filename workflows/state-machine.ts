@@ -185,6 +185,7 @@ export type Event =
   | { type: 'restartFinished'; outcome: 'succeeded' | 'failed'; error?: string }
   /** An operator (or another requester) asks for a restart. */
   | { type: 'restartRequested'; reason: string; requester: string }
+  | { type: 'pluginsDeclared' }
   | { type: 'probed'; result: ProbeResult }
   /** A not-running probe while settling with no recent or fresh heartbeat. */
   | { type: 'strike'; requester: string }
@@ -291,6 +292,11 @@ export function transition(state: WorkspaceState, event: Event, now: number, con
       break;
     case 'restartRequested':
       draft.requestRestart(event.reason, event.requester);
+      break;
+    case 'pluginsDeclared':
+      // A box that is not up will reconcile on its way into online anyway.
+      if (draft.state.status === 'online' || draft.state.status === 'degraded')
+        draft.requestReconcile('plugins declared');
       break;
     case 'probed':
       draft.state.deadDetection.lastProbe = { result: event.result, at: draft.at };

@@ -8,6 +8,7 @@ import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
 import { evaluate, type EvaluationContext } from './dead-detection.js';
 import {
+  declarePluginsSignal,
   deprovisionSignal,
   dispatchFailedUpdate,
   heartbeatSignal,
@@ -50,6 +51,14 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     result.effects.forEach(perform);
   }
 
+  // Fire-and-forget effects still running; the run does not close (complete or continue as
+  // new) before they finish, so e.g. the final `removed` projection write is never abandoned.
+  let effectsPending = 0;
+  function track(work: Promise<unknown>): void {
+    effectsPending++;
+    void work.finally(() => effectsPending--);
+  }
+
   function perform(effect: Effect): void {
     // Effects run beside the signal loop; each completion is fed back as an event, so the
     // machine decides what follows (a coalesced follow-up pass, a restart, a second restart).
@@ -73,14 +82,18 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         // Runs that predate the projection keep their command sequence.
         if (wf.patched('workspace-projection')) {
           const { status, url, statusSince, version } = effect;
-          void writeProjection({ workspaceId, status, url, statusSince, version }).catch((err: unknown) =>
-            wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
+          track(
+            writeProjection({ workspaceId, status, url, statusSince, version }).catch((err: unknown) =>
+              wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
+            ),
           );
         }
         break;
       case 'revokeTokens':
-        void revokeInstanceTokens({ workspaceId }).catch((err: unknown) =>
-          wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }),
+        track(
+          revokeInstanceTokens({ workspaceId }).catch((err: unknown) =>
+            wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }),
+          ),
         );
         break;
       case 'evaluate':
@@ -107,6 +120,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   wf.setHandler(deprovisionSignal, () => {
     signalsThisRun++;
     apply({ type: 'deprovision' });
+  });
+  wf.setHandler(declarePluginsSignal, () => {
+    signalsThisRun++;
+    apply({ type: 'pluginsDeclared' });
   });
   wf.setHandler(restartSignal, (request) => {
     signalsThisRun++;
@@ -162,8 +179,15 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   }
 
   // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
+  // Runs that predate the effect tracking closed without waiting for fire-and-forget writes.
+  const awaitEffects = wf.patched('await-effects-before-close');
   await wf.condition(
-    () => wf.allHandlersFinished() && !state.reconcile.running && !state.restart.inFlight && evaluationsPending === 0,
+    () =>
+      wf.allHandlersFinished() &&
+      !state.reconcile.running &&
+      !state.restart.inFlight &&
+      evaluationsPending === 0 &&
+      (!awaitEffects || effectsPending === 0),
   );
   if (removed()) return state;
 

@@ -17,7 +17,7 @@ declare module 'vitest' {
  * test database: DATABASE_URL when set, else the local cluster scripts/postgres.sh starts.
  */
 export default async function setup(project: TestProject): Promise<void> {
-  project.provide('databaseUrl', process.env['DATABASE_URL'] ?? localDatabaseUrl());
+  project.provide('databaseUrl', process.env['DATABASE_URL'] ?? localDatabaseUrl('workspace_lifecycle_test'));
   const code = await bundleWorkflows();
   const path = join(mkdtempSync(join(tmpdir(), 'wl-bundle-')), 'workflows.js');
   writeFileSync(path, code);

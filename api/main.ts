@@ -1,0 +1,54 @@
+/**
+ * Runs the HTTP API: `npm run api` (or as part of `npm start`). Settings from the environment;
+ * see the README's configuration table.
+ */
+import { Client, Connection } from '@temporalio/client';
+import { fileURLToPath } from 'node:url';
+import { sourceSettingsFromEnv } from '../activities/settings.js';
+import { Store } from '../db/store.js';
+import { TASK_QUEUE } from '../workflows/definitions.js';
+import { buildApi, defaultApiSettings, type ApiSettings } from './server.js';
+
+export function apiSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): ApiSettings {
+  const adminToken = env['WL_ADMIN_TOKEN'];
+  if (!adminToken || adminToken.length < 16) throw new Error('WL_ADMIN_TOKEN must be set to at least 16 characters');
+  return {
+    ...defaultApiSettings,
+    adminToken,
+    taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
+    urlPolicy: {
+      allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
+      allowPrivate: env['WL_ALLOW_PRIVATE_URLS'] === 'true',
+    },
+    sources: sourceSettingsFromEnv(env),
+    logLevel: env['LOG_LEVEL'] ?? 'info',
+  };
+}
+
+export interface RunningApi {
+  url: string;
+  close: () => Promise<void>;
+}
+
+export async function startApi(env: NodeJS.ProcessEnv = process.env): Promise<RunningApi> {
+  const databaseUrl = env['DATABASE_URL'];
+  if (!databaseUrl) throw new Error('DATABASE_URL is not set');
+  const connection = await Connection.connect({ address: env['TEMPORAL_ADDRESS'] ?? 'localhost:7233' });
+  const client = new Client({ connection, namespace: env['TEMPORAL_NAMESPACE'] ?? 'default' });
+  const store = Store.connect(databaseUrl);
+  const app = await buildApi(client, store, apiSettingsFromEnv(env));
+  const url = await app.listen({ host: env['WL_API_HOST'] ?? '127.0.0.1', port: Number(env['WL_API_PORT'] ?? 8080) });
+  return {
+    url,
+    close: async () => {
+      await app.close();
+      await store.close();
+      await connection.close();
+    },
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const api = await startApi();
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void api.close());
+}

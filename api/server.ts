@@ -1,0 +1,525 @@
+/**
+ * The thin HTTP API. It authenticates and validates each call, relays it to the workspace's
+ * workflow, and answers fast. It holds no lifecycle logic: statuses, reconciles, restarts and
+ * verdicts are the workflow's. A signal that was not delivered is never answered with 200.
+ */
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import {
+  hasZodFastifySchemaValidationErrors,
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { SourceSettings } from '../activities/plugins/source.js';
+import type { Store } from '../db/store.js';
+import { heartbeatPayloadSchema, registerPayloadSchema } from '../workflows/payloads.js';
+import {
+  TASK_QUEUE,
+  declarePluginsSignal,
+  deprovisionSignal,
+  dispatchFailedUpdate,
+  restartSignal,
+  stateQuery,
+  workspaceWorkflowId,
+} from '../workflows/definitions.js';
+import { statuses } from '../workflows/state-machine.js';
+import { Metrics } from './metrics.js';
+import { relayRuntimeSignal } from './relay.js';
+import { declaredPluginsSchema, validatePluginSources } from './plugins.js';
+import { unsafeUrlReason, type UrlPolicy } from './ssrf.js';
+import { authorizeRuntime, isAdmin, mintTokenIfNone } from './tokens.js';
+
+export interface ApiSettings {
+  adminToken: string;
+  taskQueue: string;
+  urlPolicy: UrlPolicy;
+  sources: SourceSettings;
+  /** Upper bound on one Temporal call; past it the API answers 503 with Retry-After. */
+  temporalTimeoutMs: number;
+  bodyLimitBytes: number;
+  logLevel: string;
+}
+
+export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
+  taskQueue: TASK_QUEUE,
+  urlPolicy: { allowLoopback: false, allowPrivate: false },
+  temporalTimeoutMs: 5_000,
+  bodyLimitBytes: 64 * 1024,
+  logLevel: 'info',
+};
+
+const RETRY_AFTER_SECONDS = 5;
+
+/** An answer other than 2xx, with the field and the problem named where there is one. */
+class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+    readonly retryAfter?: number,
+  ) {
+    super(message);
+  }
+}
+
+const errorBody = z.object({
+  error: z.string(),
+  issues: z.array(z.object({ field: z.string(), problem: z.string() })).optional(),
+});
+const workspaceId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
+const idParams = z.strictObject({ id: workspaceId });
+
+export async function buildApi(client: Client, store: Store, settings: ApiSettings): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: settings.logLevel },
+    bodyLimit: settings.bodyLimitBytes,
+  }).withTypeProvider<ZodTypeProvider>();
+  // JSON only: anything else is 415, not a string the schema then rejects.
+  app.removeContentTypeParser('text/plain');
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'workspace-lifecycle',
+        version: '0.1.0',
+        description: 'Runtime registry and workspace management',
+      },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+
+  const metrics = new Metrics();
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.observe(
+      request.method,
+      request.routeOptions.url ?? 'unmatched',
+      reply.statusCode,
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    if (hasZodFastifySchemaValidationErrors(error)) {
+      const issues = error.validation.map((issue) => ({
+        field: [error.validationContext, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
+        problem: issue.message ?? 'is invalid',
+      }));
+      return reply.status(400).send({ error: `invalid ${error.validationContext ?? 'request'}`, issues });
+    }
+    if (error instanceof HttpError) {
+      if (error.retryAfter !== undefined) void reply.header('Retry-After', String(error.retryAfter));
+      return reply.status(error.statusCode).send({ error: error.message });
+    }
+    const status = (error as { statusCode?: number }).statusCode;
+    if (status !== undefined && status >= 400 && status < 500) {
+      return reply.status(status).send({ error: (error as Error).message });
+    }
+    request.log.error({ err: error }, 'request failed');
+    return reply.status(500).send({ error: 'internal error' });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''}` }),
+  );
+
+  /** Temporal calls are bounded; an unreachable Temporal becomes 503 with Retry-After. */
+  async function temporal<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await client.withDeadline(Date.now() + settings.temporalTimeoutMs, work);
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(404, 'workspace is removed');
+      if (err instanceof WorkflowNotFoundError) throw new HttpError(404, 'workspace has no running workflow');
+      if (err instanceof HttpError) throw err;
+      throw new HttpError(503, `Temporal unavailable: ${(err as Error).message}`, RETRY_AFTER_SECONDS);
+    }
+  }
+
+  /** Store calls fail closed: an unreachable database is 503, never a pass. */
+  async function db<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      throw new HttpError(503, `database unavailable: ${(err as Error).message}`, RETRY_AFTER_SECONDS);
+    }
+  }
+
+  async function requireLiveWorkspace(id: string): Promise<void> {
+    const status = await db(() => store.workspaceStatus(id));
+    if (status === null) throw new HttpError(404, `unknown workspace ${id}`);
+    if (status === 'removed') throw new HttpError(404, `workspace ${id} is removed`);
+  }
+
+  async function requireRuntime(request: FastifyRequest, id: string): Promise<void> {
+    await requireLiveWorkspace(id);
+    const outcome = await db(() => authorizeRuntime(store, id, request.headers.authorization));
+    if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
+  }
+
+  function requireAdmin(request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+    done(
+      isAdmin(request.headers.authorization, settings.adminToken)
+        ? undefined
+        : new HttpError(401, 'admin token required'),
+    );
+  }
+
+  // --- runtime endpoints (wire-compatible with the reference runtime) --------------------------
+
+  app.post(
+    '/registry/register',
+    {
+      schema: {
+        summary: 'A runtime registers; relayed as the `register` signal',
+        security: [{ bearer: [] }],
+        body: registerPayloadSchema,
+        response: {
+          200: z.object({
+            status: z.literal('registered'),
+            delivery_mode: z.enum(['push', 'poll']),
+            auth_token: z.string().optional(),
+          }),
+          400: errorBody,
+          401: errorBody,
+          403: errorBody,
+          404: errorBody,
+          503: errorBody,
+        },
+      },
+    },
+    async (request) => {
+      const body = request.body;
+      await requireRuntime(request, body.id);
+      const deliveryMode = body.delivery_mode ?? 'push';
+      if (deliveryMode === 'push') {
+        const url = body.url || body.agent_card.url || '';
+        if (url === '')
+          throw new HttpError(400, 'url is required for push-mode workspaces (set url or agent_card.url)');
+        const reason = await unsafeUrlReason(url, settings.urlPolicy);
+        if (reason !== null) throw new HttpError(400, `url ${reason}`);
+      }
+      await temporal(() => relayRuntimeSignal(client, body.id, 'register', body, { taskQueue: settings.taskQueue }));
+      const token = await db(() => mintTokenIfNone(store, body.id));
+      return { status: 'registered' as const, delivery_mode: deliveryMode, ...(token ? { auth_token: token } : {}) };
+    },
+  );
+
+  app.post(
+    '/registry/heartbeat',
+    {
+      schema: {
+        summary: 'A runtime heartbeats; relayed as the `heartbeat` signal',
+        security: [{ bearer: [] }],
+        body: heartbeatPayloadSchema,
+        response: {
+          200: z.object({ status: z.literal('ok') }),
+          400: errorBody,
+          401: errorBody,
+          403: errorBody,
+          404: errorBody,
+          503: errorBody,
+        },
+      },
+    },
+    async (request) => {
+      await requireRuntime(request, request.body.workspace_id);
+      const id = request.body.workspace_id;
+      await temporal(() =>
+        relayRuntimeSignal(client, id, 'heartbeat', request.body, { taskQueue: settings.taskQueue }),
+      );
+      return { status: 'ok' as const };
+    },
+  );
+
+  // --- workspace management (admin) ------------------------------------------------------------
+
+  await app.register((admin, _options, done) => {
+    const scoped = admin.withTypeProvider<ZodTypeProvider>();
+    scoped.addHook('onRequest', requireAdmin);
+
+    scoped.post(
+      '/workspaces',
+      {
+        schema: {
+          summary: 'Create a workspace with its declared plugins; its workflow starts in provisioning',
+          security: [{ bearer: [] }],
+          body: z.strictObject({
+            id: workspaceId,
+            plugins: declaredPluginsSchema.default([]),
+            initial_status: z.enum(['provisioning', 'awaiting_agent']).default('provisioning'),
+          }),
+          response: {
+            201: z.object({
+              id: z.string(),
+              status: z.string(),
+              plugins: declaredPluginsSchema,
+              auth_token: z.string(),
+            }),
+            400: errorBody,
+            401: errorBody,
+            409: errorBody,
+            503: errorBody,
+          },
+        },
+      },
+      async (request, reply) => {
+        const { id, plugins, initial_status: initialStatus } = request.body;
+        validatePluginSources(plugins, settings.sources, (message) => new HttpError(400, message));
+        if (!(await db(() => store.createWorkspace(id, plugins))))
+          throw new HttpError(409, `workspace ${id} already exists`);
+        await temporal(() =>
+          client.workflow.start('workspaceWorkflow', {
+            taskQueue: settings.taskQueue,
+            workflowId: workspaceWorkflowId(id),
+            args: [{ workspaceId: id, initialStatus }],
+            workflowIdReusePolicy: 'REJECT_DUPLICATE',
+          }),
+        );
+        const token = await db(() => mintTokenIfNone(store, id));
+        if (token === null) throw new HttpError(409, `workspace ${id} already has a token`);
+        return reply.status(201).send({ id, status: initialStatus, plugins, auth_token: token });
+      },
+    );
+
+    scoped.get(
+      '/workspaces',
+      {
+        schema: {
+          summary: 'List workspaces from the SQL projection, optionally by status',
+          security: [{ bearer: [] }],
+          querystring: z.strictObject({
+            status: z.enum(statuses).optional(),
+            limit: z.coerce.number().int().min(1).max(1000).default(100),
+          }),
+          response: {
+            200: z.object({
+              workspaces: z.array(
+                z.object({ id: z.string(), status: z.string(), url: z.string().nullable(), status_since: z.string() }),
+              ),
+            }),
+            400: errorBody,
+            401: errorBody,
+            503: errorBody,
+          },
+        },
+      },
+      async (request) => {
+        const rows = await db(() => store.listWorkspaces(request.query.status, request.query.limit));
+        return {
+          workspaces: rows.map((row) => ({
+            id: row.workspaceId,
+            status: row.status,
+            url: row.url,
+            status_since: row.statusSince,
+          })),
+        };
+      },
+    );
+
+    scoped.get(
+      '/workspaces/:id',
+      {
+        schema: {
+          summary: "The workflow's `state` query",
+          security: [{ bearer: [] }],
+          params: idParams,
+          response: {
+            200: z.record(z.string(), z.unknown()),
+            400: errorBody,
+            401: errorBody,
+            404: errorBody,
+            503: errorBody,
+          },
+        },
+      },
+      async (request) => {
+        const id = request.params.id;
+        if ((await db(() => store.workspaceStatus(id))) === null) throw new HttpError(404, `unknown workspace ${id}`);
+        const state = await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).query(stateQuery));
+        return state as unknown as Record<string, unknown>;
+      },
+    );
+
+    scoped.put(
+      '/workspaces/:id/plugins',
+      {
+        schema: {
+          summary: 'Replace the declared plugin set; a live workspace reconciles',
+          security: [{ bearer: [] }],
+          params: idParams,
+          body: z.strictObject({ plugins: declaredPluginsSchema }),
+          response: {
+            202: z.object({ status: z.literal('declared'), plugins: declaredPluginsSchema }),
+            400: errorBody,
+            401: errorBody,
+            404: errorBody,
+            503: errorBody,
+          },
+        },
+      },
+      async (request, reply) => {
+        const id = request.params.id;
+        const { plugins } = request.body;
+        validatePluginSources(plugins, settings.sources, (message) => new HttpError(400, message));
+        await requireLiveWorkspace(id);
+        await db(() => store.setDeclaredPlugins(id, plugins));
+        await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).signal(declarePluginsSignal));
+        return reply.status(202).send({ status: 'declared' as const, plugins });
+      },
+    );
+
+    scoped.post(
+      '/workspaces/:id/restart',
+      {
+        schema: {
+          summary: 'Operator restart; opens the settle window',
+          security: [{ bearer: [] }],
+          params: idParams,
+          body: z.strictObject({ reason: z.string().min(1).max(500).optional() }).default({}),
+          response: {
+            202: z.object({ status: z.literal('restart requested') }),
+            400: errorBody,
+            401: errorBody,
+            404: errorBody,
+            503: errorBody,
+          },
+        },
+      },
+      async (request, reply) => {
+        const id = request.params.id;
+        await requireLiveWorkspace(id);
+        const reason = request.body.reason ?? 'operator request';
+        await temporal(() =>
+          client.workflow.getHandle(workspaceWorkflowId(id)).signal(restartSignal, { reason, requester: 'operator' }),
+        );
+        return reply.status(202).send({ status: 'restart requested' as const });
+      },
+    );
+
+    scoped.post(
+      '/workspaces/:id/dispatch-failed',
+      {
+        schema: {
+          summary: 'A caller could not reach the box: the dead-detection verdict',
+          security: [{ bearer: [] }],
+          params: idParams,
+          body: z
+            .strictObject({ caller: z.string().min(1).max(200).optional(), error: z.string().max(2000).optional() })
+            .default({}),
+          response: {
+            200: z.object({ verdict: z.literal('alive'), detail: z.string() }),
+            202: z.object({ verdict: z.literal('queued'), detail: z.string() }),
+            503: z.union([z.object({ verdict: z.enum(['dead', 'restarting']), detail: z.string() }), errorBody]),
+            400: errorBody,
+            401: errorBody,
+            404: errorBody,
+          },
+        },
+      },
+      async (request, reply) => {
+        const id = request.params.id;
+        await requireLiveWorkspace(id);
+        const handle = client.workflow.getHandle(workspaceWorkflowId(id));
+        // The evaluation can wait up to ~3 s (fresh heartbeat, re-probe), beyond the usual bound.
+        const result = await client
+          .withDeadline(Date.now() + settings.temporalTimeoutMs + 10_000, () =>
+            handle.executeUpdate(dispatchFailedUpdate, { args: [request.body] }),
+          )
+          .catch((err: unknown) => {
+            throw new HttpError(503, `Temporal unavailable: ${(err as Error).message}`, RETRY_AFTER_SECONDS);
+          });
+        switch (result.verdict) {
+          case 'alive':
+            return reply.status(200).send({ verdict: 'alive' as const, detail: result.detail });
+          case 'queued':
+            return reply
+              .status(202)
+              .header('Retry-After', '15')
+              .send({ verdict: 'queued' as const, detail: result.detail });
+          default:
+            return reply
+              .status(503)
+              .header('Retry-After', '15')
+              .send({ verdict: result.verdict, detail: result.detail });
+        }
+      },
+    );
+
+    scoped.delete(
+      '/workspaces/:id',
+      {
+        schema: {
+          summary: 'Deprovision: the workspace becomes removed and its workflow completes',
+          security: [{ bearer: [] }],
+          params: idParams,
+          response: {
+            202: z.object({ status: z.literal('removing') }),
+            400: errorBody,
+            401: errorBody,
+            404: errorBody,
+            503: errorBody,
+          },
+        },
+      },
+      async (request, reply) => {
+        const id = request.params.id;
+        await requireLiveWorkspace(id);
+        await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).signal(deprovisionSignal));
+        return reply.status(202).send({ status: 'removing' as const });
+      },
+    );
+    done();
+  });
+
+  // --- operations ------------------------------------------------------------------------------
+
+  app.get(
+    '/healthz',
+    { schema: { summary: 'The process is up', response: { 200: z.object({ status: z.literal('ok') }) } } },
+    () => ({
+      status: 'ok' as const,
+    }),
+  );
+
+  app.get(
+    '/readyz',
+    {
+      schema: {
+        summary: 'Temporal and PostgreSQL are reachable',
+        response: {
+          200: z.object({ temporal: z.string(), database: z.string() }),
+          503: z.object({ temporal: z.string(), database: z.string() }),
+        },
+      },
+    },
+    async (_request, reply) => {
+      const check = async (work: () => Promise<unknown>): Promise<string> =>
+        work().then(
+          () => 'ok',
+          (err: unknown) => `unavailable: ${(err as Error).message}`,
+        );
+      const [temporalStatus, database] = await Promise.all([
+        check(() => client.withDeadline(Date.now() + 2_000, () => client.workflowService.getSystemInfo({}))),
+        check(() => store.ping()),
+      ]);
+      const ready = temporalStatus === 'ok' && database === 'ok';
+      if (!ready) void reply.header('Retry-After', String(RETRY_AFTER_SECONDS));
+      return reply.status(ready ? 200 : 503).send({ temporal: temporalStatus, database });
+    },
+  );
+
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: true } }, async (_request, reply) =>
+    reply.header('Content-Type', metrics.contentType).send(await metrics.render()),
+  );
+
+  app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
+
+  return app;
+}

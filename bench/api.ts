@@ -1,0 +1,173 @@
+/**
+ * Heartbeat load through the HTTP API (autocannon at fixed concurrency) beside direct SDK
+ * signals to the same workflows at the same concurrency, in the same run, against the dev
+ * server and PostgreSQL. Prints throughput, p50/p99 latency, their API/direct ratios, and the
+ * process's memory at the end.
+ *
+ *   npm run bench:api [-- --workspaces 20 --requests 2000 --concurrency 16]
+ */
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import autocannon from 'autocannon';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Activities } from '../activities/index.js';
+import { buildApi, defaultApiSettings } from '../api/server.js';
+import { migrate } from '../db/migrate.js';
+import { Store } from '../db/store.js';
+import { localDatabaseUrl } from '../scripts/postgres.js';
+import { existingPath, temporalCliPath } from '../scripts/toolchain.js';
+import { heartbeatSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+
+const { values } = parseArgs({
+  options: {
+    workspaces: { type: 'string', default: '20' },
+    requests: { type: 'string', default: '2000' },
+    concurrency: { type: 'string', default: '16' },
+  },
+});
+const workspaceCount = Number(values.workspaces);
+const requests = Number(values.requests);
+const concurrency = Number(values.concurrency);
+
+Runtime.install({ logger: new DefaultLogger('WARN') });
+const databaseUrl = process.env['DATABASE_URL'] ?? localDatabaseUrl('workspace_lifecycle_bench');
+await migrate(databaseUrl);
+const store = Store.connect(databaseUrl);
+console.log('bench: starting dev server...');
+const server = existingPath(temporalCliPath());
+const env = await TestWorkflowEnvironment.createLocal(server ? { server } : undefined);
+const taskQueue = 'bench-api';
+const activities: Partial<Activities> = {
+  listPluginDiff: () => Promise.resolve({ declared: 0, missing: [] }),
+  writeProjection: (projection) => store.writeProjection(projection),
+};
+const worker = await Worker.create({
+  connection: env.nativeConnection,
+  taskQueue,
+  workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)),
+  activities,
+});
+const adminToken = 'bench-admin-token-0123456789';
+const api = await buildApi(env.client, store, {
+  ...defaultApiSettings,
+  adminToken,
+  taskQueue,
+  logLevel: 'warn',
+  sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false },
+});
+const apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
+
+interface Figures {
+  name: string;
+  perSecond: number;
+  p50: number;
+  p99: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
+}
+
+const results = await worker.runUntil(async () => {
+  const run = Date.now();
+  const workspaces = await Promise.all(
+    Array.from({ length: workspaceCount }, async (_, i) => {
+      const id = `bench-api-${run}-${i}`;
+      const res = await api.inject({
+        method: 'POST',
+        url: '/workspaces',
+        headers: { authorization: `Bearer ${adminToken}` },
+        payload: { id },
+      });
+      return { id, token: res.json<{ auth_token: string }>().auth_token };
+    }),
+  );
+  const beat = (id: string): string => JSON.stringify({ workspace_id: id, error_rate: 0, uptime_seconds: 1 });
+
+  // Through the API: HTTP, auth, validation, signal-with-start.
+  let next = 0;
+  const result = await autocannon({
+    url: `${apiUrl}/registry/heartbeat`,
+    connections: concurrency,
+    amount: requests,
+    requests: [
+      {
+        method: 'POST',
+        setupRequest: (request) => {
+          const target = workspaces[next++ % workspaces.length];
+          return {
+            ...request,
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${target?.token ?? ''}` },
+            body: beat(target?.id ?? ''),
+          };
+        },
+      },
+    ],
+  });
+  if (result.non2xx > 0 || result.errors > 0)
+    throw new Error(`API run had ${result.non2xx} non-2xx and ${result.errors} errors`);
+  const viaApi: Figures = {
+    name: 'api',
+    perSecond: result.requests.total / (result.duration || 1),
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+  };
+
+  // Direct: the SDK client signals the same workflows with the same concurrency.
+  const handles = workspaces.map((w) => ({
+    id: w.id,
+    handle: env.client.workflow.getHandle(workspaceWorkflowId(w.id)),
+  }));
+  const latencies: number[] = [];
+  let sent = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (sent < requests) {
+        const target = handles[sent++ % handles.length];
+        if (!target) continue;
+        const start = performance.now();
+        await target.handle.signal(heartbeatSignal, JSON.parse(beat(target.id)) as unknown);
+        latencies.push(performance.now() - start);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  latencies.sort((a, b) => a - b);
+  const direct: Figures = {
+    name: 'direct',
+    perSecond: requests / seconds,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+  };
+
+  // Every heartbeat arrived: each workspace counted its share of both runs.
+  for (const { handle } of handles) {
+    for (;;) {
+      const state = await handle.query(stateQuery);
+      if (state.counters.heartbeats >= (2 * requests) / workspaceCount - 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return { viaApi, direct };
+});
+
+await api.close();
+await env.teardown();
+await store.close();
+const memory = process.memoryUsage();
+const { viaApi, direct } = results;
+console.log(`\n${workspaceCount} workspaces, ${requests} heartbeats per run, ${concurrency} in flight`);
+console.log(`${'path'.padEnd(8)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}`);
+for (const f of [viaApi, direct]) {
+  console.log(
+    `${f.name.padEnd(8)} ${f.perSecond.toFixed(1).padStart(9)} ${f.p50.toFixed(1).padStart(8)} ${f.p99.toFixed(1).padStart(8)}`,
+  );
+}
+console.log(
+  `ratio api/direct: throughput ${(viaApi.perSecond / direct.perSecond).toFixed(2)}, p50 ${(viaApi.p50 / direct.p50).toFixed(2)}, p99 ${(viaApi.p99 / direct.p99).toFixed(2)}`,
+);
+console.log(
+  `memory at end: rss ${(memory.rss / 2 ** 20).toFixed(0)} MiB, heap used ${(memory.heapUsed / 2 ** 20).toFixed(0)} MiB`,
+);

@@ -1,0 +1,770 @@
+/**
+ * The HTTP API against the real time-skipping Temporal server, a real worker (mocked box
+ * activities) and real PostgreSQL, through Fastify's in-process injection.
+ */
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
+import type { Store } from '../../db/store.js';
+import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
+import type { WorkspaceState } from '../../workflows/state-machine.js';
+import { createTimeSkippingEnv } from '../helpers/env.js';
+import { FakeActivities } from '../helpers/fake-activities.js';
+import { heartbeatPayload } from '../helpers/payloads.js';
+import { connectTestStore } from '../helpers/postgres.js';
+import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+
+const ADMIN = 'test-admin-token-0123456789';
+let env: TestWorkflowEnvironment;
+let store: Store;
+let worker: Worker;
+let running: Promise<void>;
+let api: FastifyInstance;
+let fake: FakeActivities;
+const taskQueue = uniqueId('api-tests');
+
+function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
+  return {
+    ...defaultApiSettings,
+    adminToken: ADMIN,
+    taskQueue,
+    logLevel: 'silent',
+    sources: {
+      giteaBaseUrl: 'https://git.example.test',
+      githubBaseUrl: 'https://github.example.test',
+      allowUnpinned: false,
+    },
+    ...overrides,
+  };
+}
+
+beforeAll(async () => {
+  env = await createTimeSkippingEnv();
+  store = await connectTestStore();
+  fake = new FakeActivities();
+  // Box activities are mocked; the projection and token revocation are the real store's.
+  worker = await createWorker(env, taskQueue, {
+    ...fake.activities,
+    writeProjection: (projection) => store.writeProjection(projection),
+    revokeInstanceTokens: ({ workspaceId }) => store.revokeInstanceTokens(workspaceId),
+  });
+  running = worker.run();
+  api = await buildApi(env.client, store, settings());
+});
+
+afterAll(async () => {
+  await api.close();
+  worker.shutdown();
+  await running;
+  await env.teardown();
+  await store.close();
+});
+
+const admin = { authorization: `Bearer ${ADMIN}` };
+const agentUrl = 'http://93.184.216.34:8000'; // a public address literal: passes the SSRF check without DNS
+
+function registerBody(id: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id, url: agentUrl, agent_card: { name: `agent ${id}` }, delivery_mode: 'push', ...overrides };
+}
+
+async function createWorkspace(
+  plugins: { name: string; source: string }[] = [],
+): Promise<{ id: string; token: string }> {
+  const id = uniqueId('api');
+  const res = await api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id, plugins } });
+  expect(res.statusCode, res.body).toBe(201);
+  return { id, token: res.json<{ auth_token: string }>().auth_token };
+}
+
+async function state(id: string): Promise<WorkspaceState> {
+  return env.client.workflow.getHandle(workspaceWorkflowId(id)).query(stateQuery);
+}
+
+async function signalsReceived(id: string): Promise<number> {
+  const { events } = await env.client.workflow.getHandle(workspaceWorkflowId(id)).fetchHistory();
+  return (events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes).length;
+}
+
+async function rowCounts(): Promise<string> {
+  const { rows } = await store.pool.query<{ w: string; d: string; t: string }>(
+    `SELECT (SELECT count(*) FROM workspaces) AS w, (SELECT count(*) FROM declared_plugins) AS d,
+            (SELECT count(*) FROM workspace_tokens) AS t`,
+  );
+  return JSON.stringify(rows[0]);
+}
+
+describe('runtime endpoints', () => {
+  it('create, register with the issued token, heartbeat: the workflow sees both signals', async () => {
+    const { id, token } = await createWorkspace([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(await store.listDeclaredPlugins(id)).toEqual([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
+    const bearer = { authorization: `Bearer ${token}` };
+
+    const reg = await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: bearer,
+      payload: registerBody(id),
+    });
+    expect(reg.statusCode, reg.body).toBe(200);
+    expect(reg.json()).toEqual({ status: 'registered', delivery_mode: 'push' }); // a live token exists: none issued
+    const hb = await api.inject({
+      method: 'POST',
+      url: '/registry/heartbeat',
+      headers: bearer,
+      payload: heartbeatPayload(id),
+    });
+    expect(hb.statusCode, hb.body).toBe(200);
+    expect(hb.json()).toEqual({ status: 'ok' });
+
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const s = await waitForState(handle, (x) => x.counters.heartbeats === 1 && x.counters.registers === 1);
+    expect(s).toMatchObject({ status: 'online', url: agentUrl });
+    const got = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(got.statusCode).toBe(200);
+    expect(got.json()).toMatchObject({ workspaceId: id, status: 'online' });
+    await expect.poll(async () => (await store.readProjection(id))?.status).toBe('online');
+    const list = await api.inject({ method: 'GET', url: '/workspaces?status=online&limit=1000', headers: admin });
+    expect(list.json<{ workspaces: { id: string }[] }>().workspaces.map((w) => w.id)).toContain(id);
+  });
+
+  it('bootstrap: a workspace without a live token registers without a bearer and gets one, shown once', async () => {
+    const id = uniqueId('api-boot');
+    await store.ensureWorkspace(id);
+    const first = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+    expect(first.statusCode, first.body).toBe(200);
+    const token = first.json<{ auth_token?: string }>().auth_token;
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    // From now on the bearer is required.
+    const anonymous = await api.inject({ method: 'POST', url: '/registry/heartbeat', payload: heartbeatPayload(id) });
+    expect(anonymous.statusCode).toBe(401);
+    const again = await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: { authorization: `Bearer ${token ?? ''}` },
+      payload: registerBody(id),
+    });
+    expect(again.json()).toEqual({ status: 'registered', delivery_mode: 'push' });
+    // Only the hash is stored.
+    const { rows } = await store.pool.query<{ token_hash: Buffer; prefix: string }>(
+      'SELECT token_hash, prefix FROM workspace_tokens WHERE workspace_id = $1',
+      [id],
+    );
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.prefix).toBe(token?.slice(0, 8));
+    expect(rows[0]?.token_hash.toString('base64url')).not.toBe(token);
+  });
+
+  it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {
+    const a = await createWorkspace();
+    const b = await createWorkspace();
+    const heartbeat = (headers: Record<string, string>): Promise<number> =>
+      api
+        .inject({ method: 'POST', url: '/registry/heartbeat', headers, payload: heartbeatPayload(a.id) })
+        .then((r) => r.statusCode);
+    expect(await heartbeat({})).toBe(401);
+    expect(await heartbeat({ authorization: 'Bearer not-a-real-token-at-all' })).toBe(401);
+    expect(await heartbeat({ authorization: `Basic ${a.token}` })).toBe(401);
+    expect(await heartbeat({ authorization: `Bearer ${b.token}` })).toBe(403);
+    expect(await heartbeat({ authorization: `Bearer ${a.token}` })).toBe(200);
+  });
+
+  it('dead detection revokes the token: the workspace is back in bootstrap and its next register mints a new one', async () => {
+    const { id, token } = await createWorkspace();
+    fake.probeScript.set(id, ['not-running']);
+    await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: { authorization: `Bearer ${token}` },
+      payload: registerBody(id),
+    });
+    await waitForState(env.client.workflow.getHandle(workspaceWorkflowId(id)), (s) => s.status === 'online');
+    const res = await api.inject({
+      method: 'POST',
+      url: `/workspaces/${id}/dispatch-failed`,
+      headers: admin,
+      payload: { caller: 'a2a' },
+    });
+    expect(res.statusCode, res.body).toBe(503);
+    expect(res.headers['retry-after']).toBe('15');
+    expect(res.json()).toMatchObject({ verdict: 'dead' });
+    await expect.poll(() => store.liveTokenCount(id)).toBe(0);
+
+    // The old token no longer counts; the restarted runtime registers without it and gets a new one.
+    const reg = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+    expect(reg.statusCode, reg.body).toBe(200);
+    const fresh = reg.json<{ auth_token?: string }>().auth_token;
+    expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(fresh).not.toBe(token);
+    expect(await store.liveTokenCount(id)).toBe(1);
+  });
+
+  it('heartbeat and register for an unknown or removed workspace are 404, and start nothing', async () => {
+    const unknown = uniqueId('api-unknown');
+    const hb = await api.inject({ method: 'POST', url: '/registry/heartbeat', payload: heartbeatPayload(unknown) });
+    expect(hb.statusCode).toBe(404);
+    expect(hb.json()).toEqual({ error: `unknown workspace ${unknown}` });
+    await expect(env.client.workflow.getHandle(workspaceWorkflowId(unknown)).describe()).rejects.toThrow();
+
+    const { id, token } = await createWorkspace();
+    const del = await api.inject({ method: 'DELETE', url: `/workspaces/${id}`, headers: admin });
+    expect(del.statusCode).toBe(202);
+    await env.client.workflow.getHandle(workspaceWorkflowId(id)).result();
+    expect((await store.readProjection(id))?.status).toBe('removed');
+    const late = await api.inject({
+      method: 'POST',
+      url: '/registry/heartbeat',
+      headers: { authorization: `Bearer ${token}` },
+      payload: heartbeatPayload(id),
+    });
+    expect(late.statusCode).toBe(404);
+    expect(late.json()).toEqual({ error: `workspace ${id} is removed` });
+  });
+});
+
+describe('workspace management', () => {
+  it('restart, declared plugins and dispatch-failed verdicts reach the workflow', async () => {
+    const { id, token } = await createWorkspace();
+    await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: { authorization: `Bearer ${token}` },
+      payload: registerBody(id),
+    });
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+
+    const put = await api.inject({
+      method: 'PUT',
+      url: `/workspaces/${id}/plugins`,
+      headers: admin,
+      payload: { plugins: [{ name: 'writer', source: 'github://acme/writer#v1' }] },
+    });
+    expect(put.statusCode, put.body).toBe(202);
+    expect(await store.listDeclaredPlugins(id)).toEqual([{ name: 'writer', source: 'github://acme/writer#v1' }]);
+    await waitForState(handle, (s) => s.counters.reconcilesStarted === 2 && !s.reconcile.running);
+    expect(fake.reconcileCalls.filter((c) => c.workspaceId === id).at(-1)?.trigger).toBe('plugins declared');
+
+    const alive = await api.inject({
+      method: 'POST',
+      url: `/workspaces/${id}/dispatch-failed`,
+      headers: admin,
+      payload: {},
+    });
+    expect(alive.statusCode, alive.body).toBe(200);
+    expect(alive.json()).toEqual({ verdict: 'alive', detail: 'the box is running' });
+
+    const restart = await api.inject({
+      method: 'POST',
+      url: `/workspaces/${id}/restart`,
+      headers: admin,
+      payload: { reason: 'rotate' },
+    });
+    expect(restart.statusCode).toBe(202);
+    const s = await waitForState(handle, (x) => x.restart.count === 1 && !x.restart.inFlight);
+    expect(s.restart).toMatchObject({ lastReason: 'rotate', lastRequester: 'operator' });
+  });
+
+  it('a duplicate workspace id is 409 and writes nothing', async () => {
+    const { id } = await createWorkspace();
+    const before = await rowCounts();
+    const res = await api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+    expect(res.statusCode).toBe(409);
+    expect(await rowCounts()).toBe(before);
+  });
+});
+
+describe('bad input: a clear error, no signal, no row', () => {
+  let target: { id: string; token: string };
+  beforeAll(async () => {
+    target = await createWorkspace();
+  });
+  const big = 'x'.repeat(70 * 1024);
+
+  interface BadCase {
+    name: string;
+    method: 'POST' | 'GET' | 'PUT' | 'DELETE';
+    url: (id: string) => string;
+    body?: (id: string) => unknown;
+    raw?: string;
+    contentType?: string;
+    auth?: 'admin' | 'runtime' | 'none' | 'wrong-admin';
+    status: number;
+    /** Substring of the error, or of one issue's `field: problem`. */
+    says: string;
+  }
+  const register =
+    (patch: (id: string) => Record<string, unknown>): ((id: string) => unknown) =>
+    (id) => ({
+      ...registerBody(id),
+      ...patch(id),
+    });
+  const heartbeat =
+    (patch: Record<string, unknown>): ((id: string) => unknown) =>
+    (id) => ({
+      ...heartbeatPayload(id),
+      ...patch,
+    });
+  const cases: BadCase[] = [
+    {
+      name: 'malformed JSON',
+      method: 'POST',
+      url: () => '/registry/register',
+      raw: '{"id": ',
+      status: 400,
+      says: 'JSON',
+    },
+    {
+      name: 'body is an array',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: () => [1, 2],
+      status: 400,
+      says: 'body',
+    },
+    {
+      name: 'register without id',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: (id) => ({ url: agentUrl, agent_card: {}, id: undefined, x: id }),
+      status: 400,
+      says: 'body.id',
+    },
+    {
+      name: 'register id is a number',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ id: 42 })),
+      status: 400,
+      says: 'body.id',
+    },
+    {
+      name: 'register without agent_card',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: (id) => ({ id, url: agentUrl }),
+      status: 400,
+      says: 'body.agent_card',
+    },
+    {
+      name: 'agent_card is a string',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ agent_card: 'card' })),
+      status: 400,
+      says: 'body.agent_card',
+    },
+    {
+      name: 'url is ftp',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'ftp://box/agent' })),
+      status: 400,
+      says: 'must be an http(s) URL',
+    },
+    {
+      name: 'url is javascript:',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'javascript:alert(1)' })),
+      status: 400,
+      says: 'body.url',
+    },
+    {
+      name: 'delivery_mode pull',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ delivery_mode: 'pull' })),
+      status: 400,
+      says: 'body.delivery_mode',
+    },
+    {
+      name: 'kind admin',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ kind: 'admin' })),
+      status: 400,
+      says: 'body.kind',
+    },
+    {
+      name: 'push mode without a url',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: '' })),
+      status: 400,
+      says: 'url is required for push-mode',
+    },
+    {
+      name: 'url is cloud metadata',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://169.254.169.254/latest' })),
+      status: 400,
+      says: 'metadata',
+    },
+    {
+      name: 'url is loopback',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://127.0.0.1:8000' })),
+      status: 400,
+      says: 'loopback',
+    },
+    {
+      name: 'url is multicast',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://224.0.0.1/' })),
+      status: 400,
+      says: 'multicast',
+    },
+    {
+      name: 'url is IPv6 link-local',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://[fe80::1]:8000/' })),
+      status: 400,
+      says: 'link-local',
+    },
+    {
+      name: 'url is private',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://10.1.2.3:8000/' })),
+      status: 400,
+      says: 'private',
+    },
+    {
+      name: 'register for an unknown workspace',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ id: 'nobody-here' })),
+      status: 404,
+      says: 'unknown workspace nobody-here',
+    },
+    {
+      name: 'oversized body',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ agent_card: { description: big } })),
+      status: 413,
+      says: 'too large',
+    },
+    {
+      name: 'text/plain body',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      raw: 'hello',
+      contentType: 'text/plain',
+      status: 415,
+      says: 'Unsupported Media Type',
+    },
+    {
+      name: 'heartbeat without workspace_id',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: () => ({ error_rate: 0 }),
+      status: 400,
+      says: 'body.workspace_id',
+    },
+    {
+      name: 'error_rate above 1',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ error_rate: 2 }),
+      status: 400,
+      says: 'body.error_rate',
+    },
+    {
+      name: 'error_rate is a string',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ error_rate: 'high' }),
+      status: 400,
+      says: 'body.error_rate',
+    },
+    {
+      name: 'active_tasks negative',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ active_tasks: -1 }),
+      status: 400,
+      says: 'body.active_tasks',
+    },
+    {
+      name: 'active_tasks fractional',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ active_tasks: 1.5 }),
+      status: 400,
+      says: 'body.active_tasks',
+    },
+    {
+      name: 'runtime_state unknown',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ runtime_state: 'dead' }),
+      status: 400,
+      says: 'body.runtime_state',
+    },
+    {
+      name: 'monthly_spend negative',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ monthly_spend: -5 }),
+      status: 400,
+      says: 'body.monthly_spend',
+    },
+    {
+      name: 'capability not a boolean',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ runtime_metadata: { capabilities: { retry: 'yes' } } }),
+      status: 400,
+      says: 'body.runtime_metadata.capabilities.retry',
+    },
+    {
+      name: 'heartbeat for an unknown workspace',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ workspace_id: 'nobody-here' }),
+      status: 404,
+      says: 'unknown workspace',
+    },
+    {
+      name: 'admin route without a token',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-1' }),
+      auth: 'none',
+      status: 401,
+      says: 'admin token required',
+    },
+    {
+      name: 'admin route with a wrong token',
+      method: 'GET',
+      url: () => '/workspaces',
+      auth: 'wrong-admin',
+      status: 401,
+      says: 'admin token required',
+    },
+    {
+      name: 'plugin name with ..',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-2', plugins: [{ name: '..', source: 'local://x' }] }),
+      status: 400,
+      says: 'body.plugins.0.name',
+    },
+    {
+      name: 'plugin name with a slash',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-3', plugins: [{ name: 'a/b', source: 'local://a' }] }),
+      status: 400,
+      says: 'body.plugins.0.name',
+    },
+    {
+      name: 'unknown field on create',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-4', owner: 'me' }),
+      status: 400,
+      says: 'owner',
+    },
+    {
+      name: 'duplicate plugin names',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({
+        id: 'fresh-5',
+        plugins: [
+          { name: 'a', source: 'local://a' },
+          { name: 'a', source: 'local://a' },
+        ],
+      }),
+      status: 400,
+      says: 'unique',
+    },
+    {
+      name: 'plugin source with an unknown scheme',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-6', plugins: [{ name: 'a', source: 'svn://x/a#1' }] }),
+      status: 400,
+      says: 'unknown scheme svn://',
+    },
+    {
+      name: 'unpinned plugin source',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-7', plugins: [{ name: 'seo', source: 'gitea://acme/seo' }] }),
+      status: 400,
+      says: 'unpinned',
+    },
+    {
+      name: 'plugin name disagrees with its source',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-8', plugins: [{ name: 'seo', source: 'gitea://acme/other#main' }] }),
+      status: 400,
+      says: 'names the plugin other',
+    },
+    {
+      name: 'workspace id with a space',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'has space' }),
+      status: 400,
+      says: 'body.id',
+    },
+    {
+      name: 'list with an unknown status',
+      method: 'GET',
+      url: () => '/workspaces?status=bogus',
+      status: 400,
+      says: 'querystring.status',
+    },
+    {
+      name: 'state of an unknown workspace',
+      method: 'GET',
+      url: () => '/workspaces/nobody-here',
+      status: 404,
+      says: 'unknown workspace',
+    },
+    {
+      name: 'restart with an unknown field',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/restart`,
+      body: () => ({ force: true }),
+      status: 400,
+      says: 'force',
+    },
+    {
+      name: 'dispatch-failed for an unknown workspace',
+      method: 'POST',
+      url: () => '/workspaces/nobody-here/dispatch-failed',
+      body: () => ({}),
+      status: 404,
+      says: 'unknown workspace',
+    },
+    {
+      name: 'declare plugins for an unknown workspace',
+      method: 'PUT',
+      url: () => '/workspaces/nobody-here/plugins',
+      body: () => ({ plugins: [] }),
+      status: 404,
+      says: 'unknown workspace',
+    },
+    {
+      name: 'delete an unknown workspace',
+      method: 'DELETE',
+      url: () => '/workspaces/nobody-here',
+      status: 404,
+      says: 'unknown workspace',
+    },
+    {
+      name: 'invalid id in the path',
+      method: 'POST',
+      url: () => '/workspaces/bad%20id/restart',
+      body: () => ({}),
+      status: 400,
+      says: 'params.id',
+    },
+  ];
+
+  it(`has at least 30 cases (${cases.length})`, () => {
+    expect(cases.length).toBeGreaterThanOrEqual(30);
+  });
+
+  it.each(cases)('$name → $status', async (c) => {
+    const headers: Record<string, string> = {};
+    const auth = c.auth ?? (c.url(target.id).startsWith('/registry') ? 'runtime' : 'admin');
+    if (auth === 'admin') headers['authorization'] = `Bearer ${ADMIN}`;
+    if (auth === 'wrong-admin') headers['authorization'] = 'Bearer definitely-not-the-admin-token';
+    if (auth === 'runtime') headers['authorization'] = `Bearer ${target.token}`;
+    if (c.contentType) headers['content-type'] = c.contentType;
+    else if (c.raw !== undefined) headers['content-type'] = 'application/json';
+
+    const signalsBefore = await signalsReceived(target.id);
+    const rowsBefore = await rowCounts();
+    const res = await api.inject({
+      method: c.method,
+      url: c.url(target.id),
+      headers,
+      ...(c.raw !== undefined ? { payload: c.raw } : c.body ? { payload: c.body(target.id) as object } : {}),
+    });
+    expect(res.statusCode, res.body).toBe(c.status);
+    const body = res.json<{ error: string; issues?: { field: string; problem: string }[] }>();
+    const said = [body.error, ...(body.issues ?? []).map((i) => `${i.field}: ${i.problem}`)].join(' | ');
+    expect(said).toContain(c.says);
+    expect(await signalsReceived(target.id)).toBe(signalsBefore);
+    expect(await rowCounts()).toBe(rowsBefore);
+  });
+});
+
+describe('operations', () => {
+  it('healthz, readyz and metrics answer', async () => {
+    expect((await api.inject({ method: 'GET', url: '/healthz' })).json()).toEqual({ status: 'ok' });
+    const ready = await api.inject({ method: 'GET', url: '/readyz' });
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json()).toEqual({ temporal: 'ok', database: 'ok' });
+    const metrics = await api.inject({ method: 'GET', url: '/metrics' });
+    expect(metrics.body).toMatch(/http_requests_total\{method="GET",route="\/readyz",status="200"\} \d+/);
+    expect(metrics.body).toContain('http_request_duration_seconds_bucket');
+  });
+
+  it('the OpenAPI document is served and lists every route', async () => {
+    const doc = (await api.inject({ method: 'GET', url: '/openapi.json' })).json<{
+      openapi: string;
+      paths: Record<string, Record<string, unknown>>;
+    }>();
+    expect(doc.openapi).toMatch(/^3\./);
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`),
+    );
+    expect(documented.sort()).toEqual(
+      [
+        'POST /registry/register',
+        'POST /registry/heartbeat',
+        'POST /workspaces',
+        'GET /workspaces',
+        'GET /workspaces/{id}',
+        'PUT /workspaces/{id}/plugins',
+        'POST /workspaces/{id}/restart',
+        'POST /workspaces/{id}/dispatch-failed',
+        'DELETE /workspaces/{id}',
+        'GET /healthz',
+        'GET /readyz',
+      ].sort(),
+    );
+  });
+});
+
+describe('Temporal unavailable', () => {
+  it('answers 503 with Retry-After, never 200, when Temporal is stopped', async () => {
+    const { id, token } = await createWorkspace();
+    const doomed = await createTimeSkippingEnv();
+    const isolated = await buildApi(doomed.client, store, settings({ temporalTimeoutMs: 2_000 }));
+    await doomed.teardown();
+    try {
+      const res = await isolated.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers: { authorization: `Bearer ${token}` },
+        payload: heartbeatPayload(id),
+      });
+      expect(res.statusCode, res.body).toBe(503);
+      expect(res.headers['retry-after']).toBe('5');
+      expect(res.json<{ error: string }>().error).toMatch(/^Temporal unavailable/);
+      const ready = await isolated.inject({ method: 'GET', url: '/readyz' });
+      expect(ready.statusCode).toBe(503);
+      expect(ready.json()).toMatchObject({ database: 'ok', temporal: expect.stringMatching(/^unavailable/) as string });
+      expect((await state(id)).counters.heartbeats).toBe(0);
+    } finally {
+      await isolated.close();
+    }
+  });
+});
