@@ -1,7 +1,8 @@
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { FakeActivities } from './fake-activities.js';
 import type { Activities } from '../../activities/index.js';
 import { stateQuery } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
@@ -36,4 +37,37 @@ let sequence = 0;
 export function uniqueId(prefix: string): string {
   sequence++;
   return `${prefix}-${process.pid}-${sequence}`;
+}
+
+export interface Harness {
+  /** Set in beforeAll. */
+  env: TestWorkflowEnvironment;
+  fake: FakeActivities;
+  taskQueue: string;
+}
+
+/**
+ * One Temporal environment and one running worker with FakeActivities for a test file:
+ * registers the beforeAll/afterAll that start and stop them.
+ */
+export function useWorkerHarness(
+  name: string,
+  createEnv: () => Promise<TestWorkflowEnvironment>,
+  activities: (fake: FakeActivities) => Activities = (fake) => fake.activities,
+): Harness {
+  const harness = { taskQueue: uniqueId(name) } as Harness;
+  let worker: Worker;
+  let running: Promise<void>;
+  beforeAll(async () => {
+    harness.env = await createEnv();
+    harness.fake = new FakeActivities();
+    worker = await createWorker(harness.env, harness.taskQueue, activities(harness.fake));
+    running = worker.run();
+  });
+  afterAll(async () => {
+    worker.shutdown();
+    await running;
+    await harness.env.teardown();
+  });
+  return harness;
 }

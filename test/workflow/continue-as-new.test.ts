@@ -4,38 +4,18 @@
  * task and drops those signals, which the real server refuses to do (it fails the completion
  * and hands the new signals to the same run). Nothing here needs time skipping.
  */
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { heartbeatSignal, registerSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
 import { createLocalEnv } from '../helpers/env.js';
-import { FakeActivities } from '../helpers/fake-activities.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
 
-let env: TestWorkflowEnvironment;
-let fake: FakeActivities;
-let worker: Worker;
-let running: Promise<void>;
-const taskQueue = uniqueId('can-tests');
-
-beforeAll(async () => {
-  env = await createLocalEnv();
-  fake = new FakeActivities();
-  worker = await createWorker(env, taskQueue, fake.activities);
-  running = worker.run();
-});
-
-afterAll(async () => {
-  worker.shutdown();
-  await running;
-  await env.teardown();
-});
+const harness = useWorkerHarness('can-tests', createLocalEnv);
 
 it('continue-as-new after many heartbeats keeps state and loses no signal sent around the boundary', async () => {
   const id = uniqueId('can');
-  const handle = await env.client.workflow.start('workspaceWorkflow', {
-    taskQueue,
+  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
+    taskQueue: harness.taskQueue,
     workflowId: workspaceWorkflowId(id),
     args: [{ workspaceId: id, config: { maxSignalsPerRun: 10 } }],
   });
@@ -45,7 +25,7 @@ it('continue-as-new after many heartbeats keeps state and loses no signal sent a
 
   // 120 heartbeats: in bursts of 6, so many land while a run is deciding to continue as new,
   // then one at a time, so runs also end on an exact signal budget.
-  const latest = env.client.workflow.getHandle(workspaceWorkflowId(id));
+  const latest = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
   for (let burst = 0; burst < 10; burst++) {
     await Promise.all(Array.from({ length: 6 }, () => latest.signal(heartbeatSignal, heartbeatPayload(id))));
   }
@@ -59,6 +39,6 @@ it('continue-as-new after many heartbeats keeps state and loses no signal sent a
   expect(state.url).toBe(`http://box-${id}.internal:8000`);
   expect(state.lastHeartbeat?.uptimeSeconds).toBe(59);
   expect(state.counters.reconcilesStarted).toBe(1);
-  expect(fake.reconcileCalls.filter((c) => c.workspaceId === id)).toHaveLength(1);
+  expect(harness.fake.reconcileCalls.filter((c) => c.workspaceId === id)).toHaveLength(1);
   expect((await latest.describe()).runId).not.toBe(firstRunId);
 });

@@ -5,9 +5,7 @@
  * milliseconds of wall time. The box is a mocked activity whose probes follow a script.
  */
 import type { WorkflowHandle } from '@temporalio/client';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
   dispatchFailedUpdate,
@@ -19,37 +17,19 @@ import {
 } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { FakeActivities } from '../helpers/fake-activities.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
 
-let env: TestWorkflowEnvironment;
-let fake: FakeActivities;
-let worker: Worker;
-let running: Promise<void>;
-const taskQueue = uniqueId('dead-detection-tests');
-
-beforeAll(async () => {
-  env = await createTimeSkippingEnv();
-  fake = new FakeActivities();
-  worker = await createWorker(env, taskQueue, fake.activities);
-  running = worker.run();
-});
-
-afterAll(async () => {
-  worker.shutdown();
-  await running;
-  await env.teardown();
-});
+const harness = useWorkerHarness('dead-detection-tests', createTimeSkippingEnv);
 
 type Probe = 'running' | 'not-running' | 'error';
 
 /** An online workspace (registered, no heartbeat yet) whose box probes answer `probes` in order. */
 async function onlineWorkspace(probes: Probe[] = []): Promise<{ id: string; handle: WorkflowHandle }> {
   const id = uniqueId('dd');
-  fake.probeScript.set(id, [...probes]);
-  const handle = await env.client.workflow.start('workspaceWorkflow', {
-    taskQueue,
+  harness.fake.probeScript.set(id, [...probes]);
+  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
+    taskQueue: harness.taskQueue,
     workflowId: workspaceWorkflowId(id),
     args: [{ workspaceId: id }],
   });
@@ -67,7 +47,7 @@ async function dispatchFailed(handle: WorkflowHandle): Promise<DispatchVerdict> 
     args: [{ caller: 'test', error: 'connection refused' }],
     waitForStage: 'ACCEPTED',
   });
-  await env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
+  await harness.env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
   return update.result();
 }
 
@@ -77,8 +57,8 @@ async function restartAndSettle(handle: WorkflowHandle, expectedCount: number): 
   return waitForState(handle, (s) => s.restart.count === expectedCount && !s.restart.inFlight);
 }
 
-const restartsOf = (id: string): string[] => fake.restarts.filter((r) => r.startsWith(`${id}/`));
-const probesOf = (id: string): number => fake.probes.filter((p) => p === id).length;
+const restartsOf = (id: string): string[] => harness.fake.restarts.filter((r) => r.startsWith(`${id}/`));
+const probesOf = (id: string): number => harness.fake.probes.filter((p) => p === id).length;
 
 describe('settle window', () => {
   it('settle window with a recent heartbeat and a not-running box: queued, URL kept, no restart (PR 2950)', async () => {
@@ -88,7 +68,7 @@ describe('settle window', () => {
     await handle.signal(registerSignal, registerPayload(id));
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     await waitForState(handle, (s) => s.status === 'online' && s.counters.heartbeats === 1);
-    fake.probeScript.set(id, ['not-running', 'not-running']);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running']);
 
     const verdict = await dispatchFailed(handle);
     expect(verdict.verdict).toBe('queued');
@@ -98,13 +78,13 @@ describe('settle window', () => {
     expect(state.restart.count).toBe(1);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
     expect(probesOf(id)).toBe(2); // probe and re-probe
-    expect(fake.revocations).not.toContain(id);
+    expect(harness.fake.revocations).not.toContain(id);
   });
 
   it('settle window, no heartbeat: strike 1 is not dead; a second within 30 s is dead', async () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
-    fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
 
     const first = await dispatchFailed(handle);
     expect(first).toEqual({ verdict: 'queued', detail: 'settling after a restart: strike 1/2, retry later' });
@@ -118,26 +98,26 @@ describe('settle window', () => {
     expect(state.restart).toMatchObject({ lastRequester: 'test' });
     expect(state.restart.lastReason).toMatch(/^dead: 2 not-running probes within 30s while settling/);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`, `${id}/restart-2`]);
-    expect(fake.revocations.filter((w) => w === id)).toHaveLength(1);
+    expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
   });
 
   it('settle window, no heartbeat: a second strike more than 30 s after the first starts a new count, not dead', async () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
-    fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
     expect((await dispatchFailed(handle)).verdict).toBe('queued');
     const firstStrike = (await waitForState(handle, (s) => s.deadDetection.strikes?.count === 1)).deadDetection.strikes;
 
     // 28 s later a second restart opens a new settle window; the next failure lands 31 s after the first strike.
-    await env.sleep(28_000);
+    await harness.env.sleep(28_000);
     await restartAndSettle(handle, 2);
-    await env.sleep(31_000 - 28_000 - config.freshHeartbeatWaitMs - config.reprobeDelayMs);
+    await harness.env.sleep(31_000 - 28_000 - config.freshHeartbeatWaitMs - config.reprobeDelayMs);
     const verdict = await dispatchFailed(handle);
     expect(verdict).toEqual({ verdict: 'queued', detail: 'settling after a restart: strike 1/2, retry later' });
     const state = await waitForState(handle, (s) => s.deadDetection.strikes?.firstAt !== firstStrike?.firstAt);
     expect(state.deadDetection.strikes?.count).toBe(1);
     expect(state.restart.count).toBe(2);
-    expect(fake.revocations).not.toContain(id);
+    expect(harness.fake.revocations).not.toContain(id);
   });
 });
 
@@ -154,7 +134,7 @@ describe('dead detection', () => {
       'online→offline',
     ]);
     expect(state.recentTransitions[1]?.cause).toBe('dead: not running and no recent heartbeat');
-    expect(fake.revocations.filter((w) => w === id)).toHaveLength(1);
+    expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
     expect(state.deadDetection.deadDeclarations).toBe(1);
   });
@@ -162,13 +142,13 @@ describe('dead detection', () => {
   it('recent heartbeat, not running then running on re-probe: alive, strikes reset (a flapping box never restarts)', async () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
-    fake.probeScript.set(id, ['not-running', 'not-running']);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running']);
     expect((await dispatchFailed(handle)).verdict).toBe('queued'); // strike 1
     await waitForState(handle, (s) => s.deadDetection.strikes?.count === 1);
 
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     for (let flap = 0; flap < 3; flap++) {
-      fake.probeScript.set(id, ['not-running', 'running']);
+      harness.fake.probeScript.set(id, ['not-running', 'running']);
       expect(await dispatchFailed(handle)).toEqual({ verdict: 'alive', detail: 'the box is running' });
     }
     const state = await waitForState(handle, (s) => s.deadDetection.lastProbe?.result === 'running');
@@ -186,17 +166,17 @@ describe('dead detection', () => {
     expect(after.url).toBe(before.url);
     expect(after.recentTransitions).toEqual(before.recentTransitions);
     expect(after.restart.count).toBe(0);
-    expect(fake.revocations).not.toContain(id);
-    expect(fake.projections.filter((p) => p.workspaceId === id)).toHaveLength(1); // only the boot's online
+    expect(harness.fake.revocations).not.toContain(id);
+    expect(harness.fake.projections.filter((p) => p.workspaceId === id)).toHaveLength(1); // only the boot's online
   });
 
   it('restart in flight: restarting, zero probes', async () => {
     const { id, handle } = await onlineWorkspace();
-    fake.holdRestarts();
+    harness.fake.holdRestarts();
     await handle.signal(restartSignal, {});
     await waitForState(handle, (s) => s.restart.inFlight);
     const verdict = await handle.executeUpdate(dispatchFailedUpdate, { args: [{ caller: 'test' }] });
-    fake.releaseRestarts();
+    harness.fake.releaseRestarts();
     expect(verdict).toEqual({ verdict: 'restarting', detail: 'a restart is in flight' });
     expect(probesOf(id)).toBe(0);
     const state = await waitForState(handle, (s) => !s.restart.inFlight);
@@ -210,22 +190,22 @@ describe('dead detection', () => {
         handle.startUpdate(dispatchFailedUpdate, { args: [{ caller: 'burst' }], waitForStage: 'ACCEPTED' }),
       ),
     );
-    await env.sleep(60_000);
+    await harness.env.sleep(60_000);
     const verdicts = await Promise.all(updates.map((u) => u.result()));
     expect(verdicts.filter((v) => v.verdict === 'dead')).toHaveLength(1);
     expect(verdicts.every((v) => ['dead', 'restarting', 'alive', 'queued'].includes(v.verdict))).toBe(true);
     const state = await waitForState(handle, (s) => !s.restart.inFlight);
     expect(state.restart.count).toBe(1);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
-    expect(fake.revocations.filter((w) => w === id)).toHaveLength(1);
+    expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
   });
 
   it('dead declared soon after a previous restart: the restart still happens (no silent drop)', async () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
     // 31 s after the first restart: past the settle window, well inside the reference's 60 s debounce.
-    await env.sleep(31_000);
-    fake.probeScript.set(id, ['not-running']);
+    await harness.env.sleep(31_000);
+    harness.fake.probeScript.set(id, ['not-running']);
     expect((await dispatchFailed(handle)).verdict).toBe('dead');
     const state = await waitForState(handle, (s) => s.restart.count === 2 && !s.restart.inFlight);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`, `${id}/restart-2`]);
@@ -237,7 +217,7 @@ describe('watchdogs', () => {
   it('heartbeat silence beyond the TTL: offline and evaluated; a later heartbeat brings it online with one reconcile', async () => {
     const { id, handle } = await onlineWorkspace(['running']);
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
-    await env.sleep(config.livenessTtlMs + 1_000);
+    await harness.env.sleep(config.livenessTtlMs + 1_000);
     const offline = await waitForState(handle, (s) => s.status === 'offline' && s.deadDetection.lastVerdict !== null);
     expect(offline.deadDetection.lastVerdict).toMatchObject({ verdict: 'alive', requester: 'watchdog' });
     expect(probesOf(id)).toBe(1);
@@ -250,21 +230,21 @@ describe('watchdogs', () => {
 
   it('heartbeat silence on a box that is not running: the watchdog declares it dead and restarts it', async () => {
     const { id, handle } = await onlineWorkspace(['not-running']);
-    await env.sleep(config.livenessTtlMs + 1_000);
+    await harness.env.sleep(config.livenessTtlMs + 1_000);
     const state = await waitForState(handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
     expect(state.deadDetection.lastVerdict).toMatchObject({ verdict: 'dead', requester: 'watchdog' });
     expect(state.restart.lastRequester).toBe('watchdog');
-    expect(fake.revocations.filter((w) => w === id)).toHaveLength(1);
+    expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
   });
 
   it('provisioning timeout: failed; a late heartbeat brings it online with one reconcile', async () => {
     const id = uniqueId('dd-timeout');
-    const handle = await env.client.workflow.start('workspaceWorkflow', {
-      taskQueue,
+    const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
+      taskQueue: harness.taskQueue,
       workflowId: workspaceWorkflowId(id),
       args: [{ workspaceId: id }],
     });
-    await env.sleep(config.provisioningTimeoutMs + 1_000);
+    await harness.env.sleep(config.provisioningTimeoutMs + 1_000);
     const failed = await waitForState(handle, (s) => s.status === 'failed');
     expect(failed.recentTransitions[0]?.cause).toBe('still provisioning after 720s');
     expect(failed.counters.reconcilesStarted).toBe(0);
@@ -272,7 +252,7 @@ describe('watchdogs', () => {
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     const online = await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
     expect(online.counters.reconcilesStarted).toBe(1);
-    expect(fake.reconcileCalls.filter((c) => c.workspaceId === id).map((c) => c.trigger)).toEqual([
+    expect(harness.fake.reconcileCalls.filter((c) => c.workspaceId === id).map((c) => c.trigger)).toEqual([
       'failed→online (heartbeat)',
     ]);
   });

@@ -4,9 +4,7 @@
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { relayRuntimeSignal } from '../../api/relay.js';
 import { defaultLifecycleConfig } from '../../workflows/config.js';
 import {
@@ -19,39 +17,21 @@ import {
 } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { FakeActivities } from '../helpers/fake-activities.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { createWorker, uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
 
-let env: TestWorkflowEnvironment;
-let fake: FakeActivities;
-let worker: Worker;
-let running: Promise<void>;
-const taskQueue = uniqueId('workspace-tests');
-
-beforeAll(async () => {
-  env = await createTimeSkippingEnv();
-  fake = new FakeActivities();
-  worker = await createWorker(env, taskQueue, fake.activities);
-  running = worker.run();
-});
-
-afterAll(async () => {
-  worker.shutdown();
-  await running;
-  await env.teardown();
-});
+const harness = useWorkerHarness('workspace-tests', createTimeSkippingEnv);
 
 async function start(workspaceId: string, input: Partial<WorkspaceWorkflowInput> = {}): Promise<WorkflowHandle> {
-  return env.client.workflow.start('workspaceWorkflow', {
-    taskQueue,
+  return harness.env.client.workflow.start('workspaceWorkflow', {
+    taskQueue: harness.taskQueue,
     workflowId: workspaceWorkflowId(workspaceId),
     args: [{ workspaceId, ...input }],
   });
 }
 
 function reconcilesFor(workspaceId: string): number {
-  return fake.reconcileCalls.filter((call) => call.workspaceId === workspaceId).length;
+  return harness.fake.reconcileCalls.filter((call) => call.workspaceId === workspaceId).length;
 }
 
 const idle = (state: WorkspaceState): boolean => !state.reconcile.running;
@@ -73,7 +53,9 @@ describe('boot', () => {
     const after = await waitForState(handle, (s) => s.counters.heartbeats === 4);
     expect(after.counters.reconcilesStarted).toBe(1);
     expect(reconcilesFor(id)).toBe(1);
-    expect(fake.reconcileCalls.find((c) => c.workspaceId === id)?.trigger).toBe('provisioning→online (heartbeat)');
+    expect(harness.fake.reconcileCalls.find((c) => c.workspaceId === id)?.trigger).toBe(
+      'provisioning→online (heartbeat)',
+    );
   });
 
   it('register before heartbeat (seed PR 3005): online by register, later heartbeats do not reconcile again', async () => {
@@ -98,7 +80,7 @@ describe('boot', () => {
     // Signals sent before any worker polls this queue all land in the run's first workflow task.
     const queue = uniqueId('same-task');
     const id = uniqueId('same-task');
-    const handle = await env.client.workflow.start('workspaceWorkflow', {
+    const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
       taskQueue: queue,
       workflowId: workspaceWorkflowId(id),
       args: [{ workspaceId: id }],
@@ -107,7 +89,7 @@ describe('boot', () => {
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
 
-    const lateWorker = await createWorker(env, queue, fake.activities);
+    const lateWorker = await createWorker(harness.env, queue, harness.fake.activities);
     await lateWorker.runUntil(async () => {
       const state = await waitForState(
         handle,
@@ -137,14 +119,16 @@ describe('boot', () => {
 
   it('a heartbeat that starts the workflow (signal-with-start) brings it online and reconciles once', async () => {
     const id = uniqueId('hb-starts');
-    await relayRuntimeSignal(env.client, id, 'heartbeat', heartbeatPayload(id), { taskQueue });
-    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await relayRuntimeSignal(harness.env.client, id, 'heartbeat', heartbeatPayload(id), {
+      taskQueue: harness.taskQueue,
+    });
+    const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
     const state = await waitForState(
       handle,
       (s) => s.status === 'online' && idle(s) && s.counters.reconcilesStarted === 1,
     );
     expect(state.recentTransitions.at(-1)).toMatchObject({ from: 'provisioning', to: 'online' });
-    await relayRuntimeSignal(env.client, id, 'register', registerPayload(id), { taskQueue });
+    await relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), { taskQueue: harness.taskQueue });
     const after = await waitForState(handle, (s) => s.counters.registers === 1);
     expect(after.counters.reconcilesStarted).toBe(1);
     expect(reconcilesFor(id)).toBe(1);
@@ -159,7 +143,7 @@ describe('recovery and coalescing', () => {
     await waitForState(handle, (s) => s.status === 'online' && idle(s));
 
     // Silence past the 180 s liveness TTL, skipped by the test server, not slept.
-    await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
+    await harness.env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
     const offline = await waitForState(handle, (s) => s.status === 'offline');
     expect(offline.recentTransitions[0]?.cause).toBe('no heartbeat for 180s');
 
@@ -168,7 +152,7 @@ describe('recovery and coalescing', () => {
     const back = await waitForState(handle, (s) => s.counters.heartbeats === 2 && idle(s));
     expect(back.status).toBe('online');
     expect(back.counters.reconcilesStarted).toBe(2);
-    expect(fake.reconcileCalls.filter((c) => c.workspaceId === id).map((c) => c.trigger)).toEqual([
+    expect(harness.fake.reconcileCalls.filter((c) => c.workspaceId === id).map((c) => c.trigger)).toEqual([
       'provisioning→online (register)',
       'offline→online (heartbeat)',
     ]);
@@ -177,7 +161,7 @@ describe('recovery and coalescing', () => {
   it('a trigger during a running reconcile coalesces into exactly one follow-up', async () => {
     const id = uniqueId('coalesce');
     const handle = await start(id);
-    fake.hold();
+    harness.fake.hold();
     await handle.signal(registerSignal, registerPayload(id));
     await waitForState(handle, (s) => s.reconcile.running);
     await expect.poll(() => reconcilesFor(id)).toBe(1);
@@ -191,7 +175,7 @@ describe('recovery and coalescing', () => {
     expect(queued.reconcile).toMatchObject({ running: true, followUp: true });
     expect(queued.counters).toMatchObject({ reconcilesRequested: 3, reconcilesStarted: 1, reconcilesCoalesced: 2 });
 
-    fake.release();
+    harness.fake.release();
     const done = await waitForState(handle, (s) => s.counters.reconcilesStarted === 2 && idle(s));
     expect(done.reconcile.followUp).toBe(false);
     expect(reconcilesFor(id)).toBe(2);
@@ -254,7 +238,7 @@ describe('invalid payloads and removal', () => {
     expect(final.status).toBe('removed');
 
     await expect(
-      relayRuntimeSignal(env.client, id, 'register', registerPayload(id), { taskQueue }),
+      relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), { taskQueue: harness.taskQueue }),
     ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
   });
 });
