@@ -69,6 +69,10 @@ const errorBody = z.object({
   error: z.string(),
   issues: z.array(z.object({ field: z.string(), problem: z.string() })).optional(),
 });
+/** The error answers a route documents, each with the shared error body. */
+function errors<const C extends number>(...codes: C[]): Record<C, typeof errorBody> {
+  return Object.fromEntries(codes.map((code) => [code, errorBody])) as Record<C, typeof errorBody>;
+}
 const workspaceId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
@@ -186,11 +190,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
             delivery_mode: z.enum(['push', 'poll']),
             auth_token: z.string().optional(),
           }),
-          400: errorBody,
-          401: errorBody,
-          403: errorBody,
-          404: errorBody,
-          503: errorBody,
+          ...errors(400, 401, 403, 404, 503),
         },
       },
     },
@@ -220,11 +220,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         body: heartbeatPayloadSchema,
         response: {
           200: z.object({ status: z.literal('ok') }),
-          400: errorBody,
-          401: errorBody,
-          403: errorBody,
-          404: errorBody,
-          503: errorBody,
+          ...errors(400, 401, 403, 404, 503),
         },
       },
     },
@@ -262,10 +258,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
               plugins: declaredPluginsSchema,
               auth_token: z.string(),
             }),
-            400: errorBody,
-            401: errorBody,
-            409: errorBody,
-            503: errorBody,
+            ...errors(400, 401, 409, 503),
           },
         },
       },
@@ -304,9 +297,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
                 z.object({ id: z.string(), status: z.string(), url: z.string().nullable(), status_since: z.string() }),
               ),
             }),
-            400: errorBody,
-            401: errorBody,
-            503: errorBody,
+            ...errors(400, 401, 503),
           },
         },
       },
@@ -332,10 +323,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           params: idParams,
           response: {
             200: z.record(z.string(), z.unknown()),
-            400: errorBody,
-            401: errorBody,
-            404: errorBody,
-            503: errorBody,
+            ...errors(400, 401, 404, 503),
           },
         },
       },
@@ -357,10 +345,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           body: z.strictObject({ plugins: declaredPluginsSchema }),
           response: {
             202: z.object({ status: z.literal('declared'), plugins: declaredPluginsSchema }),
-            400: errorBody,
-            401: errorBody,
-            404: errorBody,
-            503: errorBody,
+            ...errors(400, 401, 404, 503),
           },
         },
       },
@@ -385,10 +370,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           body: z.strictObject({ reason: z.string().min(1).max(500).optional() }).default({}),
           response: {
             202: z.object({ status: z.literal('restart requested') }),
-            400: errorBody,
-            401: errorBody,
-            404: errorBody,
-            503: errorBody,
+            ...errors(400, 401, 404, 503),
           },
         },
       },
@@ -417,9 +399,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
             200: z.object({ verdict: z.literal('alive'), detail: z.string() }),
             202: z.object({ verdict: z.literal('queued'), detail: z.string() }),
             503: z.union([z.object({ verdict: z.enum(['dead', 'restarting']), detail: z.string() }), errorBody]),
-            400: errorBody,
-            401: errorBody,
-            404: errorBody,
+            ...errors(400, 401, 404),
           },
         },
       },
@@ -461,10 +441,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           params: idParams,
           response: {
             202: z.object({ status: z.literal('removing') }),
-            400: errorBody,
-            401: errorBody,
-            404: errorBody,
-            503: errorBody,
+            ...errors(400, 401, 404, 503),
           },
         },
       },
