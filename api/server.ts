@@ -197,7 +197,13 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
     async (request) => {
       const body = request.body;
       await requireRuntime(request, body.id);
-      const deliveryMode = body.delivery_mode ?? 'push';
+      // Effective delivery mode as the workflow computes it: the payload's, else the stored one, else push.
+      const stored =
+        body.delivery_mode === undefined
+          ? (await temporal(() => client.workflow.getHandle(workspaceWorkflowId(body.id)).query(stateQuery)))
+              .deliveryMode
+          : null;
+      const deliveryMode = body.delivery_mode ?? stored ?? 'push';
       if (deliveryMode === 'push') {
         const url = body.url || body.agent_card.url || '';
         if (url === '')

@@ -157,6 +157,23 @@ describe('runtime endpoints', () => {
     expect(rows[0]?.token_hash.toString('base64url')).not.toBe(token);
   });
 
+  it('a poll-mode workspace re-registers without a url or delivery_mode: its stored mode applies', async () => {
+    const { id, token } = await createWorkspace();
+    const bearer = { authorization: `Bearer ${token}` };
+    const poll = { id, agent_card: { name: 'poller' }, delivery_mode: 'poll' };
+    const first = await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: poll });
+    expect(first.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
+    await waitForState(env.client.workflow.getHandle(workspaceWorkflowId(id)), (s) => s.deliveryMode === 'poll');
+    const again = await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: bearer,
+      payload: { id, agent_card: { name: 'poller' } },
+    });
+    expect(again.statusCode, again.body).toBe(200);
+    expect(again.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
+  });
+
   it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {
     const a = await createWorkspace();
     const b = await createWorkspace();
