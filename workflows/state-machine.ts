@@ -121,6 +121,8 @@ export interface RestartState {
   lastReason: string | null;
   lastRequester: string | null;
   lastStartedAt: string | null;
+  /** End of the settle window of the last restart: a lone not-running probe before it is not trusted. */
+  settleUntil: string | null;
   lastFinishedAt: string | null;
   lastError: string | null;
 }
@@ -251,6 +253,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastReason: null,
       lastRequester: null,
       lastStartedAt: null,
+      settleUntil: null,
       lastFinishedAt: null,
       lastError: null,
     },
@@ -273,7 +276,7 @@ export function upgradeState(carried: WorkspaceState): WorkspaceState {
 }
 
 export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
-  const draft = new Draft(state, now);
+  const draft = new Draft(state, now, config);
   switch (event.type) {
     case 'register':
       onRegister(draft, event.payload);
@@ -354,6 +357,7 @@ class Draft {
   constructor(
     previous: WorkspaceState,
     readonly now: number,
+    readonly config: LifecycleConfig,
   ) {
     this.state = {
       ...previous,
@@ -419,6 +423,7 @@ class Draft {
     restart.lastReason = reason;
     restart.lastRequester = requester;
     restart.lastStartedAt = this.at;
+    restart.settleUntil = iso(this.now + this.config.settleWindowMs);
     this.state.url = null;
     this.moveTo('provisioning', `restart: ${reason}`);
     this.effects.push({ type: 'restartBox', restartId: `restart-${restart.count}`, reason });

@@ -73,6 +73,8 @@ describe('settle window', () => {
     const verdict = await dispatchFailed(handle);
     expect(verdict.verdict).toBe('queued');
     const state = await waitForState(handle, (s) => s.deadDetection.lastVerdict !== null);
+    const { lastStartedAt, settleUntil } = state.restart;
+    expect(Date.parse(settleUntil ?? '') - Date.parse(lastStartedAt ?? '')).toBe(config.settleWindowMs);
     expect(state.url).toBe(`http://box-${id}.internal:8000`);
     expect(state.status).toBe('online');
     expect(state.restart.count).toBe(1);
