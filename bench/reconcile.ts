@@ -23,7 +23,7 @@ import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
 import { existingPath, temporalCliPath } from '../scripts/toolchain.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
-import { createPluginRepo } from '../test/helpers/git.js';
+import { createPluginRepo, localSourceSettings } from '../test/helpers/git.js';
 import { registerSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 
@@ -52,15 +52,7 @@ const worker = await Worker.create({
   activities: createActivities({
     store,
     driver,
-    sources: {
-      giteaBaseUrl: `file://${repos}`,
-      githubBaseUrl: `file://${repos}`,
-      allowUnpinned: false,
-      cacheDir: join(root, 'cache'),
-      pluginsDir: join(root, 'plugins'),
-      maxPluginBytes: 100 * 1024 * 1024,
-      fetchTimeoutMs: 60_000,
-    },
+    sources: localSourceSettings(root, 100 * 1024 * 1024),
   }),
 });
 

@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SourceSettings } from '../../activities/plugins/source.js';
+import type { StageSettings } from '../../activities/plugins/stage.js';
 
 const identity = ['-c', 'user.email=test@workspace-lifecycle', '-c', 'user.name=test'];
 
@@ -32,4 +34,18 @@ export function createPluginRepo(
   commitAll(dir, `plugin ${repo}`);
   git('tag', 'v1');
   return git('rev-parse', 'HEAD').trim();
+}
+
+/** Source settings that serve gitea:// and github:// from the repositories under `<root>/repos`. */
+export function localSourceSettings(root: string, maxPluginBytes: number): SourceSettings & StageSettings {
+  const repos = join(root, 'repos');
+  return {
+    giteaBaseUrl: `file://${repos}`,
+    githubBaseUrl: `file://${repos}`,
+    allowUnpinned: false,
+    cacheDir: join(root, 'cache'),
+    pluginsDir: join(root, 'plugins'),
+    maxPluginBytes,
+    fetchTimeoutMs: 60_000,
+  };
 }

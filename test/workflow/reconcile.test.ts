@@ -17,7 +17,7 @@ import { defaultLifecycleConfig } from '../../workflows/config.js';
 import { heartbeatSignal, registerSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { createPluginRepo } from '../helpers/git.js';
+import { createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
@@ -47,15 +47,7 @@ beforeAll(async () => {
   const real = createActivities({
     store,
     driver,
-    sources: {
-      giteaBaseUrl: `file://${repos}`,
-      githubBaseUrl: `file://${repos}`,
-      allowUnpinned: false,
-      cacheDir: join(root, 'cache'),
-      pluginsDir: join(root, 'plugins'),
-      maxPluginBytes: 1024 * 1024,
-      fetchTimeoutMs: 60_000,
-    },
+    sources: localSourceSettings(root, 1024 * 1024),
   });
   worker = await createWorker(env, taskQueue, instrument(real));
   running = worker.run();
