@@ -155,15 +155,17 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
     }
   }
 
-  async function requireLiveWorkspace(id: string): Promise<void> {
-    const status = await db(() => store.workspaceStatus(id));
-    if (status === null) throw new HttpError(404, `unknown workspace ${id}`);
-    if (status === 'removed') throw new HttpError(404, `workspace ${id} is removed`);
+  /** 404 unless the workspace exists and is not removed; returns its live-token count. */
+  async function requireLiveWorkspace(id: string): Promise<number> {
+    const access = await db(() => store.workspaceAccess(id));
+    if (access === null) throw new HttpError(404, `unknown workspace ${id}`);
+    if (access.status === 'removed') throw new HttpError(404, `workspace ${id} is removed`);
+    return access.liveTokens;
   }
 
   async function requireRuntime(request: FastifyRequest, id: string): Promise<void> {
-    await requireLiveWorkspace(id);
-    const outcome = await db(() => authorizeRuntime(store, id, request.headers.authorization));
+    const liveTokens = await requireLiveWorkspace(id);
+    const outcome = await db(() => authorizeRuntime(store, id, request.headers.authorization, liveTokens));
     if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
   }
 
@@ -335,7 +337,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
       },
       async (request) => {
         const id = request.params.id;
-        if ((await db(() => store.workspaceStatus(id))) === null) throw new HttpError(404, `unknown workspace ${id}`);
+        if ((await db(() => store.workspaceAccess(id))) === null) throw new HttpError(404, `unknown workspace ${id}`);
         const state = await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).query(stateQuery));
         return state as unknown as Record<string, unknown>;
       },

@@ -52,12 +52,16 @@ export class Store {
     });
   }
 
-  /** The projected status of a workspace, or null when there is no such workspace. */
-  async workspaceStatus(workspaceId: string): Promise<string | null> {
-    const { rows } = await this.pool.query<{ status: string }>('SELECT status FROM workspaces WHERE id = $1', [
-      workspaceId,
-    ]);
-    return rows[0]?.status ?? null;
+  /** Status and live-token count in one round trip: what every runtime call checks first. */
+  async workspaceAccess(workspaceId: string): Promise<{ status: string; liveTokens: number } | null> {
+    const { rows } = await this.pool.query<{ status: string; live: string }>(
+      `SELECT w.status,
+              (SELECT count(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS live
+       FROM workspaces w WHERE w.id = $1`,
+      [workspaceId],
+    );
+    const row = rows[0];
+    return row ? { status: row.status, liveTokens: Number(row.live) } : null;
   }
 
   async listWorkspaces(status: string | undefined, limit: number): Promise<Projection[]> {
@@ -172,8 +176,8 @@ export class Store {
     return result.rowCount ?? 0;
   }
 
-  async liveTokenCount(workspaceId: string): Promise<number> {
-    const { rows } = await this.pool.query<{ n: string }>(
+  async liveTokenCount(workspaceId: string, db: pg.Pool | pg.PoolClient = this.pool): Promise<number> {
+    const { rows } = await db.query<{ n: string }>(
       'SELECT count(*) AS n FROM workspace_tokens WHERE workspace_id = $1 AND revoked_at IS NULL',
       [workspaceId],
     );
@@ -187,11 +191,7 @@ export class Store {
   async addTokenIfNone(workspaceId: string, tokenHash: Buffer, prefix: string): Promise<boolean> {
     return this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [workspaceId]);
-      const { rows } = await client.query<{ n: string }>(
-        'SELECT count(*) AS n FROM workspace_tokens WHERE workspace_id = $1 AND revoked_at IS NULL',
-        [workspaceId],
-      );
-      if (Number(rows[0]?.n ?? 0) > 0) return false;
+      if ((await this.liveTokenCount(workspaceId, client)) > 0) return false;
       await client.query('INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ($1, $2, $3)', [
         workspaceId,
         tokenHash,
