@@ -109,30 +109,22 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     }
   }
 
-  wf.setHandler(registerSignal, (payload) => {
+  /** Every signal counts toward this run's budget, then feeds the machine. */
+  function onSignal(event: Event): void {
     signalsThisRun++;
-    apply({ type: 'register', payload });
-  });
-  wf.setHandler(heartbeatSignal, (payload) => {
-    signalsThisRun++;
-    apply({ type: 'heartbeat', payload });
-  });
-  wf.setHandler(deprovisionSignal, () => {
-    signalsThisRun++;
-    apply({ type: 'deprovision' });
-  });
-  wf.setHandler(declarePluginsSignal, () => {
-    signalsThisRun++;
-    apply({ type: 'pluginsDeclared' });
-  });
-  wf.setHandler(restartSignal, (request) => {
-    signalsThisRun++;
-    apply({
+    apply(event);
+  }
+  wf.setHandler(registerSignal, (payload) => onSignal({ type: 'register', payload }));
+  wf.setHandler(heartbeatSignal, (payload) => onSignal({ type: 'heartbeat', payload }));
+  wf.setHandler(deprovisionSignal, () => onSignal({ type: 'deprovision' }));
+  wf.setHandler(declarePluginsSignal, () => onSignal({ type: 'pluginsDeclared' }));
+  wf.setHandler(restartSignal, (request) =>
+    onSignal({
       type: 'restartRequested',
       reason: request?.reason ?? 'operator request',
       requester: request?.requester ?? 'operator',
-    });
-  });
+    }),
+  );
   wf.setHandler(stateQuery, () => state);
 
   // Evaluations run one at a time: in a burst, the first may declare dead and restart; the
