@@ -42,7 +42,8 @@ function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
 
 beforeAll(async () => {
   env = await createTimeSkippingEnv();
-  store = await connectTestStore();
+  // Its own database: the bad-input table asserts that no row was written anywhere.
+  store = await connectTestStore('api');
   fake = new FakeActivities();
   // Box activities are mocked; the projection and token revocation are the real store's.
   worker = await createWorker(env, taskQueue, {

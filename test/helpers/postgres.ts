@@ -1,10 +1,29 @@
+import pg from 'pg';
 import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
 import { Store } from '../../db/store.js';
 
-/** The test database (DATABASE_URL, or the local cluster the global setup started), migrated. */
-export async function connectTestStore(): Promise<Store> {
-  const url = inject('databaseUrl');
+/**
+ * The test database (DATABASE_URL, or the local cluster the global setup started), migrated.
+ * With `isolated`, a database of its own (`<test db>_<isolated>`, created if missing) for a
+ * test file that asserts on whole-table counts while other files write in parallel.
+ */
+export async function connectTestStore(isolated?: string): Promise<Store> {
+  let url = inject('databaseUrl');
+  if (isolated !== undefined) {
+    const target = new URL(url);
+    const name = `${target.pathname.slice(1)}_${isolated}`;
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      const found = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      if (found.rowCount === 0) await admin.query(`CREATE DATABASE "${name.replace(/"/g, '')}"`);
+    } finally {
+      await admin.end();
+    }
+    target.pathname = `/${name}`;
+    url = target.toString();
+  }
   await migrate(url);
   return Store.connect(url);
 }
