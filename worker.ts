@@ -34,7 +34,7 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
     namespace: env['TEMPORAL_NAMESPACE'] ?? 'default',
     taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
     databaseUrl,
-    boxesDir: resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes')),
+    boxesDir: resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes', env)),
     runtimeCommand: env['WL_RUNTIME_COMMAND'] ? (JSON.parse(env['WL_RUNTIME_COMMAND']) as string[]) : null,
     sources: sourceSettingsFromEnv(env),
   };

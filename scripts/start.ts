@@ -8,14 +8,16 @@
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { dataDir as resolveDataDir } from '../activities/settings.js';
 import { startApi } from '../api/main.js';
 import { createWorker, workerSettingsFromEnv } from '../worker.js';
 import { temporalCliPath } from './toolchain.js';
 import { localDatabaseUrl } from './postgres.js';
 
-const dataDir = fileURLToPath(new URL('../data/', import.meta.url));
+const dataDir = resolveDataDir();
 const port = Number(process.env['TEMPORAL_PORT'] ?? 7233);
 const uiPort = Number(process.env['TEMPORAL_UI_PORT'] ?? 8233);
 
@@ -24,7 +26,7 @@ function startDevServer(): ChildProcess {
   if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain` or set TEMPORAL_CLI_PATH');
   mkdirSync(dataDir, { recursive: true });
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort)];
-  args.push('--db-filename', `${dataDir}temporal.db`, '--log-level', 'warn');
+  args.push('--db-filename', join(dataDir, 'temporal.db'), '--log-level', 'warn');
   console.log(`start: temporal ${args.join(' ')}`);
   // Its own process group: Ctrl-C reaches only us, so the worker drains against a live server
   // before we stop the server ourselves.
@@ -50,6 +52,14 @@ async function waitForTemporal(address: string, timeoutMs: number): Promise<void
 process.env['DATABASE_URL'] ??= localDatabaseUrl('workspace_lifecycle');
 const external = process.env['TEMPORAL_ADDRESS'];
 const devServer = external === undefined ? startDevServer() : undefined;
+// Local boxes run the simulated runtime (simulator/runtime.ts) unless told otherwise; it finds the
+// API through WL_API_URL, set below once the API listens.
+process.env['WL_RUNTIME_COMMAND'] ??= JSON.stringify([
+  process.execPath,
+  '--import',
+  import.meta.resolve('tsx/esm'),
+  fileURLToPath(new URL('../simulator/runtime.ts', import.meta.url)),
+]);
 const settings = { ...workerSettingsFromEnv(), address: external ?? `127.0.0.1:${port}` };
 await waitForTemporal(settings.address, 60_000);
 const { worker, store } = await createWorker(settings);
@@ -58,6 +68,12 @@ process.env['WL_ADMIN_TOKEN'] ??= randomBytes(24).toString('base64url');
 // Local boxes serve their agents on loopback.
 process.env['WL_ALLOW_LOOPBACK_URLS'] ??= 'true';
 const api = await startApi({ ...process.env, TEMPORAL_ADDRESS: settings.address });
+process.env['WL_API_URL'] = api.url;
+if (generatedAdminToken) {
+  // The simulator (npm run simulate) reads the generated admin token from here.
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(join(dataDir, 'admin-token'), process.env['WL_ADMIN_TOKEN'], { mode: 0o600 });
+}
 
 console.log(`start: Temporal   ${settings.address} (namespace ${settings.namespace})`);
 console.log(`start: database   ${settings.databaseUrl}`);
