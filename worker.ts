@@ -11,13 +11,13 @@ import { dataPath, sourceSettingsFromEnv } from './activities/settings.js';
 import { LocalBoxDriver } from './activities/box/local.js';
 import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
+import { ensureSearchAttributes, temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
 import { TASK_QUEUE } from './workflows/definitions.js';
 
 export interface WorkerSettings {
-  address: string;
-  namespace: string;
+  temporal: TemporalSettings;
   taskQueue: string;
   databaseUrl: string;
   boxesDir: string;
@@ -30,8 +30,7 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
   if (!databaseUrl)
     throw new Error('DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
   return {
-    address: env['TEMPORAL_ADDRESS'] ?? 'localhost:7233',
-    namespace: env['TEMPORAL_NAMESPACE'] ?? 'default',
+    temporal: temporalSettingsFromEnv(env),
     taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
     databaseUrl,
     boxesDir: resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes', env)),
@@ -45,10 +44,13 @@ export async function createWorker(settings: WorkerSettings): Promise<{ worker: 
   if (applied.length > 0) console.log(`worker: applied migrations ${applied.join(', ')}`);
   const store = Store.connect(settings.databaseUrl);
   const driver = new LocalBoxDriver({ root: settings.boxesDir, runtimeCommand: settings.runtimeCommand });
-  const connection = await NativeConnection.connect({ address: settings.address });
+  const { connectionOptions, namespace } = settings.temporal;
+  const connection = await NativeConnection.connect(connectionOptions);
+  const registered = await ensureSearchAttributes(connection.operatorService, namespace);
+  if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
   const worker = await Worker.create({
     connection,
-    namespace: settings.namespace,
+    namespace,
     taskQueue: settings.taskQueue,
     workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
     activities: createActivities({ store, driver, sources: settings.sources }),
@@ -59,7 +61,8 @@ export async function createWorker(settings: WorkerSettings): Promise<{ worker: 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const settings = workerSettingsFromEnv();
   const { worker, store } = await createWorker(settings);
-  console.log(`worker: polling ${settings.taskQueue} on ${settings.address} (namespace ${settings.namespace})`);
+  const { address, namespace } = settings.temporal;
+  console.log(`worker: polling ${settings.taskQueue} on ${address ?? 'localhost:7233'} (namespace ${namespace})`);
   // The SDK stops polling and drains in-flight tasks on SIGINT/SIGTERM.
   await worker.run();
   await store.close();

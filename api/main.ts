@@ -5,6 +5,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { fileURLToPath } from 'node:url';
 import { sourceSettingsFromEnv } from '../activities/settings.js';
+import { clientConnectionOptions, temporalSettingsFromEnv } from '../connection.js';
 import { Store } from '../db/store.js';
 import { TASK_QUEUE } from '../workflows/definitions.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from './server.js';
@@ -33,8 +34,9 @@ export interface RunningApi {
 export async function startApi(env: NodeJS.ProcessEnv = process.env): Promise<RunningApi> {
   const databaseUrl = env['DATABASE_URL'];
   if (!databaseUrl) throw new Error('DATABASE_URL is not set');
-  const connection = await Connection.connect({ address: env['TEMPORAL_ADDRESS'] ?? 'localhost:7233' });
-  const client = new Client({ connection, namespace: env['TEMPORAL_NAMESPACE'] ?? 'default' });
+  const temporal = temporalSettingsFromEnv(env);
+  const connection = await Connection.connect(clientConnectionOptions(temporal));
+  const client = new Client({ connection, namespace: temporal.namespace });
   const store = Store.connect(databaseUrl);
   const app = await buildApi(client, store, apiSettingsFromEnv(env));
   const url = await app.listen({ host: env['WL_API_HOST'] ?? '127.0.0.1', port: Number(env['WL_API_PORT'] ?? 8080) });

@@ -16,6 +16,7 @@ import {
   workspaceWorkflowId,
   type WorkspaceWorkflowInput,
 } from '../workflows/definitions.js';
+import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import type { workspaceWorkflow } from '../workflows/workspace.js';
 
 const signals = { register: registerSignal, heartbeat: heartbeatSignal } as const;
@@ -41,5 +42,6 @@ export async function relayRuntimeSignal(
     signal: signals[signal],
     signalArgs: [payload],
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+    ...workspaceStartMetadata(workspaceId, options.start?.initialStatus ?? 'provisioning'),
   });
 }

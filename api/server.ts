@@ -26,6 +26,7 @@ import {
   stateQuery,
   workspaceWorkflowId,
 } from '../workflows/definitions.js';
+import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import { statuses } from '../workflows/state-machine.js';
 import { Metrics } from './metrics.js';
 import { relayRuntimeSignal } from './relay.js';
@@ -281,6 +282,11 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
             workflowId: workspaceWorkflowId(id),
             args: [{ workspaceId: id, initialStatus }],
             workflowIdReusePolicy: 'REJECT_DUPLICATE',
+            ...workspaceStartMetadata(
+              id,
+              initialStatus,
+              plugins.map((plugin) => plugin.name),
+            ),
           }),
         );
         const token = await db(() => mintTokenIfNone(store, id));

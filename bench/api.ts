@@ -16,7 +16,7 @@ import { buildApi, defaultApiSettings } from '../api/server.js';
 import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
-import { existingPath, temporalCliPath } from '../scripts/toolchain.js';
+import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 
 const { values } = parseArgs({
@@ -35,8 +35,7 @@ const databaseUrl = process.env['DATABASE_URL'] ?? localDatabaseUrl('workspace_l
 await migrate(databaseUrl);
 const store = Store.connect(databaseUrl);
 console.log('bench: starting dev server...');
-const server = existingPath(temporalCliPath());
-const env = await TestWorkflowEnvironment.createLocal(server ? { server } : undefined);
+const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-api';
 const activities: Partial<Activities> = {
   listPluginDiff: () => Promise.resolve({ declared: 0, missing: [] }),

@@ -21,7 +21,7 @@ import { createActivities } from '../activities/index.js';
 import { LocalBoxDriver } from '../activities/box/local.js';
 import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
-import { existingPath, temporalCliPath } from '../scripts/toolchain.js';
+import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
 import { createPluginRepo, localSourceSettings } from '../test/helpers/git.js';
 import { registerSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
@@ -42,8 +42,7 @@ await migrate(databaseUrl);
 const store = Store.connect(databaseUrl);
 const driver = new LocalBoxDriver({ root: join(root, 'boxes'), runtimeCommand: null });
 console.log('bench: starting dev server...');
-const server = existingPath(temporalCliPath());
-const env = await TestWorkflowEnvironment.createLocal(server ? { server } : undefined);
+const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-reconcile';
 const worker = await Worker.create({
   connection: env.nativeConnection,

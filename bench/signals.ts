@@ -13,7 +13,7 @@ import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Activities } from '../activities/index.js';
-import { existingPath, temporalCliPath } from '../scripts/toolchain.js';
+import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, registerSignal, stateQuery } from '../workflows/definitions.js';
 import { signalCountQuery } from './workflows.js';
 
@@ -37,9 +37,8 @@ interface Figures {
 }
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
-const server = existingPath(temporalCliPath());
 console.log('bench: starting dev server...');
-const env = await TestWorkflowEnvironment.createLocal(server ? { server } : undefined);
+const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-signals';
 const worker = await Worker.create({
   connection: env.nativeConnection,

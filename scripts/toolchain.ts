@@ -6,6 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { LocalTestWorkflowEnvironmentOptions } from '@temporalio/testing';
+import { searchAttributeKeys } from '../workflows/operator-view.js';
 
 function versions(): Record<string, string> {
   const text = readFileSync(new URL('./toolchain.env', import.meta.url), 'utf8');
@@ -53,4 +55,9 @@ export function existingPath(
   path: string | undefined,
 ): { executable: { type: 'existing-path'; path: string } } | undefined {
   return path === undefined ? undefined : { executable: { type: 'existing-path', path } };
+}
+
+/** Options for `TestWorkflowEnvironment.createLocal`: our dev server, with our search attributes registered. */
+export function devServerEnvOptions(): LocalTestWorkflowEnvironmentOptions {
+  return { server: { ...existingPath(temporalCliPath()), searchAttributes: [...searchAttributeKeys] } };
 }

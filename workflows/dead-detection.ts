@@ -48,13 +48,13 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
       (await condition(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs)));
 
   // 4. Probe: an error means assume alive; running resets the strikes.
-  let probe = await probeBox(ctx);
+  let probe = await probeBox(ctx, requester);
   if (probe !== 'not-running') return alive(probe);
 
   // 5. A lone not-running is not trusted while there is reason to believe the box lives.
   if (recent || fresh || settling) {
     await sleep(config.reprobeDelayMs);
-    probe = await probeBox(ctx);
+    probe = await probeBox(ctx, requester);
     if (probe !== 'not-running') return alive(probe);
   }
 
@@ -82,10 +82,13 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   };
 }
 
-async function probeBox(ctx: EvaluationContext): Promise<ProbeResult> {
+async function probeBox(ctx: EvaluationContext, requester: string): Promise<ProbeResult> {
   let result: ProbeResult;
   try {
-    result = (await isBoxRunning({ workspaceId: ctx.workspaceId })) ? 'running' : 'not-running';
+    const running = await isBoxRunning.executeWithOptions({ summary: `probe box: is it running? (for ${requester})` }, [
+      { workspaceId: ctx.workspaceId },
+    ]);
+    result = running ? 'running' : 'not-running';
   } catch {
     result = 'error';
   }

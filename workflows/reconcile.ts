@@ -8,7 +8,13 @@
  * Plugins proceed independently; one failing plugin does not stop the others. The restart
  * after deliveries is not here: the state machine requests it once per pass.
  */
-import { ActivityFailure, ApplicationFailure, patched, proxyActivities } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  patched,
+  proxyActivities,
+  type ActivityInterfaceFor,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import type { DeclaredPlugin } from '../db/store.js';
 import type { LifecycleConfig } from './config.js';
@@ -35,7 +41,9 @@ export async function runReconcile(request: ReconcileRequest, config: LifecycleC
     retry: boxRetry,
   });
 
-  const diff = await acts.listPluginDiff(request);
+  const diff = await acts.listPluginDiff.executeWithOptions({ summary: `diff declared plugins (${request.trigger})` }, [
+    request,
+  ]);
   const outcomes = await Promise.all(
     diff.missing.map((plugin) => reconcilePlugin(request.workspaceId, plugin, acts, staging)),
   );
@@ -45,22 +53,35 @@ export async function runReconcile(request: ReconcileRequest, config: LifecycleC
 async function reconcilePlugin(
   workspaceId: string,
   plugin: DeclaredPlugin,
-  acts: Activities,
-  staging: Activities,
+  acts: ActivityInterfaceFor<Activities>,
+  staging: ActivityInterfaceFor<Activities>,
 ): Promise<PluginOutcome> {
-  const base = { workspaceId, pluginName: plugin.name, source: plugin.source };
+  const { name, source } = plugin;
+  const base = { workspaceId, pluginName: name, source };
+  // Each activity's summary names the plugin, so the UI's event history reads as the reconcile did.
   try {
-    const probe = await acts.probePlugin({ workspaceId, pluginName: plugin.name });
+    const probe = await acts.probePlugin.executeWithOptions({ summary: `probe plugin ${name} on the box` }, [
+      { workspaceId, pluginName: name },
+    ]);
     if (probe.presence === 'present') {
-      await acts.recordInstalled({ ...base, revision: probe.revision, installedVia: 'boot' });
-      return { name: plugin.name, status: 'installed', via: 'boot', revision: probe.revision };
+      await acts.recordInstalled.executeWithOptions({ summary: `record plugin ${name} installed at boot` }, [
+        { ...base, revision: probe.revision, installedVia: 'boot' },
+      ]);
+      return { name, status: 'installed', via: 'boot', revision: probe.revision };
     }
-    const staged = await staging.stagePlugin({ workspaceId, pluginName: plugin.name, source: plugin.source });
-    await acts.deliverPlugin({ workspaceId, plugin: staged });
-    await acts.recordInstalled({ ...base, revision: staged.revision, installedVia: 'delivered' });
-    return { name: plugin.name, status: 'installed', via: 'delivered', revision: staged.revision };
+    const staged = await staging.stagePlugin.executeWithOptions({ summary: `stage plugin ${name} from ${source}` }, [
+      { workspaceId, pluginName: name, source },
+    ]);
+    const revision = staged.revision.slice(0, 12);
+    await acts.deliverPlugin.executeWithOptions({ summary: `deliver plugin ${name} @${revision}` }, [
+      { workspaceId, plugin: staged },
+    ]);
+    await acts.recordInstalled.executeWithOptions({ summary: `record plugin ${name} delivered @${revision}` }, [
+      { ...base, revision: staged.revision, installedVia: 'delivered' },
+    ]);
+    return { name, status: 'installed', via: 'delivered', revision: staged.revision };
   } catch (err) {
-    return { name: plugin.name, status: 'failed', error: failureMessage(err) };
+    return { name, status: 'failed', error: failureMessage(err) };
   }
 }
 

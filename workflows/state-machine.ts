@@ -168,6 +168,8 @@ export interface WorkspaceState {
   reconcile: ReconcileState;
   /** Per declared plugin that a reconcile worked on: how it got installed, or why it failed. */
   plugins: Record<string, PluginState>;
+  /** Declared plugins as of the last reconcile pass. */
+  pluginsDeclaredCount: number;
   /** Declared plugins without a tracking row after the last reconcile pass. */
   pluginsPending: number;
   restart: RestartState;
@@ -245,6 +247,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastError: null,
     },
     plugins: {},
+    pluginsDeclaredCount: 0,
     pluginsPending: 0,
     restart: {
       inFlight: false,
@@ -563,6 +566,7 @@ function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
         : { status: 'failed', via: null, revision: null, error: outcome.error, attempts, updatedAt: draft.at };
   }
   draft.state.plugins = plugins;
+  draft.state.pluginsDeclaredCount = report.declared;
   const installedNow = report.outcomes.filter((o) => o.status === 'installed').length;
   draft.state.pluginsPending = report.outcomes.length - installedNow;
 }

@@ -20,6 +20,7 @@ import {
   type WorkspaceWorkflowInput,
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
+import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
 import type { Activities } from '../activities/index.js';
 import {
   initialState,
@@ -49,6 +50,23 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     const result = transition(state, event, Date.now(), config);
     state = result.state;
     result.effects.forEach(perform);
+    showState();
+  }
+
+  // What the Web UI shows. Search attributes are upserted only when their values change (a
+  // heartbeat changes neither, so it stays one signal event); current details cost no command.
+  const shown = { status: '', pluginsPending: -1 };
+  function showState(): void {
+    wf.setCurrentDetails(currentDetails(state));
+    const values = searchAttributeValues(state);
+    if (values.status === shown.status && values.pluginsPending === shown.pluginsPending) return;
+    // Runs that predate the search attributes keep their command sequence.
+    if (!wf.patched('search-attributes')) return;
+    wf.upsertSearchAttributes([
+      { key: workspaceStatusKey, value: values.status },
+      { key: pluginsPendingKey, value: values.pluginsPending },
+    ]);
+    Object.assign(shown, values);
   }
 
   // Fire-and-forget effects still running; the run does not close (complete or continue as
@@ -83,17 +101,21 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         if (wf.patched('workspace-projection')) {
           const { status, url, statusSince, version } = effect;
           track(
-            writeProjection({ workspaceId, status, url, statusSince, version }).catch((err: unknown) =>
-              wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
-            ),
+            writeProjection
+              .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
+                { workspaceId, status, url, statusSince, version },
+              ])
+              .catch((err: unknown) =>
+                wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
+              ),
           );
         }
         break;
       case 'revokeTokens':
         track(
-          revokeInstanceTokens({ workspaceId }).catch((err: unknown) =>
-            wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }),
-          ),
+          revokeInstanceTokens
+            .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [{ workspaceId }])
+            .catch((err: unknown) => wf.log.error('revoking instance tokens failed', { error: failureMessage(err) })),
         );
         break;
       case 'evaluate':
@@ -101,10 +123,14 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         if (wf.patched('watchdog-evaluation')) void evaluateSerially(effect.requester);
         break;
       case 'restartBox':
-        void restartBox({ workspaceId, restartId: effect.restartId }).then(
-          () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
-          (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
-        );
+        void restartBox
+          .executeWithOptions({ summary: `restart box (${effect.restartId}): ${effect.reason}` }, [
+            { workspaceId, restartId: effect.restartId },
+          ])
+          .then(
+            () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
+            (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
+          );
         break;
     }
   }
@@ -126,6 +152,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     }),
   );
   wf.setHandler(stateQuery, () => state);
+  showState();
 
   // Evaluations run one at a time: in a burst, the first may declare dead and restart; the
   // rest see the restart in flight (or the settling box) instead of restarting it again.

@@ -1,6 +1,7 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { existingPath, temporalCliPath, testServerPath } from '../../scripts/toolchain.js';
+import { ensureSearchAttributes } from '../../connection.js';
+import { devServerEnvOptions, existingPath, testServerPath } from '../../scripts/toolchain.js';
 
 let runtimeInstalled = false;
 
@@ -12,15 +13,16 @@ export function installQuietRuntime(): void {
 }
 
 /** The Java time-skipping test server: 30 s windows pass in milliseconds. */
-export function createTimeSkippingEnv(): Promise<TestWorkflowEnvironment> {
+export async function createTimeSkippingEnv(): Promise<TestWorkflowEnvironment> {
   installQuietRuntime();
   const server = existingPath(testServerPath());
-  return TestWorkflowEnvironment.createTimeSkipping(server ? { server } : undefined);
+  const env = await TestWorkflowEnvironment.createTimeSkipping(server ? { server } : undefined);
+  await ensureSearchAttributes(env.connection.operatorService, env.namespace ?? 'default');
+  return env;
 }
 
 /** A real dev server (Temporal CLI), for what the test server does not implement. */
 export function createLocalEnv(): Promise<TestWorkflowEnvironment> {
   installQuietRuntime();
-  const server = existingPath(temporalCliPath());
-  return TestWorkflowEnvironment.createLocal(server ? { server } : undefined);
+  return TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 }

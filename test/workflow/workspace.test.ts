@@ -11,10 +11,13 @@ import {
   deprovisionSignal,
   heartbeatSignal,
   registerSignal,
+  restartSignal,
   stateQuery,
   workspaceWorkflowId,
   type WorkspaceWorkflowInput,
 } from '../../workflows/definitions.js';
+import { workflowMetadataQuery } from '@temporalio/workflow';
+import { pluginsPendingKey, workspaceStatusKey } from '../../workflows/operator-view.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
@@ -240,5 +243,30 @@ describe('invalid payloads and removal', () => {
     await expect(
       relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), { taskQueue: harness.taskQueue }),
     ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
+  });
+});
+
+describe('operator view', () => {
+  it('search attributes follow the status and pending plugins; current details show status and last restart', async () => {
+    const id = uniqueId('ops');
+    const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await relayRuntimeSignal(harness.env.client, id, 'heartbeat', heartbeatPayload(id), {
+      taskQueue: harness.taskQueue,
+    });
+    await waitForState(handle, (s) => s.status === 'online' && idle(s));
+
+    const described = await handle.describe();
+    expect(described.typedSearchAttributes.get(workspaceStatusKey)).toBe('online');
+    expect(described.typedSearchAttributes.get(pluginsPendingKey)).toBe(0);
+    // The static summary is checked on the dev server (test/e2e): the Java test server does not keep it.
+    const metadata = await handle.query(workflowMetadataQuery);
+    expect(metadata.currentDetails).toContain('**Status: online**');
+
+    await handle.signal(restartSignal, { reason: 'operator drill' });
+    await waitForState(handle, (s) => s.status === 'provisioning' && !s.restart.inFlight);
+    expect((await handle.describe()).typedSearchAttributes.get(workspaceStatusKey)).toBe('provisioning');
+    expect((await handle.query(workflowMetadataQuery)).currentDetails).toContain(
+      '**Restarts:** 1, last: operator drill (by operator',
+    );
   });
 });

@@ -1,0 +1,94 @@
+/**
+ * How every process of ours reaches Temporal: the SDK's environment configuration
+ * (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS_*`,
+ * `TEMPORAL_PROFILE` and the `temporal.toml` profile file), so a Temporal cluster or Temporal
+ * Cloud is configured exactly as for the `temporal` CLI. Also makes sure the namespace has the
+ * search attributes the workflow sets, since a workflow that upserts an unregistered one is stuck.
+ */
+import { loadClientConnectConfig } from '@temporalio/envconfig';
+import type { ConnectionOptions } from '@temporalio/client';
+import type { NativeConnectionOptions } from '@temporalio/worker';
+import { encodeSearchAttributeIndexedValueType } from '@temporalio/common/lib/search-attributes.js';
+import { searchAttributeKeys } from './workflows/operator-view.js';
+
+export interface TemporalSettings {
+  /** Undefined when nothing configures one: `npm start` then runs a dev server. */
+  address: string | undefined;
+  namespace: string;
+  /** For the worker's NativeConnection; `clientConnectionOptions` maps them for a client Connection. */
+  connectionOptions: NativeConnectionOptions;
+}
+
+export function temporalSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): TemporalSettings {
+  const defined = Object.fromEntries(
+    Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined),
+  );
+  const { connectionOptions, namespace } = loadClientConnectConfig({ overrideEnvVars: defined });
+  return { address: connectionOptions.address, namespace: namespace ?? 'default', connectionOptions };
+}
+
+/** The same settings at `address` (e.g. the dev server `npm start` runs). */
+export function withAddress(settings: TemporalSettings, address: string): TemporalSettings {
+  return { ...settings, address, connectionOptions: { ...settings.connectionOptions, address } };
+}
+
+export function clientConnectionOptions(settings: TemporalSettings): ConnectionOptions {
+  const { address, tls, apiKey, metadata } = settings.connectionOptions;
+  return {
+    address: address ?? 'localhost:7233',
+    ...(tls !== undefined ? { tls } : {}),
+    ...(apiKey !== undefined ? { apiKey } : {}),
+    ...(metadata !== undefined ? { metadata } : {}),
+  };
+}
+
+/** `--search-attribute` arguments that register ours on a dev server. */
+export function devServerSearchAttributeArgs(): string[] {
+  return searchAttributeKeys.flatMap((key) => ['--search-attribute', `${key.name}=${cliType(key.type)}`]);
+}
+
+/** The CLI command an operator runs to register them on a cluster. */
+export function searchAttributeCommand(namespace: string): string {
+  const names = searchAttributeKeys.map((key) => `--name ${key.name} --type ${cliType(key.type)}`).join(' ');
+  return `temporal operator search-attribute create --namespace ${namespace} ${names}`;
+}
+
+const ALREADY_EXISTS = 6; // gRPC status: another worker registered them first
+
+interface OperatorServiceLike {
+  listSearchAttributes(request: { namespace: string }): Promise<{ customAttributes?: Record<string, unknown> | null }>;
+  addSearchAttributes(request: { namespace: string; searchAttributes: Record<string, number> }): Promise<unknown>;
+}
+
+/**
+ * Registers the missing search attributes, or explains how to. Servers that cannot list them
+ * (the time-skipping test server) are asked to add them all.
+ */
+export async function ensureSearchAttributes(operator: OperatorServiceLike, namespace: string): Promise<string[]> {
+  let missing = [...searchAttributeKeys];
+  try {
+    const listed = await operator.listSearchAttributes({ namespace });
+    missing = missing.filter((key) => !(key.name in (listed.customAttributes ?? {})));
+  } catch {
+    // Listing is optional; adding below tells us whether the server knows them.
+  }
+  if (missing.length === 0) return [];
+  const searchAttributes = Object.fromEntries(
+    missing.map((key) => [key.name, encodeSearchAttributeIndexedValueType(key.type) ?? 0]),
+  );
+  try {
+    await operator.addSearchAttributes({ namespace, searchAttributes });
+  } catch (err) {
+    if ((err as { code?: unknown }).code === ALREADY_EXISTS) return [];
+    throw new Error(
+      `search attributes ${missing.map((key) => key.name).join(', ')} are not registered in namespace ${namespace} ` +
+        `and could not be registered (${err instanceof Error ? err.message : String(err)}). Register them once: ` +
+        searchAttributeCommand(namespace),
+    );
+  }
+  return missing.map((key) => key.name);
+}
+
+function cliType(type: string): string {
+  return type === 'KEYWORD' ? 'Keyword' : type === 'INT' ? 'Int' : type.charAt(0) + type.slice(1).toLowerCase();
+}

@@ -1,0 +1,178 @@
+/** What operators see (search attributes, summary, details) and how we connect and register them. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  devServerSearchAttributeArgs,
+  ensureSearchAttributes,
+  searchAttributeCommand,
+  temporalSettingsFromEnv,
+} from '../../connection.js';
+import { defaultLifecycleConfig as config } from '../../workflows/config.js';
+import {
+  currentDetails,
+  searchAttributeValues,
+  workspaceStartMetadata,
+  workspaceStatusKey,
+} from '../../workflows/operator-view.js';
+import { initialState, transition, type Event, type WorkspaceState } from '../../workflows/state-machine.js';
+import { registerPayload } from '../helpers/payloads.js';
+
+const ID = 'ws-ops';
+const T0 = Date.parse('2026-01-01T00:00:00Z');
+
+function run(events: Event[]): WorkspaceState {
+  return events.reduce(
+    (state, event, i) => transition(state, event, T0 + (i + 1) * 1_000, config).state,
+    initialState(ID, 'provisioning', T0),
+  );
+}
+
+const reconciled: Event[] = [
+  { type: 'register', payload: registerPayload(ID) },
+  {
+    type: 'reconcileFinished',
+    outcome: 'failed',
+    error: 'beta: repository not found',
+    report: {
+      declared: 3,
+      outcomes: [
+        { name: 'alpha', status: 'installed', via: 'delivered', revision: 'a'.repeat(40) },
+        { name: 'beta', status: 'failed', error: 'repository | not found' },
+      ],
+    },
+  },
+];
+
+describe('operator view', () => {
+  it('a fresh workspace: provisioning, nothing pending, no restarts', () => {
+    const state = initialState(ID, 'provisioning', T0);
+    expect(searchAttributeValues(state)).toEqual({ status: 'provisioning', pluginsPending: 0 });
+    const details = currentDetails(state);
+    expect(details).toContain('**Status: provisioning** since 2026-01-01T00:00:00.000Z');
+    expect(details).toContain('**Plugins:** 0 declared, 0 pending');
+    expect(details).toContain('**Restarts:** none');
+    expect(details).not.toContain('| plugin |');
+  });
+
+  it('after a reconcile that delivered one plugin and failed another: pending count, plugin rows, restart reason', () => {
+    const state = run(reconciled);
+    // The delivery asked for a restart: provisioning again, one plugin still pending.
+    expect(searchAttributeValues(state)).toEqual({ status: 'provisioning', pluginsPending: 1 });
+    const details = currentDetails(state);
+    expect(details).toContain('**Plugins:** 3 declared, 1 pending');
+    expect(details).toContain('**Restarts:** 1, last: reconcile delivered 1 plugin(s) (by reconcile at ');
+    expect(details).toContain('in flight');
+    expect(details).toContain('Last reconcile failed: beta: repository not found');
+    expect(details).toContain(`| alpha | installed | delivered | ${'a'.repeat(12)} |  |`);
+    // A pipe in an error must not break the table.
+    expect(details).toContain('| beta | failed |  |  | repository \\| not found |');
+  });
+
+  it('a dead declaration shows the verdict and the restart it caused', () => {
+    const state = run([
+      { type: 'register', payload: registerPayload(ID) },
+      { type: 'deadDeclared', reason: 'not running and no recent heartbeat', requester: 'dispatcher' },
+      { type: 'verdict', verdict: 'dead', detail: 'restart triggered', requester: 'dispatcher' },
+    ]);
+    const details = currentDetails(state);
+    expect(details).toContain('**Restarts:** 1, last: dead: not running and no recent heartbeat (by dispatcher');
+    expect(details).toContain('Last verdict: dead, restart triggered (for dispatcher');
+  });
+
+  it('start metadata: summary, details naming the plugins, first search attribute values', () => {
+    const created = workspaceStartMetadata(ID, 'awaiting_agent', ['alpha', 'beta']);
+    expect(created.staticSummary).toBe('Workspace ws-ops');
+    expect(created.staticDetails).toContain('Plugins declared at creation: `alpha`, `beta`.');
+    expect(created.typedSearchAttributes).toContainEqual({ key: workspaceStatusKey, value: 'awaiting_agent' });
+    // A runtime's first call does not know the declared plugins: no claim about them.
+    expect(workspaceStartMetadata(ID, 'provisioning').staticDetails).not.toContain('Plugins declared');
+  });
+});
+
+describe('search attribute registration', () => {
+  function fakeOperator(registered: string[], addError?: Error & { code?: number }) {
+    const added: Record<string, number>[] = [];
+    return {
+      added,
+      listSearchAttributes: () =>
+        Promise.resolve({ customAttributes: Object.fromEntries(registered.map((name) => [name, 2])) }),
+      addSearchAttributes: (request: { namespace: string; searchAttributes: Record<string, number> }) => {
+        if (addError) return Promise.reject(addError);
+        added.push(request.searchAttributes);
+        return Promise.resolve({});
+      },
+    };
+  }
+
+  it('registers only the missing ones, with their types', async () => {
+    const operator = fakeOperator(['WorkspaceStatus']);
+    await expect(ensureSearchAttributes(operator, 'default')).resolves.toEqual(['PluginsPending']);
+    expect(operator.added).toEqual([{ PluginsPending: 3 }]); // INDEXED_VALUE_TYPE_INT
+  });
+
+  it('does nothing when all are registered', async () => {
+    const operator = fakeOperator(['WorkspaceStatus', 'PluginsPending']);
+    await expect(ensureSearchAttributes(operator, 'default')).resolves.toEqual([]);
+    expect(operator.added).toEqual([]);
+  });
+
+  it('a refusal names the CLI command that fixes it', async () => {
+    const operator = fakeOperator([], Object.assign(new Error('permission denied'), { code: 7 }));
+    await expect(ensureSearchAttributes(operator, 'prod')).rejects.toThrow(
+      'Register them once: temporal operator search-attribute create --namespace prod --name WorkspaceStatus --type Keyword --name PluginsPending --type Int',
+    );
+  });
+
+  it('another worker registering them first is not an error', async () => {
+    const operator = fakeOperator([], Object.assign(new Error('already exists'), { code: 6 }));
+    await expect(ensureSearchAttributes(operator, 'default')).resolves.toEqual([]);
+  });
+
+  it('the dev server gets them as --search-attribute flags', () => {
+    expect(devServerSearchAttributeArgs()).toEqual([
+      '--search-attribute',
+      'WorkspaceStatus=Keyword',
+      '--search-attribute',
+      'PluginsPending=Int',
+    ]);
+    expect(searchAttributeCommand('default')).toContain('--namespace default');
+  });
+});
+
+describe('connection settings (the SDK environment configuration)', () => {
+  const noFile = { TEMPORAL_CONFIG_FILE: join(tmpdir(), 'no-such-temporal.toml') };
+
+  it('nothing configured: no address (npm start runs a dev server), namespace default', () => {
+    const settings = temporalSettingsFromEnv({ ...noFile });
+    expect(settings.address).toBeUndefined();
+    expect(settings.namespace).toBe('default');
+  });
+
+  it('address, namespace, API key and TLS from the environment', () => {
+    const settings = temporalSettingsFromEnv({
+      ...noFile,
+      TEMPORAL_ADDRESS: 'my-ns.a1b2c.tmprl.cloud:7233',
+      TEMPORAL_NAMESPACE: 'my-ns.a1b2c',
+      TEMPORAL_API_KEY: 'secret-key',
+    });
+    expect(settings.address).toBe('my-ns.a1b2c.tmprl.cloud:7233');
+    expect(settings.namespace).toBe('my-ns.a1b2c');
+    expect(settings.connectionOptions.apiKey).toBe('secret-key');
+    // An API key implies TLS, as in the SDK and the CLI.
+    expect(settings.connectionOptions.tls).toBeTruthy();
+  });
+
+  it('a profile from a temporal.toml file, selected by TEMPORAL_PROFILE', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wl-envconfig-'));
+    const file = join(dir, 'temporal.toml');
+    writeFileSync(
+      file,
+      ['[profile.staging]', 'address = "temporal.staging.internal:7233"', 'namespace = "workspaces"', ''].join('\n'),
+    );
+    const settings = temporalSettingsFromEnv({ TEMPORAL_CONFIG_FILE: file, TEMPORAL_PROFILE: 'staging' });
+    expect(settings.address).toBe('temporal.staging.internal:7233');
+    expect(settings.namespace).toBe('workspaces');
+  });
+});

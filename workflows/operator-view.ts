@@ -1,0 +1,93 @@
+/**
+ * What an operator sees of a workspace in the Temporal Web UI and CLI, derived from its state
+ * and nothing else: search attributes to filter the workflow list, the static summary and
+ * details a starter sets, and the current details shown on the workflow's page. Pure, so it
+ * is unit-tested without Temporal.
+ */
+import { defineSearchAttributeKey, type SearchAttributePair } from '@temporalio/common';
+import type { InitialStatus, WorkspaceState } from './state-machine.js';
+
+/** `WorkspaceStatus = "offline"` in the UI's list filter or `temporal workflow list --query`. */
+export const workspaceStatusKey = defineSearchAttributeKey('WorkspaceStatus', 'KEYWORD');
+/** `PluginsPending > 0`: declared plugins without a tracking row after the last reconcile. */
+export const pluginsPendingKey = defineSearchAttributeKey('PluginsPending', 'INT');
+/** Every search attribute the workflow sets, with the type a cluster must register it with. */
+export const searchAttributeKeys = [workspaceStatusKey, pluginsPendingKey] as const;
+
+export interface SearchAttributeValues {
+  status: string;
+  pluginsPending: number;
+}
+
+export function searchAttributeValues(state: WorkspaceState): SearchAttributeValues {
+  return { status: state.status, pluginsPending: state.pluginsPending };
+}
+
+/**
+ * What whoever starts a workspace workflow sets: the one-line summary and the details the UI
+ * shows (static: fixed for the run), and the search attributes' first values, so the list is
+ * right before the workflow's first task. `declaredPlugins` is unknown to a runtime's first call.
+ */
+export function workspaceStartMetadata(
+  workspaceId: string,
+  initialStatus: InitialStatus,
+  declaredPlugins?: readonly string[],
+): { staticSummary: string; staticDetails: string; typedSearchAttributes: SearchAttributePair[] } {
+  const details = [
+    `Lifecycle of workspace \`${workspaceId}\`: registration, heartbeats, declared-plugin reconcile, restarts and dead detection.`,
+  ];
+  if (declaredPlugins !== undefined) {
+    const names = declaredPlugins.length === 0 ? 'none' : declaredPlugins.map((name) => `\`${name}\``).join(', ');
+    details.push(`Plugins declared at creation: ${names}.`);
+  }
+  details.push('Live status, plugins and the last restart: Current Details. Everything: the `state` query.');
+  return {
+    staticSummary: `Workspace ${workspaceId}`,
+    staticDetails: details.join('\n\n'),
+    typedSearchAttributes: [
+      { key: workspaceStatusKey, value: initialStatus },
+      { key: pluginsPendingKey, value: 0 },
+    ],
+  };
+}
+
+/** The page's current details, markdown, rewritten whenever the state changes; the headline facts first. */
+export function currentDetails(state: WorkspaceState): string {
+  const { restart, reconcile } = state;
+  const lines = [
+    `**Status: ${state.status}** since ${state.statusSince}${state.url === null ? '' : ` at ${state.url}`}`,
+    `**Plugins:** ${state.pluginsDeclaredCount} declared, ${state.pluginsPending} pending` +
+      (reconcile.running ? ` (reconcile running: ${reconcile.lastTrigger ?? ''})` : ''),
+  ];
+  if (restart.lastReason === null) lines.push('**Restarts:** none');
+  else {
+    const phase = restart.inFlight ? 'in flight' : restart.lastError === null ? 'done' : `failed: ${restart.lastError}`;
+    lines.push(
+      `**Restarts:** ${restart.count}, last: ${restart.lastReason} (by ${restart.lastRequester ?? 'unknown'} at ${restart.lastStartedAt ?? ''}, ${phase})`,
+    );
+  }
+  const verdict = state.deadDetection.lastVerdict;
+  if (verdict !== null)
+    lines.push(`Last verdict: ${verdict.verdict}, ${verdict.detail} (for ${verdict.requester} at ${verdict.at})`);
+  const beat = state.lastHeartbeat;
+  if (beat !== null)
+    lines.push(`Last heartbeat: ${beat.at} (error rate ${beat.errorRate}, active tasks ${beat.activeTasks})`);
+  if (reconcile.lastOutcome === 'failed') lines.push(`Last reconcile failed: ${reconcile.lastError ?? ''}`);
+
+  // Markdown paragraphs, then one table row per plugin a reconcile worked on.
+  const plugins = Object.entries(state.plugins).sort(([a], [b]) => a.localeCompare(b));
+  const table = plugins.map(([name, plugin]) => {
+    const revision = plugin.revision === null ? '' : plugin.revision.slice(0, 12);
+    return `| ${name} | ${plugin.status} | ${plugin.via ?? ''} | ${revision} | ${cell(plugin.error ?? '')} |`;
+  });
+  if (table.length > 0)
+    lines.push(
+      ['| plugin | status | via | revision | error |', '| --- | --- | --- | --- | --- |', ...table].join('\n'),
+    );
+  return lines.join('\n\n');
+}
+
+/** A table cell: one line, no column breaks. */
+function cell(text: string): string {
+  return text.replace(/\s+/g, ' ').replaceAll('|', '\\|');
+}
