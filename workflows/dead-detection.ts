@@ -58,9 +58,15 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
     if (probe !== 'not-running') return alive(probe);
   }
 
-  // 6. The runtime beat recently: the caller's work waits, the box is not restarted.
-  if (recent || fresh) {
+  // 6. The runtime beat recently, or since the restart: the caller's work waits, the box is not restarted.
+  if (recent) {
     return { verdict: 'queued', detail: 'the box probes not running but its runtime beat recently: retry later' };
+  }
+  if (fresh) {
+    return {
+      verdict: 'queued',
+      detail: 'settling after a restart and its runtime beat since: the box probes not running, retry later',
+    };
   }
 
   // 7. Not settling, not running, no recent heartbeat: dead after one probe.
