@@ -53,20 +53,21 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     showState();
   }
 
-  // What the Web UI shows. Search attributes are upserted only when their values change (a
-  // heartbeat changes neither, so it stays one signal event); current details cost no command.
-  const shown = { status: '', pluginsPending: -1 };
+  // What the Web UI shows. Search attributes are upserted only when their values differ from
+  // the execution's (set at start, carried across continue-as-new): a heartbeat changes neither,
+  // so it stays one signal event. Current details cost no command.
   function showState(): void {
     wf.setCurrentDetails(currentDetails(state));
     const values = searchAttributeValues(state);
-    if (values.status === shown.status && values.pluginsPending === shown.pluginsPending) return;
+    const current = wf.workflowInfo().typedSearchAttributes;
+    if (current.get(workspaceStatusKey) === values.status && current.get(pluginsPendingKey) === values.pluginsPending)
+      return;
     // Runs that predate the search attributes keep their command sequence.
     if (!wf.patched('search-attributes')) return;
     wf.upsertSearchAttributes([
       { key: workspaceStatusKey, value: values.status },
       { key: pluginsPendingKey, value: values.pluginsPending },
     ]);
-    Object.assign(shown, values);
   }
 
   // Fire-and-forget effects still running; the run does not close (complete or continue as
