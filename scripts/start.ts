@@ -52,9 +52,35 @@ async function waitForTemporal(temporal: TemporalSettings, timeoutMs: number): P
       return;
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`Temporal at ${temporal.address} not reachable: ${String(err)}`);
+      checkStop();
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
+}
+
+// Ctrl-C reaches every process of the terminal's group and npm relays it again, so this process
+// may see one Ctrl-C as several signals: those within a second count once. The worker drains on
+// the first (the SDK's own handler); this listener keeps a repeat from killing the process before
+// it has closed the database and stopped the dev server. A signal during startup stops it at the
+// next step; a third Ctrl-C stops at once.
+let stopRequested = 0;
+let lastSignalAt = 0;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    const now = Date.now();
+    if (now - lastSignalAt < 1_000) return;
+    lastSignalAt = now;
+    stopRequested++;
+    process.exitCode = 130;
+    if (stopRequested === 1) console.log('start: stopping (Ctrl-C twice more to stop at once)');
+    if (stopRequested < 3) return;
+    devServer?.kill('SIGKILL');
+    process.exit();
+  });
+}
+class StopRequested extends Error {}
+function checkStop(): void {
+  if (stopRequested > 0) throw new StopRequested('stopped during startup');
 }
 
 const configured = temporalSettingsFromEnv();
@@ -71,7 +97,7 @@ try {
   await run();
 } catch (err) {
   console.error(`start: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
+  if (!(err instanceof StopRequested)) process.exitCode = 1;
 } finally {
   await embedded?.close();
   if (devServer) {
@@ -80,6 +106,8 @@ try {
   }
 }
 console.log('start: stopped');
+// A worker created but never run (stopped during startup) would keep its native handles open.
+process.exit();
 
 async function run(): Promise<void> {
   // Local boxes run the simulated runtime (simulator/runtime.ts) unless told otherwise; it finds
@@ -94,6 +122,7 @@ async function run(): Promise<void> {
   const settings = { ...workerSettingsFromEnv(), temporal };
   console.log(`start: waiting for Temporal at ${temporal.address}`);
   await waitForTemporal(temporal, 60_000);
+  checkStop();
   const { worker, store } = await createWorker(settings);
   const generatedAdminToken = process.env['WL_ADMIN_TOKEN'] === undefined;
   process.env['WL_ADMIN_TOKEN'] ??= randomBytes(24).toString('base64url');
@@ -118,7 +147,11 @@ async function run(): Promise<void> {
   console.log(`start: worker     polling task queue ${settings.taskQueue}; Ctrl-C to stop`);
   console.log('start: try it     npm run simulate   (in another terminal)');
 
-  await worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
-  await api.close();
-  await store.close();
+  try {
+    checkStop();
+    await worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
+  } finally {
+    await api.close();
+    await store.close();
+  }
 }
