@@ -4,10 +4,9 @@
  * serve any workspace. Applies pending database migrations before it starts polling.
  */
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActivities } from './activities/index.js';
-import { dataPath, sourceSettingsFromEnv } from './activities/settings.js';
+import { boxesDirFromEnv, runtimeCommandFromEnv, sourceSettingsFromEnv } from './activities/settings.js';
 import { LocalBoxDriver } from './activities/box/local.js';
 import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
@@ -33,8 +32,8 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
     temporal: temporalSettingsFromEnv(env),
     taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
     databaseUrl,
-    boxesDir: resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes', env)),
-    runtimeCommand: env['WL_RUNTIME_COMMAND'] ? (JSON.parse(env['WL_RUNTIME_COMMAND']) as string[]) : null,
+    boxesDir: boxesDirFromEnv(env),
+    runtimeCommand: runtimeCommandFromEnv(env),
     sources: sourceSettingsFromEnv(env),
   };
 }

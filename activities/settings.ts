@@ -1,4 +1,4 @@
-/** Plugin source and staging settings from the environment, shared by the worker and the API. */
+/** Settings from the environment shared by the worker, the API, `npm start` and the simulator: data folders, plugin sources and staging, the box runtime. */
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SourceSettings } from './plugins/source.js';
@@ -29,4 +29,50 @@ export function sourceSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sou
 
 export function dataPath(name: string, env: NodeJS.ProcessEnv = process.env): string {
   return join(dataDir(env), name);
+}
+
+/** Where the local box driver keeps its boxes: `WL_BOXES_DIR` or `<data dir>/boxes`. */
+export function boxesDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes', env));
+}
+
+/** The admin token `npm start` makes when `WL_ADMIN_TOKEN` is unset, for the simulator to read. */
+export function adminTokenPath(env: NodeJS.ProcessEnv = process.env): string {
+  return dataPath('admin-token', env);
+}
+
+/**
+ * `WL_RUNTIME_COMMAND`: the runtime the local box driver runs in each box, a JSON array of
+ * non-empty strings (program, then arguments); null when unset or empty. Throws, naming the
+ * variable, when it is not JSON or not such an array.
+ */
+export function runtimeCommandFromEnv(env: NodeJS.ProcessEnv = process.env): string[] | null {
+  const text = env['WL_RUNTIME_COMMAND'];
+  if (text === undefined || text.trim() === '') return null;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`WL_RUNTIME_COMMAND is not valid JSON (${(err as Error).message}): ${text}`);
+  }
+  if (
+    !Array.isArray(parsed) ||
+    parsed.length === 0 ||
+    !parsed.every((part): part is string => typeof part === 'string' && part !== '')
+  )
+    throw new Error(
+      `WL_RUNTIME_COMMAND must be a JSON array of non-empty strings (program, then arguments), ` +
+        `e.g. ["node","runtime.js"], got ${text}`,
+    );
+  return parsed;
+}
+
+/** The simulated runtime (simulator/runtime.ts) under tsx, with this Node: what `npm start` runs in local boxes by default. */
+export function defaultRuntimeCommand(): string[] {
+  return [
+    process.execPath,
+    '--import',
+    import.meta.resolve('tsx/esm'),
+    fileURLToPath(new URL('../simulator/runtime.ts', import.meta.url)),
+  ];
 }

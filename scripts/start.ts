@@ -11,8 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { dataDir as resolveDataDir } from '../activities/settings.js';
+import { adminTokenPath, dataDir as resolveDataDir, defaultRuntimeCommand } from '../activities/settings.js';
 import { startApi } from '../api/main.js';
 import {
   clientConnectionOptions,
@@ -112,12 +111,7 @@ process.exit();
 async function run(): Promise<void> {
   // Local boxes run the simulated runtime (simulator/runtime.ts) unless told otherwise; it finds
   // the API through WL_API_URL, set below once the API listens.
-  process.env['WL_RUNTIME_COMMAND'] ??= JSON.stringify([
-    process.execPath,
-    '--import',
-    import.meta.resolve('tsx/esm'),
-    fileURLToPath(new URL('../simulator/runtime.ts', import.meta.url)),
-  ]);
+  process.env['WL_RUNTIME_COMMAND'] ??= JSON.stringify(defaultRuntimeCommand());
   const temporal = configured.address === undefined ? withAddress(configured, `127.0.0.1:${port}`) : configured;
   const settings = { ...workerSettingsFromEnv(), temporal };
   console.log(`start: waiting for Temporal at ${temporal.address}`);
@@ -133,7 +127,7 @@ async function run(): Promise<void> {
   if (generatedAdminToken) {
     // The simulator (npm run simulate) reads the generated admin token from here.
     mkdirSync(dataDir, { recursive: true });
-    writeFileSync(join(dataDir, 'admin-token'), process.env['WL_ADMIN_TOKEN'], { mode: 0o600 });
+    writeFileSync(adminTokenPath(), process.env['WL_ADMIN_TOKEN'], { mode: 0o600 });
   }
 
   console.log(`start: Temporal   ${temporal.address} (namespace ${temporal.namespace})`);

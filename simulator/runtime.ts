@@ -2,8 +2,10 @@
  * A simulated agent runtime: one process per local box (the local box driver runs it with
  * cwd = the box, WORKSPACE_ID and WORKSPACE_DIR set). It behaves like a real runtime towards the
  * API: registers (poll mode), stores the token it is given, heartbeats, registers again on 401
- * (its tokens were revoked by dead detection), retries transient failures with backoff, and
- * exits cleanly on SIGTERM. One log line per action on stdout (the box's runtime.log).
+ * (its tokens were revoked by dead detection), retries transient failures (network, 408, 429,
+ * 5xx) with backoff, and exits cleanly on SIGTERM. Any other refusal (404: the workspace is
+ * unknown or removed; 403; 400) is final: it logs why and exits 1. One log line per action on
+ * stdout (the box's runtime.log).
  *
  *   WL_API_URL            the API (required), e.g. http://127.0.0.1:8080
  *   WL_SIM_HEARTBEAT_MS   heartbeat interval (default 30000)
@@ -14,8 +16,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
+import { boxPluginsDir, INCOMING_SUFFIX, REVISION_FILE } from '../activities/box/local.js';
+import { MANIFEST_FILE } from '../activities/plugins/stage.js';
+import type { HeartbeatInput, RegisterPayload } from '../workflows/payloads.js';
+import { describeError, errorText, readBody } from './http.js';
 
 export const TOKEN_FILE = 'runtime-token';
+export const DEFAULT_HEARTBEAT_MS = 30_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const BACKOFF_START_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
@@ -41,28 +48,34 @@ export function runtimeSettingsFromEnv(
   const workspaceId = env['WORKSPACE_ID'] ?? '';
   const workspaceDir = env['WORKSPACE_DIR'] ?? '';
   const apiUrl = (env['WL_API_URL'] ?? '').replace(/\/+$/, '');
-  const heartbeatMs = Number(env['WL_SIM_HEARTBEAT_MS'] ?? 30_000);
+  const heartbeatMs = heartbeatMsFromEnv(env);
   if (workspaceId === '') problems.push('WORKSPACE_ID is not set (the box driver sets it)');
   if (workspaceDir === '') problems.push('WORKSPACE_DIR is not set (the box driver sets it)');
   if (apiUrl === '') problems.push('WL_API_URL is not set (the API URL, e.g. http://127.0.0.1:8080)');
   else if (!/^https?:\/\/\S+$/.test(apiUrl)) problems.push(`WL_API_URL is not an http(s) URL: ${apiUrl}`);
-  if (!Number.isFinite(heartbeatMs) || heartbeatMs < 100)
+  if (heartbeatMs === null)
     problems.push(`WL_SIM_HEARTBEAT_MS must be a number of milliseconds >= 100, got ${env['WL_SIM_HEARTBEAT_MS']}`);
-  return problems.length > 0
+  return heartbeatMs === null || problems.length > 0
     ? { ok: false, problems }
     : { ok: true, settings: { workspaceId, workspaceDir, apiUrl, heartbeatMs } };
 }
 
-/** The plugins delivered to the box: `configs/plugins/<name>/plugin.yaml`. */
+/** `WL_SIM_HEARTBEAT_MS` (default 30000); null when it is not a number of milliseconds >= 100. */
+export function heartbeatMsFromEnv(env: NodeJS.ProcessEnv): number | null {
+  const value = Number(env['WL_SIM_HEARTBEAT_MS'] ?? DEFAULT_HEARTBEAT_MS);
+  return Number.isFinite(value) && value >= 100 ? value : null;
+}
+
+/** The plugins delivered to the box: `configs/plugins/<name>/plugin.yaml` (the local box driver's layout). */
 export async function seenPlugins(workspaceDir: string): Promise<SeenPlugin[]> {
-  const root = join(workspaceDir, 'configs', 'plugins');
+  const root = boxPluginsDir(workspaceDir);
   const entries = await readdir(root, { withFileTypes: true }).catch(() => []);
   const plugins: SeenPlugin[] = [];
   for (const entry of entries) {
     // `<name>.incoming` is a delivery in progress (the driver swaps it in whole).
-    if (!entry.isDirectory() || entry.name.endsWith('.incoming')) continue;
-    const manifest = await readFile(join(root, entry.name, 'plugin.yaml'), 'utf8').catch(() => null);
-    const revision = await readFile(join(root, entry.name, '.revision'), 'utf8').catch(() => null);
+    if (!entry.isDirectory() || entry.name.endsWith(INCOMING_SUFFIX)) continue;
+    const manifest = await readFile(join(root, entry.name, MANIFEST_FILE), 'utf8').catch(() => null);
+    const revision = await readFile(join(root, entry.name, REVISION_FILE), 'utf8').catch(() => null);
     let version: string | null = null;
     if (manifest !== null) {
       try {
@@ -79,9 +92,17 @@ export async function seenPlugins(workspaceDir: string): Promise<SeenPlugin[]> {
 
 type Outcome =
   | { kind: 'ok'; status: number; body: unknown }
+  /** 401: the token was revoked (dead detection) or is unknown: register again. */
   | { kind: 'unauthorized'; status: number; detail: string }
-  | { kind: 'rejected'; status: number; detail: string }
-  | { kind: 'transient'; detail: string };
+  /** Any other 4xx but 408/429 (404: workspace unknown or removed; 403; 400): retrying cannot help. */
+  | { kind: 'refused'; status: number; detail: string }
+  /** Network error, 408, 429, 5xx: retry with backoff. */
+  | { kind: 'transient'; detail: string }
+  /** The stop signal aborted the request. */
+  | { kind: 'stopped' };
+
+/** Why the runtime gave up: the API refused it for good. */
+export class RefusedError extends Error {}
 
 export class SimulatedRuntime {
   private token: string | null = null;
@@ -95,7 +116,10 @@ export class SimulatedRuntime {
     private readonly log: (line: string) => void,
   ) {}
 
-  /** Runs until the stop signal: register, then heartbeat; register again whenever a call says 401. */
+  /**
+   * Runs until the stop signal: register, then heartbeat; register again whenever a call says 401.
+   * Rejects with a RefusedError when the API refuses it for good (404, 403, other 4xx).
+   */
   async run(): Promise<void> {
     this.token = await this.readToken();
     this.plugins = await seenPlugins(this.settings.workspaceDir);
@@ -113,7 +137,7 @@ export class SimulatedRuntime {
       const beat = await this.heartbeat();
       if (beat === 'ok') await this.pause(this.settings.heartbeatMs);
       else if (beat === 'reregister') registered = false;
-      else await this.backoff();
+      else if (beat === 'retry') await this.backoff();
     }
   }
 
@@ -129,8 +153,10 @@ export class SimulatedRuntime {
         version: '0.1.0',
         skills: plugins.map((p) => ({ id: p.name, name: p.name, version: p.version, revision: p.revision })),
       },
-    };
+    } satisfies RegisterPayload;
     const outcome = await this.call('/registry/register', payload);
+    if (outcome.kind === 'stopped') return false;
+    if (outcome.kind === 'refused') throw refused('register', outcome);
     if (outcome.kind !== 'ok') {
       this.log(`register failed: ${describeOutcome(outcome)}`);
       return false;
@@ -147,7 +173,7 @@ export class SimulatedRuntime {
     return true;
   }
 
-  private async heartbeat(): Promise<'ok' | 'reregister' | 'retry'> {
+  private async heartbeat(): Promise<'ok' | 'reregister' | 'retry' | 'stopped'> {
     const plugins = await seenPlugins(this.settings.workspaceDir);
     if (describe(plugins) !== describe(this.plugins)) {
       this.log(`plugins changed: [${describe(this.plugins)}] → [${describe(plugins)}]`);
@@ -161,7 +187,7 @@ export class SimulatedRuntime {
       active_tasks: 0,
       current_task: '',
       uptime_seconds: uptime,
-    });
+    } satisfies HeartbeatInput);
     switch (outcome.kind) {
       case 'ok':
         this.backoffMs = BACKOFF_START_MS;
@@ -170,13 +196,17 @@ export class SimulatedRuntime {
       case 'unauthorized':
         this.log(`heartbeat refused (${outcome.status} ${outcome.detail}): registering again`);
         return 'reregister';
-      default:
+      case 'refused':
+        throw refused('heartbeat', outcome);
+      case 'stopped':
+        return 'stopped';
+      case 'transient':
         this.log(`heartbeat failed: ${describeOutcome(outcome)}`);
         return 'retry';
     }
   }
 
-  private async call(path: string, body: unknown): Promise<Outcome> {
+  private async call(path: string, body: RegisterPayload | HeartbeatInput): Promise<Outcome> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.token !== null) headers['authorization'] = `Bearer ${this.token}`;
     let response: Response;
@@ -188,21 +218,17 @@ export class SimulatedRuntime {
         signal: AbortSignal.any([this.stop, AbortSignal.timeout(REQUEST_TIMEOUT_MS)]),
       });
     } catch (err) {
+      if (this.stop.aborted) return { kind: 'stopped' };
       return { kind: 'transient', detail: networkError(err) };
     }
-    const text = await response.text().catch(() => '');
-    let parsed: unknown = null;
-    try {
-      parsed = text === '' ? null : JSON.parse(text);
-    } catch {
-      parsed = text;
-    }
+    const parsed = await readBody(response);
+    if (this.stop.aborted) return { kind: 'stopped' };
     if (response.ok) return { kind: 'ok', status: response.status, body: parsed };
-    const detail = errorOf(parsed) ?? text.slice(0, 200);
+    const detail = errorText(parsed);
     if (response.status === 401) return { kind: 'unauthorized', status: 401, detail };
     if (response.status >= 500 || response.status === 429 || response.status === 408)
       return { kind: 'transient', detail: `${response.status} ${detail}` };
-    return { kind: 'rejected', status: response.status, detail };
+    return { kind: 'refused', status: response.status, detail };
   }
 
   private async backoff(): Promise<void> {
@@ -238,23 +264,24 @@ function tokenOf(body: unknown): string | null {
   return typeof body.auth_token === 'string' && body.auth_token !== '' ? body.auth_token : null;
 }
 
-function errorOf(body: unknown): string | null {
-  if (typeof body !== 'object' || body === null || !('error' in body)) return null;
-  return typeof body.error === 'string' ? body.error : null;
-}
-
 function networkError(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause = err.cause;
-  if (cause instanceof Error) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    return code !== undefined ? `${code} (${cause.message})` : cause.message;
-  }
-  return err.name === 'TimeoutError' ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s` : err.message;
+  return err instanceof Error && err.name === 'TimeoutError'
+    ? `no answer within ${REQUEST_TIMEOUT_MS / 1000}s`
+    : describeError(err);
 }
 
-function describeOutcome(outcome: Exclude<Outcome, { kind: 'ok' }>): string {
+function describeOutcome(outcome: Extract<Outcome, { kind: 'unauthorized' | 'transient' }>): string {
   return outcome.kind === 'transient' ? outcome.detail : `${outcome.status} ${outcome.detail}`;
+}
+
+function refused(what: string, outcome: Extract<Outcome, { kind: 'refused' }>): RefusedError {
+  const why =
+    outcome.status === 404
+      ? 'the workspace is unknown or removed'
+      : outcome.status === 403
+        ? 'forbidden'
+        : 'the API rejected the request';
+  return new RefusedError(`${what} refused for good (${outcome.status} ${outcome.detail}): ${why}; exiting`);
 }
 
 function describe(plugins: SeenPlugin[]): string {
@@ -277,6 +304,11 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       stop.abort();
     });
   }
-  await new SimulatedRuntime(settings, stop.signal, log).run();
+  try {
+    await new SimulatedRuntime(settings, stop.signal, log).run();
+  } catch (err) {
+    log(err instanceof RefusedError ? err.message : `failed: ${describeError(err)}`);
+    process.exit(1);
+  }
   log('stopped');
 }

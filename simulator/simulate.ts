@@ -7,7 +7,8 @@
  *      delivers → one restart → online, until every plugin is installed;
  *   3. kills one runtime (SIGKILL) and, as a dispatcher that cannot reach it, reports failed
  *      dispatches until dead detection declares it dead; watches it restart and come back;
- *   4. deprovisions what it created (unless --keep).
+ *   4. deprovisions what it created (unless --keep): removes each workspace, stops its runtime and
+ *      deletes its box folder.
  * `runSimulation` is the core, for tests; the CLI runs it when this file is invoked directly.
  */
 import { execFile } from 'node:child_process';
@@ -17,11 +18,19 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import { LocalBoxDriver } from '../activities/box/local.js';
-import { dataDir as defaultDataDir } from '../activities/settings.js';
+import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
+import {
+  adminTokenPath,
+  boxesDirFromEnv,
+  dataDir as defaultDataDir,
+  defaultRuntimeCommand,
+  runtimeCommandFromEnv,
+} from '../activities/settings.js';
+import { defaultLifecycleConfig } from '../workflows/config.js';
 import type { DispatchVerdict } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
-import { TOKEN_FILE } from './runtime.js';
+import { describeError, errorText, readBody } from './http.js';
+import { heartbeatMsFromEnv, TOKEN_FILE } from './runtime.js';
 
 const run = promisify(execFile);
 
@@ -40,12 +49,12 @@ export interface SimulationOptions {
   dataDir: string;
   boxesDir: string;
   runtimeCommand: string[];
-  /** Defaults to a random id; workspace ids are `sim-<runId>-<i>`. */
-  runId?: string;
-  pollIntervalMs?: number;
-  dispatchIntervalMs?: number;
-  /** Dead detection's "recent heartbeat" window: the kill waits until the last beat is older. */
-  recentHeartbeatMs?: number;
+  /**
+   * The heartbeat interval of the runtimes this process starts (its `WL_SIM_HEARTBEAT_MS`), when
+   * known. At or below dead detection's "recent heartbeat" window (plus a margin) the kill phase
+   * fails at once: a runtime that beats that often never has an old enough last heartbeat.
+   */
+  runtimeHeartbeatMs?: number;
   /** Aborting (Ctrl-C) stops the phases; cleanup still runs unless `keep`. */
   signal?: AbortSignal;
 }
@@ -90,8 +99,10 @@ export interface PhaseReport {
 export interface SimulationResult {
   ok: boolean;
   runId: string;
-  /** One line per thing that did not happen (within the timeout). */
+  /** One line per thing that did not happen (within the timeout), cleanup included. */
   failures: string[];
+  /** The abort signal (Ctrl-C) stopped a phase; not counted as a failure. */
+  interrupted: boolean;
   phases: PhaseReport[];
   workspaces: WorkspaceReport[];
   kill: KillReport | null;
@@ -105,32 +116,34 @@ export interface PluginRepo {
   source: string;
 }
 
-const gitIdentity = ['-c', 'user.name=workspace-lifecycle simulator', '-c', 'user.email=simulator@workspace-lifecycle'];
+/** How often the phases poll each workspace's state. */
+const POLL_MS = 1_000;
+/** How often the kill phase's dispatcher reports a failed dispatch. */
+const DISPATCH_MS = 3_000;
+/** The kill waits until the last heartbeat is this much older than the "recent" window. */
+const KILL_MARGIN_MS = 1_000;
+/** The `caller` of the simulator's failed-dispatch reports: the requester of the verdicts they get. */
+const DISPATCH_CALLER = 'simulator';
+/** How long cleanup waits for each workspace to be removed (a restart in flight finishes first). */
+const REMOVE_TIMEOUT_MS = 30_000;
 
-/** The runtime the boxes run: `$WL_RUNTIME_COMMAND`, else simulator/runtime.ts under tsx (as `npm start` sets it). */
-export function runtimeCommandFromEnv(env: NodeJS.ProcessEnv = process.env): string[] {
-  const configured = env['WL_RUNTIME_COMMAND'];
-  if (configured) {
-    const parsed: unknown = JSON.parse(configured);
-    const parts: unknown[] = Array.isArray(parsed) ? parsed : [];
-    const command = parts.filter((part): part is string => typeof part === 'string');
-    if (command.length === 0 || command.length !== parts.length)
-      throw new Error(`WL_RUNTIME_COMMAND must be a JSON array of strings, got ${configured}`);
-    return command;
-  }
-  return [
-    process.execPath,
-    '--import',
-    import.meta.resolve('tsx/esm'),
-    fileURLToPath(new URL('./runtime.ts', import.meta.url)),
-  ];
-}
+// Commits of the plugin repositories: a fixed identity, no signing, no hooks of the user's config.
+const gitIdentity = [
+  '-c',
+  'user.name=workspace-lifecycle simulator',
+  '-c',
+  'user.email=simulator@workspace-lifecycle',
+  '-c',
+  'commit.gpgsign=false',
+  '-c',
+  'core.hooksPath=/dev/null',
+];
 
 /** `WL_ADMIN_TOKEN`, else the token `npm start` wrote to `<data dir>/admin-token`. */
-export async function adminTokenFromEnv(env: NodeJS.ProcessEnv, dataDir: string): Promise<string> {
+export async function adminTokenFromEnv(env: NodeJS.ProcessEnv): Promise<string> {
   const fromEnv = env['WL_ADMIN_TOKEN'];
   if (fromEnv) return fromEnv;
-  const file = join(dataDir, 'admin-token');
+  const file = adminTokenPath(env);
   const text = await readFile(file, 'utf8').catch(() => null);
   if (text === null || text.trim() === '')
     throw new Error(
@@ -175,6 +188,8 @@ export async function ensurePluginRepos(root: string, names: string[]): Promise<
 }
 
 class TimeoutError extends Error {}
+/** Ctrl-C (the abort signal): not a failure of the stack. */
+class InterruptedError extends Error {}
 
 /** A small admin client of the API. */
 class Api {
@@ -192,43 +207,13 @@ class Api {
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       signal: AbortSignal.timeout(20_000),
     });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = text === '' ? null : JSON.parse(text);
-    } catch {
-      // not JSON: keep the text
-    }
-    return { status: response.status, body: parsed };
+    return { status: response.status, body: await readBody(response) };
   }
 
   async state(id: string): Promise<WorkspaceState> {
     const { status, body } = await this.call('GET', `/workspaces/${id}`);
     if (status !== 200) throw new Error(`GET /workspaces/${id}: ${status} ${errorText(body)}`);
     return body as WorkspaceState;
-  }
-}
-
-function errorText(body: unknown): string {
-  if (typeof body === 'object' && body !== null && 'error' in body && typeof body.error === 'string') {
-    const issues = 'issues' in body && Array.isArray(body.issues) ? ` ${JSON.stringify(body.issues)}` : '';
-    return body.error + issues;
-  }
-  return typeof body === 'string' ? body.slice(0, 300) : JSON.stringify(body);
-}
-
-function describeError(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause = err.cause;
-  return cause instanceof Error ? `${err.message}: ${cause.message}` : err.message;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -240,18 +225,32 @@ interface Tracked {
   transitions: ObservedTransition[];
 }
 
+/**
+ * Runs the phases against the API at `options.apiUrl` and, unless `keep`, cleans up; never throws
+ * for a phase that failed (the result names it).
+ *
+ * The environment: the runtimes it starts (first boots) get this process's environment plus
+ * `WL_API_URL = options.apiUrl`, passed to their box driver; it does not change `process.env`.
+ * The runtimes the worker restarts (after a reconcile, after the kill) are started by the
+ * worker's own box driver: they find the API through the worker's environment (`npm start` sets
+ * `WL_API_URL` once its API listens; a test running the worker in process gives its driver
+ * `runtimeEnv`), and the heartbeat interval there is the worker's `WL_SIM_HEARTBEAT_MS`.
+ */
 export async function runSimulation(options: SimulationOptions, log: Log = console.log): Promise<SimulationResult> {
   const started = Date.now();
-  const runId = options.runId ?? randomBytes(3).toString('hex');
-  const pollMs = options.pollIntervalMs ?? 1_000;
-  const dispatchMs = options.dispatchIntervalMs ?? 3_000;
-  const recentMs = options.recentHeartbeatMs ?? 15_000;
+  const runId = randomBytes(3).toString('hex');
+  const recentMs = defaultLifecycleConfig.recentHeartbeatMs;
   const api = new Api(options.apiUrl.replace(/\/+$/, ''), options.adminToken);
-  const driver = new LocalBoxDriver({ root: options.boxesDir, runtimeCommand: options.runtimeCommand });
+  const driver = new LocalBoxDriver({
+    root: options.boxesDir,
+    runtimeCommand: options.runtimeCommand,
+    runtimeEnv: { WL_API_URL: options.apiUrl },
+  });
   const failures: string[] = [];
   const phases: PhaseReport[] = [];
   const tracked: Tracked[] = [];
   let kill: KillReport | null = null;
+  let interrupted = false;
   const abort = options.signal;
 
   const elapsed = (at: number = Date.now()): string => `${((at - started) / 1000).toFixed(1).padStart(6)}s`;
@@ -264,15 +263,9 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   };
 
   // --- watching: one poll of every workspace, printing each observed change ----------------------
-  async function readPid(t: Tracked): Promise<number | null> {
-    const text = await readFile(join(t.boxDir, 'runtime.pid'), 'utf8').catch(() => null);
-    const pid = text === null ? NaN : Number(text);
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
-  }
-
   const pollErrors = new Map<string, string>();
   async function pollOne(t: Tracked, note: (line: string, at?: number) => void): Promise<void> {
-    const pid = await readPid(t);
+    const pid = await driver.runtimePid(t.id);
     if (pid !== t.pid) {
       note(`${pad(t.id)} runtime pid ${t.pid ?? '-'} → ${pid ?? '-'}`);
       t.pid = pid;
@@ -328,30 +321,25 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       note(`${id} reconcile failed: ${next.reconcile.lastError}`);
     if (next.counters.registers !== (prev?.counters.registers ?? 0))
       note(`${id} runtime registered (register #${next.counters.registers}, ${next.agentCard?.skills ?? 0} skill(s))`);
+    // The simulator's own reports print their verdict when the answer comes back.
     const verdict = next.deadDetection.lastVerdict;
-    if (verdict !== null && verdict.at !== prev?.deadDetection.lastVerdict?.at)
+    if (verdict !== null && verdict.at !== prev?.deadDetection.lastVerdict?.at && verdict.requester !== DISPATCH_CALLER)
       note(`${id} dead detection: ${verdict.verdict} (${verdict.requester}): ${verdict.detail}`);
     if (next.counters.rejected !== (prev?.counters.rejected ?? 0))
       note(`${id} payload rejected: ${next.recentRejections[0]?.reason ?? '?'}`);
   }
 
-  let polling = false;
+  /** Polls every workspace; pollOne reports its own errors, so this never rejects. */
   async function pollAll(): Promise<void> {
-    if (polling) return;
-    polling = true;
-    try {
-      // Lines of one poll in time order: transitions carry the workflow's own timestamps.
-      const lines: { at: number; line: string }[] = [];
-      const note = (line: string, at: number = Date.now()): void => void lines.push({ at, line });
-      await Promise.all(tracked.map((t) => pollOne(t, note)));
-      lines.sort((a, b) => a.at - b.at).forEach(({ at, line }) => say(line, at));
-    } finally {
-      polling = false;
-    }
+    // Lines of one poll in time order: transitions carry the workflow's own timestamps.
+    const lines: { at: number; line: string }[] = [];
+    const note = (line: string, at: number = Date.now()): void => void lines.push({ at, line });
+    await Promise.all(tracked.map((t) => pollOne(t, note)));
+    lines.sort((a, b) => a.at - b.at).forEach(({ at, line }) => say(line, at));
   }
 
   function checkAbort(): void {
-    if (abort?.aborted) throw new Error('interrupted');
+    if (abort?.aborted) throw new InterruptedError('interrupted');
   }
 
   /** Polls until `done` holds or the phase deadline passes; `what` names what did not happen. */
@@ -361,7 +349,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       await pollAll();
       if (done()) return;
       if (Date.now() > deadline) throw new TimeoutError(what());
-      await sleep(pollMs, undefined, abort ? { signal: abort } : {}).catch(() => undefined);
+      await sleep(POLL_MS, undefined, abort ? { signal: abort } : {}).catch(() => undefined);
     }
   }
 
@@ -375,6 +363,11 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       return true;
     } catch (err) {
       phases.push({ name, ok: false, ms: Date.now() - begin });
+      if (err instanceof InterruptedError) {
+        interrupted = true;
+        say(`== ${name}: interrupted`);
+        return false;
+      }
       const message =
         err instanceof TimeoutError ? `within ${options.phaseTimeoutMs / 1000}s, ${err.message}` : describeError(err);
       failures.push(`${name}: ${message}`);
@@ -401,9 +394,6 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       })
       .join('; ');
 
-  // The runtimes this process starts find the API here (the driver spawns them with process.env).
-  process.env['WL_API_URL'] = options.apiUrl;
-
   let ok = await phase('setup: plugin repositories, workspaces, boxes', async () => {
     const health = await fetch(`${options.apiUrl}/healthz`, { signal: AbortSignal.timeout(5_000) }).catch(
       (err: unknown) => {
@@ -413,7 +403,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
     if (!health.ok) throw new Error(`API at ${options.apiUrl}/healthz answered ${health.status}`);
     const probe = await api.call('GET', '/workspaces?limit=1');
     if (probe.status === 401)
-      throw new Error('the API refused the admin token (WL_ADMIN_TOKEN or <data dir>/admin-token)');
+      throw new Error(`the API refused the admin token (WL_ADMIN_TOKEN or ${adminTokenPath()})`);
 
     const names = Array.from({ length: options.plugins }, (_, i) => `sim-plugin-${i + 1}`);
     const repos = await ensurePluginRepos(join(options.dataDir, 'simulator', 'repos'), names);
@@ -428,11 +418,11 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       });
       if (created.status !== 201)
         throw new Error(`POST /workspaces ${id}: ${created.status} ${errorText(created.body)}`);
+      // Tracked from here on, so cleanup removes it whatever fails next.
+      tracked.push({ id, boxDir: driver.boxDir(id), state: null, pid: null, transitions: [] });
       const body = created.body as { auth_token?: unknown };
       if (typeof body.auth_token !== 'string') throw new Error(`POST /workspaces ${id}: no auth_token in the answer`);
       const boxDir = await driver.createBox(id);
-      const t: Tracked = { id, boxDir, state: null, pid: null, transitions: [] };
-      tracked.push(t);
       await writeFile(join(boxDir, TOKEN_FILE), `${body.auth_token}\n`, { mode: 0o600 });
       await driver.startRuntime(id);
       say(`${pad(id)} created with ${repos.length} plugin(s); box ${boxDir}; runtime started`);
@@ -457,6 +447,18 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
     };
     kill = report;
     ok = await phase(`kill: ${target.id} dies, is declared dead, restarts`, async (deadline) => {
+      // A recent heartbeat makes dead detection answer `queued` (the box may just be busy), so the
+      // kill waits until the last one is older than the "recent" window.
+      const oldEnoughMs = recentMs + KILL_MARGIN_MS;
+      const beatMs = options.runtimeHeartbeatMs;
+      if (beatMs !== undefined && beatMs <= oldEnoughMs)
+        throw new Error(
+          `the runtimes heartbeat every ${beatMs / 1000}s (WL_SIM_HEARTBEAT_MS of the simulator), within dead ` +
+            `detection's ${recentMs / 1000}s "recent heartbeat" window plus ${KILL_MARGIN_MS / 1000}s: a last ` +
+            'heartbeat never gets old enough, so the kill cannot wait for one and dead detection would answer ' +
+            `\`queued\`. Set WL_SIM_HEARTBEAT_MS above ${oldEnoughMs} for both \`npm start\` and the simulator, or ` +
+            'pass --no-kill',
+        );
       const heartbeatAge = (): number | null => {
         const at = target.state?.lastHeartbeat?.at;
         return at === undefined ? null : Date.now() - Date.parse(at);
@@ -471,10 +473,13 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       );
       await waitUntil(
         deadline,
-        () => `the last heartbeat of ${target.id} did not get older than ${recentMs / 1000}s while it stayed online`,
+        () =>
+          `the last heartbeat of ${target.id} did not get older than ${recentMs / 1000}s while it stayed online ` +
+          '(its runtime was restarted by the stack: it heartbeats at the WL_SIM_HEARTBEAT_MS of `npm start`, ' +
+          `which must be above ${oldEnoughMs})`,
         () => {
           const age = heartbeatAge();
-          return ready(target) && (age === null || age > recentMs + 1_000);
+          return ready(target) && (age === null || age > oldEnoughMs);
         },
       );
       if (settleLeft() > 0)
@@ -482,8 +487,9 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
           `${pad(target.id)} its last restart's settle window ends in ${(settleLeft() / 1000).toFixed(1)}s: until ` +
             'then a heartbeat since that restart still answers `queued`',
         );
-      const pid = await readPid(target);
-      if (pid === null || !pidAlive(pid)) throw new Error(`no running runtime process for ${target.id} (runtime.pid)`);
+      const pid = await driver.runtimePid(target.id);
+      if (pid === null || !processAlive(pid))
+        throw new Error(`no running runtime process for ${target.id} (${driver.boxDir(target.id)}/runtime.pid)`);
       const restartsBefore = target.state?.restart.count ?? 0;
       const deadBefore = target.state?.deadDetection.deadDeclarations ?? 0;
       process.kill(pid, 'SIGKILL');
@@ -492,7 +498,8 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
         `${pad(target.id)} SIGKILL runtime pid ${pid} (last heartbeat ${((heartbeatAge() ?? 0) / 1000).toFixed(1)}s ago)`,
       );
 
-      // A dispatcher that cannot reach the box reports each failure until the verdict is dead.
+      // A dispatcher that cannot reach the box reports each failure until it is declared dead: by
+      // the verdict of its own report, or by someone else (the watchdog, another dispatcher).
       while (!report.declaredDead) {
         checkAbort();
         if (Date.now() > deadline)
@@ -502,7 +509,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
         const sent = Date.now();
         try {
           const answer = await api.call('POST', `/workspaces/${target.id}/dispatch-failed`, {
-            caller: 'simulator',
+            caller: DISPATCH_CALLER,
             error: 'connection refused',
           });
           const body = (
@@ -518,10 +525,21 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
         } catch (err) {
           say(`${pad(target.id)} dispatch-failed: no answer: ${describeError(err)}`);
         }
-        // One report every dispatchMs, however long the evaluation took.
-        const wait = dispatchMs - (Date.now() - sent);
-        if (!report.declaredDead && wait > 0)
-          await sleep(wait, undefined, abort ? { signal: abort } : {}).catch(() => undefined);
+        if (report.declaredDead) break;
+        await pollAll();
+        const declarations = target.state?.deadDetection.deadDeclarations ?? 0;
+        if (declarations > deadBefore) {
+          report.declaredDead = true;
+          const last = target.state?.deadDetection.lastVerdict;
+          say(
+            `${pad(target.id)} declared dead by someone else (dead declarations ${deadBefore} → ${declarations}; ` +
+              `last verdict ${last?.verdict ?? '?'} by ${last?.requester ?? '?'}): no more failed-dispatch reports`,
+          );
+          break;
+        }
+        // One report every DISPATCH_MS, however long the evaluation took.
+        const wait = DISPATCH_MS - (Date.now() - sent);
+        if (wait > 0) await sleep(wait, undefined, abort ? { signal: abort } : {}).catch(() => undefined);
       }
 
       await waitUntil(
@@ -538,7 +556,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
           const s = target.state;
           if (s === null) return false;
           report.restarted = s.restart.count > restartsBefore && !s.restart.inFlight;
-          report.newPid = target.pid !== null && target.pid !== pid && pidAlive(target.pid) ? target.pid : null;
+          report.newPid = target.pid !== null && target.pid !== pid && processAlive(target.pid) ? target.pid : null;
           report.backOnline = report.restarted && ready(target) && report.newPid !== null;
           return report.backOnline && s.deadDetection.deadDeclarations > deadBefore;
         },
@@ -547,7 +565,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   }
 
   // --- summary and cleanup -------------------------------------------------------------------------
-  await pollAll().catch(() => undefined);
+  await pollAll();
   const workspaces: WorkspaceReport[] = tracked.map((t) => {
     const s = t.state;
     return {
@@ -586,41 +604,83 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   if (options.keep) {
     say(`--keep: leaving ${tracked.length} workspace(s) and their runtimes running`);
   } else if (tracked.length > 0) {
-    await cleanup(tracked, api, driver, say, pad);
+    failures.push(...(await cleanup(tracked, api, driver, say, pad)));
   }
 
-  return { ok: failures.length === 0, runId, failures, phases, workspaces, kill };
+  return { ok: failures.length === 0 && !interrupted, runId, failures, interrupted, phases, workspaces, kill };
 }
 
-/** Deprovisions each workspace, waits for its workflow to settle, then stops its runtime. */
+/**
+ * Deprovisions each workspace: DELETE, then waits until it is removed with no restart in flight
+ * (a restart still running would start its runtime again), stops its runtime and deletes its box
+ * folder. Says what it did for each; returns one line per thing that failed.
+ */
 async function cleanup(
   tracked: Tracked[],
   api: Api,
   driver: LocalBoxDriver,
   say: (line: string) => void,
   pad: (id: string) => string,
-): Promise<void> {
+): Promise<string[]> {
   say('== cleanup: deprovisioning the simulated workspaces');
-  await Promise.all(
+  const failed = await Promise.all(
     tracked.map(async (t) => {
+      const problems: string[] = [];
+      const removal = await removeWorkspace(api, t.id);
+      if (removal !== null) problems.push(removal);
       try {
-        const answer = await api.call('DELETE', `/workspaces/${t.id}`);
-        if (answer.status !== 202 && answer.status !== 404)
-          say(`${pad(t.id)} DELETE answered ${answer.status} ${errorText(answer.body)}`);
-        // A restart in flight would start the runtime again: wait for the workflow to finish it.
-        const deadline = Date.now() + 30_000;
-        while (Date.now() < deadline) {
-          const s = await api.state(t.id).catch(() => null);
-          if (s === null || (s.status === 'removed' && !s.restart.inFlight)) break;
-          await sleep(500);
-        }
+        await driver.stopRuntime(t.id);
       } catch (err) {
-        say(`${pad(t.id)} DELETE failed: ${describeError(err)}`);
+        problems.push(`stopping its runtime failed: ${describeError(err)}`);
       }
-      await driver.stopRuntime(t.id).catch((err: unknown) => say(`${pad(t.id)} stop failed: ${describeError(err)}`));
-      say(`${pad(t.id)} removed; runtime stopped`);
+      try {
+        await rm(t.boxDir, { recursive: true, force: true });
+      } catch (err) {
+        problems.push(`deleting its box ${t.boxDir} failed: ${describeError(err)}`);
+      }
+      if (problems.length === 0) say(`${pad(t.id)} removed; runtime stopped; box ${t.boxDir} deleted`);
+      for (const problem of problems) say(`${pad(t.id)} cleanup FAILED: ${problem}`);
+      return problems.map((problem) => `cleanup of ${t.id}: ${problem}`);
     }),
   );
+  const failures = failed.flat();
+  say(`== cleanup: ${failures.length === 0 ? 'done' : `FAILED (${failures.length} problem(s))`}`);
+  return failures;
+}
+
+/** DELETE, then wait until GET says 404 or removed with no restart in flight; null when it was, else why not. */
+async function removeWorkspace(api: Api, id: string): Promise<string | null> {
+  try {
+    const answer = await api.call('DELETE', `/workspaces/${id}`);
+    // 404: already removed (or never made it to the database).
+    if (answer.status !== 202 && answer.status !== 404)
+      return `DELETE answered ${answer.status} ${errorText(answer.body)}`;
+  } catch (err) {
+    return `DELETE failed: ${describeError(err)}`;
+  }
+  const deadline = Date.now() + REMOVE_TIMEOUT_MS;
+  for (;;) {
+    let last: string;
+    try {
+      const { status, body } = await api.call('GET', `/workspaces/${id}`);
+      if (status === 404) return null;
+      if (status === 200) {
+        const state = body as WorkspaceState;
+        if (state.status === 'removed' && !state.restart.inFlight) return null;
+        last = `status ${state.status}${state.restart.inFlight ? ', a restart in flight' : ''}`;
+      } else {
+        last = `GET answered ${status} ${errorText(body)}`;
+      }
+    } catch (err) {
+      last = `GET failed: ${describeError(err)}`;
+    }
+    if (Date.now() > deadline)
+      return (
+        `not removed within ${REMOVE_TIMEOUT_MS / 1000}s (last: ${last}); its runtime was stopped anyway, ` +
+        'but a restart still in flight may start it again'
+      );
+    await sleep(500);
+  }
 }
 
 // --- CLI -----------------------------------------------------------------------------------------
@@ -660,18 +720,21 @@ export async function simulationOptionsFromArgs(
     if (!Number.isInteger(value) || value < min) throw new Error(`--${name} must be an integer >= ${min}, got ${text}`);
     return value;
   };
-  const dataDir = defaultDataDir(env);
+  const runtimeHeartbeatMs = heartbeatMsFromEnv(env);
+  if (runtimeHeartbeatMs === null)
+    throw new Error(`WL_SIM_HEARTBEAT_MS must be a number of milliseconds >= 100, got ${env['WL_SIM_HEARTBEAT_MS']}`);
   return {
     apiUrl: values.api.replace(/\/+$/, ''),
-    adminToken: await adminTokenFromEnv(env, dataDir),
+    adminToken: await adminTokenFromEnv(env),
     workspaces: count('workspaces', values.workspaces, 1),
     plugins: count('plugins', values.plugins, 0),
     kill: values.kill,
     keep: values.keep,
     phaseTimeoutMs: count('timeout', values.timeout, 1) * 1000,
-    dataDir,
-    boxesDir: resolve(env['WL_BOXES_DIR'] ?? join(dataDir, 'boxes')),
-    runtimeCommand: runtimeCommandFromEnv(env),
+    dataDir: defaultDataDir(env),
+    boxesDir: boxesDirFromEnv(env),
+    runtimeCommand: runtimeCommandFromEnv(env) ?? defaultRuntimeCommand(),
+    runtimeHeartbeatMs,
   };
 }
 
@@ -702,5 +765,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     process.exit(0);
   }
   for (const failure of result.failures) console.error(`simulate: did not happen: ${failure}`);
+  if (result.interrupted) {
+    console.error('simulate: interrupted');
+    process.exit(130);
+  }
   process.exit(1);
 }

@@ -14,9 +14,24 @@ export interface LocalBoxSettings {
   root: string;
   /** The runtime to manage in each box, e.g. ['node', 'runtime.js']; none = no process. */
   runtimeCommand: string[] | null;
+  /**
+   * Variables the runtime gets on top of this process's environment (read when it starts), e.g.
+   * `WL_API_URL` for the simulated runtime.
+   */
+  runtimeEnv?: Record<string, string>;
 }
 
-const REVISION_FILE = '.revision';
+/** A delivered plugin's revision, in its folder. */
+export const REVISION_FILE = '.revision';
+/** A delivery in progress is copied to `<plugin>.incoming` beside the plugin, then swapped in whole. */
+export const INCOMING_SUFFIX = '.incoming';
+/** The runtime's process id, in the box. */
+export const RUNTIME_PID_FILE = 'runtime.pid';
+
+/** Where a box's plugins live: `<box>/configs/plugins/<name>/`. */
+export function boxPluginsDir(boxDir: string): string {
+  return join(boxDir, 'configs', 'plugins');
+}
 
 export class LocalBoxDriver implements BoxDriver {
   constructor(private readonly settings: LocalBoxSettings) {}
@@ -28,7 +43,7 @@ export class LocalBoxDriver implements BoxDriver {
   /** Creates the box directory (what provisioning a local box amounts to). */
   async createBox(workspaceId: string): Promise<string> {
     const dir = this.boxDir(workspaceId);
-    await mkdir(join(dir, 'configs', 'plugins'), { recursive: true });
+    await mkdir(boxPluginsDir(dir), { recursive: true });
     return dir;
   }
 
@@ -49,7 +64,7 @@ export class LocalBoxDriver implements BoxDriver {
     if (current === plugin.revision) return 'already-present';
 
     // Copy beside the target, then swap it in, so the box never sees a half-written plugin.
-    const incoming = `${target}.incoming`;
+    const incoming = `${target}${INCOMING_SUFFIX}`;
     await rm(incoming, { recursive: true, force: true });
     await cp(plugin.path, incoming, { recursive: true });
     await writeFile(join(incoming, REVISION_FILE), plugin.revision);
@@ -72,8 +87,8 @@ export class LocalBoxDriver implements BoxDriver {
 
   async isRunning(workspaceId: string): Promise<boolean> {
     await this.requireBox(workspaceId);
-    const pid = await this.pid(workspaceId);
-    return pid !== null && alive(pid);
+    const pid = await this.runtimePid(workspaceId);
+    return pid !== null && processAlive(pid);
   }
 
   /** Starts the runtime if it is not running (first boot of a local box). */
@@ -88,25 +103,25 @@ export class LocalBoxDriver implements BoxDriver {
       cwd: dir,
       detached: true,
       stdio: ['ignore', logFile.fd, logFile.fd],
-      env: { ...process.env, WORKSPACE_ID: workspaceId, WORKSPACE_DIR: dir },
+      env: { ...process.env, ...this.settings.runtimeEnv, WORKSPACE_ID: workspaceId, WORKSPACE_DIR: dir },
     });
     child.unref();
     await logFile.close();
     if (child.pid === undefined)
       throw new Error(`could not start runtime for box ${workspaceId}: ${command.join(' ')}`);
-    await writeFile(join(dir, 'runtime.pid'), String(child.pid));
+    await writeFile(join(dir, RUNTIME_PID_FILE), String(child.pid));
   }
 
   async stopRuntime(workspaceId: string): Promise<void> {
-    const pid = await this.pid(workspaceId);
-    if (pid === null || !alive(pid)) return;
+    const pid = await this.runtimePid(workspaceId);
+    if (pid === null || !processAlive(pid)) return;
     process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 50 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100));
-    if (alive(pid)) process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    if (processAlive(pid)) process.kill(pid, 'SIGKILL');
   }
 
   private pluginsDir(workspaceId: string): string {
-    return join(this.boxDir(workspaceId), 'configs', 'plugins');
+    return boxPluginsDir(this.boxDir(workspaceId));
   }
 
   private async requireBox(workspaceId: string): Promise<string> {
@@ -119,8 +134,9 @@ export class LocalBoxDriver implements BoxDriver {
     return dir;
   }
 
-  private async pid(workspaceId: string): Promise<number | null> {
-    const text = await readFile(join(this.boxDir(workspaceId), 'runtime.pid'), 'utf8').catch(() => null);
+  /** The process id of the box's runtime as last started (it may have died since); null if none. */
+  async runtimePid(workspaceId: string): Promise<number | null> {
+    const text = await readFile(join(this.boxDir(workspaceId), RUNTIME_PID_FILE), 'utf8').catch(() => null);
     const pid = text === null ? NaN : Number(text);
     return Number.isInteger(pid) && pid > 0 ? pid : null;
   }
@@ -130,7 +146,8 @@ export class LocalBoxDriver implements BoxDriver {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this id exists (signal 0). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -20,12 +20,12 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
-import { sourceSettingsFromEnv } from '../../activities/settings.js';
+import { defaultRuntimeCommand, sourceSettingsFromEnv } from '../../activities/settings.js';
 import { buildApi, defaultApiSettings } from '../../api/server.js';
 import type { Store } from '../../db/store.js';
 import { browserPath } from '../../scripts/browser.js';
 import { devServerEnvOptions } from '../../scripts/toolchain.js';
-import { runSimulation, runtimeCommandFromEnv, type SimulationResult } from '../../simulator/simulate.js';
+import { runSimulation, type SimulationResult } from '../../simulator/simulate.js';
 import { installQuietRuntime } from '../helpers/env.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { createWorker } from '../helpers/worker.js';
@@ -34,7 +34,7 @@ const ADMIN = 'e2e-admin-token-0123456789';
 const artifacts = fileURLToPath(new URL('../../artifacts/web-ui/', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'wl-e2e-'));
 const boxesDir = join(dataDir, 'boxes');
-const runtimeCommand = runtimeCommandFromEnv({});
+const runtimeCommand = defaultRuntimeCommand();
 
 // Possibly unset in afterAll when a step of beforeAll failed.
 let env: TestWorkflowEnvironment | undefined;
@@ -67,9 +67,6 @@ beforeAll(async () => {
   store = await connectTestStore('e2e');
   const taskQueue = `e2e-${process.pid}`;
   const sources = sourceSettingsFromEnv({ WL_DATA_DIR: dataDir });
-  const driver = new LocalBoxDriver({ root: boxesDir, runtimeCommand });
-  worker = await createWorker(env, taskQueue, createActivities({ store, driver, sources }));
-  running = worker.run();
   api = await buildApi(new Client({ connection: env.connection }), store, {
     ...defaultApiSettings,
     adminToken: ADMIN,
@@ -78,6 +75,11 @@ beforeAll(async () => {
     sources,
   });
   const apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
+  // The runtimes this worker restarts (after the reconcile delivers) find the API through their
+  // driver's runtimeEnv; the simulator gives the runtimes it starts the same.
+  const driver = new LocalBoxDriver({ root: boxesDir, runtimeCommand, runtimeEnv: { WL_API_URL: apiUrl } });
+  worker = await createWorker(env, taskQueue, createActivities({ store, driver, sources }));
+  running = worker.run();
 
   const lines: string[] = [];
   simulation = await runSimulation(
