@@ -12,7 +12,6 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import { mkdirSync, mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +27,7 @@ import { devServerEnvOptions } from '../../scripts/toolchain.js';
 import { runSimulation, type SimulationResult } from '../../simulator/simulate.js';
 import { installQuietRuntime } from '../helpers/env.js';
 import { connectTestStore } from '../helpers/postgres.js';
+import { freePort } from '../helpers/ports.js';
 import { createWorker } from '../helpers/worker.js';
 
 const ADMIN = 'e2e-admin-token-0123456789';
@@ -45,18 +45,6 @@ let running: Promise<void> | undefined;
 let api: FastifyInstance | undefined;
 let browser: Browser | undefined;
 let simulation: SimulationResult | undefined;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 beforeAll(async () => {
   installQuietRuntime();

@@ -1,0 +1,113 @@
+/**
+ * The README's first command, as a newcomer runs it (scripts/start.ts, without DATABASE_URL or a
+ * Temporal address): it brings up the dev server with the Web UI, the embedded database, the
+ * worker and the API, prints their URLs, stops everything on Ctrl-C, and a second run over the
+ * same data folder finds the workspace the first one created.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/ports.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const dataDir = mkdtempSync(join(tmpdir(), 'wl-start-'));
+
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+  api: string;
+  ui: string;
+  temporalPort: number;
+}
+
+async function start(): Promise<Started> {
+  const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+  // As on a fresh machine: no database, no Temporal address, no admin token, the default runtime.
+  const unset = new Set(['DATABASE_URL', 'TEMPORAL_ADDRESS', 'WL_ADMIN_TOKEN', 'WL_RUNTIME_COMMAND']);
+  const env: NodeJS.ProcessEnv = {
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !unset.has(name))),
+    WL_DATA_DIR: dataDir,
+    TEMPORAL_PORT: String(temporalPort),
+    TEMPORAL_UI_PORT: String(uiPort),
+    WL_API_PORT: String(apiPort),
+    LOG_LEVEL: 'warn',
+  };
+  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], { cwd: root, env });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const deadline = Date.now() + 90_000;
+  while (!output.includes('start: try it')) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`npm start did not come up:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return {
+    child,
+    output: () => output,
+    api: `http://127.0.0.1:${apiPort}`,
+    ui: `http://127.0.0.1:${uiPort}`,
+    temporalPort,
+  };
+}
+
+/** Ctrl-C; resolves with the exit code once the process is gone. */
+function interrupt(started: Started): Promise<number | null> {
+  const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));
+  started.child.kill('SIGINT');
+  return exited;
+}
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('npm start', () => {
+  it('brings up the whole stack, stops it on Ctrl-C, and keeps its state for the next run', async () => {
+    const first = await start();
+    const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8');
+    const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
+    try {
+      expect(first.output()).toContain(`start: Web UI     ${first.ui}`);
+      expect(first.output()).toContain(`start: API        ${first.api}`);
+      expect(first.output()).toContain(`start: database   embedded PGlite in ${join(dataDir, 'pglite')}`);
+      expect(first.output()).toContain(`start: admin token ${adminToken}`);
+      expect(await (await fetch(`${first.api}/readyz`)).json()).toEqual({ temporal: 'ok', database: 'ok' });
+      expect((await fetch(first.ui)).status).toBe(200);
+      const created = await fetch(`${first.api}/workspaces`, {
+        method: 'POST',
+        headers: admin,
+        body: JSON.stringify({ id: 'kept-1', plugins: [] }),
+      });
+      expect(created.status).toBe(201);
+    } finally {
+      expect(await interrupt(first)).toBe(130);
+    }
+    expect(first.output()).toContain('start: stopped');
+    // Nothing is left behind: the dev server stopped with the command.
+    expect(await listening(first.temporalPort)).toBe(false);
+
+    const second = await start();
+    try {
+      // The generated admin token is new; the workspace is still there, in the database and in Temporal.
+      const token = readFileSync(join(dataDir, 'admin-token'), 'utf8');
+      const headers = { authorization: `Bearer ${token}` };
+      const listed = await fetch(`${second.api}/workspaces`, { headers });
+      expect(((await listed.json()) as { workspaces: { id: string }[] }).workspaces.map((w) => w.id)).toEqual([
+        'kept-1',
+      ]);
+      const state = await fetch(`${second.api}/workspaces/kept-1`, { headers });
+      expect(state.status).toBe(200);
+      expect(((await state.json()) as { status: string }).status).toBe('provisioning');
+    } finally {
+      expect(await interrupt(second)).toBe(130);
+    }
+  }, 240_000);
+});
