@@ -70,7 +70,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     if (now - lastSignalAt < 1_000) return;
     lastSignalAt = now;
     stopRequested++;
-    process.exitCode = 130;
+    process.exitCode ??= 130;
     if (stopRequested === 1) console.log('start: stopping (Ctrl-C twice more to stop at once)');
     if (stopRequested < 3) return;
     devServer?.kill('SIGKILL');
@@ -84,6 +84,14 @@ function checkStop(): void {
 
 const configured = temporalSettingsFromEnv();
 const devServer = configured.address === undefined ? startDevServer() : undefined;
+let stopping = false;
+// A dev server that dies on its own (its port taken, a corrupt database file) stops everything.
+devServer?.once('exit', (code, signal) => {
+  if (stopping) return;
+  console.error(`start: the Temporal dev server exited (${signal ?? `code ${code ?? '?'}`}); stopping`);
+  process.exitCode = 1;
+  process.kill(process.pid, 'SIGTERM'); // stops the worker too, as Ctrl-C does
+});
 let embedded: EmbeddedDatabase | undefined;
 try {
   if (process.env['DATABASE_URL'] === undefined) {
@@ -98,10 +106,12 @@ try {
   console.error(`start: ${err instanceof Error ? err.message : String(err)}`);
   if (!(err instanceof StopRequested)) process.exitCode = 1;
 } finally {
+  stopping = true;
   await embedded?.close();
-  if (devServer) {
+  if (devServer && devServer.exitCode === null && devServer.signalCode === null) {
+    const exited = new Promise((resolve) => devServer.once('exit', resolve));
     devServer.kill('SIGTERM');
-    await new Promise((resolve) => devServer.once('exit', resolve));
+    await exited;
   }
 }
 console.log('start: stopped');
