@@ -95,6 +95,7 @@ devServer?.once('exit', (code, signal) => {
 let embedded: EmbeddedDatabase | undefined;
 try {
   if (process.env['DATABASE_URL'] === undefined) {
+    console.log(`start: opening the embedded database in ${join(dataDir, 'pglite')} (the first run creates it)`);
     embedded = await startEmbeddedDatabase({
       dataDir: join(dataDir, 'pglite'),
       port: Number(process.env['WL_EMBEDDED_DB_PORT'] ?? 0),
