@@ -15,9 +15,8 @@ import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parse as parseYaml } from 'yaml';
 import { boxPluginsDir, INCOMING_SUFFIX, REVISION_FILE } from '../activities/box/local.js';
-import { MANIFEST_FILE } from '../activities/plugins/stage.js';
+import { MANIFEST_FILE, readManifest } from '../activities/plugins/stage.js';
 import type { HeartbeatInput, RegisterPayload } from '../workflows/payloads.js';
 import { describeError, errorText, readBody } from './http.js';
 
@@ -74,18 +73,10 @@ export async function seenPlugins(workspaceDir: string): Promise<SeenPlugin[]> {
   for (const entry of entries) {
     // `<name>.incoming` is a delivery in progress (the driver swaps it in whole).
     if (!entry.isDirectory() || entry.name.endsWith(INCOMING_SUFFIX)) continue;
-    const manifest = await readFile(join(root, entry.name, MANIFEST_FILE), 'utf8').catch(() => null);
+    // An unreadable manifest is still a plugin directory; it is reported without a version.
+    const manifest = await readManifest(join(root, entry.name, MANIFEST_FILE));
     const revision = await readFile(join(root, entry.name, REVISION_FILE), 'utf8').catch(() => null);
-    let version: string | null = null;
-    if (manifest !== null) {
-      try {
-        const parsed: unknown = parseYaml(manifest);
-        if (typeof parsed === 'object' && parsed !== null && 'version' in parsed) version = String(parsed.version);
-      } catch {
-        // An unreadable manifest is still a plugin directory; report it without a version.
-      }
-    }
-    plugins.push({ name: entry.name, version, revision: revision?.trim() ?? null });
+    plugins.push({ name: entry.name, version: manifest?.version ?? null, revision: revision?.trim() ?? null });
   }
   return plugins.sort((a, b) => a.name.localeCompare(b.name));
 }

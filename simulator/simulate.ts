@@ -187,6 +187,11 @@ export async function ensurePluginRepos(root: string, names: string[]): Promise<
   return repos;
 }
 
+/** Plugins the workspace's reconcile reports installed. */
+function installedCount(state: WorkspaceState): number {
+  return Object.values(state.plugins).filter((p) => p.status === 'installed').length;
+}
+
 class TimeoutError extends Error {}
 /** Ctrl-C (the abort signal): not a failure of the stack. */
 class InterruptedError extends Error {}
@@ -257,7 +262,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   const say = (line: string, at?: number): void => log(`${elapsed(at)} ${line}`);
   const pad = (id: string): string => id.padEnd(Math.max(...tracked.map((t) => t.id.length), id.length) + 1);
   const pluginSummary = (state: WorkspaceState): string => {
-    const installed = Object.values(state.plugins).filter((p) => p.status === 'installed').length;
+    const installed = installedCount(state);
     const pending = state.reconcile.lastFinishedAt === null ? '-' : String(state.pluginsPending);
     return `plugins ${installed}/${options.plugins} pending ${pending}`;
   };
@@ -380,8 +385,12 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   const ready = (t: Tracked): boolean => {
     const s = t.state;
     if (s === null || s.status !== 'online') return false;
-    const installed = Object.values(s.plugins).filter((p) => p.status === 'installed').length;
-    return installed === options.plugins && !s.restart.inFlight && s.restart.followUp === null && !s.reconcile.running;
+    return (
+      installedCount(s) === options.plugins &&
+      !s.restart.inFlight &&
+      s.restart.followUp === null &&
+      !s.reconcile.running
+    );
   };
   const notReady = (): string =>
     'not every workspace came online with all plugins installed: ' +
@@ -573,7 +582,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       boxDir: t.boxDir,
       transitions: t.transitions,
       status: s?.status ?? null,
-      pluginsInstalled: s ? Object.values(s.plugins).filter((p) => p.status === 'installed').length : 0,
+      pluginsInstalled: s ? installedCount(s) : 0,
       pluginsDeclared: options.plugins,
       pluginErrors: s
         ? Object.entries(s.plugins).flatMap(([name, p]) => (p.error !== null ? [`${name}: ${p.error}`] : []))
