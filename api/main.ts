@@ -8,6 +8,7 @@ import { sourceSettingsFromEnv } from '../activities/settings.js';
 import { clientConnectionOptions, temporalSettingsFromEnv } from '../connection.js';
 import { Store } from '../db/store.js';
 import { TASK_QUEUE } from '../workflows/definitions.js';
+import { defaultAdmissionSettings } from './admission.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from './server.js';
 
 export function apiSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): ApiSettings {
@@ -23,7 +24,21 @@ export function apiSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): ApiSet
     },
     sources: sourceSettingsFromEnv(env),
     logLevel: env['LOG_LEVEL'] ?? 'info',
+    admission: {
+      ...defaultAdmissionSettings,
+      maxInFlight: positiveInt(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight),
+      maxQueued: positiveInt(env, 'WL_API_MAX_QUEUED', defaultAdmissionSettings.maxQueued, 0),
+      maxQueueWaitMs: positiveInt(env, 'WL_API_MAX_QUEUE_WAIT_MS', defaultAdmissionSettings.maxQueueWaitMs),
+    },
   };
+}
+
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 1): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min} (got ${raw})`);
+  return value;
 }
 
 export interface RunningApi {
@@ -35,10 +50,15 @@ export async function startApi(env: NodeJS.ProcessEnv = process.env): Promise<Ru
   const databaseUrl = env['DATABASE_URL'];
   if (!databaseUrl) throw new Error('DATABASE_URL is not set');
   const temporal = temporalSettingsFromEnv(env);
-  const connection = await Connection.connect(clientConnectionOptions(temporal));
+  // Lazy: the API starts and answers (503, /readyz) while Temporal is still down.
+  const connection = Connection.lazy(clientConnectionOptions(temporal));
   const client = new Client({ connection, namespace: temporal.namespace });
-  const store = Store.connect(databaseUrl);
-  const app = await buildApi(client, store, apiSettingsFromEnv(env));
+  const settings = apiSettingsFromEnv(env);
+  const store = Store.connect(databaseUrl, {
+    onIdleError: (err) =>
+      app.log.warn({ err: err.message }, 'database: an idle connection failed; the next query reconnects'),
+  });
+  const app = await buildApi(client, store, settings);
   const url = await app.listen({ host: env['WL_API_HOST'] ?? '127.0.0.1', port: Number(env['WL_API_PORT'] ?? 8080) });
   return {
     url,

@@ -1,4 +1,5 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Admission } from './admission.js';
 
 /** Request counts and latencies per route, plus the process's default metrics. */
 export class Metrics {
@@ -19,6 +20,36 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The admission limiter's load and refusals, read at scrape time. */
+  watchAdmission(admission: Admission): void {
+    new Gauge({
+      name: 'api_admission_in_flight',
+      help: 'Calls holding an admission slot',
+      registers: [this.registry],
+      collect() {
+        this.set(admission.load.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'api_admission_queued',
+      help: 'Calls waiting for an admission slot',
+      registers: [this.registry],
+      collect() {
+        this.set(admission.load.queued);
+      },
+    });
+    new Gauge({
+      name: 'api_admission_refused',
+      help: 'Calls refused with 429 since start, by reason',
+      labelNames: ['reason'] as const,
+      registers: [this.registry],
+      collect() {
+        this.set({ reason: 'queue_full' }, admission.refused.queueFull);
+        this.set({ reason: 'waited_too_long' }, admission.refused.waitedTooLong);
+      },
+    });
   }
 
   get contentType(): string {

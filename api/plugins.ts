@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { PermanentPluginError, SAFE_PLUGIN_NAME } from '../activities/plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from '../activities/plugins/source.js';
+import type { Issue } from './errors.js';
 
 export const declaredPluginsSchema = z
   .array(
@@ -15,23 +16,28 @@ export const declaredPluginsSchema = z
   .max(200)
   .refine((plugins) => new Set(plugins.map((p) => p.name)).size === plugins.length, 'plugin names must be unique');
 
-/** Rejects at declaration time what the reconcile would reject permanently later. */
+/**
+ * What the reconcile would reject permanently later, found at declaration time: one issue per
+ * bad source, its field named `<field>.<index>.source`.
+ */
 export function validatePluginSources(
   plugins: { name: string; source: string }[],
   settings: SourceSettings,
-  toError: (message: string) => Error,
-): void {
-  for (const plugin of plugins) {
+  field: string,
+): Issue[] {
+  return plugins.flatMap((plugin, index) => {
     try {
       const parsed = parsePluginSource(plugin.source, settings);
-      if (parsed.name !== plugin.name) {
-        throw new PermanentPluginError(
-          `plugin ${plugin.name}: source ${plugin.source} names the plugin ${parsed.name}`,
-        );
-      }
+      if (parsed.name === plugin.name) return [];
+      return [
+        {
+          field: `${field}.${index}.source`,
+          problem: `names the plugin ${parsed.name}, not ${plugin.name}`,
+        },
+      ];
     } catch (err) {
-      if (err instanceof PermanentPluginError) throw toError(`body.plugins: ${err.message}`);
+      if (err instanceof PermanentPluginError) return [{ field: `${field}.${index}.source`, problem: err.message }];
       throw err;
     }
-  }
+  });
 }

@@ -3,7 +3,7 @@
  * workflow, and answers fast. It holds no lifecycle logic: statuses, reconciles, restarts and
  * verdicts are the workflow's. A signal that was not delivered is never answered with 200.
  */
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
@@ -28,11 +28,21 @@ import {
 } from '../workflows/definitions.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import { statuses } from '../workflows/state-machine.js';
+import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
+import {
+  DEPENDENCY_RETRY_AFTER_SECONDS,
+  HttpError,
+  badRequest,
+  databaseFailure,
+  errorBody,
+  errors,
+  temporalFailure,
+} from './errors.js';
 import { Metrics } from './metrics.js';
 import { relayRuntimeSignal } from './relay.js';
 import { declaredPluginsSchema, validatePluginSources } from './plugins.js';
 import { unsafeUrlReason, type UrlPolicy } from './ssrf.js';
-import { authorizeRuntime, isAdmin, mintTokenIfNone } from './tokens.js';
+import { authorizeRuntime, isAdmin, mintTokenIfNone, type RuntimeCall } from './tokens.js';
 
 export interface ApiSettings {
   adminToken: string;
@@ -43,6 +53,8 @@ export interface ApiSettings {
   temporalTimeoutMs: number;
   bodyLimitBytes: number;
   logLevel: string;
+  /** How many calls reach Temporal and the database at once; the excess is refused (429). */
+  admission: AdmissionSettings;
 }
 
 export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
@@ -51,29 +63,8 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   temporalTimeoutMs: 5_000,
   bodyLimitBytes: 64 * 1024,
   logLevel: 'info',
+  admission: defaultAdmissionSettings,
 };
-
-const RETRY_AFTER_SECONDS = 5;
-
-/** An answer other than 2xx, with the field and the problem named where there is one. */
-class HttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    message: string,
-    readonly retryAfter?: number,
-  ) {
-    super(message);
-  }
-}
-
-const errorBody = z.object({
-  error: z.string(),
-  issues: z.array(z.object({ field: z.string(), problem: z.string() })).optional(),
-});
-/** The error answers a route documents, each with the shared error body. */
-function errors<const C extends number>(...codes: C[]): Record<C, typeof errorBody> {
-  return Object.fromEntries(codes.map((code) => [code, errorBody])) as Record<C, typeof errorBody>;
-}
 const workspaceId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
@@ -121,10 +112,19 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
       return reply.status(400).send({ error: `invalid ${error.validationContext ?? 'request'}`, issues });
     }
     if (error instanceof HttpError) {
-      if (error.retryAfter !== undefined) void reply.header('Retry-After', String(error.retryAfter));
-      return reply.status(error.statusCode).send({ error: error.message });
+      const { retryAfter, issues, delivery } = error.options;
+      if (retryAfter !== undefined) void reply.header('Retry-After', String(retryAfter));
+      return reply
+        .status(error.statusCode)
+        .send({ error: error.message, ...(issues ? { issues } : {}), ...(delivery ? { delivery } : {}) });
     }
     const status = (error as { statusCode?: number }).statusCode;
+    // Fastify's own 400s (malformed or empty JSON) name the body, like every other 400.
+    if (status === 400) {
+      return reply
+        .status(400)
+        .send({ error: 'invalid body', issues: [{ field: 'body', problem: (error as Error).message }] });
+    }
     if (status !== undefined && status >= 400 && status < 500) {
       return reply.status(status).send({ error: (error as Error).message });
     }
@@ -135,25 +135,40 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
     reply.status(404).send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''}` }),
   );
 
-  /** Temporal calls are bounded; an unreachable Temporal becomes 503 with Retry-After. */
-  async function temporal<T>(work: () => Promise<T>): Promise<T> {
+  // Every call that reaches Temporal or the database runs in an admission slot.
+  const admission = new Admission(settings.admission);
+  metrics.watchAdmission(admission);
+  const admitted = <T>(work: () => Promise<T>): Promise<T> => admission.run(work);
+
+  /**
+   * Temporal calls are bounded by the deadline; see errors.ts for what each failure answers.
+   * `signal`: the call delivers a signal, whose fate is unknown when the deadline passes.
+   */
+  async function temporal<T>(
+    work: () => Promise<T>,
+    what: { signal: boolean; timeoutMs?: number } = { signal: false },
+  ): Promise<T> {
     try {
-      return await client.withDeadline(Date.now() + settings.temporalTimeoutMs, work);
+      return await client.withDeadline(Date.now() + (what.timeoutMs ?? settings.temporalTimeoutMs), work);
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new HttpError(404, 'workspace is removed');
-      if (err instanceof WorkflowNotFoundError) throw new HttpError(404, 'workspace has no running workflow');
-      if (err instanceof HttpError) throw err;
-      throw new HttpError(503, `Temporal unavailable: ${(err as Error).message}`, RETRY_AFTER_SECONDS);
+      throw temporalFailure(err, what);
     }
   }
+  const signal = { signal: true };
 
   /** Store calls fail closed: an unreachable database is 503, never a pass. */
   async function db<T>(work: () => Promise<T>): Promise<T> {
     try {
       return await work();
     } catch (err) {
-      throw new HttpError(503, `database unavailable: ${(err as Error).message}`, RETRY_AFTER_SECONDS);
+      throw databaseFailure(err);
     }
+  }
+
+  /** A plugin set the reconcile would refuse is a 400 naming each bad source. */
+  function checkPluginSources(plugins: { name: string; source: string }[], field: string): void {
+    const issues = validatePluginSources(plugins, settings.sources, field);
+    if (issues.length > 0) throw badRequest('invalid plugin sources', issues);
   }
 
   /** 404 unless the workspace exists and is not removed; returns its live-token count. */
@@ -164,9 +179,9 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
     return access.liveTokens;
   }
 
-  async function requireRuntime(request: FastifyRequest, id: string): Promise<void> {
+  async function requireRuntime(request: FastifyRequest, id: string, call: RuntimeCall): Promise<void> {
     const liveTokens = await requireLiveWorkspace(id);
-    const outcome = await db(() => authorizeRuntime(store, id, request.headers.authorization, liveTokens));
+    const outcome = await db(() => authorizeRuntime(store, id, call, request.headers.authorization, liveTokens));
     if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
   }
 
@@ -193,31 +208,38 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
             delivery_mode: z.enum(['push', 'poll']),
             auth_token: z.string().optional(),
           }),
-          ...errors(400, 401, 403, 404, 503),
+          ...errors(400, 401, 403, 404, 429, 502, 503),
         },
       },
     },
-    async (request) => {
-      const body = request.body;
-      await requireRuntime(request, body.id);
-      // Effective delivery mode as the workflow computes it: the payload's, else the stored one, else push.
-      const stored =
-        body.delivery_mode === undefined
-          ? (await temporal(() => client.workflow.getHandle(workspaceWorkflowId(body.id)).query(stateQuery)))
-              .deliveryMode
-          : null;
-      const deliveryMode = body.delivery_mode ?? stored ?? 'push';
-      if (deliveryMode === 'push') {
-        const url = body.url || body.agent_card.url || '';
-        if (url === '')
-          throw new HttpError(400, 'url is required for push-mode workspaces (set url or agent_card.url)');
-        const reason = await unsafeUrlReason(url, settings.urlPolicy);
-        if (reason !== null) throw new HttpError(400, `url ${reason}`);
-      }
-      await temporal(() => relayRuntimeSignal(client, body.id, 'register', body, { taskQueue: settings.taskQueue }));
-      const token = await db(() => mintTokenIfNone(store, body.id));
-      return { status: 'registered' as const, delivery_mode: deliveryMode, ...(token ? { auth_token: token } : {}) };
-    },
+    async (request) =>
+      admitted(async () => {
+        const body = request.body;
+        await requireRuntime(request, body.id, 'register');
+        // Effective delivery mode as the workflow computes it: the payload's, else the stored one, else push.
+        const stored =
+          body.delivery_mode === undefined
+            ? (await temporal(() => client.workflow.getHandle(workspaceWorkflowId(body.id)).query(stateQuery)))
+                .deliveryMode
+            : null;
+        const deliveryMode = body.delivery_mode ?? stored ?? 'push';
+        if (deliveryMode === 'push') {
+          const field = body.url ? 'body.url' : 'body.agent_card.url';
+          const url = body.url || body.agent_card.url || '';
+          if (url === '')
+            throw badRequest('url is required for push-mode workspaces', [
+              { field: 'body.url', problem: 'is required in push mode (set url or agent_card.url)' },
+            ]);
+          const reason = await unsafeUrlReason(url, settings.urlPolicy);
+          if (reason !== null) throw badRequest(`unsafe ${field}`, [{ field, problem: reason }]);
+        }
+        await temporal(
+          () => relayRuntimeSignal(client, body.id, 'register', body, { taskQueue: settings.taskQueue }),
+          signal,
+        );
+        const token = await db(() => mintTokenIfNone(store, body.id));
+        return { status: 'registered' as const, delivery_mode: deliveryMode, ...(token ? { auth_token: token } : {}) };
+      }),
   );
 
   app.post(
@@ -229,18 +251,20 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         body: heartbeatPayloadSchema,
         response: {
           200: z.object({ status: z.literal('ok') }),
-          ...errors(400, 401, 403, 404, 503),
+          ...errors(400, 401, 403, 404, 429, 502, 503),
         },
       },
     },
-    async (request) => {
-      await requireRuntime(request, request.body.workspace_id);
-      const id = request.body.workspace_id;
-      await temporal(() =>
-        relayRuntimeSignal(client, id, 'heartbeat', request.body, { taskQueue: settings.taskQueue }),
-      );
-      return { status: 'ok' as const };
-    },
+    async (request) =>
+      admitted(async () => {
+        const id = request.body.workspace_id;
+        await requireRuntime(request, id, 'heartbeat');
+        await temporal(
+          () => relayRuntimeSignal(client, id, 'heartbeat', request.body, { taskQueue: settings.taskQueue }),
+          signal,
+        );
+        return { status: 'ok' as const };
+      }),
   );
 
   // --- workspace management (admin) ------------------------------------------------------------
@@ -267,32 +291,33 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
               plugins: declaredPluginsSchema,
               auth_token: z.string(),
             }),
-            ...errors(400, 401, 409, 503),
+            ...errors(400, 401, 409, 429, 502, 503),
           },
         },
       },
-      async (request, reply) => {
-        const { id, plugins, initial_status: initialStatus } = request.body;
-        validatePluginSources(plugins, settings.sources, (message) => new HttpError(400, message));
-        if (!(await db(() => store.createWorkspace(id, plugins))))
-          throw new HttpError(409, `workspace ${id} already exists`);
-        await temporal(() =>
-          client.workflow.start('workspaceWorkflow', {
-            taskQueue: settings.taskQueue,
-            workflowId: workspaceWorkflowId(id),
-            args: [{ workspaceId: id, initialStatus }],
-            workflowIdReusePolicy: 'REJECT_DUPLICATE',
-            ...workspaceStartMetadata(
-              id,
-              initialStatus,
-              plugins.map((plugin) => plugin.name),
-            ),
-          }),
-        );
-        const token = await db(() => mintTokenIfNone(store, id));
-        if (token === null) throw new HttpError(409, `workspace ${id} already has a token`);
-        return reply.status(201).send({ id, status: initialStatus, plugins, auth_token: token });
-      },
+      async (request, reply) =>
+        admitted(async () => {
+          const { id, plugins, initial_status: initialStatus } = request.body;
+          checkPluginSources(plugins, 'body.plugins');
+          if (!(await db(() => store.createWorkspace(id, plugins))))
+            throw new HttpError(409, `workspace ${id} already exists`);
+          await temporal(() =>
+            client.workflow.start('workspaceWorkflow', {
+              taskQueue: settings.taskQueue,
+              workflowId: workspaceWorkflowId(id),
+              args: [{ workspaceId: id, initialStatus }],
+              workflowIdReusePolicy: 'REJECT_DUPLICATE',
+              ...workspaceStartMetadata(
+                id,
+                initialStatus,
+                plugins.map((plugin) => plugin.name),
+              ),
+            }),
+          );
+          const token = await db(() => mintTokenIfNone(store, id));
+          if (token === null) throw new HttpError(409, `workspace ${id} already has a token`);
+          return reply.status(201).send({ id, status: initialStatus, plugins, auth_token: token });
+        }),
     );
 
     scoped.get(
@@ -311,21 +336,22 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
                 z.object({ id: z.string(), status: z.string(), url: z.string().nullable(), status_since: z.string() }),
               ),
             }),
-            ...errors(400, 401, 503),
+            ...errors(400, 401, 429, 503),
           },
         },
       },
-      async (request) => {
-        const rows = await db(() => store.listWorkspaces(request.query.status, request.query.limit));
-        return {
-          workspaces: rows.map((row) => ({
-            id: row.workspaceId,
-            status: row.status,
-            url: row.url,
-            status_since: row.statusSince,
-          })),
-        };
-      },
+      async (request) =>
+        admitted(async () => {
+          const rows = await db(() => store.listWorkspaces(request.query.status, request.query.limit));
+          return {
+            workspaces: rows.map((row) => ({
+              id: row.workspaceId,
+              status: row.status,
+              url: row.url,
+              status_since: row.statusSince,
+            })),
+          };
+        }),
     );
 
     scoped.get(
@@ -337,16 +363,17 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           params: idParams,
           response: {
             200: z.record(z.string(), z.unknown()),
-            ...errors(400, 401, 404, 503),
+            ...errors(400, 401, 404, 429, 502, 503),
           },
         },
       },
-      async (request) => {
-        const id = request.params.id;
-        if ((await db(() => store.workspaceAccess(id))) === null) throw new HttpError(404, `unknown workspace ${id}`);
-        const state = await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).query(stateQuery));
-        return state as unknown as Record<string, unknown>;
-      },
+      async (request) =>
+        admitted(async () => {
+          const id = request.params.id;
+          if ((await db(() => store.workspaceAccess(id))) === null) throw new HttpError(404, `unknown workspace ${id}`);
+          const state = await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).query(stateQuery));
+          return state as unknown as Record<string, unknown>;
+        }),
     );
 
     scoped.put(
@@ -359,19 +386,20 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           body: z.strictObject({ plugins: declaredPluginsSchema }),
           response: {
             202: z.object({ status: z.literal('declared'), plugins: declaredPluginsSchema }),
-            ...errors(400, 401, 404, 503),
+            ...errors(400, 401, 404, 429, 502, 503),
           },
         },
       },
-      async (request, reply) => {
-        const id = request.params.id;
-        const { plugins } = request.body;
-        validatePluginSources(plugins, settings.sources, (message) => new HttpError(400, message));
-        await requireLiveWorkspace(id);
-        await db(() => store.setDeclaredPlugins(id, plugins));
-        await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).signal(declarePluginsSignal));
-        return reply.status(202).send({ status: 'declared' as const, plugins });
-      },
+      async (request, reply) =>
+        admitted(async () => {
+          const id = request.params.id;
+          const { plugins } = request.body;
+          checkPluginSources(plugins, 'body.plugins');
+          await requireLiveWorkspace(id);
+          await db(() => store.setDeclaredPlugins(id, plugins));
+          await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).signal(declarePluginsSignal), signal);
+          return reply.status(202).send({ status: 'declared' as const, plugins });
+        }),
     );
 
     scoped.post(
@@ -384,19 +412,24 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           body: z.strictObject({ reason: z.string().min(1).max(500).optional() }).default({}),
           response: {
             202: z.object({ status: z.literal('restart requested') }),
-            ...errors(400, 401, 404, 503),
+            ...errors(400, 401, 404, 429, 502, 503),
           },
         },
       },
-      async (request, reply) => {
-        const id = request.params.id;
-        await requireLiveWorkspace(id);
-        const reason = request.body.reason ?? 'operator request';
-        await temporal(() =>
-          client.workflow.getHandle(workspaceWorkflowId(id)).signal(restartSignal, { reason, requester: 'operator' }),
-        );
-        return reply.status(202).send({ status: 'restart requested' as const });
-      },
+      async (request, reply) =>
+        admitted(async () => {
+          const id = request.params.id;
+          await requireLiveWorkspace(id);
+          const reason = request.body.reason ?? 'operator request';
+          await temporal(
+            () =>
+              client.workflow
+                .getHandle(workspaceWorkflowId(id))
+                .signal(restartSignal, { reason, requester: 'operator' }),
+            signal,
+          );
+          return reply.status(202).send({ status: 'restart requested' as const });
+        }),
     );
 
     scoped.post(
@@ -413,22 +446,25 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
             200: z.object({ verdict: z.literal('alive'), detail: z.string() }),
             202: z.object({ verdict: z.literal('queued'), detail: z.string() }),
             503: z.union([z.object({ verdict: z.enum(['dead', 'restarting']), detail: z.string() }), errorBody]),
-            ...errors(400, 401, 404),
+            ...errors(400, 401, 404, 429, 502),
           },
         },
       },
       async (request, reply) => {
         const id = request.params.id;
-        await requireLiveWorkspace(id);
+        await admitted(() => requireLiveWorkspace(id));
         const handle = client.workflow.getHandle(workspaceWorkflowId(id));
-        // The evaluation can wait up to ~3 s (fresh heartbeat, re-probe), beyond the usual bound.
-        const result = await client
-          .withDeadline(Date.now() + settings.temporalTimeoutMs + 10_000, () =>
-            handle.executeUpdate(dispatchFailedUpdate, { args: [request.body] }),
-          )
-          .catch((err: unknown) => {
-            throw new HttpError(503, `Temporal unavailable: ${(err as Error).message}`, RETRY_AFTER_SECONDS);
-          });
+        // The evaluation can wait up to ~3 s (fresh heartbeat, re-probe), beyond the usual bound;
+        // it holds no admission slot while it waits.
+        const result = await temporal(
+          () =>
+            handle.executeUpdate(dispatchFailedUpdate, { args: [request.body] }).catch((err: unknown) => {
+              // The update's validator refuses a removed workspace.
+              if (err instanceof WorkflowUpdateFailedError) throw new HttpError(404, `workspace ${id} is removed`);
+              throw err;
+            }),
+          { signal: false, timeoutMs: settings.temporalTimeoutMs + 10_000 },
+        );
         switch (result.verdict) {
           case 'alive':
             return reply.status(200).send({ verdict: 'alive' as const, detail: result.detail });
@@ -455,16 +491,20 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           params: idParams,
           response: {
             202: z.object({ status: z.literal('removing') }),
-            ...errors(400, 401, 404, 503),
+            ...errors(400, 401, 404, 429, 502, 503),
           },
         },
       },
-      async (request, reply) => {
-        const id = request.params.id;
-        await requireLiveWorkspace(id);
-        await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).signal(deprovisionSignal));
-        return reply.status(202).send({ status: 'removing' as const });
-      },
+      async (request, reply) =>
+        admitted(async () => {
+          const id = request.params.id;
+          await requireLiveWorkspace(id);
+          await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).signal(deprovisionSignal), signal);
+          // From this answer on, every call for the workspace is 404, before the workflow has
+          // written its `removed` projection.
+          await db(() => store.markRemoved(id));
+          return reply.status(202).send({ status: 'removing' as const });
+        }),
     );
     done();
   });
@@ -501,7 +541,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         check(() => store.ping()),
       ]);
       const ready = temporalStatus === 'ok' && database === 'ok';
-      if (!ready) void reply.header('Retry-After', String(RETRY_AFTER_SECONDS));
+      if (!ready) void reply.header('Retry-After', String(DEPENDENCY_RETRY_AFTER_SECONDS));
       return reply.status(ready ? 200 : 503).send({ temporal: temporalStatus, database });
     },
   );

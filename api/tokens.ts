@@ -1,5 +1,5 @@
 /**
- * Instance tokens (REFERENCE.md §8): 32 random bytes, base64url, shown once; stored only as a
+ * Instance tokens: 32 random bytes, base64url, shown once; stored only as a
  * SHA-256 hash plus an 8-character prefix. Lookups go by hash, and the stored hash is compared
  * in constant time, so a guess learns nothing from timing.
  */
@@ -18,27 +18,35 @@ export async function mintTokenIfNone(store: Store, workspaceId: string): Promis
 
 export type AuthOutcome = { ok: true } | { ok: false; status: 401 | 403; reason: string };
 
+/** Which runtime call is being authorized: only a register may bootstrap. */
+export type RuntimeCall = 'register' | 'heartbeat';
+
 /**
- * The runtime's bearer rule: a workspace with no live token is in bootstrap and passes (its
- * first register mints one); otherwise the bearer must be a live token of this workspace.
- * A token of another workspace is 403; none or an unknown one is 401. Store errors propagate
- * (the caller answers 503: fail closed).
+ * The runtime's bearer rule: a workspace with no live token is in bootstrap, and only a
+ * *register* passes then (it mints the workspace's token); every other call needs a live token
+ * of this workspace. A token of another workspace is 403; none, an unknown or a revoked one is
+ * 401. Store errors propagate (the caller answers 503: fail closed).
  */
 export async function authorizeRuntime(
   store: Store,
   workspaceId: string,
+  call: RuntimeCall,
   authorization: string | undefined,
   /** The workspace's live tokens, as the caller already read them with its status. */
   liveTokens: number,
 ): Promise<AuthOutcome> {
-  if (liveTokens === 0) return { ok: true };
+  const bootstrap: AuthOutcome =
+    call === 'register'
+      ? { ok: true }
+      : { ok: false, status: 401, reason: 'the workspace has no live token: register first' };
+  if (liveTokens === 0) return bootstrap;
   const bearer = /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(authorization ?? '')?.[1];
   if (bearer === undefined) return { ok: false, status: 401, reason: 'missing or malformed bearer token' };
   const hash = hashToken(bearer);
   const owner = await store.tokenOwner(hash);
   if (owner === null || !timingSafeEqual(owner.tokenHash, hash)) {
     // Revoked in between (e.g. by dead detection): the workspace is back in bootstrap.
-    if ((await store.liveTokenCount(workspaceId)) === 0) return { ok: true };
+    if ((await store.liveTokenCount(workspaceId)) === 0) return bootstrap;
     return { ok: false, status: 401, reason: 'invalid token' };
   }
   if (owner.workspaceId !== workspaceId)

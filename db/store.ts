@@ -1,7 +1,12 @@
 /**
- * PostgreSQL access for the activities: declared plugins (desired), tracking rows
- * (installed) and the workspace projection. Every write is an upsert keyed by its natural
- * key, so retried activities converge instead of duplicating.
+ * PostgreSQL access for the activities and the API: declared plugins (desired), tracking rows
+ * (installed), the workspace projection and instance tokens. Every write is an upsert keyed by
+ * its natural key, so retried activities converge instead of duplicating.
+ *
+ * The pool survives the database going away: a connection the server drops while idle is
+ * logged and discarded (an unhandled pool error would end the process), a connect gives up
+ * after `connectTimeoutMs` and a query after `queryTimeoutMs`, so callers fail fast and the
+ * next call opens a fresh connection once the database is back.
  */
 import pg from 'pg';
 
@@ -29,11 +34,30 @@ export interface Projection {
   version: number;
 }
 
+export interface StoreOptions {
+  maxConnections?: number;
+  connectTimeoutMs?: number;
+  queryTimeoutMs?: number;
+  /** Called when the server drops an idle connection (database restart); the pool replaces it. */
+  onIdleError?: (err: Error) => void;
+}
+
 export class Store {
   constructor(readonly pool: pg.Pool) {}
 
-  static connect(databaseUrl: string): Store {
-    return new Store(new pg.Pool({ connectionString: databaseUrl, max: 10 }));
+  static connect(databaseUrl: string, options: StoreOptions = {}): Store {
+    const pool = new pg.Pool({
+      connectionString: databaseUrl,
+      max: options.maxConnections ?? 10,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 2_000,
+      query_timeout: options.queryTimeoutMs ?? 10_000,
+    });
+    const onIdleError =
+      options.onIdleError ??
+      ((err: Error) =>
+        console.error(`database: an idle connection failed (${err.message}); the next query reconnects`));
+    pool.on('error', onIdleError);
+    return new Store(pool);
   }
 
   async close(): Promise<void> {
@@ -52,16 +76,26 @@ export class Store {
     });
   }
 
-  /** Status and live-token count in one round trip: what every runtime call checks first. */
+  /**
+   * Status and live-token count in one round trip: what every runtime call checks first. A
+   * workspace whose removal the API accepted reads `removed` at once.
+   */
   async workspaceAccess(workspaceId: string): Promise<{ status: string; liveTokens: number } | null> {
     const { rows } = await this.pool.query<{ status: string; live: string }>(
-      `SELECT w.status,
+      `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status,
               (SELECT count(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS live
        FROM workspaces w WHERE w.id = $1`,
       [workspaceId],
     );
     const row = rows[0];
     return row ? { status: row.status, liveTokens: Number(row.live) } : null;
+  }
+
+  /** Records that the API accepted the workspace's removal; idempotent. */
+  async markRemoved(workspaceId: string): Promise<void> {
+    await this.pool.query('UPDATE workspaces SET removed_at = coalesce(removed_at, now()) WHERE id = $1', [
+      workspaceId,
+    ]);
   }
 
   async listWorkspaces(status: string | undefined, limit: number): Promise<Projection[]> {

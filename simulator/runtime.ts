@@ -87,8 +87,8 @@ type Outcome =
   | { kind: 'unauthorized'; status: number; detail: string }
   /** Any other 4xx but 408/429 (404: workspace unknown or removed; 403; 400): retrying cannot help. */
   | { kind: 'refused'; status: number; detail: string }
-  /** Network error, 408, 429, 5xx: retry with backoff. */
-  | { kind: 'transient'; detail: string }
+  /** Network error, 408, 429, 5xx: retry with backoff, or after the answer's Retry-After. */
+  | { kind: 'transient'; detail: string; retryAfterMs?: number }
   /** The stop signal aborted the request. */
   | { kind: 'stopped' };
 
@@ -100,6 +100,8 @@ export class SimulatedRuntime {
   private readonly started = Date.now();
   private plugins: SeenPlugin[] = [];
   private backoffMs = BACKOFF_START_MS;
+  /** The last refusal's Retry-After, which the next wait honours. */
+  private retryAfterMs: number | undefined;
 
   constructor(
     private readonly settings: RuntimeSettings,
@@ -217,13 +219,26 @@ export class SimulatedRuntime {
     if (response.ok) return { kind: 'ok', status: response.status, body: parsed };
     const detail = errorText(parsed);
     if (response.status === 401) return { kind: 'unauthorized', status: 401, detail };
-    if (response.status >= 500 || response.status === 429 || response.status === 408)
-      return { kind: 'transient', detail: `${response.status} ${detail}` };
+    if (response.status >= 500 || response.status === 429 || response.status === 408) {
+      const retryAfterMs = retryAfterHeaderMs(response.headers.get('retry-after'));
+      this.retryAfterMs = retryAfterMs;
+      return {
+        kind: 'transient',
+        detail: `${response.status} ${detail}`,
+        ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+      };
+    }
     return { kind: 'refused', status: response.status, detail };
   }
 
+  /**
+   * Waits before a retry: the server's Retry-After when it gave one, else the exponential
+   * backoff; either spread by ±50% jitter, so runtimes refused together do not return together.
+   */
   private async backoff(): Promise<void> {
-    const wait = this.backoffMs;
+    const base = this.retryAfterMs ?? this.backoffMs;
+    this.retryAfterMs = undefined;
+    const wait = Math.round(base * (0.5 + Math.random()));
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
     if (!this.stop.aborted) this.log(`retrying in ${(wait / 1000).toFixed(1)}s`);
     await this.pause(wait);
@@ -302,4 +317,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     process.exit(1);
   }
   log('stopped');
+}
+
+/** Retry-After in milliseconds (delay-seconds form; an HTTP date is honoured too), if given. */
+export function retryAfterHeaderMs(value: string | null): number | undefined {
+  if (value === null || value.trim() === '') return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }

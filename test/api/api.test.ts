@@ -7,7 +7,7 @@ import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
-import type { Store } from '../../db/store.js';
+import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
@@ -210,6 +210,21 @@ describe('runtime endpoints', () => {
     expect(res.json()).toMatchObject({ verdict: 'dead' });
     await expect.poll(() => store.liveTokenCount(id)).toBe(0);
 
+    // Bootstrap is for a register only: a heartbeat with the revoked token, or with none, is 401
+    // and never reaches the workflow.
+    const heartbeatsBefore = (await state(id)).counters.heartbeats;
+    for (const headers of [{ authorization: `Bearer ${token}` }, {}]) {
+      const hb = await api.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers,
+        payload: heartbeatPayload(id),
+      });
+      expect(hb.statusCode, hb.body).toBe(401);
+      expect(hb.json()).toEqual({ error: 'the workspace has no live token: register first' });
+    }
+    expect((await state(id)).counters.heartbeats).toBe(heartbeatsBefore);
+
     // The old token no longer counts; the restarted runtime registers without it and gets a new one.
     const reg = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
     expect(reg.statusCode, reg.body).toBe(200);
@@ -229,6 +244,15 @@ describe('runtime endpoints', () => {
     const { id, token } = await createWorkspace();
     const del = await api.inject({ method: 'DELETE', url: `/workspaces/${id}`, headers: admin });
     expect(del.statusCode).toBe(202);
+    // Removed from the moment the DELETE was answered: no window while the workflow winds down.
+    const bearer = { authorization: `Bearer ${token}` };
+    const [hbAtOnce, regAtOnce, restartAtOnce] = await Promise.all([
+      api.inject({ method: 'POST', url: '/registry/heartbeat', headers: bearer, payload: heartbeatPayload(id) }),
+      api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) }),
+      api.inject({ method: 'POST', url: `/workspaces/${id}/restart`, headers: admin, payload: {} }),
+    ]);
+    expect([hbAtOnce.statusCode, regAtOnce.statusCode, restartAtOnce.statusCode]).toEqual([404, 404, 404]);
+    expect(hbAtOnce.json()).toEqual({ error: `workspace ${id} is removed` });
     await env.client.workflow.getHandle(workspaceWorkflowId(id)).result();
     expect((await store.readProjection(id))?.status).toBe('removed');
     const late = await api.inject({
@@ -332,7 +356,47 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       raw: '{"id": ',
       status: 400,
-      says: 'JSON',
+      says: 'body: Body is not valid JSON',
+    },
+    {
+      name: 'malformed JSON on heartbeat',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      raw: '{"workspace_id": "x",',
+      status: 400,
+      says: 'body: ',
+    },
+    {
+      name: 'malformed JSON on declared plugins',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/plugins`,
+      raw: '{"plugins": [}',
+      status: 400,
+      says: 'body: ',
+    },
+    {
+      name: 'plugin source file:///etc (unknown scheme)',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-9', plugins: [{ name: 'etc', source: 'file:///etc' }] }),
+      status: 400,
+      says: 'body.plugins.0.source: ',
+    },
+    {
+      name: 'unpinned git+file source',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/plugins`,
+      body: () => ({ plugins: [{ name: 'repo', source: 'git+file:///srv/plugins/repo.git' }] }),
+      status: 400,
+      says: 'body.plugins.0.source: ',
+    },
+    {
+      name: 'agent_card.url is cloud metadata',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: undefined, agent_card: { name: 'x', url: 'http://169.254.169.254/' } })),
+      status: 400,
+      says: 'body.agent_card.url: resolves to 169.254.169.254',
     },
     {
       name: 'body is an array',
@@ -420,7 +484,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://169.254.169.254/latest' })),
       status: 400,
-      says: 'metadata',
+      says: 'body.url: resolves to 169.254.169.254, a link-local, metadata',
     },
     {
       name: 'url is loopback',
@@ -612,7 +676,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/workspaces',
       body: () => ({ id: 'fresh-6', plugins: [{ name: 'a', source: 'svn://x/a#1' }] }),
       status: 400,
-      says: 'unknown scheme svn://',
+      says: 'body.plugins.0.source: plugin source svn://x/a#1: unknown scheme svn://',
     },
     {
       name: 'unpinned plugin source',
@@ -718,6 +782,11 @@ describe('bad input: a clear error, no signal, no row', () => {
     const body = res.json<{ error: string; issues?: { field: string; problem: string }[] }>();
     const said = [body.error, ...(body.issues ?? []).map((i) => `${i.field}: ${i.problem}`)].join(' | ');
     expect(said).toContain(c.says);
+    // One shape for every 400: the error and at least one named field with its problem.
+    if (c.status === 400) {
+      expect(body.issues?.length, res.body).toBeGreaterThan(0);
+      for (const issue of body.issues ?? []) expect(issue.field).toMatch(/^(body|params|querystring)\b/);
+    }
     expect(await signalsReceived(target.id)).toBe(signalsBefore);
     expect(await rowCounts()).toBe(rowsBefore);
   });
@@ -783,6 +852,68 @@ describe('Temporal unavailable', () => {
       expect((await state(id)).counters.heartbeats).toBe(0);
     } finally {
       await isolated.close();
+    }
+  });
+});
+
+describe('overload and a database that is down', () => {
+  it('past its admission limit the API refuses at once with 429 and Retry-After; what it accepted arrives', async () => {
+    const { id, token } = await createWorkspace();
+    const limited = await buildApi(
+      env.client,
+      store,
+      settings({ admission: { maxInFlight: 2, maxQueued: 1, maxQueueWaitMs: 5_000, retryAfterSeconds: 1 } }),
+    );
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 12 }, () =>
+          limited.inject({
+            method: 'POST',
+            url: '/registry/heartbeat',
+            headers: { authorization: `Bearer ${token}` },
+            payload: heartbeatPayload(id),
+          }),
+        ),
+      );
+      const accepted = answers.filter((a) => a.statusCode === 200).length;
+      const refused = answers.filter((a) => a.statusCode === 429);
+      expect(accepted).toBe(3); // two in flight and one queued
+      expect(refused).toHaveLength(9);
+      for (const r of refused) {
+        expect(r.headers['retry-after']).toBe('1');
+        expect(r.json<{ error: string }>().error).toMatch(/^overloaded: too many calls in flight/);
+      }
+      expect((await state(id)).counters.heartbeats).toBe(accepted);
+      const metrics = await limited.inject({ method: 'GET', url: '/metrics' });
+      expect(metrics.body).toContain('api_admission_refused{reason="queue_full"} 9');
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('a database that is down is 503 with Retry-After at once, and readyz names it', async () => {
+    const { id, token } = await createWorkspace();
+    const nowhere = Store.connect('postgres://postgres@127.0.0.1:1/none', { connectTimeoutMs: 500 });
+    const isolated = await buildApi(env.client, nowhere, settings());
+    try {
+      const started = Date.now();
+      const res = await isolated.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers: { authorization: `Bearer ${token}` },
+        payload: heartbeatPayload(id),
+      });
+      expect(res.statusCode, res.body).toBe(503);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(res.headers['retry-after']).toBe('5');
+      expect(res.json<{ error: string }>().error).toMatch(/^database unavailable/);
+      const ready = await isolated.inject({ method: 'GET', url: '/readyz' });
+      expect(ready.statusCode).toBe(503);
+      expect(ready.json()).toMatchObject({ temporal: 'ok', database: expect.stringMatching(/^unavailable/) as string });
+      expect((await state(id)).counters.heartbeats).toBe(0);
+    } finally {
+      await isolated.close();
+      await nowhere.close();
     }
   });
 });

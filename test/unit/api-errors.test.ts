@@ -1,0 +1,103 @@
+/**
+ * What a failed dependency answers, and the admission limiter's refusals: pure, no server.
+ */
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { describe, expect, it } from 'vitest';
+import { Admission } from '../../api/admission.js';
+import { HttpError, databaseFailure, temporalFailure } from '../../api/errors.js';
+
+/** An error shaped as the gRPC client throws it (code, details, metadata), wrapped as the SDK wraps it. */
+function grpcError(code: number, message: string): Error {
+  const cause = Object.assign(new Error(message), { code, details: message, metadata: {} });
+  return new Error(`call failed: ${message}`, { cause });
+}
+
+describe('temporalFailure', () => {
+  it('unreachable Temporal is 503 with Retry-After; the signal was not delivered', () => {
+    const failure = temporalFailure(grpcError(14, 'connect ECONNREFUSED'), { signal: true });
+    expect(failure.statusCode).toBe(503);
+    expect(failure.options.retryAfter).toBeGreaterThan(0);
+    expect(failure.options.delivery).toBeUndefined();
+    expect(failure.message).toMatch(/^Temporal unavailable/);
+  });
+
+  it('a signal past its deadline is 503 whose body says its fate is unknown', () => {
+    const failure = temporalFailure(grpcError(4, 'Deadline exceeded'), { signal: true });
+    expect(failure.statusCode).toBe(503);
+    expect(failure.options.delivery).toBe('unknown');
+    expect(failure.message).toContain('may have been delivered');
+    // A query past its deadline delivered nothing.
+    expect(temporalFailure(grpcError(4, 'Deadline exceeded'), { signal: false }).options.delivery).toBeUndefined();
+  });
+
+  it('Temporal answering with an error is 502, not "unavailable"', () => {
+    const failure = temporalFailure(grpcError(3, 'query failed: workflow task failed'), { signal: false });
+    expect(failure.statusCode).toBe(502);
+    expect(failure.message).toMatch(/^Temporal answered with an error/);
+    expect(failure.options.retryAfter).toBeUndefined();
+  });
+
+  it('a missing workflow is 404; an HttpError passes through', () => {
+    expect(
+      temporalFailure(new WorkflowNotFoundError('gone', 'workspace:x', undefined), { signal: true }).statusCode,
+    ).toBe(404);
+    const own = new HttpError(409, 'mine');
+    expect(temporalFailure(own, { signal: false })).toBe(own);
+  });
+
+  it('an unreachable database is 503 with Retry-After', () => {
+    const failure = databaseFailure(new Error('connect ECONNREFUSED 127.0.0.1:5432'));
+    expect([failure.statusCode, failure.options.retryAfter]).toEqual([503, 5]);
+  });
+});
+
+describe('Admission', () => {
+  function gate(): { promise: Promise<void>; open: () => void } {
+    let open = (): void => undefined;
+    const promise = new Promise<void>((resolve) => (open = resolve));
+    return { promise, open };
+  }
+
+  it('serves maxInFlight at once, queues maxQueued, refuses the rest at once with 429', async () => {
+    const admission = new Admission({ maxInFlight: 2, maxQueued: 1, maxQueueWaitMs: 10_000, retryAfterSeconds: 1 });
+    const held = gate();
+    const order: number[] = [];
+    const calls = [1, 2, 3].map((n) =>
+      admission.run(async () => {
+        order.push(n);
+        await held.promise;
+        return n;
+      }),
+    );
+    await Promise.resolve();
+    expect(admission.load).toEqual({ inFlight: 2, queued: 1 });
+    const refused = await admission.run(() => Promise.resolve(4)).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(HttpError);
+    expect((refused as HttpError).statusCode).toBe(429);
+    expect((refused as HttpError).options.retryAfter).toBe(1);
+    held.open();
+    expect(await Promise.all(calls)).toEqual([1, 2, 3]);
+    expect(order).toEqual([1, 2, 3]);
+    expect(admission.load).toEqual({ inFlight: 0, queued: 0 });
+    expect(admission.refused).toEqual({ queueFull: 1, waitedTooLong: 0 });
+  });
+
+  it('a call that waits too long for a slot is refused and gives its place up', async () => {
+    const admission = new Admission({ maxInFlight: 1, maxQueued: 5, maxQueueWaitMs: 20, retryAfterSeconds: 1 });
+    const held = gate();
+    const first = admission.run(() => held.promise);
+    const waited = await admission.run(() => Promise.resolve('late')).catch((err: unknown) => err);
+    expect((waited as HttpError).statusCode).toBe(429);
+    expect(admission.load).toEqual({ inFlight: 1, queued: 0 });
+    held.open();
+    await first;
+    expect(await admission.run(() => Promise.resolve('next'))).toBe('next');
+    expect(admission.refused.waitedTooLong).toBe(1);
+  });
+
+  it('a failing call frees its slot', async () => {
+    const admission = new Admission({ maxInFlight: 1, maxQueued: 0, maxQueueWaitMs: 10, retryAfterSeconds: 1 });
+    await expect(admission.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(admission.load.inFlight).toBe(0);
+  });
+});
