@@ -2,8 +2,13 @@
  * The worker: runs workspace workflows and their activities on the task queue. Scale out by
  * running more of these against the same Temporal namespace and database; any worker can
  * serve any workspace. Applies pending database migrations before it starts polling.
+ *
+ * `npm run worker` outlives its dependencies: while Temporal or the database cannot be reached
+ * at start, or after the worker failed (the SDK stops polling after about a minute of errors),
+ * it says why and starts again with backoff, until SIGINT or SIGTERM.
  */
 import { NativeConnection, Worker } from '@temporalio/worker';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { createActivities } from './activities/index.js';
 import { boxesDirFromEnv, runtimeCommandFromEnv, sourceSettingsFromEnv } from './activities/settings.js';
@@ -38,31 +43,89 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
   };
 }
 
-export async function createWorker(settings: WorkerSettings): Promise<{ worker: Worker; store: Store }> {
+export interface CreatedWorker {
+  worker: Worker;
+  store: Store;
+  connection: NativeConnection;
+}
+
+export async function createWorker(settings: WorkerSettings): Promise<CreatedWorker> {
   const applied = await migrate(settings.databaseUrl);
   if (applied.length > 0) console.log(`worker: applied migrations ${applied.join(', ')}`);
-  const store = Store.connect(settings.databaseUrl);
+  const store = Store.connect(settings.databaseUrl, {
+    onIdleError: (err) =>
+      console.warn(`worker: a database connection failed (${err.message}); the next query reconnects`),
+  });
   const driver = new LocalBoxDriver({ root: settings.boxesDir, runtimeCommand: settings.runtimeCommand });
   const { connectionOptions, namespace } = settings.temporal;
-  const connection = await NativeConnection.connect(connectionOptions);
-  const registered = await ensureSearchAttributes(connection.operatorService, namespace);
-  if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
-  const worker = await Worker.create({
-    connection,
-    namespace,
-    taskQueue: settings.taskQueue,
-    workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
-    activities: createActivities({ store, driver, sources: settings.sources }),
-  });
-  return { worker, store };
+  let connection: NativeConnection | undefined;
+  try {
+    connection = await NativeConnection.connect(connectionOptions);
+    const registered = await ensureSearchAttributes(connection.operatorService, namespace);
+    if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
+    const worker = await Worker.create({
+      connection,
+      namespace,
+      taskQueue: settings.taskQueue,
+      workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
+      activities: createActivities({ store, driver, sources: settings.sources }),
+    });
+    return { worker, store, connection };
+  } catch (err) {
+    await store.close();
+    await connection?.close();
+    throw err;
+  }
+}
+
+const RESTART_BACKOFF_START_MS = 1_000;
+const RESTART_BACKOFF_MAX_MS = 30_000;
+
+/** Runs a worker until SIGINT/SIGTERM, starting it again whenever it cannot start or fails. */
+export async function superviseWorker(settings: WorkerSettings): Promise<void> {
+  const stop = new AbortController();
+  // The SDK's own handlers drain a running worker on these signals; this ends the loop.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => stop.abort());
+  const { address, namespace } = settings.temporal;
+  const where = `${address ?? 'localhost:7233'} (namespace ${namespace})`;
+  let backoff = RESTART_BACKOFF_START_MS;
+  // A function, not the property: the signal handler changes it while the loop awaits.
+  const stopping = (): boolean => stop.signal.aborted;
+  while (!stopping()) {
+    let created: CreatedWorker;
+    try {
+      created = await createWorker(settings);
+    } catch (err) {
+      console.error(`worker: cannot start against ${where}: ${message(err)}; trying again in ${backoff / 1000} s`);
+      await sleep(backoff, undefined, { signal: stop.signal }).catch(() => undefined);
+      backoff = Math.min(backoff * 2, RESTART_BACKOFF_MAX_MS);
+      continue;
+    }
+    backoff = RESTART_BACKOFF_START_MS;
+    const { worker, store, connection } = created;
+    console.log(`worker: polling ${settings.taskQueue} on ${where}`);
+    try {
+      await worker.run();
+    } catch (err) {
+      console.error(`worker: failed: ${message(err)}; starting again`);
+    } finally {
+      await store.close().catch(() => undefined);
+      await connection.close().catch(() => undefined);
+    }
+    if (!stopping()) await sleep(backoff, undefined, { signal: stop.signal }).catch(() => undefined);
+  }
+  console.log('worker: stopped');
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const settings = workerSettingsFromEnv();
-  const { worker, store } = await createWorker(settings);
-  const { address, namespace } = settings.temporal;
-  console.log(`worker: polling ${settings.taskQueue} on ${address ?? 'localhost:7233'} (namespace ${namespace})`);
-  // The SDK stops polling and drains in-flight tasks on SIGINT/SIGTERM.
-  await worker.run();
-  await store.close();
+  try {
+    await superviseWorker(workerSettingsFromEnv());
+  } catch (err) {
+    console.error(`worker: ${message(err)}`);
+    process.exit(1);
+  }
 }

@@ -3,7 +3,7 @@
  * box driver. Permanent plugin problems become non-retryable failures carrying a message a
  * person can act on; everything else is retried by the workflow's retry policy.
  */
-import { ApplicationFailure, log } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import type { DeclaredPlugin, Projection, Store, TrackingRow } from '../db/store.js';
 import type { BoxDriver } from './box/driver.js';
@@ -87,14 +87,14 @@ export function createReconcileActivities(deps: ReconcileDeps) {
             `declared plugin ${JSON.stringify(pluginName)} has source ${source}, which names the plugin ${JSON.stringify(parsed.name)}`,
           );
         }
-        const staged = await stage(parsed, sources);
+        const staged = await heartbeating(() => stage(parsed, sources));
         log.info('staged plugin', { workspaceId, pluginName, revision: staged.revision });
         return staged;
       });
     },
 
     async deliverPlugin({ workspaceId, plugin }: { workspaceId: string; plugin: StagedPlugin }): Promise<string> {
-      const result = await driver.deliverPlugin(workspaceId, plugin);
+      const result = await heartbeating(() => driver.deliverPlugin(workspaceId, plugin));
       log.info('deliver plugin', { workspaceId, pluginName: plugin.pluginName, revision: plugin.revision, result });
       return result;
     },
@@ -120,7 +120,7 @@ export function createReconcileActivities(deps: ReconcileDeps) {
     },
 
     async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
-      const result = await driver.restart(workspaceId, restartId);
+      const result = await heartbeating(() => driver.restart(workspaceId, restartId));
       log.info('restart box', { workspaceId, restartId, result });
       return result;
     },
@@ -128,6 +128,30 @@ export function createReconcileActivities(deps: ReconcileDeps) {
 }
 
 export type ReconcileActivities = ReturnType<typeof createReconcileActivities>;
+
+/** How often a long activity tells Temporal its worker is alive (well inside the heartbeat timeout). */
+const HEARTBEAT_EVERY_MS = 2_000;
+
+/**
+ * Runs `work` while heartbeating, so a worker that dies mid-activity is noticed within the
+ * heartbeat timeout and the activity retried elsewhere. Outside an activity (a direct call in a
+ * benchmark or test) it just runs `work`.
+ */
+async function heartbeating<T>(work: () => Promise<T>): Promise<T> {
+  let context: Context;
+  try {
+    context = Context.current();
+  } catch {
+    return work();
+  }
+  context.heartbeat();
+  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_EVERY_MS);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
 
 function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');

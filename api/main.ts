@@ -2,11 +2,12 @@
  * Runs the HTTP API: `npm run api` (or as part of `npm start`). Settings from the environment;
  * see the README's configuration table.
  */
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor } from '@temporalio/client';
 import { fileURLToPath } from 'node:url';
 import { sourceSettingsFromEnv } from '../activities/settings.js';
 import { clientConnectionOptions, temporalSettingsFromEnv } from '../connection.js';
 import { Store } from '../db/store.js';
+import { parseLifecycleOverrides } from '../workflows/config.js';
 import { TASK_QUEUE } from '../workflows/definitions.js';
 import { defaultAdmissionSettings } from './admission.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from './server.js';
@@ -24,6 +25,7 @@ export function apiSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): ApiSet
     },
     sources: sourceSettingsFromEnv(env),
     logLevel: env['LOG_LEVEL'] ?? 'info',
+    lifecycle: env['WL_LIFECYCLE_CONFIG'] ? parseLifecycleOverrides(env['WL_LIFECYCLE_CONFIG']) : {},
     admission: {
       ...defaultAdmissionSettings,
       maxInFlight: positiveInt(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight),
@@ -41,6 +43,9 @@ function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number, min
   return value;
 }
 
+/** Attempts per Temporal call (the SDK's default is 10, with backoff up to 5 s). */
+const API_GRPC_ATTEMPTS = 3;
+
 export interface RunningApi {
   url: string;
   close: () => Promise<void>;
@@ -50,8 +55,13 @@ export async function startApi(env: NodeJS.ProcessEnv = process.env): Promise<Ru
   const databaseUrl = env['DATABASE_URL'];
   if (!databaseUrl) throw new Error('DATABASE_URL is not set');
   const temporal = temporalSettingsFromEnv(env);
-  // Lazy: the API starts and answers (503, /readyz) while Temporal is still down.
-  const connection = Connection.lazy(clientConnectionOptions(temporal));
+  // Lazy: the API starts and answers (503, /readyz) while Temporal is still down. Few gRPC
+  // retries: a Temporal that is down is answered 503 in well under a second (the runtime
+  // retries after Retry-After) instead of holding the call and its admission slot.
+  const connection = Connection.lazy({
+    ...clientConnectionOptions(temporal),
+    interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: API_GRPC_ATTEMPTS }))],
+  });
   const client = new Client({ connection, namespace: temporal.namespace });
   const settings = apiSettingsFromEnv(env);
   const store = Store.connect(databaseUrl, {
@@ -71,6 +81,11 @@ export async function startApi(env: NodeJS.ProcessEnv = process.env): Promise<Ru
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const api = await startApi();
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void api.close());
+  try {
+    const api = await startApi();
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void api.close());
+  } catch (err) {
+    console.error(`api: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  }
 }

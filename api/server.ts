@@ -27,6 +27,7 @@ import {
   workspaceWorkflowId,
 } from '../workflows/definitions.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
+import type { LifecycleConfig } from '../workflows/config.js';
 import { statuses } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
 import {
@@ -55,6 +56,8 @@ export interface ApiSettings {
   logLevel: string;
   /** How many calls reach Temporal and the database at once; the excess is refused (429). */
   admission: AdmissionSettings;
+  /** Lifecycle durations and thresholds for the workflows this API starts (defaults otherwise). */
+  lifecycle: Partial<LifecycleConfig>;
 }
 
 export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
@@ -64,6 +67,7 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   bodyLimitBytes: 64 * 1024,
   logLevel: 'info',
   admission: defaultAdmissionSettings,
+  lifecycle: {},
 };
 const workspaceId = z
   .string()
@@ -139,6 +143,11 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
   const admission = new Admission(settings.admission);
   metrics.watchAdmission(admission);
   const admitted = <T>(work: () => Promise<T>): Promise<T> => admission.run(work);
+  // A flood is refused before its bodies are parsed; probes and metrics are never refused.
+  const unlimited = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json']);
+  app.addHook('onRequest', (request, _reply, done) => {
+    done(unlimited.has(request.routeOptions.url ?? '') ? undefined : admission.refuseEarly());
+  });
 
   /**
    * Temporal calls are bounded by the deadline; see errors.ts for what each failure answers.
@@ -155,6 +164,8 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
     }
   }
   const signal = { signal: true };
+  // Workflows this API starts get the configured lifecycle overrides, if any.
+  const lifecycle = Object.keys(settings.lifecycle).length > 0 ? { config: settings.lifecycle } : {};
 
   /** Store calls fail closed: an unreachable database is 503, never a pass. */
   async function db<T>(work: () => Promise<T>): Promise<T> {
@@ -234,7 +245,8 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
           if (reason !== null) throw badRequest(`unsafe ${field}`, [{ field, problem: reason }]);
         }
         await temporal(
-          () => relayRuntimeSignal(client, body.id, 'register', body, { taskQueue: settings.taskQueue }),
+          () =>
+            relayRuntimeSignal(client, body.id, 'register', body, { taskQueue: settings.taskQueue, start: lifecycle }),
           signal,
         );
         const token = await db(() => mintTokenIfNone(store, body.id));
@@ -260,7 +272,11 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         const id = request.body.workspace_id;
         await requireRuntime(request, id, 'heartbeat');
         await temporal(
-          () => relayRuntimeSignal(client, id, 'heartbeat', request.body, { taskQueue: settings.taskQueue }),
+          () =>
+            relayRuntimeSignal(client, id, 'heartbeat', request.body, {
+              taskQueue: settings.taskQueue,
+              start: lifecycle,
+            }),
           signal,
         );
         return { status: 'ok' as const };
@@ -305,7 +321,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
             client.workflow.start('workspaceWorkflow', {
               taskQueue: settings.taskQueue,
               workflowId: workspaceWorkflowId(id),
-              args: [{ workspaceId: id, initialStatus }],
+              args: [{ workspaceId: id, initialStatus, ...lifecycle }],
               workflowIdReusePolicy: 'REJECT_DUPLICATE',
               ...workspaceStartMetadata(
                 id,

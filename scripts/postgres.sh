@@ -2,6 +2,8 @@
 # Starts a local PostgreSQL cluster for the tests (installing PostgreSQL from the system's
 # package manager when it is missing) and creates the test database. Idempotent: a running
 # cluster is reused. Prints `export DATABASE_URL=...` on stdout.
+# `postgres.sh stop` stops the cluster (fast shutdown: clients are disconnected), as a
+# database restart does; the next `postgres.sh` starts it again.
 set -euo pipefail
 
 PORT="${WL_PG_PORT:-55432}"
@@ -24,6 +26,12 @@ fi
 # PostgreSQL refuses to run as root: run the cluster as the `postgres` system user then.
 as_owner() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [[ $(id -u) -eq 0 ]] && ! id postgres >/dev/null 2>&1; then useradd --system --no-create-home postgres; fi
+
+if [[ "${1:-}" == "stop" ]]; then
+  log "stopping cluster on port $PORT"
+  as_owner "$bindir/pg_ctl" -D "$DIR/data" -m fast -w stop >&2
+  exit 0
+fi
 
 psql=$(command -v psql || echo "$bindir/psql")
 mkdir -p "$DIR"

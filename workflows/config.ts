@@ -51,3 +51,28 @@ export const defaultLifecycleConfig: LifecycleConfig = {
 export function resolveConfig(overrides: Partial<LifecycleConfig> | undefined): LifecycleConfig {
   return { ...defaultLifecycleConfig, ...overrides };
 }
+
+/**
+ * Overrides of the defaults by name, as JSON (`WL_LIFECYCLE_CONFIG`, e.g.
+ * `{"livenessTtlMs": 60000}`), for workflows started from now on. Throws, naming the key, for
+ * an unknown key or a value that is not a positive number.
+ */
+export function parseLifecycleOverrides(text: string): Partial<LifecycleConfig> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`lifecycle overrides are not valid JSON (${(err as Error).message}): ${text}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new Error(`lifecycle overrides must be a JSON object of durations and thresholds, got ${text}`);
+  const overrides: Partial<LifecycleConfig> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!(key in defaultLifecycleConfig))
+      throw new Error(`unknown lifecycle setting ${key} (known: ${Object.keys(defaultLifecycleConfig).join(', ')})`);
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+      throw new Error(`lifecycle setting ${key} must be a positive number, got ${JSON.stringify(value)}`);
+    overrides[key as keyof LifecycleConfig] = value;
+  }
+  return overrides;
+}

@@ -4,8 +4,8 @@
  * the heartbeat watchdog. The decisions that change state (strikes, dead declaration) are
  * events of the pure state machine; this module only sequences probes and waits.
  */
-import { condition, proxyActivities, sleep } from '@temporalio/workflow';
-import type { Activities } from '../activities/index.js';
+import { condition, sleep } from '@temporalio/workflow';
+import { boxProbe } from './activities.js';
 import type { LifecycleConfig } from './config.js';
 import type { DispatchVerdict } from './definitions.js';
 import {
@@ -24,8 +24,7 @@ export interface EvaluationContext {
   apply: (event: Event) => void;
 }
 
-// A probe is one look: a transport error means "assume alive", so retrying it only delays the verdict.
-const { isBoxRunning } = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
+const { isBoxRunning } = boxProbe;
 
 export async function evaluate(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
   const verdict = await decide(ctx, requester);

@@ -8,14 +8,8 @@
  * Plugins proceed independently; one failing plugin does not stop the others. The restart
  * after deliveries is not here: the state machine requests it once per pass.
  */
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  patched,
-  proxyActivities,
-  type ActivityInterfaceFor,
-} from '@temporalio/workflow';
-import type { Activities } from '../activities/index.js';
+import { ActivityFailure, ApplicationFailure, patched } from '@temporalio/workflow';
+import { legacyReconcile, reconcileStep, reconcileTransfer } from './activities.js';
 import type { DeclaredPlugin } from '../db/store.js';
 import type { LifecycleConfig } from './config.js';
 import type { PluginOutcome, ReconcileReport } from './state-machine.js';
@@ -25,37 +19,22 @@ export interface ReconcileRequest {
   trigger: string;
 }
 
-/** Box and store operations: short, retried with backoff on transient trouble. */
-const boxRetry = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 6 };
-
 export async function runReconcile(request: ReconcileRequest, config: LifecycleConfig): Promise<ReconcileReport> {
-  const acts = proxyActivities<Activities>({ startToCloseTimeout: '1m', retry: boxRetry });
   if (!patched('plugin-reconcile-activities')) {
     // Runs started before per-step activities: the single legacy activity.
-    const legacy = proxyActivities<Activities>({ startToCloseTimeout: config.reconcileTimeoutMs });
-    await legacy.reconcilePlugins(request);
+    await legacyReconcile(config.reconcileTimeoutMs).reconcilePlugins(request);
     return { declared: 0, outcomes: [] };
   }
-  const staging = proxyActivities<Activities>({
-    startToCloseTimeout: config.reconcileTimeoutMs, // fetching a repository can be slow
-    retry: boxRetry,
-  });
-
-  const diff = await acts.listPluginDiff.executeWithOptions({ summary: `diff declared plugins (${request.trigger})` }, [
-    request,
-  ]);
-  const outcomes = await Promise.all(
-    diff.missing.map((plugin) => reconcilePlugin(request.workspaceId, plugin, acts, staging)),
+  const diff = await reconcileStep.listPluginDiff.executeWithOptions(
+    { summary: `diff declared plugins (${request.trigger})` },
+    [request],
   );
+  const outcomes = await Promise.all(diff.missing.map((plugin) => reconcilePlugin(request.workspaceId, plugin)));
   return { declared: diff.declared, outcomes };
 }
 
-async function reconcilePlugin(
-  workspaceId: string,
-  plugin: DeclaredPlugin,
-  acts: ActivityInterfaceFor<Activities>,
-  staging: ActivityInterfaceFor<Activities>,
-): Promise<PluginOutcome> {
+async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Promise<PluginOutcome> {
+  const acts = reconcileStep;
   const { name, source } = plugin;
   const base = { workspaceId, pluginName: name, source };
   // Each activity's summary names the plugin, so the UI's event history reads as the reconcile did.
@@ -69,11 +48,12 @@ async function reconcilePlugin(
       ]);
       return { name, status: 'installed', via: 'boot', revision: probe.revision };
     }
-    const staged = await staging.stagePlugin.executeWithOptions({ summary: `stage plugin ${name} from ${source}` }, [
-      { workspaceId, pluginName: name, source },
-    ]);
+    const staged = await reconcileTransfer.stagePlugin.executeWithOptions(
+      { summary: `stage plugin ${name} from ${source}` },
+      [{ workspaceId, pluginName: name, source }],
+    );
     const revision = staged.revision.slice(0, 12);
-    await acts.deliverPlugin.executeWithOptions({ summary: `deliver plugin ${name} @${revision}` }, [
+    await reconcileTransfer.deliverPlugin.executeWithOptions({ summary: `deliver plugin ${name} @${revision}` }, [
       { workspaceId, plugin: staged },
     ]);
     await acts.recordInstalled.executeWithOptions({ summary: `record plugin ${name} delivered @${revision}` }, [

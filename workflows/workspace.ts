@@ -21,7 +21,7 @@ import {
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
-import type { Activities } from '../activities/index.js';
+import { bookkeeping, boxRestart } from './activities.js';
 import {
   initialState,
   nextDeadline,
@@ -33,10 +33,8 @@ import {
   type WorkspaceState,
 } from './state-machine.js';
 
-const { restartBox, writeProjection, revokeInstanceTokens } = wf.proxyActivities<Activities>({
-  startToCloseTimeout: '2m',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
-});
+const { restartBox } = boxRestart;
+const { writeProjection, revokeInstanceTokens } = bookkeeping;
 
 export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
   const config = resolveConfig(input.config);

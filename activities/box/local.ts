@@ -3,6 +3,11 @@
  * plugins under `configs/plugins/<name>/`, plus an optional managed runtime process (restart =
  * stop and start it; is-running = the process is alive). It makes the whole system runnable
  * on one machine. `box-events.log` in the box records each delivery and restart that did work.
+ *
+ * A restart is recorded by the runtime it starts: a small shell wrapper writes the box event and
+ * `runtime.pid` ("<pid> <launch id>"), then execs the runtime. So the record and the
+ * launch cannot be told apart by a crash of the worker: a retried restart whose id the record
+ * already names was done, and is not done twice.
  */
 import { spawn } from 'node:child_process';
 import { appendFile, cp, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -25,8 +30,26 @@ export interface LocalBoxSettings {
 export const REVISION_FILE = '.revision';
 /** A delivery in progress is copied to `<plugin>.incoming` beside the plugin, then swapped in whole. */
 export const INCOMING_SUFFIX = '.incoming';
-/** The runtime's process id, in the box. */
+/** The runtime's process id and the id of the launch that started it, in the box. */
 export const RUNTIME_PID_FILE = 'runtime.pid';
+/** The launch id of a box's first start (restarts carry the workflow's restart id). */
+export const BOOT_LAUNCH_ID = 'boot';
+/** How long a launch waits for the new runtime to record itself. */
+const LAUNCH_TIMEOUT_MS = 10_000;
+
+/**
+ * Records the launch, then becomes the runtime (`exec` keeps the process id). Arguments: the
+ * runtime's program and arguments; environment: the launch id and the box event line.
+ */
+const LAUNCH_WRAPPER =
+  '{ [ -z "$WL_LAUNCH_EVENT" ] || printf "%s %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WL_LAUNCH_EVENT" >> box-events.log; } && ' +
+  'printf "%s %s\\n" "$$" "$WL_LAUNCH_ID" > runtime.pid.tmp && mv -f runtime.pid.tmp runtime.pid && ' +
+  'exec "$@"';
+
+export interface RuntimeRecord {
+  pid: number;
+  launchId: string;
+}
 
 /** Where a box's plugins live: `<box>/configs/plugins/<name>/`. */
 export function boxPluginsDir(boxDir: string): string {
@@ -75,13 +98,10 @@ export class LocalBoxDriver implements BoxDriver {
   }
 
   async restart(workspaceId: string, restartId: string): Promise<'restarted' | 'already-restarted'> {
-    const dir = await this.requireBox(workspaceId);
-    const last = await readFile(join(dir, 'last-restart'), 'utf8').catch(() => null);
-    if (last === restartId) return 'already-restarted';
+    await this.requireBox(workspaceId);
+    if ((await this.runtimeRecord(workspaceId))?.launchId === restartId) return 'already-restarted';
     await this.stopRuntime(workspaceId);
-    await this.startRuntime(workspaceId);
-    await writeFile(join(dir, 'last-restart'), restartId);
-    await this.event(workspaceId, `restart ${restartId}`);
+    await this.launch(workspaceId, restartId, `restart ${restartId}`);
     return 'restarted';
   }
 
@@ -93,23 +113,49 @@ export class LocalBoxDriver implements BoxDriver {
 
   /** Starts the runtime if it is not running (first boot of a local box). */
   async startRuntime(workspaceId: string): Promise<void> {
-    const command = this.settings.runtimeCommand;
-    if (command === null || (await this.isRunning(workspaceId))) return;
-    const [program, ...args] = command;
-    if (program === undefined) return;
+    if (this.settings.runtimeCommand === null || (await this.isRunning(workspaceId))) return;
+    await this.launch(workspaceId, BOOT_LAUNCH_ID, '');
+  }
+
+  /**
+   * Starts the runtime through the launch wrapper and waits until it has recorded itself.
+   * Without a runtime command the launch is only recorded.
+   */
+  private async launch(workspaceId: string, launchId: string, event: string): Promise<void> {
     const dir = this.boxDir(workspaceId);
+    const command = this.settings.runtimeCommand;
+    if (command === null || command.length === 0) {
+      await writeFile(join(dir, `${RUNTIME_PID_FILE}.tmp`), `0 ${launchId}\n`);
+      await rename(join(dir, `${RUNTIME_PID_FILE}.tmp`), join(dir, RUNTIME_PID_FILE));
+      if (event !== '') await this.event(workspaceId, event);
+      return;
+    }
     const logFile = await open(join(dir, 'runtime.log'), 'a');
-    const child = spawn(program, args, {
+    const child = spawn('/bin/sh', ['-c', LAUNCH_WRAPPER, 'runtime', ...command], {
       cwd: dir,
       detached: true,
       stdio: ['ignore', logFile.fd, logFile.fd],
-      env: { ...process.env, ...this.settings.runtimeEnv, WORKSPACE_ID: workspaceId, WORKSPACE_DIR: dir },
+      env: {
+        ...process.env,
+        ...this.settings.runtimeEnv,
+        WORKSPACE_ID: workspaceId,
+        WORKSPACE_DIR: dir,
+        WL_LAUNCH_ID: launchId,
+        WL_LAUNCH_EVENT: event,
+      },
     });
     child.unref();
     await logFile.close();
-    if (child.pid === undefined)
-      throw new Error(`could not start runtime for box ${workspaceId}: ${command.join(' ')}`);
-    await writeFile(join(dir, RUNTIME_PID_FILE), String(child.pid));
+    const pid = child.pid;
+    if (pid === undefined) throw new Error(`could not start runtime for box ${workspaceId}: ${command.join(' ')}`);
+    const deadline = Date.now() + LAUNCH_TIMEOUT_MS;
+    while ((await this.runtimeRecord(workspaceId))?.pid !== pid) {
+      if (Date.now() > deadline)
+        throw new Error(
+          `runtime for box ${workspaceId} did not start within ${LAUNCH_TIMEOUT_MS} ms: ${command.join(' ')}`,
+        );
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
   }
 
   async stopRuntime(workspaceId: string): Promise<void> {
@@ -136,9 +182,16 @@ export class LocalBoxDriver implements BoxDriver {
 
   /** The process id of the box's runtime as last started (it may have died since); null if none. */
   async runtimePid(workspaceId: string): Promise<number | null> {
+    const pid = (await this.runtimeRecord(workspaceId))?.pid ?? 0;
+    return pid > 0 ? pid : null;
+  }
+
+  /** The last launch's record: its process id (0 without a runtime) and launch id; null before the first. */
+  async runtimeRecord(workspaceId: string): Promise<RuntimeRecord | null> {
     const text = await readFile(join(this.boxDir(workspaceId), RUNTIME_PID_FILE), 'utf8').catch(() => null);
-    const pid = text === null ? NaN : Number(text);
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
+    const [pidText = '', launchId = ''] = (text ?? '').trim().split(/\s+/);
+    const pid = Number(pidText);
+    return Number.isInteger(pid) && pid >= 0 && pidText !== '' ? { pid, launchId } : null;
   }
 
   private async event(workspaceId: string, line: string): Promise<void> {

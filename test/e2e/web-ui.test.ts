@@ -27,7 +27,7 @@ import { devServerEnvOptions } from '../../scripts/toolchain.js';
 import { runSimulation, type SimulationResult } from '../../simulator/simulate.js';
 import { installQuietRuntime } from '../helpers/env.js';
 import { connectTestStore } from '../helpers/postgres.js';
-import { freePort } from '../helpers/ports.js';
+import { freePort } from '../../scripts/ports.js';
 import { createWorker } from '../helpers/worker.js';
 
 const ADMIN = 'e2e-admin-token-0123456789';

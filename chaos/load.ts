@@ -1,0 +1,181 @@
+/**
+ * Runtimes as the API sees them, many at once: an open-loop heartbeat load at a fixed rate over
+ * a set of workspaces (each call with its workspace's token), recording every answer, so a row
+ * can count what was acknowledged (200) and compare it with what the workflows recorded.
+ * Bounded: at most `maxOutstanding` calls in flight; past that the generator skips (and counts)
+ * rather than queue without end on its own side.
+ */
+import { Agent, request } from 'node:http';
+
+export interface Runtime {
+  id: string;
+  token: string;
+}
+
+export interface Answer {
+  workspaceId: string;
+  /** HTTP status; 0 for a network error (refused connection, reset, timeout). */
+  status: number;
+  ms: number;
+  /** When it was sent, in ms since the load started. */
+  at: number;
+  /** A 503 whose body says the signal may have been delivered. */
+  deliveryUnknown: boolean;
+}
+
+const agent = new Agent({ keepAlive: true, maxSockets: 512 });
+const TIMEOUT_MS = 15_000;
+
+/** One JSON call to the API; resolves with its status (0 on a network error) and parsed body. */
+export function call(
+  url: string,
+  method: string,
+  body: unknown,
+  bearer?: string,
+): Promise<{ status: number; body: unknown; ms: number }> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = request(
+      url,
+      {
+        method,
+        agent,
+        timeout: TIMEOUT_MS,
+        headers: {
+          ...(payload !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(bearer !== undefined ? { authorization: `Bearer ${bearer}` } : {}),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            // not JSON: keep the text
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, ms: performance.now() - started });
+        });
+        res.on('error', () => resolve({ status: 0, body: null, ms: performance.now() - started }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve({ status: 0, body: null, ms: performance.now() - started }));
+    req.end(payload);
+  });
+}
+
+export function heartbeatBody(workspaceId: string): Record<string, unknown> {
+  return {
+    workspace_id: workspaceId,
+    error_rate: 0,
+    sample_error: '',
+    active_tasks: 0,
+    current_task: '',
+    uptime_seconds: 60,
+  };
+}
+
+export class HeartbeatLoad {
+  readonly answers: Answer[] = [];
+  /** Calls the generator did not send because `maxOutstanding` were already in flight. */
+  skipped = 0;
+  private outstanding = 0;
+  private sent = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private startedAt = 0;
+  private next = 0;
+  /** The schedule counts from the last rate change: when, and how many were sent before it. */
+  private rateSince = 0;
+  private sentBefore = 0;
+  private readonly drained: (() => void)[] = [];
+
+  constructor(
+    private readonly apiUrl: string,
+    private readonly runtimes: Runtime[],
+    private rate: number,
+    private readonly maxOutstanding = 2_000,
+  ) {}
+
+  /** Milliseconds since the load started. */
+  now(): number {
+    return performance.now() - this.startedAt;
+  }
+
+  start(): void {
+    this.startedAt = performance.now();
+    this.timer = setInterval(() => {
+      const due = Math.floor(((this.now() - this.rateSince) / 1000) * this.rate) - (this.sent - this.sentBefore);
+      for (let i = 0; i < due; i++) {
+        if (this.outstanding >= this.maxOutstanding) {
+          this.skipped++;
+          this.sent++;
+        } else {
+          this.fire();
+        }
+      }
+    }, 5);
+  }
+
+  /** Changes the offered rate from now on. */
+  setRate(rate: number): void {
+    this.rateSince = this.now();
+    this.sentBefore = this.sent;
+    this.rate = rate;
+  }
+
+  /** Stops sending and waits for every call in flight to be answered. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    if (this.outstanding > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+  }
+
+  private fire(): void {
+    const runtime = this.runtimes[this.next++ % this.runtimes.length];
+    if (runtime === undefined) return;
+    this.sent++;
+    this.outstanding++;
+    const at = this.now();
+    void call(`${this.apiUrl}/registry/heartbeat`, 'POST', heartbeatBody(runtime.id), runtime.token).then(
+      ({ status, body, ms }) => {
+        const deliveryUnknown = (body as { delivery?: unknown } | null)?.delivery === 'unknown';
+        this.answers.push({ workspaceId: runtime.id, status, ms, at, deliveryUnknown });
+        this.outstanding--;
+        if (this.outstanding === 0) this.drained.splice(0).forEach((resolve) => resolve());
+      },
+    );
+  }
+
+  /** Acknowledged (200) heartbeats per workspace. */
+  acked(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const answer of this.answers)
+      if (answer.status === 200) counts.set(answer.workspaceId, (counts.get(answer.workspaceId) ?? 0) + 1);
+    return counts;
+  }
+
+  /** Answers sent within [from, to) ms of the start. */
+  between(from: number, to: number): Answer[] {
+    return this.answers.filter((answer) => answer.at >= from && answer.at < to);
+  }
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/** "200: 812, 503: 40, net: 3" */
+export function byStatus(answers: Answer[]): string {
+  const counts = new Map<number, number>();
+  for (const answer of answers) counts.set(answer.status, (counts.get(answer.status) ?? 0) + 1);
+  return [...counts.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([status, n]) => `${status === 0 ? 'net' : status}: ${n}`)
+    .join(', ');
+}

@@ -1,0 +1,183 @@
+/**
+ * `npm run chaos`: starts the real pieces (PostgreSQL, a Temporal dev server, the worker, the
+ * API) on free loopback ports, injects each fault, counts what the API acknowledged and what
+ * the workflows recorded, and prints a table: fault | figures | expected | held. Exits 0 when
+ * every row held, 1 otherwise (2 on bad arguments).
+ *
+ *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,overload]
+ *                 [--plugins 8 --plugin-mb 20] [--outage 20] [--flood-rate 1000 --flood-seconds 30]
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  apiRestart,
+  moments,
+  overload,
+  postgresRestart,
+  temporalRestart,
+  workerKill,
+  type Moment,
+  type Row,
+  type RowContext,
+} from './rows.js';
+import { Stack } from './stack.js';
+
+export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'overload'] as const;
+export type RowName = (typeof rowNames)[number];
+
+export interface ChaosOptions {
+  rows: RowName[];
+  plugins: number;
+  pluginMb: number;
+  moments: Moment[];
+  outageMs: number;
+  floodRate: number;
+  floodSeconds: number;
+  /** Keep the run folder (logs, boxes, the dev server's database) afterwards. */
+  keep: boolean;
+  log: (line: string) => void;
+}
+
+/**
+ * A box runtime that takes a moment to stop, as a real one drains its work: a restart is then
+ * long enough to be caught mid-way.
+ */
+const slowToStopRuntime = ['/bin/sh', '-c', 'trap "sleep 2; exit 0" TERM; while :; do sleep 0.2; done'];
+
+export async function runChaos(options: ChaosOptions): Promise<Row[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'wl-chaos-'));
+  const { log } = options;
+  const stack = new Stack({ dir, runtimeCommand: slowToStopRuntime, log });
+  const rows: Row[] = [];
+  const ctx: RowContext = { stack, log };
+  const record = (row: Row): void => {
+    rows.push(row);
+    log(`${row.held ? 'held' : 'NOT HELD'}: ${row.fault}\n    ${row.figures}`);
+  };
+  const attempt = async (fault: string, work: () => Promise<Row>): Promise<void> => {
+    try {
+      record(await work());
+    } catch (err) {
+      record({
+        fault,
+        figures: `the row failed: ${err instanceof Error ? err.message : String(err)}`,
+        expected: '-',
+        held: false,
+      });
+    }
+  };
+  log(`chaos: run folder ${dir}`);
+  try {
+    await stack.start();
+    log(`chaos: stack up (API ${stack.apiUrl}, Temporal ${stack.temporalAddress}, ${stack.databaseUrl})`);
+    for (const name of options.rows) {
+      switch (name) {
+        case 'postgres':
+          await attempt('PostgreSQL restart', () =>
+            postgresRestart(ctx, { workspaces: 20, rate: 40, outageMs: options.outageMs }),
+          );
+          break;
+        case 'worker-kill':
+          for (const moment of options.moments)
+            await attempt(`worker SIGKILL during ${moment}`, () =>
+              workerKill(
+                ctx,
+                { plugins: options.plugins, pluginMb: options.pluginMb, moments: options.moments },
+                moment,
+              ),
+            );
+          break;
+        case 'temporal':
+          await attempt('Temporal dev server restart', () => temporalRestart(ctx, { ttlMs: 20_000, downMs: 5_000 }));
+          break;
+        case 'api':
+          await attempt('API restart', () => apiRestart(ctx, { workspaces: 20, rate: 40 }));
+          break;
+        case 'overload':
+          await attempt('overload', () =>
+            overload(ctx, {
+              workspaces: 200,
+              rate: options.floodRate,
+              seconds: options.floodSeconds,
+              normalRate: 40,
+            }),
+          );
+          break;
+      }
+    }
+  } finally {
+    await stack.stop().catch((err: unknown) => log(`chaos: stopping the stack: ${String(err)}`));
+    if (options.keep) log(`chaos: kept ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/** The rows as a Markdown table. */
+export function table(rows: Row[]): string {
+  const cell = (text: string): string => text.replace(/\|/g, '\\|');
+  return [
+    '| fault | figures | expected | held |',
+    '| --- | --- | --- | --- |',
+    ...rows.map(
+      (r) => `| ${cell(r.fault)} | ${cell(r.figures)} | ${cell(r.expected)} | ${r.held ? 'yes' : '**no**'} |`,
+    ),
+  ].join('\n');
+}
+
+function parseOptions(): ChaosOptions {
+  const { values } = parseArgs({
+    options: {
+      rows: { type: 'string', default: rowNames.join(',') },
+      moments: { type: 'string', default: moments.join(',') },
+      plugins: { type: 'string', default: '8' },
+      'plugin-mb': { type: 'string', default: '20' },
+      outage: { type: 'string', default: '20' },
+      'flood-rate': { type: 'string', default: '1000' },
+      'flood-seconds': { type: 'string', default: '30' },
+      keep: { type: 'boolean', default: false },
+    },
+  });
+  const list = <T extends string>(flag: string, text: string, allowed: readonly T[]): T[] =>
+    text.split(',').map((item) => {
+      if (!(allowed as readonly string[]).includes(item))
+        throw new Error(`--${flag}: unknown ${JSON.stringify(item)} (one or more of ${allowed.join(', ')})`);
+      return item as T;
+    });
+  const number = (flag: string, text: string): number => {
+    const value = Number(text);
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`--${flag} must be a positive number, got ${text}`);
+    return value;
+  };
+  return {
+    rows: list('rows', values.rows, rowNames),
+    moments: list('moments', values.moments, moments),
+    plugins: number('plugins', values.plugins),
+    pluginMb: number('plugin-mb', values['plugin-mb']),
+    outageMs: number('outage', values.outage) * 1_000,
+    floodRate: number('flood-rate', values['flood-rate']),
+    floodSeconds: number('flood-seconds', values['flood-seconds']),
+    keep: values.keep,
+    log: (line) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`),
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  let options: ChaosOptions;
+  try {
+    options = parseOptions();
+  } catch (err) {
+    console.error(`chaos: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(2);
+  }
+  const rows = await runChaos(options);
+  console.log(`\n${table(rows)}\n`);
+  const failed = rows.filter((row) => !row.held).length;
+  console.log(
+    failed === 0 ? `chaos: all ${rows.length} rows held` : `chaos: ${failed} of ${rows.length} rows did not hold`,
+  );
+  process.exit(failed === 0 ? 0 : 1);
+}

@@ -1,0 +1,557 @@
+/**
+ * The faults, one row each: inject it into the running stack, count what the API acknowledged
+ * and what the workflows recorded, and say whether the expectation held.
+ */
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
+import { Store } from '../db/store.js';
+import { stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import type { WorkspaceState } from '../workflows/state-machine.js';
+import { HeartbeatLoad, byStatus, call, heartbeatBody, percentile, type Answer, type Runtime } from './load.js';
+import { rssMb, type Stack } from './stack.js';
+
+export interface Row {
+  fault: string;
+  figures: string;
+  expected: string;
+  held: boolean;
+}
+
+export interface RowContext {
+  stack: Stack;
+  log: (line: string) => void;
+}
+
+const ms = (value: number): string => `${Math.round(value)} ms`;
+const s = (value: number): string => `${(value / 1000).toFixed(1)} s`;
+let sequence = 0;
+
+// --- shared steps ------------------------------------------------------------------------------
+
+async function admin(stack: Stack, method: string, path: string, body?: unknown) {
+  return call(`${stack.apiUrl}${path}`, method, body, stack.adminToken);
+}
+
+/** Creates `n` workspaces through the API; each comes back with its token. */
+async function createWorkspaces(
+  stack: Stack,
+  n: number,
+  plugins: { name: string; source: string }[] = [],
+): Promise<Runtime[]> {
+  const run = `${process.pid.toString(36)}${(sequence++).toString(36)}`;
+  const created: Runtime[] = [];
+  for (let i = 0; i < n; i += 20) {
+    const batch = Array.from({ length: Math.min(20, n - i) }, (_, k) => `chaos-${run}-${i + k}`);
+    const answers = await Promise.all(batch.map((id) => admin(stack, 'POST', '/workspaces', { id, plugins })));
+    answers.forEach((answer, k) => {
+      const token = (answer.body as { auth_token?: unknown } | null)?.auth_token;
+      if (answer.status !== 201 || typeof token !== 'string')
+        throw new Error(`creating ${batch[k]}: ${answer.status} ${JSON.stringify(answer.body)}`);
+      created.push({ id: batch[k] ?? '', token });
+    });
+  }
+  return created;
+}
+
+function handle(client: Client, id: string): WorkflowHandle {
+  return client.workflow.getHandle(workspaceWorkflowId(id));
+}
+
+async function state(stack: Stack, id: string): Promise<WorkspaceState> {
+  return handle(await stack.temporal(), id).query(stateQuery);
+}
+
+async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined>,
+  everyMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${s(timeoutMs)} waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/**
+ * Acknowledged against recorded: a heartbeat answered 200 must be in its workflow's count. The
+ * count may be higher (a call answered 503 "delivery unknown", or one whose answer was lost,
+ * may have arrived), never lower.
+ */
+async function lostHeartbeats(
+  stack: Stack,
+  load: HeartbeatLoad,
+): Promise<{ acked: number; recorded: number; lost: number }> {
+  let acked = 0;
+  let recorded = 0;
+  let lost = 0;
+  for (const [id, count] of load.acked()) {
+    const seen = (await state(stack, id)).counters.heartbeats;
+    acked += count;
+    recorded += seen;
+    lost += Math.max(0, count - seen);
+  }
+  return { acked, recorded, lost };
+}
+
+function newCrashes(stack: Stack, before: number): string[] {
+  return stack.exits
+    .slice(before)
+    .filter((exit) => !exit.expected)
+    .map((exit) => `${exit.piece} ${exit.signal ?? `exit ${exit.code}`}`);
+}
+
+/** The first acknowledged heartbeat sent at or after `from` ms: when service was back. */
+function firstOkAfter(answers: Answer[], from: number): number | undefined {
+  return answers.filter((a) => a.status === 200 && a.at >= from).sort((a, b) => a.at - b.at)[0]?.at;
+}
+
+// --- rows --------------------------------------------------------------------------------------
+
+export interface PostgresRestartOptions {
+  workspaces: number;
+  rate: number;
+  outageMs: number;
+}
+
+/** PostgreSQL stopped (fast shutdown) and started again, under heartbeat load. */
+export async function postgresRestart(ctx: RowContext, o: PostgresRestartOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
+  load.start();
+  await sleep(4_000);
+  log(`postgres: stopping it for ${s(o.outageMs)} under ${o.rate} heartbeats/s`);
+  const down = load.now();
+  stack.stopPostgres();
+  await sleep(2_000);
+  const ready = await call(`${stack.apiUrl}/readyz`, 'GET', undefined);
+  const readySaid = JSON.stringify(ready.body);
+  await sleep(o.outageMs - 2_000);
+  const up = load.now();
+  stack.startPostgres();
+  log('postgres: started again');
+  await sleep(8_000);
+  await load.stop();
+
+  const during = load.between(down + 500, up);
+  const refused = during.filter((a) => a.status === 503 || a.status === 429);
+  const resumedAfter = (firstOkAfter(load.answers, up) ?? Infinity) - up;
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load);
+  const crashes = newCrashes(stack, exitsBefore);
+  const refusalP50 = percentile(
+    refused.map((a) => a.ms),
+    50,
+  );
+  const held =
+    crashes.length === 0 &&
+    during.length > 0 &&
+    refused.length === during.length &&
+    refusalP50 < 100 &&
+    ready.status === 503 &&
+    /"database":"unavailable/.test(readySaid) &&
+    resumedAfter < 5_000 &&
+    lost === 0;
+  return {
+    fault: `PostgreSQL stopped ${s(o.outageMs)} (fast shutdown), ${o.rate} heartbeats/s over ${o.workspaces} workspaces`,
+    figures:
+      `during the outage ${byStatus(during)} (p50 ${ms(refusalP50)}); readyz ${ready.status} database ` +
+      `${(ready.body as { database?: string } | null)?.database?.slice(0, 40) ?? '?'}; service back ${s(resumedAfter)} ` +
+      `after the start; acked ${acked}, recorded ${recorded}, lost ${lost}; crashes: ${crashes.join(', ') || 'none'}`,
+    expected: 'no process exits; 503 + Retry-After fast (p50 < 100 ms); readyz names the database; back < 5 s; 0 lost',
+    held,
+  };
+}
+
+export interface WorkerKillOptions {
+  plugins: number;
+  pluginMb: number;
+  /** Where in the reconcile to kill the worker. */
+  moments: Moment[];
+}
+
+export const moments = ['diff', 'stage', 'deliver', 'record', 'restart'] as const;
+export type Moment = (typeof moments)[number];
+
+/** Plugin repositories with a large file each, made once per run. */
+function pluginRepos(stack: Stack, count: number, mb: number): { name: string; source: string }[] {
+  const root = join(stack.options.dir, 'repos');
+  return Array.from({ length: count }, (_, i) => {
+    const name = `chaos-plugin-${i + 1}`;
+    const dir = join(root, `${name}.git`);
+    if (!existsSync(dir)) {
+      mkdirSync(dir, { recursive: true });
+      const git = (...args: string[]): void => {
+        execFileSync('git', [
+          '-c',
+          'user.email=chaos@workspace-lifecycle',
+          '-c',
+          'user.name=chaos',
+          '-C',
+          dir,
+          ...args,
+        ]);
+      };
+      git('init', '-q', '-b', 'main');
+      writeFileSync(join(dir, 'plugin.yaml'), `name: ${name}\nversion: 1.0.${i}\n`);
+      writeFileSync(join(dir, 'payload.bin'), randomBytes(mb * 1024 * 1024));
+      git('add', '.');
+      git('commit', '-q', '-m', name);
+    }
+    return { name, source: `git+file://${dir}#main` };
+  });
+}
+
+/** The box's event log: what the driver actually did. */
+function boxEvents(stack: Stack, id: string): string[] {
+  const file = join(stack.boxesDir, id, 'box-events.log');
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => line.split(' ').slice(1).join(' '));
+}
+
+/** The worker SIGKILLed at one moment of a reconcile, then started again 1 s later. */
+export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: Moment): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  const plugins = pluginRepos(stack, o.plugins, o.pluginMb);
+  const [runtime] = await createWorkspaces(stack, 1, plugins);
+  if (runtime === undefined) throw new Error('no workspace');
+  const driver = new LocalBoxDriver({ root: stack.boxesDir, runtimeCommand: stack.options.runtimeCommand });
+  await driver.createBox(runtime.id);
+  await driver.startRuntime(runtime.id);
+  const client = await stack.temporal();
+  const store = Store.connect(stack.databaseUrl);
+  try {
+    const register = await call(
+      `${stack.apiUrl}/registry/register`,
+      'POST',
+      { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
+      runtime.token,
+    );
+    if (register.status !== 200) throw new Error(`register: ${register.status} ${JSON.stringify(register.body)}`);
+
+    const activityFor: Partial<Record<Moment, string>> = {
+      stage: 'stagePlugin',
+      deliver: 'deliverPlugin',
+      restart: 'restartBox',
+    };
+    const wanted = activityFor[moment];
+    let seen = 'the register was acknowledged';
+    if (wanted !== undefined) {
+      seen = await waitFor(
+        `a started ${wanted}`,
+        120_000,
+        async () => {
+          const { raw } = await handle(client, runtime.id).describe();
+          const started = (raw.pendingActivities ?? []).filter(
+            (a) => a.activityType?.name === wanted && Number(a.state) === 2, // PENDING_ACTIVITY_STATE_STARTED
+          );
+          return started.length > 0 ? `${started.length} ${wanted} started` : undefined;
+        },
+        20,
+      );
+    } else if (moment === 'record') {
+      // Rows are written within milliseconds of each other: the kill lands between two of them,
+      // or (said so in the figures) just after the last.
+      seen = await waitFor(
+        'a first tracking row',
+        120_000,
+        async () => {
+          const rows = (await store.listTrackingRows(runtime.id)).length;
+          return rows > 0 ? `${rows}/${o.plugins} tracking rows written` : undefined;
+        },
+        5,
+      );
+    }
+    await stack.kill('worker');
+    log(`worker-kill (${moment}): SIGKILL with ${seen}`);
+    await sleep(1_000);
+    stack.startWorker();
+    const back = Date.now();
+
+    const settled = await waitFor('the reconcile to converge', 180_000, async () => {
+      const st = await state(stack, runtime.id);
+      const rows = (await store.listTrackingRows(runtime.id)).length;
+      return !st.reconcile.running && !st.restart.inFlight && st.restart.count >= 1 && rows === o.plugins
+        ? st
+        : undefined;
+    });
+    const convergedMs = Date.now() - back;
+    await sleep(2_000); // anything still retrying would show now
+    const events = boxEvents(stack, runtime.id);
+    const deliveries = new Map<string, number>();
+    for (const event of events.filter((e) => e.startsWith('deliver ')))
+      deliveries.set(event, (deliveries.get(event) ?? 0) + 1);
+    const maxDeliveries = Math.max(0, ...deliveries.values());
+    const restarts = events.filter((e) => e.startsWith('restart ')).length;
+    const finalState = await state(stack, runtime.id);
+    const pid = await driver.runtimePid(runtime.id);
+    const running = pid !== null && processAlive(pid);
+    const crashes = newCrashes(stack, exitsBefore);
+    const held =
+      crashes.length === 0 &&
+      convergedMs < 60_000 &&
+      maxDeliveries <= 1 &&
+      restarts === 1 &&
+      finalState.restart.count === 1 &&
+      running &&
+      settled.reconcile.lastOutcome === 'succeeded';
+    await driver.stopRuntime(runtime.id);
+    return {
+      fault: `worker SIGKILLed during a reconcile of ${o.plugins} plugins x ${o.pluginMb} MB: ${moment} (${seen})`,
+      figures:
+        `converged ${s(convergedMs)} after the worker was back; ${deliveries.size} revisions delivered, at most ` +
+        `${maxDeliveries}x each; reconcile ${settled.reconcile.lastOutcome ?? '?'}; box restarts ${restarts}, ` +
+        `workflow restarts ${finalState.restart.count}; ` +
+        `box runtime ${running ? 'running' : 'not running'} after the restart`,
+      expected:
+        'converges < 60 s after the worker is back; each revision delivered at most once; exactly 1 restart, its runtime running',
+      held,
+    };
+  } finally {
+    await store.close();
+  }
+}
+
+export interface TemporalRestartOptions {
+  /** The liveness TTL the row's workspaces run with (a durable timer that must still fire). */
+  ttlMs: number;
+  downMs: number;
+}
+
+/**
+ * The dev server SIGKILLed inside a restart's settle window and started again on the same
+ * database file: the timers still fire, the verdicts follow the rules, nothing acknowledged is lost.
+ */
+export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  // This row's workflows run with a short liveness TTL, so its timer fires within the row.
+  await stack.restartApi({ WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.ttlMs }) });
+  const [settling, silent] = await createWorkspaces(stack, 2);
+  if (settling === undefined || silent === undefined) throw new Error('no workspaces');
+  const driver = new LocalBoxDriver({ root: stack.boxesDir, runtimeCommand: stack.options.runtimeCommand });
+  await driver.createBox(settling.id);
+  await driver.startRuntime(settling.id);
+  const acked = new Map<string, number>();
+  const beat = async (runtime: Runtime): Promise<number> => {
+    const answer = await call(`${stack.apiUrl}/registry/heartbeat`, 'POST', heartbeatBody(runtime.id), runtime.token);
+    if (answer.status === 200) acked.set(runtime.id, (acked.get(runtime.id) ?? 0) + 1);
+    return answer.status;
+  };
+  for (const runtime of [settling, silent]) {
+    await call(
+      `${stack.apiUrl}/registry/register`,
+      'POST',
+      { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
+      runtime.token,
+    );
+    for (let i = 0; i < 5; i++) await beat(runtime);
+  }
+
+  const restart = await admin(stack, 'POST', `/workspaces/${settling.id}/restart`, { reason: 'chaos' });
+  if (restart.status !== 202) throw new Error(`restart: ${restart.status}`);
+  const restarted = await waitFor('the operator restart', 30_000, async () => {
+    const st = await state(stack, settling.id);
+    return st.restart.count === 1 && !st.restart.inFlight ? st : undefined;
+  });
+  const settleUntil = Date.parse(restarted.restart.settleUntil ?? '');
+  const lastBeat = Date.now();
+  if ((await beat(silent)) !== 200) throw new Error('last heartbeat refused');
+
+  await sleep(1_000);
+  log(`temporal-restart: SIGKILL the dev server inside the settle window (${s(settleUntil - Date.now())} left)`);
+  await stack.kill('temporal');
+  const killedAt = Date.now();
+  await sleep(500);
+  const whileDown = await call(`${stack.apiUrl}/registry/heartbeat`, 'POST', heartbeatBody(silent.id), silent.token);
+  const readyDown = await call(`${stack.apiUrl}/readyz`, 'GET', undefined);
+  await sleep(Math.max(0, o.downMs - (Date.now() - killedAt)));
+  await stack.startTemporal();
+  const serverBack = Date.now();
+  log(`temporal-restart: dev server back after ${s(serverBack - killedAt)}`);
+  // Service is back when a call through the API reaches a workflow again.
+  await waitFor('the API to reach Temporal again', 30_000, async () => {
+    const answer = await admin(stack, 'GET', `/workspaces/${settling.id}`);
+    return answer.status === 200 ? true : undefined;
+  });
+  const resumedMs = Date.now() - serverBack;
+
+  // The box dies inside the settle window: no heartbeat since the restart → a strike, not dead.
+  const pid = await driver.runtimePid(settling.id);
+  if (pid !== null && processAlive(pid)) process.kill(pid, 'SIGKILL');
+  const inWindow = await admin(stack, 'POST', `/workspaces/${settling.id}/dispatch-failed`, { caller: 'chaos' });
+  const inWindowVerdict = (inWindow.body as { verdict?: string } | null)?.verdict ?? `${inWindow.status}`;
+  const inWindowAt = Date.now();
+  // After the window: not running, no recent heartbeat → dead, restarted once more.
+  await sleep(Math.max(0, settleUntil + 1_000 - Date.now()));
+  const afterWindow = await admin(stack, 'POST', `/workspaces/${settling.id}/dispatch-failed`, { caller: 'chaos' });
+  const afterVerdict = (afterWindow.body as { verdict?: string } | null)?.verdict ?? `${afterWindow.status}`;
+  const after = await waitFor('the second restart', 60_000, async () => {
+    const st = await state(stack, settling.id);
+    return st.restart.count >= 2 && !st.restart.inFlight ? st : undefined;
+  });
+  // The silent workspace: its liveness timer, armed before the kill, fires after the restart.
+  const offline = await waitFor('the silent workspace to go offline', o.ttlMs + 60_000, async () => {
+    const st = await state(stack, silent.id);
+    return st.status === 'offline' ? st : undefined;
+  });
+  const offlineAfter = Date.parse(offline.statusSince) - lastBeat;
+  let lost = 0;
+  let recorded = 0;
+  for (const [id, count] of acked) {
+    const seen = (await state(stack, id)).counters.heartbeats;
+    recorded += seen;
+    lost += Math.max(0, count - seen);
+  }
+  const crashes = newCrashes(stack, exitsBefore);
+  await driver.stopRuntime(settling.id);
+  await stack.restartApi({});
+  const held =
+    crashes.length === 0 &&
+    whileDown.status === 503 &&
+    whileDown.ms < 1_000 &&
+    readyDown.status === 503 &&
+    resumedMs < 5_000 &&
+    inWindowAt < settleUntil &&
+    inWindowVerdict === 'queued' &&
+    afterVerdict === 'dead' &&
+    after.restart.count === 2 &&
+    offlineAfter >= o.ttlMs - 1_000 &&
+    offlineAfter < o.ttlMs + 10_000 &&
+    lost === 0;
+  return {
+    fault: `Temporal dev server SIGKILLed inside a settle window, started again ${s(o.downMs)} later on the same database`,
+    figures:
+      `while down: heartbeat ${whileDown.status} in ${ms(whileDown.ms)}, readyz ${readyDown.status}; API reached ` +
+      `Temporal ${s(resumedMs)} after the server was back; dead box in the window: ${inWindowVerdict}, after it: ` +
+      `${afterVerdict}; restarts ${after.restart.count}; silent workspace offline ${s(offlineAfter)} after its last ` +
+      `heartbeat (TTL ${s(o.ttlMs)}); acked ${[...acked.values()].reduce((a, b) => a + b, 0)}, recorded ${recorded}, lost ${lost}`,
+    expected:
+      '503 < 1 s while down; back < 5 s; in the window queued, after it dead, exactly 2 restarts; TTL timer fires on time; 0 lost',
+    held,
+  };
+}
+
+export interface ApiRestartOptions {
+  workspaces: number;
+  rate: number;
+}
+
+/** The API SIGKILLed under load and started again. */
+export async function apiRestart(ctx: RowContext, o: ApiRestartOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
+  load.start();
+  await sleep(4_000);
+  log('api-restart: SIGKILL the API under load');
+  await stack.kill('api');
+  const killed = load.now();
+  await sleep(500);
+  const starting = load.now();
+  await stack.startApi();
+  const listening = load.now();
+  await sleep(5_000);
+  await load.stop();
+  const resumedAfter = (firstOkAfter(load.answers, starting) ?? Infinity) - starting;
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load);
+  const crashes = newCrashes(stack, exitsBefore);
+  const held = crashes.length === 0 && resumedAfter < 5_000 && lost === 0;
+  return {
+    fault: `API SIGKILLed under ${o.rate} heartbeats/s over ${o.workspaces} workspaces, started again`,
+    figures:
+      `while down ${byStatus(load.between(killed, listening))}; the new API listened ${s(listening - starting)} ` +
+      `after its start, served ${s(resumedAfter)} after it; acked ${acked}, recorded ${recorded}, lost ${lost}`,
+    expected: 'served again < 5 s after the API starts; 0 acknowledged heartbeats lost',
+    held,
+  };
+}
+
+export interface OverloadOptions {
+  workspaces: number;
+  rate: number;
+  seconds: number;
+  /** The rate after the flood, at which service must be normal again. */
+  normalRate: number;
+}
+
+/** Far more heartbeats than the box can serve: the excess is refused at once, the rest stays fast. */
+export async function overload(ctx: RowContext, o: OverloadOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  const apiPid = stack.pid('api');
+  const rssBefore = rssMb(apiPid);
+  let rssPeak = rssBefore;
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssMb(apiPid))), 250);
+  const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
+  log(`overload: ${o.rate} heartbeats/s for ${o.seconds} s over ${o.workspaces} workspaces`);
+  load.start();
+  await sleep(o.seconds * 1_000);
+  const floodEnd = load.now();
+  load.setRate(o.normalRate);
+  await sleep(10_000);
+  await load.stop();
+  clearInterval(sampler);
+
+  const flood = load.between(0, floodEnd);
+  const accepted = flood.filter((a) => a.status === 200);
+  const refused = flood.filter((a) => a.status === 429 || a.status === 503);
+  const other = flood.filter((a) => a.status !== 200 && a.status !== 429 && a.status !== 503);
+  // Normal again: from this second on, every call is answered 200 within 1 s.
+  let normalAfter = Infinity;
+  for (let t = floodEnd; t < load.now(); t += 500) {
+    const rest = load.between(t, load.now() - 1_000);
+    if (rest.length > 0 && rest.every((a) => a.status === 200 && a.ms < 1_000)) {
+      normalAfter = t - floodEnd;
+      break;
+    }
+  }
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load);
+  const crashes = newCrashes(stack, exitsBefore);
+  const p99 = percentile(
+    accepted.map((a) => a.ms),
+    99,
+  );
+  const refusalP50 = percentile(
+    refused.map((a) => a.ms),
+    50,
+  );
+  const held =
+    crashes.length === 0 &&
+    p99 < 1_000 &&
+    refusalP50 < 50 &&
+    rssPeak < 400 &&
+    lost === 0 &&
+    normalAfter < 5_000 &&
+    other.length === 0;
+  return {
+    fault: `overload: ${o.rate} heartbeats/s offered for ${o.seconds} s over ${o.workspaces} workspaces`,
+    figures:
+      `${(flood.length / o.seconds).toFixed(0)}/s sent, ${(accepted.length / o.seconds).toFixed(0)}/s accepted ` +
+      `(p50 ${ms(
+        percentile(
+          accepted.map((a) => a.ms),
+          50,
+        ),
+      )}, p99 ${ms(p99)}); ${refused.length} refused (${byStatus(refused)}; p50 ${ms(refusalP50)}); ` +
+      `other ${other.length}; generator skipped ${load.skipped}; API RSS ${rssBefore.toFixed(0)} → peak ` +
+      `${rssPeak.toFixed(0)} MB; normal ${s(normalAfter)} after the flood; acked ${acked}, recorded ${recorded}, lost ${lost}`,
+    expected: 'accepted p99 < 1 s; refusals p50 < 50 ms; API RSS < 400 MB; normal < 5 s after; 0 lost',
+    held,
+  };
+}

@@ -1,0 +1,230 @@
+/**
+ * The real pieces, each its own process on free loopback ports, for the fault-injection run:
+ * a PostgreSQL cluster of its own (scripts/postgres.sh), a Temporal dev server on a SQLite
+ * file, the worker (`worker.ts`) and the API (`api/main.ts`). Each can be stopped, killed and
+ * started again; exits nobody asked for are recorded, so a row can say "no process crashed".
+ */
+import { Client, Connection } from '@temporalio/client';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { devServerSearchAttributeArgs } from '../connection.js';
+import { temporalCliPath } from '../scripts/toolchain.js';
+import { freePort } from '../scripts/ports.js';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+
+export type Piece = 'temporal' | 'worker' | 'api';
+
+export interface Exit {
+  piece: Piece;
+  pid: number;
+  code: number | null;
+  signal: string | null;
+  /** We stopped or killed it on purpose. */
+  expected: boolean;
+}
+
+export interface StackOptions {
+  /** Run folder: logs, boxes, the dev server's database, the plugin cache. */
+  dir: string;
+  /** The runtime each local box runs (JSON array form of WL_RUNTIME_COMMAND). */
+  runtimeCommand: string[];
+  /** Extra environment for the worker and the API. */
+  env?: Record<string, string>;
+  log: (line: string) => void;
+}
+
+export class Stack {
+  readonly adminToken = 'chaos-admin-token-0123456789abcdef';
+  readonly exits: Exit[] = [];
+  databaseUrl = '';
+  apiUrl = '';
+  temporalAddress = '';
+  private pgPort = 0;
+  private apiPort = 0;
+  private temporalPort = 0;
+  private readonly processes = new Map<Piece, ChildProcess>();
+  private readonly expectedExit = new Set<number>();
+  private client: Client | undefined;
+  /** Extra environment of the API only (see restartApi). */
+  private apiEnv: Record<string, string> = {};
+
+  constructor(readonly options: StackOptions) {
+    mkdirSync(join(options.dir, 'logs'), { recursive: true });
+  }
+
+  get boxesDir(): string {
+    return join(this.options.dir, 'boxes');
+  }
+
+  pid(piece: Piece): number | undefined {
+    return this.processes.get(piece)?.pid;
+  }
+
+  /** Exits of processes nobody stopped on purpose. */
+  crashes(): Exit[] {
+    return this.exits.filter((exit) => !exit.expected);
+  }
+
+  async start(): Promise<void> {
+    [this.pgPort, this.apiPort, this.temporalPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
+    this.apiUrl = `http://127.0.0.1:${this.apiPort}`;
+    this.startPostgres();
+    await this.startTemporal();
+    this.startWorker();
+    await this.startApi();
+  }
+
+  async stop(): Promise<void> {
+    for (const piece of ['api', 'worker', 'temporal'] as const) await this.terminate(piece, 'SIGTERM');
+    await this.client?.connection.close().catch(() => undefined);
+    this.stopPostgres();
+  }
+
+  /** A Temporal client for reading what the workflows recorded. */
+  async temporal(): Promise<Client> {
+    if (this.client === undefined) {
+      const connection = await Connection.connect({ address: this.temporalAddress });
+      this.client = new Client({ connection });
+    }
+    return this.client;
+  }
+
+  // --- PostgreSQL -------------------------------------------------------------------------
+
+  private postgres(args: string[]): string {
+    return execFileSync('bash', [join(root, 'scripts/postgres.sh'), ...args], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        WL_PG_DIR: join('/var/tmp/workspace-lifecycle', `chaos-postgres-${this.pgPort}`),
+        WL_PG_PORT: String(this.pgPort),
+        WL_PG_DATABASE: 'workspace_lifecycle_chaos',
+      },
+    });
+  }
+
+  startPostgres(): void {
+    const output = this.postgres([]);
+    const url = /^export DATABASE_URL=(\S+)$/m.exec(output)?.[1];
+    if (url === undefined) throw new Error(`scripts/postgres.sh printed no DATABASE_URL:\n${output}`);
+    this.databaseUrl = url;
+  }
+
+  /** A fast shutdown: the server terminates every connection, as in a restart. */
+  stopPostgres(): void {
+    this.postgres(['stop']);
+  }
+
+  // --- processes --------------------------------------------------------------------------
+
+  async startTemporal(): Promise<void> {
+    const cli = temporalCliPath();
+    if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
+    const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
+    args.push('--db-filename', join(this.options.dir, 'temporal.db'), '--log-level', 'error');
+    this.spawn('temporal', cli, [...args, ...devServerSearchAttributeArgs()]);
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        const connection = await Connection.connect({ address: this.temporalAddress, connectTimeout: 1_000 });
+        await connection.workflowService.getSystemInfo({});
+        await connection.close();
+        return;
+      } catch (err) {
+        if (Date.now() > deadline) throw new Error(`the dev server did not come up: ${String(err)}`);
+        await sleep(200);
+      }
+    }
+  }
+
+  startWorker(): void {
+    this.spawn('worker', process.execPath, ['--import', 'tsx', join(root, 'worker.ts')]);
+  }
+
+  async startApi(): Promise<void> {
+    this.spawn('api', process.execPath, ['--import', 'tsx', join(root, 'api/main.ts')]);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const up = await fetch(`${this.apiUrl}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (up) return;
+      await sleep(50);
+    }
+    throw new Error('the API did not come up within 30 s');
+  }
+
+  /** Stops the API and starts it again with `env` on top of the stack's environment. */
+  async restartApi(env: Record<string, string>): Promise<void> {
+    await this.terminate('api', 'SIGTERM');
+    this.apiEnv = env;
+    await this.startApi();
+  }
+
+  /** SIGKILL: no drain, no cleanup, as a crash or an OOM kill. */
+  async kill(piece: Piece): Promise<void> {
+    await this.terminate(piece, 'SIGKILL');
+  }
+
+  private async terminate(piece: Piece, signal: NodeJS.Signals): Promise<void> {
+    const child = this.processes.get(piece);
+    if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    this.expectedExit.add(child.pid);
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(signal);
+    await exited;
+  }
+
+  private spawn(piece: Piece, program: string, args: string[]): void {
+    const log = createWriteStream(join(this.options.dir, 'logs', `${piece}.log`), { flags: 'a' });
+    const child = spawn(program, args, {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...this.environment(), ...(piece === 'api' ? this.apiEnv : {}) },
+    });
+    child.stdout.pipe(log);
+    child.stderr.pipe(log);
+    const pid = child.pid ?? 0;
+    child.once('exit', (code, signal) => {
+      const expected = this.expectedExit.has(pid);
+      this.exits.push({ piece, pid, code, signal, expected });
+      if (!expected) this.options.log(`!! ${piece} (pid ${pid}) exited on its own: ${signal ?? `code ${code}`}`);
+    });
+    this.processes.set(piece, child);
+  }
+
+  private environment(): NodeJS.ProcessEnv {
+    return {
+      ...process.env,
+      TEMPORAL_ADDRESS: this.temporalAddress,
+      TEMPORAL_NAMESPACE: 'default',
+      DATABASE_URL: this.databaseUrl,
+      WL_DATA_DIR: this.options.dir,
+      WL_BOXES_DIR: this.boxesDir,
+      WL_RUNTIME_COMMAND: JSON.stringify(this.options.runtimeCommand),
+      WL_ADMIN_TOKEN: this.adminToken,
+      WL_API_PORT: String(this.apiPort),
+      WL_ALLOW_LOOPBACK_URLS: 'true',
+      LOG_LEVEL: 'warn',
+      ...this.options.env,
+    };
+  }
+}
+
+/** Resident memory of a process in MB, from /proc; 0 when it is gone. */
+export function rssMb(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb === undefined ? 0 : Number(kb) / 1024;
+  } catch {
+    return 0;
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * Every activity the workflow calls, with its timeouts and retry policy, in one place.
+ *
+ * A worker that dies mid-activity must be noticed in seconds, not at a start-to-close timeout
+ * sized for the slowest legitimate run:
+ * - short calls (a query, a probe, one row) get a start-to-close sized to their work;
+ * - long calls (staging a plugin from its source, delivering it, restarting the box) heartbeat
+ *   while they work, and a heartbeat timeout of a few seconds hands them to another worker
+ *   soon after theirs died. Each is idempotent for its key, so the retry finishes the work
+ *   instead of doing it twice.
+ * Timeouts and retry policies are not part of the workflow's command sequence: changing them
+ * needs no patch.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+
+/** Transient trouble (the database restarting, the box booting) is retried with backoff. */
+const retryWithBackoff = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' } as const;
+
+/** How long a long activity may go without a heartbeat before it is retried elsewhere. */
+export const LONG_ACTIVITY_HEARTBEAT_TIMEOUT = '10s';
+
+/** Diff, plugin probe, tracking row: one query or one small read each. */
+export const reconcileStep = proxyActivities<Activities>({
+  startToCloseTimeout: '20s',
+  retry: { ...retryWithBackoff, maximumAttempts: 6 },
+});
+
+/** Stage (fetch from the source) and deliver (copy onto the box): as long as they need, while they heartbeat. */
+export const reconcileTransfer = proxyActivities<Activities>({
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: LONG_ACTIVITY_HEARTBEAT_TIMEOUT,
+  retry: { ...retryWithBackoff, maximumAttempts: 6 },
+});
+
+/** Restarting the box waits for the old runtime to stop; it heartbeats meanwhile. */
+export const boxRestart = proxyActivities<Activities>({
+  startToCloseTimeout: '2m',
+  heartbeatTimeout: LONG_ACTIVITY_HEARTBEAT_TIMEOUT,
+  retry: { ...retryWithBackoff, maximumAttempts: 5 },
+});
+
+/** The projection row and token revocation: one statement each. */
+export const bookkeeping = proxyActivities<Activities>({
+  startToCloseTimeout: '15s',
+  retry: { ...retryWithBackoff, maximumAttempts: 5 },
+});
+
+/** Dead detection's one look at the box: a transport error means "assume alive", so it is never retried. */
+export const boxProbe = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
+
+/** Runs started before per-step reconcile activities called this single one. */
+export function legacyReconcile(startToCloseTimeoutMs: number) {
+  return proxyActivities<Activities>({ startToCloseTimeout: startToCloseTimeoutMs });
+}
