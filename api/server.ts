@@ -3,7 +3,7 @@
  * workflow, and answers fast. It holds no lifecycle logic: statuses, reconciles, restarts and
  * verdicts are the workflow's. A signal that was not delivered is never answered with 200.
  */
-import { WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
@@ -28,7 +28,7 @@ import {
 } from '../workflows/definitions.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import type { LifecycleConfig } from '../workflows/config.js';
-import { statuses } from '../workflows/state-machine.js';
+import { statuses, type WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
 import {
   DEPENDENCY_RETRY_AFTER_SECONDS,
@@ -167,6 +167,31 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
   // Workflows this API starts get the configured lifecycle overrides, if any.
   const lifecycle = Object.keys(settings.lifecycle).length > 0 ? { config: settings.lifecycle } : {};
 
+  /**
+   * The workflow's state query. A query is answered by a worker running the workflow, so one
+   * that does not answer in time has two causes, told apart by a describe: the workflow's tasks
+   * are failing (502, Temporal answered; the Web UI shows why), or Temporal or the workers are
+   * not answering (503).
+   */
+  async function queryState(id: string): Promise<WorkspaceState> {
+    const handle = client.workflow.getHandle(workspaceWorkflowId(id));
+    try {
+      return await temporal(() => handle.query(stateQuery));
+    } catch (err) {
+      if (!(err instanceof HttpError) || err.statusCode !== 503) throw err;
+      const failing = await client
+        .withDeadline(Date.now() + 2_000, () => workflowTaskFailing(handle))
+        .catch(() => null);
+      if (failing !== null)
+        throw new HttpError(
+          502,
+          `Temporal answered, but workflow ${workspaceWorkflowId(id)} cannot answer queries: its workflow task ` +
+            `is failing (${failing}); the Web UI shows why`,
+        );
+      throw err;
+    }
+  }
+
   /** Store calls fail closed: an unreachable database is 503, never a pass. */
   async function db<T>(work: () => Promise<T>): Promise<T> {
     try {
@@ -228,11 +253,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         const body = request.body;
         await requireRuntime(request, body.id, 'register');
         // Effective delivery mode as the workflow computes it: the payload's, else the stored one, else push.
-        const stored =
-          body.delivery_mode === undefined
-            ? (await temporal(() => client.workflow.getHandle(workspaceWorkflowId(body.id)).query(stateQuery)))
-                .deliveryMode
-            : null;
+        const stored = body.delivery_mode === undefined ? (await queryState(body.id)).deliveryMode : null;
         const deliveryMode = body.delivery_mode ?? stored ?? 'push';
         if (deliveryMode === 'push') {
           const field = body.url ? 'body.url' : 'body.agent_card.url';
@@ -387,7 +408,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         admitted(async () => {
           const id = request.params.id;
           if ((await db(() => store.workspaceAccess(id))) === null) throw new HttpError(404, `unknown workspace ${id}`);
-          const state = await temporal(() => client.workflow.getHandle(workspaceWorkflowId(id)).query(stateQuery));
+          const state = await queryState(id);
           return state as unknown as Record<string, unknown>;
         }),
     );
@@ -569,4 +590,19 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
   return app;
+}
+
+/**
+ * Why the workflow cannot run its tasks, or null when they are fine: a pending workflow task on
+ * its second attempt or later, or a history whose last workflow task failed.
+ */
+async function workflowTaskFailing(handle: WorkflowHandle): Promise<string | null> {
+  const attempt = (await handle.describe()).raw.pendingWorkflowTask?.attempt ?? 0;
+  if (attempt > 1) return `attempt ${attempt}`;
+  const events = (await handle.fetchHistory()).events ?? [];
+  const last = [...events]
+    .reverse()
+    .find((event) => event.workflowTaskCompletedEventAttributes || event.workflowTaskFailedEventAttributes);
+  const failure = last?.workflowTaskFailedEventAttributes?.failure?.message;
+  return failure ? `last failure: ${failure}` : null;
 }

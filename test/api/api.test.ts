@@ -856,6 +856,23 @@ describe('Temporal unavailable', () => {
   });
 });
 
+describe('a status means what it says', () => {
+  it('a query on a workflow whose tasks fail is 502 (Temporal answered with an error), not "unavailable"', async () => {
+    const id = uniqueId('api-broken');
+    await store.ensureWorkspace(id);
+    // A workflow type the worker does not know: every workflow task of it fails.
+    await env.client.workflow.start('noSuchWorkflowType', { taskQueue, workflowId: workspaceWorkflowId(id) });
+    try {
+      const res = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+      expect(res.statusCode, res.body).toBe(502);
+      expect(res.json<{ error: string }>().error).toMatch(/^Temporal answered, but workflow .* task is failing/);
+      expect(res.headers['retry-after']).toBeUndefined();
+    } finally {
+      await env.client.workflow.getHandle(workspaceWorkflowId(id)).terminate('test done');
+    }
+  });
+});
+
 describe('overload and a database that is down', () => {
   it('past its admission limit the API refuses at once with 429 and Retry-After; what it accepted arrives', async () => {
     const { id, token } = await createWorkspace();
