@@ -1,15 +1,25 @@
 /**
- * Admission control: the API serves at most `maxInFlight` calls that reach Temporal or the
- * database at once, lets at most `maxQueued` more wait briefly for a slot, and refuses the rest
- * at once with 429 and Retry-After. Past what the system can serve, a queue only adds latency
- * to every call and memory to the process; refusing the excess keeps the accepted calls fast
- * and tells the caller when to come back.
+ * Admission control: the API serves at most `limit` calls that reach Temporal or the database
+ * at once, lets at most `maxQueued` more wait briefly for a slot, and refuses the rest at once
+ * with 429 and Retry-After. Past what the system can serve, a queue only adds latency to every
+ * call and memory to the process; refusing the excess keeps the accepted calls fast and tells
+ * the caller when to come back.
+ *
+ * The limit adapts (additive increase, multiplicative decrease, as TCP's congestion window):
+ * while calls finish within `targetLatencyMs` it grows by about one per `limit` calls, up to
+ * `maxInFlight`; a call slower than that shrinks it by a quarter (once for all the calls
+ * admitted before the cut), down to `minInFlight`. So when the box slows down (another process takes the CPU,
+ * Temporal is busy), fewer calls are let in and the accepted ones stay fast.
  */
 import { HttpError } from './errors.js';
 
 export interface AdmissionSettings {
-  /** Calls served at once. */
+  /** The most calls served at once. */
   maxInFlight: number;
+  /** The fewest calls served at once, however slow they are. */
+  minInFlight: number;
+  /** A call slower than this (its own work, not its wait for a slot) lowers the limit. */
+  targetLatencyMs: number;
   /** Calls that may wait for a slot; one more is refused at once. */
   maxQueued: number;
   /** A call that waited this long for a slot is refused. */
@@ -24,6 +34,8 @@ export interface AdmissionSettings {
  */
 export const defaultAdmissionSettings: AdmissionSettings = {
   maxInFlight: 32,
+  minInFlight: 4,
+  targetLatencyMs: 500,
   maxQueued: 8,
   maxQueueWaitMs: 50,
   retryAfterSeconds: 1,
@@ -37,13 +49,21 @@ interface Waiter {
 export class Admission {
   private inFlight = 0;
   private readonly waiting: Waiter[] = [];
+  /** The current limit; fractional so the additive increase can be gradual. */
+  private limit: number;
+  private lastDecreaseAt = -Infinity;
   /** Refusals since start, by why: the queue was full, or the wait for a slot ran out. */
   readonly refused = { queueFull: 0, waitedTooLong: 0 };
 
-  constructor(private readonly settings: AdmissionSettings) {}
+  constructor(
+    private readonly settings: AdmissionSettings,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.limit = settings.maxInFlight;
+  }
 
-  get load(): { inFlight: number; queued: number } {
-    return { inFlight: this.inFlight, queued: this.waiting.length };
+  get load(): { inFlight: number; queued: number; limit: number } {
+    return { inFlight: this.inFlight, queued: this.waiting.length, limit: Math.floor(this.limit) };
   }
 
   /**
@@ -52,7 +72,7 @@ export class Admission {
    * almost nothing when the API is flooded.
    */
   refuseEarly(): HttpError | undefined {
-    if (this.inFlight < this.settings.maxInFlight || this.waiting.length < this.settings.maxQueued) return undefined;
+    if (this.inFlight < Math.floor(this.limit) || this.waiting.length < this.settings.maxQueued) return undefined;
     this.refused.queueFull++;
     return this.refusal('too many calls in flight');
   }
@@ -60,15 +80,31 @@ export class Admission {
   /** Runs `work` in a slot, or throws a 429 HttpError without running it. */
   async run<T>(work: () => Promise<T>): Promise<T> {
     await this.acquire();
+    const started = this.now();
     try {
       return await work();
     } finally {
+      this.adapt(started);
       this.release();
     }
   }
 
+  /** After a call that started at `started`: a slow one shrinks the limit, a fast one grows it. */
+  private adapt(started: number): void {
+    const { minInFlight, maxInFlight, targetLatencyMs } = this.settings;
+    const at = this.now();
+    if (at - started > targetLatencyMs) {
+      // Calls admitted before the last cut were slow under the old limit: one cut answers them all.
+      if (started < this.lastDecreaseAt) return;
+      this.lastDecreaseAt = at;
+      this.limit = Math.max(minInFlight, this.limit * 0.75);
+    } else {
+      this.limit = Math.min(maxInFlight, this.limit + 1 / this.limit);
+    }
+  }
+
   private acquire(): Promise<void> | undefined {
-    if (this.inFlight < this.settings.maxInFlight) {
+    if (this.inFlight < Math.floor(this.limit)) {
       this.inFlight++;
       return undefined;
     }
@@ -93,10 +129,15 @@ export class Admission {
   }
 
   private release(): void {
-    const next = this.waiting.shift();
-    // The slot passes straight to the oldest waiter; inFlight stays the same.
-    if (next) next.admit();
-    else this.inFlight--;
+    // The slot passes straight to the oldest waiter while the limit allows; else it is freed.
+    if (this.inFlight <= Math.floor(this.limit)) {
+      const next = this.waiting.shift();
+      if (next) {
+        next.admit();
+        return;
+      }
+    }
+    this.inFlight--;
   }
 
   private refusal(why: string): HttpError {

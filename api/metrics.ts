@@ -33,6 +33,14 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'api_admission_limit',
+      help: 'Calls the admission limit lets in at once now (it adapts to latency)',
+      registers: [this.registry],
+      collect() {
+        this.set(admission.load.limit);
+      },
+    });
+    new Gauge({
       name: 'api_admission_queued',
       help: 'Calls waiting for an admission slot',
       registers: [this.registry],

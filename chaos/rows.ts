@@ -47,7 +47,7 @@ async function createWorkspaces(
   const created: Runtime[] = [];
   for (let i = 0; i < n; i += 20) {
     const batch = Array.from({ length: Math.min(20, n - i) }, (_, k) => `chaos-${run}-${i + k}`);
-    const answers = await Promise.all(batch.map((id) => admin(stack, 'POST', '/workspaces', { id, plugins })));
+    const answers = await Promise.all(batch.map((id) => createOne(stack, id, plugins)));
     answers.forEach((answer, k) => {
       const token = (answer.body as { auth_token?: unknown } | null)?.auth_token;
       if (answer.status !== 201 || typeof token !== 'string')
@@ -56,6 +56,15 @@ async function createWorkspaces(
     });
   }
   return created;
+}
+
+/** One create, retried after Retry-After while the API refuses it as overloaded (429: nothing was done). */
+async function createOne(stack: Stack, id: string, plugins: { name: string; source: string }[]) {
+  for (;;) {
+    const answer = await admin(stack, 'POST', '/workspaces', { id, plugins });
+    if (answer.status !== 429) return answer;
+    await sleep(1_000 * (0.5 + Math.random()));
+  }
 }
 
 function handle(client: Client, id: string): WorkflowHandle {

@@ -3,7 +3,7 @@
  */
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
-import { Admission } from '../../api/admission.js';
+import { Admission, defaultAdmissionSettings, type AdmissionSettings } from '../../api/admission.js';
 import { HttpError, databaseFailure, temporalFailure } from '../../api/errors.js';
 
 /** An error shaped as the gRPC client throws it (code, details, metadata), wrapped as the SDK wraps it. */
@@ -52,6 +52,9 @@ describe('temporalFailure', () => {
 });
 
 describe('Admission', () => {
+  // A target no call misses: the limit stays at maxInFlight.
+  const fixed: AdmissionSettings = { ...defaultAdmissionSettings, targetLatencyMs: 60_000, retryAfterSeconds: 1 };
+
   function gate(): { promise: Promise<void>; open: () => void } {
     let open = (): void => undefined;
     const promise = new Promise<void>((resolve) => (open = resolve));
@@ -59,7 +62,7 @@ describe('Admission', () => {
   }
 
   it('serves maxInFlight at once, queues maxQueued, refuses the rest at once with 429', async () => {
-    const admission = new Admission({ maxInFlight: 2, maxQueued: 1, maxQueueWaitMs: 10_000, retryAfterSeconds: 1 });
+    const admission = new Admission({ ...fixed, maxInFlight: 2, maxQueued: 1, maxQueueWaitMs: 10_000 });
     const held = gate();
     const order: number[] = [];
     const calls = [1, 2, 3].map((n) =>
@@ -70,7 +73,7 @@ describe('Admission', () => {
       }),
     );
     await Promise.resolve();
-    expect(admission.load).toEqual({ inFlight: 2, queued: 1 });
+    expect(admission.load).toMatchObject({ inFlight: 2, queued: 1 });
     const refused = await admission.run(() => Promise.resolve(4)).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(HttpError);
     expect((refused as HttpError).statusCode).toBe(429);
@@ -78,25 +81,52 @@ describe('Admission', () => {
     held.open();
     expect(await Promise.all(calls)).toEqual([1, 2, 3]);
     expect(order).toEqual([1, 2, 3]);
-    expect(admission.load).toEqual({ inFlight: 0, queued: 0 });
+    expect(admission.load).toMatchObject({ inFlight: 0, queued: 0 });
     expect(admission.refused).toEqual({ queueFull: 1, waitedTooLong: 0 });
   });
 
   it('a call that waits too long for a slot is refused and gives its place up', async () => {
-    const admission = new Admission({ maxInFlight: 1, maxQueued: 5, maxQueueWaitMs: 20, retryAfterSeconds: 1 });
+    const admission = new Admission({ ...fixed, maxInFlight: 1, maxQueued: 5, maxQueueWaitMs: 20 });
     const held = gate();
     const first = admission.run(() => held.promise);
     const waited = await admission.run(() => Promise.resolve('late')).catch((err: unknown) => err);
     expect((waited as HttpError).statusCode).toBe(429);
-    expect(admission.load).toEqual({ inFlight: 1, queued: 0 });
+    expect(admission.load).toMatchObject({ inFlight: 1, queued: 0 });
     held.open();
     await first;
     expect(await admission.run(() => Promise.resolve('next'))).toBe('next');
     expect(admission.refused.waitedTooLong).toBe(1);
   });
 
+  it('the limit shrinks while calls are slower than the target and grows back when they are fast', async () => {
+    let clock = 0;
+    const settings = { ...defaultAdmissionSettings, maxInFlight: 32, minInFlight: 4, targetLatencyMs: 300 };
+    const admission = new Admission(settings, () => clock);
+    const call = (ms: number): Promise<void> =>
+      admission.run(() => {
+        clock += ms;
+        return Promise.resolve();
+      });
+    expect(admission.load.limit).toBe(32);
+    // Two slow calls admitted together: one cut (32 → 24), not two.
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const both = [admission.run(() => held), admission.run(() => held)];
+    await new Promise((resolve) => setImmediate(resolve)); // both admitted and started
+    clock += 500;
+    release();
+    await Promise.all(both);
+    expect(admission.load.limit).toBe(24);
+    for (let i = 0; i < 20; i++) await call(500);
+    expect(admission.load.limit).toBe(4); // never below minInFlight
+    for (let i = 0; i < 200; i++) await call(10);
+    expect(admission.load.limit).toBeGreaterThan(16); // about one more per `limit` fast calls
+    for (let i = 0; i < 2_000; i++) await call(10);
+    expect(admission.load.limit).toBe(32); // never above maxInFlight
+  });
+
   it('a failing call frees its slot', async () => {
-    const admission = new Admission({ maxInFlight: 1, maxQueued: 0, maxQueueWaitMs: 10, retryAfterSeconds: 1 });
+    const admission = new Admission({ ...fixed, maxInFlight: 1, maxQueued: 0, maxQueueWaitMs: 10 });
     await expect(admission.run(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
     expect(admission.load.inFlight).toBe(0);
   });
