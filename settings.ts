@@ -1,17 +1,163 @@
-/** Settings from the environment shared by the worker, the API, `npm start` and the simulator: data folders, plugin sources and staging, the box runtime. */
+/**
+ * Every setting a process of ours reads from the environment, loaded once at its start by
+ * `loadSettings()` and passed on as values (`startApi(settings)`, `workerSettings(settings)`),
+ * so no module reads `process.env` behind the caller's back. Each variable is in the README's
+ * configuration table. A bad value is a SettingsError whose message names the variable.
+ */
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { SourceSettings } from './plugins/source.js';
-import type { StageSettings } from './plugins/stage.js';
+import type { SourceSettings } from './activities/plugins/source.js';
+import type { StageSettings } from './activities/plugins/stage.js';
+import { defaultAdmissionSettings } from './api/admission.js';
+import { defaultApiSettings, type ApiSettings } from './api/context.js';
+import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
+import { parseLifecycleOverrides } from './workflows/config.js';
+import { TASK_QUEUE } from './workflows/definitions.js';
+
+/** A setting is missing or malformed; the message names the variable and what it needs. */
+export class SettingsError extends Error {
+  override readonly name = 'SettingsError';
+}
+
+/** The worker's settings. */
+export interface WorkerSettings {
+  temporal: TemporalSettings;
+  taskQueue: string;
+  databaseUrl: string;
+  boxesDir: string;
+  runtimeCommand: string[] | null;
+  /** Variables the local box runtimes get on top of the worker's environment (e.g. WL_API_URL). */
+  runtimeEnv: Record<string, string>;
+  sources: SourceSettings & StageSettings;
+}
+
+/** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
+export interface Settings {
+  dataDir: string;
+  temporal: TemporalSettings;
+  taskQueue: string;
+  /** Unset: `npm start` runs the embedded database; the worker and the API need one. */
+  databaseUrl: string | undefined;
+  boxesDir: string;
+  runtimeCommand: string[] | null;
+  sources: SourceSettings & StageSettings;
+  api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
+    /** Unset: `npm start` makes one; `npm run api` refuses to start. */
+    adminToken: string | undefined;
+    /** Whether WL_ALLOW_LOOPBACK_URLS was set at all (`npm start` allows loopback unless told not to). */
+    loopbackConfigured: boolean;
+    host: string;
+    port: number;
+  };
+  /** What `npm start` runs when nothing else is configured. */
+  local: { temporalPort: number; uiPort: number; embeddedDbPort: number };
+}
+
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
+  return {
+    dataDir: dataDir(env),
+    temporal: temporalSettingsFromEnv(env),
+    taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
+    databaseUrl: env['DATABASE_URL'] || undefined,
+    boxesDir: boxesDirFromEnv(env),
+    runtimeCommand: runtimeCommandFromEnv(env),
+    sources: sourceSettingsFromEnv(env),
+    api: {
+      ...defaultApiSettings,
+      adminToken: env['WL_ADMIN_TOKEN'] || undefined,
+      loopbackConfigured: env['WL_ALLOW_LOOPBACK_URLS'] !== undefined,
+      urlPolicy: {
+        allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
+        allowPrivate: env['WL_ALLOW_PRIVATE_URLS'] === 'true',
+      },
+      logLevel: env['LOG_LEVEL'] ?? 'info',
+      lifecycle: lifecycleOverrides(env),
+      admission: {
+        ...defaultAdmissionSettings,
+        maxInFlight: integer(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight, 1),
+        targetLatencyMs: integer(env, 'WL_API_TARGET_LATENCY_MS', defaultAdmissionSettings.targetLatencyMs, 1),
+        maxQueued: integer(env, 'WL_API_MAX_QUEUED', defaultAdmissionSettings.maxQueued, 0),
+        maxQueueWaitMs: integer(env, 'WL_API_MAX_QUEUE_WAIT_MS', defaultAdmissionSettings.maxQueueWaitMs, 1),
+      },
+      host: env['WL_API_HOST'] ?? '127.0.0.1',
+      port: integer(env, 'WL_API_PORT', 8080, 0),
+    },
+    local: {
+      temporalPort: integer(env, 'TEMPORAL_PORT', 7233, 1),
+      uiPort: integer(env, 'TEMPORAL_UI_PORT', 8233, 1),
+      embeddedDbPort: integer(env, 'WL_EMBEDDED_DB_PORT', 0, 0),
+    },
+  };
+}
+
+/** The API's settings; it needs the admin token and a database. */
+export function apiSettings(settings: Settings): ApiSettings {
+  const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
+  if (adminToken === undefined || adminToken.length < 16)
+    throw new SettingsError(
+      `WL_ADMIN_TOKEN must be set to at least 16 characters (got ${adminToken === undefined ? 'nothing' : `${adminToken.length}`})`,
+    );
+  const { taskQueue, sources } = settings;
+  return {
+    adminToken,
+    taskQueue,
+    urlPolicy,
+    sources,
+    temporalTimeoutMs,
+    bodyLimitBytes,
+    logLevel,
+    admission,
+    lifecycle,
+  };
+}
+
+/** The worker's settings; it needs a database. */
+export function workerSettings(settings: Settings, runtimeEnv: Record<string, string> = {}): WorkerSettings {
+  return {
+    temporal: settings.temporal,
+    taskQueue: settings.taskQueue,
+    databaseUrl: requireDatabaseUrl(settings),
+    boxesDir: settings.boxesDir,
+    runtimeCommand: settings.runtimeCommand,
+    runtimeEnv,
+    sources: settings.sources,
+  };
+}
+
+export function requireDatabaseUrl(settings: Settings): string {
+  if (settings.databaseUrl === undefined)
+    throw new SettingsError('DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
+  return settings.databaseUrl;
+}
+
+function lifecycleOverrides(env: NodeJS.ProcessEnv): ApiSettings['lifecycle'] {
+  const text = env['WL_LIFECYCLE_CONFIG'];
+  if (!text) return {};
+  try {
+    return parseLifecycleOverrides(text);
+  } catch (err) {
+    throw new SettingsError(`WL_LIFECYCLE_CONFIG: ${(err as Error).message}`);
+  }
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min)
+    throw new SettingsError(`${name} must be an integer >= ${min}, got ${raw}`);
+  return value;
+}
 
 /** Where local state lives (dev server database, boxes, plugin cache): `WL_DATA_DIR` or `data/`. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env['WL_DATA_DIR'] ?? fileURLToPath(new URL('../data/', import.meta.url)));
+  return resolve(env['WL_DATA_DIR'] ?? fileURLToPath(new URL('./data/', import.meta.url)));
 }
 
 export function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const value = Number(env[name] ?? fallback);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${env[name]}`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new SettingsError(`${name} must be a positive number, got ${env[name]}`);
   return value;
 }
 
@@ -53,14 +199,14 @@ export function runtimeCommandFromEnv(env: NodeJS.ProcessEnv = process.env): str
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new Error(`WL_RUNTIME_COMMAND is not valid JSON (${(err as Error).message}): ${text}`);
+    throw new SettingsError(`WL_RUNTIME_COMMAND is not valid JSON (${(err as Error).message}): ${text}`);
   }
   if (
     !Array.isArray(parsed) ||
     parsed.length === 0 ||
     !parsed.every((part): part is string => typeof part === 'string' && part !== '')
   )
-    throw new Error(
+    throw new SettingsError(
       `WL_RUNTIME_COMMAND must be a JSON array of non-empty strings (program, then arguments), ` +
         `e.g. ["node","runtime.js"], got ${text}`,
     );
@@ -73,6 +219,6 @@ export function defaultRuntimeCommand(): string[] {
     process.execPath,
     '--import',
     import.meta.resolve('tsx/esm'),
-    fileURLToPath(new URL('../simulator/runtime.ts', import.meta.url)),
+    fileURLToPath(new URL('./simulator/runtime.ts', import.meta.url)),
   ];
 }

@@ -11,37 +11,11 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { createActivities } from './activities/index.js';
-import { boxesDirFromEnv, runtimeCommandFromEnv, sourceSettingsFromEnv } from './activities/settings.js';
 import { LocalBoxDriver } from './activities/box/local.js';
-import type { SourceSettings } from './activities/plugins/source.js';
-import type { StageSettings } from './activities/plugins/stage.js';
-import { ensureSearchAttributes, temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
+import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
-import { TASK_QUEUE } from './workflows/definitions.js';
-
-export interface WorkerSettings {
-  temporal: TemporalSettings;
-  taskQueue: string;
-  databaseUrl: string;
-  boxesDir: string;
-  runtimeCommand: string[] | null;
-  sources: SourceSettings & StageSettings;
-}
-
-export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerSettings {
-  const databaseUrl = env['DATABASE_URL'];
-  if (!databaseUrl)
-    throw new Error('DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
-  return {
-    temporal: temporalSettingsFromEnv(env),
-    taskQueue: env['TEMPORAL_TASK_QUEUE'] ?? TASK_QUEUE,
-    databaseUrl,
-    boxesDir: boxesDirFromEnv(env),
-    runtimeCommand: runtimeCommandFromEnv(env),
-    sources: sourceSettingsFromEnv(env),
-  };
-}
+import { loadSettings, workerSettings, type WorkerSettings } from './settings.js';
 
 export interface CreatedWorker {
   worker: Worker;
@@ -56,7 +30,11 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     onIdleError: (err) =>
       console.warn(`worker: a database connection failed (${err.message}); the next query reconnects`),
   });
-  const driver = new LocalBoxDriver({ root: settings.boxesDir, runtimeCommand: settings.runtimeCommand });
+  const driver = new LocalBoxDriver({
+    root: settings.boxesDir,
+    runtimeCommand: settings.runtimeCommand,
+    runtimeEnv: settings.runtimeEnv,
+  });
   const { connectionOptions, namespace } = settings.temporal;
   let connection: NativeConnection | undefined;
   try {
@@ -123,7 +101,7 @@ function message(err: unknown): string {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
-    await superviseWorker(workerSettingsFromEnv());
+    await superviseWorker(workerSettings(loadSettings()));
   } catch (err) {
     console.error(`worker: ${message(err)}`);
     process.exit(1);

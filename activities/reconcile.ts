@@ -1,17 +1,19 @@
 /**
- * Reconcile activities: thin, idempotent adapters over the store, the plugin sources and the
- * box driver. Permanent plugin problems become non-retryable failures carrying a message a
+ * The declared-plugin reconcile's steps (diff, probe, stage, deliver, record): thin, idempotent
+ * adapters over the store, the plugin sources and the box driver. Permanent plugin problems become non-retryable failures carrying a message a
  * person can act on; everything else is retried by the workflow's retry policy.
  */
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import type { DeclaredPlugin, Projection, Store, TrackingRow } from '../db/store.js';
+import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
 import type { BoxDriver } from './box/driver.js';
+import { heartbeating } from './heartbeating.js';
 import { PermanentPluginError } from './plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from './plugins/source.js';
 import { parseManifest, stagePlugin as stage, type StagedPlugin, type StageSettings } from './plugins/stage.js';
 
-export interface ReconcileDeps {
+/** What every activity works with; the worker builds it once. */
+export interface ActivityDeps {
   store: Store;
   driver: BoxDriver;
   sources: SourceSettings & StageSettings;
@@ -29,7 +31,7 @@ export type Probe =
   /** The box could not say (unreachable, unreadable or empty manifest): treated as absent. */
   | { presence: 'uncertain'; detail: string };
 
-export function createReconcileActivities(deps: ReconcileDeps) {
+export function createReconcileActivities(deps: ActivityDeps) {
   const { store, driver, sources } = deps;
 
   async function permanentAsFailure<T>(work: () => Promise<T>): Promise<T> {
@@ -102,55 +104,7 @@ export function createReconcileActivities(deps: ReconcileDeps) {
     async recordInstalled(row: TrackingRow): Promise<void> {
       await store.recordInstalled(row);
     },
-
-    /** The SQL readers' view of the workspace; ordered by the workflow's transition count. */
-    async writeProjection(projection: Projection): Promise<void> {
-      await store.writeProjection(projection);
-    },
-
-    /** One probe for dead detection; an error is the caller's to interpret (assume alive). */
-    async isBoxRunning({ workspaceId }: { workspaceId: string }): Promise<boolean> {
-      return driver.isRunning(workspaceId);
-    },
-
-    async revokeInstanceTokens({ workspaceId }: { workspaceId: string }): Promise<number> {
-      const revoked = await store.revokeInstanceTokens(workspaceId);
-      log.info('revoked instance tokens', { workspaceId, revoked });
-      return revoked;
-    },
-
-    async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
-      const result = await heartbeating(() => driver.restart(workspaceId, restartId));
-      log.info('restart box', { workspaceId, restartId, result });
-      return result;
-    },
   };
-}
-
-export type ReconcileActivities = ReturnType<typeof createReconcileActivities>;
-
-/** How often a long activity tells Temporal its worker is alive (well inside the heartbeat timeout). */
-const HEARTBEAT_EVERY_MS = 2_000;
-
-/**
- * Runs `work` while heartbeating, so a worker that dies mid-activity is noticed within the
- * heartbeat timeout and the activity retried elsewhere. Outside an activity (a direct call in a
- * benchmark or test) it just runs `work`.
- */
-async function heartbeating<T>(work: () => Promise<T>): Promise<T> {
-  let context: Context;
-  try {
-    context = Context.current();
-  } catch {
-    return work();
-  }
-  context.heartbeat();
-  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_EVERY_MS);
-  try {
-    return await work();
-  } finally {
-    clearInterval(timer);
-  }
 }
 
 function sha256(text: string): string {

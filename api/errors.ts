@@ -9,7 +9,6 @@
  * - 502: Temporal answered, with an error (e.g. a query on a workflow whose tasks fail).
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, isGrpcServiceError } from '@temporalio/client';
-import { z } from 'zod';
 
 export interface Issue {
   field: string;
@@ -32,18 +31,6 @@ export class HttpError extends Error {
 /** A 400 that names its fields. */
 export function badRequest(message: string, issues: Issue[]): HttpError {
   return new HttpError(400, message, { issues });
-}
-
-export const errorBody = z.object({
-  error: z.string(),
-  issues: z.array(z.object({ field: z.string(), problem: z.string() })).optional(),
-  /** Present when a signal's fate is not known: it may have been delivered. Retrying is safe. */
-  delivery: z.literal('unknown').optional(),
-});
-
-/** The error answers a route documents, each with the shared error body. */
-export function errors<const C extends number>(...codes: C[]): Record<C, typeof errorBody> {
-  return Object.fromEntries(codes.map((code) => [code, errorBody])) as Record<C, typeof errorBody>;
 }
 
 /** Seconds a caller waits before retrying a dependency that is down. */

@@ -1,20 +1,6 @@
-import { z } from 'zod';
-import { PermanentPluginError, SAFE_PLUGIN_NAME } from '../activities/plugins/errors.js';
+import { PermanentPluginError } from '../activities/plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from '../activities/plugins/source.js';
 import type { Issue } from './errors.js';
-
-export const declaredPluginsSchema = z
-  .array(
-    z.strictObject({
-      name: z
-        .string()
-        .regex(SAFE_PLUGIN_NAME, "must be a safe path segment: letters, digits, '.', '_', '-'")
-        .refine((name) => !name.includes('..'), "must not contain '..'"),
-      source: z.string().min(1).max(2048),
-    }),
-  )
-  .max(200)
-  .refine((plugins) => new Set(plugins.map((p) => p.name)).size === plugins.length, 'plugin names must be unique');
 
 /**
  * What the reconcile would reject permanently later, found at declaration time: one issue per

@@ -9,13 +9,12 @@
  * next call opens a fresh connection once the database is back.
  */
 import pg from 'pg';
+import type { InstalledVia } from '../workflows/state-machine.js';
 
 export interface DeclaredPlugin {
   name: string;
   source: string;
 }
-
-export type InstalledVia = 'boot' | 'delivered';
 
 export interface TrackingRow {
   workspaceId: string;
@@ -119,10 +118,6 @@ export class Store {
     }));
   }
 
-  async ensureWorkspace(workspaceId: string): Promise<void> {
-    await this.pool.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
-  }
-
   /** Replaces the declared set in one transaction. */
   async setDeclaredPlugins(workspaceId: string, plugins: DeclaredPlugin[]): Promise<void> {
     await this.transaction(async (client) => {
@@ -183,22 +178,6 @@ export class Store {
          WHERE workspaces.version < EXCLUDED.version`,
       [p.workspaceId, p.status, p.url, p.statusSince, p.version],
     );
-  }
-
-  async readProjection(workspaceId: string): Promise<Projection | null> {
-    const { rows } = await this.pool.query<{ status: string; url: string | null; status_since: Date; version: string }>(
-      'SELECT status, url, status_since, version FROM workspaces WHERE id = $1',
-      [workspaceId],
-    );
-    const row = rows[0];
-    if (!row) return null;
-    return {
-      workspaceId,
-      status: row.status,
-      url: row.url,
-      statusSince: row.status_since.toISOString(),
-      version: Number(row.version),
-    };
   }
 
   /** Revokes every live instance token of the workspace; returns how many were live. */

@@ -4,29 +4,62 @@
  * over the PostgreSQL wire protocol), the worker and the HTTP API. With a Temporal address
  * configured (TEMPORAL_ADDRESS or a temporal.toml profile) or DATABASE_URL set it uses those
  * instead. Without WL_ADMIN_TOKEN it makes one for this run and prints it.
- * Ctrl-C stops the worker (draining in-flight tasks), the API, the database, then the dev server.
+ * Ctrl-C stops the worker (draining in-flight tasks), the API, the runtimes of the local boxes,
+ * the database, then the dev server. A dev server left running by an earlier run that was
+ * killed (SIGKILL) is stopped before a new one starts. Settings are loaded once (settings.ts)
+ * and passed on as values; nothing here writes `process.env`.
  */
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminTokenPath, dataDir as resolveDataDir, defaultRuntimeCommand } from '../activities/settings.js';
-import { startApi } from '../api/main.js';
+import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
+import { startApi, type RunningApi } from '../api/main.js';
 import {
   clientConnectionOptions,
   devServerSearchAttributeArgs,
-  temporalSettingsFromEnv,
   withAddress,
   type TemporalSettings,
 } from '../connection.js';
-import { createWorker, workerSettingsFromEnv } from '../worker.js';
+import { migrate } from '../db/migrate.js';
+import { adminTokenPath, defaultRuntimeCommand, loadSettings, workerSettings, type Settings } from '../settings.js';
+import { createWorker } from '../worker.js';
 import { temporalCliPath } from './toolchain.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../db/embedded.js';
 
-const dataDir = resolveDataDir();
-const port = Number(process.env['TEMPORAL_PORT'] ?? 7233);
-const uiPort = Number(process.env['TEMPORAL_UI_PORT'] ?? 8233);
+let loaded: Settings;
+try {
+  loaded = loadSettings();
+} catch (err) {
+  console.error(`start: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}
+const settings = loaded;
+const { dataDir } = settings;
+const { temporalPort: port, uiPort } = settings.local;
+/** The dev server this command started, so the next run can stop one a killed run left behind. */
+const devServerPidFile = join(dataDir, 'temporal-dev-server.pid');
+
+/** Stops a dev server an earlier run left running (that run was SIGKILLed before it could). */
+async function stopLeftoverDevServer(): Promise<void> {
+  const pid = Number(readFileSafe(devServerPidFile) ?? NaN);
+  if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return;
+  const command = readFileSafe(`/proc/${pid}/cmdline`)?.split('\0') ?? [];
+  if (!command.includes('start-dev') || !command.includes(join(dataDir, 'temporal.db'))) return;
+  console.log(`start: stopping the dev server an earlier run left running (pid ${pid})`);
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 100 && processAlive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+function readFileSafe(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
 
 function startDevServer(): ChildProcess {
   const cli = temporalCliPath();
@@ -39,6 +72,7 @@ function startDevServer(): ChildProcess {
   // before we stop the server ourselves.
   const child = spawn(cli, args, { stdio: ['ignore', 'inherit', 'inherit'], detached: true });
   process.once('exit', () => child.kill('SIGTERM'));
+  if (child.pid !== undefined) writeFileSync(devServerPidFile, String(child.pid));
   return child;
 }
 
@@ -82,7 +116,8 @@ function checkStop(): void {
   if (stopRequested > 0) throw new StopRequested('stopped during startup');
 }
 
-const configured = temporalSettingsFromEnv();
+const configured = settings.temporal;
+if (configured.address === undefined) await stopLeftoverDevServer();
 const devServer = configured.address === undefined ? startDevServer() : undefined;
 let stopping = false;
 // A dev server that dies on its own (its port taken, a corrupt database file) stops everything.
@@ -94,15 +129,13 @@ devServer?.once('exit', (code, signal) => {
 });
 let embedded: EmbeddedDatabase | undefined;
 try {
-  if (process.env['DATABASE_URL'] === undefined) {
+  let databaseUrl = settings.databaseUrl;
+  if (databaseUrl === undefined) {
     console.log(`start: opening the embedded database in ${join(dataDir, 'pglite')} (the first run creates it)`);
-    embedded = await startEmbeddedDatabase({
-      dataDir: join(dataDir, 'pglite'),
-      port: Number(process.env['WL_EMBEDDED_DB_PORT'] ?? 0),
-    });
-    process.env['DATABASE_URL'] = embedded.url;
+    embedded = await startEmbeddedDatabase({ dataDir: join(dataDir, 'pglite'), port: settings.local.embeddedDbPort });
+    databaseUrl = embedded.url;
   }
-  await run();
+  await run(databaseUrl);
 } catch (err) {
   console.error(`start: ${err instanceof Error ? err.message : String(err)}`);
   if (!(err instanceof StopRequested)) process.exitCode = 1;
@@ -113,50 +146,93 @@ try {
     const exited = new Promise((resolve) => devServer.once('exit', resolve));
     devServer.kill('SIGTERM');
     await exited;
+    rmSync(devServerPidFile, { force: true });
   }
 }
 console.log('start: stopped');
 // A worker created but never run (stopped during startup) would keep its native handles open.
 process.exit();
 
-async function run(): Promise<void> {
-  // Local boxes run the simulated runtime (simulator/runtime.ts) unless told otherwise; it finds
-  // the API through WL_API_URL, set below once the API listens.
-  process.env['WL_RUNTIME_COMMAND'] ??= JSON.stringify(defaultRuntimeCommand());
-  const temporal = configured.address === undefined ? withAddress(configured, `127.0.0.1:${port}`) : configured;
-  const settings = { ...workerSettingsFromEnv(), temporal };
+async function run(databaseUrl: string): Promise<void> {
+  const temporal: TemporalSettings =
+    configured.address === undefined ? withAddress(configured, `127.0.0.1:${port}`) : configured;
+  const generatedAdminToken = settings.api.adminToken === undefined;
+  // What this command adds to the loaded settings: the local database and dev server, an admin
+  // token, loopback URLs for local boxes (unless configured), the simulated runtime in each box.
+  const effective: Settings = {
+    ...settings,
+    temporal,
+    databaseUrl,
+    runtimeCommand: settings.runtimeCommand ?? defaultRuntimeCommand(),
+    api: {
+      ...settings.api,
+      adminToken: settings.api.adminToken ?? randomBytes(24).toString('base64url'),
+      urlPolicy: {
+        ...settings.api.urlPolicy,
+        allowLoopback: settings.api.loopbackConfigured ? settings.api.urlPolicy.allowLoopback : true,
+      },
+    },
+  };
   console.log(`start: waiting for Temporal at ${temporal.address}`);
   await waitForTemporal(temporal, 60_000);
   checkStop();
-  const { worker, store } = await createWorker(settings);
-  const generatedAdminToken = process.env['WL_ADMIN_TOKEN'] === undefined;
-  process.env['WL_ADMIN_TOKEN'] ??= randomBytes(24).toString('base64url');
-  // Local boxes serve their agents on loopback.
-  process.env['WL_ALLOW_LOOPBACK_URLS'] ??= 'true';
-  const api = await startApi({ ...process.env, TEMPORAL_ADDRESS: temporal.address });
-  process.env['WL_API_URL'] = api.url;
-  if (generatedAdminToken) {
-    // The simulator (npm run simulate) reads the generated admin token from here.
-    mkdirSync(dataDir, { recursive: true });
-    writeFileSync(adminTokenPath(), process.env['WL_ADMIN_TOKEN'], { mode: 0o600 });
+  await migrate(databaseUrl);
+  // The API first: the runtimes the worker starts in local boxes need its URL.
+  const api = await startApi(effective);
+  let worker: Awaited<ReturnType<typeof createWorker>> | undefined;
+  try {
+    worker = await createWorker(workerSettings(effective, { WL_API_URL: api.url }));
+    if (generatedAdminToken) {
+      // The simulator (npm run simulate) reads the generated admin token from here.
+      mkdirSync(dataDir, { recursive: true });
+      writeFileSync(adminTokenPath(), effective.api.adminToken ?? '', { mode: 0o600 });
+    }
+    printUrls(effective, api, generatedAdminToken);
+    checkStop();
+    await worker.worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
+  } finally {
+    await api.close();
+    await stopBoxRuntimes(effective.boxesDir);
+    await worker?.store.close();
+    await worker?.connection.close();
   }
+}
 
-  console.log(`start: Temporal   ${temporal.address} (namespace ${temporal.namespace})`);
+function printUrls(effective: Settings, api: RunningApi, generatedAdminToken: boolean): void {
+  const { temporal } = effective;
+  console.log(`start: Temporal   ${temporal.address ?? ''} (namespace ${temporal.namespace})`);
   console.log(
-    `start: database   ${embedded ? `embedded PGlite in ${join(dataDir, 'pglite')} at ` : ''}${settings.databaseUrl}`,
+    `start: database   ${embedded ? `embedded PGlite in ${join(dataDir, 'pglite')} at ` : ''}${effective.databaseUrl ?? ''}`,
   );
   if (devServer) console.log(`start: Web UI     http://127.0.0.1:${uiPort}`);
   console.log(`start: API        ${api.url} (OpenAPI at ${api.url}/openapi.json)`);
   if (generatedAdminToken)
-    console.log(`start: admin token ${process.env['WL_ADMIN_TOKEN']} (set WL_ADMIN_TOKEN to choose one)`);
-  console.log(`start: worker     polling task queue ${settings.taskQueue}; Ctrl-C to stop`);
+    console.log(`start: admin token ${effective.api.adminToken ?? ''} (set WL_ADMIN_TOKEN to choose one)`);
+  console.log(`start: worker     polling task queue ${effective.taskQueue}; Ctrl-C to stop`);
   console.log('start: try it     npm run simulate   (in another terminal)');
+}
 
+/**
+ * Stops the runtimes of the local boxes (started by this command's worker or by the
+ * simulator), so none outlives the service that restarts and watches them.
+ */
+async function stopBoxRuntimes(boxesDir: string): Promise<void> {
+  const driver = new LocalBoxDriver({ root: boxesDir, runtimeCommand: null });
+  let ids: string[];
   try {
-    checkStop();
-    await worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
-  } finally {
-    await api.close();
-    await store.close();
+    ids = readdirSync(boxesDir);
+  } catch {
+    return;
   }
+  const running = (
+    await Promise.all(
+      ids.map(async (id) => {
+        const pid = await driver.runtimePid(id);
+        return pid !== null && processAlive(pid) ? id : null;
+      }),
+    )
+  ).filter((id): id is string => id !== null);
+  if (running.length === 0) return;
+  await Promise.all(running.map((id) => driver.stopRuntime(id)));
+  console.log(`start: stopped ${running.length} box runtime(s)`);
 }

@@ -25,7 +25,7 @@ import {
   dataDir as defaultDataDir,
   defaultRuntimeCommand,
   runtimeCommandFromEnv,
-} from '../activities/settings.js';
+} from '../settings.js';
 import { defaultLifecycleConfig } from '../workflows/config.js';
 import type { DispatchVerdict } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';

@@ -1,6 +1,6 @@
 /**
  * Lifecycle durations and thresholds. Defaults are the reference system's constants
- * (REFERENCE.md §1, §2, §5). The resolved config travels in the workflow input and is
+ * (liveness, health thresholds, dead detection). The resolved config travels in the workflow input and is
  * carried across continue-as-new, so a running workspace never changes its rules mid-run
  * because a worker was redeployed with new defaults.
  */

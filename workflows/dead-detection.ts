@@ -1,5 +1,5 @@
 /**
- * Dead-detection evaluation, in the reference's exact order (REFERENCE.md §5.2), on durable
+ * Dead-detection evaluation, in a fixed order of steps (numbered as in the README), on durable
  * timers. Entered by a caller that could not reach the box (the `dispatchFailed` Update) or by
  * the heartbeat watchdog. The decisions that change state (strikes, dead declaration) are
  * events of the pure state machine; this module only sequences probes and waits.
@@ -37,7 +37,7 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   // 1. A restart in flight: nothing to learn from probing a box that is being restarted.
   if (ctx.state().restart.inFlight) return { verdict: 'restarting', detail: 'a restart is in flight' };
 
-  // 2-3. Settling after a restart; a recent heartbeat; while settling, wait briefly for a fresh one.
+  // 2. Settling after a restart; a recent heartbeat; while settling, wait briefly for a fresh one.
   const now = Date.now();
   const settling = isSettling(ctx.state(), now, config);
   const recent = hasRecentHeartbeat(ctx.state(), now, config);
@@ -46,18 +46,18 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
     (hasFreshHeartbeat(ctx.state()) ||
       (await condition(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs)));
 
-  // 4. Probe: an error means assume alive; running resets the strikes.
+  // 3. Probe: an error means assume alive; running resets the strikes.
   let probe = await probeBox(ctx, requester);
   if (probe !== 'not-running') return alive(probe);
 
-  // 5. A lone not-running is not trusted while there is reason to believe the box lives.
+  // 4. A lone not-running is not trusted while there is reason to believe the box lives.
   if (recent || fresh || settling) {
     await sleep(config.reprobeDelayMs);
     probe = await probeBox(ctx, requester);
     if (probe !== 'not-running') return alive(probe);
   }
 
-  // 6. The runtime beat recently, or since the restart: the caller's work waits, the box is not restarted.
+  // 5. The runtime beat recently, or since the restart: the caller's work waits, the box is not restarted.
   if (recent) {
     return { verdict: 'queued', detail: 'the box probes not running but its runtime beat recently: retry later' };
   }
@@ -68,13 +68,13 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
     };
   }
 
-  // 7. Not settling, not running, no recent heartbeat: dead after one probe.
+  // 6. Not settling, not running, no recent heartbeat: dead after one probe.
   if (!settling) {
     ctx.apply({ type: 'deadDeclared', reason: 'not running and no recent heartbeat', requester });
     return { verdict: 'dead', detail: 'not running and no recent heartbeat: restart triggered' };
   }
 
-  // 8. Settling with no heartbeat: a strike; the machine declares dead at the threshold.
+  // 7. Settling with no heartbeat: a strike; the machine declares dead at the threshold.
   const before = ctx.state().deadDetection.deadDeclarations;
   ctx.apply({ type: 'strike', requester });
   if (ctx.state().deadDetection.deadDeclarations > before) {

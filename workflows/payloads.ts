@@ -1,5 +1,5 @@
 /**
- * The runtime's wire payloads (REFERENCE.md §2), validated where they enter a workflow.
+ * The runtime's wire payloads (register and heartbeat), validated where they enter a workflow.
  * The same schemas serve the HTTP API, so a payload the API accepts is one the workflow accepts.
  * Absent numeric and string fields default to zero values, as the reference's Go binding did;
  * wrong types and out-of-range values are rejected with the field named.
@@ -31,8 +31,18 @@ export const agentCardSchema = z
   .loose();
 export type AgentCard = z.infer<typeof agentCardSchema>;
 
+/**
+ * Workspace ids: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, so an
+ * id is also a safe folder name (a local box lives in one). The API, the payloads and the
+ * database's CHECK agree on it.
+ */
+export const WORKSPACE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const workspaceIdSchema = z
+  .string()
+  .regex(WORKSPACE_ID, 'must be 1-128 letters, digits, ".", "_" or "-", starting with a letter or digit');
+
 export const registerPayloadSchema = z.object({
-  id: z.string().min(1).max(128),
+  id: workspaceIdSchema,
   url: z.union([httpUrl, z.literal('')]).optional(),
   agent_card: agentCardSchema,
   delivery_mode: z.enum(deliveryModes).optional(),
@@ -40,10 +50,24 @@ export const registerPayloadSchema = z.object({
 });
 export type RegisterPayload = z.infer<typeof registerPayloadSchema>;
 
+/** The delivery mode a register leads to, first match wins: its own, the workspace's stored one, push. */
+export function effectiveDeliveryMode(requested: DeliveryMode | undefined, stored: DeliveryMode | null): DeliveryMode {
+  return requested ?? stored ?? 'push';
+}
+
+/** Where a register says the platform reaches its agent: `url`, else the agent card's; '' when neither. */
+export function registerUrl(register: Pick<RegisterPayload, 'url' | 'agent_card'>): {
+  url: string;
+  field: 'url' | 'agent_card.url';
+} {
+  if (register.url) return { url: register.url, field: 'url' };
+  return { url: register.agent_card.url ?? '', field: 'agent_card.url' };
+}
+
 export const runtimeStates = ['', 'wedged'] as const;
 
 export const heartbeatPayloadSchema = z.object({
-  workspace_id: z.string().min(1).max(128),
+  workspace_id: workspaceIdSchema,
   error_rate: z.number().min(0).max(1).default(0),
   sample_error: z.string().max(8192).default(''),
   active_tasks: z.number().int().min(0).default(0),

@@ -10,6 +10,7 @@
  */
 import { ActivityFailure, ApplicationFailure, patched } from '@temporalio/workflow';
 import { legacyReconcile, reconcileStep, reconcileTransfer } from './activities.js';
+import { patches } from './patches.js';
 import type { DeclaredPlugin } from '../db/store.js';
 import type { LifecycleConfig } from './config.js';
 import type { PluginOutcome, ReconcileReport } from './state-machine.js';
@@ -20,7 +21,7 @@ export interface ReconcileRequest {
 }
 
 export async function runReconcile(request: ReconcileRequest, config: LifecycleConfig): Promise<ReconcileReport> {
-  if (!patched('plugin-reconcile-activities')) {
+  if (!patched(patches.pluginReconcileActivities)) {
     // Runs started before per-step activities: the single legacy activity.
     await legacyReconcile(config.reconcileTimeoutMs).reconcilePlugins(request);
     return { declared: 0, outcomes: [] };

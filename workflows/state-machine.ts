@@ -1,17 +1,19 @@
 /**
  * The workspace state machine: a pure, deterministic function (state, event, now) → (state, effects).
  *
- * Every status transition of a workspace happens here and nowhere else. The reference system
- * flipped provisioning→online in three places and wired the plugin reconcile to only one of
- * them (seed PRs 3002, 3005); here the reconcile request is attached to the transition itself,
- * so whichever signal causes it, the reconcile is requested exactly once.
+ * Every status transition of a workspace happens here and nowhere else. When a transition can
+ * happen in several places, a trigger wired to one of them is missed by the others (a runtime
+ * that only heartbeats never got its plugins). Here the reconcile request is attached to the
+ * transition itself, so whichever signal causes it, the reconcile is requested exactly once.
  *
  * No I/O, no clocks, no randomness: `now` is passed in (the workflow's deterministic time).
  */
 import type { LifecycleConfig } from './config.js';
 import {
+  effectiveDeliveryMode,
   parseHeartbeat,
   parseRegister,
+  registerUrl,
   type AgentCard,
   type DeliveryMode,
   type HeartbeatPayload,
@@ -91,6 +93,7 @@ export interface ReconcileState {
   lastError: string | null;
 }
 
+/** How a tracked plugin got onto the box: found there by the probe, or delivered by the reconcile. */
 export type InstalledVia = 'boot' | 'delivered';
 
 /** What one reconcile pass did with one missing plugin. */
@@ -466,9 +469,8 @@ function onRegister(draft: Draft, payload: unknown): void {
   }
   if (state.status === 'removed') return draft.reject('register', 'workspace is removed; register cannot resurrect it');
 
-  // Effective delivery mode, first match wins (REFERENCE.md §2.1 step 6).
-  const deliveryMode = register.delivery_mode ?? state.deliveryMode ?? 'push';
-  const url = register.url || register.agent_card.url || '';
+  const deliveryMode = effectiveDeliveryMode(register.delivery_mode, state.deliveryMode);
+  const { url } = registerUrl(register);
   if (deliveryMode === 'push' && url === '') {
     return draft.reject('register', 'url is required for push-mode workspaces (set url or agent_card.url)');
   }
@@ -500,7 +502,7 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): v
   state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
   if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
 
-  // Any heartbeat proves the runtime is up: every not-live status comes online (REFERENCE.md §1).
+  // Any heartbeat proves the runtime is up: every not-live status comes online.
   if (state.status !== 'online' && state.status !== 'degraded') draft.moveTo('online', 'heartbeat');
 
   const health = assessHealth(state.lastHeartbeat, config);
@@ -582,7 +584,10 @@ function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error:
   if (followUp) draft.requestRestart(followUp.reason, followUp.requester);
 }
 
-/** Two strikes within the window declare a settling box dead (reference #2931/#2950). */
+/**
+ * Strikes within the window declare a settling box dead (2 within 30 s by default): one
+ * not-running probe while a restarted box settles proves nothing, two in a row do.
+ */
 function onStrike(draft: Draft, requester: string, config: LifecycleConfig): void {
   if (draft.state.status === 'removed') return;
   const detection = draft.state.deadDetection;
@@ -599,7 +604,7 @@ function onStrike(draft: Draft, requester: string, config: LifecycleConfig): voi
   }
 }
 
-/** Pure reads the dead-detection evaluation needs (REFERENCE.md §5.2 steps 4-5). */
+/** Pure reads the dead-detection evaluation needs (its steps 2 and 4). */
 export function settleDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
   const started = state.restart.lastStartedAt;
   return started === null ? null : Date.parse(started) + config.settleWindowMs;
@@ -625,7 +630,11 @@ interface Health {
   recovered: boolean;
 }
 
-/** Reference `evaluateStatus` rules (REFERENCE.md §1), thresholds from config. */
+/**
+ * Health from the last heartbeat: wedged, or an error rate at or above the degrade threshold
+ * (unless the runtime manages its own status), degrades; recovery needs the rate below the
+ * recover threshold. Thresholds from config.
+ */
 export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Health {
   if (beat.runtimeState === 'wedged') return { degradeReason: 'runtime reports wedged', recovered: false };
   if (!beat.managesOwnStatus && beat.errorRate >= config.degradeErrorRate) {

@@ -22,6 +22,7 @@ import {
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
 import { bookkeeping, boxRestart } from './activities.js';
+import { patches } from './patches.js';
 import {
   initialState,
   nextDeadline,
@@ -61,7 +62,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     if (current.get(workspaceStatusKey) === values.status && current.get(pluginsPendingKey) === values.pluginsPending)
       return;
     // Runs that predate the search attributes keep their command sequence.
-    if (!wf.patched('search-attributes')) return;
+    if (!wf.patched(patches.searchAttributes)) return;
     wf.upsertSearchAttributes([
       { key: workspaceStatusKey, value: values.status },
       { key: pluginsPendingKey, value: values.pluginsPending },
@@ -97,7 +98,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         break;
       case 'writeProjection':
         // Runs that predate the projection keep their command sequence.
-        if (wf.patched('workspace-projection')) {
+        if (wf.patched(patches.workspaceProjection)) {
           const { status, url, statusSince, version } = effect;
           track(
             writeProjection
@@ -119,7 +120,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         break;
       case 'evaluate':
         // Runs that predate the watchdog evaluation keep their command sequence.
-        if (wf.patched('watchdog-evaluation')) void evaluateSerially(effect.requester);
+        if (wf.patched(patches.watchdogEvaluation)) void evaluateSerially(effect.requester);
         break;
       case 'restartBox':
         void restartBox
@@ -198,7 +199,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
 
   // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
   // Runs that predate the effect tracking closed without waiting for fire-and-forget writes.
-  const awaitEffects = wf.patched('await-effects-before-close');
+  const awaitEffects = wf.patched(patches.awaitEffectsBeforeClose);
   await wf.condition(
     () =>
       wf.allHandlersFinished() &&

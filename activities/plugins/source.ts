@@ -1,5 +1,5 @@
 /**
- * Plugin source strings (REFERENCE.md §3.4) parsed into where to fetch from:
+ * Plugin source strings parsed into where to fetch from:
  *   gitea://owner/repo[/subpath…]#ref     github://owner/repo#ref
  *   git+https://host/path/repo.git#ref    git+file:///path/repo.git#ref
  *   local://name  (or a bare name)        from the configured plugins directory

@@ -6,6 +6,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultAdmissionSettings } from '../../api/admission.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
@@ -13,7 +14,7 @@ import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
-import { connectTestStore } from '../helpers/postgres.js';
+import { connectTestStore, ensureWorkspace, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 const ADMIN = 'test-admin-token-0123456789';
@@ -126,14 +127,14 @@ describe('runtime endpoints', () => {
     const got = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(got.statusCode).toBe(200);
     expect(got.json()).toMatchObject({ workspaceId: id, status: 'online' });
-    await expect.poll(async () => (await store.readProjection(id))?.status).toBe('online');
+    await expect.poll(async () => (await readProjection(store, id))?.status).toBe('online');
     const list = await api.inject({ method: 'GET', url: '/workspaces?status=online&limit=1000', headers: admin });
     expect(list.json<{ workspaces: { id: string }[] }>().workspaces.map((w) => w.id)).toContain(id);
   });
 
   it('bootstrap: a workspace without a live token registers without a bearer and gets one, shown once', async () => {
     const id = uniqueId('api-boot');
-    await store.ensureWorkspace(id);
+    await ensureWorkspace(store, id);
     const first = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
     expect(first.statusCode, first.body).toBe(200);
     const token = first.json<{ auth_token?: string }>().auth_token;
@@ -254,7 +255,7 @@ describe('runtime endpoints', () => {
     expect([hbAtOnce.statusCode, regAtOnce.statusCode, restartAtOnce.statusCode]).toEqual([404, 404, 404]);
     expect(hbAtOnce.json()).toEqual({ error: `workspace ${id} is removed` });
     await env.client.workflow.getHandle(workspaceWorkflowId(id)).result();
-    expect((await store.readProjection(id))?.status).toBe('removed');
+    expect((await readProjection(store, id))?.status).toBe('removed');
     const late = await api.inject({
       method: 'POST',
       url: '/registry/heartbeat',
@@ -859,7 +860,7 @@ describe('Temporal unavailable', () => {
 describe('a status means what it says', () => {
   it('a query on a workflow whose tasks fail is 502 (Temporal answered with an error), not "unavailable"', async () => {
     const id = uniqueId('api-broken');
-    await store.ensureWorkspace(id);
+    await ensureWorkspace(store, id);
     // A workflow type the worker does not know: every workflow task of it fails.
     await env.client.workflow.start('noSuchWorkflowType', { taskQueue, workflowId: workspaceWorkflowId(id) });
     try {
@@ -879,7 +880,15 @@ describe('overload and a database that is down', () => {
     const limited = await buildApi(
       env.client,
       store,
-      settings({ admission: { maxInFlight: 2, maxQueued: 1, maxQueueWaitMs: 5_000, retryAfterSeconds: 1 } }),
+      settings({
+        admission: {
+          ...defaultAdmissionSettings,
+          maxInFlight: 2,
+          maxQueued: 1,
+          maxQueueWaitMs: 5_000,
+          targetLatencyMs: 60_000,
+        },
+      }),
     );
     try {
       const answers = await Promise.all(

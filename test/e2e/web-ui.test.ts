@@ -19,7 +19,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
-import { defaultRuntimeCommand, sourceSettingsFromEnv } from '../../activities/settings.js';
+import { defaultRuntimeCommand, sourceSettingsFromEnv } from '../../settings.js';
 import { buildApi, defaultApiSettings } from '../../api/server.js';
 import type { Store } from '../../db/store.js';
 import { browserPath } from '../../scripts/browser.js';

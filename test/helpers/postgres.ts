@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
-import { Store } from '../../db/store.js';
+import { Store, type Projection } from '../../db/store.js';
 
 /**
  * The test database (DATABASE_URL, or the local cluster the global setup started), migrated.
@@ -26,4 +26,26 @@ export async function connectTestStore(isolated?: string): Promise<Store> {
   }
   await migrate(url);
   return Store.connect(url);
+}
+
+/** A bare workspace row, as if created outside the API. */
+export async function ensureWorkspace(store: Store, workspaceId: string): Promise<void> {
+  await store.pool.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
+}
+
+/** The workspace's projection row as SQL readers see it; null when there is none. */
+export async function readProjection(store: Store, workspaceId: string): Promise<Projection | null> {
+  const { rows } = await store.pool.query<{ status: string; url: string | null; status_since: Date; version: string }>(
+    'SELECT status, url, status_since, version FROM workspaces WHERE id = $1',
+    [workspaceId],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    workspaceId,
+    status: row.status,
+    url: row.url,
+    statusSince: row.status_since.toISOString(),
+    version: Number(row.version),
+  };
 }

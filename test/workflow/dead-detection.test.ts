@@ -61,7 +61,7 @@ const restartsOf = (id: string): string[] => harness.fake.restarts.filter((r) =>
 const probesOf = (id: string): number => harness.fake.probes.filter((p) => p === id).length;
 
 describe('settle window', () => {
-  it('settle window with a recent heartbeat and a not-running box: queued, URL kept, no restart (PR 2950)', async () => {
+  it('settle window with a recent heartbeat and a not-running box: queued, URL kept, no restart', async () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
     // The runtime comes back inside the settle window, then a lone not-running probe arrives.

@@ -19,7 +19,7 @@ import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { connectTestStore } from '../helpers/postgres.js';
+import { connectTestStore, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 let env: TestWorkflowEnvironment;
@@ -129,7 +129,7 @@ const settled = (s: WorkspaceState): boolean =>
   !s.reconcile.running && !s.restart.inFlight && s.counters.reconcilesStarted > 0;
 
 describe('declared-plugin reconcile', () => {
-  it('boot-installed plugin: tracking row written, nothing delivered, no restart (seed PR 3018)', async () => {
+  it('boot-installed plugin: tracking row written, nothing delivered, no restart', async () => {
     // The source points at a repository that does not exist: probing first means no fetch at all.
     const { id, handle } = await bootWorkspace([{ name: 'seo', source: 'gitea://nobody/seo#main' }], (_, boxDir) => {
       const pluginDir = join(boxDir, 'configs', 'plugins', 'seo');
@@ -192,7 +192,7 @@ describe('declared-plugin reconcile', () => {
 
     // The SQL projection followed every transition: provisioning → online → provisioning → online.
     await expect
-      .poll(() => store.readProjection(id))
+      .poll(() => readProjection(store, id))
       .toMatchObject({ status: 'online', url: `http://box-${id}.internal:8000`, version: 3 });
   });
 
@@ -212,7 +212,7 @@ describe('declared-plugin reconcile', () => {
       statusSince: new Date().toISOString(),
       version: 4,
     });
-    expect(await store.readProjection(id)).toMatchObject({ status: 'online', url: 'http://a', version: 5 });
+    expect(await readProjection(store, id)).toMatchObject({ status: 'online', url: 'http://a', version: 5 });
   });
 
   it('probe error treated as absent: delivered', async () => {

@@ -40,7 +40,7 @@ function reconcilesFor(workspaceId: string): number {
 const idle = (state: WorkspaceState): boolean => !state.reconcile.running;
 
 describe('boot', () => {
-  it('heartbeat-only boot (seed PR 3002): provisioning → online by heartbeat, reconcile once', async () => {
+  it('heartbeat-only boot: provisioning → online by heartbeat, reconcile once', async () => {
     const id = uniqueId('hb-only');
     const handle = await start(id);
     expect((await handle.query(stateQuery)).status).toBe('provisioning');
@@ -61,7 +61,7 @@ describe('boot', () => {
     );
   });
 
-  it('register before heartbeat (seed PR 3005): online by register, later heartbeats do not reconcile again', async () => {
+  it('register before heartbeat: online by register, later heartbeats do not reconcile again', async () => {
     const id = uniqueId('reg-first');
     const handle = await start(id);
     await handle.signal(registerSignal, registerPayload(id));

@@ -1,0 +1,35 @@
+/**
+ * The lifecycle's effects outside the reconcile: restart the box and probe whether it runs (the
+ * box driver), revoke a dead runtime's tokens and write the SQL projection (the store). Each is
+ * idempotent for its key: a restart for its restart id, a revocation and a projection version.
+ */
+import { log } from '@temporalio/activity';
+import type { Projection } from '../db/store.js';
+import { heartbeating } from './heartbeating.js';
+import type { ActivityDeps } from './reconcile.js';
+
+export function createLifecycleActivities({ store, driver }: ActivityDeps) {
+  return {
+    /** The SQL readers' view of the workspace; ordered by the workflow's transition count. */
+    async writeProjection(projection: Projection): Promise<void> {
+      await store.writeProjection(projection);
+    },
+
+    /** One probe for dead detection; an error is the caller's to interpret (assume alive). */
+    async isBoxRunning({ workspaceId }: { workspaceId: string }): Promise<boolean> {
+      return driver.isRunning(workspaceId);
+    },
+
+    async revokeInstanceTokens({ workspaceId }: { workspaceId: string }): Promise<number> {
+      const revoked = await store.revokeInstanceTokens(workspaceId);
+      log.info('revoked instance tokens', { workspaceId, revoked });
+      return revoked;
+    },
+
+    async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
+      const result = await heartbeating(() => driver.restart(workspaceId, restartId));
+      log.info('restart box', { workspaceId, restartId, result });
+      return result;
+    },
+  };
+}

@@ -1,0 +1,147 @@
+/**
+ * What every route reaches Temporal and the database through: bounded, mapped to the answers of
+ * errors.ts, and counted against the admission limit. Built once per API instance by
+ * server.ts and handed to each route plugin.
+ */
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import type { SourceSettings } from '../activities/plugins/source.js';
+import type { Store } from '../db/store.js';
+import type { LifecycleConfig } from '../workflows/config.js';
+import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import type { WorkspaceState } from '../workflows/state-machine.js';
+import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
+import { HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
+import { validatePluginSources } from './plugins.js';
+import type { UrlPolicy } from './ssrf.js';
+
+export interface ApiSettings {
+  adminToken: string;
+  taskQueue: string;
+  urlPolicy: UrlPolicy;
+  sources: SourceSettings;
+  /** Upper bound on one Temporal call; past it the API answers 503 with Retry-After. */
+  temporalTimeoutMs: number;
+  bodyLimitBytes: number;
+  logLevel: string;
+  /** How many calls reach Temporal and the database at once; the excess is refused (429). */
+  admission: AdmissionSettings;
+  /** Lifecycle durations and thresholds for the workflows this API starts (defaults otherwise). */
+  lifecycle: Partial<LifecycleConfig>;
+}
+
+export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
+  taskQueue: TASK_QUEUE,
+  urlPolicy: { allowLoopback: false, allowPrivate: false },
+  temporalTimeoutMs: 5_000,
+  bodyLimitBytes: 64 * 1024,
+  logLevel: 'info',
+  admission: defaultAdmissionSettings,
+  lifecycle: {},
+};
+
+/** What a Temporal call is, for the answer when it fails. */
+export interface TemporalCall {
+  /** It delivers a signal, whose fate is unknown when the deadline passes. */
+  signal: boolean;
+  /** Its own deadline, when longer than the usual one. */
+  timeoutMs?: number;
+}
+export const SIGNAL: TemporalCall = { signal: true };
+
+export class ApiContext {
+  readonly admission: Admission;
+
+  constructor(
+    readonly client: Client,
+    readonly store: Store,
+    readonly settings: ApiSettings,
+  ) {
+    this.admission = new Admission(settings.admission);
+  }
+
+  /** Runs `work` in an admission slot (429 when none is free). */
+  admitted<T>(work: () => Promise<T>): Promise<T> {
+    return this.admission.run(work);
+  }
+
+  /** A Temporal call, bounded by the deadline; see errors.ts for what each failure answers. */
+  async temporal<T>(work: () => Promise<T>, what: TemporalCall = { signal: false }): Promise<T> {
+    try {
+      return await this.client.withDeadline(Date.now() + (what.timeoutMs ?? this.settings.temporalTimeoutMs), work);
+    } catch (err) {
+      throw temporalFailure(err, what);
+    }
+  }
+
+  /** A store call; it fails closed: an unreachable database is 503, never a pass. */
+  async db<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      throw databaseFailure(err);
+    }
+  }
+
+  handle(id: string): WorkflowHandle {
+    return this.client.workflow.getHandle(workspaceWorkflowId(id));
+  }
+
+  /** What the workflows this API starts get besides their id: the configured lifecycle overrides. */
+  get startInput(): { config?: Partial<LifecycleConfig> } {
+    return Object.keys(this.settings.lifecycle).length > 0 ? { config: this.settings.lifecycle } : {};
+  }
+
+  /**
+   * The workflow's state query. A query is answered by a worker running the workflow, so one
+   * that does not answer in time has two causes, told apart by a describe: the workflow's tasks
+   * are failing (502, Temporal answered; the Web UI shows why), or Temporal or the workers are
+   * not answering (503).
+   */
+  async queryState(id: string): Promise<WorkspaceState> {
+    const handle = this.handle(id);
+    try {
+      return await this.temporal(() => handle.query(stateQuery));
+    } catch (err) {
+      if (!(err instanceof HttpError) || err.statusCode !== 503) throw err;
+      const failing = await this.client
+        .withDeadline(Date.now() + 2_000, () => workflowTaskFailing(handle))
+        .catch(() => null);
+      if (failing !== null)
+        throw new HttpError(
+          502,
+          `Temporal answered, but workflow ${workspaceWorkflowId(id)} cannot answer queries: its workflow task ` +
+            `is failing (${failing}); the Web UI shows why`,
+        );
+      throw err;
+    }
+  }
+
+  /** 404 unless the workspace exists and is not removed; returns its live-token count. */
+  async requireLiveWorkspace(id: string): Promise<number> {
+    const access = await this.db(() => this.store.workspaceAccess(id));
+    if (access === null) throw new HttpError(404, `unknown workspace ${id}`);
+    if (access.status === 'removed') throw new HttpError(404, `workspace ${id} is removed`);
+    return access.liveTokens;
+  }
+
+  /** A plugin set the reconcile would refuse is a 400 naming each bad source. */
+  checkPluginSources(plugins: { name: string; source: string }[], field: string): void {
+    const issues = validatePluginSources(plugins, this.settings.sources, field);
+    if (issues.length > 0) throw badRequest('invalid plugin sources', issues);
+  }
+}
+
+/**
+ * Why the workflow cannot run its tasks, or null when they are fine: a pending workflow task on
+ * its second attempt or later, or a history whose last workflow task failed.
+ */
+async function workflowTaskFailing(handle: WorkflowHandle): Promise<string | null> {
+  const attempt = (await handle.describe()).raw.pendingWorkflowTask?.attempt ?? 0;
+  if (attempt > 1) return `attempt ${attempt}`;
+  const events = (await handle.fetchHistory()).events ?? [];
+  const last = [...events]
+    .reverse()
+    .find((event) => event.workflowTaskCompletedEventAttributes || event.workflowTaskFailedEventAttributes);
+  const failure = last?.workflowTaskFailedEventAttributes?.failure?.message;
+  return failure ? `last failure: ${failure}` : null;
+}

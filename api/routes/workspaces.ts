@@ -1,0 +1,267 @@
+/**
+ * Workspace management, for operators and the platform: create, list, read, declare plugins,
+ * restart, report a failed dispatch (the dead-detection verdict) and deprovision. Every route
+ * here takes the admin token.
+ */
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import {
+  declarePluginsSignal,
+  deprovisionSignal,
+  dispatchFailedUpdate,
+  restartSignal,
+  workspaceWorkflowId,
+} from '../../workflows/definitions.js';
+import { workspaceStartMetadata } from '../../workflows/operator-view.js';
+import { workspaceIdSchema } from '../../workflows/payloads.js';
+import { statuses } from '../../workflows/state-machine.js';
+import { SIGNAL, type ApiContext } from '../context.js';
+import { HttpError } from '../errors.js';
+import { declaredPluginsSchema, errorBody, errors, idParams } from '../schemas.js';
+import { isAdmin, mintTokenIfNone } from '../tokens.js';
+
+export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
+  const { client, store, settings } = ctx;
+
+  // Every route of this plugin, and only these, take the admin token.
+  app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void) => {
+    next(
+      isAdmin(request.headers.authorization, settings.adminToken)
+        ? undefined
+        : new HttpError(401, 'admin token required'),
+    );
+  });
+
+  app.post(
+    '/workspaces',
+    {
+      schema: {
+        summary: 'Create a workspace with its declared plugins; its workflow starts in provisioning',
+        security: [{ bearer: [] }],
+        body: z.strictObject({
+          id: workspaceIdSchema,
+          plugins: declaredPluginsSchema.default([]),
+          initial_status: z.enum(['provisioning', 'awaiting_agent']).default('provisioning'),
+        }),
+        response: {
+          201: z.object({
+            id: z.string(),
+            status: z.string(),
+            plugins: declaredPluginsSchema,
+            auth_token: z.string(),
+          }),
+          ...errors(400, 401, 409, 429, 502, 503),
+        },
+      },
+    },
+    async (request, reply) =>
+      ctx.admitted(async () => {
+        const { id, plugins, initial_status: initialStatus } = request.body;
+        ctx.checkPluginSources(plugins, 'body.plugins');
+        if (!(await ctx.db(() => store.createWorkspace(id, plugins))))
+          throw new HttpError(409, `workspace ${id} already exists`);
+        await ctx.temporal(() =>
+          client.workflow.start('workspaceWorkflow', {
+            taskQueue: settings.taskQueue,
+            workflowId: workspaceWorkflowId(id),
+            args: [{ workspaceId: id, initialStatus, ...ctx.startInput }],
+            workflowIdReusePolicy: 'REJECT_DUPLICATE',
+            ...workspaceStartMetadata(
+              id,
+              initialStatus,
+              plugins.map((plugin) => plugin.name),
+            ),
+          }),
+        );
+        const token = await ctx.db(() => mintTokenIfNone(store, id));
+        if (token === null) throw new HttpError(409, `workspace ${id} already has a token`);
+        return reply.status(201).send({ id, status: initialStatus, plugins, auth_token: token });
+      }),
+  );
+
+  app.get(
+    '/workspaces',
+    {
+      schema: {
+        summary: 'List workspaces from the SQL projection, optionally by status',
+        security: [{ bearer: [] }],
+        querystring: z.strictObject({
+          status: z.enum(statuses).optional(),
+          limit: z.coerce.number().int().min(1).max(1000).default(100),
+        }),
+        response: {
+          200: z.object({
+            workspaces: z.array(
+              z.object({ id: z.string(), status: z.string(), url: z.string().nullable(), status_since: z.string() }),
+            ),
+          }),
+          ...errors(400, 401, 429, 503),
+        },
+      },
+    },
+    async (request) =>
+      ctx.admitted(async () => {
+        const rows = await ctx.db(() => store.listWorkspaces(request.query.status, request.query.limit));
+        return {
+          workspaces: rows.map((row) => ({
+            id: row.workspaceId,
+            status: row.status,
+            url: row.url,
+            status_since: row.statusSince,
+          })),
+        };
+      }),
+  );
+
+  app.get(
+    '/workspaces/:id',
+    {
+      schema: {
+        summary: "The workflow's `state` query",
+        security: [{ bearer: [] }],
+        params: idParams,
+        response: {
+          200: z.record(z.string(), z.unknown()),
+          ...errors(400, 401, 404, 429, 502, 503),
+        },
+      },
+    },
+    async (request) =>
+      ctx.admitted(async () => {
+        const id = request.params.id;
+        if ((await ctx.db(() => store.workspaceAccess(id))) === null)
+          throw new HttpError(404, `unknown workspace ${id}`);
+        const state = await ctx.queryState(id);
+        return state as unknown as Record<string, unknown>;
+      }),
+  );
+
+  app.put(
+    '/workspaces/:id/plugins',
+    {
+      schema: {
+        summary: 'Replace the declared plugin set; a live workspace reconciles',
+        security: [{ bearer: [] }],
+        params: idParams,
+        body: z.strictObject({ plugins: declaredPluginsSchema }),
+        response: {
+          202: z.object({ status: z.literal('declared'), plugins: declaredPluginsSchema }),
+          ...errors(400, 401, 404, 429, 502, 503),
+        },
+      },
+    },
+    async (request, reply) =>
+      ctx.admitted(async () => {
+        const id = request.params.id;
+        const { plugins } = request.body;
+        ctx.checkPluginSources(plugins, 'body.plugins');
+        await ctx.requireLiveWorkspace(id);
+        await ctx.db(() => store.setDeclaredPlugins(id, plugins));
+        await ctx.temporal(() => ctx.handle(id).signal(declarePluginsSignal), SIGNAL);
+        return reply.status(202).send({ status: 'declared' as const, plugins });
+      }),
+  );
+
+  app.post(
+    '/workspaces/:id/restart',
+    {
+      schema: {
+        summary: 'Operator restart; opens the settle window',
+        security: [{ bearer: [] }],
+        params: idParams,
+        body: z.strictObject({ reason: z.string().min(1).max(500).optional() }).default({}),
+        response: {
+          202: z.object({ status: z.literal('restart requested') }),
+          ...errors(400, 401, 404, 429, 502, 503),
+        },
+      },
+    },
+    async (request, reply) =>
+      ctx.admitted(async () => {
+        const id = request.params.id;
+        await ctx.requireLiveWorkspace(id);
+        const reason = request.body.reason ?? 'operator request';
+        await ctx.temporal(
+          () =>
+            client.workflow.getHandle(workspaceWorkflowId(id)).signal(restartSignal, { reason, requester: 'operator' }),
+          SIGNAL,
+        );
+        return reply.status(202).send({ status: 'restart requested' as const });
+      }),
+  );
+
+  app.post(
+    '/workspaces/:id/dispatch-failed',
+    {
+      schema: {
+        summary: 'A caller could not reach the box: the dead-detection verdict',
+        security: [{ bearer: [] }],
+        params: idParams,
+        body: z
+          .strictObject({ caller: z.string().min(1).max(200).optional(), error: z.string().max(2000).optional() })
+          .default({}),
+        response: {
+          200: z.object({ verdict: z.literal('alive'), detail: z.string() }),
+          202: z.object({ verdict: z.literal('queued'), detail: z.string() }),
+          503: z.union([z.object({ verdict: z.enum(['dead', 'restarting']), detail: z.string() }), errorBody]),
+          ...errors(400, 401, 404, 429, 502),
+        },
+      },
+    },
+    async (request, reply) => {
+      const id = request.params.id;
+      await ctx.admitted(() => ctx.requireLiveWorkspace(id));
+      const handle = ctx.handle(id);
+      // The evaluation can wait up to ~3 s (fresh heartbeat, re-probe), beyond the usual bound;
+      // it holds no admission slot while it waits.
+      const result = await ctx.temporal(
+        () =>
+          handle.executeUpdate(dispatchFailedUpdate, { args: [request.body] }).catch((err: unknown) => {
+            // The update's validator refuses a removed workspace.
+            if (err instanceof WorkflowUpdateFailedError) throw new HttpError(404, `workspace ${id} is removed`);
+            throw err;
+          }),
+        { signal: false, timeoutMs: settings.temporalTimeoutMs + 10_000 },
+      );
+      switch (result.verdict) {
+        case 'alive':
+          return reply.status(200).send({ verdict: 'alive' as const, detail: result.detail });
+        case 'queued':
+          return reply
+            .status(202)
+            .header('Retry-After', '15')
+            .send({ verdict: 'queued' as const, detail: result.detail });
+        default:
+          return reply.status(503).header('Retry-After', '15').send({ verdict: result.verdict, detail: result.detail });
+      }
+    },
+  );
+
+  app.delete(
+    '/workspaces/:id',
+    {
+      schema: {
+        summary: 'Deprovision: the workspace becomes removed and its workflow completes',
+        security: [{ bearer: [] }],
+        params: idParams,
+        response: {
+          202: z.object({ status: z.literal('removing') }),
+          ...errors(400, 401, 404, 429, 502, 503),
+        },
+      },
+    },
+    async (request, reply) =>
+      ctx.admitted(async () => {
+        const id = request.params.id;
+        await ctx.requireLiveWorkspace(id);
+        await ctx.temporal(() => ctx.handle(id).signal(deprovisionSignal), SIGNAL);
+        // From this answer on, every call for the workspace is 404, before the workflow has
+        // written its `removed` projection.
+        await ctx.db(() => store.markRemoved(id));
+        return reply.status(202).send({ status: 'removing' as const });
+      }),
+  );
+  done();
+};

@@ -1,0 +1,25 @@
+/**
+ * Every patch id the workflow checks with `patched()`, in one place, with what it guards and
+ * when it can go. The lifecycle of a patch (as in Temporal's patching guide):
+ *   1. `patched(id)`: new runs take the new path; runs recorded before it replay the old one.
+ *   2. `deprecatePatch(id)`: once no open run predates the patch, the old path is deleted and
+ *      the marker kept, so runs recorded during step 1 still replay.
+ *   3. removal: once no open run predates step 2, the call goes.
+ * "No open run predates X" is checked with
+ *   temporal workflow count --query 'WorkflowType="workspaceWorkflow" AND ExecutionStatus="Running" AND StartTime < "<deploy time of X>"'
+ * A workspace continues as new at least every 2,000 signals (about 17 hours of heartbeats), and
+ * a new run takes every patch, so a week after a deploy no run predates it.
+ * Each step keeps the recorded histories of test/histories replaying (test/replay.test.ts).
+ */
+export const patches = {
+  /** Per-step reconcile activities instead of the single legacy `reconcilePlugins`. Step 1. */
+  pluginReconcileActivities: 'plugin-reconcile-activities',
+  /** The SQL projection written on transitions. Step 1. */
+  workspaceProjection: 'workspace-projection',
+  /** The heartbeat watchdog runs the dead-detection evaluation. Step 1. */
+  watchdogEvaluation: 'watchdog-evaluation',
+  /** A run waits for its fire-and-forget effects before it completes or continues as new. Step 1. */
+  awaitEffectsBeforeClose: 'await-effects-before-close',
+  /** The WorkspaceStatus and PluginsPending search attributes. Step 1. */
+  searchAttributes: 'search-attributes',
+} as const;
