@@ -64,7 +64,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     sources: sourceSettingsFromEnv(env),
     api: {
       ...defaultApiSettings,
-      adminToken: env['WL_ADMIN_TOKEN'] || undefined,
+      adminToken: adminTokenFromEnv(env),
       loopbackConfigured: env['WL_ALLOW_LOOPBACK_URLS'] !== undefined,
       urlPolicy: {
         allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
@@ -93,10 +93,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 /** The API's settings; it needs the admin token and a database. */
 export function apiSettings(settings: Settings): ApiSettings {
   const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
-  if (adminToken === undefined || adminToken.length < 16)
-    throw new SettingsError(
-      `WL_ADMIN_TOKEN must be set to at least 16 characters (got ${adminToken === undefined ? 'nothing' : `${adminToken.length}`})`,
-    );
+  if (adminToken === undefined) throw new SettingsError('WL_ADMIN_TOKEN must be set (16 characters or more)');
   const { taskQueue, sources } = settings;
   return {
     adminToken,
@@ -128,6 +125,14 @@ export function requireDatabaseUrl(settings: Settings): string {
   if (settings.databaseUrl === undefined)
     throw new SettingsError('DATABASE_URL is not set (e.g. postgres://user@127.0.0.1:5432/workspace_lifecycle)');
   return settings.databaseUrl;
+}
+
+function adminTokenFromEnv(env: NodeJS.ProcessEnv): string | undefined {
+  const token = env['WL_ADMIN_TOKEN'];
+  if (token === undefined || token === '') return undefined;
+  if (token.length < 16)
+    throw new SettingsError(`WL_ADMIN_TOKEN must be at least 16 characters (it has ${token.length})`);
+  return token;
 }
 
 function lifecycleOverrides(env: NodeJS.ProcessEnv): ApiSettings['lifecycle'] {

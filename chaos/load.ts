@@ -6,6 +6,7 @@
  * rather than queue without end on its own side.
  */
 import { Agent, request } from 'node:http';
+import { idleHeartbeat } from '../workflows/payloads.js';
 
 export interface Runtime {
   id: string;
@@ -69,17 +70,6 @@ export function call(
   });
 }
 
-export function heartbeatBody(workspaceId: string): Record<string, unknown> {
-  return {
-    workspace_id: workspaceId,
-    error_rate: 0,
-    sample_error: '',
-    active_tasks: 0,
-    current_task: '',
-    uptime_seconds: 60,
-  };
-}
-
 export class HeartbeatLoad {
   readonly answers: Answer[] = [];
   /** Calls the generator did not send because `maxOutstanding` were already in flight. */
@@ -140,7 +130,7 @@ export class HeartbeatLoad {
     this.sent++;
     this.outstanding++;
     const at = this.now();
-    void call(`${this.apiUrl}/registry/heartbeat`, 'POST', heartbeatBody(runtime.id), runtime.token).then(
+    void call(`${this.apiUrl}/registry/heartbeat`, 'POST', idleHeartbeat(runtime.id, 60), runtime.token).then(
       ({ status, body, ms }) => {
         const deliveryUnknown = (body as { delivery?: unknown } | null)?.delivery === 'unknown';
         this.answers.push({ workspaceId: runtime.id, status, ms, at, deliveryUnknown });

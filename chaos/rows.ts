@@ -12,7 +12,8 @@ import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
 import { Store } from '../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
-import { HeartbeatLoad, byStatus, call, heartbeatBody, percentile, type Answer, type Runtime } from './load.js';
+import { idleHeartbeat } from '../workflows/payloads.js';
+import { HeartbeatLoad, byStatus, call, percentile, type Answer, type Runtime } from './load.js';
 import { rssMb, type Stack } from './stack.js';
 
 export interface Row {
@@ -356,7 +357,12 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   await driver.startRuntime(settling.id);
   const acked = new Map<string, number>();
   const beat = async (runtime: Runtime): Promise<number> => {
-    const answer = await call(`${stack.apiUrl}/registry/heartbeat`, 'POST', heartbeatBody(runtime.id), runtime.token);
+    const answer = await call(
+      `${stack.apiUrl}/registry/heartbeat`,
+      'POST',
+      idleHeartbeat(runtime.id, 60),
+      runtime.token,
+    );
     if (answer.status === 200) acked.set(runtime.id, (acked.get(runtime.id) ?? 0) + 1);
     return answer.status;
   };
@@ -385,7 +391,12 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   await stack.kill('temporal');
   const killedAt = Date.now();
   await sleep(500);
-  const whileDown = await call(`${stack.apiUrl}/registry/heartbeat`, 'POST', heartbeatBody(silent.id), silent.token);
+  const whileDown = await call(
+    `${stack.apiUrl}/registry/heartbeat`,
+    'POST',
+    idleHeartbeat(silent.id, 60),
+    silent.token,
+  );
   const readyDown = await call(`${stack.apiUrl}/readyz`, 'GET', undefined);
   await sleep(Math.max(0, o.downMs - (Date.now() - killedAt)));
   await stack.startTemporal();

@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { boxPluginsDir, INCOMING_SUFFIX, REVISION_FILE } from '../activities/box/local.js';
 import { MANIFEST_FILE, readManifest } from '../activities/plugins/stage.js';
-import type { HeartbeatInput, RegisterPayload } from '../workflows/payloads.js';
+import { idleHeartbeat, type HeartbeatInput, type RegisterPayload } from '../workflows/payloads.js';
 import { describeError, errorText, readBody } from './http.js';
 
 export const TOKEN_FILE = 'runtime-token';
@@ -173,14 +173,7 @@ export class SimulatedRuntime {
       this.plugins = plugins;
     }
     const uptime = Math.floor((Date.now() - this.started) / 1000);
-    const outcome = await this.call('/registry/heartbeat', {
-      workspace_id: this.settings.workspaceId,
-      error_rate: 0,
-      sample_error: '',
-      active_tasks: 0,
-      current_task: '',
-      uptime_seconds: uptime,
-    } satisfies HeartbeatInput);
+    const outcome = await this.call('/registry/heartbeat', idleHeartbeat(this.settings.workspaceId, uptime));
     switch (outcome.kind) {
       case 'ok':
         this.backoffMs = BACKOFF_START_MS;

@@ -93,6 +93,18 @@ export type HeartbeatPayload = z.infer<typeof heartbeatPayloadSchema>;
 /** What a caller may send: defaults filled in by parsing. */
 export type HeartbeatInput = z.input<typeof heartbeatPayloadSchema>;
 
+/** The heartbeat of a healthy, idle runtime: what the simulated runtimes and load generators send. */
+export function idleHeartbeat(workspaceId: string, uptimeSeconds: number): HeartbeatInput {
+  return {
+    workspace_id: workspaceId,
+    error_rate: 0,
+    sample_error: '',
+    active_tasks: 0,
+    current_task: '',
+    uptime_seconds: uptimeSeconds,
+  };
+}
+
 export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
 
 /** One readable line naming each bad field, e.g. `error_rate: Too big: expected number to be <=1`. */

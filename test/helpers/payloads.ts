@@ -1,4 +1,4 @@
-import type { HeartbeatInput, RegisterPayload } from '../../workflows/payloads.js';
+import { idleHeartbeat, type HeartbeatInput, type RegisterPayload } from '../../workflows/payloads.js';
 
 export function registerPayload(workspaceId: string, overrides: Partial<RegisterPayload> = {}): RegisterPayload {
   return {
@@ -11,13 +11,5 @@ export function registerPayload(workspaceId: string, overrides: Partial<Register
 }
 
 export function heartbeatPayload(workspaceId: string, overrides: Partial<HeartbeatInput> = {}): HeartbeatInput {
-  return {
-    workspace_id: workspaceId,
-    error_rate: 0,
-    sample_error: '',
-    active_tasks: 0,
-    current_task: '',
-    uptime_seconds: 60,
-    ...overrides,
-  };
+  return { ...idleHeartbeat(workspaceId, 60), ...overrides };
 }
