@@ -314,9 +314,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
 
 /** Retry-After in milliseconds (delay-seconds form; an HTTP date is honoured too), if given. */
 export function retryAfterHeaderMs(value: string | null): number | undefined {
-  if (value === null || value.trim() === '') return undefined;
-  const seconds = Number(value);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const date = Date.parse(value);
+  const text = value?.trim() ?? '';
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  // An HTTP date names its weekday and month ("Sun, 29 Nov 2026 17:00:00 GMT").
+  const date = /[A-Za-z]/.test(text) ? Date.parse(text) : NaN;
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
