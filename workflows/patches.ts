@@ -22,4 +22,6 @@ export const patches = {
   awaitEffectsBeforeClose: 'await-effects-before-close',
   /** The WorkspaceStatus and PluginsPending search attributes. Step 1. */
   searchAttributes: 'search-attributes',
+  /** Restart ids carry a random suffix, so a run started over never reuses one. Step 1. */
+  uniqueRestartIds: 'unique-restart-ids',
 } as const;

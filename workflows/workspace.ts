@@ -122,16 +122,21 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         // Runs that predate the watchdog evaluation keep their command sequence.
         if (wf.patched(patches.watchdogEvaluation)) void evaluateSerially(effect.requester);
         break;
-      case 'restartBox':
+      case 'restartBox': {
+        // The machine numbers restarts per workspace; a run started over (terminate, reset)
+        // counts from 1 again, and a box driver skips a restart id it already did. A random
+        // suffix (deterministic on replay) makes every restart's id its own.
+        const restartId = wf.patched(patches.uniqueRestartIds)
+          ? `${effect.restartId}-${wf.uuid4().slice(0, 8)}`
+          : effect.restartId;
         void restartBox
-          .executeWithOptions({ summary: `restart box (${effect.restartId}): ${effect.reason}` }, [
-            { workspaceId, restartId: effect.restartId },
-          ])
+          .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [{ workspaceId, restartId }])
           .then(
             () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
             (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
           );
         break;
+      }
     }
   }
 

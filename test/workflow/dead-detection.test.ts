@@ -57,7 +57,9 @@ async function restartAndSettle(handle: WorkflowHandle, expectedCount: number): 
   return waitForState(handle, (s) => s.restart.count === expectedCount && !s.restart.inFlight);
 }
 
-const restartsOf = (id: string): string[] => harness.fake.restarts.filter((r) => r.startsWith(`${id}/`));
+/** The workspace's restarts in order, by their per-workspace number (ids end in a random suffix). */
+const restartsOf = (id: string): string[] =>
+  harness.fake.restarts.filter((r) => r.startsWith(`${id}/`)).map((r) => r.replace(/-[0-9a-f]{8}$/, ''));
 const probesOf = (id: string): number => harness.fake.probes.filter((p) => p === id).length;
 
 describe('settle window', () => {

@@ -270,3 +270,22 @@ describe('operator view', () => {
     );
   });
 });
+
+describe('restart ids', () => {
+  it('are unique across runs: a workflow terminated and started again does not reuse restart-1', async () => {
+    const id = uniqueId('restart-ids');
+    const first = await start(id);
+    await first.signal(restartSignal, { reason: 'first', requester: 'test' });
+    await waitForState(first, (s) => s.restart.count === 1 && !s.restart.inFlight);
+    await first.terminate('as an operator would, to start over');
+
+    const second = await start(id);
+    await second.signal(restartSignal, { reason: 'second', requester: 'test' });
+    await waitForState(second, (s) => s.restart.count === 1 && !s.restart.inFlight);
+
+    const ids = harness.fake.restarts.filter((r) => r.startsWith(`${id}/`));
+    expect(ids).toHaveLength(2);
+    // A box driver skips a restart whose id it already did: the second must not look like the first.
+    expect(new Set(ids).size).toBe(2);
+  });
+});
