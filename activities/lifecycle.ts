@@ -10,7 +10,7 @@ import type { ActivityDeps } from './reconcile.js';
 
 export function createLifecycleActivities({ store, driver }: ActivityDeps) {
   return {
-    /** The SQL readers' view of the workspace; ordered by the workflow's transition count. */
+    /** The SQL readers' view of the workspace; ordered by the workflow's count of projection writes. */
     async writeProjection(projection: Projection): Promise<void> {
       await store.writeProjection(projection);
     },

@@ -29,7 +29,7 @@ export interface Projection {
   status: string;
   url: string | null;
   statusSince: string;
-  /** The workflow's transition count: only a newer version overwrites the row. */
+  /** The workflow's count of projection writes: only a newer version overwrites the row. */
   version: number;
 }
 

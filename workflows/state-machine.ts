@@ -151,8 +151,13 @@ export interface Counters {
   /** Requests folded into a follow-up because a pass was already running or queued. */
   reconcilesCoalesced: number;
   reconcilesFailed: number;
-  /** Status changes so far; numbers the projection writes. */
+  /** Status changes so far. */
   transitions: number;
+  /**
+   * Projection writes so far (a status or URL change each); numbers them, so every change is
+   * newer than the row it replaces, a URL change without a status change too.
+   */
+  projectionWrites: number;
   /** Completed runs of this workflow (continue-as-new count). */
   runs: number;
 }
@@ -238,6 +243,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       reconcilesCoalesced: 0,
       reconcilesFailed: 0,
       transitions: 0,
+      projectionWrites: 0,
       runs: 0,
     },
     reconcile: {
@@ -275,7 +281,12 @@ export function upgradeState(carried: WorkspaceState): WorkspaceState {
   return {
     ...fresh,
     ...carried,
-    counters: { ...fresh.counters, ...carried.counters },
+    // A run from before projectionWrites numbered its writes by transitions: continue past them.
+    counters: {
+      ...fresh.counters,
+      ...carried.counters,
+      projectionWrites: (carried.counters as Partial<Counters>).projectionWrites ?? carried.counters.transitions,
+    },
     restart: { ...fresh.restart, ...carried.restart },
     deadDetection: { ...fresh.deadDetection, ...carried.deadDetection },
   };
@@ -331,12 +342,13 @@ export function transition(state: WorkspaceState, event: Event, now: number, con
   }
   const next = draft.state;
   if (next.status !== state.status || next.url !== state.url) {
+    next.counters.projectionWrites++;
     draft.effects.push({
       type: 'writeProjection',
       status: next.status,
       url: next.url,
       statusSince: next.statusSince,
-      version: next.counters.transitions,
+      version: next.counters.projectionWrites,
     });
   }
   return { state: next, effects: draft.effects };

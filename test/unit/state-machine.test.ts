@@ -8,6 +8,7 @@ import {
   isSettling,
   nextDeadline,
   transition,
+  upgradeState,
   type Event,
   type InitialStatus,
   type Status,
@@ -241,6 +242,44 @@ describe('transitions', () => {
     ]);
   });
 
+  it('every projection change gets a newer version, a URL change without a status change too', () => {
+    const versions: number[] = [];
+    const urls: (string | null)[] = [];
+    let state = start();
+    let now = T0;
+    for (const event of [
+      { type: 'register', payload: registerPayload(ID) },
+      { type: 'register', payload: registerPayload(ID, { url: 'http://moved.example:9000' }) },
+      { type: 'register', payload: registerPayload(ID, { url: 'http://moved-again.example:9000' }) },
+      { type: 'restartRequested', reason: 'operator', requester: 'operator' },
+    ] satisfies Event[]) {
+      now += 1_000;
+      const result = transition(state, event, now, config);
+      for (const effect of result.effects)
+        if (effect.type === 'writeProjection') {
+          versions.push(effect.version);
+          urls.push(effect.url);
+        }
+      state = result.state;
+    }
+    expect(urls).toEqual([
+      `http://box-${ID}.internal:8000`,
+      'http://moved.example:9000',
+      'http://moved-again.example:9000',
+      null,
+    ]);
+    // The store keeps a write only when its version is newer than the row's.
+    for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1] ?? Infinity);
+  });
+
+  it('a run carried from before projection versions numbers its next write past every earlier one', () => {
+    const old = { ...start(), counters: { ...start().counters, transitions: 7 } } as WorkspaceState;
+    delete (old.counters as Partial<WorkspaceState['counters']>).projectionWrites;
+    const result = transition(upgradeState(old), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
+    const write = result.effects.find((effect) => effect.type === 'writeProjection');
+    expect(write?.version).toBe(8);
+  });
+
   it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
     const noUrl = registerPayload(ID, { url: '' });
     const rejected = apply(start(), { type: 'register', payload: noUrl });
@@ -396,7 +435,7 @@ describe('transitions', () => {
         status: 'degraded',
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 200_000),
-        version: 4,
+        version: 3, // the workspace's third projection write
       },
     ]);
     const same = transition(
