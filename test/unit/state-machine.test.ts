@@ -273,7 +273,7 @@ describe('transitions', () => {
   });
 
   it('a run carried from before projection versions numbers its next write past every earlier one', () => {
-    const old = { ...start(), counters: { ...start().counters, transitions: 7 } } as WorkspaceState;
+    const old = { ...start(), counters: { ...start().counters, transitions: 7 } };
     delete (old.counters as Partial<WorkspaceState['counters']>).projectionWrites;
     const result = transition(upgradeState(old), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
     const write = result.effects.find((effect) => effect.type === 'writeProjection');
