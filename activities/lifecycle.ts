@@ -26,6 +26,13 @@ export function createLifecycleActivities({ store, driver }: ActivityDeps) {
       return revoked;
     },
 
+    /** The workspace is removed: its box's runtime stops for good. */
+    async stopBox({ workspaceId }: { workspaceId: string }): Promise<string> {
+      const result = await heartbeating(() => driver.stop(workspaceId));
+      log.info('stop box', { workspaceId, result });
+      return result;
+    },
+
     async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
       const result = await heartbeating(() => driver.restart(workspaceId, restartId));
       log.info('restart box', { workspaceId, restartId, result });

@@ -45,6 +45,7 @@ const fakeActivities: Activities = {
   },
   recordInstalled: () => Promise.resolve(),
   restartBox: () => Promise.resolve('restarted'),
+  stopBox: () => Promise.resolve('stopped'),
   writeProjection: () => Promise.resolve(),
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),

@@ -33,8 +33,8 @@ export const reconcileTransfer = proxyActivities<Activities>({
   retry: { ...retryWithBackoff, maximumAttempts: 6 },
 });
 
-/** Restarting the box waits for the old runtime to stop; it heartbeats meanwhile. */
-export const boxRestart = proxyActivities<Activities>({
+/** Restarting or stopping the box waits for the runtime to stop; it heartbeats meanwhile. */
+export const boxControl = proxyActivities<Activities>({
   startToCloseTimeout: '2m',
   heartbeatTimeout: LONG_ACTIVITY_HEARTBEAT_TIMEOUT,
   retry: { ...retryWithBackoff, maximumAttempts: 5 },

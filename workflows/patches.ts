@@ -24,4 +24,6 @@ export const patches = {
   searchAttributes: 'search-attributes',
   /** Restart ids carry a random suffix, so a run started over never reuses one. Step 1. */
   uniqueRestartIds: 'unique-restart-ids',
+  /** A removed workspace's tokens are revoked and its box stopped before the run completes. Step 1. */
+  deprovisionRetiresBox: 'deprovision-retires-box',
 } as const;

@@ -211,6 +211,8 @@ export type Effect =
   | { type: 'restartBox'; restartId: string; reason: string }
   /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
   | { type: 'revokeTokens' }
+  /** Removed: the box's runtime stops for good and the workspace's tokens are revoked. */
+  | { type: 'retire' }
   /** Heartbeat silence: run the dead-detection evaluation. */
   | { type: 'evaluate'; requester: string }
   /** Status or URL changed: the SQL projection gets the final values of this step. */
@@ -337,7 +339,9 @@ export function transition(state: WorkspaceState, event: Event, now: number, con
       };
       break;
     case 'deprovision':
+      if (draft.state.status === 'removed') break;
       draft.moveTo('removed', 'deprovision');
+      draft.effects.push({ type: 'retire' });
       break;
   }
   const next = draft.state;

@@ -21,7 +21,7 @@ import {
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
-import { bookkeeping, boxRestart } from './activities.js';
+import { bookkeeping, boxControl } from './activities.js';
 import { patches } from './patches.js';
 import {
   initialState,
@@ -34,7 +34,7 @@ import {
   type WorkspaceState,
 } from './state-machine.js';
 
-const { restartBox } = boxRestart;
+const { restartBox, stopBox } = boxControl;
 const { writeProjection, revokeInstanceTokens } = bookkeeping;
 
 export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
@@ -117,6 +117,18 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
             .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [{ workspaceId }])
             .catch((err: unknown) => wf.log.error('revoking instance tokens failed', { error: failureMessage(err) })),
         );
+        break;
+      case 'retire':
+        // Runs that predate it left the box running and its tokens live; they keep their commands.
+        if (wf.patched(patches.deprovisionRetiresBox))
+          track(
+            revokeInstanceTokens
+              .executeWithOptions({ summary: 'revoke instance tokens: removed' }, [{ workspaceId }])
+              .then(() => stopBox.executeWithOptions({ summary: 'stop box: removed' }, [{ workspaceId }]))
+              .catch((err: unknown) =>
+                wf.log.error('retiring the removed workspace failed', { error: failureMessage(err) }),
+              ),
+          );
         break;
       case 'evaluate':
         // Runs that predate the watchdog evaluation keep their command sequence.

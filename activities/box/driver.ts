@@ -13,6 +13,8 @@ export interface BoxDriver {
   /** Restarts the box's runtime; a second call with the same restart id changes nothing. */
   restart(workspaceId: string, restartId: string): Promise<'restarted' | 'already-restarted'>;
   isRunning(workspaceId: string): Promise<boolean>;
+  /** Stops the box's runtime for good (the workspace is removed); a stopped or missing box changes nothing. */
+  stop(workspaceId: string): Promise<'stopped' | 'already-stopped'>;
 }
 
 /** The box does not exist or cannot be reached; retrying may help (it may be booting). */

@@ -111,6 +111,14 @@ export class LocalBoxDriver implements BoxDriver {
     return pid !== null && processAlive(pid);
   }
 
+  async stop(workspaceId: string): Promise<'stopped' | 'already-stopped'> {
+    const pid = await this.runtimePid(workspaceId);
+    if (pid === null || !processAlive(pid)) return 'already-stopped';
+    await this.stopRuntime(workspaceId);
+    await this.event(workspaceId, 'stop');
+    return 'stopped';
+  }
+
   /** Starts the runtime if it is not running (first boot of a local box). */
   async startRuntime(workspaceId: string): Promise<void> {
     if (this.settings.runtimeCommand === null || (await this.isRunning(workspaceId))) return;

@@ -11,6 +11,7 @@ export class FakeActivities {
   readonly restarts: string[] = [];
   readonly probes: string[] = [];
   readonly revocations: string[] = [];
+  readonly stops: string[] = [];
   /** Per workspace, what successive isBoxRunning probes answer; `running` once exhausted. */
   readonly probeScript = new Map<string, ('running' | 'not-running' | 'error')[]>();
   readonly projections: { workspaceId: string; status: string; version: number }[] = [];
@@ -64,6 +65,10 @@ export class FakeActivities {
         return next === 'error'
           ? Promise.reject(new Error('probe transport error'))
           : Promise.resolve(next === 'running');
+      },
+      stopBox: ({ workspaceId }) => {
+        this.stops.push(workspaceId);
+        return Promise.resolve('stopped');
       },
       revokeInstanceTokens: ({ workspaceId }) => {
         this.revocations.push(workspaceId);

@@ -239,6 +239,9 @@ describe('invalid payloads and removal', () => {
     await handle.signal(deprovisionSignal);
     const final = (await handle.result()) as WorkspaceState;
     expect(final.status).toBe('removed');
+    // Removed means gone: its box's runtime stopped and its tokens revoked, before the run closed.
+    expect(harness.fake.stops).toEqual(expect.arrayContaining([id]));
+    expect(harness.fake.revocations).toEqual(expect.arrayContaining([id]));
 
     await expect(
       relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), { taskQueue: harness.taskQueue }),
