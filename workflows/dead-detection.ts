@@ -14,12 +14,14 @@ import {
   isSettling,
   type Event,
   type ProbeResult,
+  type Rules,
   type WorkspaceState,
 } from './state-machine.js';
 
 export interface EvaluationContext {
   workspaceId: string;
   config: LifecycleConfig;
+  rules: Rules;
   state: () => WorkspaceState;
   apply: (event: Event) => void;
 }
@@ -43,8 +45,8 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   const recent = hasRecentHeartbeat(ctx.state(), now, config);
   const fresh =
     settling &&
-    (hasFreshHeartbeat(ctx.state()) ||
-      (await condition(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs)));
+    (hasFreshHeartbeat(ctx.state(), ctx.rules) ||
+      (await condition(() => hasFreshHeartbeat(ctx.state(), ctx.rules), config.freshHeartbeatWaitMs)));
 
   // 3. Probe: an error means assume alive; running resets the strikes.
   let probe = await probeBox(ctx, requester);

@@ -26,4 +26,6 @@ export const patches = {
   uniqueRestartIds: 'unique-restart-ids',
   /** A removed workspace's tokens are revoked and its box stopped before the run completes. Step 1. */
   deprovisionRetiresBox: 'deprovision-retires-box',
+  /** After a restart only the new runtime counts (Rules.newRuntimeAfterRestart). Step 1. */
+  newRuntimeAfterRestart: 'new-runtime-after-restart',
 } as const;

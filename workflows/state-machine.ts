@@ -294,8 +294,29 @@ export function upgradeState(carried: WorkspaceState): WorkspaceState {
   };
 }
 
-export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
-  const draft = new Draft(state, now, config);
+/**
+ * Rules a run follows from the start to its end, so a run recorded before a rule keeps replaying
+ * the way it ran. The workflow sets each from a `patched()` check (workflows/patches.ts).
+ */
+export interface Rules {
+  /**
+   * After a restart only the new runtime counts: a heartbeat while the restart is in flight
+   * (the old runtime's, still on its way) does not bring the workspace online, and "fresh after
+   * the restart" needs a register since the restart (the new runtime checked in) as well as a
+   * heartbeat after it.
+   */
+  newRuntimeAfterRestart: boolean;
+}
+export const currentRules: Rules = { newRuntimeAfterRestart: true };
+
+export function transition(
+  state: WorkspaceState,
+  event: Event,
+  now: number,
+  config: LifecycleConfig,
+  rules: Rules = currentRules,
+): Transition {
+  const draft = new Draft(state, now, config, rules);
   switch (event.type) {
     case 'register':
       onRegister(draft, event.payload);
@@ -380,6 +401,7 @@ class Draft {
     previous: WorkspaceState,
     readonly now: number,
     readonly config: LifecycleConfig,
+    readonly rules: Rules,
   ) {
     this.state = {
       ...previous,
@@ -518,8 +540,10 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): v
   state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
   if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
 
-  // Any heartbeat proves the runtime is up: every not-live status comes online.
-  if (state.status !== 'online' && state.status !== 'degraded') draft.moveTo('online', 'heartbeat');
+  // Any heartbeat proves the runtime is up: every not-live status comes online; but while a
+  // restart is in flight the heartbeat may be the old runtime's, which proves nothing.
+  const staleRisk = draft.rules.newRuntimeAfterRestart && state.restart.inFlight;
+  if (state.status !== 'online' && state.status !== 'degraded' && !staleRisk) draft.moveTo('online', 'heartbeat');
 
   const health = assessHealth(state.lastHeartbeat, config);
   if (state.status === 'online' && health.degradeReason !== null) {
@@ -636,9 +660,12 @@ export function hasRecentHeartbeat(state: WorkspaceState, now: number, config: L
 }
 
 /** A heartbeat newer than the last restart's start. */
-export function hasFreshHeartbeat(state: WorkspaceState): boolean {
+/** A heartbeat since the last restart started (and, under the current rules, a register since: the new runtime's). */
+export function hasFreshHeartbeat(state: WorkspaceState, rules: Rules = currentRules): boolean {
   const started = state.restart.lastStartedAt;
-  return started !== null && state.lastHeartbeat !== null && Date.parse(state.lastHeartbeat.at) > Date.parse(started);
+  if (started === null || state.lastHeartbeat === null) return false;
+  const since = (at: string | null): boolean => at !== null && Date.parse(at) > Date.parse(started);
+  return since(state.lastHeartbeat.at) && (!rules.newRuntimeAfterRestart || since(state.lastRegisterAt));
 }
 
 interface Health {

@@ -31,6 +31,7 @@ import {
   type Effect,
   type Event,
   type ReconcileOutcome,
+  type Rules,
   type WorkspaceState,
 } from './state-machine.js';
 
@@ -44,9 +45,11 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     ? upgradeState(input.carried)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
+  // Decided once for the whole run: a run recorded before a rule replays without it.
+  const rules: Rules = { newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart) };
 
   function apply(event: Event): void {
-    const result = transition(state, event, Date.now(), config);
+    const result = transition(state, event, Date.now(), config, rules);
     state = result.state;
     result.effects.forEach(perform);
     showState();
@@ -173,7 +176,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
 
   // Evaluations run one at a time: in a burst, the first may declare dead and restart; the
   // rest see the restart in flight (or the settling box) instead of restarting it again.
-  const evaluation: EvaluationContext = { workspaceId, config, state: () => state, apply };
+  const evaluation: EvaluationContext = { workspaceId, config, rules, state: () => state, apply };
   let evaluationQueue: Promise<unknown> = Promise.resolve();
   let evaluationsPending = 0;
   function evaluateSerially(requester: string): Promise<DispatchVerdict> {

@@ -95,6 +95,8 @@ function expectedRequests(before: WorkspaceState, step: Step): number {
   const sick = step.name === 'sick-heartbeat';
   if (before.status === 'online') return 0;
   if (before.status === 'degraded') return sick ? 0 : 1;
+  // While a restart is in flight a heartbeat may be the old runtime's: it brings nothing online.
+  if (before.restart.inFlight) return 0;
   return 1; // provisioning, offline, failed, awaiting_agent: any heartbeat comes online first
 }
 
@@ -481,10 +483,40 @@ describe('transitions', () => {
     expect(isSettling(state, T0 + 1_000 + config.settleWindowMs - 1, config)).toBe(true);
     expect(isSettling(state, T0 + 1_000 + config.settleWindowMs, config)).toBe(false);
     expect(hasFreshHeartbeat(state)).toBe(false);
+    state = apply(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 1_500);
+    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 1_800);
     state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 2_000);
     expect(hasFreshHeartbeat(state)).toBe(true);
     expect(hasRecentHeartbeat(state, T0 + 2_000 + config.recentHeartbeatMs, config)).toBe(true);
     expect(hasRecentHeartbeat(state, T0 + 2_001 + config.recentHeartbeatMs, config)).toBe(false);
+  });
+
+  it('after a restart only the new runtime counts: a heartbeat of the old one neither ends the restart nor is fresh', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    // The old runtime's heartbeat, still in flight while the box restarts.
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200);
+    expect(state.status).toBe('provisioning');
+    expect(state.restart.inFlight).toBe(true);
+    expect(state.counters.heartbeats).toBe(1); // recorded all the same
+    expect(hasFreshHeartbeat(state)).toBe(false);
+    state = apply(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 3_000);
+    // A heartbeat after the restart, but no register of the new runtime yet: not fresh.
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 3_500);
+    expect(hasFreshHeartbeat(state)).toBe(false);
+    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 4_000);
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 4_500);
+    expect(hasFreshHeartbeat(state)).toBe(true);
+    expect(state.status).toBe('online');
+  });
+
+  it('runs from before that rule keep the old one (their recorded histories replay unchanged)', () => {
+    const oldRules = { newRuntimeAfterRestart: false };
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    state = transition(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200, config, oldRules).state;
+    expect(state.status).toBe('online');
+    expect(hasFreshHeartbeat(state, oldRules)).toBe(true);
   });
 
   it('a restart requested while one is in flight becomes one follow-up; a dead removed workspace is not restarted', () => {
