@@ -28,4 +28,6 @@ export const patches = {
   deprovisionRetiresBox: 'deprovision-retires-box',
   /** After a restart only the new runtime counts (Rules.newRuntimeAfterRestart). Step 1. */
   newRuntimeAfterRestart: 'new-runtime-after-restart',
+  /** A delivery whose tracking row failed still restarts the box (Rules.restartAfterAnyDelivery). Step 1. */
+  restartAfterAnyDelivery: 'restart-after-any-delivery',
 } as const;

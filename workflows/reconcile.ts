@@ -39,6 +39,7 @@ async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Pro
   const { name, source } = plugin;
   const base = { workspaceId, pluginName: name, source };
   // Each activity's summary names the plugin, so the UI's event history reads as the reconcile did.
+  let delivered = false;
   try {
     const probe = await acts.probePlugin.executeWithOptions({ summary: `probe plugin ${name} on the box` }, [
       { workspaceId, pluginName: name },
@@ -57,12 +58,13 @@ async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Pro
     await reconcileTransfer.deliverPlugin.executeWithOptions({ summary: `deliver plugin ${name} @${revision}` }, [
       { workspaceId, plugin: staged },
     ]);
+    delivered = true;
     await acts.recordInstalled.executeWithOptions({ summary: `record plugin ${name} delivered @${revision}` }, [
       { ...base, revision: staged.revision, installedVia: 'delivered' },
     ]);
     return { name, status: 'installed', via: 'delivered', revision: staged.revision };
   } catch (err) {
-    return { name, status: 'failed', error: failureMessage(err) };
+    return { name, status: 'failed', error: failureMessage(err), ...(delivered ? { delivered: true as const } : {}) };
   }
 }
 

@@ -99,7 +99,8 @@ export type InstalledVia = 'boot' | 'delivered';
 /** What one reconcile pass did with one missing plugin. */
 export type PluginOutcome =
   | { name: string; status: 'installed'; via: InstalledVia; revision: string }
-  | { name: string; status: 'failed'; error: string };
+  /** `delivered`: the plugin reached the box, but a later step (its tracking row) failed. */
+  | { name: string; status: 'failed'; error: string; delivered?: true };
 
 export interface ReconcileReport {
   declared: number;
@@ -306,8 +307,13 @@ export interface Rules {
    * heartbeat after it.
    */
   newRuntimeAfterRestart: boolean;
+  /**
+   * A plugin delivered to the box leads to the batch's restart even when its tracking row could
+   * not be written: files on the box are not loaded until the runtime restarts.
+   */
+  restartAfterAnyDelivery: boolean;
 }
-export const currentRules: Rules = { newRuntimeAfterRestart: true };
+export const currentRules: Rules = { newRuntimeAfterRestart: true, restartAfterAnyDelivery: true };
 
 export function transition(
   state: WorkspaceState,
@@ -581,7 +587,9 @@ function onReconcileFinished(
   if (outcome === 'failed') state.counters.reconcilesFailed++;
   if (report) {
     recordPluginOutcomes(draft, report);
-    const delivered = report.outcomes.filter((o) => o.status === 'installed' && o.via === 'delivered').length;
+    const delivered = report.outcomes.filter((o) =>
+      o.status === 'installed' ? o.via === 'delivered' : draft.rules.restartAfterAnyDelivery && o.delivered === true,
+    ).length;
     // One restart per reconcile batch, however many plugins were delivered.
     if (delivered > 0) draft.requestRestart(`reconcile delivered ${delivered} plugin(s)`, 'reconcile');
   }

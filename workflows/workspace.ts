@@ -46,7 +46,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
   // Decided once for the whole run: a run recorded before a rule replays without it.
-  const rules: Rules = { newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart) };
+  const rules: Rules = {
+    newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart),
+    restartAfterAnyDelivery: wf.patched(patches.restartAfterAnyDelivery),
+  };
 
   function apply(event: Event): void {
     const result = transition(state, event, Date.now(), config, rules);

@@ -511,7 +511,7 @@ describe('transitions', () => {
   });
 
   it('runs from before that rule keep the old one (their recorded histories replay unchanged)', () => {
-    const oldRules = { newRuntimeAfterRestart: false };
+    const oldRules = { newRuntimeAfterRestart: false, restartAfterAnyDelivery: false };
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
     state = transition(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200, config, oldRules).state;

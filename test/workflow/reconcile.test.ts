@@ -3,6 +3,7 @@
  * server, the real activities against real PostgreSQL, the local box driver with a managed
  * runtime process, and temporary git repositories as plugin sources.
  */
+import { ApplicationFailure } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
@@ -35,6 +36,7 @@ const workspaces: string[] = [];
 /** Per-workspace test hooks: probe errors and one-off record failures. */
 const failProbeFor = new Set<string>();
 const failRecordOnceFor = new Set<string>();
+const failRecordAlwaysFor = new Set<string>();
 const calls: { name: string; workspaceId: string | undefined }[] = [];
 
 beforeAll(async () => {
@@ -83,6 +85,9 @@ function instrument(real: Activities): Activities {
       record('recordInstalled', input);
       if (failRecordOnceFor.delete(`${input.workspaceId}/${input.pluginName}`)) {
         return Promise.reject(new Error('simulated crash between delivery and tracking row'));
+      }
+      if (failRecordAlwaysFor.has(input.workspaceId)) {
+        return Promise.reject(ApplicationFailure.nonRetryable('simulated: the tracking row cannot be written'));
       }
       return real.recordInstalled(input);
     },
@@ -277,6 +282,20 @@ describe('declared-plugin reconcile', () => {
     expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(1);
     expect(boxEvents(id).filter((e) => e.startsWith('restart'))).toHaveLength(1);
     expect(await store.listTrackingRows(id)).toHaveLength(1);
+  });
+
+  it('delivered but never recorded: the plugin shows failed, and the batch still restarts the box to load it', async () => {
+    createPluginRepo(repos, 'acme', 'unrecorded');
+    const { id, handle } = await bootWorkspace(
+      [{ name: 'unrecorded', source: 'gitea://acme/unrecorded#main' }],
+      (wsId) => failRecordAlwaysFor.add(wsId),
+    );
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
+    expect(state.plugins['unrecorded']).toMatchObject({ status: 'failed' });
+    expect(state.restart.lastReason).toBe('reconcile delivered 1 plugin(s)');
+    expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(1);
+    expect(boxEvents(id).filter((e) => e.startsWith('restart'))).toHaveLength(1);
+    expect(await store.listTrackingRows(id)).toHaveLength(0);
   });
 
   it('second reconcile with nothing missing: no activity beyond the diff', async () => {
