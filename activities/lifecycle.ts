@@ -20,9 +20,16 @@ export function createLifecycleActivities({ store, driver }: ActivityDeps) {
       return driver.isRunning(workspaceId);
     },
 
-    async revokeInstanceTokens({ workspaceId }: { workspaceId: string }): Promise<number> {
-      const revoked = await store.revokeInstanceTokens(workspaceId);
-      log.info('revoked instance tokens', { workspaceId, revoked });
+    /** Revokes the workspace's tokens minted before `mintedBefore` (all of them without it). */
+    async revokeInstanceTokens({
+      workspaceId,
+      mintedBefore,
+    }: {
+      workspaceId: string;
+      mintedBefore?: string;
+    }): Promise<number> {
+      const revoked = await store.revokeInstanceTokens(workspaceId, mintedBefore);
+      log.info('revoked instance tokens', { workspaceId, mintedBefore, revoked });
       return revoked;
     },
 

@@ -180,11 +180,16 @@ export class Store {
     );
   }
 
-  /** Revokes every live instance token of the workspace; returns how many were live. */
-  async revokeInstanceTokens(workspaceId: string): Promise<number> {
+  /**
+   * Revokes the workspace's live instance tokens, those minted before `mintedBefore` when given
+   * (a dead verdict's time: a token the restarted runtime minted after it stays live); returns
+   * how many it revoked.
+   */
+  async revokeInstanceTokens(workspaceId: string, mintedBefore?: string): Promise<number> {
     const result = await this.pool.query(
-      'UPDATE workspace_tokens SET revoked_at = now() WHERE workspace_id = $1 AND revoked_at IS NULL',
-      [workspaceId],
+      `UPDATE workspace_tokens SET revoked_at = now()
+       WHERE workspace_id = $1 AND revoked_at IS NULL AND ($2::timestamptz IS NULL OR created_at < $2)`,
+      [workspaceId, mintedBefore ?? null],
     );
     return result.rowCount ?? 0;
   }

@@ -30,4 +30,6 @@ export const patches = {
   newRuntimeAfterRestart: 'new-runtime-after-restart',
   /** A delivery whose tracking row failed still restarts the box (Rules.restartAfterAnyDelivery). Step 1. */
   restartAfterAnyDelivery: 'restart-after-any-delivery',
+  /** A dead verdict's revocation (of tokens minted before it) finishes before its restart. Step 1. */
+  revokeBeforeRestart: 'revoke-before-restart',
 } as const;

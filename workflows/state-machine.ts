@@ -211,7 +211,7 @@ export type Effect =
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
   | { type: 'restartBox'; restartId: string; reason: string }
   /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
-  | { type: 'revokeTokens' }
+  | { type: 'revokeTokens'; mintedBefore: string }
   /** Removed: the box's runtime stops for good and the workspace's tokens are revoked. */
   | { type: 'retire' }
   /** Heartbeat silence: run the dead-detection evaluation. */
@@ -490,7 +490,7 @@ class Draft {
     state.deadDetection.deadDeclarations++;
     if (state.status !== 'provisioning') this.moveTo('offline', `dead: ${reason}`);
     state.url = null;
-    this.effects.push({ type: 'revokeTokens' });
+    this.effects.push({ type: 'revokeTokens', mintedBefore: this.at });
     this.requestRestart(`dead: ${reason}`, requester);
   }
 

@@ -50,6 +50,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart),
     restartAfterAnyDelivery: wf.patched(patches.restartAfterAnyDelivery),
   };
+  // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
+  // minted before the verdict: the restarted runtime's new token is never revoked.
+  const revokeBeforeRestart = wf.patched(patches.revokeBeforeRestart);
+  let revocation: Promise<unknown> = Promise.resolve();
 
   function apply(event: Event): void {
     const result = transition(state, event, Date.now(), config, rules);
@@ -117,13 +121,15 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           );
         }
         break;
-      case 'revokeTokens':
-        track(
-          revokeInstanceTokens
-            .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [{ workspaceId }])
-            .catch((err: unknown) => wf.log.error('revoking instance tokens failed', { error: failureMessage(err) })),
-        );
+      case 'revokeTokens': {
+        const request = revokeBeforeRestart ? { workspaceId, mintedBefore: effect.mintedBefore } : { workspaceId };
+        const work = revokeInstanceTokens
+          .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [request])
+          .catch((err: unknown) => wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }));
+        if (revokeBeforeRestart) revocation = work;
+        track(work);
         break;
+      }
       case 'retire':
         // Runs that predate it left the box running and its tokens live; they keep their commands.
         if (wf.patched(patches.deprovisionRetiresBox))
@@ -147,12 +153,17 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         const restartId = wf.patched(patches.uniqueRestartIds)
           ? `${effect.restartId}-${wf.uuid4().slice(0, 8)}`
           : effect.restartId;
-        void restartBox
-          .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [{ workspaceId, restartId }])
-          .then(
-            () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
-            (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
-          );
+        const restart = (): Promise<void> =>
+          restartBox
+            .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [
+              { workspaceId, restartId },
+            ])
+            .then(
+              () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
+              (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
+            );
+        // The revocation in flight (if any) first: it ends with a log, never a rejection.
+        void (revokeBeforeRestart ? revocation.then(restart) : restart());
         break;
       }
     }

@@ -50,7 +50,7 @@ beforeAll(async () => {
   worker = await createWorker(env, taskQueue, {
     ...fake.activities,
     writeProjection: (projection) => store.writeProjection(projection),
-    revokeInstanceTokens: ({ workspaceId }) => store.revokeInstanceTokens(workspaceId),
+    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
   });
   running = worker.run();
   api = await buildApi(env.client, store, settings());
@@ -232,6 +232,10 @@ describe('runtime endpoints', () => {
     const fresh = reg.json<{ auth_token?: string }>().auth_token;
     expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(fresh).not.toBe(token);
+    expect(await store.liveTokenCount(id)).toBe(1);
+    // A late retry of that verdict's revocation leaves the token minted after it alone.
+    const verdictAt = (await state(id)).deadDetection.lastVerdict?.at ?? '';
+    expect(await store.revokeInstanceTokens(id, verdictAt)).toBe(0);
     expect(await store.liveTokenCount(id)).toBe(1);
   });
 

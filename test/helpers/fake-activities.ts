@@ -12,6 +12,10 @@ export class FakeActivities {
   readonly probes: string[] = [];
   readonly revocations: string[] = [];
   readonly stops: string[] = [];
+  /** Every revocation with its arguments, as asked (before it completes). */
+  readonly revocationRequests: { workspaceId: string; mintedBefore?: string }[] = [];
+  private revocationGate: Promise<void> | null = null;
+  private openRevocationGate: (() => void) | null = null;
   /** Per workspace, what successive isBoxRunning probes answer; `running` once exhausted. */
   readonly probeScript = new Map<string, ('running' | 'not-running' | 'error')[]>();
   readonly projections: { workspaceId: string; status: string; version: number }[] = [];
@@ -38,6 +42,16 @@ export class FakeActivities {
   releaseRestarts(): void {
     this.openRestartGate?.();
     this.restartGate = null;
+  }
+
+  /** Token revocations started from now on block until releaseRevocations(). */
+  holdRevocations(): void {
+    this.revocationGate = new Promise((resolve) => (this.openRevocationGate = resolve));
+  }
+
+  releaseRevocations(): void {
+    this.openRevocationGate?.();
+    this.revocationGate = null;
   }
 
   get activities(): Activities {
@@ -70,9 +84,11 @@ export class FakeActivities {
         this.stops.push(workspaceId);
         return Promise.resolve('stopped');
       },
-      revokeInstanceTokens: ({ workspaceId }) => {
-        this.revocations.push(workspaceId);
-        return Promise.resolve(1);
+      revokeInstanceTokens: async (request) => {
+        this.revocationRequests.push(request);
+        await this.revocationGate;
+        this.revocations.push(request.workspaceId);
+        return 1;
       },
       probePlugin: unexpected('probePlugin'),
       stagePlugin: unexpected('stagePlugin'),

@@ -12,6 +12,7 @@ import {
   heartbeatSignal,
   registerSignal,
   restartSignal,
+  stateQuery,
   workspaceWorkflowId,
   type DispatchVerdict,
 } from '../../workflows/definitions.js';
@@ -141,6 +142,26 @@ describe('dead detection', () => {
     expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
     expect(state.deadDetection.deadDeclarations).toBe(1);
+  });
+
+  it("the verdict's revocation finishes before its restart starts, and revokes only tokens minted before the verdict", async () => {
+    const { id, handle } = await onlineWorkspace(['not-running']);
+    harness.fake.holdRevocations();
+    try {
+      expect((await dispatchFailed(handle)).verdict).toBe('dead');
+      await expect.poll(() => harness.fake.revocationRequests.filter((r) => r.workspaceId === id)).toHaveLength(1);
+      // The restarted runtime would mint a new token: no restart while the old ones are being revoked.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(restartsOf(id)).toEqual([]);
+    } finally {
+      harness.fake.releaseRevocations();
+    }
+    await waitForState(handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
+    expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
+    const request = harness.fake.revocationRequests.find((r) => r.workspaceId === id);
+    const verdictAt = (await handle.query(stateQuery)).deadDetection.lastVerdict?.at;
+    expect(request?.mintedBefore).toBeDefined();
+    expect(Date.parse(request?.mintedBefore ?? '')).toBeLessThanOrEqual(Date.parse(verdictAt ?? ''));
   });
 
   it('recent heartbeat, not running then running on re-probe: alive, strikes reset (a flapping box never restarts)', async () => {
