@@ -32,4 +32,6 @@ export const patches = {
   restartAfterAnyDelivery: 'restart-after-any-delivery',
   /** A dead verdict's revocation (of tokens minted before it) finishes before its restart. Step 1. */
   revokeBeforeRestart: 'revoke-before-restart',
+  /** Offline is never parked and failed restarts are asked again (Rules.durableRecovery). Step 1. */
+  durableRecovery: 'durable-recovery',
 } as const;

@@ -129,6 +129,10 @@ export interface RestartState {
   settleUntil: string | null;
   lastFinishedAt: string | null;
   lastError: string | null;
+  /** Restarts that failed in a row (after their activity's own retries); 0 after a success. */
+  failures: number;
+  /** When the failed restart is asked again (a durable deadline), or null. */
+  retryAt: string | null;
 }
 
 export type ProbeResult = 'running' | 'not-running' | 'error';
@@ -271,6 +275,8 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       settleUntil: null,
       lastFinishedAt: null,
       lastError: null,
+      failures: 0,
+      retryAt: null,
     },
     deadDetection: { strikes: null, lastProbe: null, lastVerdict: null, deadDeclarations: 0 },
     recentRejections: [],
@@ -312,8 +318,22 @@ export interface Rules {
    * not be written: files on the box are not loaded until the runtime restarts.
    */
   restartAfterAnyDelivery: boolean;
+  /**
+   * Nothing is parked: an offline workspace still silent a TTL later is restarted (its runtime
+   * hangs though its box runs), and a restart that failed is asked again with backoff.
+   */
+  durableRecovery: boolean;
 }
-export const currentRules: Rules = { newRuntimeAfterRestart: true, restartAfterAnyDelivery: true };
+export const currentRules: Rules = {
+  newRuntimeAfterRestart: true,
+  restartAfterAnyDelivery: true,
+  durableRecovery: true,
+};
+
+/** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
+export function restartRetryDelayMs(failures: number): number {
+  return Math.min(30 * 60_000, 60_000 * 2 ** Math.max(0, failures - 1));
+}
 
 export function transition(
   state: WorkspaceState,
@@ -386,16 +406,35 @@ export function transition(
 }
 
 /** The earliest moment a durable timer must wake the workflow, or null when no deadline applies. */
-export function nextDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+export function nextDeadline(
+  state: WorkspaceState,
+  config: LifecycleConfig,
+  rules: Rules = currentRules,
+): number | null {
+  const status = statusDeadline(state, config, rules);
+  const retry = restartRetryDeadline(state, rules);
+  if (status === null) return retry;
+  return retry === null ? status : Math.min(status, retry);
+}
+
+/** The deadline of the current status: provisioning timeout, liveness TTL, or offline too long. */
+function statusDeadline(state: WorkspaceState, config: LifecycleConfig, rules: Rules): number | null {
   switch (state.status) {
     case 'provisioning':
       return Date.parse(state.statusSince) + config.provisioningTimeoutMs;
     case 'online':
     case 'degraded':
       return lastSeen(state) + config.livenessTtlMs;
+    case 'offline':
+      return rules.durableRecovery ? Date.parse(state.statusSince) + config.livenessTtlMs : null;
     default:
       return null;
   }
+}
+
+function restartRetryDeadline(state: WorkspaceState, rules: Rules): number | null {
+  const { retryAt, inFlight } = state.restart;
+  return rules.durableRecovery && retryAt !== null && !inFlight ? Date.parse(retryAt) : null;
 }
 
 /** Mutable working copy for one transition; the input state is never mutated. */
@@ -561,10 +600,22 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): v
 
 function onDeadline(draft: Draft, config: LifecycleConfig): void {
   const state = draft.state;
-  const deadline = nextDeadline(state, config);
+  const retry = restartRetryDeadline(state, draft.rules);
+  if (retry !== null && draft.now >= retry) {
+    const restart = state.restart;
+    restart.retryAt = null;
+    draft.requestRestart(
+      `retry ${restart.failures} after a failed restart (${restart.lastError ?? '?'})`,
+      'restart-retry',
+    );
+  }
+  const deadline = statusDeadline(state, config, draft.rules);
   if (deadline === null || draft.now < deadline) return;
   if (state.status === 'provisioning') {
     draft.moveTo('failed', `still provisioning after ${seconds(config.provisioningTimeoutMs)}`);
+  } else if (state.status === 'offline') {
+    // Offline for a TTL and still silent: the box may run, its runtime does not answer.
+    draft.requestRestart(`offline and silent for ${seconds(config.livenessTtlMs)} more`, 'watchdog');
   } else {
     draft.moveTo('offline', `no heartbeat for ${seconds(config.livenessTtlMs)}`);
     draft.effects.push({ type: 'evaluate', requester: 'watchdog' });
@@ -627,6 +678,10 @@ function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error:
   restart.inFlight = false;
   restart.lastFinishedAt = draft.at;
   restart.lastError = outcome === 'failed' ? (error ?? 'unknown error') : null;
+  if (draft.rules.durableRecovery) {
+    restart.failures = outcome === 'failed' ? restart.failures + 1 : 0;
+    restart.retryAt = outcome === 'failed' ? iso(draft.now + restartRetryDelayMs(restart.failures)) : null;
+  }
   const followUp = restart.followUp;
   restart.followUp = null;
   if (followUp) draft.requestRestart(followUp.reason, followUp.requester);

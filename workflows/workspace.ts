@@ -49,6 +49,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   const rules: Rules = {
     newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart),
     restartAfterAnyDelivery: wf.patched(patches.restartAfterAnyDelivery),
+    durableRecovery: wf.patched(patches.durableRecovery),
   };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
@@ -218,9 +219,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   // Deadline loop: one timer armed at the earliest deadline. Heartbeats only push the liveness
   // deadline later, so they never wake this loop; the timer re-arms once per TTL at most.
   while (!removed() && !runIsFull()) {
-    const armedAt = nextDeadline(state, config);
+    const armedAt = nextDeadline(state, config, rules);
     const earlierDeadline = (): boolean => {
-      const next = nextDeadline(state, config);
+      const next = nextDeadline(state, config, rules);
       return next !== null && (armedAt === null || next < armedAt);
     };
     const woke = (): boolean => removed() || runIsFull() || earlierDeadline();

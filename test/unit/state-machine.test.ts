@@ -389,7 +389,35 @@ describe('transitions', () => {
     const offline = apply(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs);
     expect(offline.status).toBe('offline');
     expect(offline.recentTransitions[0]?.cause).toBe('no heartbeat for 180s');
-    expect(nextDeadline(offline, config)).toBeNull();
+    // Offline is never parked: still silent a TTL later (a hung runtime whose box probes running),
+    // the box is restarted.
+    expect(nextDeadline(offline, config)).toBe(T0 + 100_000 + 2 * config.livenessTtlMs);
+    const stillSilent = transition(offline, { type: 'deadline' }, T0 + 100_000 + 2 * config.livenessTtlMs, config);
+    expect(stillSilent.state.status).toBe('provisioning');
+    expect(stillSilent.state.restart).toMatchObject({ count: 1, inFlight: true, lastRequester: 'watchdog' });
+    expect(stillSilent.effects).toContainEqual(expect.objectContaining({ type: 'restartBox' }));
+  });
+
+  it('a failed restart is retried with backoff on a durable deadline, shown in the state', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    state = apply(state, { type: 'restartFinished', outcome: 'failed', error: 'box unreachable' }, T0 + 2_000);
+    expect(state.restart).toMatchObject({ inFlight: false, failures: 1, retryAt: iso(T0 + 2_000 + 60_000) });
+    expect(nextDeadline(state, config)).toBe(T0 + 2_000 + 60_000);
+    let retry = transition(state, { type: 'deadline' }, T0 + 62_000, config);
+    expect(retry.state.restart).toMatchObject({
+      inFlight: true,
+      count: 2,
+      retryAt: null,
+      lastRequester: 'restart-retry',
+    });
+    expect(retry.effects).toContainEqual(expect.objectContaining({ type: 'restartBox' }));
+    // A second failure waits twice as long; a success clears the failures.
+    state = apply(retry.state, { type: 'restartFinished', outcome: 'failed', error: 'box unreachable' }, T0 + 63_000);
+    expect(state.restart).toMatchObject({ failures: 2, retryAt: iso(T0 + 63_000 + 120_000) });
+    retry = transition(state, { type: 'deadline' }, T0 + 183_000, config);
+    state = apply(retry.state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 184_000);
+    expect(state.restart).toMatchObject({ failures: 0, retryAt: null });
   });
 
   it('provisioning timeout: failed after 12 minutes, and a late heartbeat recovers it with a reconcile', () => {
@@ -406,7 +434,7 @@ describe('transitions', () => {
     ]);
   });
 
-  it.each<Status>(['offline', 'failed', 'awaiting_agent', 'removed'])('no deadline applies while %s', (status) => {
+  it.each<Status>(['failed', 'awaiting_agent', 'removed'])('no deadline applies while %s', (status) => {
     expect(nextDeadline({ ...start(), status }, config)).toBeNull();
   });
 
@@ -511,7 +539,7 @@ describe('transitions', () => {
   });
 
   it('runs from before that rule keep the old one (their recorded histories replay unchanged)', () => {
-    const oldRules = { newRuntimeAfterRestart: false, restartAfterAnyDelivery: false };
+    const oldRules = { newRuntimeAfterRestart: false, restartAfterAnyDelivery: false, durableRecovery: false };
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
     state = transition(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200, config, oldRules).state;

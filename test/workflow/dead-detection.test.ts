@@ -253,6 +253,21 @@ describe('watchdogs', () => {
     expect(back.counters.reconcilesStarted).toBe(reconcilesBefore + 1);
   });
 
+  it('a hung runtime (silent, its box probes running) is not parked offline: a TTL later the box is restarted', async () => {
+    const { id, handle } = await onlineWorkspace(['running']);
+    await harness.env.sleep(config.livenessTtlMs + 1_000);
+    const offline = await waitForState(handle, (s) => s.status === 'offline' && s.deadDetection.lastVerdict !== null);
+    expect(offline.deadDetection.lastVerdict).toMatchObject({ verdict: 'alive', requester: 'watchdog' });
+    expect(restartsOf(id)).toEqual([]);
+    await harness.env.sleep(config.livenessTtlMs + 1_000);
+    const restarted = await waitForState(handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
+    expect(restarted.restart).toMatchObject({
+      lastRequester: 'watchdog',
+      lastReason: 'offline and silent for 180s more',
+    });
+    expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
+  });
+
   it('heartbeat silence on a box that is not running: the watchdog declares it dead and restarts it', async () => {
     const { id, handle } = await onlineWorkspace(['not-running']);
     await harness.env.sleep(config.livenessTtlMs + 1_000);
