@@ -5,7 +5,7 @@
  */
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { SourceSettings } from '../activities/plugins/source.js';
-import type { Store } from '../db/store.js';
+import type { Store, WorkspaceAccess } from '../db/store.js';
 import type { LifecycleConfig } from '../workflows/config.js';
 import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
@@ -116,12 +116,12 @@ export class ApiContext {
     }
   }
 
-  /** 404 unless the workspace exists and is not removed; returns its live-token count. */
-  async requireLiveWorkspace(id: string): Promise<number> {
+  /** 404 unless the workspace exists and is not removed; returns what the database knows of it. */
+  async requireLiveWorkspace(id: string): Promise<WorkspaceAccess> {
     const access = await this.db(() => this.store.workspaceAccess(id));
     if (access === null) throw new HttpError(404, `unknown workspace ${id}`);
     if (access.status === 'removed') throw new HttpError(404, `workspace ${id} is removed`);
-    return access.liveTokens;
+    return access;
   }
 
   /** A plugin set the reconcile would refuse is a 400 naming each bad source. */

@@ -9,6 +9,7 @@
  * next call opens a fresh connection once the database is back.
  */
 import pg from 'pg';
+import type { DeliveryMode } from '../workflows/payloads.js';
 import type { InstalledVia } from '../workflows/state-machine.js';
 
 export interface DeclaredPlugin {
@@ -31,6 +32,17 @@ export interface Projection {
   statusSince: string;
   /** The workflow's count of projection writes: only a newer version overwrites the row. */
   version: number;
+  /** Absent (runs from before it was projected) or null (not registered yet): the row keeps its own. */
+  deliveryMode?: DeliveryMode | null;
+}
+
+/** What every runtime call checks first: whether the workspace is live, its tokens, its delivery mode. */
+export interface WorkspaceAccess {
+  /** `removed` from the moment the API accepted the removal. */
+  status: string;
+  liveTokens: number;
+  /** As the workflow last projected it; null before the first register (or from older runs). */
+  deliveryMode: DeliveryMode | null;
 }
 
 export interface StoreOptions {
@@ -79,15 +91,15 @@ export class Store {
    * Status and live-token count in one round trip: what every runtime call checks first. A
    * workspace whose removal the API accepted reads `removed` at once.
    */
-  async workspaceAccess(workspaceId: string): Promise<{ status: string; liveTokens: number } | null> {
-    const { rows } = await this.pool.query<{ status: string; live: string }>(
-      `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status,
+  async workspaceAccess(workspaceId: string): Promise<WorkspaceAccess | null> {
+    const { rows } = await this.pool.query<{ status: string; live: string; delivery_mode: DeliveryMode | null }>(
+      `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status, w.delivery_mode,
               (SELECT count(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS live
        FROM workspaces w WHERE w.id = $1`,
       [workspaceId],
     );
     const row = rows[0];
-    return row ? { status: row.status, liveTokens: Number(row.live) } : null;
+    return row ? { status: row.status, liveTokens: Number(row.live), deliveryMode: row.delivery_mode } : null;
   }
 
   /** Records that the API accepted the workspace's removal; idempotent. */
@@ -171,12 +183,13 @@ export class Store {
 
   async writeProjection(p: Projection): Promise<void> {
     await this.pool.query(
-      `INSERT INTO workspaces (id, status, url, status_since, version) VALUES ($1, $2, $3, $4, $5)
+      `INSERT INTO workspaces (id, status, url, status_since, version, delivery_mode) VALUES ($1, $2, $3, $4, $5, $6)
        ON CONFLICT (id) DO UPDATE
          SET status = EXCLUDED.status, url = EXCLUDED.url, status_since = EXCLUDED.status_since,
-             version = EXCLUDED.version, updated_at = now()
+             version = EXCLUDED.version, updated_at = now(),
+             delivery_mode = coalesce(EXCLUDED.delivery_mode, workspaces.delivery_mode)
          WHERE workspaces.version < EXCLUDED.version`,
-      [p.workspaceId, p.status, p.url, p.statusSince, p.version],
+      [p.workspaceId, p.status, p.url, p.statusSince, p.version, p.deliveryMode ?? null],
     );
   }
 

@@ -34,4 +34,6 @@ export const patches = {
   revokeBeforeRestart: 'revoke-before-restart',
   /** Offline is never parked and failed restarts are asked again (Rules.durableRecovery). Step 1. */
   durableRecovery: 'durable-recovery',
+  /** The projection carries the delivery mode (Rules.deliveryModeInProjection). Step 1. */
+  deliveryModeInProjection: 'delivery-mode-in-projection',
 } as const;

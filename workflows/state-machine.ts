@@ -221,7 +221,15 @@ export type Effect =
   /** Heartbeat silence: run the dead-detection evaluation. */
   | { type: 'evaluate'; requester: string }
   /** Status or URL changed: the SQL projection gets the final values of this step. */
-  | { type: 'writeProjection'; status: Status; url: string | null; statusSince: string; version: number };
+  | {
+      type: 'writeProjection';
+      status: Status;
+      url: string | null;
+      statusSince: string;
+      version: number;
+      /** Written only by runs under Rules.deliveryModeInProjection. */
+      deliveryMode?: DeliveryMode | null;
+    };
 
 export interface Transition {
   state: WorkspaceState;
@@ -323,11 +331,14 @@ export interface Rules {
    * hangs though its box runs), and a restart that failed is asked again with backoff.
    */
   durableRecovery: boolean;
+  /** The projection carries the delivery mode, and a change of mode alone writes it. */
+  deliveryModeInProjection: boolean;
 }
 export const currentRules: Rules = {
   newRuntimeAfterRestart: true,
   restartAfterAnyDelivery: true,
   durableRecovery: true,
+  deliveryModeInProjection: true,
 };
 
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
@@ -392,7 +403,8 @@ export function transition(
       break;
   }
   const next = draft.state;
-  if (next.status !== state.status || next.url !== state.url) {
+  const modeChanged = rules.deliveryModeInProjection && next.deliveryMode !== state.deliveryMode;
+  if (next.status !== state.status || next.url !== state.url || modeChanged) {
     next.counters.projectionWrites++;
     draft.effects.push({
       type: 'writeProjection',
@@ -400,6 +412,7 @@ export function transition(
       url: next.url,
       statusSince: next.statusSince,
       version: next.counters.projectionWrites,
+      ...(rules.deliveryModeInProjection ? { deliveryMode: next.deliveryMode } : {}),
     });
   }
   return { state: next, effects: draft.effects };

@@ -50,6 +50,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart),
     restartAfterAnyDelivery: wf.patched(patches.restartAfterAnyDelivery),
     durableRecovery: wf.patched(patches.durableRecovery),
+    deliveryModeInProjection: wf.patched(patches.deliveryModeInProjection),
   };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
@@ -110,11 +111,18 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       case 'writeProjection':
         // Runs that predate the projection keep their command sequence.
         if (wf.patched(patches.workspaceProjection)) {
-          const { status, url, statusSince, version } = effect;
+          const { status, url, statusSince, version, deliveryMode } = effect;
           track(
             writeProjection
               .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
-                { workspaceId, status, url, statusSince, version },
+                {
+                  workspaceId,
+                  status,
+                  url,
+                  statusSince,
+                  version,
+                  ...(deliveryMode !== undefined ? { deliveryMode } : {}),
+                },
               ])
               .catch((err: unknown) =>
                 wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),

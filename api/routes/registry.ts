@@ -12,6 +12,7 @@ import {
   registerPayloadSchema,
   registerUrl,
 } from '../../workflows/payloads.js';
+import type { WorkspaceAccess } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
@@ -23,10 +24,13 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
   const { client, store, settings } = ctx;
   const relayOptions = { taskQueue: settings.taskQueue, start: ctx.startInput };
 
-  async function requireRuntime(request: FastifyRequest, id: string, call: RuntimeCall): Promise<void> {
-    const liveTokens = await ctx.requireLiveWorkspace(id);
-    const outcome = await ctx.db(() => authorizeRuntime(store, id, call, request.headers.authorization, liveTokens));
+  async function requireRuntime(request: FastifyRequest, id: string, call: RuntimeCall): Promise<WorkspaceAccess> {
+    const access = await ctx.requireLiveWorkspace(id);
+    const outcome = await ctx.db(() =>
+      authorizeRuntime(store, id, call, request.headers.authorization, access.liveTokens),
+    );
     if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
+    return access;
   }
 
   app.post(
@@ -49,10 +53,10 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     async (request) =>
       ctx.admitted(async () => {
         const body = request.body;
-        await requireRuntime(request, body.id, 'register');
-        // The workflow's rule decides the mode; the API checks the URL that mode needs.
-        const stored = body.delivery_mode === undefined ? (await ctx.queryState(body.id)).deliveryMode : null;
-        const deliveryMode = effectiveDeliveryMode(body.delivery_mode, stored);
+        const access = await requireRuntime(request, body.id, 'register');
+        // The workflow's rule decides the mode, over the mode it last projected (no worker needed);
+        // the API checks the URL that mode needs.
+        const deliveryMode = effectiveDeliveryMode(body.delivery_mode, access.deliveryMode);
         if (deliveryMode === 'push') {
           const { url, field } = registerUrl(body);
           if (url === '')

@@ -166,6 +166,8 @@ describe('runtime endpoints', () => {
     const first = await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: poll });
     expect(first.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
     await waitForState(env.client.workflow.getHandle(workspaceWorkflowId(id)), (s) => s.deliveryMode === 'poll');
+    // The API reads the stored mode from the projection the workflow writes (no worker needed).
+    await expect.poll(async () => (await store.workspaceAccess(id))?.deliveryMode).toBe('poll');
     const again = await api.inject({
       method: 'POST',
       url: '/registry/register',
@@ -874,6 +876,36 @@ describe('a status means what it says', () => {
       expect(res.headers['retry-after']).toBeUndefined();
     } finally {
       await env.client.workflow.getHandle(workspaceWorkflowId(id)).terminate('test done');
+    }
+  });
+});
+
+describe('no worker', () => {
+  it('a register without delivery_mode needs no worker: the stored mode comes from the database', async () => {
+    // A task queue no worker polls: signals wait in Temporal, queries would time out.
+    const idle = await buildApi(
+      env.client,
+      store,
+      settings({ taskQueue: uniqueId('no-worker'), temporalTimeoutMs: 2_000 }),
+    );
+    try {
+      const id = uniqueId('api-noworker');
+      const created = await idle.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+      expect(created.statusCode, created.body).toBe(201);
+      const token = created.json<{ auth_token: string }>().auth_token;
+      const body = registerBody(id);
+      delete body['delivery_mode'];
+      const reg = await idle.inject({
+        method: 'POST',
+        url: '/registry/register',
+        headers: { authorization: `Bearer ${token}` },
+        payload: body,
+      });
+      expect(reg.statusCode, reg.body).toBe(200);
+      expect(reg.json()).toEqual({ status: 'registered', delivery_mode: 'push' });
+      await env.client.workflow.getHandle(workspaceWorkflowId(id)).terminate('test done');
+    } finally {
+      await idle.close();
     }
   });
 });

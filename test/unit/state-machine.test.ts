@@ -240,6 +240,7 @@ describe('transitions', () => {
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 5),
         version: 1,
+        deliveryMode: 'push',
       },
     ]);
   });
@@ -430,7 +431,14 @@ describe('transitions', () => {
     expect(late.state.status).toBe('online');
     expect(late.effects).toEqual([
       { type: 'startReconcile', trigger: 'failed→online (heartbeat)' },
-      { type: 'writeProjection', status: 'online', url: null, statusSince: iso(T0 + 800_000), version: 2 },
+      {
+        type: 'writeProjection',
+        status: 'online',
+        url: null,
+        statusSince: iso(T0 + 800_000),
+        version: 2,
+        deliveryMode: null,
+      },
     ]);
   });
 
@@ -466,6 +474,7 @@ describe('transitions', () => {
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 200_000),
         version: 3, // the workspace's third projection write
+        deliveryMode: 'push',
       },
     ]);
     const same = transition(
@@ -539,7 +548,12 @@ describe('transitions', () => {
   });
 
   it('runs from before that rule keep the old one (their recorded histories replay unchanged)', () => {
-    const oldRules = { newRuntimeAfterRestart: false, restartAfterAnyDelivery: false, durableRecovery: false };
+    const oldRules = {
+      newRuntimeAfterRestart: false,
+      restartAfterAnyDelivery: false,
+      durableRecovery: false,
+      deliveryModeInProjection: false,
+    };
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
     state = transition(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200, config, oldRules).state;
