@@ -97,7 +97,7 @@ export class Admission {
       // Calls admitted before the last cut were slow under the old limit: one cut answers them all.
       if (started < this.lastDecreaseAt) return;
       this.lastDecreaseAt = at;
-      this.limit = Math.max(minInFlight, this.limit * 0.75);
+      this.limit = Math.max(Math.min(minInFlight, maxInFlight), this.limit * 0.75);
     } else {
       this.limit = Math.min(maxInFlight, this.limit + 1 / this.limit);
     }

@@ -8,7 +8,13 @@
  *   for a signal that may have been delivered all the same, `delivery: "unknown"` says so;
  * - 502: Temporal answered, with an error (e.g. a query on a workflow whose tasks fail).
  */
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, isGrpcServiceError } from '@temporalio/client';
+import {
+  QueryNotRegisteredError,
+  QueryRejectedError,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  isGrpcServiceError,
+} from '@temporalio/client';
 
 export interface Issue {
   field: string;
@@ -62,6 +68,9 @@ export function temporalFailure(err: unknown, what: { signal: boolean }): HttpEr
   if (err instanceof WorkflowExecutionAlreadyStartedError) return new HttpError(404, 'workspace is removed');
   if (err instanceof WorkflowNotFoundError) return new HttpError(404, 'workspace has no running workflow');
   const message = err instanceof Error ? err.message : String(err);
+  // The worker answered the query, with a refusal.
+  if (err instanceof QueryNotRegisteredError || err instanceof QueryRejectedError)
+    return new HttpError(502, `Temporal answered with an error: ${message}`);
   const code = grpcCode(err);
   if (code === undefined || UNAVAILABLE_CODES.has(code)) {
     const unknownFate = what.signal && (code === grpcStatus.DEADLINE_EXCEEDED || code === grpcStatus.CANCELLED);

@@ -43,6 +43,8 @@ export interface WorkspaceAccess {
   liveTokens: number;
   /** As the workflow last projected it; null before the first register (or from older runs). */
   deliveryMode: DeliveryMode | null;
+  /** Whether the workflow has written the projection at all (its version is above 0). */
+  projected: boolean;
 }
 
 export interface StoreOptions {
@@ -92,14 +94,26 @@ export class Store {
    * workspace whose removal the API accepted reads `removed` at once.
    */
   async workspaceAccess(workspaceId: string): Promise<WorkspaceAccess | null> {
-    const { rows } = await this.pool.query<{ status: string; live: string; delivery_mode: DeliveryMode | null }>(
-      `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status, w.delivery_mode,
+    const { rows } = await this.pool.query<{
+      status: string;
+      live: string;
+      delivery_mode: DeliveryMode | null;
+      version: string;
+    }>(
+      `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status, w.delivery_mode, w.version,
               (SELECT count(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS live
        FROM workspaces w WHERE w.id = $1`,
       [workspaceId],
     );
     const row = rows[0];
-    return row ? { status: row.status, liveTokens: Number(row.live), deliveryMode: row.delivery_mode } : null;
+    return row
+      ? {
+          status: row.status,
+          liveTokens: Number(row.live),
+          deliveryMode: row.delivery_mode,
+          projected: Number(row.version) > 0,
+        }
+      : null;
   }
 
   /** Records that the API accepted the workspace's removal; idempotent. */

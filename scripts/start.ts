@@ -227,8 +227,7 @@ async function stopBoxRuntimes(boxesDir: string): Promise<void> {
   const running = (
     await Promise.all(
       ids.map(async (id) => {
-        const pid = await driver.runtimePid(id);
-        return pid !== null && processAlive(pid) ? id : null;
+        return (await driver.liveRuntimePid(id)) !== null ? id : null;
       }),
     )
   ).filter((id): id is string => id !== null);

@@ -159,8 +159,8 @@ export interface Counters {
   /** Status changes so far. */
   transitions: number;
   /**
-   * Projection writes so far (a status or URL change each); numbers them, so every change is
-   * newer than the row it replaces, a URL change without a status change too.
+   * Projection writes so far (a status, URL or mode change each); with `transitions` it numbers
+   * them, so every change is newer than the row it replaces, a URL change alone too.
    */
   projectionWrites: number;
   /** Completed runs of this workflow (continue-as-new count). */
@@ -298,12 +298,7 @@ export function upgradeState(carried: WorkspaceState): WorkspaceState {
   return {
     ...fresh,
     ...carried,
-    // A run from before projectionWrites numbered its writes by transitions: continue past them.
-    counters: {
-      ...fresh.counters,
-      ...carried.counters,
-      projectionWrites: (carried.counters as Partial<Counters>).projectionWrites ?? carried.counters.transitions,
-    },
+    counters: { ...fresh.counters, ...carried.counters },
     restart: { ...fresh.restart, ...carried.restart },
     deadDetection: { ...fresh.deadDetection, ...carried.deadDetection },
   };
@@ -411,7 +406,9 @@ export function transition(
       status: next.status,
       url: next.url,
       statusSince: next.statusSince,
-      version: next.counters.projectionWrites,
+      // Both counts only grow, so the sum grows with every write, and it is never below the
+      // transition count that runs from before numbered their writes with.
+      version: next.counters.transitions + next.counters.projectionWrites,
       ...(rules.deliveryModeInProjection ? { deliveryMode: next.deliveryMode } : {}),
     });
   }
@@ -439,7 +436,10 @@ function statusDeadline(state: WorkspaceState, config: LifecycleConfig, rules: R
     case 'degraded':
       return lastSeen(state) + config.livenessTtlMs;
     case 'offline':
-      return rules.durableRecovery ? Date.parse(state.statusSince) + config.livenessTtlMs : null;
+      // A restart in flight (or owed) already answers the silence; its end sets a new status.
+      return rules.durableRecovery && !state.restart.inFlight
+        ? Date.parse(state.statusSince) + config.livenessTtlMs
+        : null;
     default:
       return null;
   }
@@ -577,6 +577,12 @@ function onRegister(draft: Draft, payload: unknown): void {
   state.kind = register.kind ?? state.kind;
   state.url = url === '' ? null : url;
   state.agentCard = summarizeCard(register.agent_card);
+  // The new runtime checked in: a failed restart need not be asked again, unless it was to load
+  // delivered plugins (only a restart loads them).
+  if (draft.rules.durableRecovery && state.restart.retryAt !== null && state.restart.lastRequester !== 'reconcile') {
+    state.restart.retryAt = null;
+    state.restart.failures = 0;
+  }
   // A register is a fresh runtime boot: whatever the status was, the runtime is up.
   draft.moveTo('online', 'register');
 }
@@ -618,8 +624,8 @@ function onDeadline(draft: Draft, config: LifecycleConfig): void {
     const restart = state.restart;
     restart.retryAt = null;
     draft.requestRestart(
-      `retry ${restart.failures} after a failed restart (${restart.lastError ?? '?'})`,
-      'restart-retry',
+      `retry ${restart.failures} after a failed restart (${restart.lastError ?? '?'}): ${restart.lastReason ?? ''}`,
+      restart.lastRequester ?? 'restart-retry',
     );
   }
   const deadline = statusDeadline(state, config, draft.rules);
@@ -692,8 +698,9 @@ function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error:
   restart.lastFinishedAt = draft.at;
   restart.lastError = outcome === 'failed' ? (error ?? 'unknown error') : null;
   if (draft.rules.durableRecovery) {
-    restart.failures = outcome === 'failed' ? restart.failures + 1 : 0;
-    restart.retryAt = outcome === 'failed' ? iso(draft.now + restartRetryDelayMs(restart.failures)) : null;
+    const retry = outcome === 'failed' && draft.state.status !== 'removed';
+    restart.failures = retry ? restart.failures + 1 : 0;
+    restart.retryAt = retry ? iso(draft.now + restartRetryDelayMs(restart.failures)) : null;
   }
   const followUp = restart.followUp;
   restart.followUp = null;

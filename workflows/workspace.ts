@@ -141,15 +141,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       }
       case 'retire':
         // Runs that predate it left the box running and its tokens live; they keep their commands.
-        if (wf.patched(patches.deprovisionRetiresBox))
-          track(
-            revokeInstanceTokens
-              .executeWithOptions({ summary: 'revoke instance tokens: removed' }, [{ workspaceId }])
-              .then(() => stopBox.executeWithOptions({ summary: 'stop box: removed' }, [{ workspaceId }]))
-              .catch((err: unknown) =>
-                wf.log.error('retiring the removed workspace failed', { error: failureMessage(err) }),
-              ),
-          );
+        if (wf.patched(patches.deprovisionRetiresBox)) track(retire());
         break;
       case 'evaluate':
         // Runs that predate the watchdog evaluation keep their command sequence.
@@ -163,19 +155,38 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           ? `${effect.restartId}-${wf.uuid4().slice(0, 8)}`
           : effect.restartId;
         const restart = (): Promise<void> =>
-          restartBox
-            .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [
-              { workspaceId, restartId },
-            ])
-            .then(
-              () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
-              (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
-            );
+          // Removed while it waited for the revocation: the box is being stopped, not restarted.
+          state.status === 'removed'
+            ? Promise.resolve(apply({ type: 'restartFinished', outcome: 'failed', error: 'workspace removed' }))
+            : restartBox
+                .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [
+                  { workspaceId, restartId },
+                ])
+                .then(
+                  () => apply({ type: 'restartFinished', outcome: 'succeeded' }),
+                  (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
+                );
         // The revocation in flight (if any) first: it ends with a log, never a rejection.
         void (revokeBeforeRestart ? revocation.then(restart) : restart());
         break;
       }
     }
+  }
+
+  /**
+   * A removed workspace's tokens are revoked and its box stopped, each whatever became of the
+   * other; the stop waits for a restart in flight, so no runtime is started after it.
+   */
+  async function retire(): Promise<void> {
+    const logFailure = (what: string) => (err: unknown) =>
+      wf.log.error(`${what} of the removed workspace failed`, { error: failureMessage(err) });
+    await revokeInstanceTokens
+      .executeWithOptions({ summary: 'revoke instance tokens: removed' }, [{ workspaceId }])
+      .catch(logFailure('revoking the tokens'));
+    await wf.condition(() => !state.restart.inFlight);
+    await stopBox
+      .executeWithOptions({ summary: 'stop box: removed' }, [{ workspaceId }])
+      .catch(logFailure('stopping the box'));
   }
 
   /** Every signal counts toward this run's budget, then feeds the machine. */

@@ -10,6 +10,7 @@
  * already names was done, and is not done twice.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { appendFile, cp, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE, type StagedPlugin } from '../plugins/stage.js';
@@ -42,6 +43,7 @@ const LAUNCH_TIMEOUT_MS = 10_000;
  * runtime's program and arguments; environment: the launch id and the box event line.
  */
 const LAUNCH_WRAPPER =
+  'command -v "$1" >/dev/null 2>&1 || { echo "runtime program not found: $1" >&2; exit 127; }; ' +
   '{ [ -z "$WL_LAUNCH_EVENT" ] || printf "%s %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WL_LAUNCH_EVENT" >> box-events.log; } && ' +
   'printf "%s %s\\n" "$$" "$WL_LAUNCH_ID" > runtime.pid.tmp && mv -f runtime.pid.tmp runtime.pid && ' +
   'exec "$@"';
@@ -107,13 +109,28 @@ export class LocalBoxDriver implements BoxDriver {
 
   async isRunning(workspaceId: string): Promise<boolean> {
     await this.requireBox(workspaceId);
-    const pid = await this.runtimePid(workspaceId);
-    return pid !== null && processAlive(pid);
+    return (await this.liveRuntimePid(workspaceId)) !== null;
+  }
+
+  /**
+   * The pid of the box's runtime if that process lives and is the one the record names (its
+   * environment carries the launch id), so a pid the system reused for another process after
+   * the runtime died is never taken for it, nor signalled.
+   */
+  async liveRuntimePid(workspaceId: string): Promise<number | null> {
+    const record = await this.runtimeRecord(workspaceId);
+    if (record === null || record.pid === 0 || !processAlive(record.pid)) return null;
+    if (record.launchId === '') return record.pid; // a record from before launch ids: trusted as before
+    const environ = await readFile(`/proc/${record.pid}/environ`, 'utf8').catch((err: unknown) =>
+      (err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync('/proc/self') ? '' : null,
+    );
+    // No /proc to look in (not Linux): the pid is all there is to go by.
+    if (environ === null) return record.pid;
+    return environ.split('\0').includes(`WL_LAUNCH_ID=${record.launchId}`) ? record.pid : null;
   }
 
   async stop(workspaceId: string): Promise<'stopped' | 'already-stopped'> {
-    const pid = await this.runtimePid(workspaceId);
-    if (pid === null || !processAlive(pid)) return 'already-stopped';
+    if ((await this.liveRuntimePid(workspaceId)) === null) return 'already-stopped';
     await this.stopRuntime(workspaceId);
     await this.event(workspaceId, 'stop');
     return 'stopped';
@@ -156,8 +173,15 @@ export class LocalBoxDriver implements BoxDriver {
     await logFile.close();
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not start runtime for box ${workspaceId}: ${command.join(' ')}`);
+    // Set by the exit handler while the loop below awaits (an object, so the checker sees it change).
+    const exited: { code: number | null } = { code: null };
+    child.once('exit', (code) => (exited.code = code ?? -1));
     const deadline = Date.now() + LAUNCH_TIMEOUT_MS;
     while ((await this.runtimeRecord(workspaceId))?.pid !== pid) {
+      if (exited.code !== null)
+        throw new Error(
+          `runtime for box ${workspaceId} exited at once (code ${exited.code}; see runtime.log): ${command.join(' ')}`,
+        );
       if (Date.now() > deadline)
         throw new Error(
           `runtime for box ${workspaceId} did not start within ${LAUNCH_TIMEOUT_MS} ms: ${command.join(' ')}`,
@@ -167,8 +191,8 @@ export class LocalBoxDriver implements BoxDriver {
   }
 
   async stopRuntime(workspaceId: string): Promise<void> {
-    const pid = await this.runtimePid(workspaceId);
-    if (pid === null || !processAlive(pid)) return;
+    const pid = await this.liveRuntimePid(workspaceId);
+    if (pid === null) return;
     process.kill(pid, 'SIGTERM');
     for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100));
     if (processAlive(pid)) process.kill(pid, 'SIGKILL');

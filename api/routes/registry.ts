@@ -55,8 +55,11 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         const body = request.body;
         const access = await requireRuntime(request, body.id, 'register');
         // The workflow's rule decides the mode, over the mode it last projected (no worker needed);
-        // the API checks the URL that mode needs.
-        const deliveryMode = effectiveDeliveryMode(body.delivery_mode, access.deliveryMode);
+        // the API checks the URL that mode needs. A workspace projected by a run from before the
+        // mode was projected has none stored: the workflow itself says (that needs a worker).
+        const unknown = body.delivery_mode === undefined && access.deliveryMode === null && access.projected;
+        const stored = unknown ? (await ctx.queryState(body.id)).deliveryMode : access.deliveryMode;
+        const deliveryMode = effectiveDeliveryMode(body.delivery_mode, stored);
         if (deliveryMode === 'push') {
           const { url, field } = registerUrl(body);
           if (url === '')

@@ -3,7 +3,7 @@
  * restart, report a failed dispatch (the dead-detection verdict) and deprovision. Every route
  * here takes the admin token.
  */
-import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -219,8 +219,11 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
       const result = await ctx.temporal(
         () =>
           handle.executeUpdate(dispatchFailedUpdate, { args: [request.body] }).catch((err: unknown) => {
-            // The update's validator refuses a removed workspace.
-            if (err instanceof WorkflowUpdateFailedError) throw new HttpError(404, `workspace ${id} is removed`);
+            // The update's validator refuses a removed workspace; any other failure is the workflow's.
+            if (err instanceof WorkflowUpdateFailedError && /workspace is removed/.test(String(err.cause?.message)))
+              throw new HttpError(404, `workspace ${id} is removed`);
+            if (err instanceof WorkflowUpdateFailedError)
+              throw new HttpError(502, `the dead-detection evaluation failed: ${err.cause?.message ?? err.message}`);
             throw err;
           }),
         { signal: false, timeoutMs: settings.temporalTimeoutMs + 10_000 },
@@ -256,7 +259,17 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
       ctx.admitted(async () => {
         const id = request.params.id;
         await ctx.requireLiveWorkspace(id);
-        await ctx.temporal(() => ctx.handle(id).signal(deprovisionSignal), SIGNAL);
+        await ctx.temporal(
+          () =>
+            ctx
+              .handle(id)
+              .signal(deprovisionSignal)
+              // Already completed (a retried DELETE) or never started: nothing left to tell it.
+              .catch((err: unknown) => {
+                if (!(err instanceof WorkflowNotFoundError)) throw err;
+              }),
+          SIGNAL,
+        );
         // From this answer on, every call for the workspace is 404, before the workflow has
         // written its `removed` projection.
         await ctx.db(() => store.markRemoved(id));

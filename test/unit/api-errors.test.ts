@@ -1,7 +1,7 @@
 /**
  * What a failed dependency answers, and the admission limiter's refusals: pure, no server.
  */
-import { WorkflowNotFoundError } from '@temporalio/client';
+import { QueryNotRegisteredError, WorkflowNotFoundError } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from '../../api/admission.js';
 import { HttpError, databaseFailure, temporalFailure } from '../../api/errors.js';
@@ -35,6 +35,10 @@ describe('temporalFailure', () => {
     expect(failure.statusCode).toBe(502);
     expect(failure.message).toMatch(/^Temporal answered with an error/);
     expect(failure.options.retryAfter).toBeUndefined();
+  });
+
+  it('a query the worker refused is 502: Temporal answered', () => {
+    expect(temporalFailure(new QueryNotRegisteredError('no such query', 3), { signal: false }).statusCode).toBe(502);
   });
 
   it('a missing workflow is 404; an HttpError passes through', () => {

@@ -239,7 +239,7 @@ describe('transitions', () => {
         status: 'online',
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 5),
-        version: 1,
+        version: 2, // 1 transition + 1 write
         deliveryMode: 'push',
       },
     ]);
@@ -280,7 +280,7 @@ describe('transitions', () => {
     delete (old.counters as Partial<WorkspaceState['counters']>).projectionWrites;
     const result = transition(upgradeState(old), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
     const write = result.effects.find((effect) => effect.type === 'writeProjection');
-    expect(write?.version).toBe(8);
+    expect(write?.version).toBe(9); // 8 transitions + the run's first write: past the 7 it wrote before
   });
 
   it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
@@ -399,6 +399,26 @@ describe('transitions', () => {
     expect(stillSilent.effects).toContainEqual(expect.objectContaining({ type: 'restartBox' }));
   });
 
+  it('offline while a restart is in flight has no deadline of its own: the restart answers it (no timer spin)', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 2_000); // restart still in flight
+    state = apply(state, { type: 'deadline' }, T0 + 2_000 + config.livenessTtlMs);
+    expect(state.status).toBe('offline');
+    expect(state.restart.inFlight).toBe(true);
+    expect(nextDeadline(state, config)).toBeNull();
+  });
+
+  it('a failed restart is not asked again once the new runtime registered (unless it was to load plugins)', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    state = apply(state, { type: 'restartFinished', outcome: 'failed', error: 'box unreachable' }, T0 + 2_000);
+    expect(state.restart.retryAt).not.toBeNull();
+    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 3_000);
+    expect(state.restart).toMatchObject({ retryAt: null, failures: 0 });
+    expect(nextDeadline(state, config)).toBe(T0 + 3_000 + config.livenessTtlMs);
+  });
+
   it('a failed restart is retried with backoff on a durable deadline, shown in the state', () => {
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
@@ -410,7 +430,7 @@ describe('transitions', () => {
       inFlight: true,
       count: 2,
       retryAt: null,
-      lastRequester: 'restart-retry',
+      lastRequester: 'operator', // the retry is still the operator's restart
     });
     expect(retry.effects).toContainEqual(expect.objectContaining({ type: 'restartBox' }));
     // A second failure waits twice as long; a success clears the failures.
@@ -436,7 +456,7 @@ describe('transitions', () => {
         status: 'online',
         url: null,
         statusSince: iso(T0 + 800_000),
-        version: 2,
+        version: 4, // 2 transitions + 2 writes
         deliveryMode: null,
       },
     ]);
@@ -473,7 +493,7 @@ describe('transitions', () => {
         status: 'degraded',
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 200_000),
-        version: 3, // the workspace's third projection write
+        version: 7, // 4 transitions + the workspace's third projection write
         deliveryMode: 'push',
       },
     ]);

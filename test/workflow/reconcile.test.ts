@@ -197,10 +197,11 @@ describe('declared-plugin reconcile', () => {
     expect(back.restart.count).toBe(1);
     expect(boxEvents(id)).toHaveLength(4);
 
-    // The SQL projection followed every transition: provisioning → online → provisioning → online.
+    // The SQL projection followed every transition: provisioning → online → provisioning → online
+    // (version: 3 transitions + 3 writes).
     await expect
       .poll(() => readProjection(store, id))
-      .toMatchObject({ status: 'online', url: `http://box-${id}.internal:8000`, version: 3 });
+      .toMatchObject({ status: 'online', url: `http://box-${id}.internal:8000`, version: 6 });
   });
 
   it('the projection never goes back to an older version', async () => {
