@@ -38,7 +38,9 @@ describe('temporalFailure', () => {
   });
 
   it('a query the worker refused is 502: Temporal answered', () => {
-    expect(temporalFailure(new QueryNotRegisteredError('no such query', 3), { signal: false }).statusCode).toBe(502);
+    const invalidArgument = 3 as ConstructorParameters<typeof QueryNotRegisteredError>[1]; // gRPC INVALID_ARGUMENT
+    const refused = new QueryNotRegisteredError('no such query', invalidArgument);
+    expect(temporalFailure(refused, { signal: false }).statusCode).toBe(502);
   });
 
   it('a missing workflow is 404; an HttpError passes through', () => {
