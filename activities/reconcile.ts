@@ -1,7 +1,8 @@
 /**
  * The declared-plugin reconcile's steps (diff, probe, stage, deliver, record): thin, idempotent
- * adapters over the store, the plugin sources and the box driver. Permanent plugin problems become non-retryable failures carrying a message a
- * person can act on; everything else is retried by the workflow's retry policy.
+ * adapters over the store, the plugin sources and the box driver. Permanent plugin problems
+ * become non-retryable failures carrying a message a person can act on; everything else is
+ * retried by the workflow's retry policy.
  */
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';

@@ -98,12 +98,12 @@ async function waitFor<T>(
  */
 async function lostHeartbeats(
   stack: Stack,
-  load: HeartbeatLoad,
+  ackedById: Map<string, number>,
 ): Promise<{ acked: number; recorded: number; lost: number }> {
   let acked = 0;
   let recorded = 0;
   let lost = 0;
-  for (const [id, count] of load.acked()) {
+  for (const [id, count] of ackedById) {
     const seen = (await state(stack, id)).counters.heartbeats;
     acked += count;
     recorded += seen;
@@ -156,7 +156,7 @@ export async function postgresRestart(ctx: RowContext, o: PostgresRestartOptions
   const during = load.between(down + 500, up);
   const refused = during.filter((a) => a.status === 503 || a.status === 429);
   const resumedAfter = (firstOkAfter(load.answers, up) ?? Infinity) - up;
-  const { acked, recorded, lost } = await lostHeartbeats(stack, load);
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load.acked());
   const crashes = newCrashes(stack, exitsBefore);
   const refusalP50 = percentile(
     refused.map((a) => a.ms),
@@ -429,13 +429,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
     return st.status === 'offline' ? st : undefined;
   });
   const offlineAfter = Date.parse(offline.statusSince) - lastBeat;
-  let lost = 0;
-  let recorded = 0;
-  for (const [id, count] of acked) {
-    const seen = (await state(stack, id)).counters.heartbeats;
-    recorded += seen;
-    lost += Math.max(0, count - seen);
-  }
+  const { acked: ackedTotal, recorded, lost } = await lostHeartbeats(stack, acked);
   const crashes = newCrashes(stack, exitsBefore);
   await driver.stopRuntime(settling.id);
   await stack.restartApi({});
@@ -458,7 +452,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
       `while down: heartbeat ${whileDown.status} in ${ms(whileDown.ms)}, readyz ${readyDown.status}; API reached ` +
       `Temporal ${s(resumedMs)} after the server was back; dead box in the window: ${inWindowVerdict}, after it: ` +
       `${afterVerdict}; restarts ${after.restart.count}; silent workspace offline ${s(offlineAfter)} after its last ` +
-      `heartbeat (TTL ${s(o.ttlMs)}); acked ${[...acked.values()].reduce((a, b) => a + b, 0)}, recorded ${recorded}, lost ${lost}`,
+      `heartbeat (TTL ${s(o.ttlMs)}); acked ${ackedTotal}, recorded ${recorded}, lost ${lost}`,
     expected:
       '503 < 1 s while down; back < 5 s; in the window queued, after it dead, exactly 2 restarts; TTL timer fires on time; 0 lost',
     held,
@@ -488,7 +482,7 @@ export async function apiRestart(ctx: RowContext, o: ApiRestartOptions): Promise
   await sleep(5_000);
   await load.stop();
   const resumedAfter = (firstOkAfter(load.answers, starting) ?? Infinity) - starting;
-  const { acked, recorded, lost } = await lostHeartbeats(stack, load);
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load.acked());
   const crashes = newCrashes(stack, exitsBefore);
   const held = crashes.length === 0 && resumedAfter < 5_000 && lost === 0;
   return {
@@ -541,7 +535,7 @@ export async function overload(ctx: RowContext, o: OverloadOptions): Promise<Row
       break;
     }
   }
-  const { acked, recorded, lost } = await lostHeartbeats(stack, load);
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load.acked());
   const crashes = newCrashes(stack, exitsBefore);
   const p99 = percentile(
     accepted.map((a) => a.ms),

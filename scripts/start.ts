@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
+import { LocalBoxDriver, processAlive, stopProcess } from '../activities/box/local.js';
 import { startApi, type RunningApi } from '../api/main.js';
 import {
   clientConnectionOptions,
@@ -48,9 +48,7 @@ async function stopLeftoverDevServer(): Promise<void> {
   const command = readFileSafe(`/proc/${pid}/cmdline`)?.split('\0') ?? [];
   if (!command.includes('start-dev') || !command.includes(join(dataDir, 'temporal.db'))) return;
   console.log(`start: stopping the dev server an earlier run left running (pid ${pid})`);
-  process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && processAlive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100));
-  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+  await stopProcess(pid, 10_000);
 }
 
 function readFileSafe(path: string): string | null {
@@ -224,14 +222,6 @@ async function stopBoxRuntimes(boxesDir: string): Promise<void> {
   } catch {
     return;
   }
-  const running = (
-    await Promise.all(
-      ids.map(async (id) => {
-        return (await driver.liveRuntimePid(id)) !== null ? id : null;
-      }),
-    )
-  ).filter((id): id is string => id !== null);
-  if (running.length === 0) return;
-  await Promise.all(running.map((id) => driver.stopRuntime(id)));
-  console.log(`start: stopped ${running.length} box runtime(s)`);
+  const stopped = (await Promise.all(ids.map((id) => driver.stopRuntime(id)))).filter(Boolean).length;
+  if (stopped > 0) console.log(`start: stopped ${stopped} box runtime(s)`);
 }

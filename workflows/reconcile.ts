@@ -35,17 +35,16 @@ export async function runReconcile(request: ReconcileRequest, config: LifecycleC
 }
 
 async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Promise<PluginOutcome> {
-  const acts = reconcileStep;
   const { name, source } = plugin;
   const base = { workspaceId, pluginName: name, source };
   // Each activity's summary names the plugin, so the UI's event history reads as the reconcile did.
   let delivered = false;
   try {
-    const probe = await acts.probePlugin.executeWithOptions({ summary: `probe plugin ${name} on the box` }, [
+    const probe = await reconcileStep.probePlugin.executeWithOptions({ summary: `probe plugin ${name} on the box` }, [
       { workspaceId, pluginName: name },
     ]);
     if (probe.presence === 'present') {
-      await acts.recordInstalled.executeWithOptions({ summary: `record plugin ${name} installed at boot` }, [
+      await reconcileStep.recordInstalled.executeWithOptions({ summary: `record plugin ${name} installed at boot` }, [
         { ...base, revision: probe.revision, installedVia: 'boot' },
       ]);
       return { name, status: 'installed', via: 'boot', revision: probe.revision };
@@ -59,9 +58,10 @@ async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Pro
       { workspaceId, plugin: staged },
     ]);
     delivered = true;
-    await acts.recordInstalled.executeWithOptions({ summary: `record plugin ${name} delivered @${revision}` }, [
-      { ...base, revision: staged.revision, installedVia: 'delivered' },
-    ]);
+    await reconcileStep.recordInstalled.executeWithOptions(
+      { summary: `record plugin ${name} delivered @${revision}` },
+      [{ ...base, revision: staged.revision, installedVia: 'delivered' }],
+    );
     return { name, status: 'installed', via: 'delivered', revision: staged.revision };
   } catch (err) {
     return { name, status: 'failed', error: failureMessage(err), ...(delivered ? { delivered: true as const } : {}) };

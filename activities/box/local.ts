@@ -35,6 +35,8 @@ export const INCOMING_SUFFIX = '.incoming';
 export const RUNTIME_PID_FILE = 'runtime.pid';
 /** The launch id of a box's first start (restarts carry the workflow's restart id). */
 export const BOOT_LAUNCH_ID = 'boot';
+/** How long a stopped runtime may drain before it is killed. */
+const RUNTIME_STOP_GRACE_MS = 5_000;
 /** How long a launch waits for the new runtime to record itself. */
 const LAUNCH_TIMEOUT_MS = 10_000;
 
@@ -130,8 +132,7 @@ export class LocalBoxDriver implements BoxDriver {
   }
 
   async stop(workspaceId: string): Promise<'stopped' | 'already-stopped'> {
-    if ((await this.liveRuntimePid(workspaceId)) === null) return 'already-stopped';
-    await this.stopRuntime(workspaceId);
+    if (!(await this.stopRuntime(workspaceId))) return 'already-stopped';
     await this.event(workspaceId, 'stop');
     return 'stopped';
   }
@@ -190,12 +191,12 @@ export class LocalBoxDriver implements BoxDriver {
     }
   }
 
-  async stopRuntime(workspaceId: string): Promise<void> {
+  /** Stops the box's runtime if it runs; whether there was one to stop. */
+  async stopRuntime(workspaceId: string): Promise<boolean> {
     const pid = await this.liveRuntimePid(workspaceId);
-    if (pid === null) return;
-    process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 100));
-    if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid === null) return false;
+    await stopProcess(pid, RUNTIME_STOP_GRACE_MS);
+    return true;
   }
 
   private pluginsDir(workspaceId: string): string {
@@ -229,6 +230,14 @@ export class LocalBoxDriver implements BoxDriver {
   private async event(workspaceId: string, line: string): Promise<void> {
     await appendFile(join(this.boxDir(workspaceId), 'box-events.log'), `${new Date().toISOString()} ${line}\n`);
   }
+}
+
+/** SIGTERM, then SIGKILL if the process is still there after `graceMs`. */
+export async function stopProcess(pid: number, graceMs: number): Promise<void> {
+  process.kill(pid, 'SIGTERM');
+  for (let waited = 0; waited < graceMs && processAlive(pid); waited += 100)
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
 }
 
 /** Whether a process with this id exists (signal 0). */
