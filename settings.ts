@@ -4,7 +4,7 @@
  * so no module reads `process.env` behind the caller's back. Each variable is in the README's
  * configuration table. A bad value is a SettingsError whose message names the variable.
  */
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
@@ -41,6 +41,8 @@ export interface Settings {
   boxesDir: string;
   runtimeCommand: string[] | null;
   sources: SourceSettings & StageSettings;
+  /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
+  fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
     /** Unset: `npm start` makes one; `npm run api` refuses to start. */
     adminToken: string | undefined;
@@ -62,6 +64,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     boxesDir: boxesDirFromEnv(env),
     runtimeCommand: runtimeCommandFromEnv(env),
     sources: sourceSettingsFromEnv(env),
+    fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
       adminToken: adminTokenFromEnv(env),
@@ -171,6 +174,12 @@ export function sourceSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sou
     giteaBaseUrl: env['WL_GITEA_BASE_URL'] ?? '',
     githubBaseUrl: env['WL_GITHUB_BASE_URL'] ?? 'https://github.com',
     allowUnpinned: env['WL_ALLOW_UNPINNED_PLUGINS'] === 'true',
+    sourceHosts: list(env, 'WL_PLUGIN_SOURCE_HOSTS')?.map((host) => host.toLowerCase()) ?? null,
+    fileRoots: (list(env, 'WL_PLUGIN_SOURCE_FILE_ROOTS') ?? []).map((root) => {
+      if (!isAbsolute(root))
+        throw new SettingsError(`WL_PLUGIN_SOURCE_FILE_ROOTS must list absolute directories, got ${root}`);
+      return resolve(root);
+    }),
     pluginsDir: resolve(env['WL_PLUGINS_DIR'] ?? join(dataDir(env), 'plugins')),
     cacheDir: resolve(env['WL_PLUGIN_CACHE_DIR'] ?? join(dataDir(env), 'plugin-cache')),
     maxPluginBytes: positiveNumber(env, 'WL_PLUGIN_MAX_BYTES', 100 * 1024 * 1024),
@@ -178,8 +187,23 @@ export function sourceSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sou
   };
 }
 
+/** A comma-separated list, blanks dropped; undefined when the variable is unset. */
+function list(env: NodeJS.ProcessEnv, name: string): string[] | undefined {
+  const raw = env[name];
+  if (raw === undefined) return undefined;
+  return raw
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
 export function dataPath(name: string, env: NodeJS.ProcessEnv = process.env): string {
   return join(dataDir(env), name);
+}
+
+/** Where `npm run simulate` makes its plugin repositories (git+file:// sources). */
+export function simulatorReposDir(dataDirectory: string): string {
+  return join(dataDirectory, 'simulator', 'repos');
 }
 
 /** Where the local box driver keeps its boxes: `WL_BOXES_DIR` or `<data dir>/boxes`. */

@@ -53,7 +53,7 @@ const api = await buildApi(env.client, store, {
   adminToken,
   taskQueue,
   logLevel: 'warn',
-  sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false },
+  sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false, sourceHosts: null, fileRoots: [] },
 });
 const apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
 

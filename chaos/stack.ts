@@ -219,6 +219,8 @@ export class Stack {
       WL_ADMIN_TOKEN: this.adminToken,
       WL_API_PORT: String(this.apiPort),
       WL_ALLOW_LOOPBACK_URLS: 'true',
+      // The plugin repositories of the run (chaos/rows.ts).
+      WL_PLUGIN_SOURCE_FILE_ROOTS: join(this.options.dir, 'repos'),
       LOG_LEVEL: 'warn',
       ...this.options.env,
     };

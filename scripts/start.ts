@@ -23,7 +23,14 @@ import {
   type TemporalSettings,
 } from '../connection.js';
 import { migrate } from '../db/migrate.js';
-import { adminTokenPath, defaultRuntimeCommand, loadSettings, workerSettings, type Settings } from '../settings.js';
+import {
+  adminTokenPath,
+  defaultRuntimeCommand,
+  loadSettings,
+  simulatorReposDir,
+  workerSettings,
+  type Settings,
+} from '../settings.js';
 import { createWorker } from '../worker.js';
 import { temporalCliPath } from './toolchain.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../db/embedded.js';
@@ -156,9 +163,14 @@ async function run(databaseUrl: string): Promise<void> {
     configured.address === undefined ? withAddress(configured, `127.0.0.1:${port}`) : configured;
   const generatedAdminToken = settings.api.adminToken === undefined;
   // What this command adds to the loaded settings: the local database and dev server, an admin
-  // token, loopback URLs for local boxes (unless configured), the simulated runtime in each box.
+  // token, loopback URLs for local boxes (unless configured), the simulated runtime in each box,
+  // and git+file:// sources from the simulator's repositories (unless configured).
   const effective: Settings = {
     ...settings,
+    sources: {
+      ...settings.sources,
+      fileRoots: settings.fileRootsConfigured ? settings.sources.fileRoots : [simulatorReposDir(settings.dataDir)],
+    },
     temporal,
     databaseUrl,
     runtimeCommand: settings.runtimeCommand ?? defaultRuntimeCommand(),

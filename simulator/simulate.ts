@@ -25,6 +25,7 @@ import {
   dataDir as defaultDataDir,
   defaultRuntimeCommand,
   runtimeCommandFromEnv,
+  simulatorReposDir,
 } from '../settings.js';
 import { defaultLifecycleConfig } from '../workflows/config.js';
 import type { DispatchVerdict } from '../workflows/definitions.js';
@@ -415,7 +416,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       throw new Error(`the API refused the admin token (WL_ADMIN_TOKEN or ${adminTokenPath()})`);
 
     const names = Array.from({ length: options.plugins }, (_, i) => `sim-plugin-${i + 1}`);
-    const repos = await ensurePluginRepos(join(options.dataDir, 'simulator', 'repos'), names);
+    const repos = await ensurePluginRepos(simulatorReposDir(options.dataDir), names);
     for (const repo of repos) say(`plugin ${repo.name}: ${repo.source}`);
 
     for (let i = 1; i <= options.workspaces; i++) {

@@ -5,6 +5,7 @@
  *   local://name  (or a bare name)        from the configured plugins directory
  * A ref may be a branch, a tag, a commit sha, or carry the reference's `tag:`/`sha:` prefix.
  */
+import { resolve, sep } from 'node:path';
 import { PermanentPluginError, assertSafePluginName } from './errors.js';
 
 export interface SourceSettings {
@@ -12,6 +13,13 @@ export interface SourceSettings {
   githubBaseUrl: string;
   /** Git sources without `#ref` are rejected unless this is set. */
   allowUnpinned: boolean;
+  /**
+   * The hosts `git+http(s)://` sources may name (`host` or `host:port`); null: any host. The
+   * gitea:// and github:// base URLs are the operator's own and always allowed.
+   */
+  sourceHosts: string[] | null;
+  /** Absolute directories `git+file://` sources may lie under; none: `git+file://` is refused. */
+  fileRoots: string[];
 }
 
 export type PluginSource =
@@ -65,6 +73,7 @@ export function parsePluginSource(raw: string, settings: SourceSettings): Plugin
     case 'git+http':
     case 'git+file': {
       const url = spec.slice('git+'.length);
+      assertAllowedLocation(raw, url, settings);
       const name = (url.split('/').filter(Boolean).at(-1) ?? '').replace(/\.git$/, '');
       return git(raw, url, ref, null, name, settings);
     }
@@ -80,6 +89,39 @@ function parseRef(raw: string, fragment: string): string {
   if (!REF.test(ref) || ref.includes('..'))
     throw new PermanentPluginError(`plugin source ${raw}: ref ${JSON.stringify(fragment)} is not valid`);
   return ref;
+}
+
+/**
+ * The worker fetches whatever a source names, so a source may only name what the operator
+ * allowed: a listed host for git+http(s), a path under a listed directory for git+file (none by
+ * default: the worker's own files are not plugins).
+ */
+function assertAllowedLocation(raw: string, url: string, settings: SourceSettings): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new PermanentPluginError(`plugin source ${raw}: ${url} is not a valid URL`);
+  }
+  if (parsed.protocol === 'file:') {
+    if (settings.fileRoots.length === 0)
+      throw new PermanentPluginError(
+        `plugin source ${raw}: git+file:// sources are off; set WL_PLUGIN_SOURCE_FILE_ROOTS to the directories they may read`,
+      );
+    const path = resolve(decodeURIComponent(parsed.pathname));
+    if (!settings.fileRoots.some((root) => path === root || path.startsWith(root.endsWith(sep) ? root : root + sep)))
+      throw new PermanentPluginError(
+        `plugin source ${raw}: ${path} is outside the directories git+file:// sources may read (WL_PLUGIN_SOURCE_FILE_ROOTS)`,
+      );
+    return;
+  }
+  const hosts = settings.sourceHosts;
+  if (hosts === null) return;
+  const host = parsed.host.toLowerCase();
+  if (!hosts.includes(host) && !hosts.includes(parsed.hostname.toLowerCase()))
+    throw new PermanentPluginError(
+      `plugin source ${raw}: host ${host} is not one git sources may name (WL_PLUGIN_SOURCE_HOSTS)`,
+    );
 }
 
 function local(raw: string, name: string): PluginSource {

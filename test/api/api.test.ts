@@ -36,6 +36,8 @@ function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
       giteaBaseUrl: 'https://git.example.test',
       githubBaseUrl: 'https://github.example.test',
       allowUnpinned: false,
+      sourceHosts: ['plugins.example.test'],
+      fileRoots: ['/srv/plugins'],
     },
     ...overrides,
   };
@@ -395,7 +397,23 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: (id) => `/workspaces/${id}/plugins`,
       body: () => ({ plugins: [{ name: 'repo', source: 'git+file:///srv/plugins/repo.git' }] }),
       status: 400,
-      says: 'body.plugins.0.source: ',
+      says: 'body.plugins.0.source: plugin source git+file:///srv/plugins/repo.git is unpinned',
+    },
+    {
+      name: 'git+file source outside the allowed directories',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/plugins`,
+      body: () => ({ plugins: [{ name: 'repo', source: 'git+file:///srv/plugins/../secrets/repo.git#main' }] }),
+      status: 400,
+      says: '/srv/secrets/repo.git is outside the directories git+file:// sources may read',
+    },
+    {
+      name: 'git+https source on a host not allowed',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-10', plugins: [{ name: 'x', source: 'git+https://attacker.test/x.git#main' }] }),
+      status: 400,
+      says: 'host attacker.test is not one git sources may name',
     },
     {
       name: 'agent_card.url is cloud metadata',

@@ -19,7 +19,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
-import { defaultRuntimeCommand, sourceSettingsFromEnv } from '../../settings.js';
+import { defaultRuntimeCommand, simulatorReposDir, sourceSettingsFromEnv } from '../../settings.js';
 import { buildApi, defaultApiSettings } from '../../api/server.js';
 import type { Store } from '../../db/store.js';
 import { browserPath } from '../../scripts/browser.js';
@@ -54,7 +54,10 @@ beforeAll(async () => {
   uiUrl = `http://127.0.0.1:${uiPort}`;
   store = await connectTestStore('e2e');
   const taskQueue = `e2e-${process.pid}`;
-  const sources = sourceSettingsFromEnv({ WL_DATA_DIR: dataDir });
+  const sources = sourceSettingsFromEnv({
+    WL_DATA_DIR: dataDir,
+    WL_PLUGIN_SOURCE_FILE_ROOTS: simulatorReposDir(dataDir),
+  });
   api = await buildApi(new Client({ connection: env.connection }), store, {
     ...defaultApiSettings,
     adminToken: ADMIN,

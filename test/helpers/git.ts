@@ -43,6 +43,8 @@ export function localSourceSettings(root: string, maxPluginBytes: number): Sourc
     giteaBaseUrl: `file://${repos}`,
     githubBaseUrl: `file://${repos}`,
     allowUnpinned: false,
+    sourceHosts: null,
+    fileRoots: [root],
     cacheDir: join(root, 'cache'),
     pluginsDir: join(root, 'plugins'),
     maxPluginBytes,

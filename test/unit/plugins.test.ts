@@ -16,6 +16,8 @@ const settings: SourceSettings & StageSettings = {
   giteaBaseUrl: 'https://git.example.test',
   githubBaseUrl: 'https://github.example.test',
   allowUnpinned: false,
+  sourceHosts: null,
+  fileRoots: ['/srv/repos', root],
   cacheDir: join(root, 'cache'),
   pluginsDir: join(root, 'plugins'),
   maxPluginBytes: 64 * 1024,
@@ -66,6 +68,34 @@ describe('plugin sources', () => {
 
   it('unpinned git sources are allowed when configured', () => {
     expect(parsePluginSource('gitea://acme/seo', { ...settings, allowUnpinned: true })).toMatchObject({ ref: null });
+  });
+
+  it('git+file sources only under the allowed directories; none allowed by default', () => {
+    const outside = [
+      ['git+file:///etc/passwd.git#main', '/etc/passwd.git'],
+      ['git+file:///srv/repos/../../etc/x.git#main', '/etc/x.git'],
+      ['git+file:///srv/repos-evil/x.git#main', '/srv/repos-evil/x.git'],
+    ];
+    for (const [raw, path] of outside) {
+      expect(() => parsePluginSource(raw ?? '', settings)).toThrow(
+        `${path} is outside the directories git+file:// sources may read`,
+      );
+    }
+    expect(() => parsePluginSource('git+file:///srv/repos/fmt.git#main', { ...settings, fileRoots: [] })).toThrow(
+      /git\+file:\/\/ sources are off; set WL_PLUGIN_SOURCE_FILE_ROOTS/,
+    );
+  });
+
+  it('git+http(s) sources only to the allowed hosts, when a list is set', () => {
+    const listed = { ...settings, sourceHosts: ['host.test', 'git.internal:8443'] };
+    expect(parsePluginSource('git+https://HOST.test/x/linter.git#main', listed)).toMatchObject({ name: 'linter' });
+    expect(parsePluginSource('git+https://git.internal:8443/x/a.git#main', listed)).toMatchObject({ name: 'a' });
+    expect(() => parsePluginSource('git+https://git.internal/x/a.git#main', listed)).toThrow(
+      /host git.internal is not one git sources may name/,
+    );
+    expect(() => parsePluginSource('git+http://169.254.169.254/x/a.git#main', listed)).toThrow(PermanentPluginError);
+    // The operator's own gitea/github base URLs need no listing.
+    expect(parsePluginSource('gitea://acme/seo#main', listed)).toMatchObject({ name: 'seo' });
   });
 
   it('a gitea source without a configured base URL says so', () => {
