@@ -184,6 +184,7 @@ export function sourceSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Sou
     cacheDir: resolve(env['WL_PLUGIN_CACHE_DIR'] ?? join(dataDir(env), 'plugin-cache')),
     maxPluginBytes: positiveNumber(env, 'WL_PLUGIN_MAX_BYTES', 100 * 1024 * 1024),
     fetchTimeoutMs: positiveNumber(env, 'WL_PLUGIN_FETCH_TIMEOUT_MS', 5 * 60_000),
+    cacheMaxAgeMs: positiveNumber(env, 'WL_PLUGIN_CACHE_MAX_AGE_HOURS', 24) * 3_600_000,
   };
 }
 

@@ -22,6 +22,8 @@ export interface ActivityDeps {
 
 export interface PluginDiff {
   declared: number;
+  /** The declared plugins' names: what a workflow keeps per-plugin state for (absent in older histories). */
+  declaredNames?: string[];
   /** Declared plugins without a tracking row, in name order. */
   missing: DeclaredPlugin[];
 }
@@ -55,7 +57,11 @@ export function createReconcileActivities(deps: ActivityDeps) {
         store.listTrackingRows(workspaceId),
       ]);
       const trackedNames = new Set(tracked.map((row) => row.pluginName));
-      return { declared: declared.length, missing: declared.filter((plugin) => !trackedNames.has(plugin.name)) };
+      return {
+        declared: declared.length,
+        declaredNames: declared.map((plugin) => plugin.name),
+        missing: declared.filter((plugin) => !trackedNames.has(plugin.name)),
+      };
     },
 
     /** Probe before fetch: a boot-installed plugin costs no clone and no delivery. */

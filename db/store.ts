@@ -12,6 +12,9 @@ import pg from 'pg';
 import type { DeliveryMode } from '../workflows/payloads.js';
 import type { InstalledVia } from '../workflows/state-machine.js';
 
+/** How long a revoked instance token's row is kept (who held access, until when) before it is deleted. */
+export const REVOKED_TOKEN_RETENTION_DAYS = 7;
+
 export interface DeclaredPlugin {
   name: string;
   source: string;
@@ -210,7 +213,8 @@ export class Store {
   /**
    * Revokes the workspace's live instance tokens, those minted before `mintedBefore` when given
    * (a dead verdict's time: a token the restarted runtime minted after it stays live); returns
-   * how many it revoked.
+   * how many it revoked. Tokens revoked more than REVOKED_TOKEN_RETENTION_DAYS ago, any
+   * workspace's, are deleted on the way, so revoked rows do not pile up.
    */
   async revokeInstanceTokens(workspaceId: string, mintedBefore?: string): Promise<number> {
     const result = await this.pool.query(
@@ -218,6 +222,9 @@ export class Store {
        WHERE workspace_id = $1 AND revoked_at IS NULL AND ($2::timestamptz IS NULL OR created_at < $2)`,
       [workspaceId, mintedBefore ?? null],
     );
+    await this.pool.query(`DELETE FROM workspace_tokens WHERE revoked_at < now() - make_interval(days => $1)`, [
+      REVOKED_TOKEN_RETENTION_DAYS,
+    ]);
     return result.rowCount ?? 0;
   }
 

@@ -31,7 +31,7 @@ export async function runReconcile(request: ReconcileRequest, config: LifecycleC
     [request],
   );
   const outcomes = await Promise.all(diff.missing.map((plugin) => reconcilePlugin(request.workspaceId, plugin)));
-  return { declared: diff.declared, outcomes };
+  return { declared: diff.declared, ...(diff.declaredNames ? { declaredNames: diff.declaredNames } : {}), outcomes };
 }
 
 async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Promise<PluginOutcome> {

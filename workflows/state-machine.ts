@@ -104,6 +104,8 @@ export type PluginOutcome =
 
 export interface ReconcileReport {
   declared: number;
+  /** The declared plugins' names; absent in passes recorded before it was reported. */
+  declaredNames?: string[];
   outcomes: PluginOutcome[];
 }
 
@@ -670,7 +672,11 @@ function onReconcileFinished(
 }
 
 function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
-  const plugins = { ...draft.state.plugins };
+  // A plugin no longer declared leaves the state, so it stays as small as the declaration.
+  const declared = report.declaredNames === undefined ? null : new Set(report.declaredNames);
+  const plugins = Object.fromEntries(
+    Object.entries(draft.state.plugins).filter(([name]) => declared === null || declared.has(name)),
+  );
   for (const outcome of report.outcomes) {
     const attempts = (plugins[outcome.name]?.attempts ?? 0) + 1;
     plugins[outcome.name] =

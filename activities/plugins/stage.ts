@@ -4,10 +4,12 @@
  * reuses the cached copy, so a retried activity does no second fetch.
  *   git:   the ref resolves to a commit sha (`git ls-remote`); the tree at that commit is staged.
  *   local: the directory's content hash (`sha256:…`) is the revision.
+ * The cache stays bounded: a stage touches the revision it reuses, and revisions nobody staged
+ * for `cacheMaxAgeMs` are deleted (at most one sweep per 10 minutes per process).
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
@@ -21,6 +23,8 @@ export interface StageSettings {
   pluginsDir: string;
   maxPluginBytes: number;
   fetchTimeoutMs: number;
+  /** A staged revision nobody staged for this long is deleted from the cache. */
+  cacheMaxAgeMs: number;
 }
 
 export interface StagedPlugin {
@@ -37,7 +41,46 @@ export interface PluginManifest {
 export const MANIFEST_FILE = 'plugin.yaml';
 
 export async function stagePlugin(source: PluginSource, settings: StageSettings): Promise<StagedPlugin> {
-  return source.kind === 'git' ? stageGit(source, settings) : stageLocal(source, settings);
+  // The sweep first: what it deletes is older than its age limit, and this stage makes its own
+  // revision fresh again below, so a revision is never deleted between its stage and delivery.
+  if (Date.now() - lastSweep >= SWEEP_EVERY_MS) {
+    lastSweep = Date.now();
+    await pruneCache(settings);
+  }
+  const staged = source.kind === 'git' ? await stageGit(source, settings) : await stageLocal(source, settings);
+  const now = new Date();
+  await utimes(staged.path, now, now);
+  return staged;
+}
+
+const SWEEP_EVERY_MS = 10 * 60_000;
+/** A fetch or copy folder this old belongs to a stager that died. */
+const ABANDONED_WORK_MS = 60 * 60_000;
+let lastSweep = 0;
+
+/**
+ * Deletes the revisions nobody staged for `cacheMaxAgeMs` and the work folders of stagers that
+ * died; returns the names it deleted. A folder that cannot be read or deleted stays for the
+ * next sweep: the cache is a cache.
+ */
+export async function pruneCache(settings: StageSettings, now: number = Date.now()): Promise<string[]> {
+  const entries = await readdir(settings.cacheDir, { withFileTypes: true }).catch(() => []);
+  const deleted: string[] = [];
+  for (const entry of entries) {
+    if (!entry.isDirectory()) continue;
+    const path = join(settings.cacheDir, entry.name);
+    const modified = await stat(path).then(
+      (info) => info.mtimeMs,
+      () => now,
+    );
+    const limit = entry.name.startsWith('.') ? ABANDONED_WORK_MS : settings.cacheMaxAgeMs;
+    if (now - modified <= limit) continue;
+    await rm(path, { recursive: true, force: true }).then(
+      () => deleted.push(entry.name),
+      () => undefined,
+    );
+  }
+  return deleted;
 }
 
 async function stageGit(

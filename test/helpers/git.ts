@@ -49,5 +49,6 @@ export function localSourceSettings(root: string, maxPluginBytes: number): Sourc
     pluginsDir: join(root, 'plugins'),
     maxPluginBytes,
     fetchTimeoutMs: 60_000,
+    cacheMaxAgeMs: 24 * 3_600_000,
   };
 }

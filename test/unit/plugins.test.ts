@@ -1,12 +1,21 @@
 /** Plugin sources, staging and the local box driver on their own (temporary git repositories). */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import { PermanentPluginError } from '../../activities/plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from '../../activities/plugins/source.js';
-import { parseManifest, stagePlugin, type StageSettings } from '../../activities/plugins/stage.js';
+import { parseManifest, pruneCache, stagePlugin, type StageSettings } from '../../activities/plugins/stage.js';
 import { commitAll, createPluginRepo } from '../helpers/git.js';
 
 const root = mkdtempSync(join(tmpdir(), 'wl-plugins-'));
@@ -22,6 +31,7 @@ const settings: SourceSettings & StageSettings = {
   pluginsDir: join(root, 'plugins'),
   maxPluginBytes: 64 * 1024,
   fetchTimeoutMs: 30_000,
+  cacheMaxAgeMs: 24 * 3_600_000,
 };
 
 describe('plugin sources', () => {
@@ -132,6 +142,29 @@ describe('staging', () => {
       settings,
     );
     expect(bySha.path).toBe(first.path);
+  });
+
+  it("the cache drops revisions nobody staged for its age limit and dead stagers' work folders", async () => {
+    const cache = { ...settings, cacheDir: join(root, 'pruned-cache') };
+    createPluginRepo(repos, 'acme', 'kept');
+    const kept = await stagePlugin(parsePluginSource(`git+file://${repos}/acme/kept.git#main`, settings), cache);
+    const hour = 3_600_000;
+    const aged = (name: string, ageMs: number): void => {
+      mkdirSync(join(cache.cacheDir, name), { recursive: true });
+      const at = new Date(Date.now() - ageMs);
+      utimesSync(join(cache.cacheDir, name), at, at);
+    };
+    aged('git-stale', 25 * hour);
+    aged('git-recent', 23 * hour);
+    aged('.fetch-dead', 2 * hour);
+    aged('.fetch-busy', 0);
+    // A reused revision is touched by its stage, so an old one that is still wanted stays.
+    const old = new Date(Date.now() - 30 * hour);
+    utimesSync(kept.path, old, old);
+    await stagePlugin(parsePluginSource(`git+file://${repos}/acme/kept.git#main`, settings), cache);
+
+    expect((await pruneCache(cache)).sort()).toEqual(['.fetch-dead', 'git-stale']);
+    expect(readdirSync(cache.cacheDir).sort()).toEqual(['.fetch-busy', basename(kept.path), 'git-recent'].sort());
   });
 
   it('stages a subpath of a repository', async () => {

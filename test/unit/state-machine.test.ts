@@ -10,6 +10,7 @@ import {
   transition,
   upgradeState,
   type Event,
+  type ReconcileReport,
   type InitialStatus,
   type Status,
   type WorkspaceState,
@@ -618,6 +619,31 @@ describe('transitions', () => {
     const idle = transition(done.state, { type: 'reconcileFinished', outcome: 'succeeded' }, T0 + 3, config);
     expect(idle.effects).toEqual([]);
     expect(idle.state.reconcile).toMatchObject({ running: false, lastOutcome: 'succeeded', lastError: null });
+  });
+
+  it('a plugin no longer declared leaves the state; a pass recorded without names prunes nothing', () => {
+    const installed = (name: string) => ({
+      name,
+      status: 'installed' as const,
+      via: 'delivered' as const,
+      revision: 'r1',
+    });
+    const finish = (state: WorkspaceState, report: ReconcileReport): WorkspaceState => {
+      const running = { ...state, reconcile: { ...state.reconcile, running: true } };
+      return transition(running, { type: 'reconcileFinished', outcome: 'succeeded', report }, T0 + 1, config).state;
+    };
+    let state = finish(start(), {
+      declared: 3,
+      declaredNames: ['a', 'b', 'c'],
+      outcomes: ['a', 'b', 'c'].map(installed),
+    });
+    expect(Object.keys(state.plugins)).toEqual(['a', 'b', 'c']);
+    // An older pass (no names reported) keeps what it had.
+    state = finish(state, { declared: 1, outcomes: [] });
+    expect(Object.keys(state.plugins)).toEqual(['a', 'b', 'c']);
+    state = finish(state, { declared: 2, declaredNames: ['c', 'd'], outcomes: [installed('d')] });
+    expect(Object.keys(state.plugins).sort()).toEqual(['c', 'd']);
+    expect(state.pluginsDeclaredCount).toBe(2);
   });
 
   it('monthly spend 0 means no update; values are clamped to the reference cap', () => {

@@ -260,6 +260,16 @@ describe('declared-plugin reconcile', () => {
     // Non-retryable: one stage attempt per plugin in this pass, not a retry loop.
     expect(callsFor(id, 'stagePlugin')).toBe(5);
     expect((await store.listTrackingRows(id)).map((r) => r.pluginName)).toEqual(['good']);
+
+    // Declared down to the one that works: the next pass drops the others from the state.
+    await store.setDeclaredPlugins(id, [{ name: 'good', source: 'gitea://acme/good#main' }]);
+    await handle.signal(registerSignal, registerPayload(id));
+    const pruned = await waitForState(
+      handle,
+      (s) => settled(s) && s.counters.reconcilesStarted > state.counters.reconcilesStarted,
+    );
+    expect(Object.keys(pruned.plugins)).toEqual(['good']);
+    expect(pruned).toMatchObject({ pluginsDeclaredCount: 1, pluginsPending: 0 });
   });
 
   it('missing ref in an existing repository is a permanent failure naming the ref', async () => {
