@@ -48,6 +48,8 @@ export interface WorkspaceAccess {
   deliveryMode: DeliveryMode | null;
   /** Whether the workflow has written the projection at all (its version is above 0). */
   projected: boolean;
+  /** The runtime runs outside the service (created awaiting its agent). */
+  external: boolean;
 }
 
 export interface StoreOptions {
@@ -81,11 +83,12 @@ export class Store {
   }
 
   /** Creates the workspace row and its declared plugins; false when the id is taken. */
-  async createWorkspace(workspaceId: string, plugins: DeclaredPlugin[]): Promise<boolean> {
+  async createWorkspace(workspaceId: string, plugins: DeclaredPlugin[], external = false): Promise<boolean> {
     return this.transaction(async (client) => {
-      const inserted = await client.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [
-        workspaceId,
-      ]);
+      const inserted = await client.query(
+        'INSERT INTO workspaces (id, external) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING',
+        [workspaceId, external],
+      );
       if (inserted.rowCount === 0) return false;
       await insertDeclared(client, workspaceId, plugins);
       return true;
@@ -102,8 +105,10 @@ export class Store {
       live: string;
       delivery_mode: DeliveryMode | null;
       version: string;
+      external: boolean;
     }>(
       `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status, w.delivery_mode, w.version,
+              w.external,
               (SELECT count(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS live
        FROM workspaces w WHERE w.id = $1`,
       [workspaceId],
@@ -115,6 +120,7 @@ export class Store {
           liveTokens: Number(row.live),
           deliveryMode: row.delivery_mode,
           projected: Number(row.version) > 0,
+          external: row.external,
         }
       : null;
   }

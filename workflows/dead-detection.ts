@@ -36,6 +36,10 @@ export async function evaluate(ctx: EvaluationContext, requester: string): Promi
 
 async function decide(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
   const { config } = ctx;
+  // 0. An external runtime is not the service's to probe or restart: the caller handles its error.
+  if (ctx.rules.externalRuntimes && ctx.state().runtime === 'external') {
+    return { verdict: 'alive', detail: 'the runtime is external: the service neither probes nor restarts it' };
+  }
   // 1. A restart in flight: nothing to learn from probing a box that is being restarted.
   if (ctx.state().restart.inFlight) return { verdict: 'restarting', detail: 'a restart is in flight' };
 

@@ -59,6 +59,8 @@ export function currentDetails(state: WorkspaceState): string {
     `**Plugins:** ${state.pluginsDeclaredCount} declared, ${state.pluginsPending} pending` +
       (reconcile.running ? ` (reconcile running: ${reconcile.lastTrigger ?? ''})` : ''),
   ];
+  if (state.runtime === 'external')
+    lines.push('**Runtime: external**: never probed, restarted or delivered to by the service');
   if (restart.lastReason === null) lines.push('**Restarts:** none');
   else {
     const phase = restart.inFlight ? 'in flight' : restart.lastError === null ? 'done' : `failed: ${restart.lastError}`;

@@ -36,4 +36,6 @@ export const patches = {
   durableRecovery: 'durable-recovery',
   /** The projection carries the delivery mode (Rules.deliveryModeInProjection). Step 1. */
   deliveryModeInProjection: 'delivery-mode-in-projection',
+  /** External runtimes are never probed, declared dead, restarted or delivered to (Rules.externalRuntimes). Step 1. */
+  externalRuntimes: 'external-runtimes',
 } as const;

@@ -50,9 +50,16 @@ export const registerPayloadSchema = z.object({
 });
 export type RegisterPayload = z.infer<typeof registerPayloadSchema>;
 
-/** The delivery mode a register leads to, first match wins: its own, the workspace's stored one, push. */
-export function effectiveDeliveryMode(requested: DeliveryMode | undefined, stored: DeliveryMode | null): DeliveryMode {
-  return requested ?? stored ?? 'push';
+/**
+ * The delivery mode a register leads to, first match wins: its own, the workspace's stored one,
+ * poll for an external runtime (the service may not reach it), push.
+ */
+export function effectiveDeliveryMode(
+  requested: DeliveryMode | undefined,
+  stored: DeliveryMode | null,
+  external = false,
+): DeliveryMode {
+  return requested ?? stored ?? (external ? 'poll' : 'push');
 }
 
 /** Where a register says the platform reaches its agent: `url`, else the agent card's; '' when neither. */

@@ -26,7 +26,7 @@ import {
  * - online: the runtime checked in and its last heartbeat was healthy.
  * - degraded: the runtime beats but reports itself unhealthy (high error rate or wedged).
  * - offline: the runtime went silent for longer than the liveness TTL.
- * - awaiting_agent: an externally run workspace that has not checked in yet.
+ * - awaiting_agent: an external runtime (see Runtime) that has not checked in, or went silent.
  * - failed: provisioning did not complete within the provisioning timeout.
  * - removed: deprovisioned; terminal, nothing resurrects it.
  */
@@ -45,6 +45,14 @@ export type Status = (typeof statuses)[number];
 export type InitialStatus = Extract<Status, 'provisioning' | 'awaiting_agent'>;
 
 export type SignalName = 'register' | 'heartbeat';
+
+/**
+ * Who runs the workspace's runtime. `managed`: the service's box driver, so the service probes,
+ * restarts and delivers plugins to it. `external`: someone else, somewhere the service does not
+ * reach (a workspace created awaiting its agent): never probed, never declared dead, never
+ * restarted, never delivered to; a silent one goes back to awaiting_agent.
+ */
+export type Runtime = 'managed' | 'external';
 
 export interface AgentCardSummary {
   name: string | null;
@@ -67,7 +75,8 @@ export interface LastHeartbeat {
 }
 
 export interface Rejection {
-  signal: SignalName;
+  /** The signal refused, or `restart` for a restart request the workspace cannot take. */
+  signal: SignalName | 'restart';
   reason: string;
   at: string;
 }
@@ -176,6 +185,7 @@ export interface WorkspaceState {
   url: string | null;
   deliveryMode: DeliveryMode | null;
   kind: WorkspaceKind;
+  runtime: Runtime;
   agentCard: AgentCardSummary | null;
   lastRegisterAt: string | null;
   lastHeartbeat: LastHeartbeat | null;
@@ -248,6 +258,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
     url: null,
     deliveryMode: null,
     kind: 'workspace',
+    runtime: status === 'awaiting_agent' ? 'external' : 'managed',
     agentCard: null,
     lastRegisterAt: null,
     lastHeartbeat: null,
@@ -294,9 +305,12 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
   };
 }
 
-/** Fills in fields that a state carried from an older run may lack. */
-export function upgradeState(carried: WorkspaceState): WorkspaceState {
-  const fresh = initialState(carried.workspaceId, 'provisioning', Date.parse(carried.statusSince));
+/**
+ * Fills in fields that a state carried from an older run may lack; `initialStatus` is the one
+ * the workflow was first started in (it says who runs the runtime).
+ */
+export function upgradeState(carried: WorkspaceState, initialStatus: InitialStatus = 'provisioning'): WorkspaceState {
+  const fresh = initialState(carried.workspaceId, initialStatus, Date.parse(carried.statusSince));
   return {
     ...fresh,
     ...carried,
@@ -330,12 +344,15 @@ export interface Rules {
   durableRecovery: boolean;
   /** The projection carries the delivery mode, and a change of mode alone writes it. */
   deliveryModeInProjection: boolean;
+  /** An external runtime is left to whoever runs it (see Runtime); its delivery mode defaults to poll. */
+  externalRuntimes: boolean;
 }
 export const currentRules: Rules = {
   newRuntimeAfterRestart: true,
   restartAfterAnyDelivery: true,
   durableRecovery: true,
   deliveryModeInProjection: true,
+  externalRuntimes: true,
 };
 
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
@@ -476,6 +493,11 @@ class Draft {
     return iso(this.now);
   }
 
+  /** The runtime is someone else's to run (under Rules.externalRuntimes). */
+  get external(): boolean {
+    return this.rules.externalRuntimes && this.state.runtime === 'external';
+  }
+
   /** Changes status and attaches the reconcile to every transition into online. */
   moveTo(to: Status, cause: string): void {
     const from = this.state.status;
@@ -491,6 +513,8 @@ class Draft {
   }
 
   requestReconcile(trigger: string): void {
+    // The service has no box to deliver to: an external runtime loads its own plugins.
+    if (this.external) return;
     const reconcile = this.state.reconcile;
     this.state.counters.reconcilesRequested++;
     if (reconcile.running) {
@@ -518,6 +542,7 @@ class Draft {
   requestRestart(reason: string, requester: string): void {
     const restart = this.state.restart;
     if (this.state.status === 'removed') return;
+    if (this.external) return this.reject('restart', `${reason}: the runtime is external; restart it where it runs`);
     if (restart.inFlight) {
       restart.followUp = { reason, requester };
       return;
@@ -539,7 +564,7 @@ class Draft {
    */
   declareDead(reason: string, requester: string): void {
     const state = this.state;
-    if (state.status === 'removed') return;
+    if (state.status === 'removed' || this.external) return;
     state.deadDetection.strikes = null;
     state.deadDetection.deadDeclarations++;
     if (state.status !== 'provisioning') this.moveTo('offline', `dead: ${reason}`);
@@ -548,7 +573,7 @@ class Draft {
     this.requestRestart(`dead: ${reason}`, requester);
   }
 
-  reject(signal: SignalName, reason: string): void {
+  reject(signal: SignalName | 'restart', reason: string): void {
     this.state.counters.rejected++;
     this.state.recentRejections = [{ signal, reason, at: this.at }, ...this.state.recentRejections].slice(
       0,
@@ -567,7 +592,7 @@ function onRegister(draft: Draft, payload: unknown): void {
   }
   if (state.status === 'removed') return draft.reject('register', 'workspace is removed; register cannot resurrect it');
 
-  const deliveryMode = effectiveDeliveryMode(register.delivery_mode, state.deliveryMode);
+  const deliveryMode = effectiveDeliveryMode(register.delivery_mode, state.deliveryMode, draft.external);
   const { url } = registerUrl(register);
   if (deliveryMode === 'push' && url === '') {
     return draft.reject('register', 'url is required for push-mode workspaces (set url or agent_card.url)');
@@ -637,6 +662,9 @@ function onDeadline(draft: Draft, config: LifecycleConfig): void {
   } else if (state.status === 'offline') {
     // Offline for a TTL and still silent: the box may run, its runtime does not answer.
     draft.requestRestart(`offline and silent for ${seconds(config.livenessTtlMs)} more`, 'watchdog');
+  } else if (draft.external) {
+    // Nothing to probe or restart: the workspace waits for its agent to check in again.
+    draft.moveTo('awaiting_agent', `no heartbeat for ${seconds(config.livenessTtlMs)}`);
   } else {
     draft.moveTo('offline', `no heartbeat for ${seconds(config.livenessTtlMs)}`);
     draft.effects.push({ type: 'evaluate', requester: 'watchdog' });
@@ -718,7 +746,7 @@ function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error:
  * not-running probe while a restarted box settles proves nothing, two in a row do.
  */
 function onStrike(draft: Draft, requester: string, config: LifecycleConfig): void {
-  if (draft.state.status === 'removed') return;
+  if (draft.state.status === 'removed' || draft.external) return;
   const detection = draft.state.deadDetection;
   const current = detection.strikes;
   const windowOpen = current !== null && draft.now - Date.parse(current.firstAt) <= config.strikeWindowMs;

@@ -42,7 +42,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   const config = resolveConfig(input.config);
   const { workspaceId } = input;
   let state: WorkspaceState = input.carried
-    ? upgradeState(input.carried)
+    ? upgradeState(input.carried, input.initialStatus)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
   // Decided once for the whole run: a run recorded before a rule replays without it.
@@ -51,6 +51,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     restartAfterAnyDelivery: wf.patched(patches.restartAfterAnyDelivery),
     durableRecovery: wf.patched(patches.durableRecovery),
     deliveryModeInProjection: wf.patched(patches.deliveryModeInProjection),
+    externalRuntimes: wf.patched(patches.externalRuntimes),
   };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.

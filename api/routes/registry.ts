@@ -59,7 +59,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         // mode was projected has none stored: the workflow itself says (that needs a worker).
         const unknown = body.delivery_mode === undefined && access.deliveryMode === null && access.projected;
         const stored = unknown ? (await ctx.queryState(body.id)).deliveryMode : access.deliveryMode;
-        const deliveryMode = effectiveDeliveryMode(body.delivery_mode, stored);
+        const deliveryMode = effectiveDeliveryMode(body.delivery_mode, stored, access.external);
         if (deliveryMode === 'push') {
           const { url, field } = registerUrl(body);
           if (url === '')

@@ -38,7 +38,8 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     '/workspaces',
     {
       schema: {
-        summary: 'Create a workspace with its declared plugins; its workflow starts in provisioning',
+        summary:
+          'Create a workspace with its declared plugins; its workflow starts in provisioning, or in awaiting_agent for a runtime run outside the service',
         security: [{ bearer: [] }],
         body: z.strictObject({
           id: workspaceIdSchema,
@@ -60,7 +61,8 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
       ctx.admitted(async () => {
         const { id, plugins, initial_status: initialStatus } = request.body;
         ctx.checkPluginSources(plugins, 'body.plugins');
-        if (!(await ctx.db(() => store.createWorkspace(id, plugins))))
+        const external = initialStatus === 'awaiting_agent';
+        if (!(await ctx.db(() => store.createWorkspace(id, plugins, external))))
           throw new HttpError(409, `workspace ${id} already exists`);
         await ctx.temporal(() =>
           client.workflow.start('workspaceWorkflow', {
@@ -174,14 +176,16 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         body: z.strictObject({ reason: z.string().min(1).max(500).optional() }).default({}),
         response: {
           202: z.object({ status: z.literal('restart requested') }),
-          ...errors(400, 401, 404, 429, 502, 503),
+          ...errors(400, 401, 404, 409, 429, 502, 503),
         },
       },
     },
     async (request, reply) =>
       ctx.admitted(async () => {
         const id = request.params.id;
-        await ctx.requireLiveWorkspace(id);
+        const access = await ctx.requireLiveWorkspace(id);
+        if (access.external)
+          throw new HttpError(409, `workspace ${id} runs an external runtime: restart it where it runs`);
         const reason = request.body.reason ?? 'operator request';
         await ctx.temporal(
           () =>

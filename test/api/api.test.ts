@@ -180,6 +180,55 @@ describe('runtime endpoints', () => {
     expect(again.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
   });
 
+  it('an external runtime registers in poll mode by default and is never probed, restarted or delivered to', async () => {
+    const id = uniqueId('api-ext');
+    const created = await api.inject({
+      method: 'POST',
+      url: '/workspaces',
+      headers: admin,
+      payload: {
+        id,
+        initial_status: 'awaiting_agent',
+        plugins: [{ name: 'writer', source: 'github://acme/writer#v1' }],
+      },
+    });
+    expect(created.statusCode, created.body).toBe(201);
+    const bearer = { authorization: `Bearer ${created.json<{ auth_token: string }>().auth_token}` };
+    // No URL and no mode: the service may not reach an external runtime, so it polls.
+    const reg = await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: bearer,
+      payload: { id, agent_card: { name: 'outside' } },
+    });
+    expect(reg.statusCode, reg.body).toBe(200);
+    expect(reg.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await waitForState(handle, (s) => s.status === 'online');
+
+    const restart = await api.inject({ method: 'POST', url: `/workspaces/${id}/restart`, headers: admin, payload: {} });
+    expect(restart.statusCode, restart.body).toBe(409);
+    expect(restart.json()).toEqual({ error: `workspace ${id} runs an external runtime: restart it where it runs` });
+    const verdict = await api.inject({
+      method: 'POST',
+      url: `/workspaces/${id}/dispatch-failed`,
+      headers: admin,
+      payload: { caller: 'a2a' },
+    });
+    expect(verdict.statusCode, verdict.body).toBe(200);
+    expect(verdict.json()).toEqual({
+      verdict: 'alive',
+      detail: 'the runtime is external: the service neither probes nor restarts it',
+    });
+    const s = await state(id);
+    expect(s).toMatchObject({ runtime: 'external', deliveryMode: 'poll', status: 'online' });
+    expect(s.counters.reconcilesStarted).toBe(0);
+    expect(s.restart.count).toBe(0);
+    expect(fake.probes.filter((p) => p === id)).toEqual([]);
+    expect(fake.reconcileCalls.filter((c) => c.workspaceId === id)).toEqual([]);
+    expect(await store.liveTokenCount(id)).toBe(1);
+  });
+
   it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {
     const a = await createWorkspace();
     const b = await createWorkspace();

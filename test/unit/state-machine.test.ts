@@ -6,6 +6,7 @@ import {
   hasRecentHeartbeat,
   initialState,
   isSettling,
+  currentRules,
   nextDeadline,
   transition,
   upgradeState,
@@ -90,7 +91,8 @@ function* sequences(length: number): Generator<Step[]> {
 /** Independent statement of when a reconcile is owed: every transition into online. */
 function expectedRequests(before: WorkspaceState, step: Step): number {
   const { event } = step;
-  if (before.status === 'removed') return 0;
+  // Nothing is delivered to an external runtime.
+  if (before.status === 'removed' || before.runtime === 'external') return 0;
   if (event.type === 'register') return before.status === 'online' ? 0 : 1;
   if (event.type !== 'heartbeat') return 0;
   const sick = step.name === 'sick-heartbeat';
@@ -98,7 +100,7 @@ function expectedRequests(before: WorkspaceState, step: Step): number {
   if (before.status === 'degraded') return sick ? 0 : 1;
   // While a restart is in flight a heartbeat may be the old runtime's: it brings nothing online.
   if (before.restart.inFlight) return 0;
-  return 1; // provisioning, offline, failed, awaiting_agent: any heartbeat comes online first
+  return 1; // provisioning, offline, failed: any heartbeat comes online first
 }
 
 /** Plain assertion: the exhaustive loop runs hundreds of thousands of steps. */
@@ -128,7 +130,7 @@ describe('exhaustive event orders', () => {
           // One reconcile request per transition into online, whatever caused it.
           const requested = after.counters.reconcilesRequested - before.counters.reconcilesRequested;
           check(requested === expectedRequests(before, step), where, `requested ${requested} reconciles`);
-          if (before.recentTransitions.length < 10) {
+          if (before.recentTransitions.length < 10 && before.runtime === 'managed') {
             const added = after.recentTransitions.slice(
               0,
               after.recentTransitions.length - before.recentTransitions.length,
@@ -285,7 +287,7 @@ describe('transitions', () => {
   });
 
   it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
-    const noUrl = registerPayload(ID, { url: '' });
+    const noUrl = registerPayload(ID, { url: '', delivery_mode: undefined });
     const rejected = apply(start(), { type: 'register', payload: noUrl });
     expect(rejected.status).toBe('provisioning');
     expect(rejected.recentRejections[0]?.reason).toMatch(/url is required for push-mode/);
@@ -467,15 +469,74 @@ describe('transitions', () => {
     expect(nextDeadline({ ...start(), status }, config)).toBeNull();
   });
 
-  it('awaiting_agent comes online on its first heartbeat and reconciles', () => {
+  it('an external runtime comes online on its first heartbeat, with nothing delivered to it', () => {
     const result = transition(
       start('awaiting_agent'),
       { type: 'heartbeat', payload: heartbeatPayload(ID) },
       T0,
       config,
     );
-    expect(result.state.status).toBe('online');
-    expect(result.effects.map((e) => e.type)).toEqual(['startReconcile', 'writeProjection']);
+    expect(result.state).toMatchObject({ status: 'online', runtime: 'external' });
+    expect(result.effects.map((e) => e.type)).toEqual(['writeProjection']);
+    expect(result.state.counters.reconcilesRequested).toBe(0);
+  });
+
+  it('an external runtime is never probed, declared dead, restarted or delivered to; silent, it awaits its agent', () => {
+    let state = apply(
+      start('awaiting_agent'),
+      { type: 'register', payload: registerPayload(ID, { url: '', delivery_mode: undefined }) },
+      T0,
+    );
+    // No URL and no mode: an external runtime polls (the service may not reach it).
+    expect(state).toMatchObject({ status: 'online', deliveryMode: 'poll', runtime: 'external' });
+    const declared = transition(state, { type: 'pluginsDeclared' }, T0 + 1, config);
+    expect(declared.effects).toEqual([]);
+    const restart = transition(
+      state,
+      { type: 'restartRequested', reason: 'ops', requester: 'operator' },
+      T0 + 2,
+      config,
+    );
+    expect(restart.effects).toEqual([]);
+    expect(restart.state.restart.count).toBe(0);
+    expect(restart.state.recentRejections[0]).toMatchObject({
+      signal: 'restart',
+      reason: 'ops: the runtime is external; restart it where it runs',
+    });
+    const dead = transition(state, { type: 'deadDeclared', reason: 'x', requester: 'y' }, T0 + 3, config);
+    expect(dead.effects).toEqual([]);
+    expect(dead.state.status).toBe('online');
+
+    // Silent for the TTL: back to awaiting_agent, with no evaluation (no probe) and no deadline after.
+    const silent = transition(state, { type: 'deadline' }, T0 + config.livenessTtlMs, config);
+    expect(silent.state.status).toBe('awaiting_agent');
+    expect(silent.effects.map((e) => e.type)).toEqual(['writeProjection']);
+    expect(nextDeadline(silent.state, config)).toBeNull();
+    state = apply(silent.state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + config.livenessTtlMs + 5);
+    expect(state.status).toBe('online');
+  });
+
+  it('a managed workspace keeps push as its default mode, and an external one under the old rules too', () => {
+    expect(apply(start(), { type: 'register', payload: registerPayload(ID) }, T0).deliveryMode).toBe('push');
+    const old = { ...currentRules, externalRuntimes: false };
+    const before = transition(
+      start('awaiting_agent'),
+      { type: 'heartbeat', payload: heartbeatPayload(ID) },
+      T0,
+      config,
+      old,
+    );
+    expect(before.effects.map((e) => e.type)).toEqual(['startReconcile', 'writeProjection']);
+    const silent = transition(before.state, { type: 'deadline' }, T0 + config.livenessTtlMs, config, old);
+    expect(silent.state.status).toBe('offline');
+    expect(silent.effects.map((e) => e.type)).toContain('evaluate');
+  });
+
+  it('a state carried from a run before the runtime was recorded takes it from the initial status', () => {
+    const carried: Partial<WorkspaceState> = { ...start('awaiting_agent') };
+    delete carried.runtime;
+    expect(upgradeState(carried as WorkspaceState, 'awaiting_agent').runtime).toBe('external');
+    expect(upgradeState(carried as WorkspaceState).runtime).toBe('managed');
   });
 
   it('a step writes the projection once, with its final values, only when status or url changed', () => {
@@ -574,6 +635,7 @@ describe('transitions', () => {
       restartAfterAnyDelivery: false,
       durableRecovery: false,
       deliveryModeInProjection: false,
+      externalRuntimes: false,
     };
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);

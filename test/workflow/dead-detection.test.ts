@@ -277,6 +277,36 @@ describe('watchdogs', () => {
     expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
   });
 
+  it('an external runtime silent past the TTL awaits its agent again: no probe, no restart, no revocation, ever', async () => {
+    const id = uniqueId('dd-ext');
+    harness.fake.probeScript.set(id, ['not-running', 'not-running']);
+    const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
+      taskQueue: harness.taskQueue,
+      workflowId: workspaceWorkflowId(id),
+      args: [{ workspaceId: id, initialStatus: 'awaiting_agent' }],
+    });
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.status === 'online');
+    await harness.env.sleep(config.livenessTtlMs + 1_000);
+    const silent = await waitForState(handle, (s) => s.status === 'awaiting_agent');
+    expect(silent.recentTransitions[0]).toMatchObject({
+      from: 'online',
+      to: 'awaiting_agent',
+      cause: 'no heartbeat for 180s',
+    });
+    // Long after: still waiting, never offline, never probed, restarted or revoked.
+    await harness.env.sleep(3 * config.livenessTtlMs);
+    const later = await handle.query(stateQuery);
+    expect(later.status).toBe('awaiting_agent');
+    expect(later.deadDetection.lastVerdict).toBeNull();
+    expect(probesOf(id)).toBe(0);
+    expect(restartsOf(id)).toEqual([]);
+    expect(harness.fake.revocations.filter((w) => w === id)).toEqual([]);
+    expect(later.counters.reconcilesStarted).toBe(0);
+    await handle.signal(heartbeatSignal, heartbeatPayload(id));
+    await waitForState(handle, (s) => s.status === 'online');
+  });
+
   it('provisioning timeout: failed; a late heartbeat brings it online with one reconcile', async () => {
     const id = uniqueId('dd-timeout');
     const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
