@@ -15,7 +15,7 @@
  * online on their register; the worker runs with no runtime command (WL_RUNTIME_COMMAND empty)
  * and no box folder exists, so a restart, should dead detection ask for one, starts nothing.
  */
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,7 +25,7 @@ import { getHeapStatistics } from 'node:v8';
 import pg from 'pg';
 import { call, percentile } from '../chaos/load.js';
 import { Stack } from '../chaos/stack.js';
-import { TASK_QUEUE, workspaceWorkflowId } from '../workflows/definitions.js';
+import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
 
 export interface FleetOptions {
@@ -74,7 +74,7 @@ export interface FleetResult {
   statuses: string;
   workerMbBefore: number;
   workerMbAfterSetup: number;
-  stickyMisses: string;
+  historySample: string;
   usage: Usage[];
 }
 
@@ -99,6 +99,15 @@ function procStat(pid: number): ProcStat | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** When a process started, ms since the epoch (to 10 ms), from /proc. */
+function processStartMs(pid: number): number {
+  // Boot time from the uptime (10 ms), not /proc/stat's btime (whole seconds).
+  const bootMs = Date.now() - Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000;
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const startTicks = Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
+  return bootMs + (startTicks / CLOCK_TICKS) * 1000;
 }
 
 /** The process and its descendants. */
@@ -384,29 +393,101 @@ async function notOnline(databaseUrl: string, prefix: string): Promise<{ count: 
   }
 }
 
+/** What the workflows of a few workspaces the projection does not show online say of themselves. */
+async function explainNotOnline(stack: Stack, prefix: string): Promise<void> {
+  const db = new pg.Client({ connectionString: stack.databaseUrl });
+  await db.connect();
+  let ids: string[];
+  try {
+    const { rows } = await db.query<{ id: string }>(
+      `SELECT id FROM workspaces WHERE id LIKE $1 AND status <> 'online' ORDER BY id LIMIT 3`,
+      [`${prefix}%`],
+    );
+    ids = rows.map((row) => row.id);
+  } finally {
+    await db.end();
+  }
+  const client = await stack.temporal();
+  for (const id of ids) {
+    const handle = client.workflow.getHandle(workspaceWorkflowId(id));
+    try {
+      const state = await handle.query(stateQuery);
+      const pending = (await handle.describe()).raw.pendingActivities ?? [];
+      log(
+        `  ${id}: the workflow says ${state.status}; registers ${state.counters.registers}, heartbeats ` +
+          `${state.counters.heartbeats}, projection writes ${state.counters.projectionWrites}; pending activities: ` +
+          (pending.map((a) => `${a.activityType?.name ?? '?'} attempt ${a.attempt ?? '?'}`).join(', ') || 'none'),
+      );
+    } catch (err) {
+      log(`  ${id}: cannot ask its workflow: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+}
+
 /**
- * Workflow tasks on the normal task queue after a run's first, in a sample of histories: each
- * is a sticky-cache miss (the workflow was evicted from its worker's cache, or its worker did
- * not take the sticky task in time), so the next task replayed the history.
+ * What a sample of histories says of the workers: workflow tasks on the normal task queue after
+ * a run's first (each a sticky-cache miss: the workflow was evicted from its worker's cache, or
+ * its worker did not take the sticky task in time, so the next task replayed the history),
+ * workflow tasks that failed or timed out, and how long tasks waited to be picked up.
  */
-async function stickyMisses(stack: Stack, runtimes: Runtime[], sample: number): Promise<string> {
+async function historySample(stack: Stack, runtimes: Runtime[], sample: number): Promise<string> {
   const client = await stack.temporal();
   const step = Math.max(1, Math.floor(runtimes.length / sample));
   let misses = 0;
+  let failed = 0;
+  let timedOut = 0;
   let tasks = 0;
   let histories = 0;
+  const waits: number[] = [];
+  const ms = (time: { seconds?: { toNumber(): number } | number | null; nanos?: number | null } | null | undefined) =>
+    time
+      ? (typeof time.seconds === 'number' ? time.seconds : (time.seconds?.toNumber() ?? 0)) * 1000 +
+        (time.nanos ?? 0) / 1e6
+      : NaN;
   for (let i = 0; i < runtimes.length && histories < sample; i += step) {
     const runtime = runtimes[i];
     if (runtime === undefined) continue;
-    const history = await client.workflow.getHandle(workspaceWorkflowId(runtime.id)).fetchHistory();
-    const scheduled = (history.events ?? []).filter((e) => e.workflowTaskScheduledEventAttributes);
+    const events = (await client.workflow.getHandle(workspaceWorkflowId(runtime.id)).fetchHistory()).events ?? [];
+    const scheduled = events.filter((e) => e.workflowTaskScheduledEventAttributes);
     tasks += scheduled.length;
     misses += scheduled
       .slice(1)
       .filter((e) => e.workflowTaskScheduledEventAttributes?.taskQueue?.name === TASK_QUEUE).length;
+    failed += events.filter((e) => e.workflowTaskFailedEventAttributes).length;
+    timedOut += events.filter((e) => e.workflowTaskTimedOutEventAttributes).length;
+    const scheduledAt = new Map(scheduled.map((e) => [Number(e.eventId), ms(e.eventTime)]));
+    for (const e of events) {
+      const started = e.workflowTaskStartedEventAttributes;
+      if (!started) continue;
+      const at = scheduledAt.get(Number(started.scheduledEventId));
+      if (at !== undefined) waits.push(ms(e.eventTime) - at);
+    }
     histories++;
   }
-  return `${misses} of ${tasks} workflow tasks in ${histories} histories`;
+  return (
+    `in ${histories} histories: ${tasks} workflow tasks, ${misses} sticky-cache misses, ${failed} failed, ` +
+    `${timedOut} timed out; scheduled-to-started p50 ${round(percentile(waits, 50))} ms, ` +
+    `p99 ${round(percentile(waits, 99))} ms, max ${round(Math.max(...waits))} ms`
+  );
+}
+
+/** Waits until every worker said it polls (it bundled the workflows and connected), then a moment more. */
+async function workersPolling(dir: string, workers: number): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  const polling = (i: number): boolean => {
+    try {
+      return readFileSync(join(dir, 'logs', i === 0 ? 'worker.log' : `worker-${i + 1}.log`), 'utf8').includes(
+        'worker: polling',
+      );
+    } catch {
+      return false;
+    }
+  };
+  while (!Array.from({ length: workers }, (_, i) => polling(i)).every(Boolean)) {
+    if (Date.now() > deadline) throw new Error('the workers did not start polling within 120 s');
+    await sleep(200);
+  }
+  await sleep(2_000);
 }
 
 async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
@@ -431,8 +512,7 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     log(`N=${n}: starting a fresh stack in ${dir} (${o.workers} worker(s), ${o.apis} API(s))`);
     await stack.start();
     log(`N=${n}: stack up: APIs ${stack.apiUrls.join(' ')}, Temporal ${stack.temporalAddress}`);
-    // The worker has polled and settled once it answers nothing yet: a moment for its start-up.
-    await sleep(3_000);
+    await workersPolling(dir, o.workers);
     const workerPids = (): number[] => stack.instances().flatMap((i) => (i.piece === 'worker' ? [i.pid] : []));
     const workerMb = (): number => workerPids().reduce((sum, pid) => sum + memoryMb([pid]), 0);
     const workerMbBefore = workerMb();
@@ -511,16 +591,20 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
         `${o.durationS} s, at most ${o.inFlight} in flight`,
     );
     sampler.start();
+    const loadStartedAt = Date.now();
     const load = await heartbeatLoad(stack.apiUrls, fleet, o);
+    const loadEndedAt = Date.now();
     const usage = sampler.stop();
 
     // 4. What the projection says, once its writes have landed (they follow the transitions).
     let settled = await notOnline(stack.databaseUrl, run);
-    for (let waited = 0; settled.count > 0 && waited < 10_000; waited += 1_000) {
+    for (let waited = 0; settled.count > 0 && waited < 30_000; waited += 1_000) {
+      if (waited % 5_000 === 0) log(`projection: ${settled.statuses}; waiting for its writes (up to 30 s)`);
       await sleep(1_000);
       settled = await notOnline(stack.databaseUrl, run);
     }
-    const misses = await stickyMisses(stack, fleet, 20).catch((err: unknown) => `? (${String(err)})`);
+    if (settled.count > 0) await explainNotOnline(stack, run);
+    const misses = await historySample(stack, fleet, 20).catch((err: unknown) => `? (${String(err)})`);
     const seconds = load.elapsedMs / 1000;
     const result: FleetResult = {
       workspaces: n,
@@ -541,12 +625,19 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       statuses: settled.statuses,
       workerMbBefore,
       workerMbAfterSetup,
-      stickyMisses: misses,
+      historySample: misses,
       usage,
     };
     report(result);
     const crashes = stack.crashes();
     if (crashes.length > 0) log(`N=${n}: !! processes exited on their own: ${crashes.map((c) => c.piece).join(', ')}`);
+    if (profile !== undefined) {
+      // When the load ran, against when the processes were told to stop (a profile ends then):
+      // bench/cpuprofile.ts counts the samples of the load only.
+      const starts = Object.fromEntries(stack.instances().map((i) => [String(i.pid), processStartMs(i.pid)]));
+      const window = { loadStartedAt, loadEndedAt, starts };
+      writeFileSync(join(profile, 'window.json'), `${JSON.stringify(window)}\n`);
+    }
     return result;
   } finally {
     log(`N=${n}: stopping the stack`);
@@ -584,7 +675,7 @@ function report(r: FleetResult): void {
       `not online at the end: ${r.notOnline} (projection: ${r.statuses})`,
       `worker RSS before the fleet ${round(r.workerMbBefore)} MB, after create+register ${round(r.workerMbAfterSetup)} MB ` +
         `(~${round(perWorkflowKb)} KB per registered workspace, all workers together)`,
-      `sticky-cache misses: ${r.stickyMisses}`,
+      `workflow tasks ${r.historySample}`,
       ...r.usage.map((u) => `  ${u.name.padEnd(10)} peak ${round(u.peakMb)} MB, mean CPU ${round(u.meanCpu)}%`),
     ].join('\n'),
   );
