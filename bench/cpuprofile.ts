@@ -22,6 +22,7 @@ interface CallFrame {
 interface ProfileNode {
   id: number;
   callFrame: CallFrame;
+  children?: number[];
 }
 
 interface Profile {
@@ -58,7 +59,8 @@ function moduleOf(url: string): string {
   return path;
 }
 
-export function aggregate(dir: string, window: Window | undefined) {
+/** Self time by function, by file or package, by thread; inclusive time of the functions named in `inclusive`. */
+export function aggregate(dir: string, window: Window | undefined, inclusive: string[] = []) {
   const files = readdirSync(dir).filter((name) => fileIds(name) !== undefined);
   const profiles = files.map((name) => ({
     name,
@@ -68,6 +70,7 @@ export function aggregate(dir: string, window: Window | undefined) {
   const byFunction = new Map<string, number>();
   const byModule = new Map<string, number>();
   const byThread = new Map<string, number>();
+  const byInclusive = new Map<string, number>();
   let total = 0;
   for (const { name, ids, profile } of profiles) {
     // The main thread's profile starts as its process does: it anchors the clock of every thread.
@@ -80,6 +83,18 @@ export function aggregate(dir: string, window: Window | undefined) {
       to = anchor + (window.loadEndedAt - started) * 1000;
     }
     const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+    const parents = new Map<number, number>();
+    for (const node of profile.nodes) for (const child of node.children ?? []) parents.set(child, node.id);
+    // Per node: the named functions on its stack (each once), for the inclusive times.
+    const named = new Map<number, string[]>();
+    for (const node of profile.nodes) {
+      const names = new Set<string>();
+      for (let id: number | undefined = node.id; id !== undefined; id = parents.get(id)) {
+        const name = nodes.get(id)?.callFrame.functionName ?? '';
+        if (inclusive.includes(name)) names.add(name);
+      }
+      named.set(node.id, [...names]);
+    }
     let at = profile.startTime;
     let threadTotal = 0;
     profile.samples.forEach((id, i) => {
@@ -87,7 +102,12 @@ export function aggregate(dir: string, window: Window | undefined) {
       at += delta;
       if (at < from || at >= to) return;
       const frame = nodes.get(id)?.callFrame;
-      if (frame === undefined) return;
+      if (frame === undefined || frame.functionName === '(idle)') return;
+      for (const name of named.get(id) ?? [])
+        byInclusive.set(
+          `${name} (thread ${ids.thread})`,
+          (byInclusive.get(`${name} (thread ${ids.thread})`) ?? 0) + delta,
+        );
       const where = moduleOf(frame.url);
       const fn = `${frame.functionName || '(anonymous)'} ${where}${frame.url ? `:${frame.lineNumber + 1}` : ''}`;
       byFunction.set(fn, (byFunction.get(fn) ?? 0) + delta);
@@ -97,7 +117,7 @@ export function aggregate(dir: string, window: Window | undefined) {
     byThread.set(`pid ${ids.pid} thread ${ids.thread} (${name})`, threadTotal);
     total += threadTotal;
   }
-  return { total, byFunction, byModule, byThread };
+  return { total, byFunction, byModule, byThread, byInclusive };
 }
 
 function top(map: Map<string, number>, total: number, n: number): string {
@@ -114,19 +134,22 @@ function top(map: Map<string, number>, total: number, n: number): string {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { window: { type: 'string' }, top: { type: 'string', default: '15' } },
+    options: {
+      window: { type: 'string' },
+      top: { type: 'string', default: '15' },
+      inclusive: { type: 'string', default: '' },
+    },
   });
   const window = values.window === undefined ? undefined : (JSON.parse(readFileSync(values.window, 'utf8')) as Window);
   const n = Number(values.top);
   for (const dir of positionals) {
-    const { total, byFunction, byModule, byThread } = aggregate(dir, window);
-    const idle = [...byFunction].filter(([key]) => key.startsWith('(idle)')).reduce((sum, [, us]) => sum + us, 0);
-    console.log(
-      `== ${dir}: ${(total / 1000).toFixed(0)} ms sampled${window ? ' during the load' : ''}, ` +
-        `${(((total - idle) / Math.max(1, total)) * 100).toFixed(1)}% not idle`,
-    );
-    console.log(`-- by thread\n${top(byThread, total, 20)}`);
-    console.log(`-- by file / package (self time, % of all samples)\n${top(byModule, total, n)}`);
-    console.log(`-- by function (self time, % of all samples)\n${top(byFunction, total, n)}\n`);
+    const inclusive = values.inclusive.split(',').filter((name) => name !== '');
+    const { total, byFunction, byModule, byThread, byInclusive } = aggregate(dir, window, inclusive);
+    console.log(`== ${dir}: ${(total / 1000).toFixed(0)} ms busy (not idle)${window ? ' during the load' : ''}`);
+    console.log(`-- busy by thread (% of busy)\n${top(byThread, total, 20)}`);
+    console.log(`-- self time by file / package (% of busy)\n${top(byModule, total, n)}`);
+    console.log(`-- self time by function (% of busy)\n${top(byFunction, total, n)}`);
+    if (inclusive.length > 0) console.log(`-- inclusive time (% of busy)\n${top(byInclusive, total, 40)}`);
+    console.log('');
   }
 }
