@@ -27,13 +27,16 @@ export interface Answer {
 const agent = new Agent({ keepAlive: true, maxSockets: 512 });
 const TIMEOUT_MS = 15_000;
 
-/** One JSON call to the API; resolves with its status (0 on a network error) and parsed body. */
+/**
+ * One JSON call to the API; resolves with its status (0 on a network error), parsed body and
+ * Retry-After in seconds (undefined when absent).
+ */
 export function call(
   url: string,
   method: string,
   body: unknown,
   bearer?: string,
-): Promise<{ status: number; body: unknown; ms: number }> {
+): Promise<{ status: number; body: unknown; ms: number; retryAfter?: number }> {
   const started = performance.now();
   return new Promise((resolve) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
@@ -59,7 +62,13 @@ export function call(
           } catch {
             // not JSON: keep the text
           }
-          resolve({ status: res.statusCode ?? 0, body: parsed, ms: performance.now() - started });
+          const retryAfter = Number(res.headers['retry-after']);
+          resolve({
+            status: res.statusCode ?? 0,
+            body: parsed,
+            ms: performance.now() - started,
+            ...(Number.isFinite(retryAfter) && res.headers['retry-after'] !== undefined ? { retryAfter } : {}),
+          });
         });
         res.on('error', () => resolve({ status: 0, body: null, ms: performance.now() - started }));
       },

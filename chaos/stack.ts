@@ -3,6 +3,8 @@
  * a PostgreSQL cluster of its own (scripts/postgres.sh), a Temporal dev server on a SQLite
  * file, the worker (`worker.ts`) and the API (`api/main.ts`). Each can be stopped, killed and
  * started again; exits nobody asked for are recorded, so a row can say "no process crashed".
+ * The fleet bench runs several workers and APIs (`workers`, `apis`) against the one dev server
+ * and the one PostgreSQL; each API listens on its own port (`apiUrls`).
  */
 import { Client, Connection } from '@temporalio/client';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -30,23 +32,42 @@ export interface Exit {
 export interface StackOptions {
   /** Run folder: logs, boxes, the dev server's database, the plugin cache. */
   dir: string;
-  /** The runtime each local box runs (JSON array form of WL_RUNTIME_COMMAND). */
-  runtimeCommand: string[];
+  /**
+   * The runtime each local box runs (JSON array form of WL_RUNTIME_COMMAND); null: none (the
+   * variable is empty), so a box restart only records the launch and starts no process.
+   */
+  runtimeCommand: string[] | null;
+  /** Worker processes, all polling the one task queue (default 1). */
+  workers?: number;
+  /** API processes, each on its own port (default 1). */
+  apis?: number;
+  /** Node flags for the worker's or the API's processes (e.g. --cpu-prof), before `--import tsx`. */
+  nodeArgs?: Partial<Record<'worker' | 'api', string[]>>;
   /** Extra environment for the worker and the API. */
   env?: Record<string, string>;
   log: (line: string) => void;
+}
+
+/** One running process of the stack: `worker`, `worker-2`, `api`, `api-2`, `temporal`. */
+export interface Instance {
+  name: string;
+  piece: Piece;
+  pid: number;
 }
 
 export class Stack {
   readonly adminToken = 'chaos-admin-token-0123456789abcdef';
   readonly exits: Exit[] = [];
   databaseUrl = '';
+  /** The first API's URL; `apiUrls` has every API's. */
   apiUrl = '';
+  apiUrls: string[] = [];
   temporalAddress = '';
   private pgPort = 0;
-  private apiPort = 0;
+  private apiPorts: number[] = [];
   private temporalPort = 0;
-  private readonly processes = new Map<Piece, ChildProcess>();
+  /** By instance name; the first instance of a piece is named as the piece. */
+  private readonly processes = new Map<string, { piece: Piece; child: ChildProcess }>();
   private readonly expectedExit = new Set<number>();
   private client: Client | undefined;
   /** Extra environment of the API only (see restartApi). */
@@ -60,8 +81,29 @@ export class Stack {
     return join(this.options.dir, 'boxes');
   }
 
+  /** The pid of the piece's first instance. */
   pid(piece: Piece): number | undefined {
-    return this.processes.get(piece)?.pid;
+    return this.processes.get(piece)?.child.pid;
+  }
+
+  /** Every process of the stack that is running, by instance. */
+  instances(): Instance[] {
+    const running: Instance[] = [];
+    for (const [name, { piece, child }] of this.processes) {
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
+      running.push({ name, piece, pid: child.pid });
+    }
+    return running;
+  }
+
+  /** The PostgreSQL server's main process (postmaster), or undefined when it is not running. */
+  postgresPid(): number | undefined {
+    try {
+      const pid = Number(readFileSync(join(this.postgresDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Exits of processes nobody stopped on purpose. */
@@ -70,9 +112,11 @@ export class Stack {
   }
 
   async start(): Promise<void> {
-    [this.pgPort, this.apiPort, this.temporalPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    [this.pgPort, this.temporalPort] = await Promise.all([freePort(), freePort()]);
+    this.apiPorts = await Promise.all(Array.from({ length: Math.max(1, this.options.apis ?? 1) }, () => freePort()));
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
-    this.apiUrl = `http://127.0.0.1:${this.apiPort}`;
+    this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
+    this.apiUrl = this.apiUrls[0] ?? '';
     this.startPostgres();
     await this.startTemporal();
     this.startWorker();
@@ -135,7 +179,7 @@ export class Stack {
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
     args.push('--db-filename', join(this.options.dir, 'temporal.db'), '--log-level', 'error');
-    this.spawn('temporal', cli, [...args, ...devServerSearchAttributeArgs()]);
+    this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs()]);
     const deadline = Date.now() + 60_000;
     for (;;) {
       try {
@@ -150,22 +194,28 @@ export class Stack {
     }
   }
 
+  /** Starts every worker process (`workers`). */
   startWorker(): void {
-    this.spawn('worker', process.execPath, ['--import', 'tsx', join(root, 'worker.ts')]);
+    const args = [...(this.options.nodeArgs?.worker ?? []), '--import', 'tsx', join(root, 'worker.ts')];
+    for (let i = 0; i < Math.max(1, this.options.workers ?? 1); i++) this.spawn('worker', i, process.execPath, args);
   }
 
+  /** Starts every API process (`apis`), each on its port, and waits until each answers. */
   async startApi(): Promise<void> {
-    this.spawn('api', process.execPath, ['--import', 'tsx', join(root, 'api/main.ts')]);
+    const args = [...(this.options.nodeArgs?.api ?? []), '--import', 'tsx', join(root, 'api/main.ts')];
+    this.apiPorts.forEach((port, i) => this.spawn('api', i, process.execPath, args, { WL_API_PORT: String(port) }));
     const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      const up = await fetch(`${this.apiUrl}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (up) return;
-      await sleep(50);
+    for (const url of this.apiUrls) {
+      for (;;) {
+        const up = await fetch(`${url}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        );
+        if (up) break;
+        if (Date.now() > deadline) throw new Error(`the API at ${url} did not come up within 30 s`);
+        await sleep(50);
+      }
     }
-    throw new Error('the API did not come up within 30 s');
   }
 
   /** Stops the API and starts it again with `env` on top of the stack's environment. */
@@ -180,21 +230,27 @@ export class Stack {
     await this.terminate(piece, 'SIGKILL');
   }
 
+  /** Stops every instance of the piece, all at once. */
   private async terminate(piece: Piece, signal: NodeJS.Signals): Promise<void> {
-    const child = this.processes.get(piece);
-    if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    this.expectedExit.add(child.pid);
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill(signal);
-    await exited;
+    const stopping: Promise<unknown>[] = [];
+    for (const { piece: its, child } of this.processes.values()) {
+      if (its !== piece) continue;
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
+      this.expectedExit.add(child.pid);
+      stopping.push(new Promise((resolve) => child.once('exit', resolve)));
+      child.kill(signal);
+    }
+    await Promise.all(stopping);
   }
 
-  private spawn(piece: Piece, program: string, args: string[]): void {
-    const log = createWriteStream(join(this.options.dir, 'logs', `${piece}.log`), { flags: 'a' });
+  /** Starts instance `index` of the piece (named `worker`, `worker-2`, ...). */
+  private spawn(piece: Piece, index: number, program: string, args: string[], env: Record<string, string> = {}): void {
+    const name = index === 0 ? piece : `${piece}-${index + 1}`;
+    const log = createWriteStream(join(this.options.dir, 'logs', `${name}.log`), { flags: 'a' });
     const child = spawn(program, args, {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...this.environment(), ...(piece === 'api' ? this.apiEnv : {}) },
+      env: { ...this.environment(), ...(piece === 'api' ? this.apiEnv : {}), ...env },
     });
     child.stdout.pipe(log);
     child.stderr.pipe(log);
@@ -202,9 +258,9 @@ export class Stack {
     child.once('exit', (code, signal) => {
       const expected = this.expectedExit.has(pid);
       this.exits.push({ piece, pid, code, signal, expected });
-      if (!expected) this.options.log(`!! ${piece} (pid ${pid}) exited on its own: ${signal ?? `code ${code}`}`);
+      if (!expected) this.options.log(`!! ${name} (pid ${pid}) exited on its own: ${signal ?? `code ${code}`}`);
     });
-    this.processes.set(piece, child);
+    this.processes.set(name, { piece, child });
   }
 
   private environment(): NodeJS.ProcessEnv {
@@ -215,9 +271,9 @@ export class Stack {
       DATABASE_URL: this.databaseUrl,
       WL_DATA_DIR: this.options.dir,
       WL_BOXES_DIR: this.boxesDir,
-      WL_RUNTIME_COMMAND: JSON.stringify(this.options.runtimeCommand),
+      WL_RUNTIME_COMMAND: this.options.runtimeCommand === null ? '' : JSON.stringify(this.options.runtimeCommand),
       WL_ADMIN_TOKEN: this.adminToken,
-      WL_API_PORT: String(this.apiPort),
+      WL_API_PORT: String(this.apiPorts[0] ?? 0),
       WL_ALLOW_LOOPBACK_URLS: 'true',
       // The plugin repositories of the run (chaos/rows.ts).
       WL_PLUGIN_SOURCE_FILE_ROOTS: join(this.options.dir, 'repos'),
