@@ -75,6 +75,9 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       },
       logLevel: env['LOG_LEVEL'] ?? 'info',
       lifecycle: lifecycleOverrides(env),
+      ...(env['WL_HEARTBEAT_FORWARD_EVERY_MS']
+        ? { heartbeatForwardEveryMs: integer(env, 'WL_HEARTBEAT_FORWARD_EVERY_MS', 0, 0) }
+        : {}),
       admission: {
         ...defaultAdmissionSettings,
         maxInFlight: integer(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight, 1),
@@ -96,6 +99,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 /** The API's settings; it needs the admin token and a database. */
 export function apiSettings(settings: Settings): ApiSettings {
   const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
+  const { heartbeatForwardEveryMs } = settings.api;
   if (adminToken === undefined) throw new SettingsError('WL_ADMIN_TOKEN must be set (16 characters or more)');
   const { taskQueue, sources } = settings;
   return {
@@ -108,6 +112,7 @@ export function apiSettings(settings: Settings): ApiSettings {
     logLevel,
     admission,
     lifecycle,
+    ...(heartbeatForwardEveryMs === undefined ? {} : { heartbeatForwardEveryMs }),
   };
 }
 

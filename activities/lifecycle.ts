@@ -15,6 +15,12 @@ export function createLifecycleActivities({ store, driver }: ActivityDeps) {
       await store.writeProjection(projection);
     },
 
+    /** When the runtime last heartbeat, as the API recorded it (heartbeats it coalesced included). */
+    async readHeartbeatLedger({ workspaceId }: { workspaceId: string }): Promise<{ lastSeenAt: string | null }> {
+      const { lastSeenAt } = await store.heartbeatLedger(workspaceId);
+      return { lastSeenAt };
+    },
+
     /** One probe for dead detection; an error is the caller's to interpret (assume alive). */
     async isBoxRunning({ workspaceId }: { workspaceId: string }): Promise<boolean> {
       return driver.isRunning(workspaceId);

@@ -6,7 +6,7 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { SourceSettings } from '../activities/plugins/source.js';
 import type { Store, WorkspaceAccess } from '../db/store.js';
-import type { LifecycleConfig } from '../workflows/config.js';
+import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
 import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
@@ -27,6 +27,12 @@ export interface ApiSettings {
   admission: AdmissionSettings;
   /** Lifecycle durations and thresholds for the workflows this API starts (defaults otherwise). */
   lifecycle: Partial<LifecycleConfig>;
+  /**
+   * A heartbeat that changes nothing the rules read is forwarded to the workflow at most this
+   * often per workspace (the others are recorded in the heartbeat ledger); 0 forwards every one.
+   * Unset: two thirds of the liveness TTL.
+   */
+  heartbeatForwardEveryMs?: number;
 }
 
 export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
@@ -50,6 +56,9 @@ export const SIGNAL: TemporalCall = { signal: true };
 
 export class ApiContext {
   readonly admission: Admission;
+  /** The lifecycle config of the workflows this API starts: the heartbeat rules' thresholds. */
+  readonly lifecycle: LifecycleConfig;
+  readonly heartbeatForwardEveryMs: number;
 
   constructor(
     readonly client: Client,
@@ -57,6 +66,9 @@ export class ApiContext {
     readonly settings: ApiSettings,
   ) {
     this.admission = new Admission(settings.admission);
+    this.lifecycle = resolveConfig(settings.lifecycle);
+    this.heartbeatForwardEveryMs =
+      settings.heartbeatForwardEveryMs ?? Math.round((this.lifecycle.livenessTtlMs * 2) / 3);
   }
 
   /** Runs `work` in an admission slot (429 when none is free). */

@@ -14,6 +14,7 @@ import {
   heartbeatSignal,
   registerSignal,
   workspaceWorkflowId,
+  type HeartbeatForward,
   type WorkspaceWorkflowInput,
 } from '../workflows/definitions.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
@@ -34,13 +35,15 @@ export async function relayRuntimeSignal(
   signal: RuntimeSignal,
   payload: unknown,
   options: RelayOptions = {},
+  /** A heartbeat forwarded after others were coalesced: how many it stands for. */
+  forward?: HeartbeatForward,
 ): Promise<void> {
-  await client.workflow.signalWithStart<typeof workspaceWorkflow, [unknown]>('workspaceWorkflow', {
+  await client.workflow.signalWithStart<typeof workspaceWorkflow, [unknown, HeartbeatForward?]>('workspaceWorkflow', {
     workflowId: workspaceWorkflowId(workspaceId),
     taskQueue: options.taskQueue ?? TASK_QUEUE,
     args: [{ workspaceId, ...options.start }],
     signal: signals[signal],
-    signalArgs: [payload],
+    signalArgs: forward === undefined ? [payload] : [payload, forward],
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
     ...workspaceStartMetadata(workspaceId, options.start?.initialStatus ?? 'provisioning'),
   });

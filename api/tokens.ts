@@ -10,6 +10,11 @@ export function hashToken(token: string): Buffer {
   return createHash('sha256').update(token).digest();
 }
 
+/** The instance token of an `Authorization: Bearer …` header; undefined when absent or malformed. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  return /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(authorization ?? '')?.[1];
+}
+
 /** Mints a token for a workspace that has no live one; null when it already has one. */
 export async function mintTokenIfNone(store: Store, workspaceId: string): Promise<string | null> {
   const token = randomBytes(32).toString('base64url');
@@ -40,7 +45,7 @@ export async function authorizeRuntime(
       ? { ok: true }
       : { ok: false, status: 401, reason: 'the workspace has no live token: register first' };
   if (liveTokens === 0) return bootstrap;
-  const bearer = /^Bearer ([A-Za-z0-9_-]{16,128})$/.exec(authorization ?? '')?.[1];
+  const bearer = bearerToken(authorization);
   if (bearer === undefined) return { ok: false, status: 401, reason: 'missing or malformed bearer token' };
   const hash = hashToken(bearer);
   const owner = await store.tokenOwner(hash);

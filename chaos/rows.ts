@@ -92,9 +92,9 @@ async function waitFor<T>(
 }
 
 /**
- * Acknowledged against recorded: a heartbeat answered 200 must be in its workflow's count. The
- * count may be higher (a call answered 503 "delivery unknown", or one whose answer was lost,
- * may have arrived), never lower.
+ * Acknowledged against recorded: a heartbeat answered 200 must be counted, by its workflow or
+ * (coalesced, not forwarded yet) in the heartbeat ledger. The count may be higher (a call
+ * answered 503 "delivery unknown", or one whose answer was lost, may have arrived), never lower.
  */
 async function lostHeartbeats(
   stack: Stack,
@@ -103,11 +103,18 @@ async function lostHeartbeats(
   let acked = 0;
   let recorded = 0;
   let lost = 0;
-  for (const [id, count] of ackedById) {
-    const seen = (await state(stack, id)).counters.heartbeats;
-    acked += count;
-    recorded += seen;
-    lost += Math.max(0, count - seen);
+  const store = Store.connect(stack.databaseUrl);
+  try {
+    for (const [id, count] of ackedById) {
+      // The ledger first: a forward between the two reads is then counted twice, never missed.
+      const { pending } = await store.heartbeatLedger(id);
+      const seen = pending + (await state(stack, id)).counters.heartbeats;
+      acked += count;
+      recorded += seen;
+      lost += Math.max(0, count - seen);
+    }
+  } finally {
+    await store.close();
   }
   return { acked, recorded, lost };
 }

@@ -52,6 +52,18 @@ export interface WorkspaceAccess {
   external: boolean;
 }
 
+export interface HeartbeatRecord {
+  outcome: 'ok' | 'not-found' | 'unauthorized';
+  forward: boolean;
+  beats: number;
+}
+
+export interface HeartbeatLedger {
+  lastSeenAt: string | null;
+  /** Heartbeats acknowledged but not yet forwarded to the workflow. */
+  pending: number;
+}
+
 export interface StoreOptions {
   maxConnections?: number;
   connectTimeoutMs?: number;
@@ -268,6 +280,45 @@ export class Store {
     );
     const row = rows[0];
     return row ? { workspaceId: row.workspace_id, tokenHash: row.token_hash } : null;
+  }
+
+  /**
+   * Records one heartbeat in the ledger and says whether to forward it to the workflow, in one
+   * round trip (db/migrations: record_heartbeat). `beats`: how many acknowledged heartbeats a
+   * forward stands for (itself and those coalesced since the last forward). Any outcome but
+   * `ok` (an unknown or removed workspace, a token that is not its live one) records nothing.
+   */
+  async recordHeartbeat(
+    tokenHash: Buffer,
+    workspaceId: string,
+    signature: string,
+    forwardEveryMs: number,
+  ): Promise<HeartbeatRecord> {
+    const { rows } = await this.pool.query<HeartbeatRecord>(
+      'SELECT outcome, forward, beats FROM record_heartbeat($1, $2, $3, $4)',
+      [tokenHash, workspaceId, signature, forwardEveryMs],
+    );
+    return rows[0] ?? { outcome: 'not-found', forward: false, beats: 0 };
+  }
+
+  /** A forward that did not reach the workflow: its heartbeats go back to pending, and the next one forwards. */
+  async returnHeartbeats(workspaceId: string, beats: number): Promise<void> {
+    await this.pool.query(
+      'UPDATE workspace_heartbeats SET pending = pending + $2, forwarded_at = NULL WHERE workspace_id = $1',
+      [workspaceId, beats],
+    );
+  }
+
+  /** When the workspace's runtime last heartbeat (as the API recorded it), and how many wait to be forwarded. */
+  async heartbeatLedger(workspaceId: string): Promise<HeartbeatLedger> {
+    const { rows } = await this.pool.query<{ last_seen_at: Date; pending: number }>(
+      'SELECT last_seen_at, pending FROM workspace_heartbeats WHERE workspace_id = $1',
+      [workspaceId],
+    );
+    const row = rows[0];
+    return row
+      ? { lastSeenAt: row.last_seen_at.toISOString(), pending: row.pending }
+      : { lastSeenAt: null, pending: 0 };
   }
 
   async ping(): Promise<void> {

@@ -35,7 +35,7 @@ const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 const fakeActivities: Activities = {
   listPluginDiff: async () => {
     await pause(50); // long enough for a trigger to coalesce
-    return { declared: 1, missing: delivered ? [] : [{ name: 'seo', source: 'local://seo' }] };
+    return { declared: 1, declaredNames: ['seo'], missing: delivered ? [] : [{ name: 'seo', source: 'local://seo' }] };
   },
   probePlugin: () => Promise.resolve({ presence: 'absent' as const }),
   stagePlugin: () => Promise.resolve({ pluginName: 'seo', revision: 'sha256:abc', path: '/staged/seo' }),
@@ -49,6 +49,7 @@ const fakeActivities: Activities = {
   writeProjection: () => Promise.resolve(),
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),
+  readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
   reconcilePlugins: () => Promise.reject(new Error('legacy activity is not used by new runs')),
 };
 const worker = await Worker.create({
@@ -73,6 +74,7 @@ await worker.runUntil(async () => {
   await handle.signal(heartbeatSignal, { workspace_id: id, error_rate: 'bad' }); // rejected
   await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000); // offline
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // offline → online
+  await handle.signal(heartbeatSignal, heartbeatPayload(id), { beats: 3 }); // forwarded after two coalesced
   await env.sleep(5_000);
   await handle.signal(restartSignal, { reason: 'config changed' }); // operator restart, settle window
   const update = await handle.startUpdate(dispatchFailedUpdate, {

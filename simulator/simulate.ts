@@ -29,6 +29,7 @@ import {
 } from '../settings.js';
 import { defaultLifecycleConfig } from '../workflows/config.js';
 import type { DispatchVerdict } from '../workflows/definitions.js';
+import type { WorkspaceView } from '../api/routes/workspaces.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { describeError, errorText, readBody } from './http.js';
 import { heartbeatMsFromEnv, TOKEN_FILE } from './runtime.js';
@@ -216,17 +217,17 @@ class Api {
     return { status: response.status, body: await readBody(response) };
   }
 
-  async state(id: string): Promise<WorkspaceState> {
+  async state(id: string): Promise<WorkspaceView> {
     const { status, body } = await this.call('GET', `/workspaces/${id}`);
     if (status !== 200) throw new Error(`GET /workspaces/${id}: ${status} ${errorText(body)}`);
-    return body as WorkspaceState;
+    return body as WorkspaceView;
   }
 }
 
 interface Tracked {
   id: string;
   boxDir: string;
-  state: WorkspaceState | null;
+  state: WorkspaceView | null;
   pid: number | null;
   transitions: ObservedTransition[];
 }
@@ -276,7 +277,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       note(`${pad(t.id)} runtime pid ${t.pid ?? '-'} → ${pid ?? '-'}`);
       t.pid = pid;
     }
-    let next: WorkspaceState;
+    let next: WorkspaceView;
     try {
       next = await api.state(t.id);
     } catch (err) {
@@ -470,8 +471,11 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
             'pass --no-kill',
         );
       const heartbeatAge = (): number | null => {
-        const at = target.state?.lastHeartbeat?.at;
-        return at === undefined ? null : Date.now() - Date.parse(at);
+        // The ledger's time counts the heartbeats the API coalesced; dead detection reads it too.
+        const times = [target.state?.lastHeartbeat?.at, target.state?.heartbeatLedger.lastSeenAt]
+          .filter((at): at is string => typeof at === 'string')
+          .map((at) => Date.parse(at));
+        return times.length === 0 ? null : Date.now() - Math.max(...times);
       };
       const settleLeft = (): number => {
         const until = target.state?.restart.settleUntil;

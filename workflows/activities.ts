@@ -46,6 +46,16 @@ export const bookkeeping = proxyActivities<Activities>({
   retry: { ...retryWithBackoff, maximumAttempts: 5 },
 });
 
+/**
+ * The heartbeat ledger's last-seen time, read before a liveness rule decides: a few quick tries,
+ * then the rule decides on the heartbeats forwarded so far (the database is down, and so is
+ * the API's heartbeat route).
+ */
+export const ledger = proxyActivities<Activities>({
+  startToCloseTimeout: '5s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '4s', maximumAttempts: 4 },
+});
+
 /** Dead detection's one look at the box: a transport error means "assume alive", so it is never retried. */
 export const boxProbe = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
 

@@ -24,6 +24,8 @@ export interface EvaluationContext {
   rules: Rules;
   state: () => WorkspaceState;
   apply: (event: Event) => void;
+  /** Brings the last heartbeat's time up to the heartbeat ledger's (under Rules.heartbeatLedger). */
+  catchUpHeartbeats: () => Promise<void>;
 }
 
 const { isBoxRunning } = boxProbe;
@@ -43,7 +45,9 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   // 1. A restart in flight: nothing to learn from probing a box that is being restarted.
   if (ctx.state().restart.inFlight) return { verdict: 'restarting', detail: 'a restart is in flight' };
 
-  // 2. Settling after a restart; a recent heartbeat; while settling, wait briefly for a fresh one.
+  // 2. Settling after a restart; a recent heartbeat (counting those the API coalesced); while
+  // settling, wait briefly for a fresh one.
+  await ctx.catchUpHeartbeats();
   const now = Date.now();
   const settling = isSettling(ctx.state(), now, config);
   const recent = hasRecentHeartbeat(ctx.state(), now, config);

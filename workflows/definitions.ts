@@ -15,7 +15,14 @@ export function workspaceWorkflowId(workspaceId: string): string {
 
 /** Payloads arrive unvalidated: the workflow validates them and records rejections in state. */
 export const registerSignal = defineSignal<[payload: unknown]>('register');
-export const heartbeatSignal = defineSignal<[payload: unknown]>('heartbeat');
+/**
+ * `ledger`: set when the API forwards a heartbeat after coalescing others (api/routes/registry.ts);
+ * `beats` is how many acknowledged heartbeats the signal stands for, itself included.
+ */
+export const heartbeatSignal = defineSignal<[payload: unknown, ledger?: HeartbeatForward]>('heartbeat');
+export interface HeartbeatForward {
+  beats: number;
+}
 export const deprovisionSignal = defineSignal('deprovision');
 /** The declared plugin set changed (already stored): reconcile if the workspace is live. */
 export const declarePluginsSignal = defineSignal('declarePlugins');

@@ -38,4 +38,6 @@ export const patches = {
   deliveryModeInProjection: 'delivery-mode-in-projection',
   /** External runtimes are never probed, declared dead, restarted or delivered to (Rules.externalRuntimes). Step 1. */
   externalRuntimes: 'external-runtimes',
+  /** Liveness rules read the heartbeat ledger first (Rules.heartbeatLedger). Step 1. */
+  heartbeatLedger: 'heartbeat-ledger',
 } as const;

@@ -207,7 +207,10 @@ export interface WorkspaceState {
 
 export type Event =
   | { type: 'register'; payload: unknown }
-  | { type: 'heartbeat'; payload: unknown }
+  /** `beats`: the acknowledged heartbeats this one stands for (itself and those coalesced before it). */
+  | { type: 'heartbeat'; payload: unknown; beats?: number }
+  /** The heartbeat ledger's last-seen time, read when a liveness rule decides. */
+  | { type: 'heartbeatsSeen'; lastSeenAt: string | null }
   /** A durable timer fired; deadlines that have passed take effect. */
   | { type: 'deadline' }
   | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string; report?: ReconcileReport }
@@ -346,6 +349,11 @@ export interface Rules {
   deliveryModeInProjection: boolean;
   /** An external runtime is left to whoever runs it (see Runtime); its delivery mode defaults to poll. */
   externalRuntimes: boolean;
+  /**
+   * Heartbeats may be coalesced by the API (heartbeatSignature): before the liveness TTL or the
+   * "recent heartbeat" window decides, the workflow reads the heartbeat ledger's last-seen time.
+   */
+  heartbeatLedger: boolean;
 }
 export const currentRules: Rules = {
   newRuntimeAfterRestart: true,
@@ -353,6 +361,7 @@ export const currentRules: Rules = {
   durableRecovery: true,
   deliveryModeInProjection: true,
   externalRuntimes: true,
+  heartbeatLedger: true,
 };
 
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
@@ -373,7 +382,10 @@ export function transition(
       onRegister(draft, event.payload);
       break;
     case 'heartbeat':
-      onHeartbeat(draft, event.payload, config);
+      onHeartbeat(draft, event.payload, config, event.beats);
+      break;
+    case 'heartbeatsSeen':
+      onHeartbeatsSeen(draft, event.lastSeenAt);
       break;
     case 'deadline':
       onDeadline(draft, config);
@@ -444,6 +456,11 @@ export function nextDeadline(
   const retry = restartRetryDeadline(state, rules);
   if (status === null) return retry;
   return retry === null ? status : Math.min(status, retry);
+}
+
+/** Whether the liveness TTL has passed for a live workspace, by what the state knows so far. */
+export function livenessExpired(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
+  return (state.status === 'online' || state.status === 'degraded') && now >= lastSeen(state) + config.livenessTtlMs;
 }
 
 /** The deadline of the current status: provisioning timeout, liveness TTL, or offline too long. */
@@ -614,7 +631,7 @@ function onRegister(draft: Draft, payload: unknown): void {
   draft.moveTo('online', 'register');
 }
 
-function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): void {
+function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, beats = 1): void {
   const state = draft.state;
   const parsed = parseHeartbeat(payload);
   if (!parsed.ok) return draft.reject('heartbeat', parsed.reason);
@@ -627,7 +644,7 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): v
   }
   if (state.status === 'removed') return draft.reject('heartbeat', 'workspace is removed');
 
-  state.counters.heartbeats++;
+  state.counters.heartbeats += Number.isSafeInteger(beats) && beats > 0 ? beats : 1;
   state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
   if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
 
@@ -642,6 +659,20 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): v
   } else if (state.status === 'degraded' && health.recovered) {
     draft.moveTo('online', 'heartbeat healthy again');
   }
+}
+
+/**
+ * Heartbeats the API acknowledged without forwarding them (each had the signature of the last
+ * forwarded one: same health class, runtime state and card) still count for liveness: the last
+ * heartbeat's time moves up to the ledger's. Nothing else changes; the next forward carries their
+ * count.
+ */
+function onHeartbeatsSeen(draft: Draft, lastSeenAt: string | null): void {
+  const last = draft.state.lastHeartbeat;
+  if (last === null || lastSeenAt === null || Number.isNaN(Date.parse(lastSeenAt))) return;
+  if (Date.parse(lastSeenAt) <= Date.parse(last.at)) return;
+  // Never past the workflow's own clock: a ledger clock running ahead would stretch liveness.
+  draft.state.lastHeartbeat = { ...last, at: iso(Math.min(Date.parse(lastSeenAt), draft.now)) };
 }
 
 function onDeadline(draft: Draft, config: LifecycleConfig): void {
@@ -776,7 +807,6 @@ export function hasRecentHeartbeat(state: WorkspaceState, now: number, config: L
   return state.lastHeartbeat !== null && now - Date.parse(state.lastHeartbeat.at) <= config.recentHeartbeatMs;
 }
 
-/** A heartbeat newer than the last restart's start. */
 /** A heartbeat since the last restart started (and, under the current rules, a register since: the new runtime's). */
 export function hasFreshHeartbeat(state: WorkspaceState, rules: Rules = currentRules): boolean {
   const started = state.restart.lastStartedAt;
@@ -802,6 +832,21 @@ export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Heal
   }
   const recovered = !beat.managesOwnStatus && beat.errorRate < config.recoverErrorRate && beat.runtimeState === '';
   return { degradeReason: null, recovered };
+}
+
+/**
+ * What the rules read from a heartbeat besides its time: its health class under the degrade and
+ * recover thresholds (assessHealth), its runtime state, whether the runtime manages its own
+ * status, and its agent card. From any status, two heartbeats with one signature lead to the
+ * same transitions; so the API forwards a heartbeat whose signature differs from the last one
+ * forwarded at once, and may coalesce the others.
+ */
+export function heartbeatSignature(beat: HeartbeatPayload, config: LifecycleConfig): string {
+  const recorded = recordHeartbeat(beat, null, '');
+  const health = assessHealth(recorded, config);
+  const healthClass = health.degradeReason !== null ? 'degrades' : health.recovered ? 'recovers' : 'holds';
+  const card = beat.agent_card ? summarizeCard(beat.agent_card) : null;
+  return JSON.stringify([healthClass, recorded.runtimeState, recorded.managesOwnStatus, card]);
 }
 
 function recordHeartbeat(beat: HeartbeatPayload, previous: LastHeartbeat | null, at: string): LastHeartbeat {

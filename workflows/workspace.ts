@@ -2,7 +2,7 @@
  * One long-running workflow per workspace (id `workspace:<workspaceId>`). It owns the
  * workspace's state: signals feed events to the pure state machine, and the workflow runs
  * the effects the machine asks for. Durable timers watch the deadlines (liveness TTL,
- * provisioning timeout). A heartbeat costs one signal: no activity, no timer.
+ * provisioning timeout). A forwarded heartbeat costs one signal: no activity, no timer (the API coalesces the others).
  */
 import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
@@ -21,10 +21,11 @@ import {
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
-import { bookkeeping, boxControl } from './activities.js';
+import { bookkeeping, boxControl, ledger } from './activities.js';
 import { patches } from './patches.js';
 import {
   initialState,
+  livenessExpired,
   nextDeadline,
   transition,
   upgradeState,
@@ -52,6 +53,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     durableRecovery: wf.patched(patches.durableRecovery),
     deliveryModeInProjection: wf.patched(patches.deliveryModeInProjection),
     externalRuntimes: wf.patched(patches.externalRuntimes),
+    heartbeatLedger: wf.patched(patches.heartbeatLedger),
   };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
@@ -196,7 +198,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     apply(event);
   }
   wf.setHandler(registerSignal, (payload) => onSignal({ type: 'register', payload }));
-  wf.setHandler(heartbeatSignal, (payload) => onSignal({ type: 'heartbeat', payload }));
+  wf.setHandler(heartbeatSignal, (payload, forward) =>
+    onSignal({ type: 'heartbeat', payload, ...(forward === undefined ? {} : { beats: forward.beats }) }),
+  );
   wf.setHandler(deprovisionSignal, () => onSignal({ type: 'deprovision' }));
   wf.setHandler(declarePluginsSignal, () => onSignal({ type: 'pluginsDeclared' }));
   wf.setHandler(restartSignal, (request) =>
@@ -209,9 +213,35 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   wf.setHandler(stateQuery, () => state);
   showState();
 
+  /**
+   * Heartbeats the API coalesced count for liveness: the ledger's last-seen time, read before
+   * a liveness rule decides. If the ledger cannot be read, the rule decides on what was forwarded.
+   */
+  async function catchUpHeartbeats(): Promise<void> {
+    if (!rules.heartbeatLedger) return;
+    try {
+      const { lastSeenAt } = await ledger.readHeartbeatLedger.executeWithOptions(
+        { summary: 'heartbeat ledger: last seen' },
+        [{ workspaceId }],
+      );
+      apply({ type: 'heartbeatsSeen', lastSeenAt });
+    } catch (err) {
+      wf.log.warn('reading the heartbeat ledger failed; deciding on the forwarded heartbeats', {
+        error: failureMessage(err),
+      });
+    }
+  }
+
   // Evaluations run one at a time: in a burst, the first may declare dead and restart; the
   // rest see the restart in flight (or the settling box) instead of restarting it again.
-  const evaluation: EvaluationContext = { workspaceId, config, rules, state: () => state, apply };
+  const evaluation: EvaluationContext = {
+    workspaceId,
+    config,
+    rules,
+    state: () => state,
+    apply,
+    catchUpHeartbeats,
+  };
   let evaluationQueue: Promise<unknown> = Promise.resolve();
   let evaluationsPending = 0;
   function evaluateSerially(requester: string): Promise<DispatchVerdict> {
@@ -248,6 +278,8 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     if (armedAt === null) {
       await wf.condition(woke);
     } else if (!(await wf.condition(woke, Math.max(1, armedAt - Date.now())))) {
+      // Silent by what was forwarded: the heartbeats the API coalesced may say otherwise.
+      if (livenessExpired(state, Date.now(), config)) await catchUpHeartbeats();
       apply({ type: 'deadline' });
     }
   }

@@ -11,14 +11,16 @@ import {
   heartbeatPayloadSchema,
   registerPayloadSchema,
   registerUrl,
+  type HeartbeatPayload,
 } from '../../workflows/payloads.js';
-import type { WorkspaceAccess } from '../../db/store.js';
+import { heartbeatSignature } from '../../workflows/state-machine.js';
+import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
 import { errors } from '../schemas.js';
 import { unsafeUrlReason } from '../ssrf.js';
-import { authorizeRuntime, mintTokenIfNone, type RuntimeCall } from '../tokens.js';
+import { authorizeRuntime, bearerToken, hashToken, mintTokenIfNone, type RuntimeCall } from '../tokens.js';
 
 export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
@@ -31,6 +33,29 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     );
     if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
     return access;
+  }
+
+  /**
+   * One round trip for a heartbeat with a live token of its live workspace: checks both, records
+   * the heartbeat in the ledger and says whether to forward it. Anything else goes the long way
+   * (requireRuntime), which gives the exact answer: 404, 401 or 403.
+   */
+  async function recordHeartbeat(request: FastifyRequest, beat: HeartbeatPayload): Promise<HeartbeatRecord> {
+    const bearer = bearerToken(request.headers.authorization);
+    const signature = heartbeatSignature(beat, ctx.lifecycle);
+    const record = (): Promise<HeartbeatRecord> =>
+      bearer === undefined
+        ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0 })
+        : ctx.db(() =>
+            store.recordHeartbeat(hashToken(bearer), beat.workspace_id, signature, ctx.heartbeatForwardEveryMs),
+          );
+    const first = await record();
+    if (first.outcome === 'ok') return first;
+    await requireRuntime(request, beat.workspace_id, 'heartbeat');
+    // Authorized after all: the token or the workspace changed between the two reads.
+    const second = await record();
+    if (second.outcome === 'ok') return second;
+    throw new HttpError(401, 'invalid token');
   }
 
   app.post(
@@ -90,9 +115,21 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     },
     async (request) =>
       ctx.admitted(async () => {
-        const id = request.body.workspace_id;
-        await requireRuntime(request, id, 'heartbeat');
-        await ctx.temporal(() => relayRuntimeSignal(client, id, 'heartbeat', request.body, relayOptions), SIGNAL);
+        const beat = request.body;
+        const id = beat.workspace_id;
+        const recorded = await recordHeartbeat(request, beat);
+        // Coalesced: acknowledged and in the ledger, where the liveness rules read it.
+        if (!recorded.forward) return { status: 'ok' as const };
+        try {
+          await ctx.temporal(
+            () => relayRuntimeSignal(client, id, 'heartbeat', beat, relayOptions, { beats: recorded.beats }),
+            SIGNAL,
+          );
+        } catch (err) {
+          // Not (known to be) delivered: its heartbeats wait for the next forward, which is the next heartbeat.
+          await store.returnHeartbeats(id, recorded.beats).catch(() => undefined);
+          throw err;
+        }
         return { status: 'ok' as const };
       }),
   );

@@ -16,11 +16,15 @@ import {
 } from '../../workflows/definitions.js';
 import { workspaceStartMetadata } from '../../workflows/operator-view.js';
 import { workspaceIdSchema } from '../../workflows/payloads.js';
-import { statuses } from '../../workflows/state-machine.js';
+import { statuses, type WorkspaceState } from '../../workflows/state-machine.js';
+import type { HeartbeatLedger } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError } from '../errors.js';
 import { declaredPluginsSchema, errorBody, errors, idParams } from '../schemas.js';
 import { isAdmin, mintTokenIfNone } from '../tokens.js';
+
+/** What `GET /workspaces/:id` answers: the workflow's state and the heartbeat ledger's row. */
+export type WorkspaceView = WorkspaceState & { heartbeatLedger: HeartbeatLedger };
 
 export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
@@ -121,7 +125,8 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     '/workspaces/:id',
     {
       schema: {
-        summary: "The workflow's `state` query",
+        summary:
+          "The workflow's `state` query, with `heartbeatLedger`: the last heartbeat the API recorded and how many wait to be forwarded",
         security: [{ bearer: [] }],
         params: idParams,
         response: {
@@ -135,8 +140,12 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const id = request.params.id;
         if ((await ctx.db(() => store.workspaceAccess(id))) === null)
           throw new HttpError(404, `unknown workspace ${id}`);
-        const state = await ctx.queryState(id);
-        return state as unknown as Record<string, unknown>;
+        const [state, heartbeatLedger] = await Promise.all([
+          ctx.queryState(id),
+          ctx.db(() => store.heartbeatLedger(id)),
+        ]);
+        const view: WorkspaceView = { ...state, heartbeatLedger };
+        return view as unknown as Record<string, unknown>;
       }),
   );
 

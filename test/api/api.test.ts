@@ -229,6 +229,76 @@ describe('runtime endpoints', () => {
     expect(await store.liveTokenCount(id)).toBe(1);
   });
 
+  it('heartbeats that change nothing are recorded in the ledger and coalesced; one that can change state is forwarded at once', async () => {
+    const { id, token } = await createWorkspace();
+    const bearer = { authorization: `Bearer ${token}` };
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
+    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+    await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+    const beat = async (overrides: Record<string, unknown> = {}): Promise<void> => {
+      const res = await api.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers: bearer,
+        payload: heartbeatPayload(id, overrides),
+      });
+      expect(res.statusCode, res.body).toBe(200);
+    };
+    const signalsBefore = await signalsReceived(id);
+    for (let i = 0; i < 6; i++) await beat({ error_rate: 0.01 * i, uptime_seconds: i });
+    // The first is forwarded (nothing forwarded before); five of the same class are only recorded.
+    expect(await signalsReceived(id)).toBe(signalsBefore + 1);
+    expect((await store.heartbeatLedger(id)).pending).toBe(5);
+
+    // A heartbeat that degrades the workspace goes at once, carrying the five.
+    await beat({ error_rate: 0.9 });
+    const degraded = await waitForState(handle, (s) => s.status === 'degraded');
+    expect(degraded.counters.heartbeats).toBe(7);
+    expect(degraded.lastHeartbeat?.errorRate).toBe(0.9);
+    expect((await store.heartbeatLedger(id)).pending).toBe(0);
+
+    // What an operator reads: the workflow's state and the ledger, which together count every acknowledged heartbeat.
+    await beat({ error_rate: 0.9 });
+    const read = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    const body = read.json<WorkspaceState & { heartbeatLedger: { lastSeenAt: string; pending: number } }>();
+    expect(body.counters.heartbeats + body.heartbeatLedger.pending).toBe(8);
+    expect(Date.now() - Date.parse(body.heartbeatLedger.lastSeenAt)).toBeLessThan(10_000);
+  });
+
+  it('a forward that does not reach the workflow is 503, and its heartbeats are forwarded with the next one', async () => {
+    const { id, token } = await createWorkspace();
+    const bearer = { authorization: `Bearer ${token}` };
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
+    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+    await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+    const send = (extra: Record<string, unknown> = {}, server = api) =>
+      server.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers: bearer,
+        payload: heartbeatPayload(id, extra),
+      });
+    expect((await send()).statusCode).toBe(200);
+    expect((await send()).statusCode).toBe(200);
+    // An API whose Temporal calls all fail: the degrading heartbeat (forwarded at once) is 503.
+    const doomed = await createTimeSkippingEnv();
+    const broken = await buildApi(doomed.client, store, settings({ temporalTimeoutMs: 2_000 }));
+    await doomed.teardown();
+    try {
+      const failed = await send({ error_rate: 0.9 }, broken);
+      expect(failed.statusCode, failed.body).toBe(503);
+    } finally {
+      await broken.close();
+    }
+    expect((await store.heartbeatLedger(id)).pending).toBe(2);
+    expect((await send({ error_rate: 0.9 })).statusCode).toBe(200);
+    const degraded = await waitForState(handle, (s) => s.status === 'degraded');
+    // The one refused with 503 was not acknowledged and is not counted; the other three are.
+    expect(degraded.counters.heartbeats).toBe(4);
+  });
+
   it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {
     const a = await createWorkspace();
     const b = await createWorkspace();

@@ -19,6 +19,9 @@ export class FakeActivities {
   /** Per workspace, what successive isBoxRunning probes answer; `running` once exhausted. */
   readonly probeScript = new Map<string, ('running' | 'not-running' | 'error')[]>();
   readonly projections: { workspaceId: string; status: string; version: number }[] = [];
+  /** Per workspace, the heartbeat ledger's last-seen time (heartbeats an API coalesced); none by default. */
+  readonly ledger = new Map<string, string>();
+  readonly ledgerReads: string[] = [];
   private gate: Promise<void> | null = null;
   private restartGate: Promise<void> | null = null;
   private openRestartGate: (() => void) | null = null;
@@ -89,6 +92,10 @@ export class FakeActivities {
         await this.revocationGate;
         this.revocations.push(request.workspaceId);
         return 1;
+      },
+      readHeartbeatLedger: ({ workspaceId }) => {
+        this.ledgerReads.push(workspaceId);
+        return Promise.resolve({ lastSeenAt: this.ledger.get(workspaceId) ?? null });
       },
       probePlugin: unexpected('probePlugin'),
       stagePlugin: unexpected('stagePlugin'),

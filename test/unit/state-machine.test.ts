@@ -7,7 +7,9 @@ import {
   initialState,
   isSettling,
   currentRules,
+  heartbeatSignature,
   nextDeadline,
+  statuses,
   transition,
   upgradeState,
   type Event,
@@ -16,7 +18,10 @@ import {
   type Status,
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
+import { heartbeatPayloadSchema } from '../../workflows/payloads.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
+
+const heartbeatSchemaParse = (payload: unknown) => heartbeatPayloadSchema.parse(payload);
 
 const ID = 'ws-1';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -636,6 +641,7 @@ describe('transitions', () => {
       durableRecovery: false,
       deliveryModeInProjection: false,
       externalRuntimes: false,
+      heartbeatLedger: false,
     };
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
@@ -706,6 +712,50 @@ describe('transitions', () => {
     state = finish(state, { declared: 2, declaredNames: ['c', 'd'], outcomes: [installed('d')] });
     expect(Object.keys(state.plugins).sort()).toEqual(['c', 'd']);
     expect(state.pluginsDeclaredCount).toBe(2);
+  });
+
+  it('a forwarded heartbeat counts the ones coalesced before it; the ledger moves the last heartbeat time up, never past now', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_000);
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID), beats: 4 }, T0 + 120_000);
+    expect(state.counters.heartbeats).toBe(5);
+    // A malformed count counts the one heartbeat.
+    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID), beats: -3 }, T0 + 121_000);
+    expect(state.counters.heartbeats).toBe(6);
+    const seen = (lastSeenAt: string | null, now: number): WorkspaceState =>
+      transition(state, { type: 'heartbeatsSeen', lastSeenAt }, now, config).state;
+    expect(seen(iso(T0 + 150_000), T0 + 170_000).lastHeartbeat?.at).toBe(iso(T0 + 150_000));
+    expect(seen(iso(T0 + 100_000), T0 + 170_000).lastHeartbeat?.at).toBe(iso(T0 + 121_000)); // older: kept
+    expect(seen(iso(T0 + 500_000), T0 + 170_000).lastHeartbeat?.at).toBe(iso(T0 + 170_000)); // clamped to now
+    expect(seen(null, T0 + 170_000)).toEqual(state);
+    // Only the time moves: counts and health fields stay the forwarded heartbeat's.
+    expect(seen(iso(T0 + 150_000), T0 + 170_000).counters).toEqual(state.counters);
+    // The liveness deadline follows the ledger.
+    const caughtUp = seen(iso(T0 + 150_000), T0 + 170_000);
+    expect(nextDeadline(caughtUp, config)).toBe(T0 + 150_000 + config.livenessTtlMs);
+  });
+
+  it('heartbeats with one signature lead to the same transitions from every status; the signature tells the classes apart', () => {
+    const sign = (overrides: Parameters<typeof heartbeatPayload>[1]): string =>
+      heartbeatSignature(heartbeatSchemaParse(heartbeatPayload(ID, overrides)), config);
+    expect(sign({ error_rate: 0.2, uptime_seconds: 5 })).toBe(
+      sign({ error_rate: 0.3, uptime_seconds: 9, active_tasks: 4 }),
+    );
+    expect(sign({ error_rate: 0 })).not.toBe(sign({ error_rate: 0.2 })); // recovers vs holds
+    expect(sign({ error_rate: 0.2 })).not.toBe(sign({ error_rate: 0.6 })); // holds vs degrades
+    expect(sign({ runtime_state: 'wedged' })).not.toBe(sign({}));
+    expect(sign({ runtime_metadata: { capabilities: { status_mgmt: true } } })).not.toBe(sign({}));
+    expect(sign({ agent_card: { name: 'a' } })).not.toBe(sign({}));
+    // Same signature, same outcome: from each status, two heartbeats of a class do the same thing.
+    for (const status of statuses.filter((s) => s !== 'removed')) {
+      const from = { ...start(), status };
+      const outcome = (rate: number): Status =>
+        transition(from, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: rate }) }, T0 + 1, config)
+          .state.status;
+      expect(outcome(0.2)).toBe(outcome(0.3));
+      expect(outcome(0.6)).toBe(outcome(0.9));
+      expect(outcome(0)).toBe(outcome(0.05));
+    }
   });
 
   it('monthly spend 0 means no update; values are clamped to the reference cap', () => {

@@ -277,6 +277,37 @@ describe('watchdogs', () => {
     expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
   });
 
+  it('heartbeats the API coalesced keep a workspace online past the TTL: the watchdog reads the ledger first', async () => {
+    const { id, handle } = await onlineWorkspace(['running']);
+    await handle.signal(heartbeatSignal, heartbeatPayload(id));
+    await harness.env.sleep(100_000);
+    // The runtime kept beating; the API recorded it in the ledger and forwarded nothing.
+    harness.fake.ledger.set(id, new Date(await harness.env.currentTimeMs()).toISOString());
+    await harness.env.sleep(config.livenessTtlMs - 100_000 + 1_000);
+    const kept = await handle.query(stateQuery);
+    expect(kept.status).toBe('online');
+    expect(harness.fake.ledgerReads.filter((w) => w === id).length).toBeGreaterThanOrEqual(1);
+    expect(probesOf(id)).toBe(0);
+    // Silent in the ledger too: a TTL after its last-seen time it goes offline and is evaluated.
+    await harness.env.sleep(100_000);
+    const silent = await waitForState(handle, (s) => s.status === 'offline' && s.deadDetection.lastVerdict !== null);
+    expect(silent.recentTransitions[0]).toMatchObject({ from: 'online', to: 'offline' });
+    expect(Date.parse(silent.statusSince) - Date.parse(harness.fake.ledger.get(id) ?? '')).toBeGreaterThanOrEqual(
+      config.livenessTtlMs,
+    );
+  });
+
+  it('a heartbeat the API coalesced within 15 s counts as recent at verdict time: queued, not dead', async () => {
+    const { id, handle } = await onlineWorkspace(['not-running', 'not-running']);
+    await handle.signal(heartbeatSignal, heartbeatPayload(id));
+    await harness.env.sleep(60_000);
+    harness.fake.ledger.set(id, new Date((await harness.env.currentTimeMs()) - 5_000).toISOString());
+    const verdict = await dispatchFailed(handle);
+    expect(verdict.verdict).toBe('queued');
+    expect(probesOf(id)).toBe(2);
+    expect((await handle.query(stateQuery)).restart.count).toBe(0);
+  });
+
   it('an external runtime silent past the TTL awaits its agent again: no probe, no restart, no revocation, ever', async () => {
     const id = uniqueId('dd-ext');
     harness.fake.probeScript.set(id, ['not-running', 'not-running']);

@@ -1,0 +1,123 @@
+/**
+ * The heartbeat ledger in PostgreSQL (record_heartbeat): one round trip checks the workspace and
+ * the token, records the heartbeat, and decides whether to forward it to the workflow.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Store } from '../../db/store.js';
+import { hashToken, mintTokenIfNone } from '../../api/tokens.js';
+import { connectTestStore } from '../helpers/postgres.js';
+import { uniqueId } from '../helpers/worker.js';
+
+let store: Store;
+beforeAll(async () => {
+  store = await connectTestStore();
+});
+afterAll(() => store.close());
+
+const EVERY_MS = 60_000;
+
+/** A workspace projected `status`, with a live token. */
+async function workspace(status = 'online'): Promise<{ id: string; token: Buffer }> {
+  const id = uniqueId('ledger');
+  await store.createWorkspace(id, []);
+  await store.pool.query('UPDATE workspaces SET status = $2 WHERE id = $1', [id, status]);
+  const token = await mintTokenIfNone(store, id);
+  if (token === null) throw new Error('no token minted');
+  return { id, token: hashToken(token) };
+}
+
+describe('heartbeat ledger', () => {
+  it('forwards the first heartbeat, a changed signature and the first after the interval; coalesces the rest', async () => {
+    const { id, token } = await workspace();
+    expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: true,
+      beats: 1,
+    });
+    for (let i = 0; i < 3; i++)
+      expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toEqual({
+        outcome: 'ok',
+        forward: false,
+        beats: 0,
+      });
+    expect(await store.heartbeatLedger(id)).toMatchObject({ pending: 3 });
+    // Another signature (e.g. the health class changed): at once, carrying the 3 coalesced.
+    expect(await store.recordHeartbeat(token, id, 'degrades', EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: true,
+      beats: 4,
+    });
+    expect(await store.recordHeartbeat(token, id, 'degrades', EVERY_MS)).toMatchObject({ forward: false });
+    // The interval passed since the last forward.
+    await store.pool.query(
+      `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
+      [id],
+    );
+    expect(await store.recordHeartbeat(token, id, 'degrades', EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: true,
+      beats: 2,
+    });
+    const ledger = await store.heartbeatLedger(id);
+    expect(ledger.pending).toBe(0);
+    expect(Date.now() - Date.parse(ledger.lastSeenAt ?? '')).toBeLessThan(10_000);
+  });
+
+  it('a workspace not online or degraded forwards every heartbeat (any can bring it online); 0 forwards every one', async () => {
+    for (const status of ['provisioning', 'offline', 'failed', 'awaiting_agent']) {
+      const { id, token } = await workspace(status);
+      for (let i = 0; i < 3; i++)
+        expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toMatchObject({ forward: true });
+    }
+    const { id, token } = await workspace();
+    for (let i = 0; i < 3; i++)
+      expect(await store.recordHeartbeat(token, id, 'steady', 0)).toMatchObject({ forward: true, beats: 1 });
+  });
+
+  it('a forward that failed gives its heartbeats back, and the next heartbeat forwards them', async () => {
+    const { id, token } = await workspace();
+    await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
+    await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
+    await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
+    await store.pool.query(
+      `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
+      [id],
+    );
+    const failed = await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
+    expect(failed).toMatchObject({ forward: true, beats: 3 });
+    await store.returnHeartbeats(id, failed.beats);
+    expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: true,
+      beats: 4,
+    });
+  });
+
+  it('records nothing for an unknown or removed workspace, a revoked token, or a token of another workspace', async () => {
+    const a = await workspace();
+    const b = await workspace();
+    expect(await store.recordHeartbeat(a.token, 'nobody-here', 'steady', EVERY_MS)).toMatchObject({
+      outcome: 'not-found',
+    });
+    expect(await store.recordHeartbeat(b.token, a.id, 'steady', EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
+    expect(await store.recordHeartbeat(hashToken('not-a-real-token-at-all'), a.id, 'steady', EVERY_MS)).toMatchObject({
+      outcome: 'unauthorized',
+    });
+    await store.revokeInstanceTokens(a.id);
+    expect(await store.recordHeartbeat(a.token, a.id, 'steady', EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
+    await store.markRemoved(b.id);
+    expect(await store.recordHeartbeat(b.token, b.id, 'steady', EVERY_MS)).toMatchObject({ outcome: 'not-found' });
+    expect(await store.heartbeatLedger(a.id)).toEqual({ lastSeenAt: null, pending: 0 });
+    expect(await store.heartbeatLedger(b.id)).toEqual({ lastSeenAt: null, pending: 0 });
+  });
+
+  it('concurrent heartbeats of one workspace (several API replicas): one forward, every heartbeat counted', async () => {
+    const { id, token } = await workspace();
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => store.recordHeartbeat(token, id, 'steady', EVERY_MS)),
+    );
+    expect(results.filter((r) => r.forward)).toHaveLength(1);
+    const forwarded = results.reduce((sum, r) => sum + r.beats, 0);
+    expect(forwarded + (await store.heartbeatLedger(id)).pending).toBe(20);
+  });
+});
