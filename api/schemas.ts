@@ -1,10 +1,10 @@
 /**
  * Schemas the routes share: the error body every non-2xx answer uses, path parameters and the
- * declared plugin set. The runtime's payload schemas are the workflow's own (workflows/payloads.ts).
+ * declared plugin set. The runtime's payload schemas are in payload-schemas.ts.
  */
 import { z } from 'zod';
 import { SAFE_PLUGIN_NAME } from '../activities/plugins/errors.js';
-import { workspaceIdSchema } from '../workflows/payloads.js';
+import { workspaceIdSchema } from './payload-schemas.js';
 
 export const errorBody = z.object({
   error: z.string(),

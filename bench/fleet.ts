@@ -11,9 +11,11 @@
  *                          [--period 30] [--workers 1] [--apis 1] [--create-concurrency 32]
  *                          [--in-flight 256] [--profile DIR] [--keep]
  *
- * No box processes: workspaces are created `awaiting_agent` (no provisioning timeout) and go
- * online on their register; the worker runs with no runtime command (WL_RUNTIME_COMMAND empty)
- * and no box folder exists, so a restart, should dead detection ask for one, starts nothing.
+ * Managed workspaces, as a fleet has (created `provisioning`, online on their register, which
+ * runs a reconcile of their empty plugin set), but no box processes: the worker runs with no
+ * runtime command (WL_RUNTIME_COMMAND empty) and no box folder exists, so a restart, should dead
+ * detection ask for one, starts nothing. The load starts once the setup has settled (every
+ * workspace projected online), so it measures the fleet, not the backlog of its creation.
  */
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -529,11 +531,7 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       () => log(`create: ${created}/${n} (${round(rate(created, createStart))}/s)`),
       () =>
         bounded(ids, o.createConcurrency, async (id, i) => {
-          const answer = await persistent(
-            `${apiUrl(i)}/workspaces`,
-            { id, initial_status: 'awaiting_agent' },
-            stack.adminToken,
-          );
+          const answer = await persistent(`${apiUrl(i)}/workspaces`, { id }, stack.adminToken);
           const token = (answer.body as { auth_token?: unknown } | null)?.auth_token;
           if (answer.status === 201 && typeof token === 'string') {
             runtimes[i] = { id, token };
@@ -576,6 +574,17 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       `register: ${registered}/${fleet.length} = ${round(registerPerS, 1)}/s` +
         (registerFailures.size > 0 ? `; failed ${[...registerFailures].map(([k, v]) => `${k}: ${v}`).join(', ')}` : ''),
     );
+    // Settled: every registered workspace projected online (its register and reconcile handled).
+    const settleStart = performance.now();
+    for (let state = await notOnline(stack.databaseUrl, run); state.count > 0;) {
+      if (performance.now() - settleStart > 600_000)
+        throw new Error(`setup did not settle in 10 min: ${state.statuses}`);
+      log(`settle: ${state.statuses}`);
+      await sleep(3_000);
+      state = await notOnline(stack.databaseUrl, run);
+    }
+    const settleS = (performance.now() - settleStart) / 1000;
+    log(`settle: all online ${round(settleS, 1)} s after the last register`);
     const workerMbAfterSetup = workerMb();
 
     // 3. The load, sampled.

@@ -6,13 +6,8 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import {
-  effectiveDeliveryMode,
-  heartbeatPayloadSchema,
-  registerPayloadSchema,
-  registerUrl,
-  type HeartbeatPayload,
-} from '../../workflows/payloads.js';
+import { effectiveDeliveryMode, registerUrl, type HeartbeatPayload } from '../../workflows/payloads.js';
+import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
 import { heartbeatSignature } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';

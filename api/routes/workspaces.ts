@@ -15,7 +15,7 @@ import {
   workspaceWorkflowId,
 } from '../../workflows/definitions.js';
 import { workspaceStartMetadata } from '../../workflows/operator-view.js';
-import { workspaceIdSchema } from '../../workflows/payloads.js';
+import { workspaceIdSchema } from '../payload-schemas.js';
 import { statuses, type WorkspaceState } from '../../workflows/state-machine.js';
 import type { HeartbeatLedger } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';

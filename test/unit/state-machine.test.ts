@@ -18,10 +18,14 @@ import {
   type Status,
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
-import { heartbeatPayloadSchema } from '../../workflows/payloads.js';
+import { parseHeartbeat, type HeartbeatPayload } from '../../workflows/payloads.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 
-const heartbeatSchemaParse = (payload: unknown) => heartbeatPayloadSchema.parse(payload);
+const heartbeatSchemaParse = (payload: unknown): HeartbeatPayload => {
+  const parsed = parseHeartbeat(payload);
+  if (!parsed.ok) throw new Error(parsed.reason);
+  return parsed.value;
+};
 
 const ID = 'ws-1';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
