@@ -42,6 +42,17 @@ export function clientConnectionOptions(settings: TemporalSettings): ConnectionO
   };
 }
 
+/**
+ * Where a dev server keeps its state: a SQLite file in write-ahead-log mode with `synchronous`
+ * NORMAL, so a commit is a WAL append without an fsync. A killed dev server loses nothing (the
+ * WAL is in the file system); a crash of the machine itself may lose the last commits. The
+ * default (a rollback journal, an fsync per commit) made the disk, not the CPU, the limit of a
+ * fleet on this box: a third of the time in I/O wait while the CPUs idled.
+ */
+export function devServerStorageArgs(dbFile: string): string[] {
+  return ['--db-filename', dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal'];
+}
+
 /** `--search-attribute` arguments that register ours on a dev server. */
 export function devServerSearchAttributeArgs(): string[] {
   return searchAttributeKeys.flatMap((key) => ['--search-attribute', `${key.name}=${cliType(key.type)}`]);

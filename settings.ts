@@ -29,6 +29,11 @@ export interface WorkerSettings {
   /** Variables the local box runtimes get on top of the worker's environment (e.g. WL_API_URL). */
   runtimeEnv: Record<string, string>;
   sources: SourceSettings & StageSettings;
+  /**
+   * Workflows kept in the worker's cache (~100 KB of heap each). A signal to a workflow not in
+   * the cache replays its run's history first, so the cache holds the fleet.
+   */
+  maxCachedWorkflows: number;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -41,6 +46,7 @@ export interface Settings {
   boxesDir: string;
   runtimeCommand: string[] | null;
   sources: SourceSettings & StageSettings;
+  maxCachedWorkflows: number;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -64,6 +70,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     boxesDir: boxesDirFromEnv(env),
     runtimeCommand: runtimeCommandFromEnv(env),
     sources: sourceSettingsFromEnv(env),
+    maxCachedWorkflows: integer(env, 'WL_WORKER_MAX_CACHED_WORKFLOWS', 10_000, 2),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -126,6 +133,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     runtimeCommand: settings.runtimeCommand,
     runtimeEnv,
     sources: settings.sources,
+    maxCachedWorkflows: settings.maxCachedWorkflows,
   };
 }
 

@@ -47,6 +47,7 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       taskQueue: settings.taskQueue,
       workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
       activities: createActivities({ store, driver, sources: settings.sources }),
+      maxCachedWorkflows: settings.maxCachedWorkflows,
     });
     return { worker, store, connection };
   } catch (err) {

@@ -10,6 +10,11 @@
  * `maxInFlight`; a call slower than that shrinks it by a quarter (once for all the calls
  * admitted before the cut), down to `minInFlight`. So when the box slows down (another process takes the CPU,
  * Temporal is busy), fewer calls are let in and the accepted ones stay fast.
+ *
+ * Retry-After grows with the overload: when the last second refused R calls while admitting A,
+ * a refusal says come back in R / A seconds (at least `retryAfterSeconds`, at most
+ * `maxRetryAfterSeconds`), so callers that honour it spread their retries over about the time
+ * the API needs to serve them, instead of all coming back a second later.
  */
 import { HttpError } from './errors.js';
 
@@ -24,8 +29,10 @@ export interface AdmissionSettings {
   maxQueued: number;
   /** A call that waited this long for a slot is refused. */
   maxQueueWaitMs: number;
-  /** What a refusal's Retry-After says, in seconds. */
+  /** What a refusal's Retry-After says at least, in seconds. */
   retryAfterSeconds: number;
+  /** What it says at most, however overloaded the last second was. */
+  maxRetryAfterSeconds: number;
 }
 
 /**
@@ -39,6 +46,7 @@ export const defaultAdmissionSettings: AdmissionSettings = {
   maxQueued: 8,
   maxQueueWaitMs: 50,
   retryAfterSeconds: 1,
+  maxRetryAfterSeconds: 30,
 };
 
 interface Waiter {
@@ -54,12 +62,35 @@ export class Admission {
   private lastDecreaseAt = -Infinity;
   /** Refusals since start, by why: the queue was full, or the wait for a slot ran out. */
   readonly refused = { queueFull: 0, waitedTooLong: 0 };
+  /** Admissions and refusals of the current second, and of the one before (what Retry-After reads). */
+  private second = { start: 0, admitted: 0, refused: 0 };
+  private lastSecond = { admitted: 0, refused: 0 };
 
   constructor(
     private readonly settings: AdmissionSettings,
     private readonly now: () => number = () => performance.now(),
   ) {
     this.limit = settings.maxInFlight;
+    this.second.start = now();
+  }
+
+  /** Starts a new second when this one is over; a gap of more than a second leaves nothing to go by. */
+  private tick(): void {
+    const at = this.now();
+    const elapsed = at - this.second.start;
+    if (elapsed < 1_000) return;
+    this.lastSecond =
+      elapsed < 2_000 ? { admitted: this.second.admitted, refused: this.second.refused } : { admitted: 0, refused: 0 };
+    this.second = { start: at, admitted: 0, refused: 0 };
+  }
+
+  /** Seconds a refused caller should wait: the last second's refusals per admission, within the bounds. */
+  retryAfterSeconds(): number {
+    this.tick();
+    const { retryAfterSeconds, maxRetryAfterSeconds } = this.settings;
+    const { admitted, refused } = this.lastSecond;
+    const spread = Math.ceil(refused / Math.max(1, admitted));
+    return Math.min(Math.max(retryAfterSeconds, maxRetryAfterSeconds), Math.max(retryAfterSeconds, spread));
   }
 
   get load(): { inFlight: number; queued: number; limit: number } {
@@ -104,8 +135,10 @@ export class Admission {
   }
 
   private acquire(): Promise<void> | undefined {
+    this.tick();
     if (this.inFlight < Math.floor(this.limit)) {
       this.inFlight++;
+      this.second.admitted++;
       return undefined;
     }
     if (this.waiting.length >= this.settings.maxQueued) {
@@ -116,6 +149,7 @@ export class Admission {
       const waiter: Waiter = {
         admit: () => {
           clearTimeout(waiter.timer);
+          this.second.admitted++;
           resolve();
         },
         timer: setTimeout(() => {
@@ -141,8 +175,8 @@ export class Admission {
   }
 
   private refusal(why: string): HttpError {
-    return new HttpError(429, `overloaded: ${why}; retry after ${this.settings.retryAfterSeconds} s`, {
-      retryAfter: this.settings.retryAfterSeconds,
-    });
+    const retryAfter = this.retryAfterSeconds();
+    this.second.refused++;
+    return new HttpError(429, `overloaded: ${why}; retry after ${retryAfter} s`, { retryAfter });
   }
 }

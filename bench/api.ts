@@ -1,8 +1,11 @@
 /**
  * Heartbeat load through the HTTP API (autocannon at fixed concurrency) beside direct SDK
  * signals to the same workflows at the same concurrency, in the same run, against the dev
- * server and PostgreSQL. Prints throughput, p50/p99 latency, their API/direct ratios, and the
- * process's memory at the end.
+ * server and PostgreSQL. The API runs twice: as configured (the heartbeat ledger coalesces
+ * heartbeats that change nothing) and forwarding every heartbeat as a signal (the API's own
+ * cost over a direct signal). Prints throughput, p50/p99 latency, their API/direct ratios, and
+ * the process's memory at the end. Every heartbeat is then found counted, by its workflow or
+ * in the ledger.
  *
  *   npm run bench:api [-- --workspaces 20 --requests 2000 --concurrency 16]
  */
@@ -38,8 +41,9 @@ console.log('bench: starting dev server...');
 const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-api';
 const activities: Partial<Activities> = {
-  listPluginDiff: () => Promise.resolve({ declared: 0, missing: [] }),
+  listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
   writeProjection: (projection) => store.writeProjection(projection),
+  readHeartbeatLedger: ({ workspaceId }) => store.heartbeatLedger(workspaceId),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
@@ -56,6 +60,15 @@ const api = await buildApi(env.client, store, {
   sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false, sourceHosts: null, fileRoots: [] },
 });
 const apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
+const everyApi = await buildApi(env.client, store, {
+  ...defaultApiSettings,
+  adminToken,
+  taskQueue,
+  logLevel: 'warn',
+  heartbeatForwardEveryMs: 0,
+  sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false, sourceHosts: null, fileRoots: [] },
+});
+const everyUrl = await everyApi.listen({ host: '127.0.0.1', port: 0 });
 
 interface Figures {
   name: string;
@@ -84,34 +97,38 @@ const results = await worker.runUntil(async () => {
   );
   const beat = (id: string): string => JSON.stringify({ workspace_id: id, error_rate: 0, uptime_seconds: 1 });
 
-  // Through the API: HTTP, auth, validation, signal-with-start.
-  let next = 0;
-  const result = await autocannon({
-    url: `${apiUrl}/registry/heartbeat`,
-    connections: concurrency,
-    amount: requests,
-    requests: [
-      {
-        method: 'POST',
-        setupRequest: (request) => {
-          const target = workspaces[next++ % workspaces.length];
-          return {
-            ...request,
-            headers: { 'content-type': 'application/json', authorization: `Bearer ${target?.token ?? ''}` },
-            body: beat(target?.id ?? ''),
-          };
+  // Through the API: HTTP, auth, validation, the ledger, a signal-with-start when forwarded.
+  async function throughApi(name: string, url: string): Promise<Figures> {
+    let next = 0;
+    const result = await autocannon({
+      url: `${url}/registry/heartbeat`,
+      connections: concurrency,
+      amount: requests,
+      requests: [
+        {
+          method: 'POST',
+          setupRequest: (request) => {
+            const target = workspaces[next++ % workspaces.length];
+            return {
+              ...request,
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${target?.token ?? ''}` },
+              body: beat(target?.id ?? ''),
+            };
+          },
         },
-      },
-    ],
-  });
-  if (result.non2xx > 0 || result.errors > 0)
-    throw new Error(`API run had ${result.non2xx} non-2xx and ${result.errors} errors`);
-  const viaApi: Figures = {
-    name: 'api',
-    perSecond: result.requests.total / (result.duration || 1),
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-  };
+      ],
+    });
+    if (result.non2xx > 0 || result.errors > 0)
+      throw new Error(`${name} run had ${result.non2xx} non-2xx and ${result.errors} errors`);
+    return {
+      name,
+      perSecond: result.requests.total / (result.duration || 1),
+      p50: result.latency.p50,
+      p99: result.latency.p99,
+    };
+  }
+  const viaApi = await throughApi('api', apiUrl);
+  const everyOne = await throughApi('api-all', everyUrl);
 
   // Direct: the SDK client signals the same workflows with the same concurrency.
   const handles = workspaces.map((w) => ({
@@ -141,32 +158,37 @@ const results = await worker.runUntil(async () => {
     p99: percentile(latencies, 99),
   };
 
-  // Every heartbeat arrived: each workspace counted its share of both runs.
-  for (const { handle } of handles) {
+  // Every heartbeat arrived: each workspace counted its share of the three runs, in its workflow
+  // or (coalesced, not forwarded yet) in the ledger.
+  for (const { id, handle } of handles) {
     for (;;) {
+      const { pending } = await store.heartbeatLedger(id);
       const state = await handle.query(stateQuery);
-      if (state.counters.heartbeats >= (2 * requests) / workspaceCount - 1) break;
+      if (pending + state.counters.heartbeats >= (3 * requests) / workspaceCount - 1) break;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-  return { viaApi, direct };
+  return { viaApi, everyOne, direct };
 });
 
 await api.close();
+await everyApi.close();
 await env.teardown();
 await store.close();
 const memory = process.memoryUsage();
-const { viaApi, direct } = results;
+const { viaApi, everyOne, direct } = results;
 console.log(`\n${workspaceCount} workspaces, ${requests} heartbeats per run, ${concurrency} in flight`);
 console.log(`${'path'.padEnd(8)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}`);
-for (const f of [viaApi, direct]) {
+for (const f of [viaApi, everyOne, direct]) {
   console.log(
     `${f.name.padEnd(8)} ${f.perSecond.toFixed(1).padStart(9)} ${f.p50.toFixed(1).padStart(8)} ${f.p99.toFixed(1).padStart(8)}`,
   );
 }
-console.log(
-  `ratio api/direct: throughput ${(viaApi.perSecond / direct.perSecond).toFixed(2)}, p50 ${(viaApi.p50 / direct.p50).toFixed(2)}, p99 ${(viaApi.p99 / direct.p99).toFixed(2)}`,
-);
+for (const f of [viaApi, everyOne]) {
+  console.log(
+    `ratio ${f.name}/direct: throughput ${(f.perSecond / direct.perSecond).toFixed(2)}, p50 ${(f.p50 / direct.p50).toFixed(2)}, p99 ${(f.p99 / direct.p99).toFixed(2)}`,
+  );
+}
 console.log(
   `memory at end: rss ${(memory.rss / 2 ** 20).toFixed(0)} MiB, heap used ${(memory.heapUsed / 2 ** 20).toFixed(0)} MiB`,
 );

@@ -3,19 +3,20 @@
  * process (chaos/stack.ts: PostgreSQL, a Temporal dev server, `--workers` worker processes and
  * `--apis` API processes). For each fleet size, on a fresh stack: create the workspaces through
  * the API, register each once, then one scheduler sends every workspace's heartbeat once per
- * `--period` seconds, spread evenly, with a bounded number in flight, for `--duration` seconds.
+ * `--period` seconds, spread evenly, with a bounded number in flight: a warm-up until the setup
+ * settled (every workspace projected online), then `--duration` seconds measured.
  * Prints progress on the way and, per size, throughput, latency, refusals, the workspaces not
  * online at the end, and each process's peak memory and mean CPU; then one Markdown table.
  *
  *   npm run bench:fleet -- --workspaces 1000,3000,10000 --duration 120
  *                          [--period 30] [--workers 1] [--apis 1] [--create-concurrency 32]
- *                          [--in-flight 256] [--profile DIR] [--keep]
+ *                          [--in-flight 256] [--max-warmup 600] [--profile DIR] [--keep]
  *
  * Managed workspaces, as a fleet has (created `provisioning`, online on their register, which
  * runs a reconcile of their empty plugin set), but no box processes: the worker runs with no
  * runtime command (WL_RUNTIME_COMMAND empty) and no box folder exists, so a restart, should dead
- * detection ask for one, starts nothing. The load starts once the setup has settled (every
- * workspace projected online), so it measures the fleet, not the backlog of its creation.
+ * detection ask for one, starts nothing. The measured window starts once the setup has settled,
+ * so it measures the fleet, not the backlog of its creation; the warm-up is reported apart.
  */
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,7 +24,6 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { getHeapStatistics } from 'node:v8';
 import pg from 'pg';
 import { call, percentile } from '../chaos/load.js';
 import { Stack } from '../chaos/stack.js';
@@ -33,6 +33,8 @@ import { idleHeartbeat } from '../workflows/payloads.js';
 export interface FleetOptions {
   sizes: number[];
   durationS: number;
+  /** The warm-up (heartbeats before the measured window) ends when the setup settled, or after this. */
+  maxWarmupS: number;
   periodS: number;
   workers: number;
   apis: number;
@@ -76,6 +78,9 @@ export interface FleetResult {
   statuses: string;
   workerMbBefore: number;
   workerMbAfterSetup: number;
+  /** Heartbeats ran from the last register until the setup settled; not measured. */
+  warmupS: number;
+  warmupNon200: string;
   historySample: string;
   usage: Usage[];
 }
@@ -289,12 +294,18 @@ interface LoadFigures {
  * One scheduler for the whole fleet: workspace i beats at offset i/N of the period, then once
  * per period; at most `inFlight` calls at once (a send the bound holds back goes late, and is
  * counted); a 429 or 503 reschedules that workspace's beat after its Retry-After.
+ * It beats from the start, as runtimes do, but measures only once `warmedUp` says so (the
+ * fleet's setup settled, or `maxWarmupS` passed): then for `durationS`. A call counts in the
+ * phase it was sent in.
  */
 async function heartbeatLoad(
   apiUrls: string[],
   runtimes: Runtime[],
   o: { durationS: number; periodS: number; inFlight: number },
-): Promise<LoadFigures> {
+  warmedUp: () => Promise<boolean>,
+  maxWarmupS: number,
+  onMeasure: () => void,
+): Promise<{ warmup: LoadFigures; measured: LoadFigures; warmupS: number }> {
   const periodMs = o.periodS * 1_000;
   const started = performance.now();
   const now = (): number => performance.now() - started;
@@ -303,7 +314,7 @@ async function heartbeatLoad(
     const slot = (index / runtimes.length) * periodMs;
     schedule.push({ index, due: slot, slot });
   });
-  const figures: LoadFigures = {
+  const fresh = (): LoadFigures => ({
     sent: 0,
     latencies: [],
     refused: new Map(),
@@ -311,8 +322,30 @@ async function heartbeatLoad(
     late: 0,
     maxLagMs: 0,
     elapsedMs: 0,
-  };
-  const endMs = o.durationS * 1_000;
+  });
+  const warmup = fresh();
+  let figures = warmup;
+  let measuring = false;
+  let measureFromMs = 0;
+  let endMs = Infinity;
+  let checking = false;
+  const checkWarm = setInterval(() => {
+    if (measuring || checking) return;
+    checking = true;
+    void warmedUp()
+      .then((warm) => {
+        if (measuring || !(warm || now() > maxWarmupS * 1_000)) return;
+        warmup.elapsedMs = now();
+        measuring = true;
+        measureFromMs = now();
+        endMs = measureFromMs + o.durationS * 1_000;
+        figures = fresh();
+        window = { at: now(), sent: 0, ok: 0 };
+        onMeasure();
+        log(`load: ${warm ? 'settled' : `not settled after ${maxWarmupS} s`}; measuring ${o.durationS} s from now`);
+      })
+      .finally(() => (checking = false));
+  }, 3_000);
   let outstanding = 0;
   let next = 0;
   let window = { at: 0, sent: 0, ok: 0 };
@@ -320,28 +353,28 @@ async function heartbeatLoad(
   const send = (item: Due): void => {
     const runtime = runtimes[item.index];
     if (runtime === undefined) return;
+    const phase = figures;
     const lag = now() - item.due;
-    figures.maxLagMs = Math.max(figures.maxLagMs, lag);
-    if (lag > 1_000) figures.late++;
-    figures.sent++;
+    phase.maxLagMs = Math.max(phase.maxLagMs, lag);
+    if (lag > 1_000) phase.late++;
+    phase.sent++;
     outstanding++;
     const url = `${apiUrls[next++ % apiUrls.length]}/registry/heartbeat`;
     const body = idleHeartbeat(runtime.id, Math.round(now() / 1000));
     void call(url, 'POST', body, runtime.token).then(({ status, ms, retryAfter }) => {
       outstanding--;
-      if (status === 200) figures.latencies.push(ms);
+      if (status === 200) phase.latencies.push(ms);
       else {
         const key = status === 0 ? 'net' : String(status);
-        figures.refused.set(key, (figures.refused.get(key) ?? 0) + 1);
+        phase.refused.set(key, (phase.refused.get(key) ?? 0) + 1);
       }
       const at = now();
-      if (
-        (status === 429 || status === 503) &&
-        retryAfter !== undefined &&
-        at + retryAfter * 1_000 < item.slot + periodMs
-      ) {
-        figures.retried++;
-        schedule.push({ ...item, due: at + retryAfter * 1_000 });
+      // Retry-After honoured as runtimes do (simulator/runtime.ts): with ±50% jitter, so the
+      // refused ones do not all come back at once; past the next slot, the next beat is the retry.
+      const retryAt = retryAfter === undefined ? Infinity : at + retryAfter * 1_000 * (0.5 + Math.random());
+      if ((status === 429 || status === 503) && retryAt < item.slot + periodMs) {
+        phase.retried++;
+        schedule.push({ ...item, due: retryAt });
         return;
       }
       const slot = item.slot + periodMs;
@@ -354,8 +387,11 @@ async function heartbeatLoad(
     const seconds = (at - window.at) / 1000;
     const ok = figures.latencies.length;
     const refused = [...figures.refused].map(([k, v]) => `${k}: ${v}`).join(', ') || 'none';
+    const label = measuring
+      ? `${round((at - measureFromMs) / 1000)}/${o.durationS} s`
+      : `warm-up ${round(at / 1000)} s`;
     log(
-      `load ${round(at / 1000)}/${o.durationS} s: ${round((figures.sent - window.sent) / seconds)} sent/s, ` +
+      `load ${label}: ${round((figures.sent - window.sent) / seconds)} sent/s, ` +
         `${round((ok - window.ok) / seconds)} ok/s, in flight ${outstanding}, non-200 ${refused}, ` +
         `late ${figures.late}, max lag ${round(figures.maxLagMs)} ms`,
     );
@@ -371,11 +407,12 @@ async function heartbeatLoad(
     const wait = top === undefined || outstanding >= o.inFlight ? 5 : Math.max(1, Math.min(50, top.due - now()));
     await sleep(Math.min(wait, Math.max(1, endMs - now())));
   }
-  figures.elapsedMs = now();
+  figures.elapsedMs = now() - measureFromMs;
   clearInterval(progress);
+  clearInterval(checkWarm);
   // The calls in flight are answered (each is bounded by the call's timeout).
   while (outstanding > 0) await sleep(20);
-  return figures;
+  return { warmup, measured: figures, warmupS: warmup.elapsedMs / 1000 };
 }
 
 // --- one fleet size ----------------------------------------------------------------------------
@@ -574,20 +611,8 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       `register: ${registered}/${fleet.length} = ${round(registerPerS, 1)}/s` +
         (registerFailures.size > 0 ? `; failed ${[...registerFailures].map(([k, v]) => `${k}: ${v}`).join(', ')}` : ''),
     );
-    // Settled: every registered workspace projected online (its register and reconcile handled).
-    const settleStart = performance.now();
-    for (let state = await notOnline(stack.databaseUrl, run); state.count > 0;) {
-      if (performance.now() - settleStart > 600_000)
-        throw new Error(`setup did not settle in 10 min: ${state.statuses}`);
-      log(`settle: ${state.statuses}`);
-      await sleep(3_000);
-      state = await notOnline(stack.databaseUrl, run);
-    }
-    const settleS = (performance.now() - settleStart) / 1000;
-    log(`settle: all online ${round(settleS, 1)} s after the last register`);
-    const workerMbAfterSetup = workerMb();
-
-    // 3. The load, sampled.
+    // 3. The load: heartbeats from now on, as runtimes send them; measured once the setup has
+    // settled (every workspace projected online: its register and reconcile handled), sampled then.
     const sampler = new Sampler(() => {
       const targets = stack.instances().map((i) => ({ name: i.name, pids: [i.pid] }));
       const postgres = stack.postgresPid();
@@ -597,13 +622,39 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     });
     log(
       `load: ${fleet.length} workspaces, one beat each per ${o.periodS} s (${round(fleet.length / o.periodS, 1)}/s), ` +
-        `${o.durationS} s, at most ${o.inFlight} in flight`,
+        `at most ${o.inFlight} in flight; warm-up until the setup settled (at most ${o.maxWarmupS} s), then ${o.durationS} s measured`,
     );
-    sampler.start();
-    const loadStartedAt = Date.now();
-    const load = await heartbeatLoad(stack.apiUrls, fleet, o);
+    let loadStartedAt = Date.now();
+    let workerMbAfterSetup = 0;
+    let lastSettle = '';
+    const {
+      warmup,
+      measured: load,
+      warmupS,
+    } = await heartbeatLoad(
+      stack.apiUrls,
+      fleet,
+      o,
+      async () => {
+        const state = await notOnline(stack.databaseUrl, run);
+        if (state.statuses !== lastSettle) log(`settle: ${state.statuses}`);
+        lastSettle = state.statuses;
+        return state.count === 0;
+      },
+      o.maxWarmupS,
+      () => {
+        workerMbAfterSetup = workerMb();
+        loadStartedAt = Date.now();
+        sampler.start();
+      },
+    );
     const loadEndedAt = Date.now();
     const usage = sampler.stop();
+    const warmupRefused = [...warmup.refused].map(([k, v]) => `${k}: ${v}`).join(', ') || 'none';
+    log(
+      `warm-up: ${round(warmupS, 1)} s; ${warmup.latencies.length} answered 200 (p99 ${round(percentile(warmup.latencies, 99))} ms), ` +
+        `non-200 ${warmupRefused}`,
+    );
 
     // 4. What the projection says, once its writes have landed (they follow the transitions).
     let settled = await notOnline(stack.databaseUrl, run);
@@ -634,6 +685,8 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       statuses: settled.statuses,
       workerMbBefore,
       workerMbAfterSetup,
+      warmupS,
+      warmupNon200: warmupRefused,
       historySample: misses,
       usage,
     };
@@ -682,7 +735,8 @@ function report(r: FleetResult): void {
       `accepted latency p50 ${round(r.p50, 1)} ms, p99 ${round(r.p99, 1)} ms; non-200 ${refusedText(r.refused)}; ` +
         `retried after Retry-After ${r.retried}; sent > 1 s late ${r.late} (max lag ${round(r.maxLagMs)} ms)`,
       `not online at the end: ${r.notOnline} (projection: ${r.statuses})`,
-      `worker RSS before the fleet ${round(r.workerMbBefore)} MB, after create+register ${round(r.workerMbAfterSetup)} MB ` +
+      `warm-up (heartbeats from the last register until the setup settled, not measured): ${round(r.warmupS, 1)} s, non-200 ${r.warmupNon200}`,
+      `worker RSS before the fleet ${round(r.workerMbBefore)} MB, after create+register+settle ${round(r.workerMbAfterSetup)} MB ` +
         `(~${round(perWorkflowKb)} KB per registered workspace, all workers together)`,
       `workflow tasks ${r.historySample}`,
       ...r.usage.map((u) => `  ${u.name.padEnd(10)} peak ${round(u.peakMb)} MB, mean CPU ${round(u.meanCpu)}%`),
@@ -714,6 +768,7 @@ function parseOptions(): FleetOptions {
       apis: { type: 'string', default: '1' },
       'create-concurrency': { type: 'string', default: '32' },
       'in-flight': { type: 'string', default: '256' },
+      'max-warmup': { type: 'string', default: '600' },
       profile: { type: 'string' },
       keep: { type: 'boolean', default: false },
     },
@@ -732,6 +787,7 @@ function parseOptions(): FleetOptions {
     apis: positive('apis', values.apis),
     createConcurrency: positive('create-concurrency', values['create-concurrency']),
     inFlight: positive('in-flight', values['in-flight']),
+    maxWarmupS: positive('max-warmup', values['max-warmup'], false),
     profileDir: values.profile,
     keep: values.keep,
   };
@@ -745,11 +801,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     console.error(`bench:fleet: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(2);
   }
-  // The SDK's default cache size for a worker with this Node's heap limit (worker.ts sets none).
-  const heapMiB = getHeapStatistics().heap_size_limit / 1024 / 1024;
   log(
-    `bench:fleet: sizes ${options.sizes.join(', ')}; a fresh stack per size; worker maxCachedWorkflows is the SDK ` +
-      `default, ${Math.max(Math.floor(((heapMiB - 200) * 600) / 1024), 10)} for a ${round(heapMiB)} MiB heap`,
+    `bench:fleet: sizes ${options.sizes.join(', ')}; a fresh stack per size; the worker caches ` +
+      `${process.env['WL_WORKER_MAX_CACHED_WORKFLOWS'] ?? '10000 (its default)'} workflows`,
   );
   const results: FleetResult[] = [];
   for (const size of options.sizes) results.push(await runSize(size, options));

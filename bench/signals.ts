@@ -47,9 +47,13 @@ const worker = await Worker.create({
   activities: benchActivities(),
 });
 
-/** Heartbeats never run activities; the one boot reconcile finds nothing missing. */
+/** Heartbeats never run activities; the one boot reconcile finds nothing missing, its projection write succeeds. */
 function benchActivities(): Partial<Activities> {
-  return { listPluginDiff: () => Promise.resolve({ declared: 0, missing: [] }) };
+  return {
+    listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
+    writeProjection: () => Promise.resolve(),
+    readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
+  };
 }
 
 function heartbeat(id: string, i: number): Record<string, unknown> {

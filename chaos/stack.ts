@@ -12,7 +12,7 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { devServerSearchAttributeArgs } from '../connection.js';
+import { devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { freePort } from '../scripts/ports.js';
 
@@ -178,7 +178,7 @@ export class Stack {
     const cli = temporalCliPath();
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
-    args.push('--db-filename', join(this.options.dir, 'temporal.db'), '--log-level', 'error');
+    args.push(...devServerStorageArgs(join(this.options.dir, 'temporal.db')), '--log-level', 'error');
     this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs()]);
     const deadline = Date.now() + 60_000;
     for (;;) {

@@ -19,6 +19,7 @@ import { startApi, type RunningApi } from '../api/main.js';
 import {
   clientConnectionOptions,
   devServerSearchAttributeArgs,
+  devServerStorageArgs,
   withAddress,
   type TemporalSettings,
 } from '../connection.js';
@@ -71,7 +72,12 @@ function startDevServer(): ChildProcess {
   if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain` or set TEMPORAL_CLI_PATH');
   mkdirSync(dataDir, { recursive: true });
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort)];
-  args.push('--db-filename', join(dataDir, 'temporal.db'), '--log-level', 'warn', ...devServerSearchAttributeArgs());
+  args.push(
+    ...devServerStorageArgs(join(dataDir, 'temporal.db')),
+    '--log-level',
+    'warn',
+    ...devServerSearchAttributeArgs(),
+  );
   console.log(`start: temporal ${args.join(' ')}`);
   // Its own process group: Ctrl-C reaches only us, so the worker drains against a live server
   // before we stop the server ourselves.

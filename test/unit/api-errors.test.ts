@@ -93,6 +93,33 @@ describe('Admission', () => {
     expect(admission.refused).toEqual({ queueFull: 1, waitedTooLong: 0 });
   });
 
+  it("Retry-After spreads the refused callers' return over the last second's refusals per admission", async () => {
+    let clock = 0;
+    const admission = new Admission({ ...fixed, maxInFlight: 2, maxQueued: 0 }, () => clock);
+    const held = gate();
+    const refusedNow = async (): Promise<number | undefined> => {
+      const err = await admission.run(() => Promise.resolve()).catch((e: unknown) => e);
+      return (err as HttpError).options.retryAfter;
+    };
+    const busy = [admission.run(() => held.promise), admission.run(() => held.promise)];
+    // The first second: 2 admitted, 40 refused; nothing to go by yet, so the floor.
+    for (let i = 0; i < 39; i++) await refusedNow();
+    expect(await refusedNow()).toBe(1);
+    clock = 1_500;
+    expect(await refusedNow()).toBe(20); // 40 refused / 2 admitted
+    clock = 2_600;
+    // The second before refused 1 and admitted none: 1 / max(1, 0).
+    expect(await refusedNow()).toBe(1);
+    clock = 3_700;
+    for (let i = 0; i < 400; i++) await refusedNow();
+    clock = 4_800;
+    expect(await refusedNow()).toBe(30); // capped
+    clock = 10_000;
+    expect(await refusedNow()).toBe(1); // a quiet gap: the floor again
+    held.open();
+    await Promise.all(busy);
+  });
+
   it('a call that waits too long for a slot is refused and gives its place up', async () => {
     const admission = new Admission({ ...fixed, maxInFlight: 1, maxQueued: 5, maxQueueWaitMs: 20 });
     const held = gate();
