@@ -291,17 +291,30 @@ export class Store {
   async recordHeartbeat(
     tokenHash: Buffer,
     workspaceId: string,
-    signature: string,
+    heartbeat: { signature: string; degrades: boolean },
     forwardEveryMs: number,
   ): Promise<HeartbeatRecord> {
     const { rows } = await this.pool.query<HeartbeatRecord>(
-      'SELECT outcome, forward, beats FROM record_heartbeat($1, $2, $3, $4)',
-      [tokenHash, workspaceId, signature, forwardEveryMs],
+      'SELECT outcome, forward, beats FROM record_heartbeat($1, $2, $3, $4, $5)',
+      [tokenHash, workspaceId, heartbeat.signature, heartbeat.degrades, forwardEveryMs],
     );
     return rows[0] ?? { outcome: 'not-found', forward: false, beats: 0 };
   }
 
-  /** A forward that did not reach the workflow: its heartbeats go back to pending, and the next one forwards. */
+  /**
+   * A register was relayed: it brings the workspace online, so until the next forward is due a
+   * heartbeat that does not degrade an online workspace is only recorded (record_heartbeat).
+   */
+  async noteRegister(workspaceId: string): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO workspace_heartbeats AS h (workspace_id, last_seen_at, forwarded_at, signature)
+       SELECT id, now(), now(), 'register' FROM workspaces WHERE id = $1
+       ON CONFLICT (workspace_id) DO UPDATE SET forwarded_at = now(), signature = 'register'`,
+      [workspaceId],
+    );
+  }
+
+  /** A forward that did not reach the workflow: the heartbeats it carried go back to pending, and the next one forwards. */
   async returnHeartbeats(workspaceId: string, beats: number): Promise<void> {
     await this.pool.query(
       'UPDATE workspace_heartbeats SET pending = pending + $2, forwarded_at = NULL WHERE workspace_id = $1',

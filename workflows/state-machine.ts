@@ -188,7 +188,14 @@ export interface WorkspaceState {
   runtime: Runtime;
   agentCard: AgentCardSummary | null;
   lastRegisterAt: string | null;
+  /** The last heartbeat forwarded to the workflow: its time and the fields the rules read. */
   lastHeartbeat: LastHeartbeat | null;
+  /**
+   * The latest heartbeat time known, forwarded or only recorded in the heartbeat ledger (the API
+   * may coalesce heartbeats that change nothing, even before one was forwarded). Liveness reads
+   * this: lastHeartbeatAt().
+   */
+  heartbeatSeenAt: string | null;
   counters: Counters;
   reconcile: ReconcileState;
   /** Per declared plugin that a reconcile worked on: how it got installed, or why it failed. */
@@ -265,6 +272,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
     agentCard: null,
     lastRegisterAt: null,
     lastHeartbeat: null,
+    heartbeatSeenAt: null,
     counters: {
       registers: 0,
       heartbeats: 0,
@@ -646,6 +654,7 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, be
 
   state.counters.heartbeats += Number.isSafeInteger(beats) && beats > 0 ? beats : 1;
   state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
+  state.heartbeatSeenAt = draft.at;
   if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
 
   // Any heartbeat proves the runtime is up: every not-live status comes online; but while a
@@ -668,11 +677,19 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, be
  * count.
  */
 function onHeartbeatsSeen(draft: Draft, lastSeenAt: string | null): void {
-  const last = draft.state.lastHeartbeat;
-  if (last === null || lastSeenAt === null || Number.isNaN(Date.parse(lastSeenAt))) return;
-  if (Date.parse(lastSeenAt) <= Date.parse(last.at)) return;
+  if (lastSeenAt === null || Number.isNaN(Date.parse(lastSeenAt))) return;
+  const known = lastHeartbeatAt(draft.state);
+  if (known !== null && Date.parse(lastSeenAt) <= known) return;
   // Never past the workflow's own clock: a ledger clock running ahead would stretch liveness.
-  draft.state.lastHeartbeat = { ...last, at: iso(Math.min(Date.parse(lastSeenAt), draft.now)) };
+  draft.state.heartbeatSeenAt = iso(Math.min(Date.parse(lastSeenAt), draft.now));
+}
+
+/** The latest heartbeat time known (forwarded, or in the ledger), in ms; null before any. */
+export function lastHeartbeatAt(state: WorkspaceState): number | null {
+  const times = [state.lastHeartbeat?.at, state.heartbeatSeenAt].flatMap((at) =>
+    typeof at === 'string' ? [Date.parse(at)] : [],
+  );
+  return times.length === 0 ? null : Math.max(...times);
 }
 
 function onDeadline(draft: Draft, config: LifecycleConfig): void {
@@ -804,15 +821,17 @@ export function isSettling(state: WorkspaceState, now: number, config: Lifecycle
 }
 
 export function hasRecentHeartbeat(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
-  return state.lastHeartbeat !== null && now - Date.parse(state.lastHeartbeat.at) <= config.recentHeartbeatMs;
+  const at = lastHeartbeatAt(state);
+  return at !== null && now - at <= config.recentHeartbeatMs;
 }
 
 /** A heartbeat since the last restart started (and, under the current rules, a register since: the new runtime's). */
 export function hasFreshHeartbeat(state: WorkspaceState, rules: Rules = currentRules): boolean {
   const started = state.restart.lastStartedAt;
-  if (started === null || state.lastHeartbeat === null) return false;
+  const heartbeat = lastHeartbeatAt(state);
+  if (started === null || heartbeat === null) return false;
   const since = (at: string | null): boolean => at !== null && Date.parse(at) > Date.parse(started);
-  return since(state.lastHeartbeat.at) && (!rules.newRuntimeAfterRestart || since(state.lastRegisterAt));
+  return heartbeat > Date.parse(started) && (!rules.newRuntimeAfterRestart || since(state.lastRegisterAt));
 }
 
 interface Health {
@@ -842,11 +861,16 @@ export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Heal
  * forwarded at once, and may coalesce the others.
  */
 export function heartbeatSignature(beat: HeartbeatPayload, config: LifecycleConfig): string {
-  const recorded = recordHeartbeat(beat, null, '');
+  const recorded = heartbeatRecord(beat);
   const health = assessHealth(recorded, config);
   const healthClass = health.degradeReason !== null ? 'degrades' : health.recovered ? 'recovers' : 'holds';
   const card = beat.agent_card ? summarizeCard(beat.agent_card) : null;
   return JSON.stringify([healthClass, recorded.runtimeState, recorded.managesOwnStatus, card]);
+}
+
+/** The fields of a heartbeat the rules read (its time left empty). */
+export function heartbeatRecord(beat: HeartbeatPayload): LastHeartbeat {
+  return recordHeartbeat(beat, null, '');
 }
 
 function recordHeartbeat(beat: HeartbeatPayload, previous: LastHeartbeat | null, at: string): LastHeartbeat {
@@ -875,7 +899,7 @@ function summarizeCard(card: AgentCard): AgentCardSummary {
 
 function lastSeen(state: WorkspaceState): number {
   const register = state.lastRegisterAt === null ? 0 : Date.parse(state.lastRegisterAt);
-  const heartbeat = state.lastHeartbeat === null ? 0 : Date.parse(state.lastHeartbeat.at);
+  const heartbeat = lastHeartbeatAt(state) ?? 0;
   return Math.max(register, heartbeat, Date.parse(state.statusSince));
 }
 

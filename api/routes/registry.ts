@@ -8,7 +8,7 @@ import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { effectiveDeliveryMode, registerUrl, type HeartbeatPayload } from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
-import { heartbeatSignature } from '../../workflows/state-machine.js';
+import { assessHealth, heartbeatRecord, heartbeatSignature } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
@@ -37,12 +37,15 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
    */
   async function recordHeartbeat(request: FastifyRequest, beat: HeartbeatPayload): Promise<HeartbeatRecord> {
     const bearer = bearerToken(request.headers.authorization);
-    const signature = heartbeatSignature(beat, ctx.lifecycle);
+    const heartbeat = {
+      signature: heartbeatSignature(beat, ctx.lifecycle),
+      degrades: assessHealth(heartbeatRecord(beat), ctx.lifecycle).degradeReason !== null,
+    };
     const record = (): Promise<HeartbeatRecord> =>
       bearer === undefined
         ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0 })
         : ctx.db(() =>
-            store.recordHeartbeat(hashToken(bearer), beat.workspace_id, signature, ctx.heartbeatForwardEveryMs),
+            store.recordHeartbeat(hashToken(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
           );
     const first = await record();
     if (first.outcome === 'ok') return first;
@@ -90,6 +93,10 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           if (reason !== null) throw badRequest(`unsafe body.${field}`, [{ field: `body.${field}`, problem: reason }]);
         }
         await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', body, relayOptions), SIGNAL);
+        // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
+        await store
+          .noteRegister(body.id)
+          .catch((err: unknown) => request.log.warn({ err }, 'noting the register failed'));
         const token = await ctx.db(() => mintTokenIfNone(store, body.id));
         return { status: 'registered' as const, delivery_mode: deliveryMode, ...(token ? { auth_token: token } : {}) };
       }),
@@ -121,8 +128,9 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
             SIGNAL,
           );
         } catch (err) {
-          // Not (known to be) delivered: its heartbeats wait for the next forward, which is the next heartbeat.
-          await store.returnHeartbeats(id, recorded.beats).catch(() => undefined);
+          // Not (known to be) delivered: the coalesced heartbeats it carried wait for the next forward,
+          // which is the next heartbeat; this one is refused (503), and the runtime sends it again.
+          await store.returnHeartbeats(id, recorded.beats - 1).catch(() => undefined);
           throw err;
         }
         return { status: 'ok' as const };

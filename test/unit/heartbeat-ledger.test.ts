@@ -15,6 +15,8 @@ beforeAll(async () => {
 afterAll(() => store.close());
 
 const EVERY_MS = 60_000;
+const steady = { signature: 'steady', degrades: false };
+const degrading = { signature: 'degrades', degrades: true };
 
 /** A workspace projected `status`, with a live token. */
 async function workspace(status = 'online'): Promise<{ id: string; token: Buffer }> {
@@ -29,31 +31,31 @@ async function workspace(status = 'online'): Promise<{ id: string; token: Buffer
 describe('heartbeat ledger', () => {
   it('forwards the first heartbeat, a changed signature and the first after the interval; coalesces the rest', async () => {
     const { id, token } = await workspace();
-    expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toEqual({
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 1,
     });
     for (let i = 0; i < 3; i++)
-      expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toEqual({
+      expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
         outcome: 'ok',
         forward: false,
         beats: 0,
       });
     expect(await store.heartbeatLedger(id)).toMatchObject({ pending: 3 });
     // Another signature (e.g. the health class changed): at once, carrying the 3 coalesced.
-    expect(await store.recordHeartbeat(token, id, 'degrades', EVERY_MS)).toEqual({
+    expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 4,
     });
-    expect(await store.recordHeartbeat(token, id, 'degrades', EVERY_MS)).toMatchObject({ forward: false });
+    expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({ forward: false });
     // The interval passed since the last forward.
     await store.pool.query(
       `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
       [id],
     );
-    expect(await store.recordHeartbeat(token, id, 'degrades', EVERY_MS)).toEqual({
+    expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 2,
@@ -67,26 +69,59 @@ describe('heartbeat ledger', () => {
     for (const status of ['provisioning', 'offline', 'failed', 'awaiting_agent']) {
       const { id, token } = await workspace(status);
       for (let i = 0; i < 3; i++)
-        expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toMatchObject({ forward: true });
+        expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true });
     }
     const { id, token } = await workspace();
     for (let i = 0; i < 3; i++)
-      expect(await store.recordHeartbeat(token, id, 'steady', 0)).toMatchObject({ forward: true, beats: 1 });
+      expect(await store.recordHeartbeat(token, id, steady, 0)).toMatchObject({ forward: true, beats: 1 });
+  });
+
+  it('right after a register, heartbeats that would not degrade an online workspace are recorded, even before it is projected online', async () => {
+    const { id, token } = await workspace('provisioning');
+    await store.noteRegister(id);
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: false,
+      beats: 0,
+    });
+    expect(await store.recordHeartbeat(token, id, { signature: 'recovers', degrades: false }, EVERY_MS)).toMatchObject({
+      forward: false,
+    });
+    // One that degrades goes at once, and from then on signatures compare as usual.
+    expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: true,
+      beats: 3,
+    });
+    await store.pool.query(`UPDATE workspaces SET status = 'degraded' WHERE id = $1`, [id]); // as the workflow projects it
+    expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({ forward: false });
+    // Without a register note, a workspace still provisioning forwards every heartbeat.
+    const other = await workspace('provisioning');
+    expect(await store.recordHeartbeat(other.token, other.id, steady, EVERY_MS)).toMatchObject({ forward: true });
+    expect(await store.recordHeartbeat(other.token, other.id, steady, EVERY_MS)).toMatchObject({ forward: true });
+    // Once the interval passed since the register, the next heartbeat forwards.
+    const late = await workspace('online');
+    await store.noteRegister(late.id);
+    await store.pool.query(
+      `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
+      [late.id],
+    );
+    expect(await store.recordHeartbeat(late.token, late.id, steady, EVERY_MS)).toMatchObject({ forward: true });
   });
 
   it('a forward that failed gives its heartbeats back, and the next heartbeat forwards them', async () => {
     const { id, token } = await workspace();
-    await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
-    await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
-    await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
+    await store.recordHeartbeat(token, id, steady, EVERY_MS);
+    await store.recordHeartbeat(token, id, steady, EVERY_MS);
+    await store.recordHeartbeat(token, id, steady, EVERY_MS);
     await store.pool.query(
       `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
       [id],
     );
-    const failed = await store.recordHeartbeat(token, id, 'steady', EVERY_MS);
+    const failed = await store.recordHeartbeat(token, id, steady, EVERY_MS);
     expect(failed).toMatchObject({ forward: true, beats: 3 });
     await store.returnHeartbeats(id, failed.beats);
-    expect(await store.recordHeartbeat(token, id, 'steady', EVERY_MS)).toEqual({
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 4,
@@ -96,17 +131,17 @@ describe('heartbeat ledger', () => {
   it('records nothing for an unknown or removed workspace, a revoked token, or a token of another workspace', async () => {
     const a = await workspace();
     const b = await workspace();
-    expect(await store.recordHeartbeat(a.token, 'nobody-here', 'steady', EVERY_MS)).toMatchObject({
+    expect(await store.recordHeartbeat(a.token, 'nobody-here', steady, EVERY_MS)).toMatchObject({
       outcome: 'not-found',
     });
-    expect(await store.recordHeartbeat(b.token, a.id, 'steady', EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
-    expect(await store.recordHeartbeat(hashToken('not-a-real-token-at-all'), a.id, 'steady', EVERY_MS)).toMatchObject({
+    expect(await store.recordHeartbeat(b.token, a.id, steady, EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
+    expect(await store.recordHeartbeat(hashToken('not-a-real-token-at-all'), a.id, steady, EVERY_MS)).toMatchObject({
       outcome: 'unauthorized',
     });
     await store.revokeInstanceTokens(a.id);
-    expect(await store.recordHeartbeat(a.token, a.id, 'steady', EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
+    expect(await store.recordHeartbeat(a.token, a.id, steady, EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
     await store.markRemoved(b.id);
-    expect(await store.recordHeartbeat(b.token, b.id, 'steady', EVERY_MS)).toMatchObject({ outcome: 'not-found' });
+    expect(await store.recordHeartbeat(b.token, b.id, steady, EVERY_MS)).toMatchObject({ outcome: 'not-found' });
     expect(await store.heartbeatLedger(a.id)).toEqual({ lastSeenAt: null, pending: 0 });
     expect(await store.heartbeatLedger(b.id)).toEqual({ lastSeenAt: null, pending: 0 });
   });
@@ -114,7 +149,7 @@ describe('heartbeat ledger', () => {
   it('concurrent heartbeats of one workspace (several API replicas): one forward, every heartbeat counted', async () => {
     const { id, token } = await workspace();
     const results = await Promise.all(
-      Array.from({ length: 20 }, () => store.recordHeartbeat(token, id, 'steady', EVERY_MS)),
+      Array.from({ length: 20 }, () => store.recordHeartbeat(token, id, steady, EVERY_MS)),
     );
     expect(results.filter((r) => r.forward)).toHaveLength(1);
     const forwarded = results.reduce((sum, r) => sum + r.beats, 0);

@@ -8,6 +8,7 @@ import {
   isSettling,
   currentRules,
   heartbeatSignature,
+  lastHeartbeatAt,
   nextDeadline,
   statuses,
   transition,
@@ -728,15 +729,29 @@ describe('transitions', () => {
     expect(state.counters.heartbeats).toBe(6);
     const seen = (lastSeenAt: string | null, now: number): WorkspaceState =>
       transition(state, { type: 'heartbeatsSeen', lastSeenAt }, now, config).state;
-    expect(seen(iso(T0 + 150_000), T0 + 170_000).lastHeartbeat?.at).toBe(iso(T0 + 150_000));
-    expect(seen(iso(T0 + 100_000), T0 + 170_000).lastHeartbeat?.at).toBe(iso(T0 + 121_000)); // older: kept
-    expect(seen(iso(T0 + 500_000), T0 + 170_000).lastHeartbeat?.at).toBe(iso(T0 + 170_000)); // clamped to now
+    const known = (s: WorkspaceState): number | null => lastHeartbeatAt(s);
+    expect(known(seen(iso(T0 + 150_000), T0 + 170_000))).toBe(T0 + 150_000);
+    expect(known(seen(iso(T0 + 100_000), T0 + 170_000))).toBe(T0 + 121_000); // older: kept
+    expect(known(seen(iso(T0 + 500_000), T0 + 170_000))).toBe(T0 + 170_000); // clamped to now
     expect(seen(null, T0 + 170_000)).toEqual(state);
+    // The forwarded heartbeat itself stays what it was.
+    expect(seen(iso(T0 + 150_000), T0 + 170_000).lastHeartbeat).toEqual(state.lastHeartbeat);
     // Only the time moves: counts and health fields stay the forwarded heartbeat's.
     expect(seen(iso(T0 + 150_000), T0 + 170_000).counters).toEqual(state.counters);
     // The liveness deadline follows the ledger.
     const caughtUp = seen(iso(T0 + 150_000), T0 + 170_000);
     expect(nextDeadline(caughtUp, config)).toBe(T0 + 150_000 + config.livenessTtlMs);
+  });
+
+  it('heartbeats only in the ledger (none forwarded since the register) still count: recent, fresh, and for the TTL', () => {
+    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    expect(state.lastHeartbeat).toBeNull();
+    state = transition(state, { type: 'heartbeatsSeen', lastSeenAt: iso(T0 + 100_000) }, T0 + 110_000, config).state;
+    expect(state.lastHeartbeat).toBeNull();
+    expect(hasRecentHeartbeat(state, T0 + 110_000, config)).toBe(true);
+    expect(nextDeadline(state, config)).toBe(T0 + 100_000 + config.livenessTtlMs);
+    const silent = transition(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs, config).state;
+    expect(silent.status).toBe('offline');
   });
 
   it('heartbeats with one signature lead to the same transitions from every status; the signature tells the classes apart', () => {
