@@ -34,6 +34,8 @@ export interface WorkerSettings {
    * the cache replays its run's history first, so the cache holds the fleet.
    */
   maxCachedWorkflows: number;
+  /** Heap limit of the worker's workflow thread, in MB; null: V8's default (a share of the machine's memory). */
+  workflowHeapMb: number | null;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -47,6 +49,7 @@ export interface Settings {
   runtimeCommand: string[] | null;
   sources: SourceSettings & StageSettings;
   maxCachedWorkflows: number;
+  workflowHeapMb: number | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -71,6 +74,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     runtimeCommand: runtimeCommandFromEnv(env),
     sources: sourceSettingsFromEnv(env),
     maxCachedWorkflows: integer(env, 'WL_WORKER_MAX_CACHED_WORKFLOWS', 10_000, 2),
+    workflowHeapMb:
+      env['WL_WORKER_WORKFLOW_HEAP_MB'] === '0' ? null : integer(env, 'WL_WORKER_WORKFLOW_HEAP_MB', 1536, 256),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -134,6 +139,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     runtimeEnv,
     sources: settings.sources,
     maxCachedWorkflows: settings.maxCachedWorkflows,
+    workflowHeapMb: settings.workflowHeapMb,
   };
 }
 
