@@ -1,6 +1,8 @@
 /**
  * The runtime's two calls, wire-compatible with the runtimes already deployed: register and
- * heartbeat, each relayed to the workspace's workflow as a signal (signal-with-start).
+ * heartbeat, relayed to the workspace's workflow as signals (signal-with-start). A heartbeat is
+ * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
+ * record_heartbeat); the README's "Heartbeats" section has the rule.
  * Auth: the workspace's instance token, or none for a register in bootstrap (api/tokens.ts).
  */
 import type { FastifyRequest } from 'fastify';
@@ -106,7 +108,8 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     '/registry/heartbeat',
     {
       schema: {
-        summary: 'A runtime heartbeats; relayed as the `heartbeat` signal',
+        summary:
+          'A runtime heartbeats; recorded in the heartbeat ledger, relayed as the `heartbeat` signal when it can change state',
         security: [{ bearer: [] }],
         body: heartbeatPayloadSchema,
         response: {
