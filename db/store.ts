@@ -308,7 +308,7 @@ export class Store {
   async noteRegister(workspaceId: string): Promise<void> {
     await this.pool.query(
       `INSERT INTO workspace_heartbeats AS h (workspace_id, last_seen_at, forwarded_at, signature)
-       SELECT id, now(), now(), 'register' FROM workspaces WHERE id = $1
+       SELECT id, NULL, now(), 'register' FROM workspaces WHERE id = $1
        ON CONFLICT (workspace_id) DO UPDATE SET forwarded_at = now(), signature = 'register'`,
       [workspaceId],
     );
@@ -324,14 +324,12 @@ export class Store {
 
   /** When the workspace's runtime last heartbeat (as the API recorded it), and how many wait to be forwarded. */
   async heartbeatLedger(workspaceId: string): Promise<HeartbeatLedger> {
-    const { rows } = await this.pool.query<{ last_seen_at: Date; pending: number }>(
+    const { rows } = await this.pool.query<{ last_seen_at: Date | null; pending: number }>(
       'SELECT last_seen_at, pending FROM workspace_heartbeats WHERE workspace_id = $1',
       [workspaceId],
     );
     const row = rows[0];
-    return row
-      ? { lastSeenAt: row.last_seen_at.toISOString(), pending: row.pending }
-      : { lastSeenAt: null, pending: 0 };
+    return { lastSeenAt: row?.last_seen_at?.toISOString() ?? null, pending: row?.pending ?? 0 };
   }
 
   async ping(): Promise<void> {

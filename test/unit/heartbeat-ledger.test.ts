@@ -79,6 +79,8 @@ describe('heartbeat ledger', () => {
   it('right after a register, heartbeats that would not degrade an online workspace are recorded, even before it is projected online', async () => {
     const { id, token } = await workspace('provisioning');
     await store.noteRegister(id);
+    // A register is not a heartbeat: nothing seen yet.
+    expect(await store.heartbeatLedger(id)).toEqual({ lastSeenAt: null, pending: 0 });
     expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: false,
