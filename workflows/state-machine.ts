@@ -853,6 +853,12 @@ export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Heal
   return { degradeReason: null, recovered };
 }
 
+export interface HeartbeatSignature {
+  signature: string;
+  /** It would degrade an online workspace. */
+  degrades: boolean;
+}
+
 /**
  * What the rules read from a heartbeat besides its time: its health class under the degrade and
  * recover thresholds (assessHealth), its runtime state, whether the runtime manages its own
@@ -860,17 +866,16 @@ export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Heal
  * same transitions; so the API forwards a heartbeat whose signature differs from the last one
  * forwarded at once, and may coalesce the others.
  */
-export function heartbeatSignature(beat: HeartbeatPayload, config: LifecycleConfig): string {
-  const recorded = heartbeatRecord(beat);
+export function heartbeatSignature(beat: HeartbeatPayload, config: LifecycleConfig): HeartbeatSignature {
+  const recorded = recordHeartbeat(beat, null, '');
   const health = assessHealth(recorded, config);
-  const healthClass = health.degradeReason !== null ? 'degrades' : health.recovered ? 'recovers' : 'holds';
+  const degrades = health.degradeReason !== null;
+  const healthClass = degrades ? 'degrades' : health.recovered ? 'recovers' : 'holds';
   const card = beat.agent_card ? summarizeCard(beat.agent_card) : null;
-  return JSON.stringify([healthClass, recorded.runtimeState, recorded.managesOwnStatus, card]);
-}
-
-/** The fields of a heartbeat the rules read (its time left empty). */
-export function heartbeatRecord(beat: HeartbeatPayload): LastHeartbeat {
-  return recordHeartbeat(beat, null, '');
+  return {
+    signature: JSON.stringify([healthClass, recorded.runtimeState, recorded.managesOwnStatus, card]),
+    degrades,
+  };
 }
 
 function recordHeartbeat(beat: HeartbeatPayload, previous: LastHeartbeat | null, at: string): LastHeartbeat {

@@ -10,7 +10,7 @@ import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { effectiveDeliveryMode, registerUrl, type HeartbeatPayload } from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
-import { assessHealth, heartbeatRecord, heartbeatSignature } from '../../workflows/state-machine.js';
+import { heartbeatSignature } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
@@ -39,10 +39,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
    */
   async function recordHeartbeat(request: FastifyRequest, beat: HeartbeatPayload): Promise<HeartbeatRecord> {
     const bearer = bearerToken(request.headers.authorization);
-    const heartbeat = {
-      signature: heartbeatSignature(beat, ctx.lifecycle),
-      degrades: assessHealth(heartbeatRecord(beat), ctx.lifecycle).degradeReason !== null,
-    };
+    const heartbeat = heartbeatSignature(beat, ctx.lifecycle);
     const record = (): Promise<HeartbeatRecord> =>
       bearer === undefined
         ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0 })

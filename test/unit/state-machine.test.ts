@@ -756,7 +756,7 @@ describe('transitions', () => {
 
   it('heartbeats with one signature lead to the same transitions from every status; the signature tells the classes apart', () => {
     const sign = (overrides: Parameters<typeof heartbeatPayload>[1]): string =>
-      heartbeatSignature(heartbeatSchemaParse(heartbeatPayload(ID, overrides)), config);
+      heartbeatSignature(heartbeatSchemaParse(heartbeatPayload(ID, overrides)), config).signature;
     expect(sign({ error_rate: 0.2, uptime_seconds: 5 })).toBe(
       sign({ error_rate: 0.3, uptime_seconds: 9, active_tasks: 4 }),
     );
