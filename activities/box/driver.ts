@@ -8,14 +8,38 @@ import type { StagedPlugin } from '../plugins/stage.js';
 export interface BoxDriver {
   /** The plugin's plugin.yaml text on the box, null when the file is not there. Throws when the box cannot be read. */
   readPluginManifest(workspaceId: string, pluginName: string): Promise<string | null>;
+  /**
+   * Every plugin on the box in one listing: its manifest text and the revision a delivery
+   * recorded beside it (null for one the service did not deliver, e.g. baked into the image).
+   * Throws when the box cannot be read.
+   */
+  listPlugins(workspaceId: string): Promise<BoxPlugin[]>;
   /** Installs the staged plugin; a second call for the same revision changes nothing. */
   deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'>;
+  /** Removes the plugin from the box whole (never half a folder); an absent plugin changes nothing. */
+  removePlugin(workspaceId: string, pluginName: string): Promise<'removed' | 'already-absent'>;
+  /**
+   * Writes the one-time boot credential where the box's runtime reads it when it registers
+   * (BOOT_CREDENTIAL_FILE in the box, readable by the runtime's user only), replacing any before.
+   */
+  writeBootCredential(workspaceId: string, credential: string): Promise<void>;
   /** Restarts the box's runtime; a second call with the same restart id changes nothing. */
   restart(workspaceId: string, restartId: string): Promise<'restarted' | 'already-restarted'>;
   isRunning(workspaceId: string): Promise<boolean>;
   /** Stops the box's runtime for good (the workspace is removed); a stopped or missing box changes nothing. */
   stop(workspaceId: string): Promise<'stopped' | 'already-stopped'>;
 }
+
+export interface BoxPlugin {
+  name: string;
+  /** The plugin.yaml text. */
+  manifest: string;
+  /** The revision recorded by the delivery that put it there; null when none did. */
+  revision: string | null;
+}
+
+/** The boot credential's file, at the top of the box; the runtime reads it when it registers. */
+export const BOOT_CREDENTIAL_FILE = 'boot-credential';
 
 /** The box does not exist or cannot be reached; retrying may help (it may be booting). */
 export class BoxUnavailableError extends Error {

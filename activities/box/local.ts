@@ -11,10 +11,10 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, cp, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, cp, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_FILE, type StagedPlugin } from '../plugins/stage.js';
-import { BoxUnavailableError, type BoxDriver } from './driver.js';
+import { BOOT_CREDENTIAL_FILE, BoxUnavailableError, type BoxDriver, type BoxPlugin } from './driver.js';
 
 export interface LocalBoxSettings {
   root: string;
@@ -31,6 +31,12 @@ export interface LocalBoxSettings {
 export const REVISION_FILE = '.revision';
 /** A delivery in progress is copied to `<plugin>.incoming` beside the plugin, then swapped in whole. */
 export const INCOMING_SUFFIX = '.incoming';
+/** A removal renames the plugin to `<plugin>.removing` first, so it leaves the box whole. */
+export const REMOVING_SUFFIX = '.removing';
+/** Folders in the plugins directory that are not plugins: a delivery or a removal under way. */
+export function isTransientPluginDir(name: string): boolean {
+  return name.startsWith('.') || name.endsWith(INCOMING_SUFFIX) || name.endsWith(REMOVING_SUFFIX);
+}
 /** The runtime's process id and the id of the launch that started it, in the box. */
 export const RUNTIME_PID_FILE = 'runtime.pid';
 /** The launch id of a box's first start (restarts carry the workflow's restart id). */
@@ -82,6 +88,49 @@ export class LocalBoxDriver implements BoxDriver {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
+  }
+
+  async listPlugins(workspaceId: string): Promise<BoxPlugin[]> {
+    await this.requireBox(workspaceId);
+    const dir = this.pluginsDir(workspaceId);
+    const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    });
+    const plugins: BoxPlugin[] = [];
+    for (const entry of entries) {
+      if (!entry.isDirectory() || isTransientPluginDir(entry.name)) continue;
+      const manifest = await readFile(join(dir, entry.name, MANIFEST_FILE), 'utf8').catch(() => null);
+      if (manifest === null) continue;
+      const revision = await readFile(join(dir, entry.name, REVISION_FILE), 'utf8').catch(() => null);
+      plugins.push({ name: entry.name, manifest, revision });
+    }
+    return plugins.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async removePlugin(workspaceId: string, pluginName: string): Promise<'removed' | 'already-absent'> {
+    await this.requireBox(workspaceId);
+    const target = join(this.pluginsDir(workspaceId), pluginName);
+    const removing = `${target}${REMOVING_SUFFIX}`;
+    const present = existsSync(target);
+    // Renamed away first (one step), so the runtime never loads half a plugin; then deleted.
+    if (present) {
+      await rm(removing, { recursive: true, force: true });
+      await rename(target, removing);
+    }
+    await rm(removing, { recursive: true, force: true });
+    if (!present) return 'already-absent';
+    await this.event(workspaceId, `remove ${pluginName}`);
+    return 'removed';
+  }
+
+  async writeBootCredential(workspaceId: string, credential: string): Promise<void> {
+    const dir = await this.requireBox(workspaceId);
+    const file = join(dir, BOOT_CREDENTIAL_FILE);
+    // Written beside, made private, then swapped in: the runtime never reads half a credential.
+    await writeFile(`${file}.tmp`, `${credential}\n`, { mode: 0o600 });
+    await chmod(`${file}.tmp`, 0o600);
+    await rename(`${file}.tmp`, file);
   }
 
   async deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'> {

@@ -6,6 +6,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -241,7 +242,40 @@ describe('local box driver', () => {
     expect(await driver.isRunning('ws-a')).toBe(false);
   });
 
+  it('lists every plugin in one call with its delivered revision, and removes a plugin whole, once', async () => {
+    const box = await driver.createBox('ws-list');
+    const staged = join(root, 'staged-y');
+    mkdirSync(staged, { recursive: true });
+    writeFileSync(join(staged, 'plugin.yaml'), 'name: y\n');
+    await driver.deliverPlugin('ws-list', { pluginName: 'y', revision: 'r9', path: staged });
+    // One baked into the image (no revision recorded), and a delivery that was cut short.
+    mkdirSync(join(box, 'configs/plugins/baked'), { recursive: true });
+    writeFileSync(join(box, 'configs/plugins/baked/plugin.yaml'), 'name: baked\nversion: 1.0\n');
+    mkdirSync(join(box, 'configs/plugins/z.incoming'), { recursive: true });
+    writeFileSync(join(box, 'configs/plugins/z.incoming/plugin.yaml'), 'name: z\n');
+    expect(await driver.listPlugins('ws-list')).toEqual([
+      { name: 'baked', manifest: 'name: baked\nversion: 1.0\n', revision: null },
+      { name: 'y', manifest: 'name: y\n', revision: 'r9' },
+    ]);
+
+    expect(await driver.removePlugin('ws-list', 'y')).toBe('removed');
+    expect(await driver.removePlugin('ws-list', 'y')).toBe('already-absent');
+    expect(existsSync(join(box, 'configs/plugins/y'))).toBe(false);
+    expect(existsSync(join(box, 'configs/plugins/y.removing'))).toBe(false);
+    expect((await driver.listPlugins('ws-list')).map((p) => p.name)).toEqual(['baked']);
+    expect(readFileSync(join(box, 'box-events.log'), 'utf8')).toMatch(/remove y\n$/);
+  });
+
+  it('writes the boot credential readable by its owner only', async () => {
+    const box = await driver.createBox('ws-cred');
+    await driver.writeBootCredential('ws-cred', 'first');
+    await driver.writeBootCredential('ws-cred', 'second');
+    expect(readFileSync(join(box, 'boot-credential'), 'utf8')).toBe('second\n');
+    expect(statSync(join(box, 'boot-credential')).mode & 0o777).toBe(0o600);
+  });
+
   it('a missing box is unavailable, not absent', async () => {
     await expect(driver.readPluginManifest('ws-none', 'x')).rejects.toThrow(/box ws-none not found/);
+    await expect(driver.listPlugins('ws-none')).rejects.toThrow(/box ws-none not found/);
   });
 });
