@@ -7,6 +7,7 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
+import type { InstalledVia } from '../workflows/state-machine.js';
 import type { BoxDriver } from './box/driver.js';
 import { heartbeating } from './heartbeating.js';
 import { PermanentPluginError } from './plugins/errors.js';
@@ -26,6 +27,24 @@ export interface PluginDiff {
   declaredNames?: string[];
   /** Declared plugins without a tracking row, in name order. */
   missing: DeclaredPlugin[];
+  /** Declared plugins with a tracking row: what a verify or refresh pass checks (absent in older histories). */
+  tracked?: TrackedPlugin[];
+  /** Tracking rows of plugins no longer declared: to remove from the box (absent in older histories). */
+  undeclared?: TrackedPlugin[];
+}
+
+/** A tracking row as a reconcile pass works with it (its source is the declared one when declared). */
+export interface TrackedPlugin {
+  name: string;
+  source: string;
+  revision: string;
+  installedVia: InstalledVia;
+}
+
+/** A plugin as found on the box: the revision its delivery recorded, or its manifest's. */
+export interface ObservedPlugin {
+  name: string;
+  revision: string;
 }
 
 export type Probe =
@@ -56,12 +75,35 @@ export function createReconcileActivities(deps: ActivityDeps) {
         store.listDeclaredPlugins(workspaceId),
         store.listTrackingRows(workspaceId),
       ]);
-      const trackedNames = new Set(tracked.map((row) => row.pluginName));
+      const rows = new Map(tracked.map((row) => [row.pluginName, row]));
+      const declaredNames = new Set(declared.map((plugin) => plugin.name));
+      const asTracked = (row: TrackingRow, source: string): TrackedPlugin => ({
+        name: row.pluginName,
+        source,
+        revision: row.revision,
+        installedVia: row.installedVia,
+      });
       return {
         declared: declared.length,
         declaredNames: declared.map((plugin) => plugin.name),
-        missing: declared.filter((plugin) => !trackedNames.has(plugin.name)),
+        missing: declared.filter((plugin) => !rows.has(plugin.name)),
+        tracked: declared.flatMap((plugin) => {
+          const row = rows.get(plugin.name);
+          return row === undefined ? [] : [asTracked(row, plugin.source)];
+        }),
+        undeclared: tracked
+          .filter((row) => !declaredNames.has(row.pluginName))
+          .map((row) => asTracked(row, row.source)),
       };
+    },
+
+    /** Every plugin on the box in one listing, each with the revision to compare with its tracking row. */
+    async listBoxPlugins({ workspaceId }: { workspaceId: string }): Promise<ObservedPlugin[]> {
+      const plugins = await driver.listPlugins(workspaceId);
+      return plugins.flatMap((plugin) => {
+        const revision = plugin.revision?.trim() || manifestRevision(plugin.manifest, plugin.name);
+        return revision === null ? [] : [{ name: plugin.name, revision }];
+      });
     },
 
     /** Probe before fetch: a boot-installed plugin costs no clone and no delivery. */
@@ -73,10 +115,8 @@ export function createReconcileActivities(deps: ActivityDeps) {
         return { presence: 'uncertain', detail: `probe failed: ${err instanceof Error ? err.message : String(err)}` };
       }
       if (text === null) return { presence: 'absent' };
-      const manifest = parseManifest(text);
-      if (manifest?.name !== pluginName)
-        return { presence: 'uncertain', detail: 'manifest on the box is empty or unreadable' };
-      const revision = manifest.version === null ? `manifest-sha256:${sha256(text)}` : `version:${manifest.version}`;
+      const revision = manifestRevision(text, pluginName);
+      if (revision === null) return { presence: 'uncertain', detail: 'manifest on the box is empty or unreadable' };
       return { presence: 'present', revision };
     },
 
@@ -111,7 +151,32 @@ export function createReconcileActivities(deps: ActivityDeps) {
     async recordInstalled(row: TrackingRow): Promise<void> {
       await store.recordInstalled(row);
     },
+
+    /** Takes a plugin no longer declared off the box, whole; already gone is done. */
+    async removePlugin({ workspaceId, pluginName }: { workspaceId: string; pluginName: string }): Promise<string> {
+      const result = await heartbeating(() => driver.removePlugin(workspaceId, pluginName));
+      log.info('remove plugin', { workspaceId, pluginName, result });
+      return result;
+    },
+
+    /**
+     * Deletes a removed plugin's tracking row: the row says what is on the box. A plugin declared
+     * again meanwhile is then missing, and the pass its declaration asked for delivers it.
+     */
+    async deleteTrackingRow({ workspaceId, pluginName }: { workspaceId: string; pluginName: string }): Promise<void> {
+      await store.deleteTrackingRow(workspaceId, pluginName);
+    },
   };
+}
+
+/**
+ * A manifest's revision when no delivery recorded one (a plugin baked into the box's image):
+ * its version, else the hash of its text; null for a manifest that does not name the plugin.
+ */
+function manifestRevision(text: string, pluginName: string): string | null {
+  const manifest = parseManifest(text);
+  if (manifest?.name !== pluginName) return null;
+  return manifest.version === null ? `manifest-sha256:${sha256(text)}` : `version:${manifest.version}`;
 }
 
 function sha256(text: string): string {

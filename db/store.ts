@@ -336,6 +336,13 @@ export class Store {
     await this.pool.query('SELECT 1');
   }
 
+  async deleteTrackingRow(workspaceId: string, pluginName: string): Promise<void> {
+    await this.pool.query('DELETE FROM installed_plugins WHERE workspace_id = $1 AND plugin_name = $2', [
+      workspaceId,
+      pluginName,
+    ]);
+  }
+
   async recordInstalled(row: TrackingRow): Promise<void> {
     await this.pool.query(
       `INSERT INTO installed_plugins (workspace_id, plugin_name, source, revision, installed_via)

@@ -17,6 +17,7 @@ import {
   dispatchFailedUpdate,
   heartbeatSignal,
   registerSignal,
+  reconcileSignal,
   restartSignal,
   workspaceWorkflowId,
 } from '../workflows/definitions.js';
@@ -29,16 +30,47 @@ const name = process.argv[2] ?? `lifecycle-v${new Date().toISOString().slice(0, 
 const env = await createTimeSkippingEnv();
 const taskQueue = 'record-history';
 // Activities that behave like a box missing one plugin until it is delivered, so the history
-// covers probe, stage, deliver, record and the restart that follows.
+// covers probe, stage, deliver, record and the restart that follows; a tracked plugin no longer
+// declared (removed), a box that lost the delivered plugin once (drift repaired by the verify
+// pass of the register after the restart), and a refresh that finds a newer revision.
 let delivered = false;
+let removed = false;
+let stages = 0;
+let listings = 0;
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const revisionOf = (stage: number): string => (stage <= 2 ? 'sha256:abc' : 'sha256:def');
 const fakeActivities: Activities = {
   listPluginDiff: async () => {
     await pause(50); // long enough for a trigger to coalesce
-    return { declared: 1, declaredNames: ['seo'], missing: delivered ? [] : [{ name: 'seo', source: 'local://seo' }] };
+    const seo = { name: 'seo', source: 'local://seo' };
+    const legacy = {
+      name: 'legacy',
+      source: 'local://legacy',
+      revision: 'sha256:old',
+      installedVia: 'delivered' as const,
+    };
+    return {
+      declared: 1,
+      declaredNames: ['seo'],
+      missing: delivered ? [] : [seo],
+      tracked: delivered ? [{ ...seo, revision: revisionOf(stages), installedVia: 'delivered' as const }] : [],
+      undeclared: removed ? [] : [legacy],
+    };
+  },
+  listBoxPlugins: () => {
+    listings++;
+    return Promise.resolve(listings === 1 ? [] : [{ name: 'seo', revision: revisionOf(stages) }]);
+  },
+  removePlugin: () => Promise.resolve('removed'),
+  deleteTrackingRow: () => {
+    removed = true;
+    return Promise.resolve();
   },
   probePlugin: () => Promise.resolve({ presence: 'absent' as const }),
-  stagePlugin: () => Promise.resolve({ pluginName: 'seo', revision: 'sha256:abc', path: '/staged/seo' }),
+  stagePlugin: () => {
+    stages++;
+    return Promise.resolve({ pluginName: 'seo', revision: revisionOf(stages), path: '/staged/seo' });
+  },
   deliverPlugin: () => {
     delivered = true;
     return Promise.resolve('delivered');
@@ -84,6 +116,9 @@ await worker.runUntil(async () => {
   await env.sleep(5_000); // fresh-heartbeat wait and re-probe: a strike while settling
   await update.result();
   await env.sleep(60_000);
+  await handle.signal(registerSignal, registerPayload(id));
+  await handle.signal(reconcileSignal, { refresh: true }); // a newer revision: delivered, one restart
+  await env.sleep(5_000);
   await handle.signal(deprovisionSignal);
   await handle.result();
 });

@@ -30,6 +30,11 @@ export interface LifecycleConfig {
   /** Strikes within the strike window that declare a settling box dead (reference 2 in 30 s). */
   strikeThreshold: number;
   strikeWindowMs: number;
+  /**
+   * Every this long, a live workspace's tracked plugins are verified against its box (a
+   * controller's resync; a heartbeat never costs one). 0: never.
+   */
+  resyncPeriodMs: number;
 }
 
 export const defaultLifecycleConfig: LifecycleConfig = {
@@ -46,6 +51,7 @@ export const defaultLifecycleConfig: LifecycleConfig = {
   reprobeDelayMs: 500,
   strikeThreshold: 2,
   strikeWindowMs: 30_000,
+  resyncPeriodMs: 6 * 60 * 60_000,
 };
 
 export function resolveConfig(overrides: Partial<LifecycleConfig> | undefined): LifecycleConfig {
@@ -70,8 +76,12 @@ export function parseLifecycleOverrides(text: string): Partial<LifecycleConfig> 
   for (const [key, value] of Object.entries(parsed)) {
     if (!(key in defaultLifecycleConfig))
       throw new Error(`unknown lifecycle setting ${key} (known: ${Object.keys(defaultLifecycleConfig).join(', ')})`);
-    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
-      throw new Error(`lifecycle setting ${key} must be a positive number, got ${JSON.stringify(value)}`);
+    // Only the resync may be switched off (0); every other duration and threshold must be positive.
+    const least = key === 'resyncPeriodMs' ? 0 : Number.MIN_VALUE;
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < least)
+      throw new Error(
+        `lifecycle setting ${key} must be a ${least === 0 ? 'non-negative' : 'positive'} number, got ${JSON.stringify(value)}`,
+      );
     overrides[key as keyof LifecycleConfig] = value;
   }
   return overrides;

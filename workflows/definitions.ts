@@ -27,6 +27,15 @@ export const deprovisionSignal = defineSignal('deprovision');
 /** The declared plugin set changed (already stored): reconcile if the workspace is live. */
 export const declarePluginsSignal = defineSignal('declarePlugins');
 
+export interface ReconcileRequest {
+  /** Stage every declared plugin again and deliver a newer revision (a branch's new head). */
+  refresh?: boolean;
+  /** Who asked, shown in state and the UI; defaults to `operator`. */
+  requester?: string;
+}
+/** An operator asks for a pass that verifies the box (and with `refresh`, upgrades). */
+export const reconcileSignal = defineSignal<[request?: ReconcileRequest]>('reconcile');
+
 export interface RestartRequest {
   reason?: string;
   /** Who asked, shown in state and the UI; defaults to `operator`. */

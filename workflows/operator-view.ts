@@ -9,7 +9,10 @@ import type { InitialStatus, WorkspaceState } from './state-machine.js';
 
 /** `WorkspaceStatus = "offline"` in the UI's list filter or `temporal workflow list --query`. */
 export const workspaceStatusKey = defineSearchAttributeKey('WorkspaceStatus', 'KEYWORD');
-/** `PluginsPending > 0`: declared plugins without a tracking row after the last reconcile. */
+/**
+ * `PluginsPending > 0`: plugins a reconcile still owes the box: while a pass runs, what it will
+ * deliver, remove and repair; after it, what failed.
+ */
 export const pluginsPendingKey = defineSearchAttributeKey('PluginsPending', 'INT');
 /** Every search attribute the workflow sets, with the type a cluster must register it with. */
 export const searchAttributeKeys = [workspaceStatusKey, pluginsPendingKey] as const;
@@ -57,7 +60,7 @@ export function currentDetails(state: WorkspaceState): string {
   const lines = [
     `**Status: ${state.status}** since ${state.statusSince}${state.url === null ? '' : ` at ${state.url}`}`,
     `**Plugins:** ${state.pluginsDeclaredCount} declared, ${state.pluginsPending} pending` +
-      (reconcile.running ? ` (reconcile running: ${reconcile.lastTrigger ?? ''})` : ''),
+      (reconcile.running ? ` (reconcile running: ${reconcile.lastTrigger ?? ''}${passWork(state)})` : ''),
   ];
   if (state.runtime === 'external')
     lines.push('**Runtime: external**: never probed, restarted or delivered to by the service');
@@ -75,18 +78,39 @@ export function currentDetails(state: WorkspaceState): string {
   if (beat !== null)
     lines.push(`Last heartbeat: ${beat.at} (error rate ${beat.errorRate}, active tasks ${beat.activeTasks})`);
   if (reconcile.lastOutcome === 'failed') lines.push(`Last reconcile failed: ${reconcile.lastError ?? ''}`);
+  const changes = reconcile.lastChanges;
+  if (changes !== null && Object.values(changes).some((n) => n > 0))
+    lines.push(
+      `Last reconcile changed the box: ${changes.delivered} delivered, ${changes.removed} removed, ` +
+        `${changes.repaired} repaired after drift, ${changes.upgraded} upgraded`,
+    );
 
   // Markdown paragraphs, then one table row per plugin a reconcile worked on.
   const plugins = Object.entries(state.plugins).sort(([a], [b]) => a.localeCompare(b));
   const table = plugins.map(([name, plugin]) => {
     const revision = plugin.revision === null ? '' : plugin.revision.slice(0, 12);
-    return `| ${name} | ${plugin.status} | ${plugin.via ?? ''} | ${revision} | ${cell(plugin.error ?? '')} |`;
+    const via = (plugin.via ?? '') + (plugin.change ? ` (${plugin.change})` : '');
+    return `| ${name} | ${plugin.status} | ${via} | ${revision} | ${cell(plugin.error ?? '')} |`;
   });
   if (table.length > 0)
     lines.push(
       ['| plugin | status | via | revision | error |', '| --- | --- | --- | --- | --- |', ...table].join('\n'),
     );
   return lines.join('\n\n');
+}
+
+/** What the running pass set out to do, once it has diffed (and listed the box). */
+function passWork(state: WorkspaceState): string {
+  const { plan, mode } = state.reconcile;
+  if (plan === null) return mode === 'diff' ? '' : `, ${mode}`;
+  const work = [
+    [plan.deliveries, 'to deliver'],
+    [plan.removals, 'to remove'],
+    [plan.repairs, 'drifted'],
+    [plan.refreshes, 'to refresh'],
+  ] as const;
+  const parts = work.filter(([count]) => count > 0).map(([count, what]) => `${count} ${what}`);
+  return `, ${mode}: ${parts.length === 0 ? 'nothing to change' : parts.join(', ')}`;
 }
 
 /** A table cell: one line, no column breaks. */

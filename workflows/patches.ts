@@ -40,4 +40,6 @@ export const patches = {
   externalRuntimes: 'external-runtimes',
   /** Liveness rules read the heartbeat ledger first (Rules.heartbeatLedger). Step 1. */
   heartbeatLedger: 'heartbeat-ledger',
+  /** Removal, drift repair, resync and refresh of plugins (Rules.pluginLifecycle). Step 1. */
+  pluginLifecycle: 'plugin-lifecycle',
 } as const;

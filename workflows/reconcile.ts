@@ -5,33 +5,165 @@
  *
  * Per missing plugin: probe the box first. Present → write the tracking row only. Absent or
  * uncertain → stage (resolve to an immutable revision), deliver, write the tracking row.
+ * Per tracked plugin no longer declared: remove it from the box, then delete its tracking row.
+ * A verify pass also lists the box's plugins once and delivers again what drifted; a refresh
+ * pass also stages every tracked plugin again and delivers the ones whose source moved on.
  * Plugins proceed independently; one failing plugin does not stop the others. The restart
- * after deliveries is not here: the state machine requests it once per pass.
+ * after deliveries and removals is not here: the state machine requests it once per pass.
  */
 import { ActivityFailure, ApplicationFailure, patched } from '@temporalio/workflow';
 import { legacyReconcile, reconcileStep, reconcileTransfer } from './activities.js';
 import { patches } from './patches.js';
+import { findDrift, type Drift } from './plugin-drift.js';
 import type { DeclaredPlugin } from '../db/store.js';
+import type { TrackedPlugin } from '../activities/reconcile.js';
 import type { LifecycleConfig } from './config.js';
-import type { PluginOutcome, ReconcileReport } from './state-machine.js';
+import type {
+  PluginChange,
+  PluginOutcome,
+  ReconcileMode,
+  ReconcilePlan,
+  ReconcileReport,
+  Rules,
+} from './state-machine.js';
 
-export interface ReconcileRequest {
+export interface ReconcilePass {
   workspaceId: string;
   trigger: string;
+  /** Set by runs under Rules.pluginLifecycle; diff without it. */
+  mode?: ReconcileMode;
 }
 
-export async function runReconcile(request: ReconcileRequest, config: LifecycleConfig): Promise<ReconcileReport> {
+export async function runReconcile(
+  pass: ReconcilePass,
+  config: LifecycleConfig,
+  rules: Pick<Rules, 'pluginLifecycle'>,
+  /** Told what the pass will change once it has diffed (and listed the box), before it changes anything. */
+  onPlan: (plan: ReconcilePlan) => void,
+): Promise<ReconcileReport> {
+  const request = { workspaceId: pass.workspaceId, trigger: pass.trigger };
   if (!patched(patches.pluginReconcileActivities)) {
     // Runs started before per-step activities: the single legacy activity.
     await legacyReconcile(config.reconcileTimeoutMs).reconcilePlugins(request);
     return { declared: 0, outcomes: [] };
   }
   const diff = await reconcileStep.listPluginDiff.executeWithOptions(
-    { summary: `diff declared plugins (${request.trigger})` },
+    { summary: `diff declared plugins (${pass.trigger})` },
     [request],
   );
-  const outcomes = await Promise.all(diff.missing.map((plugin) => reconcilePlugin(request.workspaceId, plugin)));
-  return { declared: diff.declared, ...(diff.declaredNames ? { declaredNames: diff.declaredNames } : {}), outcomes };
+  const declared = { declared: diff.declared, ...(diff.declaredNames ? { declaredNames: diff.declaredNames } : {}) };
+  const { workspaceId } = pass;
+  if (!rules.pluginLifecycle) {
+    const outcomes = await Promise.all(diff.missing.map((plugin) => reconcilePlugin(workspaceId, plugin)));
+    return { ...declared, outcomes };
+  }
+
+  const mode = pass.mode ?? 'diff';
+  const tracked = diff.tracked ?? [];
+  const undeclared = diff.undeclared ?? [];
+  let drift: Drift = { redeliver: [], rerecord: [] };
+  let verifyError: string | undefined;
+  if (mode !== 'diff' && tracked.length > 0) {
+    try {
+      const observed = await reconcileStep.listBoxPlugins.executeWithOptions(
+        { summary: `list the box's plugins (${mode})` },
+        [{ workspaceId }],
+      );
+      drift = findDrift(tracked, observed);
+    } catch (err) {
+      // The rest of the pass goes on; the next verify (register, resync, request) looks again.
+      verifyError = `could not list the box's plugins to verify them: ${failureMessage(err)}`;
+    }
+  }
+  const redelivered = new Set(drift.redeliver.map((plugin) => plugin.name));
+  const refreshes = mode === 'refresh' ? tracked.filter((plugin) => !redelivered.has(plugin.name)) : [];
+  onPlan({
+    deliveries: diff.missing.length,
+    removals: undeclared.length,
+    repairs: drift.redeliver.length + drift.rerecord.length,
+    refreshes: refreshes.length,
+  });
+  const outcomes = await Promise.all([
+    ...diff.missing.map((plugin) => reconcilePlugin(workspaceId, plugin)),
+    ...undeclared.map((plugin) => removePlugin(workspaceId, plugin)),
+    ...drift.redeliver.map((plugin) => deliverAgain(workspaceId, plugin, 'repaired')),
+    ...drift.rerecord.map(({ plugin, revision }) => rerecord(workspaceId, plugin, revision)),
+    ...refreshes.map((plugin) => deliverAgain(workspaceId, plugin, 'upgraded')),
+  ]);
+  return {
+    ...declared,
+    outcomes: outcomes.filter((outcome) => outcome !== null),
+    ...(verifyError === undefined ? {} : { verifyError }),
+  };
+}
+
+/**
+ * The mirror of a delivery: off the box first (whole), then the tracking row; a crash between
+ * the two leaves the row, and the next pass removes again (already gone: done) and deletes it.
+ */
+async function removePlugin(workspaceId: string, plugin: TrackedPlugin): Promise<PluginOutcome> {
+  const { name } = plugin;
+  let removed = false;
+  try {
+    await reconcileTransfer.removePlugin.executeWithOptions(
+      { summary: `remove plugin ${name} from the box (no longer declared)` },
+      [{ workspaceId, pluginName: name }],
+    );
+    removed = true;
+    await reconcileStep.deleteTrackingRow.executeWithOptions({ summary: `forget plugin ${name} (removed)` }, [
+      { workspaceId, pluginName: name },
+    ]);
+    return { name, status: 'removed' };
+  } catch (err) {
+    return { name, status: 'failed', error: failureMessage(err), ...(removed ? { delivered: true as const } : {}) };
+  }
+}
+
+/**
+ * Delivers a tracked plugin again from its declared source: after drift (`repaired`), or when a
+ * refresh finds a newer revision (`upgraded`; null when the source has not moved).
+ */
+async function deliverAgain(
+  workspaceId: string,
+  plugin: TrackedPlugin,
+  change: PluginChange,
+): Promise<PluginOutcome | null> {
+  const { name, source } = plugin;
+  let delivered = false;
+  try {
+    const staged = await reconcileTransfer.stagePlugin.executeWithOptions(
+      { summary: `stage plugin ${name} from ${source} (${change === 'repaired' ? 'drift' : 'refresh'})` },
+      [{ workspaceId, pluginName: name, source }],
+    );
+    if (change === 'upgraded' && staged.revision === plugin.revision) return null;
+    const revision = staged.revision.slice(0, 12);
+    await reconcileTransfer.deliverPlugin.executeWithOptions(
+      { summary: `deliver plugin ${name} @${revision} (${change})` },
+      [{ workspaceId, plugin: staged }],
+    );
+    delivered = true;
+    await reconcileStep.recordInstalled.executeWithOptions(
+      { summary: `record plugin ${name} ${change} @${revision}` },
+      [{ workspaceId, pluginName: name, source, revision: staged.revision, installedVia: 'delivered' }],
+    );
+    return { name, status: 'installed', via: 'delivered', revision: staged.revision, change };
+  } catch (err) {
+    return { name, status: 'failed', error: failureMessage(err), ...(delivered ? { delivered: true as const } : {}) };
+  }
+}
+
+/** A plugin the box's image provides, at another revision now: the row follows the box. */
+async function rerecord(workspaceId: string, plugin: TrackedPlugin, revision: string): Promise<PluginOutcome> {
+  const { name, source } = plugin;
+  try {
+    await reconcileStep.recordInstalled.executeWithOptions(
+      { summary: `record plugin ${name} at ${revision} (changed in the box's image)` },
+      [{ workspaceId, pluginName: name, source, revision, installedVia: 'boot' }],
+    );
+    return { name, status: 'installed', via: 'boot', revision, change: 'repaired' };
+  } catch (err) {
+    return { name, status: 'failed', error: failureMessage(err) };
+  }
 }
 
 async function reconcilePlugin(workspaceId: string, plugin: DeclaredPlugin): Promise<PluginOutcome> {

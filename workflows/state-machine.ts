@@ -90,6 +90,31 @@ export interface StatusChange {
 
 export type ReconcileOutcome = 'succeeded' | 'failed';
 
+/**
+ * How deep a reconcile pass looks, each mode doing what the one before does and more:
+ * - diff: declared against tracked (deliver what is missing, remove what is no longer declared);
+ * - verify: also one listing of the box's plugins, to repair drift (a tracked plugin that is
+ *   gone from the box or at another revision: the box was rebuilt, or someone deleted it);
+ * - refresh: also stage every declared plugin again and deliver a newer revision (a branch's new head).
+ */
+export type ReconcileMode = 'diff' | 'verify' | 'refresh';
+const reconcileModes: readonly ReconcileMode[] = ['diff', 'verify', 'refresh'];
+function deeperMode(a: ReconcileMode, b: ReconcileMode): ReconcileMode {
+  return reconcileModes.indexOf(a) >= reconcileModes.indexOf(b) ? a : b;
+}
+
+/** What a reconcile pass set out to change on the box (known once it has diffed and listed). */
+export interface ReconcilePlan {
+  /** Declared plugins without a tracking row. */
+  deliveries: number;
+  /** Tracked plugins no longer declared. */
+  removals: number;
+  /** Tracked plugins gone from the box or at another revision there. */
+  repairs: number;
+  /** Declared plugins staged again for a newer revision (refresh). */
+  refreshes: number;
+}
+
 export interface ReconcileState {
   /** A reconcile pass is executing now. */
   running: boolean;
@@ -100,15 +125,30 @@ export interface ReconcileState {
   lastFinishedAt: string | null;
   lastOutcome: ReconcileOutcome | null;
   lastError: string | null;
+  /** The running (or last) pass's mode. */
+  mode: ReconcileMode;
+  /** The deepest mode the follow-up must run in. */
+  followUpMode: ReconcileMode;
+  /** When a verify (or refresh) pass was last asked for: the periodic resync counts from it. */
+  lastVerifyAt: string | null;
+  /** The running pass's plan; null before it has diffed, and between passes. */
+  plan: ReconcilePlan | null;
+  /** What the last finished pass changed on the box. */
+  lastChanges: { delivered: number; removed: number; repaired: number; upgraded: number } | null;
 }
 
 /** How a tracked plugin got onto the box: found there by the probe, or delivered by the reconcile. */
 export type InstalledVia = 'boot' | 'delivered';
 
-/** What one reconcile pass did with one missing plugin. */
+/** Why a tracked plugin was delivered again: it drifted on the box, or its source has a newer revision. */
+export type PluginChange = 'repaired' | 'upgraded';
+
+/** What one reconcile pass did with one plugin. */
 export type PluginOutcome =
-  | { name: string; status: 'installed'; via: InstalledVia; revision: string }
-  /** `delivered`: the plugin reached the box, but a later step (its tracking row) failed. */
+  | { name: string; status: 'installed'; via: InstalledVia; revision: string; change?: PluginChange }
+  /** No longer declared: gone from the box, its tracking row deleted. */
+  | { name: string; status: 'removed' }
+  /** `delivered`: the box changed (a delivery or removal reached it), but a later step (its tracking row) failed. */
   | { name: string; status: 'failed'; error: string; delivered?: true };
 
 export interface ReconcileReport {
@@ -116,6 +156,8 @@ export interface ReconcileReport {
   /** The declared plugins' names; absent in passes recorded before it was reported. */
   declaredNames?: string[];
   outcomes: PluginOutcome[];
+  /** A verify pass could not list the box's plugins: drift was not looked for. */
+  verifyError?: string;
 }
 
 export interface PluginState {
@@ -125,6 +167,8 @@ export interface PluginState {
   error: string | null;
   /** Reconcile passes that worked on this plugin. */
   attempts: number;
+  /** Set when the last pass delivered it again: repaired after drift, or upgraded. */
+  change?: PluginChange | null;
   updatedAt: string;
 }
 
@@ -176,6 +220,12 @@ export interface Counters {
   projectionWrites: number;
   /** Completed runs of this workflow (continue-as-new count). */
   runs: number;
+  /** Plugins removed from the box because they were no longer declared. */
+  pluginsRemoved: number;
+  /** Tracked plugins delivered again because the box had lost or changed them. */
+  driftRepairs: number;
+  /** Plugins delivered at a newer revision of their source by a refresh. */
+  pluginUpgrades: number;
 }
 
 export interface WorkspaceState {
@@ -225,6 +275,10 @@ export type Event =
   /** An operator (or another requester) asks for a restart. */
   | { type: 'restartRequested'; reason: string; requester: string }
   | { type: 'pluginsDeclared' }
+  /** An operator asks for a reconcile pass (verify, or refresh to take a branch's new head). */
+  | { type: 'reconcileRequested'; mode: ReconcileMode; requester: string }
+  /** The running pass has diffed (and listed the box): what it will change. */
+  | { type: 'reconcilePlanned'; plan: ReconcilePlan }
   | { type: 'probed'; result: ProbeResult }
   /** A not-running probe while settling with no recent or fresh heartbeat. */
   | { type: 'strike'; requester: string }
@@ -233,7 +287,8 @@ export type Event =
   | { type: 'deprovision' };
 
 export type Effect =
-  | { type: 'startReconcile'; trigger: string }
+  /** `mode` is set only by runs under Rules.pluginLifecycle. */
+  | { type: 'startReconcile'; trigger: string; mode?: ReconcileMode }
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
   | { type: 'restartBox'; restartId: string; reason: string }
   /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
@@ -284,6 +339,9 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       transitions: 0,
       projectionWrites: 0,
       runs: 0,
+      pluginsRemoved: 0,
+      driftRepairs: 0,
+      pluginUpgrades: 0,
     },
     reconcile: {
       running: false,
@@ -293,6 +351,11 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastFinishedAt: null,
       lastOutcome: null,
       lastError: null,
+      mode: 'diff',
+      followUpMode: 'diff',
+      lastVerifyAt: null,
+      plan: null,
+      lastChanges: null,
     },
     plugins: {},
     pluginsDeclaredCount: 0,
@@ -326,6 +389,7 @@ export function upgradeState(carried: WorkspaceState, initialStatus: InitialStat
     ...fresh,
     ...carried,
     counters: { ...fresh.counters, ...carried.counters },
+    reconcile: { ...fresh.reconcile, ...carried.reconcile },
     restart: { ...fresh.restart, ...carried.restart },
     deadDetection: { ...fresh.deadDetection, ...carried.deadDetection },
   };
@@ -362,6 +426,12 @@ export interface Rules {
    * "recent heartbeat" window decides, the workflow reads the heartbeat ledger's last-seen time.
    */
   heartbeatLedger: boolean;
+  /**
+   * The plugin lifecycle to its end: plugins no longer declared are removed from the box; a
+   * register (a runtime boot) and the periodic resync verify the tracked plugins against one
+   * listing of the box and repair drift; a refresh delivers a source's newer revision.
+   */
+  pluginLifecycle: boolean;
 }
 export const currentRules: Rules = {
   newRuntimeAfterRestart: true,
@@ -370,6 +440,7 @@ export const currentRules: Rules = {
   deliveryModeInProjection: true,
   externalRuntimes: true,
   heartbeatLedger: true,
+  pluginLifecycle: true,
 };
 
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
@@ -411,6 +482,16 @@ export function transition(
       // A box that is not up will reconcile on its way into online anyway.
       if (draft.state.status === 'online' || draft.state.status === 'degraded')
         draft.requestReconcile('plugins declared');
+      break;
+    case 'reconcileRequested':
+      if (draft.state.status === 'removed') break;
+      draft.requestReconcile(`requested by ${event.requester}`, rules.pluginLifecycle ? event.mode : 'diff');
+      break;
+    case 'reconcilePlanned':
+      if (!draft.state.reconcile.running) break;
+      draft.state.reconcile.plan = event.plan;
+      // Pending until the pass finishes: what it delivers, removes and repairs (a refresh may find nothing newer).
+      draft.state.pluginsPending = event.plan.deliveries + event.plan.removals + event.plan.repairs;
       break;
     case 'probed':
       draft.state.deadDetection.lastProbe = { result: event.result, at: draft.at };
@@ -460,10 +541,24 @@ export function nextDeadline(
   config: LifecycleConfig,
   rules: Rules = currentRules,
 ): number | null {
-  const status = statusDeadline(state, config, rules);
-  const retry = restartRetryDeadline(state, rules);
-  if (status === null) return retry;
-  return retry === null ? status : Math.min(status, retry);
+  const deadlines = [
+    statusDeadline(state, config, rules),
+    restartRetryDeadline(state, rules),
+    resyncDeadline(state, config, rules),
+  ].filter((deadline) => deadline !== null);
+  return deadlines.length === 0 ? null : Math.min(...deadlines);
+}
+
+/**
+ * The periodic resync (a controller's resync): a verify pass every `resyncPeriodMs` (0: never)
+ * while the runtime is up, counted from the last one asked for (or the last pass, before any).
+ */
+function resyncDeadline(state: WorkspaceState, config: LifecycleConfig, rules: Rules): number | null {
+  if (!rules.pluginLifecycle || config.resyncPeriodMs <= 0) return null;
+  if (state.status !== 'online' && state.status !== 'degraded') return null;
+  if (rules.externalRuntimes && state.runtime === 'external') return null;
+  const since = state.reconcile.lastVerifyAt ?? state.reconcile.lastStartedAt;
+  return since === null ? null : Date.parse(since) + config.resyncPeriodMs;
 }
 
 /** Whether the liveness TTL has passed for a live workspace, by what the state knows so far. */
@@ -523,7 +618,10 @@ class Draft {
     return this.rules.externalRuntimes && this.state.runtime === 'external';
   }
 
-  /** Changes status and attaches the reconcile to every transition into online. */
+  /**
+   * Changes status and attaches the reconcile to every transition into online: the runtime is
+   * (back) up, so the pass also verifies the tracked plugins on its box (under Rules.pluginLifecycle).
+   */
   moveTo(to: Status, cause: string): void {
     const from = this.state.status;
     if (from === to) return;
@@ -534,29 +632,39 @@ class Draft {
       0,
       MAX_RECENT,
     );
-    if (to === 'online') this.requestReconcile(`${from}→online (${cause})`);
+    if (to === 'online')
+      this.requestReconcile(`${from}→online (${cause})`, this.rules.pluginLifecycle ? 'verify' : 'diff');
   }
 
-  requestReconcile(trigger: string): void {
+  requestReconcile(trigger: string, mode: ReconcileMode = 'diff'): void {
     // The service has no box to deliver to: an external runtime loads its own plugins.
     if (this.external) return;
     const reconcile = this.state.reconcile;
     this.state.counters.reconcilesRequested++;
+    // Counted from the request, so a resync asked while a pass runs is not asked again meanwhile.
+    if (this.rules.pluginLifecycle && mode !== 'diff') reconcile.lastVerifyAt = this.at;
     if (reconcile.running) {
       reconcile.followUp = true;
+      if (this.rules.pluginLifecycle) reconcile.followUpMode = deeperMode(reconcile.followUpMode, mode);
       this.state.counters.reconcilesCoalesced++;
       return;
     }
-    this.startReconcile(trigger);
+    this.startReconcile(trigger, mode);
   }
 
-  startReconcile(trigger: string): void {
+  startReconcile(trigger: string, mode: ReconcileMode = 'diff'): void {
     const reconcile = this.state.reconcile;
     reconcile.running = true;
     reconcile.lastTrigger = trigger;
     reconcile.lastStartedAt = this.at;
     this.state.counters.reconcilesStarted++;
-    this.effects.push({ type: 'startReconcile', trigger });
+    if (!this.rules.pluginLifecycle) {
+      this.effects.push({ type: 'startReconcile', trigger });
+      return;
+    }
+    reconcile.mode = mode;
+    reconcile.plan = null;
+    this.effects.push({ type: 'startReconcile', trigger, mode });
   }
 
   /**
@@ -635,8 +743,16 @@ function onRegister(draft: Draft, payload: unknown): void {
     state.restart.retryAt = null;
     state.restart.failures = 0;
   }
-  // A register is a fresh runtime boot: whatever the status was, the runtime is up.
+  // A register is a fresh runtime boot: whatever the status was, the runtime is up. Its box may
+  // have been rebuilt or changed meanwhile: the pass coming online verifies the tracked plugins
+  // on it. Already online, the register still asks for that, unless a verify was asked within
+  // the settle window (the same boot's register, repeated).
+  const wasOnline = state.status === 'online';
   draft.moveTo('online', 'register');
+  const lastVerify = state.reconcile.lastVerifyAt === null ? null : Date.parse(state.reconcile.lastVerifyAt);
+  const repeated = lastVerify !== null && draft.now - lastVerify < draft.config.settleWindowMs;
+  if (wasOnline && draft.rules.pluginLifecycle && !repeated)
+    draft.requestReconcile('register (runtime booted)', 'verify');
 }
 
 function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, beats = 1): void {
@@ -703,6 +819,8 @@ function onDeadline(draft: Draft, config: LifecycleConfig): void {
       restart.lastRequester ?? 'restart-retry',
     );
   }
+  const resync = resyncDeadline(state, config, draft.rules);
+  if (resync !== null && draft.now >= resync) draft.requestReconcile('periodic resync', 'verify');
   const deadline = statusDeadline(state, config, draft.rules);
   if (deadline === null || draft.now < deadline) return;
   if (state.status === 'provisioning') {
@@ -735,42 +853,84 @@ function onReconcileFinished(
   if (outcome === 'failed') state.counters.reconcilesFailed++;
   if (report) {
     recordPluginOutcomes(draft, report);
-    const delivered = report.outcomes.filter((o) =>
-      o.status === 'installed' ? o.via === 'delivered' : draft.rules.restartAfterAnyDelivery && o.delivered === true,
+    const changed = report.outcomes.filter((o) =>
+      o.status === 'installed'
+        ? o.via === 'delivered'
+        : o.status === 'removed' || (draft.rules.restartAfterAnyDelivery && o.delivered === true),
     ).length;
-    // One restart per reconcile batch, however many plugins were delivered.
-    if (delivered > 0) draft.requestRestart(`reconcile delivered ${delivered} plugin(s)`, 'reconcile');
+    // One restart per reconcile batch, however many plugins were delivered or removed.
+    if (changed > 0) draft.requestRestart(restartReason(report, changed, draft.rules), 'reconcile');
   }
   const owed = reconcile.followUp;
+  const owedMode = reconcile.followUpMode;
   reconcile.followUp = false;
+  if (draft.rules.pluginLifecycle) {
+    reconcile.followUpMode = 'diff';
+    reconcile.plan = null;
+  }
   // A removed workspace has no box left to converge.
-  if (owed && state.status !== 'removed') draft.startReconcile('follow-up of coalesced triggers');
+  if (owed && state.status !== 'removed') draft.startReconcile('follow-up of coalesced triggers', owedMode);
+}
+
+function restartReason(report: ReconcileReport, changed: number, rules: Rules): string {
+  if (!rules.pluginLifecycle) return `reconcile delivered ${changed} plugin(s)`;
+  const removed = report.outcomes.filter((o) => o.status === 'removed').length;
+  return removed === 0
+    ? `reconcile delivered ${changed} plugin(s)`
+    : `reconcile delivered ${changed - removed} and removed ${removed} plugin(s)`;
 }
 
 function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
   // A plugin no longer declared leaves the state, so it stays as small as the declaration.
   const declared = report.declaredNames === undefined ? null : new Set(report.declaredNames);
+  const removed = new Set(report.outcomes.flatMap((o) => (o.status === 'removed' ? [o.name] : [])));
   const plugins = Object.fromEntries(
-    Object.entries(draft.state.plugins).filter(([name]) => declared === null || declared.has(name)),
+    Object.entries(draft.state.plugins).filter(
+      ([name]) => (declared === null || declared.has(name)) && !removed.has(name),
+    ),
   );
+  const changes = { delivered: 0, removed: 0, repaired: 0, upgraded: 0 };
   for (const outcome of report.outcomes) {
     const attempts = (plugins[outcome.name]?.attempts ?? 0) + 1;
-    plugins[outcome.name] =
-      outcome.status === 'installed'
-        ? {
-            status: 'installed',
-            via: outcome.via,
-            revision: outcome.revision,
-            error: null,
-            attempts,
-            updatedAt: draft.at,
-          }
-        : { status: 'failed', via: null, revision: null, error: outcome.error, attempts, updatedAt: draft.at };
+    if (outcome.status === 'removed') {
+      changes.removed++;
+      continue;
+    }
+    if (outcome.status === 'failed') {
+      plugins[outcome.name] = {
+        status: 'failed',
+        via: null,
+        revision: null,
+        error: outcome.error,
+        attempts,
+        updatedAt: draft.at,
+      };
+      continue;
+    }
+    plugins[outcome.name] = {
+      status: 'installed',
+      via: outcome.via,
+      revision: outcome.revision,
+      error: null,
+      attempts,
+      updatedAt: draft.at,
+      ...(draft.rules.pluginLifecycle ? { change: outcome.change ?? null } : {}),
+    };
+    if (outcome.change === 'repaired') changes.repaired++;
+    else if (outcome.change === 'upgraded') changes.upgraded++;
+    else if (outcome.via === 'delivered') changes.delivered++;
   }
   draft.state.plugins = plugins;
   draft.state.pluginsDeclaredCount = report.declared;
-  const installedNow = report.outcomes.filter((o) => o.status === 'installed').length;
-  draft.state.pluginsPending = report.outcomes.length - installedNow;
+  // Whatever did not succeed is still owed (a failed removal too).
+  draft.state.pluginsPending = report.outcomes.filter((o) => o.status === 'failed').length;
+  if (draft.rules.pluginLifecycle) {
+    const counters = draft.state.counters;
+    counters.pluginsRemoved += changes.removed;
+    counters.driftRepairs += changes.repaired;
+    counters.pluginUpgrades += changes.upgraded;
+    draft.state.reconcile.lastChanges = changes;
+  }
 }
 
 function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error: string | undefined): void {

@@ -11,6 +11,7 @@ import {
   declarePluginsSignal,
   deprovisionSignal,
   dispatchFailedUpdate,
+  reconcileSignal,
   heartbeatSignal,
   registerSignal,
   restartSignal,
@@ -54,6 +55,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     deliveryModeInProjection: wf.patched(patches.deliveryModeInProjection),
     externalRuntimes: wf.patched(patches.externalRuntimes),
     heartbeatLedger: wf.patched(patches.heartbeatLedger),
+    pluginLifecycle: wf.patched(patches.pluginLifecycle),
   };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
@@ -97,9 +99,15 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     // machine decides what follows (a coalesced follow-up pass, a restart, a second restart).
     switch (effect.type) {
       case 'startReconcile':
-        void runReconcile({ workspaceId, trigger: effect.trigger }, config).then(
+        void runReconcile(
+          { workspaceId, trigger: effect.trigger, ...(effect.mode ? { mode: effect.mode } : {}) },
+          config,
+          rules,
+          (plan) => apply({ type: 'reconcilePlanned', plan }),
+        ).then(
           (report) => {
             const failed = report.outcomes.flatMap((o) => (o.status === 'failed' ? [`${o.name}: ${o.error}`] : []));
+            if (report.verifyError !== undefined) failed.push(report.verifyError);
             const outcome: ReconcileOutcome = failed.length === 0 ? 'succeeded' : 'failed';
             apply({
               type: 'reconcileFinished',
@@ -207,6 +215,13 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     onSignal({
       type: 'restartRequested',
       reason: request?.reason ?? 'operator request',
+      requester: request?.requester ?? 'operator',
+    }),
+  );
+  wf.setHandler(reconcileSignal, (request) =>
+    onSignal({
+      type: 'reconcileRequested',
+      mode: request?.refresh === true ? 'refresh' : 'verify',
       requester: request?.requester ?? 'operator',
     }),
   );

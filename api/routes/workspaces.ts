@@ -1,6 +1,6 @@
 /**
  * Workspace management, for operators and the platform: create, list, read, declare plugins,
- * restart, report a failed dispatch (the dead-detection verdict) and deprovision. Every route
+ * reconcile them (verify, refresh), restart, report a failed dispatch (the dead-detection verdict) and deprovision. Every route
  * here takes the admin token.
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
@@ -11,6 +11,7 @@ import {
   declarePluginsSignal,
   deprovisionSignal,
   dispatchFailedUpdate,
+  reconcileSignal,
   restartSignal,
   workspaceWorkflowId,
 } from '../../workflows/definitions.js';
@@ -172,6 +173,33 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         await ctx.db(() => store.setDeclaredPlugins(id, plugins));
         await ctx.temporal(() => ctx.handle(id).signal(declarePluginsSignal), SIGNAL);
         return reply.status(202).send({ status: 'declared' as const, plugins });
+      }),
+  );
+
+  app.post(
+    '/workspaces/:id/reconcile',
+    {
+      schema: {
+        summary:
+          'Reconcile the declared plugins now and verify the tracked ones on the box; with refresh, deliver newer revisions of their sources (one restart)',
+        security: [{ bearer: [] }],
+        params: idParams,
+        body: z.strictObject({ refresh: z.boolean().optional() }).default({}),
+        response: {
+          202: z.object({ status: z.literal('reconcile requested'), mode: z.enum(['verify', 'refresh']) }),
+          ...errors(400, 401, 404, 409, 429, 502, 503),
+        },
+      },
+    },
+    async (request, reply) =>
+      ctx.admitted(async () => {
+        const id = request.params.id;
+        const access = await ctx.requireLiveWorkspace(id);
+        if (access.external)
+          throw new HttpError(409, `workspace ${id} runs an external runtime: it loads its own plugins`);
+        const refresh = request.body.refresh === true;
+        await ctx.temporal(() => ctx.handle(id).signal(reconcileSignal, { refresh, requester: 'operator' }), SIGNAL);
+        return reply.status(202).send({ status: 'reconcile requested' as const, mode: refresh ? 'refresh' : 'verify' });
       }),
   );
 

@@ -212,6 +212,14 @@ describe('runtime endpoints', () => {
     const restart = await api.inject({ method: 'POST', url: `/workspaces/${id}/restart`, headers: admin, payload: {} });
     expect(restart.statusCode, restart.body).toBe(409);
     expect(restart.json()).toEqual({ error: `workspace ${id} runs an external runtime: restart it where it runs` });
+    const reconcile = await api.inject({
+      method: 'POST',
+      url: `/workspaces/${id}/reconcile`,
+      headers: admin,
+      payload: { refresh: true },
+    });
+    expect(reconcile.statusCode, reconcile.body).toBe(409);
+    expect(reconcile.json()).toEqual({ error: `workspace ${id} runs an external runtime: it loads its own plugins` });
     const verdict = await api.inject({
       method: 'POST',
       url: `/workspaces/${id}/dispatch-failed`,
@@ -438,6 +446,19 @@ describe('workspace management', () => {
     expect(restart.statusCode).toBe(202);
     const s = await waitForState(handle, (x) => x.restart.count === 1 && !x.restart.inFlight);
     expect(s.restart).toMatchObject({ lastReason: 'rotate', lastRequester: 'operator' });
+
+    // An operator's reconcile: verify by default, refresh on request; the workflow runs it.
+    const passes = s.counters.reconcilesRequested;
+    for (const [payload, mode] of [
+      [{}, 'verify'],
+      [{ refresh: true }, 'refresh'],
+    ] as const) {
+      const res = await api.inject({ method: 'POST', url: `/workspaces/${id}/reconcile`, headers: admin, payload });
+      expect(res.statusCode, res.body).toBe(202);
+      expect(res.json()).toEqual({ status: 'reconcile requested', mode });
+    }
+    const after = await waitForState(handle, (x) => x.counters.reconcilesRequested === passes + 2);
+    expect(after.reconcile.lastVerifyAt).not.toBeNull();
   });
 
   it('a duplicate workspace id is 409 and writes nothing', async () => {
@@ -872,6 +893,22 @@ describe('bad input: a clear error, no signal, no row', () => {
       says: 'force',
     },
     {
+      name: 'reconcile with a refresh that is not a boolean',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/reconcile`,
+      body: () => ({ refresh: 'yes' }),
+      status: 400,
+      says: 'refresh',
+    },
+    {
+      name: 'reconcile an unknown workspace',
+      method: 'POST',
+      url: () => '/workspaces/nobody-here/reconcile',
+      body: () => ({}),
+      status: 404,
+      says: 'unknown workspace',
+    },
+    {
       name: 'dispatch-failed for an unknown workspace',
       method: 'POST',
       url: () => '/workspaces/nobody-here/dispatch-failed',
@@ -968,6 +1005,7 @@ describe('operations', () => {
         'GET /workspaces/{id}',
         'PUT /workspaces/{id}/plugins',
         'POST /workspaces/{id}/restart',
+        'POST /workspaces/{id}/reconcile',
         'POST /workspaces/{id}/dispatch-failed',
         'DELETE /workspaces/{id}',
         'GET /healthz',

@@ -1,5 +1,5 @@
 import type { Activities } from '../../activities/index.js';
-import type { ReconcileRequest } from '../../workflows/reconcile.js';
+import type { ReconcilePass } from '../../workflows/reconcile.js';
 
 /**
  * Mocked activities for workflow tests that are about when reconciles run, not what they do:
@@ -7,7 +7,7 @@ import type { ReconcileRequest } from '../../workflows/reconcile.js';
  * Passes can be held open so a test can send triggers while one is running.
  */
 export class FakeActivities {
-  readonly reconcileCalls: ReconcileRequest[] = [];
+  readonly reconcileCalls: Pick<ReconcilePass, 'workspaceId' | 'trigger'>[] = [];
   readonly restarts: string[] = [];
   readonly probes: string[] = [];
   readonly revocations: string[] = [];
@@ -101,6 +101,9 @@ export class FakeActivities {
       stagePlugin: unexpected('stagePlugin'),
       deliverPlugin: unexpected('deliverPlugin'),
       recordInstalled: unexpected('recordInstalled'),
+      listBoxPlugins: unexpected('listBoxPlugins'),
+      removePlugin: unexpected('removePlugin'),
+      deleteTrackingRow: unexpected('deleteTrackingRow'),
       reconcilePlugins: unexpected('reconcilePlugins'),
     };
   }

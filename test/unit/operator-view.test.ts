@@ -70,6 +70,40 @@ describe('operator view', () => {
     expect(details).toContain('| beta | failed |  |  | repository \\| not found |');
   });
 
+  it('removals and drift repairs: planned while the pass runs (pending, search attribute), then what changed', () => {
+    const running = run([
+      ...reconciled.slice(0, 1),
+      { type: 'reconcilePlanned', plan: { deliveries: 1, removals: 2, repairs: 1, refreshes: 0 } },
+    ]);
+    expect(searchAttributeValues(running)).toEqual({ status: 'online', pluginsPending: 4 });
+    expect(currentDetails(running)).toContain(
+      '**Plugins:** 0 declared, 4 pending (reconcile running: provisioning→online (register), verify: 1 to deliver, 2 to remove, 1 drifted)',
+    );
+    const done = run([
+      ...reconciled.slice(0, 1),
+      { type: 'reconcilePlanned', plan: { deliveries: 0, removals: 1, repairs: 1, refreshes: 0 } },
+      {
+        type: 'reconcileFinished',
+        outcome: 'succeeded',
+        report: {
+          declared: 1,
+          declaredNames: ['alpha'],
+          outcomes: [
+            { name: 'gone', status: 'removed' },
+            { name: 'alpha', status: 'installed', via: 'delivered', revision: 'b'.repeat(40), change: 'repaired' },
+          ],
+        },
+      },
+    ]);
+    expect(searchAttributeValues(done)).toEqual({ status: 'provisioning', pluginsPending: 0 });
+    const details = currentDetails(done);
+    expect(details).toContain(
+      'Last reconcile changed the box: 0 delivered, 1 removed, 1 repaired after drift, 0 upgraded',
+    );
+    expect(details).toContain(`| alpha | installed | delivered (repaired) | ${'b'.repeat(12)} |  |`);
+    expect(details).toContain('**Restarts:** 1, last: reconcile delivered 1 and removed 1 plugin(s)');
+  });
+
   it('a dead declaration shows the verdict and the restart it caused', () => {
     const state = run([
       { type: 'register', payload: registerPayload(ID) },

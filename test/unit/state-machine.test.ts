@@ -99,11 +99,17 @@ function* sequences(length: number): Generator<Step[]> {
 }
 
 /** Independent statement of when a reconcile is owed: every transition into online. */
-function expectedRequests(before: WorkspaceState, step: Step): number {
+function expectedRequests(before: WorkspaceState, step: Step, now: number): number {
   const { event } = step;
   // Nothing is delivered to an external runtime.
   if (before.status === 'removed' || before.runtime === 'external') return 0;
-  if (event.type === 'register') return before.status === 'online' ? 0 : 1;
+  // Every register is a runtime boot: a verify pass, whether or not it brings the workspace online,
+  // unless one was asked within the settle window (the same boot's register, repeated).
+  if (event.type === 'register') {
+    const lastVerify = before.reconcile.lastVerifyAt;
+    const repeated = lastVerify !== null && now - Date.parse(lastVerify) < config.settleWindowMs;
+    return before.status === 'online' && repeated ? 0 : 1;
+  }
   if (event.type !== 'heartbeat') return 0;
   const sick = step.name === 'sick-heartbeat';
   if (before.status === 'online') return 0;
@@ -139,14 +145,15 @@ describe('exhaustive event orders', () => {
 
           // One reconcile request per transition into online, whatever caused it.
           const requested = after.counters.reconcilesRequested - before.counters.reconcilesRequested;
-          check(requested === expectedRequests(before, step), where, `requested ${requested} reconciles`);
+          check(requested === expectedRequests(before, step, now), where, `requested ${requested} reconciles`);
           if (before.recentTransitions.length < 10 && before.runtime === 'managed') {
             const added = after.recentTransitions.slice(
               0,
               after.recentTransitions.length - before.recentTransitions.length,
             );
+            const registerWhileOnline = step.event.type === 'register' && before.status === 'online' ? requested : 0;
             check(
-              added.filter((t) => t.to === 'online').length === requested,
+              added.filter((t) => t.to === 'online').length === requested - registerWhileOnline,
               where,
               'transitions into online ≠ requests',
             );
@@ -246,7 +253,7 @@ describe('transitions', () => {
       agentCard: { name: `agent ${ID}`, skills: 1 },
     });
     expect(result.effects).toEqual([
-      { type: 'startReconcile', trigger: 'provisioning→online (register)' },
+      { type: 'startReconcile', trigger: 'provisioning→online (register)', mode: 'verify' },
       {
         type: 'writeProjection',
         status: 'online',
@@ -463,7 +470,7 @@ describe('transitions', () => {
     const late = transition(failed, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 800_000, config);
     expect(late.state.status).toBe('online');
     expect(late.effects).toEqual([
-      { type: 'startReconcile', trigger: 'failed→online (heartbeat)' },
+      { type: 'startReconcile', trigger: 'failed→online (heartbeat)', mode: 'verify' },
       {
         type: 'writeProjection',
         status: 'online',
@@ -647,6 +654,7 @@ describe('transitions', () => {
       deliveryModeInProjection: false,
       externalRuntimes: false,
       heartbeatLedger: false,
+      pluginLifecycle: false,
     };
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
@@ -681,7 +689,9 @@ describe('transitions', () => {
       T0 + 2,
       config,
     );
-    expect(done.effects).toEqual([{ type: 'startReconcile', trigger: 'follow-up of coalesced triggers' }]);
+    expect(done.effects).toEqual([
+      { type: 'startReconcile', trigger: 'follow-up of coalesced triggers', mode: 'verify' },
+    ]);
     expect(done.state.reconcile).toMatchObject({
       running: true,
       followUp: false,
@@ -783,5 +793,116 @@ describe('transitions', () => {
     expect(state.lastHeartbeat?.monthlySpend).toBe(1234);
     state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 5e15 }) });
     expect(state.lastHeartbeat?.monthlySpend).toBe(1e12);
+  });
+});
+
+describe('plugin lifecycle', () => {
+  const start = (): WorkspaceState => frozen(initialState(ID, 'provisioning', T0));
+  const step = (state: WorkspaceState, event: Event, at: number, rules = currentRules) =>
+    transition(state, event, at, config, rules);
+  const finish = (report: ReconcileReport) => ({ type: 'reconcileFinished', outcome: 'succeeded', report }) as const;
+  /** Online, its first (verify) pass finished with one plugin installed. */
+  const online = (): WorkspaceState => {
+    const registered = step(start(), { type: 'register', payload: registerPayload(ID) }, T0).state;
+    const report: ReconcileReport = {
+      declared: 1,
+      declaredNames: ['a'],
+      outcomes: [{ name: 'a', status: 'installed', via: 'boot', revision: 'version:1' }],
+    };
+    return frozen(step(registered, finish(report), T0 + 1_000).state);
+  };
+
+  it('every register verifies the box, even one that finds the workspace online; the follow-up keeps the deepest mode', () => {
+    // The same boot's register repeated within the settle window asks nothing more.
+    const repeated = step(online(), { type: 'register', payload: registerPayload(ID) }, T0 + 2_000);
+    expect(repeated.effects.filter((e) => e.type === 'startReconcile')).toEqual([]);
+    const later = T0 + config.settleWindowMs;
+    const again = step(online(), { type: 'register', payload: registerPayload(ID) }, later);
+    expect(again.effects).toContainEqual({
+      type: 'startReconcile',
+      trigger: 'register (runtime booted)',
+      mode: 'verify',
+    });
+    // While that pass runs: a refresh, then a plain declaration: one follow-up, in refresh mode.
+    let state = step(
+      again.state,
+      { type: 'reconcileRequested', mode: 'refresh', requester: 'operator' },
+      later + 100,
+    ).state;
+    state = step(state, { type: 'pluginsDeclared' }, later + 200).state;
+    expect(state.reconcile).toMatchObject({ running: true, followUp: true, followUpMode: 'refresh' });
+    const done = step(state, finish({ declared: 1, outcomes: [] }), later + 1_000);
+    expect(done.effects).toEqual([
+      { type: 'startReconcile', trigger: 'follow-up of coalesced triggers', mode: 'refresh' },
+    ]);
+    expect(done.state.reconcile.followUpMode).toBe('diff');
+  });
+
+  it('removals and drift repairs: pending while the pass runs, one restart for the batch, counted after', () => {
+    const running = step(online(), { type: 'pluginsDeclared' }, T0 + 2_000).state;
+    const planned = step(
+      running,
+      { type: 'reconcilePlanned', plan: { deliveries: 0, removals: 2, repairs: 1, refreshes: 0 } },
+      T0 + 2_100,
+    ).state;
+    expect(planned.pluginsPending).toBe(3);
+    expect(planned.reconcile.plan).toEqual({ deliveries: 0, removals: 2, repairs: 1, refreshes: 0 });
+    const done = step(
+      planned,
+      finish({
+        declared: 1,
+        declaredNames: ['a'],
+        outcomes: [
+          { name: 'old', status: 'removed' },
+          { name: 'older', status: 'failed', error: 'box unreachable', delivered: true },
+          { name: 'a', status: 'installed', via: 'delivered', revision: 'r2', change: 'repaired' },
+        ],
+      }),
+      T0 + 3_000,
+    );
+    expect(done.effects.filter((e) => e.type === 'restartBox')).toEqual([
+      { type: 'restartBox', restartId: 'restart-1', reason: 'reconcile delivered 2 and removed 1 plugin(s)' },
+    ]);
+    expect(done.state.pluginsPending).toBe(1); // the failed removal is still owed
+    expect(done.state.plugins['a']).toMatchObject({ revision: 'r2', change: 'repaired' });
+    // The failed removal shows until a pass removes it.
+    expect(Object.keys(done.state.plugins).sort()).toEqual(['a', 'older']);
+    expect(done.state.plugins['older']).toMatchObject({ status: 'failed', error: 'box unreachable' });
+    expect(done.state.counters).toMatchObject({ pluginsRemoved: 1, driftRepairs: 1, pluginUpgrades: 0 });
+    expect(done.state.reconcile).toMatchObject({
+      plan: null,
+      lastChanges: { delivered: 0, removed: 1, repaired: 1, upgraded: 0 },
+    });
+  });
+
+  it('the resync is a durable deadline while the runtime is up, counted from the last verify; 0 switches it off', () => {
+    const state = online();
+    const due = T0 + config.resyncPeriodMs; // the register's verify pass was asked at T0
+    // Heartbeats keep the liveness deadline later than the resync.
+    const beating = step(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, due - 1_000).state;
+    expect(nextDeadline(beating, config)).toBe(due);
+    const fired = step(beating, { type: 'deadline' }, due);
+    expect(fired.effects).toContainEqual({ type: 'startReconcile', trigger: 'periodic resync', mode: 'verify' });
+    expect(nextDeadline(fired.state, config)).toBe(
+      Date.parse(fired.state.lastHeartbeat?.at ?? '') + config.livenessTtlMs,
+    );
+    expect(fired.state.reconcile.lastVerifyAt).toBe(iso(due));
+
+    expect(nextDeadline(beating, { ...config, resyncPeriodMs: 0 })).toBe(due - 1_000 + config.livenessTtlMs);
+    const oldRules = { ...currentRules, pluginLifecycle: false };
+    expect(nextDeadline(beating, config, oldRules)).toBe(due - 1_000 + config.livenessTtlMs);
+    // Not while the runtime is down: its register will verify.
+    expect(nextDeadline({ ...beating, status: 'offline', statusSince: iso(due) }, config)).toBe(
+      due + config.livenessTtlMs,
+    );
+  });
+
+  it('runs from before the rule: a register while online asks nothing, passes carry no mode', () => {
+    const oldRules = { ...currentRules, pluginLifecycle: false };
+    const registered = step(start(), { type: 'register', payload: registerPayload(ID) }, T0, oldRules);
+    expect(registered.effects).toContainEqual({ type: 'startReconcile', trigger: 'provisioning→online (register)' });
+    const settled = step(registered.state, finish({ declared: 0, outcomes: [] }), T0 + 1, oldRules).state;
+    const again = step(settled, { type: 'register', payload: registerPayload(ID) }, T0 + 2, oldRules);
+    expect(again.effects.filter((e) => e.type === 'startReconcile')).toEqual([]);
   });
 });

@@ -7,6 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,11 +15,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type Activities } from '../../activities/index.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import type { Store } from '../../db/store.js';
-import { defaultLifecycleConfig } from '../../workflows/config.js';
-import { heartbeatSignal, registerSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
+import { defaultLifecycleConfig, type LifecycleConfig } from '../../workflows/config.js';
+import {
+  declarePluginsSignal,
+  heartbeatSignal,
+  reconcileSignal,
+  registerSignal,
+  workspaceWorkflowId,
+} from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { createPluginRepo, localSourceSettings } from '../helpers/git.js';
+import { commitAll, createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 import { connectTestStore, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
@@ -37,6 +44,7 @@ const workspaces: string[] = [];
 const failProbeFor = new Set<string>();
 const failRecordOnceFor = new Set<string>();
 const failRecordAlwaysFor = new Set<string>();
+const failDeleteRowOnceFor = new Set<string>();
 const calls: { name: string; workspaceId: string | undefined }[] = [];
 
 beforeAll(async () => {
@@ -92,6 +100,14 @@ function instrument(real: Activities): Activities {
       return real.recordInstalled(input);
     },
     restartBox: (input) => (record('restartBox', input), real.restartBox(input)),
+    listBoxPlugins: (input) => (record('listBoxPlugins', input), real.listBoxPlugins(input)),
+    removePlugin: (input) => (record('removePlugin', input), real.removePlugin(input)),
+    deleteTrackingRow: (input) => {
+      record('deleteTrackingRow', input);
+      if (failDeleteRowOnceFor.delete(`${input.workspaceId}/${input.pluginName}`))
+        return Promise.reject(new Error('simulated crash between removal and tracking row'));
+      return real.deleteTrackingRow(input);
+    },
     writeProjection: (input) => (record('writeProjection', input), real.writeProjection(input)),
   };
 }
@@ -114,6 +130,7 @@ function boxEvents(workspaceId: string): string[] {
 async function bootWorkspace(
   declared: { name: string; source: string }[],
   prepare: (id: string, boxDir: string) => void = () => undefined,
+  config?: Partial<LifecycleConfig>,
 ): Promise<{ id: string; handle: WorkflowHandle }> {
   const id = uniqueId('rc');
   workspaces.push(id);
@@ -124,7 +141,7 @@ async function bootWorkspace(
   const handle = await env.client.workflow.start('workspaceWorkflow', {
     taskQueue,
     workflowId: workspaceWorkflowId(id),
-    args: [{ workspaceId: id }],
+    args: [{ workspaceId: id, ...(config ? { config } : {}) }],
   });
   await handle.signal(registerSignal, registerPayload(id));
   return { id, handle };
@@ -309,7 +326,7 @@ describe('declared-plugin reconcile', () => {
     expect(await store.listTrackingRows(id)).toHaveLength(0);
   });
 
-  it('second reconcile with nothing missing: no activity beyond the diff', async () => {
+  it('second reconcile with nothing missing: no activity beyond the diff and one listing of the box', async () => {
     createPluginRepo(repos, 'acme', 'steady');
     const { id, handle } = await bootWorkspace([{ name: 'steady', source: 'gitea://acme/steady#main' }]);
     await waitForState(handle, (s) => settled(s) && s.restart.count === 1);
@@ -326,8 +343,133 @@ describe('declared-plugin reconcile', () => {
         .filter((c) => c.workspaceId === id)
         .slice(before)
         .map((c) => c.name);
-    // The reconcile made one query; the two transitions (offline, online) each wrote the projection.
+    // The reconcile made one query and listed the box once (back online: its plugins are verified);
+    // the two transitions (offline, online) each wrote the projection.
     await expect.poll(() => since().filter((name) => name === 'writeProjection')).toHaveLength(2);
-    expect(since().filter((name) => name !== 'writeProjection')).toEqual(['listPluginDiff']);
+    expect(since().filter((name) => name !== 'writeProjection')).toEqual(['listPluginDiff', 'listBoxPlugins']);
+  });
+});
+
+describe('plugin lifecycle: removal, drift, upgrades', () => {
+  const pluginDir = (id: string, name: string): string => join(driver.boxDir(id), 'configs', 'plugins', name);
+
+  /** Boots with the plugins delivered, restarted once, and the runtime back online after its verify pass. */
+  async function deliveredAndBack(
+    declared: { name: string; source: string }[],
+    config?: Partial<LifecycleConfig>,
+  ): Promise<{ id: string; handle: WorkflowHandle }> {
+    const booted = await bootWorkspace(declared, undefined, config);
+    await waitForState(booted.handle, (s) => settled(s) && s.restart.count === 1);
+    await booted.handle.signal(registerSignal, registerPayload(booted.id));
+    await waitForState(booted.handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 2);
+    return booted;
+  }
+
+  it('a plugin no longer declared leaves the box whole, its row goes, one restart; a crash before the row is deleted removes nothing twice', async () => {
+    createPluginRepo(repos, 'acme', 'keep');
+    createPluginRepo(repos, 'acme', 'drop');
+    const { id, handle } = await deliveredAndBack([
+      { name: 'keep', source: 'gitea://acme/keep#main' },
+      { name: 'drop', source: 'gitea://acme/drop#main' },
+    ]);
+    expect(existsSync(pluginDir(id, 'drop'))).toBe(true);
+
+    failDeleteRowOnceFor.add(`${id}/drop`);
+    await store.setDeclaredPlugins(id, [{ name: 'keep', source: 'gitea://acme/keep#main' }]);
+    await handle.signal(declarePluginsSignal);
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
+    expect(state.restart).toMatchObject({
+      lastRequester: 'reconcile',
+      lastReason: 'reconcile delivered 0 and removed 1 plugin(s)',
+    });
+    expect(existsSync(pluginDir(id, 'drop'))).toBe(false);
+    expect(existsSync(pluginDir(id, 'keep'))).toBe(true);
+    expect((await store.listTrackingRows(id)).map((row) => row.pluginName)).toEqual(['keep']);
+    expect(Object.keys(state.plugins)).toEqual(['keep']);
+    expect(state.counters.pluginsRemoved).toBe(1);
+    expect(state.reconcile.lastChanges).toEqual({ delivered: 0, removed: 1, repaired: 0, upgraded: 0 });
+    expect(state.pluginsPending).toBe(0);
+    // The retried step deleted the row; the box saw one removal.
+    expect(callsFor(id, 'deleteTrackingRow')).toBe(2);
+    expect(boxEvents(id).filter((e) => e.startsWith('remove'))).toEqual(['remove drop']);
+  });
+
+  it('a box rebuilt without its plugins: the register after the boot re-delivers them from one listing, one restart', async () => {
+    const commit = createPluginRepo(repos, 'acme', 'rebuilt');
+    const { id, handle } = await deliveredAndBack([{ name: 'rebuilt', source: 'gitea://acme/rebuilt#main' }]);
+    const listingsBefore = callsFor(id, 'listBoxPlugins');
+    expect(listingsBefore).toBe(1); // the register's verify pass: one listing, no probe per plugin
+
+    // The box comes back from its image: the folder is gone, the tracking row still says installed.
+    // Its runtime registers (after the settle window: not a repeat of the last register).
+    await env.sleep(defaultLifecycleConfig.settleWindowMs);
+    rmSync(pluginDir(id, 'rebuilt'), { recursive: true });
+    await handle.signal(registerSignal, registerPayload(id));
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
+    expect(state.restart.lastReason).toBe('reconcile delivered 1 plugin(s)');
+    expect(state.plugins['rebuilt']).toMatchObject({ status: 'installed', revision: commit, change: 'repaired' });
+    expect(state.counters.driftRepairs).toBe(1);
+    expect(readFileSync(join(pluginDir(id, 'rebuilt'), 'plugin.yaml'), 'utf8')).toContain('rebuilt');
+    expect(callsFor(id, 'listBoxPlugins')).toBe(listingsBefore + 1);
+    expect(callsFor(id, 'probePlugin')).toBe(1); // only the first delivery probed
+
+    // Back after the restart: the listing agrees with the rows, nothing more is delivered.
+    await handle.signal(registerSignal, registerPayload(id));
+    const calm = await waitForState(
+      handle,
+      (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 4,
+    );
+    expect(calm.restart.count).toBe(2);
+    expect(calm.counters.driftRepairs).toBe(1);
+  });
+
+  it('a plugin replaced on the box by another revision is delivered again', async () => {
+    const commit = createPluginRepo(repos, 'acme', 'edited');
+    const { id, handle } = await deliveredAndBack([{ name: 'edited', source: 'gitea://acme/edited#main' }]);
+    writeFileSync(join(pluginDir(id, 'edited'), '.revision'), 'someone-else');
+    await handle.signal(reconcileSignal, {});
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
+    expect(state.plugins['edited']).toMatchObject({ revision: commit, change: 'repaired' });
+    expect(readFileSync(join(pluginDir(id, 'edited'), '.revision'), 'utf8')).toBe(commit);
+  });
+
+  it('the periodic resync verifies the box on a durable timer, without a heartbeat or a register', async () => {
+    createPluginRepo(repos, 'acme', 'resynced');
+    const { id, handle } = await deliveredAndBack([{ name: 'resynced', source: 'gitea://acme/resynced#main' }], {
+      resyncPeriodMs: 60_000,
+    });
+    rmSync(pluginDir(id, 'resynced'), { recursive: true });
+    await env.sleep(61_000);
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
+    expect(state.reconcile.lastTrigger).toBe('periodic resync');
+    expect(state.counters.driftRepairs).toBe(1);
+    expect(existsSync(pluginDir(id, 'resynced'))).toBe(true);
+  });
+
+  it("a refresh moves a branch declaration to the branch's new head: delivered, one restart; with no new head, nothing", async () => {
+    const first = createPluginRepo(repos, 'acme', 'moving');
+    const { id, handle } = await deliveredAndBack([{ name: 'moving', source: 'gitea://acme/moving#main' }]);
+
+    // No new commit: the refresh stages, finds the same revision, and changes nothing.
+    await handle.signal(reconcileSignal, { refresh: true });
+    const same = await waitForState(handle, (s) => settled(s) && s.counters.reconcilesStarted === 3);
+    expect(same.restart.count).toBe(1);
+    expect(same.plugins['moving']).toMatchObject({ revision: first });
+
+    const repo = join(repos, 'acme', 'moving.git');
+    writeFileSync(join(repo, 'SKILL.md'), '# moving, second edition\n');
+    commitAll(repo, 'second edition');
+    const head = execFileSync('git', ['-C', repo, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
+    // A plain pass does not look at sources again: the declaration resolved once.
+    await handle.signal(reconcileSignal, {});
+    const unchanged = await waitForState(handle, (s) => settled(s) && s.counters.reconcilesStarted === 4);
+    expect(unchanged.plugins['moving']).toMatchObject({ revision: first });
+
+    await handle.signal(reconcileSignal, { refresh: true });
+    const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
+    expect(state.plugins['moving']).toMatchObject({ status: 'installed', revision: head, change: 'upgraded' });
+    expect(state.counters.pluginUpgrades).toBe(1);
+    expect((await store.listTrackingRows(id))[0]?.revision).toBe(head);
+    expect(readFileSync(join(pluginDir(id, 'moving'), 'SKILL.md'), 'utf8')).toContain('second edition');
   });
 });
