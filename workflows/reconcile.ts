@@ -32,6 +32,8 @@ export interface ReconcilePass {
   trigger: string;
   /** Set by runs under Rules.pluginLifecycle; diff without it. */
   mode?: ReconcileMode;
+  /** Plugins not to deliver again if they drifted (state-machine: repairsToHold). */
+  holdRepairs?: string[];
 }
 
 export async function runReconcile(
@@ -75,12 +77,15 @@ export async function runReconcile(
       verifyError = `could not list the box's plugins to verify them: ${failureMessage(err)}`;
     }
   }
-  const redelivered = new Set(drift.redeliver.map((plugin) => plugin.name));
+  const held = new Set(pass.holdRepairs ?? []);
+  const relapsed = drift.redeliver.filter((plugin) => held.has(plugin.name));
+  drift = { ...drift, redeliver: drift.redeliver.filter((plugin) => !held.has(plugin.name)) };
+  const redelivered = new Set([...drift.redeliver, ...relapsed].map((plugin) => plugin.name));
   const refreshes = mode === 'refresh' ? tracked.filter((plugin) => !redelivered.has(plugin.name)) : [];
   onPlan({
     deliveries: diff.missing.length,
     removals: undeclared.length,
-    repairs: drift.redeliver.length + drift.rerecord.length,
+    repairs: drift.redeliver.length + drift.rerecord.length + relapsed.length,
     refreshes: refreshes.length,
   });
   const outcomes = await Promise.all([
@@ -88,6 +93,13 @@ export async function runReconcile(
     ...undeclared.map((plugin) => removePlugin(workspaceId, plugin)),
     ...drift.redeliver.map((plugin) => deliverAgain(workspaceId, plugin, 'repaired')),
     ...drift.rerecord.map(({ plugin, revision }) => rerecord(workspaceId, plugin, revision)),
+    ...relapsed.map((plugin): PluginOutcome => ({
+      name: plugin.name,
+      status: 'failed',
+      error:
+        'drifted again right after its repair and the restart: the box does not keep it (check what rewrites ' +
+        "the box's plugin directory); the next resync or POST /workspaces/:id/reconcile tries again",
+    })),
     ...refreshes.map((plugin) => deliverAgain(workspaceId, plugin, 'upgraded')),
   ]);
   return {

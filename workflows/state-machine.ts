@@ -287,8 +287,11 @@ export type Event =
   | { type: 'deprovision' };
 
 export type Effect =
-  /** `mode` is set only by runs under Rules.pluginLifecycle. */
-  | { type: 'startReconcile'; trigger: string; mode?: ReconcileMode }
+  /**
+   * `mode` is set only by runs under Rules.pluginLifecycle; `holdRepairs`: plugins repaired just
+   * before the last restart, not delivered again if they drifted again (see repairsToHold).
+   */
+  | { type: 'startReconcile'; trigger: string; mode?: ReconcileMode; holdRepairs?: string[] }
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
   | { type: 'restartBox'; restartId: string; reason: string }
   /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
@@ -664,7 +667,8 @@ class Draft {
     }
     reconcile.mode = mode;
     reconcile.plan = null;
-    this.effects.push({ type: 'startReconcile', trigger, mode });
+    const holdRepairs = repairsToHold(this.state);
+    this.effects.push({ type: 'startReconcile', trigger, mode, ...(holdRepairs.length > 0 ? { holdRepairs } : {}) });
   }
 
   /**
@@ -967,6 +971,20 @@ function onStrike(draft: Draft, requester: string, config: LifecycleConfig): voi
       requester,
     );
   }
+}
+
+/**
+ * Plugins a pass repaired right before the restart that followed it. If the box lost them again
+ * by the next pass, delivering once more would restart the box in a loop: they fail instead
+ * (the box does not keep them), and the next resync or operator request tries again.
+ */
+export function repairsToHold(state: WorkspaceState): string[] {
+  const restarted = state.restart.lastStartedAt;
+  if (restarted === null) return [];
+  return Object.entries(state.plugins)
+    .filter(([, plugin]) => plugin.change === 'repaired' && plugin.via === 'delivered' && plugin.updatedAt >= restarted)
+    .map(([name]) => name)
+    .sort();
 }
 
 /** Pure reads the dead-detection evaluation needs (its steps 2 and 4). */

@@ -100,7 +100,12 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     switch (effect.type) {
       case 'startReconcile':
         void runReconcile(
-          { workspaceId, trigger: effect.trigger, ...(effect.mode ? { mode: effect.mode } : {}) },
+          {
+            workspaceId,
+            trigger: effect.trigger,
+            ...(effect.mode ? { mode: effect.mode } : {}),
+            ...(effect.holdRepairs ? { holdRepairs: effect.holdRepairs } : {}),
+          },
           config,
           rules,
           (plan) => apply({ type: 'reconcilePlanned', plan }),

@@ -423,6 +423,27 @@ describe('plugin lifecycle: removal, drift, upgrades', () => {
     expect(calm.counters.driftRepairs).toBe(1);
   });
 
+  it('a box that loses a repaired plugin again at once: failed with the reason, no restart loop', async () => {
+    createPluginRepo(repos, 'acme', 'slippery');
+    const { id, handle } = await deliveredAndBack([{ name: 'slippery', source: 'gitea://acme/slippery#main' }]);
+    await env.sleep(defaultLifecycleConfig.settleWindowMs);
+    rmSync(pluginDir(id, 'slippery'), { recursive: true });
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
+    // Whatever rewrites the box takes it away again before the runtime is back.
+    rmSync(pluginDir(id, 'slippery'), { recursive: true });
+    await handle.signal(registerSignal, registerPayload(id));
+    const state = await waitForState(
+      handle,
+      (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 4,
+    );
+    expect(state.plugins['slippery']).toMatchObject({ status: 'failed' });
+    expect(state.plugins['slippery']?.error).toMatch(/drifted again right after its repair/);
+    expect(state.pluginsPending).toBe(1);
+    expect(state.restart.count).toBe(2);
+    expect(callsFor(id, 'deliverPlugin')).toBe(2);
+  });
+
   it('a plugin replaced on the box by another revision is delivered again', async () => {
     const commit = createPluginRepo(repos, 'acme', 'edited');
     const { id, handle } = await deliveredAndBack([{ name: 'edited', source: 'gitea://acme/edited#main' }]);
