@@ -531,6 +531,8 @@ describe('boot credential', () => {
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json()).toEqual({ status: 'registered', delivery_mode: 'push' });
     expect(await store.liveTokenCount(id)).toBe(1);
+    const view = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(view.json<{ bootCredentialPending?: boolean }>().bootCredentialPending).toBe(true);
   });
 });
 
