@@ -5,7 +5,7 @@
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,7 @@ import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js'
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
+import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
 import { connectTestStore, ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
@@ -520,6 +521,38 @@ describe('boot credential', () => {
     expect(tokens[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(answers.filter((a) => a.statusCode === 401)).toHaveLength(2);
     expect(await store.liveTokenCount(id)).toBe(1);
+  });
+
+  it('the simulated runtime, its token revoked, registers again with the credential the restart left in its box', async () => {
+    const { id, token } = await revokedWorkspace();
+    await driver.createBox(id);
+    await writeFile(join(driver.boxDir(id), TOKEN_FILE), `${token}\n`);
+    await restartBox(id);
+    const served = await buildApi(env.client, store, settings());
+    const stop = new AbortController();
+    const lines: string[] = [];
+    try {
+      const apiUrl = await served.listen({ host: '127.0.0.1', port: 0 });
+      const workspaceDir = driver.boxDir(id);
+      const runtime = new SimulatedRuntime(
+        { workspaceId: id, workspaceDir, apiUrl, heartbeatMs: 100 },
+        stop.signal,
+        (l) => lines.push(l),
+      );
+      const running = runtime.run();
+      await expect.poll(() => store.liveTokenCount(id), { timeout: 10_000 }).toBe(1);
+      await expect
+        .poll(async () => (await readFile(join(workspaceDir, TOKEN_FILE), 'utf8')).trim(), { timeout: 10_000 })
+        .not.toBe(token);
+      await expect.poll(() => lines.some((l) => l.startsWith('heartbeat ok')), { timeout: 10_000 }).toBe(true);
+      stop.abort();
+      await running;
+    } finally {
+      stop.abort();
+      await served.close();
+    }
+    expect(lines.join('\n')).toContain('register refused (401 the workspace has no live token: register with the boot');
+    expect(await store.bootCredentialHash(id)).toBeNull();
   });
 
   it('a live bearer token still registers, with or without a pending credential', async () => {
