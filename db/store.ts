@@ -274,11 +274,12 @@ export class Store {
 
   /**
    * Stores the hash of the workspace's new boot credential, replacing any before: only the
-   * credential its box was last started with lets a register through.
+   * credential its box was last started with lets a register through. A workspace without a
+   * row (it could not register anyway) gets none, rather than failing its box's restart.
    */
   async setBootCredential(workspaceId: string, credentialHash: Buffer): Promise<void> {
     await this.pool.query(
-      `INSERT INTO workspace_boot_credentials (workspace_id, credential_hash) VALUES ($1, $2)
+      `INSERT INTO workspace_boot_credentials (workspace_id, credential_hash) SELECT id, $2 FROM workspaces WHERE id = $1
        ON CONFLICT (workspace_id) DO UPDATE SET credential_hash = EXCLUDED.credential_hash, created_at = now()`,
       [workspaceId, credentialHash],
     );

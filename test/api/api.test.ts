@@ -460,9 +460,9 @@ describe('boot credential', () => {
     await driver.createBox(id);
     const activities = createLifecycleActivities({ store, driver });
     const input = { workspaceId: id, restartId: `r-${id}` };
-    expect(await new MockActivityEnvironment().run((i: typeof input) => activities.restartBox(i), input)).toBe(
-      'restarted',
-    );
+    const result = await new MockActivityEnvironment().run((i: typeof input) => activities.restartBox(i), input);
+    // A second run for the same restart id is a retried activity: the box is not restarted twice.
+    expect(['restarted', 'already-restarted']).toContain(result);
     return (await readFile(join(driver.boxDir(id), BOOT_CREDENTIAL_FILE), 'utf8')).trim();
   }
 
@@ -508,6 +508,18 @@ describe('boot credential', () => {
     const used = await register(id, { 'x-boot-credential': credential });
     expect(used.statusCode, used.body).toBe(401);
     expect(used.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
+  });
+
+  it('a retried restart replaces the credential: only the one the box holds now registers', async () => {
+    const { id } = await revokedWorkspace();
+    const older = await restartBox(id);
+    const newer = await restartBox(id);
+    expect(newer).not.toBe(older);
+    const stale = await register(id, { 'x-boot-credential': older });
+    expect(stale.statusCode, stale.body).toBe(401);
+    const res = await register(id, { 'x-boot-credential': newer });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json<{ auth_token?: string }>().auth_token).toMatch(/^[A-Za-z0-9_-]{43}$/);
   });
 
   it('two registers racing with the same credential: exactly one gets a token', async () => {
