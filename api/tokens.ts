@@ -51,8 +51,12 @@ export async function mintTokenWithBootCredential(
 }
 
 export type AuthOutcome =
-  /** `bootCredential`: the hash of the boot credential that let a register in (no live token). */
-  { ok: true; bootCredential?: Buffer } | { ok: false; status: 401 | 403; reason: string };
+  | {
+      ok: true;
+      /** The hash of the boot credential that let a register in (the workspace had no live token). */
+      bootCredential?: Buffer;
+    }
+  | { ok: false; status: 401 | 403; reason: string };
 
 /** Which runtime call is being authorized: only a register may bootstrap. */
 export type RuntimeCall = 'register' | 'heartbeat';
