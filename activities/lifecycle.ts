@@ -2,13 +2,15 @@
  * The lifecycle's effects outside the reconcile: restart the box and probe whether it runs (the
  * box driver), revoke a dead runtime's tokens and write the SQL projection (the store). Each is
  * idempotent for its key: a restart for its restart id, a revocation and a projection version.
+ * A restart also hands the box a new one-time boot credential (api/tokens.ts).
  */
 import { log } from '@temporalio/activity';
+import { hashSecret, newSecret } from '../db/secrets.js';
 import type { Projection } from '../db/store.js';
 import { heartbeating } from './heartbeating.js';
 import type { ActivityDeps } from './reconcile.js';
 
-export function createLifecycleActivities({ store, driver }: ActivityDeps) {
+export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 'store' | 'driver'>) {
   return {
     /** The SQL readers' view of the workspace; ordered by the workflow's count of projection writes. */
     async writeProjection(projection: Projection): Promise<void> {
@@ -47,6 +49,13 @@ export function createLifecycleActivities({ store, driver }: ActivityDeps) {
     },
 
     async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
+      // Stored, written, then restarted: the runtime the restart starts reads a credential whose
+      // hash is stored. A crash in between leaves the two disagreeing until the retry mints
+      // another and rewrites both; a runtime still trying to register then picks it up, since it
+      // reads the file at each register.
+      const credential = newSecret();
+      await store.setBootCredential(workspaceId, hashSecret(credential));
+      await driver.writeBootCredential(workspaceId, credential);
       const result = await heartbeating(() => driver.restart(workspaceId, restartId));
       log.info('restart box', { workspaceId, restartId, result });
       return result;

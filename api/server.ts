@@ -43,7 +43,10 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
         description: 'Runtime registry and workspace management',
       },
       components: {
-        securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer' },
+          bootCredential: { type: 'apiKey', in: 'header', name: 'X-Boot-Credential' },
+        },
       },
     },
     transform: jsonSchemaTransform,

@@ -1,6 +1,6 @@
 /**
  * PostgreSQL access for the activities and the API: declared plugins (desired), tracking rows
- * (installed), the workspace projection and instance tokens. Every write is an upsert keyed by
+ * (installed), the workspace projection, instance tokens and boot credentials. Every write is an upsert keyed by
  * its natural key, so retried activities converge instead of duplicating.
  *
  * The pool survives the database going away: a connection the server drops while idle is
@@ -8,6 +8,7 @@
  * after `connectTimeoutMs` and a query after `queryTimeoutMs`, so callers fail fast and the
  * next call opens a fresh connection once the database is back.
  */
+import { timingSafeEqual } from 'node:crypto';
 import pg from 'pg';
 import type { DeliveryMode } from '../workflows/payloads.js';
 import type { InstalledVia } from '../workflows/state-machine.js';
@@ -262,6 +263,59 @@ export class Store {
     return this.transaction(async (client) => {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [workspaceId]);
       if ((await this.liveTokenCount(workspaceId, client)) > 0) return false;
+      await client.query('INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ($1, $2, $3)', [
+        workspaceId,
+        tokenHash,
+        prefix,
+      ]);
+      return true;
+    });
+  }
+
+  /**
+   * Stores the hash of the workspace's new boot credential, replacing any before: only the
+   * credential its box was last started with lets a register through. A workspace without a
+   * row (it could not register anyway) gets none, rather than failing its box's restart.
+   */
+  async setBootCredential(workspaceId: string, credentialHash: Buffer): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO workspace_boot_credentials (workspace_id, credential_hash) SELECT id, $2 FROM workspaces WHERE id = $1
+       ON CONFLICT (workspace_id) DO UPDATE SET credential_hash = EXCLUDED.credential_hash, created_at = now()`,
+      [workspaceId, credentialHash],
+    );
+  }
+
+  /** The hash of the workspace's pending boot credential; null when none is pending. */
+  async bootCredentialHash(workspaceId: string): Promise<Buffer | null> {
+    const { rows } = await this.pool.query<{ credential_hash: Buffer }>(
+      'SELECT credential_hash FROM workspace_boot_credentials WHERE workspace_id = $1',
+      [workspaceId],
+    );
+    return rows[0]?.credential_hash ?? null;
+  }
+
+  /**
+   * Consumes the workspace's boot credential (by its hash) and stores a new token in one
+   * transaction, under the lock addTokenIfNone takes: of registers racing with the same
+   * credential exactly one mints. False, and nothing changes, when the workspace has a live
+   * token or the credential is not its pending one (wrong, or used already).
+   */
+  async addTokenWithBootCredential(
+    workspaceId: string,
+    credentialHash: Buffer,
+    tokenHash: Buffer,
+    prefix: string,
+  ): Promise<boolean> {
+    return this.transaction(async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [workspaceId]);
+      if ((await this.liveTokenCount(workspaceId, client)) > 0) return false;
+      const { rows } = await client.query<{ credential_hash: Buffer }>(
+        `DELETE FROM workspace_boot_credentials WHERE workspace_id = $1 AND credential_hash = $2
+         RETURNING credential_hash`,
+        [workspaceId, credentialHash],
+      );
+      const consumed = rows[0]?.credential_hash;
+      if (consumed === undefined || !timingSafeEqual(consumed, credentialHash)) return false;
       await client.query('INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ($1, $2, $3)', [
         workspaceId,
         tokenHash,

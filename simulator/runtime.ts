@@ -2,7 +2,8 @@
  * A simulated agent runtime: one process per local box (the local box driver runs it with
  * cwd = the box, WORKSPACE_ID and WORKSPACE_DIR set). It behaves like a real runtime towards the
  * API: registers (poll mode), stores the token it is given, heartbeats, registers again on 401
- * (its tokens were revoked by dead detection), retries transient failures (network, 408, 429,
+ * (its tokens were revoked by dead detection) with the boot credential the restart left in the
+ * box, retries transient failures (network, 408, 429,
  * 5xx) with backoff, and exits cleanly on SIGTERM. Any other refusal (404: the workspace is
  * unknown or removed; 403; 400) is final: it logs why and exits 1. One log line per action on
  * stdout (the box's runtime.log).
@@ -10,11 +11,14 @@
  *   WL_API_URL            the API (required), e.g. http://127.0.0.1:8080
  *   WL_SIM_HEARTBEAT_MS   heartbeat interval (default 30000)
  *   <WORKSPACE_DIR>/runtime-token   the bearer token; written back when register returns one
+ *   <WORKSPACE_DIR>/boot-credential the one-time credential a register needs while the workspace
+ *                                   has no live token; read afresh at each such register
  */
 import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { BOOT_CREDENTIAL_FILE } from '../activities/box/driver.js';
 import { boxPluginsDir, INCOMING_SUFFIX, REVISION_FILE } from '../activities/box/local.js';
 import { MANIFEST_FILE, readManifest } from '../activities/plugins/stage.js';
 import { idleHeartbeat, type HeartbeatInput, type RegisterPayload } from '../workflows/payloads.js';
@@ -97,6 +101,8 @@ export class RefusedError extends Error {}
 
 export class SimulatedRuntime {
   private token: string | null = null;
+  /** Without a token, or since a call was refused with 401: the next register sends the boot credential. */
+  private withBootCredential = false;
   private readonly started = Date.now();
   private plugins: SeenPlugin[] = [];
   private backoffMs = BACKOFF_START_MS;
@@ -115,6 +121,7 @@ export class SimulatedRuntime {
    */
   async run(): Promise<void> {
     this.token = await this.readToken();
+    this.withBootCredential = this.token === null;
     this.plugins = await seenPlugins(this.settings.workspaceDir);
     this.log(
       `start: api ${this.settings.apiUrl}, heartbeat every ${this.settings.heartbeatMs} ms, ` +
@@ -135,6 +142,13 @@ export class SimulatedRuntime {
   }
 
   private async register(): Promise<boolean> {
+    const sent = this.withBootCredential;
+    const headers: Record<string, string> = {};
+    if (sent) {
+      // Read afresh each time: a retried restart may have replaced it.
+      const credential = await this.readBootCredential();
+      if (credential !== null) headers['x-boot-credential'] = credential;
+    }
     const plugins = await seenPlugins(this.settings.workspaceDir);
     this.plugins = plugins;
     const payload = {
@@ -147,9 +161,15 @@ export class SimulatedRuntime {
         skills: plugins.map((p) => ({ id: p.name, name: p.name, version: p.version, revision: p.revision })),
       },
     } satisfies RegisterPayload;
-    const outcome = await this.call('/registry/register', payload);
+    const outcome = await this.call('/registry/register', payload, headers);
     if (outcome.kind === 'stopped') return false;
     if (outcome.kind === 'refused') throw refused('register', outcome);
+    if (outcome.kind === 'unauthorized' && !sent) {
+      // The token was revoked: the workspace is back in bootstrap; again at once, with the credential.
+      this.log(`register refused (${outcome.status} ${outcome.detail}): registering with the boot credential`);
+      this.withBootCredential = true;
+      return this.register();
+    }
     if (outcome.kind !== 'ok') {
       this.log(`register failed: ${describeOutcome(outcome)}`);
       return false;
@@ -159,6 +179,7 @@ export class SimulatedRuntime {
       this.token = token;
       await this.writeToken(token);
     }
+    this.withBootCredential = false;
     this.backoffMs = BACKOFF_START_MS;
     this.log(
       `registered (poll mode)${token !== null ? ', new token stored' : ''}, ${plugins.length} plugin(s) [${describe(plugins)}]`,
@@ -181,6 +202,7 @@ export class SimulatedRuntime {
         return 'ok';
       case 'unauthorized':
         this.log(`heartbeat refused (${outcome.status} ${outcome.detail}): registering again`);
+        this.withBootCredential = true;
         return 'reregister';
       case 'refused':
         throw refused('heartbeat', outcome);
@@ -192,8 +214,12 @@ export class SimulatedRuntime {
     }
   }
 
-  private async call(path: string, body: RegisterPayload | HeartbeatInput): Promise<Outcome> {
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
+  private async call(
+    path: string,
+    body: RegisterPayload | HeartbeatInput,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<Outcome> {
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...extraHeaders };
     if (this.token !== null) headers['authorization'] = `Bearer ${this.token}`;
     let response: Response;
     try {
@@ -245,6 +271,21 @@ export class SimulatedRuntime {
     const text = await readFile(join(this.settings.workspaceDir, TOKEN_FILE), 'utf8').catch(() => null);
     const token = text?.trim() ?? '';
     return token === '' ? null : token;
+  }
+
+  /** The box's boot credential; null (and a log line saying why a register will be refused) when absent. */
+  private async readBootCredential(): Promise<string | null> {
+    const file = join(this.settings.workspaceDir, BOOT_CREDENTIAL_FILE);
+    const text = await readFile(file, 'utf8').catch((err: unknown) => {
+      this.log(
+        `no boot credential to register with (${file}: ${(err as NodeJS.ErrnoException).code ?? describeError(err)}); ` +
+          'the API refuses a register without it while the workspace has no live token',
+      );
+      return null;
+    });
+    const credential = text?.trim() ?? '';
+    if (text !== null && credential === '') this.log(`the boot credential file ${file} is empty`);
+    return credential === '' ? null : credential;
   }
 
   private async writeToken(token: string): Promise<void> {

@@ -3,7 +3,8 @@
  * heartbeat, relayed to the workspace's workflow as signals (signal-with-start). A heartbeat is
  * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
  * record_heartbeat); the README's "Heartbeats" section has the rule.
- * Auth: the workspace's instance token, or none for a register in bootstrap (api/tokens.ts).
+ * Auth: the workspace's instance token, or for a register while it has none the boot credential
+ * its box was started with (api/tokens.ts).
  */
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
@@ -17,19 +18,34 @@ import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
 import { errors } from '../schemas.js';
 import { unsafeUrlReason } from '../ssrf.js';
-import { authorizeRuntime, bearerToken, hashToken, mintTokenIfNone, type RuntimeCall } from '../tokens.js';
+import { hashSecret } from '../../db/secrets.js';
+import {
+  authorizeRuntime,
+  bearerToken,
+  BOOT_CREDENTIAL_HEADER,
+  mintTokenWithBootCredential,
+  WRONG_BOOT_CREDENTIAL,
+  type RuntimeCall,
+} from '../tokens.js';
 
 export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
   const relayOptions = { taskQueue: settings.taskQueue, start: ctx.startInput };
 
-  async function requireRuntime(request: FastifyRequest, id: string, call: RuntimeCall): Promise<WorkspaceAccess> {
+  /** The workspace's access row, and the hash of the boot credential when one let a register in. */
+  async function requireRuntime(
+    request: FastifyRequest,
+    id: string,
+    call: RuntimeCall,
+  ): Promise<{ access: WorkspaceAccess; bootCredential?: Buffer }> {
     const access = await ctx.requireLiveWorkspace(id);
-    const outcome = await ctx.db(() =>
-      authorizeRuntime(store, id, call, request.headers.authorization, access.liveTokens),
-    );
+    const credentials = {
+      authorization: request.headers.authorization,
+      bootCredential: request.headers[BOOT_CREDENTIAL_HEADER],
+    };
+    const outcome = await ctx.db(() => authorizeRuntime(store, id, call, credentials, access.liveTokens));
     if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
-    return access;
+    return outcome.bootCredential === undefined ? { access } : { access, bootCredential: outcome.bootCredential };
   }
 
   /**
@@ -44,7 +60,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       bearer === undefined
         ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0 })
         : ctx.db(() =>
-            store.recordHeartbeat(hashToken(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
+            store.recordHeartbeat(hashSecret(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
           );
     const first = await record();
     if (first.outcome === 'ok') return first;
@@ -60,7 +76,9 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     {
       schema: {
         summary: 'A runtime registers; relayed as the `register` signal',
-        security: [{ bearer: [] }],
+        description:
+          'With the instance token, or while the workspace has no live token with the one-time boot credential its box was started with (X-Boot-Credential), which mints the new token.',
+        security: [{ bearer: [] }, { bootCredential: [] }],
         body: registerPayloadSchema,
         response: {
           200: z.object({
@@ -75,7 +93,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     async (request) =>
       ctx.admitted(async () => {
         const body = request.body;
-        const access = await requireRuntime(request, body.id, 'register');
+        const { access, bootCredential } = await requireRuntime(request, body.id, 'register');
         // The workflow's rule decides the mode, over the mode it last projected (no worker needed);
         // the API checks the URL that mode needs. A workspace projected by a run from before the
         // mode was projected has none stored: the workflow itself says (that needs a worker).
@@ -96,7 +114,15 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         await store
           .noteRegister(body.id)
           .catch((err: unknown) => request.log.warn({ err }, 'noting the register failed'));
-        const token = await ctx.db(() => mintTokenIfNone(store, body.id));
+        // A live token let it in: none is minted. A boot credential did: it is consumed as the token
+        // is minted, in one transaction, so of registers racing with it exactly one gets a token;
+        // the others are 401 (their signals were relayed: they carried the credential too). Consumed
+        // only now, so a register refused on the way (Temporal unavailable) can be retried with it.
+        const token =
+          bootCredential === undefined
+            ? null
+            : await ctx.db(() => mintTokenWithBootCredential(store, body.id, bootCredential));
+        if (bootCredential !== undefined && token === null) throw new HttpError(401, WRONG_BOOT_CREDENTIAL);
         return { status: 'registered' as const, delivery_mode: deliveryMode, ...(token ? { auth_token: token } : {}) };
       }),
   );

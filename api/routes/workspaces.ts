@@ -25,7 +25,11 @@ import { declaredPluginsSchema, errorBody, errors, idParams } from '../schemas.j
 import { isAdmin, mintTokenIfNone } from '../tokens.js';
 
 /** What `GET /workspaces/:id` answers: the workflow's state and the heartbeat ledger's row. */
-export type WorkspaceView = WorkspaceState & { heartbeatLedger: HeartbeatLedger };
+export type WorkspaceView = WorkspaceState & {
+  heartbeatLedger: HeartbeatLedger;
+  /** Whether a boot credential from the last restart awaits a register (never its value). */
+  bootCredentialPending: boolean;
+};
 
 export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
@@ -127,7 +131,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     {
       schema: {
         summary:
-          "The workflow's `state` query, with `heartbeatLedger`: the last heartbeat the API recorded and how many wait to be forwarded",
+          "The workflow's `state` query, with `heartbeatLedger`: the last heartbeat the API recorded and how many wait to be forwarded, and `bootCredentialPending`: whether a boot credential awaits a register",
         security: [{ bearer: [] }],
         params: idParams,
         response: {
@@ -141,11 +145,12 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const id = request.params.id;
         if ((await ctx.db(() => store.workspaceAccess(id))) === null)
           throw new HttpError(404, `unknown workspace ${id}`);
-        const [state, heartbeatLedger] = await Promise.all([
+        const [state, heartbeatLedger, bootCredential] = await Promise.all([
           ctx.queryState(id),
           ctx.db(() => store.heartbeatLedger(id)),
+          ctx.db(() => store.bootCredentialHash(id)),
         ]);
-        const view: WorkspaceView = { ...state, heartbeatLedger };
+        const view: WorkspaceView = { ...state, heartbeatLedger, bootCredentialPending: bootCredential !== null };
         return view as unknown as Record<string, unknown>;
       }),
   );

@@ -2,10 +2,16 @@
  * The HTTP API against the real time-skipping Temporal server, a real worker (mocked box
  * activities) and real PostgreSQL, through Fastify's in-process injection.
  */
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BOOT_CREDENTIAL_FILE } from '../../activities/box/driver.js';
+import { LocalBoxDriver } from '../../activities/box/local.js';
+import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { defaultAdmissionSettings } from '../../api/admission.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
 import { Store } from '../../db/store.js';
@@ -13,8 +19,9 @@ import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js'
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
+import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
-import { connectTestStore, ensureWorkspace, readProjection } from '../helpers/postgres.js';
+import { connectTestStore, ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 const ADMIN = 'test-admin-token-0123456789';
@@ -137,10 +144,18 @@ describe('runtime endpoints', () => {
     expect(list.json<{ workspaces: { id: string }[] }>().workspaces.map((w) => w.id)).toContain(id);
   });
 
-  it('bootstrap: a workspace without a live token registers without a bearer and gets one, shown once', async () => {
+  it('bootstrap: a workspace without a live token registers with its boot credential and gets one, shown once', async () => {
     const id = uniqueId('api-boot');
     await ensureWorkspace(store, id);
-    const first = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+    const tokenless = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+    expect(tokenless.statusCode, tokenless.body).toBe(401);
+    const credential = await giveBootCredential(store, id);
+    const first = await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: { 'x-boot-credential': credential },
+      payload: registerBody(id),
+    });
     expect(first.statusCode, first.body).toBe(200);
     const token = first.json<{ auth_token?: string }>().auth_token;
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
@@ -324,7 +339,7 @@ describe('runtime endpoints', () => {
     expect(await heartbeat({ authorization: `Bearer ${a.token}` })).toBe(200);
   });
 
-  it('dead detection revokes the token: the workspace is back in bootstrap and its next register mints a new one', async () => {
+  it('dead detection revokes the token: the workspace is back in bootstrap and its next register, with the boot credential, mints a new one', async () => {
     const { id, token } = await createWorkspace();
     fake.probeScript.set(id, ['not-running']);
     await api.inject({
@@ -360,8 +375,26 @@ describe('runtime endpoints', () => {
     }
     expect((await state(id)).counters.heartbeats).toBe(heartbeatsBefore);
 
-    // The old token no longer counts; the restarted runtime registers without it and gets a new one.
-    const reg = await api.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+    // The old token no longer counts, and neither does a register without a credential: the
+    // restarted runtime registers with the boot credential its box was started with, and gets a new token.
+    for (const headers of [{ authorization: `Bearer ${token}` }, {}]) {
+      const refused = await api.inject({
+        method: 'POST',
+        url: '/registry/register',
+        headers,
+        payload: registerBody(id),
+      });
+      expect(refused.statusCode, refused.body).toBe(401);
+      expect(refused.json<{ error: string }>().error).toMatch(
+        /^the workspace has no live token: register with the boot/,
+      );
+    }
+    const reg = await api.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: { 'x-boot-credential': await giveBootCredential(store, id) },
+      payload: registerBody(id),
+    });
     expect(reg.statusCode, reg.body).toBe(200);
     const fresh = reg.json<{ auth_token?: string }>().auth_token;
     expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
@@ -402,6 +435,157 @@ describe('runtime endpoints', () => {
     });
     expect(late.statusCode).toBe(404);
     expect(late.json()).toEqual({ error: `workspace ${id} is removed` });
+  });
+});
+
+describe('boot credential', () => {
+  const missing =
+    'the workspace has no live token: register with the boot credential its box was started with ' +
+    '(header X-Boot-Credential, from the file boot-credential in the box)';
+  let boxesDir: string;
+  let driver: LocalBoxDriver;
+  beforeAll(async () => {
+    boxesDir = await mkdtemp(join(tmpdir(), 'wl-boot-'));
+    driver = new LocalBoxDriver({ root: boxesDir, runtimeCommand: null });
+  });
+  afterAll(async () => {
+    await rm(boxesDir, { recursive: true, force: true });
+  });
+
+  const register = (id: string, headers: Record<string, string> = {}) =>
+    api.inject({ method: 'POST', url: '/registry/register', headers, payload: registerBody(id) });
+
+  /** A registered workspace whose tokens a dead verdict then revoked. */
+  async function revokedWorkspace(): Promise<{ id: string; token: string }> {
+    const created = await createWorkspace();
+    expect((await register(created.id, { authorization: `Bearer ${created.token}` })).statusCode).toBe(200);
+    expect(await store.revokeInstanceTokens(created.id)).toBe(1);
+    return created;
+  }
+
+  /** The restart activity, as the worker runs it, on a local box; the credential it left in the box. */
+  async function restartBox(id: string): Promise<string> {
+    await driver.createBox(id);
+    const activities = createLifecycleActivities({ store, driver });
+    const input = { workspaceId: id, restartId: `r-${id}` };
+    const result = await new MockActivityEnvironment().run((i: typeof input) => activities.restartBox(i), input);
+    // A second run for the same restart id is a retried activity: the box is not restarted twice.
+    expect(['restarted', 'already-restarted']).toContain(result);
+    return (await readFile(join(driver.boxDir(id), BOOT_CREDENTIAL_FILE), 'utf8')).trim();
+  }
+
+  it('after a revocation, a register with no credential, the revoked token or a wrong credential is 401', async () => {
+    const { id, token } = await revokedWorkspace();
+    const attempts: Record<string, string>[] = [{}, { authorization: `Bearer ${token}` }];
+    for (const headers of attempts) {
+      const res = await register(id, headers);
+      expect(res.statusCode, res.body).toBe(401);
+      expect(res.json()).toEqual({ error: missing });
+    }
+    await restartBox(id);
+    const wrong = await register(id, { 'x-boot-credential': 'A'.repeat(43) });
+    expect(wrong.statusCode, wrong.body).toBe(401);
+    expect(wrong.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
+    expect(await store.liveTokenCount(id)).toBe(0);
+  });
+
+  it('the credential the restart wrote into the box registers once, and mints a new token', async () => {
+    const { id, token } = await revokedWorkspace();
+    const credential = await restartBox(id);
+    expect(credential).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    // Only its hash is stored.
+    const { rows } = await store.pool.query<{ credential_hash: Buffer }>(
+      'SELECT credential_hash FROM workspace_boot_credentials WHERE workspace_id = $1',
+      [id],
+    );
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.credential_hash.toString('base64url')).not.toBe(credential);
+
+    const first = await register(id, { 'x-boot-credential': credential });
+    expect(first.statusCode, first.body).toBe(200);
+    const fresh = first.json<{ auth_token?: string }>().auth_token;
+    expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(fresh).not.toBe(token);
+    expect(await store.liveTokenCount(id)).toBe(1);
+
+    // One-time: the same credential again (a token is live now, so it is the bearer rule that refuses).
+    const again = await register(id, { 'x-boot-credential': credential });
+    expect(again.statusCode, again.body).toBe(401);
+    // Even once the new token is revoked too.
+    await store.revokeInstanceTokens(id);
+    const used = await register(id, { 'x-boot-credential': credential });
+    expect(used.statusCode, used.body).toBe(401);
+    expect(used.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
+  });
+
+  it('a retried restart replaces the credential: only the one the box holds now registers', async () => {
+    const { id } = await revokedWorkspace();
+    const older = await restartBox(id);
+    const newer = await restartBox(id);
+    expect(newer).not.toBe(older);
+    const stale = await register(id, { 'x-boot-credential': older });
+    expect(stale.statusCode, stale.body).toBe(401);
+    const res = await register(id, { 'x-boot-credential': newer });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json<{ auth_token?: string }>().auth_token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('two registers racing with the same credential: exactly one gets a token', async () => {
+    const { id } = await revokedWorkspace();
+    const credential = await restartBox(id);
+    const answers = await Promise.all([1, 2, 3].map(() => register(id, { 'x-boot-credential': credential })));
+    const tokens = answers.flatMap((a) =>
+      a.statusCode === 200 ? [a.json<{ auth_token?: string }>().auth_token ?? 'none'] : [],
+    );
+    expect(tokens).toHaveLength(1);
+    expect(tokens[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(answers.filter((a) => a.statusCode === 401)).toHaveLength(2);
+    expect(await store.liveTokenCount(id)).toBe(1);
+  });
+
+  it('the simulated runtime, its token revoked, registers again with the credential the restart left in its box', async () => {
+    const { id, token } = await revokedWorkspace();
+    await driver.createBox(id);
+    await writeFile(join(driver.boxDir(id), TOKEN_FILE), `${token}\n`);
+    await restartBox(id);
+    const served = await buildApi(env.client, store, settings());
+    const stop = new AbortController();
+    const lines: string[] = [];
+    try {
+      const apiUrl = await served.listen({ host: '127.0.0.1', port: 0 });
+      const workspaceDir = driver.boxDir(id);
+      const runtime = new SimulatedRuntime(
+        { workspaceId: id, workspaceDir, apiUrl, heartbeatMs: 100 },
+        stop.signal,
+        (l) => lines.push(l),
+      );
+      const running = runtime.run();
+      await expect.poll(() => store.liveTokenCount(id), { timeout: 10_000 }).toBe(1);
+      await expect
+        .poll(async () => (await readFile(join(workspaceDir, TOKEN_FILE), 'utf8')).trim(), { timeout: 10_000 })
+        .not.toBe(token);
+      await expect.poll(() => lines.some((l) => l.startsWith('heartbeat ok')), { timeout: 10_000 }).toBe(true);
+      stop.abort();
+      await running;
+    } finally {
+      stop.abort();
+      await served.close();
+    }
+    expect(lines.join('\n')).toContain('register refused (401 the workspace has no live token: register with the boot');
+    expect(await store.bootCredentialHash(id)).toBeNull();
+  });
+
+  it('a live bearer token still registers, with or without a pending credential', async () => {
+    const { id, token } = await createWorkspace();
+    const bearer = { authorization: `Bearer ${token}` };
+    expect((await register(id, bearer)).json()).toEqual({ status: 'registered', delivery_mode: 'push' });
+    const credential = await restartBox(id);
+    const res = await register(id, { ...bearer, 'x-boot-credential': credential });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json()).toEqual({ status: 'registered', delivery_mode: 'push' });
+    expect(await store.liveTokenCount(id)).toBe(1);
+    const view = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(view.json<{ bootCredentialPending?: boolean }>().bootCredentialPending).toBe(true);
   });
 });
 

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
+import { hashSecret, newSecret } from '../../db/secrets.js';
 import { Store, type Projection } from '../../db/store.js';
 
 /**
@@ -31,6 +32,13 @@ export async function connectTestStore(isolated?: string): Promise<Store> {
 /** A bare workspace row, as if created outside the API. */
 export async function ensureWorkspace(store: Store, workspaceId: string): Promise<void> {
   await store.pool.query('INSERT INTO workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [workspaceId]);
+}
+
+/** A new boot credential for the workspace, as a restart hands its box one; returns the credential. */
+export async function giveBootCredential(store: Store, workspaceId: string): Promise<string> {
+  const credential = newSecret();
+  await store.setBootCredential(workspaceId, hashSecret(credential));
+  return credential;
 }
 
 /** The workspace's projection row as SQL readers see it; null when there is none. */

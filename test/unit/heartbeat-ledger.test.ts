@@ -4,7 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../db/store.js';
-import { hashToken, mintTokenIfNone } from '../../api/tokens.js';
+import { mintTokenIfNone } from '../../api/tokens.js';
+import { hashSecret } from '../../db/secrets.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { uniqueId } from '../helpers/worker.js';
 
@@ -25,7 +26,7 @@ async function workspace(status = 'online'): Promise<{ id: string; token: Buffer
   await store.pool.query('UPDATE workspaces SET status = $2 WHERE id = $1', [id, status]);
   const token = await mintTokenIfNone(store, id);
   if (token === null) throw new Error('no token minted');
-  return { id, token: hashToken(token) };
+  return { id, token: hashSecret(token) };
 }
 
 describe('heartbeat ledger', () => {
@@ -137,7 +138,7 @@ describe('heartbeat ledger', () => {
       outcome: 'not-found',
     });
     expect(await store.recordHeartbeat(b.token, a.id, steady, EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
-    expect(await store.recordHeartbeat(hashToken('not-a-real-token-at-all'), a.id, steady, EVERY_MS)).toMatchObject({
+    expect(await store.recordHeartbeat(hashSecret('not-a-real-token-at-all'), a.id, steady, EVERY_MS)).toMatchObject({
       outcome: 'unauthorized',
     });
     await store.revokeInstanceTokens(a.id);
