@@ -1,6 +1,7 @@
 /**
- * Schemas the routes share: the error body every non-2xx answer uses, path parameters and the
- * declared plugin set. The runtime's payload schemas are in payload-schemas.ts.
+ * Schemas the routes share: the error body every non-2xx answer uses, path parameters, the
+ * declared plugin set and a box's connection settings. The runtime's payload schemas are in
+ * payload-schemas.ts.
  */
 import { z } from 'zod';
 import { SAFE_PLUGIN_NAME } from '../activities/plugins/errors.js';
@@ -32,3 +33,39 @@ export const declaredPluginsSchema = z
   )
   .max(200)
   .refine((plugins) => new Set(plugins.map((p) => p.name)).size === plugins.length, 'plugin names must be unique');
+
+/**
+ * How the worker reaches a workspace's box: `local` (the worker's default driver) or `ssh`. The
+ * host key is pinned: the SSH driver never accepts another one. `key_ref` names a private key
+ * file in the worker's key directory (WL_SSH_KEY_DIR); no secret travels or is stored here.
+ */
+export const boxSettingsSchema = z.discriminatedUnion('driver', [
+  z.strictObject({ driver: z.literal('local') }),
+  z.strictObject({
+    driver: z.literal('ssh'),
+    host: z
+      .string()
+      .min(1)
+      .max(253)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9.:-]*$/, 'must be a host name or an IP address'),
+    port: z.number().int().min(1).max(65535).default(22),
+    user: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, 'must be a user name'),
+    key_ref: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be a file name in the worker key directory (no slashes)'),
+    host_key: z
+      .string()
+      .regex(
+        /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+={0,3}$/,
+        "must be the box's public host key, '<type> <base64>' (ssh-keyscan or /etc/ssh/ssh_host_*_key.pub on the box)",
+      ),
+    root: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._/-]*$/, "must be an absolute path (letters, digits, '.', '_', '-', '/')")
+      .refine((path) => !path.split('/').includes('..'), "must not contain '..'"),
+    restart_command: z.string().min(1).max(1000),
+    running_command: z.string().min(1).max(1000),
+    stop_command: z.string().min(1).max(1000).optional(),
+  }),
+]);
+export type BoxSettingsBody = z.infer<typeof boxSettingsSchema>;

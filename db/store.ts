@@ -390,6 +390,21 @@ export class Store {
     await this.pool.query('SELECT 1');
   }
 
+  /** Sets how the worker reaches the workspace's box (null: the default driver); false for an unknown workspace. */
+  async setBoxSettings(workspaceId: string, box: object | null): Promise<boolean> {
+    const { rowCount } = await this.pool.query('UPDATE workspaces SET box = $2 WHERE id = $1 AND removed_at IS NULL', [
+      workspaceId,
+      box === null ? null : JSON.stringify(box),
+    ]);
+    return rowCount === 1;
+  }
+
+  /** How the worker reaches the workspace's box, as stored (unvalidated); null: the default driver. */
+  async boxSettings(workspaceId: string): Promise<unknown> {
+    const { rows } = await this.pool.query<{ box: unknown }>('SELECT box FROM workspaces WHERE id = $1', [workspaceId]);
+    return rows[0]?.box ?? null;
+  }
+
   async deleteTrackingRow(workspaceId: string, pluginName: string): Promise<void> {
     await this.pool.query('DELETE FROM installed_plugins WHERE workspace_id = $1 AND plugin_name = $2', [
       workspaceId,

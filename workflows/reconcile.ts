@@ -93,18 +93,18 @@ export async function runReconcile(
     ...undeclared.map((plugin) => removePlugin(workspaceId, plugin)),
     ...drift.redeliver.map((plugin) => deliverAgain(workspaceId, plugin, 'repaired')),
     ...drift.rerecord.map(({ plugin, revision }) => rerecord(workspaceId, plugin, revision)),
-    ...relapsed.map((plugin): PluginOutcome => ({
-      name: plugin.name,
-      status: 'failed',
-      error:
-        'drifted again right after its repair and the restart: the box does not keep it (check what rewrites ' +
-        "the box's plugin directory); the next resync or POST /workspaces/:id/reconcile tries again",
-    })),
     ...refreshes.map((plugin) => deliverAgain(workspaceId, plugin, 'upgraded')),
   ]);
+  const relapses = relapsed.map((plugin): PluginOutcome => ({
+    name: plugin.name,
+    status: 'failed',
+    error:
+      'drifted again right after its repair and the restart: the box does not keep it (check what rewrites ' +
+      "the box's plugin directory); the next resync or POST /workspaces/:id/reconcile tries again",
+  }));
   return {
     ...declared,
-    outcomes: outcomes.filter((outcome) => outcome !== null),
+    outcomes: [...outcomes.filter((outcome) => outcome !== null), ...relapses],
     ...(verifyError === undefined ? {} : { verifyError }),
   };
 }

@@ -21,15 +21,59 @@ import { statuses, type WorkspaceState } from '../../workflows/state-machine.js'
 import type { HeartbeatLedger } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError } from '../errors.js';
-import { declaredPluginsSchema, errorBody, errors, idParams } from '../schemas.js';
+import {
+  boxSettingsSchema,
+  declaredPluginsSchema,
+  errorBody,
+  errors,
+  idParams,
+  type BoxSettingsBody,
+} from '../schemas.js';
 import { isAdmin, mintTokenIfNone } from '../tokens.js';
 
-/** What `GET /workspaces/:id` answers: the workflow's state and the heartbeat ledger's row. */
+/** What `GET /workspaces/:id` answers: the workflow's state, the heartbeat ledger's row and the box settings. */
 export type WorkspaceView = WorkspaceState & {
   heartbeatLedger: HeartbeatLedger;
   /** Whether a boot credential from the last restart awaits a register (never its value). */
   bootCredentialPending: boolean;
+  box: BoxSettingsBody;
 };
+
+/** The stored form (the driver's field names); null for the default driver. */
+function storedBox(body: BoxSettingsBody): object | null {
+  if (body.driver === 'local') return null;
+  return {
+    driver: 'ssh',
+    host: body.host,
+    port: body.port,
+    user: body.user,
+    keyRef: body.key_ref,
+    hostKey: body.host_key,
+    root: body.root,
+    restartCommand: body.restart_command,
+    runningCommand: body.running_command,
+    ...(body.stop_command === undefined ? {} : { stopCommand: body.stop_command }),
+  };
+}
+
+/** The API's form of what is stored (unreadable settings show as the default driver's). */
+function boxBody(stored: unknown): BoxSettingsBody {
+  if (stored === null || typeof stored !== 'object') return { driver: 'local' };
+  const box = stored as Record<string, unknown>;
+  const parsed = boxSettingsSchema.safeParse({
+    driver: box['driver'],
+    host: box['host'],
+    port: box['port'],
+    user: box['user'],
+    key_ref: box['keyRef'],
+    host_key: box['hostKey'],
+    root: box['root'],
+    restart_command: box['restartCommand'],
+    running_command: box['runningCommand'],
+    ...(box['stopCommand'] === undefined ? {} : { stop_command: box['stopCommand'] }),
+  });
+  return parsed.success ? parsed.data : { driver: 'local' };
+}
 
 export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
@@ -145,12 +189,18 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const id = request.params.id;
         if ((await ctx.db(() => store.workspaceAccess(id))) === null)
           throw new HttpError(404, `unknown workspace ${id}`);
-        const [state, heartbeatLedger, bootCredential] = await Promise.all([
+        const [state, heartbeatLedger, bootCredential, box] = await Promise.all([
           ctx.queryState(id),
           ctx.db(() => store.heartbeatLedger(id)),
           ctx.db(() => store.bootCredentialHash(id)),
+          ctx.db(() => store.boxSettings(id)),
         ]);
-        const view: WorkspaceView = { ...state, heartbeatLedger, bootCredentialPending: bootCredential !== null };
+        const view: WorkspaceView = {
+          ...state,
+          heartbeatLedger,
+          bootCredentialPending: bootCredential !== null,
+          box: boxBody(box),
+        };
         return view as unknown as Record<string, unknown>;
       }),
   );
@@ -178,6 +228,34 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         await ctx.db(() => store.setDeclaredPlugins(id, plugins));
         await ctx.temporal(() => ctx.handle(id).signal(declarePluginsSignal), SIGNAL);
         return reply.status(202).send({ status: 'declared' as const, plugins });
+      }),
+  );
+
+  app.put(
+    '/workspaces/:id/box',
+    {
+      schema: {
+        summary:
+          "How the worker reaches the workspace's box: `local` (the default driver) or `ssh` with a pinned host key; used from the next box operation on",
+        security: [{ bearer: [] }],
+        params: idParams,
+        body: boxSettingsSchema,
+        response: {
+          200: z.object({ status: z.literal('box set'), box: boxSettingsSchema }),
+          ...errors(400, 401, 404, 409, 429, 503),
+        },
+      },
+    },
+    async (request) =>
+      ctx.admitted(async () => {
+        const id = request.params.id;
+        const access = await ctx.requireLiveWorkspace(id);
+        if (access.external)
+          throw new HttpError(409, `workspace ${id} runs an external runtime: the service does not reach its box`);
+        const box = request.body;
+        if (!(await ctx.db(() => store.setBoxSettings(id, storedBox(box)))))
+          throw new HttpError(404, `unknown workspace ${id}`);
+        return { status: 'box set' as const, box };
       }),
   );
 

@@ -590,6 +590,69 @@ describe('boot credential', () => {
 });
 
 describe('workspace management', () => {
+  it('a box reached over SSH: settings stored with a pinned host key, shown by GET, back to local; bad settings name the field', async () => {
+    const { id } = await createWorkspace();
+    const ssh = {
+      driver: 'ssh',
+      host: '10.0.0.5',
+      user: 'agent',
+      key_ref: 'fleet-key',
+      host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHcUu9gOeOeNK4Jc8Q6kG0xB9Z9nC9ZkcdYPh6lqfA8x',
+      root: '/home/agent/box',
+      restart_command: 'sudo systemctl restart agent',
+      running_command: 'systemctl is-active --quiet agent',
+    };
+    const set = await api.inject({ method: 'PUT', url: `/workspaces/${id}/box`, headers: admin, payload: ssh });
+    expect(set.statusCode, set.body).toBe(200);
+    expect(set.json()).toEqual({ status: 'box set', box: { ...ssh, port: 22 } });
+    expect(await store.boxSettings(id)).toEqual({
+      driver: 'ssh',
+      host: '10.0.0.5',
+      port: 22,
+      user: 'agent',
+      keyRef: 'fleet-key',
+      hostKey: ssh.host_key,
+      root: '/home/agent/box',
+      restartCommand: 'sudo systemctl restart agent',
+      runningCommand: 'systemctl is-active --quiet agent',
+    });
+    const read = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(read.json<{ box: unknown }>().box).toEqual({ ...ssh, port: 22 });
+
+    for (const [field, value, says] of [
+      ['host_key', 'AAAA', 'public host key'],
+      ['key_ref', '../../etc/shadow', 'no slashes'],
+      ['root', 'relative/box', 'absolute path'],
+      ['port', 70000, 'port'],
+    ] as const) {
+      const bad = await api.inject({
+        method: 'PUT',
+        url: `/workspaces/${id}/box`,
+        headers: admin,
+        payload: { ...ssh, [field]: value },
+      });
+      expect(bad.statusCode, `${field}: ${bad.body}`).toBe(400);
+      expect(bad.body).toContain(says);
+    }
+    expect(await store.boxSettings(id)).toMatchObject({ host: '10.0.0.5' });
+
+    const local = await api.inject({
+      method: 'PUT',
+      url: `/workspaces/${id}/box`,
+      headers: admin,
+      payload: { driver: 'local' },
+    });
+    expect(local.statusCode, local.body).toBe(200);
+    expect(await store.boxSettings(id)).toBeNull();
+    const unknown = await api.inject({
+      method: 'PUT',
+      url: '/workspaces/nobody-here/box',
+      headers: admin,
+      payload: { driver: 'local' },
+    });
+    expect(unknown.statusCode).toBe(404);
+  });
+
   it('restart, declared plugins and dispatch-failed verdicts reach the workflow', async () => {
     const { id, token } = await createWorkspace();
     await api.inject({
@@ -1190,6 +1253,7 @@ describe('operations', () => {
         'PUT /workspaces/{id}/plugins',
         'POST /workspaces/{id}/restart',
         'POST /workspaces/{id}/reconcile',
+        'PUT /workspaces/{id}/box',
         'POST /workspaces/{id}/dispatch-failed',
         'DELETE /workspaces/{id}',
         'GET /healthz',
