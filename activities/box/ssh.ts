@@ -12,9 +12,9 @@
  * the callers retry.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertSafePluginName } from '../plugins/errors.js';
@@ -75,6 +75,7 @@ const EXIT_STOP_UNSUPPORTED = 8;
 const SSH_FAILED = 255;
 
 const STDERR_KEEP_BYTES = 16 * 1024;
+const MAX_SOCKET_PATH_BYTES = 100;
 
 export class SshBoxDriver implements BoxDriver {
   private readonly connectTimeoutSeconds: number;
@@ -84,7 +85,8 @@ export class SshBoxDriver implements BoxDriver {
   private readonly sshPath: string;
   /** Per-driver files: each box's one-line known-hosts file and its shared-connection socket. */
   private stateDir: Promise<string> | null = null;
-  private readonly written = new Set<string>();
+  /** The connections (by key) this driver made, whose shared connection `close()` ends. */
+  private readonly connections = new Set<string>();
 
   constructor(private readonly options: SshDriverOptions) {
     this.connectTimeoutSeconds = options.connectTimeoutSeconds ?? 5;
@@ -152,9 +154,10 @@ export class SshBoxDriver implements BoxDriver {
       ],
       { pipeFrom: ['tar', '-C', plugin.path, '-cf', '-', '.'], timeoutMs: this.transferTimeoutMs },
     );
-    this.expectSuccess(workspaceId, 'deliver plugin', result);
+    // A tar that failed is the cause of whatever the box then said about its input.
     if (result.producer !== undefined && result.producer.code !== 0)
       throw new Error(`tar of ${plugin.path} failed (exit ${result.producer.code}): ${tail(result.producer.stderr)}`);
+    this.expectSuccess(workspaceId, 'deliver plugin', result);
     return 'delivered';
   }
 
@@ -265,7 +268,7 @@ export class SshBoxDriver implements BoxDriver {
     const path = await dir;
     if (this.shareConnections)
       await Promise.all(
-        [...this.written].map((key) =>
+        [...this.connections].map((key) =>
           runProcess(
             this.sshPath,
             ['-F', '/dev/null', '-o', `ControlPath=${join(path, `c-${key}`)}`, '-O', 'exit', 'box'],
@@ -275,7 +278,7 @@ export class SshBoxDriver implements BoxDriver {
           ).catch(() => undefined),
         ),
       );
-    this.written.clear();
+    this.connections.clear();
     await rm(path, { recursive: true, force: true });
   }
 
@@ -368,10 +371,21 @@ export class SshBoxDriver implements BoxDriver {
       .digest('hex')
       .slice(0, 16);
     const knownHosts = join(dir, `known_hosts-${key}`);
-    if (!this.written.has(key)) {
-      await writeFile(knownHosts, `${knownHostsPattern(settings)} ${settings.hostKey}\n`, { mode: 0o600 });
-      this.written.add(key);
+    // Checked each time, as a cleaner of temporary files may have deleted it: a missing file
+    // would read as a host key mismatch. Written whole (beside, then renamed), so a connection
+    // made meanwhile never reads half of it.
+    const present = await access(knownHosts).then(
+      () => true,
+      () => false,
+    );
+    if (!present) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const temporary = `${knownHosts}.${process.pid}-${randomBytes(4).toString('hex')}`;
+      await writeFile(temporary, `${knownHostsPattern(settings)} ${settings.hostKey}\n`, { mode: 0o600 });
+      await rename(temporary, knownHosts);
     }
+    this.connections.add(key);
+    const controlPath = join(dir, `c-${key}`);
     const args = [
       // No user or system configuration: the settings here are the whole story.
       '-F',
@@ -403,8 +417,9 @@ export class SshBoxDriver implements BoxDriver {
       '-l',
       settings.user,
     ];
-    if (this.shareConnections)
-      args.push('-o', 'ControlMaster=auto', '-o', `ControlPath=${join(dir, `c-${key}`)}`, '-o', 'ControlPersist=60s');
+    // A Unix socket's path has room for about 100 bytes; a longer one would fail every call.
+    if (this.shareConnections && Buffer.byteLength(controlPath) < MAX_SOCKET_PATH_BYTES)
+      args.push('-o', 'ControlMaster=auto', '-o', `ControlPath=${controlPath}`, '-o', 'ControlPersist=60s');
     return [...args, '--', settings.host];
   }
 

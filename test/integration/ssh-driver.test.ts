@@ -258,6 +258,14 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
     expect(events.match(/ deliver notes /g)).toHaveLength(2);
   });
 
+  it('a staged tree that cannot be read fails the delivery (retryable) and leaves the plugin as it was', async () => {
+    const gone = { pluginName: 'notes', revision: 'c'.repeat(40), path: join(work, 'staged', 'never-staged') };
+    const err = await failure(driver.deliverPlugin('ws-main', gone));
+    expect(isPermanentBoxError(err)).toBe(false);
+    expect(String(err)).toMatch(/tar of .*never-staged failed/);
+    expect(readFileSync(join(plugins, 'notes', '.revision'), 'utf8')).toBe('b'.repeat(40));
+  });
+
   it('removes a plugin whole; a second removal finds it absent', async () => {
     expect(await driver.removePlugin('ws-main', 'notes')).toBe('removed');
     expect(existsSync(join(plugins, 'notes'))).toBe(false);
