@@ -47,6 +47,8 @@ export interface Settings {
   databaseUrl: string | undefined;
   boxesDir: string;
   runtimeCommand: string[] | null;
+  /** The SSH box driver's private key files, which a workspace's SSH settings name by `keyRef`. */
+  sshKeyDir: string;
   sources: SourceSettings & StageSettings;
   maxCachedWorkflows: number;
   workflowHeapMb: number | null;
@@ -72,6 +74,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     databaseUrl: env['DATABASE_URL'] || undefined,
     boxesDir: boxesDirFromEnv(env),
     runtimeCommand: runtimeCommandFromEnv(env),
+    sshKeyDir: sshKeyDirFromEnv(env),
     sources: sourceSettingsFromEnv(env),
     maxCachedWorkflows: integer(env, 'WL_WORKER_MAX_CACHED_WORKFLOWS', 10_000, 2),
     workflowHeapMb:
@@ -229,6 +232,11 @@ export function simulatorReposDir(dataDirectory: string): string {
 /** Where the local box driver keeps its boxes: `WL_BOXES_DIR` or `<data dir>/boxes`. */
 export function boxesDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env['WL_BOXES_DIR'] ?? dataPath('boxes', env));
+}
+
+/** Where the SSH box driver finds the private keys workspaces name: `WL_SSH_KEY_DIR` or `<data dir>/ssh-keys`. */
+export function sshKeyDirFromEnv(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env['WL_SSH_KEY_DIR'] ?? dataPath('ssh-keys', env));
 }
 
 /** The admin token `npm start` makes when `WL_ADMIN_TOKEN` is unset, for the simulator to read. */

@@ -8,7 +8,7 @@ import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
 import type { InstalledVia } from '../workflows/state-machine.js';
-import type { BoxDriver } from './box/driver.js';
+import { isPermanentBoxError, type BoxDriver } from './box/driver.js';
 import { heartbeating } from './heartbeating.js';
 import { PermanentPluginError } from './plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from './plugins/source.js';
@@ -50,7 +50,10 @@ export interface ObservedPlugin {
 export type Probe =
   | { presence: 'present'; revision: string }
   | { presence: 'absent' }
-  /** The box could not say (unreachable, unreadable or empty manifest): treated as absent. */
+  /**
+   * The box could not say (unreachable, unreadable or empty manifest): treated as absent. A
+   * permanent box error (host key mismatch, key refused) is not uncertain: the probe fails with it.
+   */
   | { presence: 'uncertain'; detail: string };
 
 export function createReconcileActivities(deps: ActivityDeps) {
@@ -112,6 +115,9 @@ export function createReconcileActivities(deps: ActivityDeps) {
       try {
         text = await driver.readPluginManifest(workspaceId, pluginName);
       } catch (err) {
+        // A box that cannot be read is delivered to; one a person must fix (host key changed,
+        // key refused) fails the plugin at once with the fix, as every later step would.
+        if (isPermanentBoxError(err)) throw err;
         return { presence: 'uncertain', detail: `probe failed: ${err instanceof Error ? err.message : String(err)}` };
       }
       if (text === null) return { presence: 'absent' };

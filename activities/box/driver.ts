@@ -3,6 +3,7 @@
  * activities, and the worker picks the driver, so an SSH or cloud driver slots in here.
  * Every method is idempotent for its key, because activities are retried.
  */
+import { ApplicationFailure } from '@temporalio/common';
 import type { StagedPlugin } from '../plugins/stage.js';
 
 export interface BoxDriver {
@@ -44,4 +45,40 @@ export const BOOT_CREDENTIAL_FILE = 'boot-credential';
 /** The box does not exist or cannot be reached; retrying may help (it may be booting). */
 export class BoxUnavailableError extends Error {
   override readonly name = 'BoxUnavailableError';
+}
+
+/**
+ * What a box driver throws when retrying cannot help and a person must act (the box's host key
+ * changed, its login refuses the key, the key file is missing): a non-retryable failure whose
+ * message names the fix. It is thrown as Temporal's own non-retryable failure so that every
+ * activity calling the driver fails at once, with no conversion for a new activity to forget.
+ */
+export type PermanentBoxErrorType =
+  | 'BoxHostKeyMismatch'
+  | 'BoxAuthRefused'
+  | 'BoxKeyMissing'
+  | 'BoxKeyUnusable'
+  | 'BoxSettingsInvalid'
+  | 'BoxStopUnsupported';
+
+export const PERMANENT_BOX_ERROR_TYPES: readonly PermanentBoxErrorType[] = [
+  'BoxHostKeyMismatch',
+  'BoxAuthRefused',
+  'BoxKeyMissing',
+  'BoxKeyUnusable',
+  'BoxSettingsInvalid',
+  'BoxStopUnsupported',
+];
+
+export function permanentBoxError(type: PermanentBoxErrorType, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
+
+/** Whether a driver's error is one of the permanent box errors (never to be read as "uncertain"). */
+export function isPermanentBoxError(err: unknown): err is ApplicationFailure {
+  return (
+    err instanceof ApplicationFailure &&
+    err.nonRetryable === true &&
+    (PERMANENT_BOX_ERROR_TYPES as readonly (string | null | undefined)[]).includes(err.type)
+  );
 }

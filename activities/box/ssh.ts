@@ -1,0 +1,664 @@
+/**
+ * The SSH box driver: a workspace's box is a directory on a host the worker reaches over SSH,
+ * with the local driver's layout (`<root>/configs/plugins/<name>/plugin.yaml`, a `.revision`
+ * beside a delivered plugin, `<name>.incoming` swapped in whole, `<name>.removing` on the way
+ * out, `box-events.log`). Each operation is one small POSIX shell script run by the system's
+ * `ssh` client: its own host-key check against the one pinned key, its key handling and its
+ * error messages, with nothing reimplemented here.
+ *
+ * The host key is pinned per workspace and never accepted unseen: a box whose key changed fails
+ * permanently with a message naming the fix, as does a login that refuses the key. A box that
+ * cannot be reached (refused, timed out, no route, unknown name) is a BoxUnavailableError, which
+ * the callers retry.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { access, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { assertSafePluginName } from '../plugins/errors.js';
+import { MANIFEST_FILE, type StagedPlugin } from '../plugins/stage.js';
+import {
+  BOOT_CREDENTIAL_FILE,
+  BoxUnavailableError,
+  permanentBoxError,
+  type BoxDriver,
+  type BoxPlugin,
+} from './driver.js';
+import { INCOMING_SUFFIX, REMOVING_SUFFIX, REVISION_FILE } from './local.js';
+
+/** How the worker reaches one workspace's box. */
+export interface SshBoxSettings {
+  host: string;
+  port: number;
+  user: string;
+  /** The name of a private key file in the worker's key directory (never the key itself). */
+  keyRef: string;
+  /** The box's pinned public host key, `<type> <base64>`, e.g. `ssh-ed25519 AAAA…`. */
+  hostKey: string;
+  /** The box's directory on the host (absolute), e.g. `/home/agent/box`. */
+  root: string;
+  /** Restarts the box's runtime; run in `root` by the login shell's `/bin/sh`. */
+  restartCommand: string;
+  /** Exits 0 while the runtime runs and 1 when it does not; run in `root`. */
+  runningCommand: string;
+  /** Stops the runtime for good (the workspace is removed); without it a running box cannot be stopped. */
+  stopCommand?: string;
+}
+
+export type SshBoxSettingsResolver = (workspaceId: string) => Promise<SshBoxSettings | null>;
+
+export interface SshDriverOptions {
+  /** A workspace's SSH settings; null when it has none. */
+  resolve: SshBoxSettingsResolver;
+  /** The worker's directory of private key files, which `keyRef` names. */
+  keyDir: string;
+  /** How long `ssh` waits for the connection (seconds); under the box probe's 10 s budget. */
+  connectTimeoutSeconds?: number;
+  /** How long one operation may take before `ssh` is killed; a delivery gets `transferTimeoutMs`. */
+  commandTimeoutMs?: number;
+  transferTimeoutMs?: number;
+  /** Reuse one connection per box for 60 s (OpenSSH's connection sharing); default on. */
+  shareConnections?: boolean;
+  /** The client program; default `ssh` from PATH. */
+  sshPath?: string;
+}
+
+/** The restart id of the last restart that ran, in the box. */
+export const RESTART_ID_FILE = '.restart-id';
+
+/** Exit codes of the box-side scripts; ssh itself exits 255, which none of them uses. */
+const EXIT_NO_BOX = 3;
+const EXIT_ABSENT = 4;
+const EXIT_STOP_UNSUPPORTED = 8;
+const SSH_FAILED = 255;
+
+const STDERR_KEEP_BYTES = 16 * 1024;
+const MAX_SOCKET_PATH_BYTES = 100;
+
+export class SshBoxDriver implements BoxDriver {
+  private readonly connectTimeoutSeconds: number;
+  private readonly commandTimeoutMs: number;
+  private readonly transferTimeoutMs: number;
+  private readonly shareConnections: boolean;
+  private readonly sshPath: string;
+  /** Per-driver files: each box's one-line known-hosts file and its shared-connection socket. */
+  private stateDir: Promise<string> | null = null;
+  /** The connections (by key) this driver made, whose shared connection `close()` ends. */
+  private readonly connections = new Set<string>();
+
+  constructor(private readonly options: SshDriverOptions) {
+    this.connectTimeoutSeconds = options.connectTimeoutSeconds ?? 5;
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 60_000;
+    this.transferTimeoutMs = options.transferTimeoutMs ?? 10 * 60_000;
+    this.shareConnections = options.shareConnections ?? true;
+    this.sshPath = options.sshPath ?? 'ssh';
+  }
+
+  async readPluginManifest(workspaceId: string, pluginName: string): Promise<string | null> {
+    assertSafePluginName(pluginName, 'plugin name');
+    const result = await this.run(workspaceId, [
+      `f=configs/plugins/${q(pluginName)}/${MANIFEST_FILE}`,
+      `[ -f "$f" ] || exit ${EXIT_ABSENT}`,
+      'exec cat "$f"',
+    ]);
+    if (result.code === EXIT_ABSENT) return null;
+    this.expectSuccess(workspaceId, 'read plugin manifest', result);
+    return result.stdout.toString('utf8');
+  }
+
+  async listPlugins(workspaceId: string): Promise<BoxPlugin[]> {
+    // One round trip: each plugin as a header line of byte counts, then its name, manifest and
+    // revision back to back. A file is read into a variable once (with a sentinel, so trailing
+    // newlines survive), so its count and its bytes always agree even while a delivery swaps it.
+    const result = await this.run(workspaceId, [
+      'LC_ALL=C; export LC_ALL',
+      'cd configs/plugins 2>/dev/null || exit 0',
+      'for d in */; do',
+      '  n=${d%/}',
+      `  case $n in .*|*${INCOMING_SUFFIX}|*${REMOVING_SUFFIX}) continue;; esac`,
+      `  [ -f "$n/${MANIFEST_FILE}" ] || continue`,
+      `  m=$(cat "$n/${MANIFEST_FILE}" && printf x) || continue`,
+      '  m=${m%x}',
+      `  if [ -f "$n/${REVISION_FILE}" ] && r=$(cat "$n/${REVISION_FILE}" && printf x); then`,
+      '    r=${r%x}; printf \'%s %s %s\\n%s%s%s\' ${#n} ${#m} ${#r} "$n" "$m" "$r"',
+      '  else',
+      '    printf \'%s %s -\\n%s%s\' ${#n} ${#m} "$n" "$m"',
+      '  fi',
+      'done',
+    ]);
+    this.expectSuccess(workspaceId, 'list plugins', result);
+    return parsePluginListing(result.stdout).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'> {
+    assertSafePluginName(plugin.pluginName, 'plugin name');
+    const target = `configs/plugins/${plugin.pluginName}`;
+    const current = await this.run(workspaceId, [`cat ${q(`${target}/${REVISION_FILE}`)} 2>/dev/null`, 'exit 0']);
+    this.expectSuccess(workspaceId, 'read plugin revision', current);
+    if (current.stdout.toString('utf8') === plugin.revision) return 'already-present';
+
+    // The staged tree streams as a tar into `<name>.incoming`, which is then swapped in whole:
+    // the runtime never sees half a plugin, and a retried delivery starts the copy afresh.
+    const result = await this.run(
+      workspaceId,
+      [
+        't=' + q(target),
+        'mkdir -p configs/plugins || exit 5',
+        `rm -rf "$t${INCOMING_SUFFIX}" && mkdir "$t${INCOMING_SUFFIX}" || exit 5`,
+        `tar -C "$t${INCOMING_SUFFIX}" --no-same-owner -xf - || exit 5`,
+        `printf '%s' ${q(plugin.revision)} > "$t${INCOMING_SUFFIX}/${REVISION_FILE}" || exit 5`,
+        `rm -rf "$t" && mv "$t${INCOMING_SUFFIX}" "$t" || exit 5`,
+        `event ${q(`deliver ${plugin.pluginName} ${plugin.revision}`)}`,
+      ],
+      { pipeFrom: ['tar', '-C', plugin.path, '-cf', '-', '.'], timeoutMs: this.transferTimeoutMs },
+    );
+    // A tar that failed is the cause of whatever the box then said about its input.
+    if (result.producer !== undefined && result.producer.code !== 0)
+      throw new Error(`tar of ${plugin.path} failed (exit ${result.producer.code}): ${tail(result.producer.stderr)}`);
+    this.expectSuccess(workspaceId, 'deliver plugin', result);
+    return 'delivered';
+  }
+
+  async removePlugin(workspaceId: string, pluginName: string): Promise<'removed' | 'already-absent'> {
+    assertSafePluginName(pluginName, 'plugin name');
+    // Renamed away first (one step), so the runtime never loads half a plugin; then deleted.
+    const result = await this.run(workspaceId, [
+      `t=configs/plugins/${q(pluginName)}`,
+      `if [ -e "$t" ] || [ -L "$t" ]; then`,
+      `  rm -rf "$t${REMOVING_SUFFIX}" && mv "$t" "$t${REMOVING_SUFFIX}" && rm -rf "$t${REMOVING_SUFFIX}" || exit 5`,
+      `  event ${q(`remove ${pluginName}`)}`,
+      '  echo removed',
+      'else',
+      `  rm -rf "$t${REMOVING_SUFFIX}" || exit 5`,
+      '  echo already-absent',
+      'fi',
+    ]);
+    this.expectSuccess(workspaceId, 'remove plugin', result);
+    return result.stdout.toString('utf8').trim() === 'removed' ? 'removed' : 'already-absent';
+  }
+
+  async writeBootCredential(workspaceId: string, credential: string): Promise<void> {
+    // The credential travels on stdin, never on a command line (which other users of the host
+    // can read); it is written beside, made private, then swapped in whole.
+    const file = q(BOOT_CREDENTIAL_FILE);
+    const result = await this.run(
+      workspaceId,
+      ['umask 077', `cat > ${file}.tmp && chmod 600 ${file}.tmp && mv -f ${file}.tmp ${file} || exit 5`],
+      { input: `${credential}\n` },
+    );
+    this.expectSuccess(workspaceId, 'write boot credential', result);
+  }
+
+  /**
+   * Runs the restart command unless the box records this restart id as done. The id is recorded
+   * after the command succeeds, so a worker that dies in between restarts the box once more on
+   * retry: a restart twice, never none.
+   */
+  async restart(workspaceId: string, restartId: string): Promise<'restarted' | 'already-restarted'> {
+    const settings = await this.settings(workspaceId);
+    const result = await this.run(
+      workspaceId,
+      [
+        `if [ -f ${RESTART_ID_FILE} ] && [ "$(cat ${RESTART_ID_FILE})" = ${q(restartId)} ]; then echo already-restarted; exit 0; fi`,
+        // Its output goes to a file, so a runtime it leaves in the background does not hold the session open.
+        `/bin/sh -c ${q(settings.restartCommand)} </dev/null >restart.log 2>&1`,
+        'c=$?',
+        'if [ $c -ne 0 ]; then echo "restart command exited with $c:" >&2; tail -n 20 restart.log >&2; exit 6; fi',
+        `printf '%s\\n' ${q(restartId)} > ${RESTART_ID_FILE}.tmp && mv -f ${RESTART_ID_FILE}.tmp ${RESTART_ID_FILE} || exit 5`,
+        `event ${q(`restart ${restartId}`)}`,
+        'echo restarted',
+      ],
+      { settings },
+    );
+    this.expectSuccess(workspaceId, 'restart', result);
+    return result.stdout.toString('utf8').trim() === 'restarted' ? 'restarted' : 'already-restarted';
+  }
+
+  async isRunning(workspaceId: string): Promise<boolean> {
+    const settings = await this.settings(workspaceId);
+    const result = await this.run(
+      workspaceId,
+      [
+        `/bin/sh -c ${q(settings.runningCommand)} </dev/null >/dev/null`,
+        'c=$?',
+        'case $c in 0|1) exit $c;; esac',
+        'echo "running command exited with $c (expected 0: running, 1: not running)" >&2',
+        'exit 7',
+      ],
+      { settings },
+    );
+    if (result.code === 1) return false;
+    this.expectSuccess(workspaceId, 'is-running probe', result);
+    return true;
+  }
+
+  async stop(workspaceId: string): Promise<'stopped' | 'already-stopped'> {
+    const settings = await this.settings(workspaceId);
+    const lines = [
+      `/bin/sh -c ${q(settings.runningCommand)} </dev/null >/dev/null 2>&1`,
+      'if [ $? -eq 1 ]; then echo already-stopped; exit 0; fi',
+    ];
+    if (settings.stopCommand === undefined) lines.push(`exit ${EXIT_STOP_UNSUPPORTED}`);
+    else
+      lines.push(
+        `/bin/sh -c ${q(settings.stopCommand)} </dev/null >stop.log 2>&1`,
+        'c=$?',
+        'if [ $c -ne 0 ]; then echo "stop command exited with $c:" >&2; tail -n 20 stop.log >&2; exit 6; fi',
+        "event 'stop'",
+        'echo stopped',
+      );
+    const result = await this.run(workspaceId, lines, { settings, missingBox: 'already-stopped' });
+    if (result.code === EXIT_STOP_UNSUPPORTED)
+      throw permanentBoxError(
+        'BoxStopUnsupported',
+        `the runtime of workspace ${workspaceId}'s box is running and its SSH settings have no stopCommand: ` +
+          `stop it on ${where(settings)} by hand, or set stopCommand with PUT /workspaces/${workspaceId}/box`,
+      );
+    this.expectSuccess(workspaceId, 'stop', result);
+    return result.stdout.toString('utf8').trim() === 'stopped' ? 'stopped' : 'already-stopped';
+  }
+
+  /** Ends the shared connections this driver opened and deletes its files (worker shutdown, tests). */
+  async close(): Promise<void> {
+    const dir = this.stateDir;
+    this.stateDir = null;
+    if (dir === null) return;
+    const path = await dir;
+    if (this.shareConnections)
+      await Promise.all(
+        [...this.connections].map((key) =>
+          runProcess(
+            this.sshPath,
+            ['-F', '/dev/null', '-o', `ControlPath=${join(path, `c-${key}`)}`, '-O', 'exit', 'box'],
+            {
+              timeoutMs: 5_000,
+            },
+          ).catch(() => undefined),
+        ),
+      );
+    this.connections.clear();
+    await rm(path, { recursive: true, force: true });
+  }
+
+  /** The workspace's settings, validated: none, or invalid ones, can only be fixed by a person. */
+  private async settings(workspaceId: string): Promise<SshBoxSettings> {
+    const found = await this.options.resolve(workspaceId);
+    if (found === null)
+      throw new BoxUnavailableError(
+        `workspace ${workspaceId} has no SSH settings for its box: set them with PUT /workspaces/${workspaceId}/box`,
+      );
+    const parsed = parseSshBoxSettings(found);
+    if (typeof parsed === 'string')
+      throw permanentBoxError(
+        'BoxSettingsInvalid',
+        `SSH settings of workspace ${workspaceId} are invalid (${parsed}): fix them with PUT /workspaces/${workspaceId}/box`,
+      );
+    return parsed;
+  }
+
+  /**
+   * Runs a box-side script in the box's root (exit 3 when the root is missing) with `event`
+   * defined to append to the box's event log. ssh's own failures are thrown here; the script's
+   * exit code is the caller's to read.
+   */
+  private async run(
+    workspaceId: string,
+    lines: string[],
+    extra: {
+      settings?: SshBoxSettings;
+      input?: string;
+      /** A local program whose output is the script's input. */
+      pipeFrom?: string[];
+      timeoutMs?: number;
+      /** Printed instead of failing when the box's root is missing. */
+      missingBox?: string;
+    } = {},
+  ): Promise<ProcessResult> {
+    const settings = extra.settings ?? (await this.settings(workspaceId));
+    const noBox =
+      extra.missingBox === undefined
+        ? `{ echo "box directory $root does not exist" >&2; exit ${EXIT_NO_BOX}; }`
+        : `{ echo ${q(extra.missingBox)}; exit 0; }`;
+    const script = [
+      `root=${q(settings.root)}`,
+      `cd "$root" 2>/dev/null || ${noBox}`,
+      'event() { printf \'%s %s\\n\' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >> box-events.log; }',
+      ...lines,
+    ].join('\n');
+    const args = await this.sshArgs(workspaceId, settings);
+    // The login shell only starts /bin/sh, so every script runs in the same POSIX shell.
+    const result = await runProcess(this.sshPath, [...args, `exec /bin/sh -c ${q(script)}`], {
+      timeoutMs: extra.timeoutMs ?? this.commandTimeoutMs,
+      ...(extra.input === undefined ? {} : { input: extra.input }),
+      ...(extra.pipeFrom === undefined ? {} : { pipeFrom: extra.pipeFrom }),
+    });
+    if (result.timedOut)
+      throw new BoxUnavailableError(
+        `box of workspace ${workspaceId} at ${where(settings)} did not answer within ${extra.timeoutMs ?? this.commandTimeoutMs} ms`,
+      );
+    if (result.code === SSH_FAILED) throw sshFailure(workspaceId, settings, this.options.keyDir, result.stderr);
+    if (result.code === EXIT_NO_BOX)
+      throw new BoxUnavailableError(
+        `box of workspace ${workspaceId} at ${where(settings)}: ${lastLine(result.stderr)}`,
+      );
+    return result;
+  }
+
+  private expectSuccess(workspaceId: string, what: string, result: ProcessResult): void {
+    if (result.code !== 0)
+      throw new Error(
+        `${what} on the box of workspace ${workspaceId} failed (exit ${result.code}): ${tail(result.stderr)}`,
+      );
+  }
+
+  private async sshArgs(workspaceId: string, settings: SshBoxSettings): Promise<string[]> {
+    const keyFile = join(this.options.keyDir, settings.keyRef);
+    try {
+      await access(keyFile, constants.R_OK);
+    } catch {
+      throw permanentBoxError(
+        'BoxKeyMissing',
+        `private key ${JSON.stringify(settings.keyRef)} for workspace ${workspaceId} is not readable in the worker's key ` +
+          `directory ${this.options.keyDir}: put the key there (mode 600), or set the right keyRef with PUT /workspaces/${workspaceId}/box`,
+      );
+    }
+    const dir = await this.ensureStateDir();
+    // Keyed by everything the connection depends on, so a changed pin or key never reuses an old connection.
+    const key = createHash('sha256')
+      .update(JSON.stringify([settings.host, settings.port, settings.user, settings.keyRef, settings.hostKey]))
+      .digest('hex')
+      .slice(0, 16);
+    const knownHosts = join(dir, `known_hosts-${key}`);
+    // Checked each time, as a cleaner of temporary files may have deleted it: a missing file
+    // would read as a host key mismatch. Written whole (beside, then renamed), so a connection
+    // made meanwhile never reads half of it.
+    const present = await access(knownHosts).then(
+      () => true,
+      () => false,
+    );
+    if (!present) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const temporary = `${knownHosts}.${process.pid}-${randomBytes(4).toString('hex')}`;
+      await writeFile(temporary, `${knownHostsPattern(settings)} ${settings.hostKey}\n`, { mode: 0o600 });
+      await rename(temporary, knownHosts);
+    }
+    this.connections.add(key);
+    const controlPath = join(dir, `c-${key}`);
+    const args = [
+      // No user or system configuration: the settings here are the whole story.
+      '-F',
+      '/dev/null',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-o',
+      `UserKnownHostsFile=${knownHosts}`,
+      '-o',
+      'GlobalKnownHostsFile=/dev/null',
+      '-o',
+      'UpdateHostKeys=no',
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'IdentityAgent=none',
+      '-o',
+      `ConnectTimeout=${this.connectTimeoutSeconds}`,
+      '-o',
+      'ServerAliveInterval=10',
+      '-o',
+      'ServerAliveCountMax=3',
+      '-i',
+      keyFile,
+      '-p',
+      String(settings.port),
+      '-l',
+      settings.user,
+    ];
+    // A Unix socket's path has room for about 100 bytes; a longer one would fail every call.
+    if (this.shareConnections && Buffer.byteLength(controlPath) < MAX_SOCKET_PATH_BYTES)
+      args.push('-o', 'ControlMaster=auto', '-o', `ControlPath=${controlPath}`, '-o', 'ControlPersist=60s');
+    return [...args, '--', settings.host];
+  }
+
+  private ensureStateDir(): Promise<string> {
+    // Short and private: a control socket's path must fit a Unix socket address.
+    this.stateDir ??= mkdtemp(join(tmpdir(), 'wl-ssh-'));
+    return this.stateDir;
+  }
+}
+
+/** ssh exited 255: its own failure, told apart by its message. */
+function sshFailure(workspaceId: string, settings: SshBoxSettings, keyDir: string, stderr: string): Error {
+  const box = where(settings);
+  const fix = `PUT /workspaces/${workspaceId}/box`;
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/i.test(stderr))
+    return permanentBoxError(
+      'BoxHostKeyMismatch',
+      `host key of ${box} does not match the pinned key for workspace ${workspaceId}: if the box was rebuilt, ` +
+        `set its new host key with ${fix} (read it from the box itself, never accept it unseen); otherwise ` +
+        `something else answers at that address`,
+    );
+  if (/UNPROTECTED PRIVATE KEY FILE|bad permissions|Load key .*: (?:invalid format|error in libcrypto)/i.test(stderr))
+    return permanentBoxError(
+      'BoxKeyUnusable',
+      `ssh will not use the private key ${JSON.stringify(settings.keyRef)} in ${keyDir} for workspace ${workspaceId}: ` +
+        `${lastMatchingLine(stderr, /permissions|load key|ignored/i)}; make it a private key file readable by the ` +
+        `worker only (chmod 600)`,
+    );
+  if (/Permission denied/i.test(stderr))
+    return permanentBoxError(
+      'BoxAuthRefused',
+      `${box} refused the key ${JSON.stringify(settings.keyRef)} for user ${settings.user} (workspace ${workspaceId}): ` +
+        `add the key's public half to ${settings.user}'s authorized_keys on the box, or set the right user or keyRef with ${fix}`,
+    );
+  return new BoxUnavailableError(`box of workspace ${workspaceId} at ${box} is unreachable: ${tail(stderr)}`);
+}
+
+/** The known-hosts pattern ssh looks the box up by: the host, or `[host]:port` off port 22. */
+function knownHostsPattern(settings: SshBoxSettings): string {
+  const host = settings.host.toLowerCase();
+  return settings.port === 22 ? host : `[${host}]:${settings.port}`;
+}
+
+function where(settings: SshBoxSettings): string {
+  return `${settings.user}@${settings.host}:${settings.port}`;
+}
+
+/** Single-quotes a value for a POSIX shell. */
+export function q(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/** Parses the listing framing: `<name bytes> <manifest bytes> <revision bytes | ->\n` then the bytes. */
+export function parsePluginListing(output: Buffer): BoxPlugin[] {
+  const plugins: BoxPlugin[] = [];
+  let at = 0;
+  while (at < output.length) {
+    const newline = output.indexOf(0x0a, at);
+    const header = newline < 0 ? null : /^(\d+) (\d+) (\d+|-)$/.exec(output.toString('latin1', at, newline));
+    if (newline < 0 || header === null) throw new Error(`unreadable plugin listing from the box at byte ${at}`);
+    const [, nameBytes = '0', manifestBytes = '0', revisionBytes = '-'] = header;
+    let from = newline + 1;
+    const take = (bytes: number): string => {
+      if (from + bytes > output.length) throw new Error('plugin listing from the box ends early');
+      const text = output.toString('utf8', from, from + bytes);
+      from += bytes;
+      return text;
+    };
+    const name = take(Number(nameBytes));
+    const manifest = take(Number(manifestBytes));
+    const revision = revisionBytes === '-' ? null : take(Number(revisionBytes));
+    plugins.push({ name, manifest, revision });
+    at = from;
+  }
+  return plugins;
+}
+
+const HOST = /^[A-Za-z0-9_.:%-]+$/;
+const USER = /^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$/;
+const HOST_KEY = /^([a-z][a-z0-9@.-]+) ([A-Za-z0-9+/]+={0,2})(?: [^\n\r]*)?$/;
+const COMMAND_FIELDS = ['restartCommand', 'runningCommand'] as const;
+const FIELDS = new Set([
+  'host',
+  'port',
+  'user',
+  'keyRef',
+  'hostKey',
+  'root',
+  'restartCommand',
+  'runningCommand',
+  'stopCommand',
+]);
+
+/**
+ * Validates a workspace's SSH settings by hand; the settings, or a message naming every problem.
+ * The host key keeps only its type and key (a trailing comment is dropped).
+ */
+export function parseSshBoxSettings(value: unknown): SshBoxSettings | string {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'SSH box settings must be an object';
+  const input = value as Record<string, unknown>;
+  const problems: string[] = [];
+  const text = (field: string): string => {
+    const raw = input[field];
+    if (typeof raw !== 'string' || raw.trim() === '') {
+      problems.push(`${field} must be a non-empty string`);
+      return '';
+    }
+    return raw;
+  };
+  for (const field of Object.keys(input)) if (!FIELDS.has(field)) problems.push(`unknown field ${field}`);
+
+  const host = text('host').trim();
+  if (host !== '' && (!HOST.test(host) || host.startsWith('-')))
+    problems.push(`host ${JSON.stringify(host)} is not a host name or IP address`);
+  const port = input['port'];
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+    problems.push('port must be an integer from 1 to 65535');
+  const user = text('user');
+  if (user !== '' && !USER.test(user)) problems.push(`user ${JSON.stringify(user)} is not a login name`);
+  const keyRef = text('keyRef');
+  if (keyRef !== '' && (/[/\\\0]/.test(keyRef) || keyRef === '.' || keyRef === '..' || keyRef.startsWith('-')))
+    problems.push(`keyRef ${JSON.stringify(keyRef)} must be a plain file name in the worker's key directory`);
+  const hostKeyMatch = HOST_KEY.exec(text('hostKey').trim());
+  if (input['hostKey'] !== undefined && typeof input['hostKey'] === 'string' && hostKeyMatch === null)
+    problems.push('hostKey must be a public host key, "<type> <base64>" (e.g. "ssh-ed25519 AAAA…")');
+  const root = text('root');
+  if (root !== '' && (!root.startsWith('/') || /[\n\r\0]/.test(root) || root.replace(/\/+$/, '') === ''))
+    problems.push(`root ${JSON.stringify(root)} must be an absolute directory other than /`);
+  const commands = COMMAND_FIELDS.map((field) => text(field));
+  const stopCommand = input['stopCommand'];
+  if (stopCommand !== undefined && (typeof stopCommand !== 'string' || stopCommand.trim() === ''))
+    problems.push('stopCommand must be a non-empty string when set');
+
+  if (problems.length > 0) return problems.join('; ');
+  const [restartCommand = '', runningCommand = ''] = commands;
+  return {
+    host,
+    port: port as number,
+    user,
+    keyRef,
+    hostKey: hostKeyMatch === null ? '' : `${hostKeyMatch[1] ?? ''} ${hostKeyMatch[2] ?? ''}`,
+    root,
+    restartCommand,
+    runningCommand,
+    ...(typeof stopCommand === 'string' ? { stopCommand } : {}),
+  };
+}
+
+interface ProcessResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+  timedOut: boolean;
+  /** The exit of the program piped in, when there was one. */
+  producer?: { code: number; stderr: string };
+}
+
+/**
+ * Runs a program to its end, collecting its output; killed after `timeoutMs`. Its input is a
+ * string, or the output of `pipeFrom` through a pipe between the two processes.
+ */
+function runProcess(
+  program: string,
+  args: string[],
+  options: { timeoutMs: number; input?: string; pipeFrom?: string[] },
+): Promise<ProcessResult> {
+  return new Promise((resolve, reject) => {
+    const piped = options.input !== undefined || options.pipeFrom !== undefined;
+    const child = spawn(program, args, { stdio: [piped ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    let producer: ChildProcess | undefined;
+    let producerDone: Promise<{ code: number; stderr: string }> | undefined;
+    const [producerProgram, ...producerArgs] = options.pipeFrom ?? [];
+    if (producerProgram !== undefined && child.stdin !== null && child.pid !== undefined) {
+      producer = spawn(producerProgram, producerArgs, { stdio: ['ignore', child.stdin, 'pipe'] });
+      producerDone = exited(producer);
+      // The producer holds the pipe's writing end now; ours is closed, so the reader sees the
+      // end of input when the producer exits.
+      child.stdin.destroy();
+    }
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs);
+    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      stderr = (stderr + chunk).slice(-STDERR_KEEP_BYTES);
+    });
+    if (options.input !== undefined) {
+      // A child that exits before reading its input must not crash the worker.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(options.input);
+    }
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      producer?.kill('SIGKILL');
+      reject(
+        new Error(`could not run ${program}: ${err.message} (is OpenSSH's client installed? see scripts/sshd.sh)`),
+      );
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      // A reader that ended early leaves nobody to read the producer's output.
+      if (producer !== undefined && producer.exitCode === null) producer.kill('SIGKILL');
+      const done = { code: code ?? (signal === null ? -1 : 128), stdout: Buffer.concat(stdout), stderr, timedOut };
+      if (producerDone === undefined) resolve(done);
+      else void producerDone.then((result) => resolve({ ...done, producer: result }));
+    });
+  });
+}
+
+/** A process's exit code and error output, once it ends. */
+function exited(child: ChildProcess): Promise<{ code: number; stderr: string }> {
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-STDERR_KEEP_BYTES)));
+  return new Promise((resolve) => {
+    child.once('error', (err) => resolve({ code: -1, stderr: err.message }));
+    child.once('close', (code) => resolve({ code: code ?? -1, stderr }));
+  });
+}
+
+function lastLine(text: string): string {
+  return text.trim().split('\n').pop() ?? '';
+}
+
+function tail(text: string): string {
+  return text.trim().split('\n').slice(-5).join(' | ') || '(no error output)';
+}
+
+function lastMatchingLine(text: string, pattern: RegExp): string {
+  return (
+    text
+      .split('\n')
+      .filter((line) => pattern.test(line))
+      .map((line) => line.replace(/^@+|@+$/g, '').trim())
+      .pop() ?? lastLine(text)
+  );
+}
