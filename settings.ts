@@ -36,6 +36,8 @@ export interface WorkerSettings {
   maxCachedWorkflows: number;
   /** Heap limit of the worker's workflow thread, in MB; null: V8's default (a share of the machine's memory). */
   workflowHeapMb: number | null;
+  /** Where the SSH box driver finds the private key files workspaces' box settings name. */
+  sshKeyDir: string;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -143,6 +145,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     sources: settings.sources,
     maxCachedWorkflows: settings.maxCachedWorkflows,
     workflowHeapMb: settings.workflowHeapMb,
+    sshKeyDir: settings.sshKeyDir,
   };
 }
 

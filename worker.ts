@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { createActivities } from './activities/index.js';
 import { LocalBoxDriver } from './activities/box/local.js';
+import { BoxRouter } from './activities/box/router.js';
 import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
@@ -22,6 +23,7 @@ export interface CreatedWorker {
   worker: Worker;
   store: Store;
   connection: NativeConnection;
+  driver: BoxRouter;
 }
 
 export async function createWorker(settings: WorkerSettings): Promise<CreatedWorker> {
@@ -35,11 +37,13 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     onIdleError: (err) =>
       console.warn(`worker: a database connection failed (${err.message}); the next query reconnects`),
   });
-  const driver = new LocalBoxDriver({
+  // Each workspace's box through the driver its settings name: local by default, or SSH.
+  const local = new LocalBoxDriver({
     root: settings.boxesDir,
     runtimeCommand: settings.runtimeCommand,
     runtimeEnv: settings.runtimeEnv,
   });
+  const driver = new BoxRouter(local, (workspaceId) => store.boxSettings(workspaceId), settings.sshKeyDir);
   const { connectionOptions, namespace } = settings.temporal;
   let connection: NativeConnection | undefined;
   try {
@@ -54,7 +58,7 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       activities: createActivities({ store, driver, sources: settings.sources }),
       maxCachedWorkflows: settings.maxCachedWorkflows,
     });
-    return { worker, store, connection };
+    return { worker, store, connection, driver };
   } catch (err) {
     await store.close();
     await connection?.close();
@@ -86,13 +90,14 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
       continue;
     }
     backoff = RESTART_BACKOFF_START_MS;
-    const { worker, store, connection } = created;
+    const { worker, store, connection, driver } = created;
     console.log(`worker: polling ${settings.taskQueue} on ${where}`);
     try {
       await worker.run();
     } catch (err) {
       console.error(`worker: failed: ${message(err)}; starting again`);
     } finally {
+      await driver.close().catch(() => undefined);
       await store.close().catch(() => undefined);
       await connection.close().catch(() => undefined);
     }

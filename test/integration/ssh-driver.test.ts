@@ -11,6 +11,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BoxUnavailableError, isPermanentBoxError } from '../../activities/box/driver.js';
 import {
@@ -20,6 +21,11 @@ import {
   type SshBoxSettings,
 } from '../../activities/box/ssh.js';
 import { createReconcileActivities } from '../../activities/reconcile.js';
+import { createLifecycleActivities } from '../../activities/lifecycle.js';
+import { LocalBoxDriver } from '../../activities/box/local.js';
+import { BoxRouter } from '../../activities/box/router.js';
+import { hashSecret } from '../../db/secrets.js';
+import { connectTestStore, ensureWorkspace } from '../helpers/postgres.js';
 import type { Store } from '../../db/store.js';
 import type { SourceSettings } from '../../activities/plugins/source.js';
 import type { StageSettings } from '../../activities/plugins/stage.js';
@@ -400,6 +406,42 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
     });
     const err = await failure(activities.probePlugin({ workspaceId: 'ws-rebuilt', pluginName: 'baked' }));
     expect(err).toMatchObject({ type: 'BoxHostKeyMismatch', nonRetryable: true });
+  });
+});
+
+describe.skipIf(sshd === null)("the worker's box router", () => {
+  it('a workspace whose stored settings say ssh is restarted over SSH, its boot credential written there; others stay local', async () => {
+    const store = await connectTestStore();
+    const local = new LocalBoxDriver({ root: join(work, 'local-boxes'), runtimeCommand: null });
+    const router = new BoxRouter(local, (workspaceId) => store.boxSettings(workspaceId), keyDir);
+    try {
+      const id = `ssh-routed-${randomBytes(4).toString('hex')}`;
+      const root = box('routed');
+      await ensureWorkspace(store, id);
+      expect(await store.setBoxSettings(id, { driver: 'ssh', ...settingsFor({ root }) })).toBe(true);
+      const lifecycle = createLifecycleActivities({ store, driver: router });
+      const input = { workspaceId: id, restartId: 'restart-routed' };
+      const restarted = await new MockActivityEnvironment().run((i: typeof input) => lifecycle.restartBox(i), input);
+      expect(restarted).toBe('restarted');
+      expect(readFileSync(join(root, 'restarts.txt'), 'utf8')).toBe('restarted\n');
+      const credential = readFileSync(join(root, 'boot-credential'), 'utf8').trim();
+      expect(await store.bootCredentialHash(id)).toEqual(hashSecret(credential));
+      expect(await router.isRunning(id)).toBe(true);
+      expect(await router.stop(id)).toBe('stopped');
+
+      const other = `local-routed-${randomBytes(4).toString('hex')}`;
+      await ensureWorkspace(store, other);
+      expect(await router.driverFor(other)).toBe(local);
+
+      // Settings stored by hand that do not hold: a permanent error naming the route that fixes them.
+      await store.setBoxSettings(other, { driver: 'ssh', host: '127.0.0.1' });
+      const err = await failure(router.listPlugins(other));
+      expect(err).toMatchObject({ type: 'BoxSettingsInvalid', nonRetryable: true });
+      expect((err as Error).message).toContain(`PUT /workspaces/${other}/box`);
+    } finally {
+      await router.close();
+      await store.close();
+    }
   });
 });
 
