@@ -78,6 +78,12 @@ function boxBody(stored: unknown): BoxSettingsBody {
 export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
 
+  /** A live workspace whose box the service runs; 409 naming `instead` for an external runtime. */
+  async function requireManagedWorkspace(id: string, instead: string): Promise<void> {
+    const access = await ctx.requireLiveWorkspace(id);
+    if (access.external) throw new HttpError(409, `workspace ${id} runs an external runtime: ${instead}`);
+  }
+
   // Every route of this plugin, and only these, take the admin token.
   app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void) => {
     next(
@@ -249,9 +255,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     async (request) =>
       ctx.admitted(async () => {
         const id = request.params.id;
-        const access = await ctx.requireLiveWorkspace(id);
-        if (access.external)
-          throw new HttpError(409, `workspace ${id} runs an external runtime: the service does not reach its box`);
+        await requireManagedWorkspace(id, 'the service does not reach its box');
         const box = request.body;
         if (!(await ctx.db(() => store.setBoxSettings(id, storedBox(box)))))
           throw new HttpError(404, `unknown workspace ${id}`);
@@ -277,9 +281,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     async (request, reply) =>
       ctx.admitted(async () => {
         const id = request.params.id;
-        const access = await ctx.requireLiveWorkspace(id);
-        if (access.external)
-          throw new HttpError(409, `workspace ${id} runs an external runtime: it loads its own plugins`);
+        await requireManagedWorkspace(id, 'it loads its own plugins');
         const refresh = request.body.refresh === true;
         await ctx.temporal(() => ctx.handle(id).signal(reconcileSignal, { refresh, requester: 'operator' }), SIGNAL);
         return reply.status(202).send({ status: 'reconcile requested' as const, mode: refresh ? 'refresh' : 'verify' });
@@ -303,9 +305,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     async (request, reply) =>
       ctx.admitted(async () => {
         const id = request.params.id;
-        const access = await ctx.requireLiveWorkspace(id);
-        if (access.external)
-          throw new HttpError(409, `workspace ${id} runs an external runtime: restart it where it runs`);
+        await requireManagedWorkspace(id, 'restart it where it runs');
         const reason = request.body.reason ?? 'operator request';
         await ctx.temporal(
           () =>
