@@ -272,6 +272,8 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   let interrupted = false;
   // Set by the setup phase (an object, so the checker sees it change).
   const ssh: { boxes: SimulatedSshBoxes | null } = { boxes: null };
+  // The sshd runs detached from this process: if it dies before its cleanup, the sshd goes with it.
+  const abandonSsh = (): void => ssh.boxes?.abandon();
   const abort = options.signal;
 
   const elapsed = (at: number = Date.now()): string => `${((at - started) / 1000).toFixed(1).padStart(6)}s`;
@@ -448,6 +450,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       : null;
     ssh.boxes = sshBoxes;
     if (sshBoxes !== null) {
+      process.once('exit', abandonSsh);
       const { sshd } = sshBoxes;
       say(
         `--ssh: the boxes are reached over SSH: sshd pid ${sshd.pid} on 127.0.0.1:${sshd.port} (host key ` +
@@ -676,6 +679,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
     failures.push(...(await cleanup(tracked, api, driver, say, pad)));
   }
   if (sshBoxes !== null) {
+    process.off('exit', abandonSsh);
     if (options.keep) {
       await sshBoxes.leave();
       say(

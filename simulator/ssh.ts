@@ -8,7 +8,7 @@
  * simulator's kill and the local driver's checks read it unchanged.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -176,6 +176,20 @@ export class SimulatedSshBoxes {
     return problems;
   }
 
+  /**
+   * The last resort when the simulator dies without its cleanup (an uncaught error): stops the
+   * sshd and deletes the key and its files at once, so neither outlives it.
+   */
+  abandon(): void {
+    try {
+      process.kill(this.sshd.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    rmSync(this.keyFile, { force: true });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
   /** `--keep`: ends only the simulator's own connections; the sshd and the key stay for the worker. */
   async leave(): Promise<void> {
     await this.driver.close().catch(() => undefined);
@@ -225,7 +239,7 @@ cd ${q(options.boxDir)} || exit 2
 
 alive() {
   [ -f runtime.pid ] && read -r p l < runtime.pid && [ -n "$l" ] && kill -0 "$p" 2>/dev/null &&
-    { [ ! -d /proc/self ] || tr '\\000' '\\n' < "/proc/$p/environ" 2>/dev/null | grep -qxF "WL_LAUNCH_ID=$l"; }
+    { [ ! -d /proc/self ] || tr '\\000' '\\n' 2>/dev/null < "/proc/$p/environ" | grep -qxF "WL_LAUNCH_ID=$l"; }
 }
 
 stop_runtime() {
