@@ -676,7 +676,7 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   if (options.keep) {
     say(`--keep: leaving ${tracked.length} workspace(s) and their runtimes running`);
   } else if (tracked.length > 0) {
-    failures.push(...(await cleanup(tracked, api, driver, say, pad)));
+    failures.push(...(await cleanup(tracked, api, driver, say, pad, ssh.boxes !== null)));
   }
   if (sshBoxes !== null) {
     process.off('exit', abandonSsh);
@@ -735,6 +735,7 @@ async function cleanup(
   driver: LocalBoxDriver,
   say: (line: string) => void,
   pad: (id: string) => string,
+  overSsh = false,
 ): Promise<string[]> {
   say('== cleanup: deprovisioning the simulated workspaces');
   const failed = await Promise.all(
@@ -742,8 +743,24 @@ async function cleanup(
       const problems: string[] = [];
       const removal = await removeWorkspace(api, t.id);
       if (removal !== null) problems.push(removal);
+      // The worker stops a removed workspace's box just after it reads as removed: over SSH, that
+      // stop is part of what is shown, so it gets the time to happen before the simulator's own.
+      let stoppedBy = '';
+      if (overSsh && removal === null) {
+        const deadline = Date.now() + WORKER_STOP_WAIT_MS;
+        // A runtime that saw its workspace removed may have exited by itself, leaving nothing to
+        // stop; the worker's stop records itself a moment after its runtime is gone.
+        let goneSince: number | null = null;
+        while (Date.now() < deadline && !(await stoppedOverSsh(t.boxDir))) {
+          if ((await driver.liveRuntimePid(t.id)) === null) goneSince ??= Date.now();
+          if (goneSince !== null && Date.now() - goneSince > 2_000) break;
+          await sleep(200);
+        }
+        if (await stoppedOverSsh(t.boxDir)) stoppedBy = ' by the worker over SSH';
+      }
       try {
-        await driver.stopRuntime(t.id);
+        const stopped = await driver.stopRuntime(t.id);
+        if (overSsh && stoppedBy === '' && !stopped) stoppedBy = ' (it had exited by itself)';
       } catch (err) {
         problems.push(`stopping its runtime failed: ${describeError(err)}`);
       }
@@ -752,7 +769,7 @@ async function cleanup(
       } catch (err) {
         problems.push(`deleting its box ${t.boxDir} failed: ${describeError(err)}`);
       }
-      if (problems.length === 0) say(`${pad(t.id)} removed; runtime stopped; box ${t.boxDir} deleted`);
+      if (problems.length === 0) say(`${pad(t.id)} removed; runtime stopped${stoppedBy}; box ${t.boxDir} deleted`);
       for (const problem of problems) say(`${pad(t.id)} cleanup FAILED: ${problem}`);
       return problems.map((problem) => `cleanup of ${t.id}: ${problem}`);
     }),
@@ -760,6 +777,15 @@ async function cleanup(
   const failures = failed.flat();
   say(`== cleanup: ${failures.length === 0 ? 'done' : `FAILED (${failures.length} problem(s))`}`);
   return failures;
+}
+
+/** How long cleanup waits for the worker's stop of a removed workspace's box reached over SSH. */
+const WORKER_STOP_WAIT_MS = 10_000;
+
+/** The SSH driver recorded a stop in the box (`event 'stop'` in `box-events.log`). */
+async function stoppedOverSsh(boxDir: string): Promise<boolean> {
+  const events = await readFile(join(boxDir, 'box-events.log'), 'utf8').catch(() => '');
+  return / stop$/m.test(events);
 }
 
 /** DELETE, then wait until GET says 404 or removed with no restart in flight; null when it was, else why not. */
