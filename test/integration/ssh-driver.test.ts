@@ -28,6 +28,7 @@ import type { Store } from '../../db/store.js';
 import type { SourceSettings } from '../../activities/plugins/source.js';
 import type { StageSettings } from '../../activities/plugins/stage.js';
 import { freePort, keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../../scripts/sshd.js';
+import { BOX_RUNTIME_SCRIPT, boxRuntimeScript } from '../../simulator/ssh.js';
 
 const work = mkdtempSync(join(tmpdir(), 'wl-ssh-test-'));
 const keyDir = join(work, 'keys');
@@ -327,6 +328,46 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
     });
     const err = await failure(activities.probePlugin({ workspaceId: 'ws-rebuilt', pluginName: 'baked' }));
     expect(err).toMatchObject({ type: 'BoxHostKeyMismatch', nonRetryable: true });
+  });
+});
+
+describe.skipIf(sshd === null)("the simulator's box-runtime.sh (npm run simulate -- --ssh)", () => {
+  it('restarts, reports and stops a runtime over SSH, recording runtime.pid as the local driver reads it', async () => {
+    const root = box('simulated');
+    writeFileSync(
+      join(root, BOX_RUNTIME_SCRIPT),
+      boxRuntimeScript({
+        workspaceId: 'ws-simulated',
+        boxDir: root,
+        apiUrl: 'http://127.0.0.1:1',
+        runtimeCommand: ['sleep', '120'],
+      }),
+    );
+    const run = (action: string): string => `/bin/sh ./${BOX_RUNTIME_SCRIPT} ${action}`;
+    workspaces.set(
+      'ws-simulated',
+      settingsFor({ root, restartCommand: run('restart'), runningCommand: run('running'), stopCommand: run('stop') }),
+    );
+    // The local driver of the same folder: what the simulator's kill and cleanup read.
+    const local = new LocalBoxDriver({ root: join(work, 'boxes'), runtimeCommand: null });
+    expect(await driver.isRunning('ws-simulated')).toBe(false);
+
+    expect(await driver.restart('ws-simulated', 'restart-1')).toBe('restarted');
+    const first = await local.runtimeRecord('simulated');
+    expect(first?.launchId).toMatch(/^ssh-/);
+    expect(await local.liveRuntimePid('simulated')).toBe(first?.pid);
+    expect(await driver.isRunning('ws-simulated')).toBe(true);
+    expect(readFileSync(join(root, 'restart.log'), 'utf8')).toMatch(/runtime started over SSH: pid \d+/);
+
+    expect(await driver.restart('ws-simulated', 'restart-2')).toBe('restarted');
+    const second = await local.runtimeRecord('simulated');
+    expect(second?.pid).not.toBe(first?.pid);
+    expect(await local.liveRuntimePid('simulated')).toBe(second?.pid);
+
+    expect(await driver.stop('ws-simulated')).toBe('stopped');
+    expect(await driver.isRunning('ws-simulated')).toBe(false);
+    expect(await local.liveRuntimePid('simulated')).toBeNull();
+    expect(await driver.stop('ws-simulated')).toBe('already-stopped');
   });
 });
 
