@@ -9,6 +9,8 @@
  *      dispatches until dead detection declares it dead; watches it restart and come back;
  *   4. deprovisions what it created (unless --keep): removes each workspace, stops its runtime and
  *      deletes its box folder.
+ * With `ssh` (`--ssh`) the worker reaches the same box folders over SSH (simulator/ssh.ts): every
+ * boot, restart, probe, delivery, boot credential and stop goes through a throwaway sshd.
  * `runSimulation` is the core, for tests; the CLI runs it when this file is invoked directly.
  */
 import { execFile } from 'node:child_process';
@@ -19,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
+import { RESTART_ID_FILE } from '../activities/box/ssh.js';
 import {
   adminTokenPath,
   boxesDirFromEnv,
@@ -26,6 +29,7 @@ import {
   defaultRuntimeCommand,
   runtimeCommandFromEnv,
   simulatorReposDir,
+  sshKeyDirFromEnv,
 } from '../settings.js';
 import { defaultLifecycleConfig } from '../workflows/config.js';
 import type { DispatchVerdict } from '../workflows/definitions.js';
@@ -33,6 +37,7 @@ import type { WorkspaceView } from '../api/routes/workspaces.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { describeError, errorText, readBody } from './http.js';
 import { heartbeatMsFromEnv, TOKEN_FILE } from './runtime.js';
+import { SimulatedSshBoxes } from './ssh.js';
 
 const run = promisify(execFile);
 
@@ -51,6 +56,13 @@ export interface SimulationOptions {
   dataDir: string;
   boxesDir: string;
   runtimeCommand: string[];
+  /**
+   * Boxes reached over SSH: a throwaway sshd on a loopback port, a client key in `sshKeyDir`, and
+   * each workspace's box settings set to it through the API.
+   */
+  ssh?: boolean;
+  /** The worker's key directory (`WL_SSH_KEY_DIR` or `<data dir>/ssh-keys`); needed with `ssh`. */
+  sshKeyDir?: string;
   /**
    * The heartbeat interval of the runtimes this process starts (its `WL_SIM_HEARTBEAT_MS`), when
    * known. At or below dead detection's "recent heartbeat" window (plus a margin) the kill phase
@@ -258,6 +270,10 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   const tracked: Tracked[] = [];
   let kill: KillReport | null = null;
   let interrupted = false;
+  // Set by the setup phase (an object, so the checker sees it change).
+  const ssh: { boxes: SimulatedSshBoxes | null } = { boxes: null };
+  // The sshd runs detached from this process: if it dies before its cleanup, the sshd goes with it.
+  const abandonSsh = (): void => ssh.boxes?.abandon();
   const abort = options.signal;
 
   const elapsed = (at: number = Date.now()): string => `${((at - started) / 1000).toFixed(1).padStart(6)}s`;
@@ -420,6 +436,29 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
     const repos = await ensurePluginRepos(simulatorReposDir(options.dataDir), names);
     for (const repo of repos) say(`plugin ${repo.name}: ${repo.source}`);
 
+    const keyDir = options.sshKeyDir ?? sshKeyDirFromEnv();
+    const sshBoxes = options.ssh
+      ? await SimulatedSshBoxes.start({
+          runId,
+          dir: join(options.dataDir, 'simulator'),
+          keyDir,
+          apiUrl: options.apiUrl,
+          runtimeCommand: options.runtimeCommand,
+          ...(options.runtimeHeartbeatMs === undefined ? {} : { heartbeatMs: options.runtimeHeartbeatMs }),
+          log: (line) => say(line),
+        })
+      : null;
+    ssh.boxes = sshBoxes;
+    if (sshBoxes !== null) {
+      process.once('exit', abandonSsh);
+      const { sshd } = sshBoxes;
+      say(
+        `--ssh: the boxes are reached over SSH: sshd pid ${sshd.pid} on 127.0.0.1:${sshd.port} (host key ` +
+          `${sshd.hostKey.slice(0, 32)}…, log ${sshd.log}), user ${sshBoxes.user}, key ${sshBoxes.keyRef} in ${keyDir}; ` +
+          'every boot, restart, probe, delivery, boot credential and stop goes over SSH',
+      );
+    }
+
     for (let i = 1; i <= options.workspaces; i++) {
       checkAbort();
       const id = `sim-${runId}-${i}`;
@@ -433,10 +472,26 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
       tracked.push({ id, boxDir: driver.boxDir(id), state: null, pid: null, transitions: [] });
       const body = created.body as { auth_token?: unknown };
       if (typeof body.auth_token !== 'string') throw new Error(`POST /workspaces ${id}: no auth_token in the answer`);
+      if (sshBoxes !== null) {
+        const settings = sshBoxes.settingsFor(id, driver.boxDir(id));
+        const set = await api.call('PUT', `/workspaces/${id}/box`, settings);
+        if (set.status !== 200) throw new Error(`PUT /workspaces/${id}/box: ${set.status} ${errorText(set.body)}`);
+      }
       const boxDir = await driver.createBox(id);
       await writeFile(join(boxDir, TOKEN_FILE), `${body.auth_token}\n`, { mode: 0o600 });
-      await driver.startRuntime(id);
-      say(`${pad(id)} created with ${repos.length} plugin(s); box ${boxDir}; runtime started`);
+      if (sshBoxes === null) {
+        await driver.startRuntime(id);
+        say(`${pad(id)} created with ${repos.length} plugin(s); box ${boxDir}; runtime started`);
+      } else {
+        // The first boot goes through the same restart command as every later one: a box whose
+        // settings do not work fails here, naming why, and every runtime starts the same way.
+        await sshBoxes.provision(id, boxDir);
+        await sshBoxes.driver.restart(id, SSH_BOOT_RESTART_ID);
+        say(
+          `${pad(id)} created with ${repos.length} plugin(s); box ${boxDir}, reached over SSH; ` +
+            `runtime started over SSH (pid ${(await driver.runtimePid(id)) ?? '-'})`,
+        );
+      }
     }
   });
 
@@ -615,13 +670,58 @@ export async function runSimulation(options: SimulationOptions, log: Log = conso
   for (const p of phases)
     say(`phase ${p.ok ? 'ok    ' : 'FAILED'} ${(p.ms / 1000).toFixed(1).padStart(6)}s  ${p.name}`);
 
+  const sshBoxes = ssh.boxes;
+  if (sshBoxes !== null) await sayOverSsh(sshBoxes, tracked, say, pad);
+
   if (options.keep) {
     say(`--keep: leaving ${tracked.length} workspace(s) and their runtimes running`);
   } else if (tracked.length > 0) {
-    failures.push(...(await cleanup(tracked, api, driver, say, pad)));
+    failures.push(...(await cleanup(tracked, api, driver, say, pad, ssh.boxes !== null)));
+  }
+  if (sshBoxes !== null) {
+    process.off('exit', abandonSsh);
+    if (options.keep) {
+      await sshBoxes.leave();
+      say(
+        `--keep: leaving the sshd running for the worker (pid ${sshBoxes.sshd.pid}, 127.0.0.1:${sshBoxes.sshd.port}, ` +
+          `its files in ${sshBoxes.dir}) and the key ${sshBoxes.keyFile}; stop it with \`kill ${sshBoxes.sshd.pid}\` ` +
+          'and delete both once the workspaces are gone',
+      );
+    } else {
+      const problems = await sshBoxes.close();
+      for (const problem of problems) say(`--ssh cleanup FAILED: ${problem}`);
+      if (problems.length === 0) say(`--ssh: sshd stopped; key ${sshBoxes.keyFile} and ${sshBoxes.dir} deleted`);
+      failures.push(...problems.map((problem) => `--ssh cleanup: ${problem}`));
+    }
   }
 
   return { ok: failures.length === 0 && !interrupted, runId, failures, interrupted, phases, workspaces, kill };
+}
+
+/** The restart id of an SSH box's first boot, which the simulator does itself. */
+const SSH_BOOT_RESTART_ID = 'simulator-boot';
+
+/**
+ * What shows the boxes were reached over SSH: the sshd's logins, and in each box the restarts
+ * the SSH driver recorded (`box-events.log`, `.restart-id`) and the restart command's output.
+ */
+async function sayOverSsh(
+  ssh: SimulatedSshBoxes,
+  tracked: Tracked[],
+  say: (line: string) => void,
+  pad: (id: string) => string,
+): Promise<void> {
+  say(`--ssh: the sshd accepted ${await ssh.logins()} login(s) (${ssh.sshd.log})`);
+  for (const t of tracked) {
+    const events = await readFile(join(t.boxDir, 'box-events.log'), 'utf8').catch(() => '');
+    const restarts = events.split('\n').filter((line) => / restart /.test(line) && !line.endsWith(SSH_BOOT_RESTART_ID));
+    const last = (await readFile(join(t.boxDir, RESTART_ID_FILE), 'utf8').catch(() => '')).trim();
+    const log = (await readFile(join(t.boxDir, 'restart.log'), 'utf8').catch(() => '')).trim().split('\n').pop();
+    say(
+      `${pad(t.id)} restarts by the worker over SSH: ${restarts.length}; ${RESTART_ID_FILE} ${last || '-'}; ` +
+        `restart.log: ${log || '-'}`,
+    );
+  }
 }
 
 /**
@@ -635,6 +735,7 @@ async function cleanup(
   driver: LocalBoxDriver,
   say: (line: string) => void,
   pad: (id: string) => string,
+  overSsh = false,
 ): Promise<string[]> {
   say('== cleanup: deprovisioning the simulated workspaces');
   const failed = await Promise.all(
@@ -642,8 +743,24 @@ async function cleanup(
       const problems: string[] = [];
       const removal = await removeWorkspace(api, t.id);
       if (removal !== null) problems.push(removal);
+      // The worker stops a removed workspace's box just after it reads as removed: over SSH, that
+      // stop is part of what is shown, so it gets the time to happen before the simulator's own.
+      let stoppedBy = '';
+      if (overSsh && removal === null) {
+        const deadline = Date.now() + WORKER_STOP_WAIT_MS;
+        // A runtime that saw its workspace removed may have exited by itself, leaving nothing to
+        // stop; the worker's stop records itself a moment after its runtime is gone.
+        let goneSince: number | null = null;
+        while (Date.now() < deadline && !(await stoppedOverSsh(t.boxDir))) {
+          if ((await driver.liveRuntimePid(t.id)) === null) goneSince ??= Date.now();
+          if (goneSince !== null && Date.now() - goneSince > 2_000) break;
+          await sleep(200);
+        }
+        if (await stoppedOverSsh(t.boxDir)) stoppedBy = ' by the worker over SSH';
+      }
       try {
-        await driver.stopRuntime(t.id);
+        const stopped = await driver.stopRuntime(t.id);
+        if (overSsh && stoppedBy === '' && !stopped) stoppedBy = ' (it had exited by itself)';
       } catch (err) {
         problems.push(`stopping its runtime failed: ${describeError(err)}`);
       }
@@ -652,7 +769,7 @@ async function cleanup(
       } catch (err) {
         problems.push(`deleting its box ${t.boxDir} failed: ${describeError(err)}`);
       }
-      if (problems.length === 0) say(`${pad(t.id)} removed; runtime stopped; box ${t.boxDir} deleted`);
+      if (problems.length === 0) say(`${pad(t.id)} removed; runtime stopped${stoppedBy}; box ${t.boxDir} deleted`);
       for (const problem of problems) say(`${pad(t.id)} cleanup FAILED: ${problem}`);
       return problems.map((problem) => `cleanup of ${t.id}: ${problem}`);
     }),
@@ -660,6 +777,15 @@ async function cleanup(
   const failures = failed.flat();
   say(`== cleanup: ${failures.length === 0 ? 'done' : `FAILED (${failures.length} problem(s))`}`);
   return failures;
+}
+
+/** How long cleanup waits for the worker's stop of a removed workspace's box reached over SSH. */
+const WORKER_STOP_WAIT_MS = 10_000;
+
+/** The SSH driver recorded a stop in the box (`event 'stop'` in `box-events.log`). */
+async function stoppedOverSsh(boxDir: string): Promise<boolean> {
+  const events = await readFile(join(boxDir, 'box-events.log'), 'utf8').catch(() => '');
+  return / stop$/m.test(events);
 }
 
 /** DELETE, then wait until GET says 404 or removed with no restart in flight; null when it was, else why not. */
@@ -706,6 +832,8 @@ const usage = `usage: npm run simulate -- [options]
   --api URL        the API (default $WL_API_URL or http://127.0.0.1:8080)
   --keep           leave the workspaces running at exit
   --timeout S      seconds allowed for each phase (default 120)
+  --ssh            reach the boxes over SSH: a throwaway sshd on a loopback port, a client key in
+                   the worker's key directory ($WL_SSH_KEY_DIR or <data dir>/ssh-keys)
 Admin token: $WL_ADMIN_TOKEN, else <data dir>/admin-token written by \`npm start\` (data dir: $WL_DATA_DIR or data/).`;
 
 export async function simulationOptionsFromArgs(
@@ -722,6 +850,7 @@ export async function simulationOptionsFromArgs(
       api: { type: 'string', default: env['WL_API_URL'] ?? 'http://127.0.0.1:8080' },
       keep: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '120' },
+      ssh: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -749,6 +878,8 @@ export async function simulationOptionsFromArgs(
     boxesDir: boxesDirFromEnv(env),
     runtimeCommand: runtimeCommandFromEnv(env) ?? defaultRuntimeCommand(),
     runtimeHeartbeatMs,
+    ssh: values.ssh,
+    sshKeyDir: sshKeyDirFromEnv(env),
   };
 }
 
@@ -763,7 +894,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const interrupt = new AbortController();
   process.on('SIGINT', () => {
     if (interrupt.signal.aborted) {
-      console.error('simulate: second Ctrl-C: exiting without cleanup');
+      console.error(
+        `simulate: second Ctrl-C: exiting without cleanup${options.ssh ? ` (the throwaway sshd and its key in ${options.sshKeyDir ?? ''} stay)` : ''}`,
+      );
       process.exit(130);
     }
     console.error(`simulate: Ctrl-C: stopping${options.keep ? '' : ' and cleaning up (Ctrl-C again to skip)'}`);
@@ -771,7 +904,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   });
   console.log(
     `simulate: ${options.workspaces} workspace(s) × ${options.plugins} plugin(s) against ${options.apiUrl}` +
-      `${options.kill ? ', with a kill' : ''}; boxes in ${options.boxesDir}`,
+      `${options.kill ? ', with a kill' : ''}; boxes in ${options.boxesDir}${options.ssh ? ', reached over SSH' : ''}`,
   );
   const result = await runSimulation({ ...options, signal: interrupt.signal });
   if (result.ok) {

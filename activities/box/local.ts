@@ -172,9 +172,13 @@ export class LocalBoxDriver implements BoxDriver {
     const record = await this.runtimeRecord(workspaceId);
     if (record === null || record.pid === 0 || !processAlive(record.pid)) return null;
     if (record.launchId === '') return record.pid; // a record from before launch ids: trusted as before
-    const environ = await readFile(`/proc/${record.pid}/environ`, 'utf8').catch((err: unknown) =>
-      (err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync('/proc/self') ? '' : null,
-    );
+    const environ = await readFile(`/proc/${record.pid}/environ`, 'utf8').catch((err: unknown) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ESRCH: the process has exited and only waits to be reaped (its parent, e.g. an init that
+      // does not reap, has not yet): it runs no more.
+      if (code === 'ESRCH') return '';
+      return code === 'ENOENT' && existsSync('/proc/self') ? '' : null;
+    });
     // No /proc to look in (not Linux): the pid is all there is to go by.
     if (environ === null) return record.pid;
     return environ.split('\0').includes(`WL_LAUNCH_ID=${record.launchId}`) ? record.pid : null;

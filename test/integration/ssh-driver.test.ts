@@ -4,9 +4,7 @@
  * test runs as (root in CI, allowed by key only). Without sshd the tests are skipped with the
  * reason, except in CI, where they fail.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -29,93 +27,21 @@ import { connectTestStore, ensureWorkspace } from '../helpers/postgres.js';
 import type { Store } from '../../db/store.js';
 import type { SourceSettings } from '../../activities/plugins/source.js';
 import type { StageSettings } from '../../activities/plugins/stage.js';
+import { freePort, keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../../scripts/sshd.js';
+import { BOX_RUNTIME_SCRIPT, boxRuntimeScript } from '../../simulator/ssh.js';
 
-const SSHD = '/usr/sbin/sshd';
 const work = mkdtempSync(join(tmpdir(), 'wl-ssh-test-'));
 const keyDir = join(work, 'keys');
 mkdirSync(keyDir, { mode: 0o700 });
 
-function keygen(file: string): string {
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'wl-ssh-test', '-f', file]);
-  return readFileSync(`${file}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+/** Starts the throwaway sshd trusting one fresh client key; a reason when it cannot. */
+async function startSshd(): Promise<ThrowawaySshd | string> {
+  if (!existsSync(SSHD_PATH)) return `${SSHD_PATH} is missing (bash scripts/sshd.sh installs it)`;
+  const clientPublic = keygen(join(keyDir, 'client'), 'wl-ssh-test');
+  return startThrowawaySshd({ dir: join(work, 'sshd'), authorizedKeys: [clientPublic] });
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-interface Sshd {
-  process: ChildProcess;
-  port: number;
-  hostKey: string;
-  log: string;
-}
-
-/** Starts the throwaway sshd and polls until it accepts connections; a reason when it cannot. */
-async function startSshd(): Promise<Sshd | string> {
-  if (!existsSync(SSHD)) return `${SSHD} is missing (bash scripts/sshd.sh installs it)`;
-  const hostKey = keygen(join(work, 'host_ed25519'));
-  const clientPublic = keygen(join(keyDir, 'client'));
-  writeFileSync(join(work, 'authorized_keys'), `${clientPublic}\n`);
-  // sshd running as root needs its privilege separation directory, which only its service makes.
-  if (process.getuid?.() === 0) mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-  const port = await freePort();
-  const log = join(work, 'sshd.log');
-  const config = join(work, 'sshd_config');
-  writeFileSync(
-    config,
-    [
-      `Port ${port}`,
-      'ListenAddress 127.0.0.1',
-      `HostKey ${join(work, 'host_ed25519')}`,
-      `PidFile ${join(work, 'sshd.pid')}`,
-      `AuthorizedKeysFile ${join(work, 'authorized_keys')}`,
-      'StrictModes no',
-      'UsePAM no',
-      'PubkeyAuthentication yes',
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      // The tests run as root in CI: root may log in, by key only.
-      'PermitRootLogin prohibit-password',
-      'MaxSessions 50',
-      'MaxStartups 50',
-      'LogLevel VERBOSE',
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(SSHD, ['-D', '-f', config, '-E', log], { stdio: 'ignore' });
-  const exited: { code: number | null } = { code: null };
-  child.once('exit', (code) => (exited.code = code ?? -1));
-  const deadline = Date.now() + 10_000;
-  while (!(await accepts(port))) {
-    const why = existsSync(log) ? readFileSync(log, 'utf8').trim() : '';
-    if (exited.code !== null) return `sshd exited at once (code ${exited.code}): ${why}`;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      return `sshd did not listen on port ${port} within 10 s: ${why}`;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return { process: child, port, hostKey, log };
-}
-
-const started = await startSshd().catch((err: unknown) => `could not set up sshd: ${String(err)}`);
+const started = await startSshd().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
 if (typeof started === 'string') {
   if (process.env['CI']) {
     rmSync(work, { recursive: true, force: true });
@@ -126,8 +52,8 @@ if (typeof started === 'string') {
 const sshd = typeof started === 'string' ? null : started;
 
 // Keys nobody trusts: a client key the box does not authorize, a host key the box does not have.
-const strangerKey = sshd === null ? 'ssh-ed25519 AAAA' : keygen(join(keyDir, 'stranger'));
-const otherHostKey = sshd === null ? 'ssh-ed25519 AAAA' : keygen(join(work, 'other_host_ed25519'));
+const strangerKey = sshd === null ? 'ssh-ed25519 AAAA' : keygen(join(keyDir, 'stranger'), 'wl-ssh-test');
+const otherHostKey = sshd === null ? 'ssh-ed25519 AAAA' : keygen(join(work, 'other_host_ed25519'), 'wl-ssh-test');
 const closedPort = await freePort();
 const user = userInfo().username;
 
@@ -189,11 +115,7 @@ afterAll(async () => {
       }
     }
   }
-  if (sshd !== null && sshd.process.exitCode === null) {
-    const gone = new Promise((resolve) => sshd.process.once('exit', resolve));
-    sshd.process.kill('SIGTERM');
-    await gone;
-  }
+  await sshd?.stop();
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -406,6 +328,46 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
     });
     const err = await failure(activities.probePlugin({ workspaceId: 'ws-rebuilt', pluginName: 'baked' }));
     expect(err).toMatchObject({ type: 'BoxHostKeyMismatch', nonRetryable: true });
+  });
+});
+
+describe.skipIf(sshd === null)("the simulator's box-runtime.sh (npm run simulate -- --ssh)", () => {
+  it('restarts, reports and stops a runtime over SSH, recording runtime.pid as the local driver reads it', async () => {
+    const root = box('simulated');
+    writeFileSync(
+      join(root, BOX_RUNTIME_SCRIPT),
+      boxRuntimeScript({
+        workspaceId: 'ws-simulated',
+        boxDir: root,
+        apiUrl: 'http://127.0.0.1:1',
+        runtimeCommand: ['sleep', '120'],
+      }),
+    );
+    const run = (action: string): string => `/bin/sh ./${BOX_RUNTIME_SCRIPT} ${action}`;
+    workspaces.set(
+      'ws-simulated',
+      settingsFor({ root, restartCommand: run('restart'), runningCommand: run('running'), stopCommand: run('stop') }),
+    );
+    // The local driver of the same folder: what the simulator's kill and cleanup read.
+    const local = new LocalBoxDriver({ root: join(work, 'boxes'), runtimeCommand: null });
+    expect(await driver.isRunning('ws-simulated')).toBe(false);
+
+    expect(await driver.restart('ws-simulated', 'restart-1')).toBe('restarted');
+    const first = await local.runtimeRecord('simulated');
+    expect(first?.launchId).toMatch(/^ssh-/);
+    expect(await local.liveRuntimePid('simulated')).toBe(first?.pid);
+    expect(await driver.isRunning('ws-simulated')).toBe(true);
+    expect(readFileSync(join(root, 'restart.log'), 'utf8')).toMatch(/runtime started over SSH: pid \d+/);
+
+    expect(await driver.restart('ws-simulated', 'restart-2')).toBe('restarted');
+    const second = await local.runtimeRecord('simulated');
+    expect(second?.pid).not.toBe(first?.pid);
+    expect(await local.liveRuntimePid('simulated')).toBe(second?.pid);
+
+    expect(await driver.stop('ws-simulated')).toBe('stopped');
+    expect(await driver.isRunning('ws-simulated')).toBe(false);
+    expect(await local.liveRuntimePid('simulated')).toBeNull();
+    expect(await driver.stop('ws-simulated')).toBe('already-stopped');
   });
 });
 
