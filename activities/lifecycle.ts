@@ -49,14 +49,17 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
     },
 
     async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
-      // Stored, written, then restarted: the runtime the restart starts reads a credential whose
-      // hash is stored. A crash in between leaves the two disagreeing until the retry mints
-      // another and rewrites both; a runtime still trying to register then picks it up, since it
-      // reads the file at each register.
-      const credential = newSecret();
-      await store.setBootCredential(workspaceId, hashSecret(credential));
-      await driver.writeBootCredential(workspaceId, credential);
-      const result = await heartbeating(() => driver.restart(workspaceId, restartId));
+      // Written into the box, then stored, then restarted. The box first: a box that cannot be
+      // reached keeps the credential it holds valid (nothing new is stored). A crash between the
+      // write and the store leaves the two disagreeing until the retry writes and stores another;
+      // a runtime still trying to register reads the file afresh each time. The whole attempt
+      // heartbeats, so a slow box never has a timed-out attempt write behind its retry.
+      const result = await heartbeating(async () => {
+        const credential = newSecret();
+        await driver.writeBootCredential(workspaceId, credential);
+        await store.setBootCredential(workspaceId, hashSecret(credential));
+        return driver.restart(workspaceId, restartId);
+      });
       log.info('restart box', { workspaceId, restartId, result });
       return result;
     },

@@ -33,6 +33,12 @@ export interface ApiSettings {
    * Unset: two thirds of the liveness TTL.
    */
   heartbeatForwardEveryMs?: number;
+  /**
+   * For a rollout only, while runtimes that do not send X-Boot-Credential are still deployed: a
+   * register with no credential at all passes while the workspace has no live token (trust on
+   * first use: whoever reaches the API first after a revocation gets the token). Off by default.
+   */
+  bootstrapWithoutCredential: boolean;
 }
 
 export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
@@ -43,6 +49,7 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   logLevel: 'info',
   admission: defaultAdmissionSettings,
   lifecycle: {},
+  bootstrapWithoutCredential: false,
 };
 
 /** What a Temporal call is, for the answer when it fails. */

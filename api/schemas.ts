@@ -4,7 +4,7 @@
  * payload-schemas.ts.
  */
 import { z } from 'zod';
-import { SAFE_PLUGIN_NAME } from '../activities/plugins/errors.js';
+import { SAFE_PLUGIN_NAME, WORK_FOLDER_SUFFIXES } from '../activities/plugins/errors.js';
 import { workspaceIdSchema } from './payload-schemas.js';
 
 export const errorBody = z.object({
@@ -27,7 +27,11 @@ export const declaredPluginsSchema = z
       name: z
         .string()
         .regex(SAFE_PLUGIN_NAME, "must be a safe path segment: letters, digits, '.', '_', '-'")
-        .refine((name) => !name.includes('..'), "must not contain '..'"),
+        .refine((name) => !name.includes('..'), "must not contain '..'")
+        .refine(
+          (name) => !WORK_FOLDER_SUFFIXES.some((suffix) => name.endsWith(suffix)),
+          'must not end in .incoming or .removing (the names of a delivery or removal under way)',
+        ),
       source: z.string().min(1).max(2048),
     }),
   )
@@ -39,6 +43,11 @@ export const declaredPluginsSchema = z
  * host key is pinned: the SSH driver never accepts another one. `key_ref` names a private key
  * file in the worker's key directory (WL_SSH_KEY_DIR); no secret travels or is stored here.
  */
+const command = z
+  .string()
+  .max(1000)
+  .refine((text) => text.trim() !== '', 'must be a command (not blank)');
+
 export const boxSettingsSchema = z.discriminatedUnion('driver', [
   z.strictObject({ driver: z.literal('local') }),
   z.strictObject({
@@ -62,10 +71,11 @@ export const boxSettingsSchema = z.discriminatedUnion('driver', [
     root: z
       .string()
       .regex(/^\/[A-Za-z0-9._/-]*$/, "must be an absolute path (letters, digits, '.', '_', '-', '/')")
-      .refine((path) => !path.split('/').includes('..'), "must not contain '..'"),
-    restart_command: z.string().min(1).max(1000),
-    running_command: z.string().min(1).max(1000),
-    stop_command: z.string().min(1).max(1000).optional(),
+      .refine((path) => !path.split('/').includes('..'), "must not contain '..'")
+      .refine((path) => path.replace(/\/+$/, '') !== '', 'must be a directory other than /'),
+    restart_command: command,
+    running_command: command,
+    stop_command: command.optional(),
   }),
 ]);
 export type BoxSettingsBody = z.infer<typeof boxSettingsSchema>;

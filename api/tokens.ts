@@ -55,6 +55,8 @@ export type AuthOutcome =
       ok: true;
       /** The hash of the boot credential that let a register in (the workspace had no live token). */
       bootCredential?: Buffer;
+      /** A register let in without any credential (ApiSettings.bootstrapWithoutCredential). */
+      trustOnFirstUse?: true;
     }
   | { ok: false; status: 401 | 403; reason: string };
 
@@ -88,11 +90,17 @@ export async function authorizeRuntime(
   credentials: RuntimeCredentials,
   /** The workspace's live tokens, as the caller already read them with its status. */
   liveTokens: number,
+  /** A register without a boot credential passes in bootstrap (ApiSettings.bootstrapWithoutCredential). */
+  bootstrapWithoutCredential = false,
 ): Promise<AuthOutcome> {
-  const bootstrap = (): Promise<AuthOutcome> =>
-    call === 'register'
-      ? checkBootCredential(store, workspaceId, credentials.bootCredential)
-      : Promise.resolve({ ok: false, status: 401, reason: 'the workspace has no live token: register first' });
+  const bootstrap = (): Promise<AuthOutcome> => {
+    if (call !== 'register')
+      return Promise.resolve({ ok: false, status: 401, reason: 'the workspace has no live token: register first' });
+    const header = credentials.bootCredential;
+    if (bootstrapWithoutCredential && (header === undefined || header === ''))
+      return Promise.resolve({ ok: true, trustOnFirstUse: true });
+    return checkBootCredential(store, workspaceId, header);
+  };
   if (liveTokens === 0) return bootstrap();
   const bearer = bearerToken(credentials.authorization);
   if (bearer === undefined) return { ok: false, status: 401, reason: 'missing or malformed bearer token' };

@@ -54,6 +54,9 @@ export const defaultLifecycleConfig: LifecycleConfig = {
   resyncPeriodMs: 6 * 60 * 60_000,
 };
 
+/** The shortest periodic resync an operator may set (a resync is a listing of the box). */
+export const MIN_RESYNC_PERIOD_MS = 60_000;
+
 export function resolveConfig(overrides: Partial<LifecycleConfig> | undefined): LifecycleConfig {
   return { ...defaultLifecycleConfig, ...overrides };
 }
@@ -76,12 +79,15 @@ export function parseLifecycleOverrides(text: string): Partial<LifecycleConfig> 
   for (const [key, value] of Object.entries(parsed)) {
     if (!(key in defaultLifecycleConfig))
       throw new Error(`unknown lifecycle setting ${key} (known: ${Object.keys(defaultLifecycleConfig).join(', ')})`);
-    // Only the resync may be switched off (0); every other duration and threshold must be positive.
-    const least = key === 'resyncPeriodMs' ? 0 : Number.MIN_VALUE;
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < least)
+    if (typeof value !== 'number' || !Number.isFinite(value))
+      throw new Error(`lifecycle setting ${key} must be a number, got ${JSON.stringify(value)}`);
+    // The resync may be switched off (0), never made a busy timer; the rest must be positive.
+    if (key === 'resyncPeriodMs' && value !== 0 && value < MIN_RESYNC_PERIOD_MS)
       throw new Error(
-        `lifecycle setting ${key} must be a ${least === 0 ? 'non-negative' : 'positive'} number, got ${JSON.stringify(value)}`,
+        `lifecycle setting resyncPeriodMs must be 0 (off) or at least ${MIN_RESYNC_PERIOD_MS}, got ${value}`,
       );
+    if (key !== 'resyncPeriodMs' && value <= 0)
+      throw new Error(`lifecycle setting ${key} must be a positive number, got ${value}`);
     overrides[key as keyof LifecycleConfig] = value;
   }
   return overrides;

@@ -80,8 +80,15 @@ export async function runReconcile(
   const held = new Set(pass.holdRepairs ?? []);
   const relapsed = drift.redeliver.filter((plugin) => held.has(plugin.name));
   drift = { ...drift, redeliver: drift.redeliver.filter((plugin) => !held.has(plugin.name)) };
-  const redelivered = new Set([...drift.redeliver, ...relapsed].map((plugin) => plugin.name));
-  const refreshes = mode === 'refresh' ? tracked.filter((plugin) => !redelivered.has(plugin.name)) : [];
+  // A refresh stages again what the service delivered; a plugin the box's image provides follows
+  // the image. Each plugin gets one outcome per pass.
+  const handled = new Set(
+    [...drift.redeliver, ...relapsed, ...drift.rerecord.map(({ plugin }) => plugin)].map((plugin) => plugin.name),
+  );
+  const refreshes =
+    mode === 'refresh'
+      ? tracked.filter((plugin) => plugin.installedVia === 'delivered' && !handled.has(plugin.name))
+      : [];
   onPlan({
     deliveries: diff.missing.length,
     removals: undeclared.length,

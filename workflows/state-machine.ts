@@ -975,12 +975,15 @@ function onStrike(draft: Draft, requester: string, config: LifecycleConfig): voi
 
 /**
  * Plugins a pass repaired right before the restart that followed it. If the box lost them again
- * by the next pass, delivering once more would restart the box in a loop: they fail instead
- * (the box does not keep them), and the next resync or operator request tries again.
+ * by the first pass after that restart, delivering once more would restart the box in a loop:
+ * they fail instead (the box does not keep them), and the next resync or operator request tries
+ * again.
  */
 export function repairsToHold(state: WorkspaceState): string[] {
   const restarted = state.restart.lastStartedAt;
-  if (restarted === null) return [];
+  // Only the first pass after that restart: once one finished, a later loss is new drift.
+  const finished = state.reconcile.lastFinishedAt;
+  if (restarted === null || (finished !== null && finished > restarted)) return [];
   return Object.entries(state.plugins)
     .filter(([, plugin]) => plugin.change === 'repaired' && plugin.via === 'delivered' && plugin.updatedAt >= restarted)
     .map(([name]) => name)

@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { appendFile, chmod, cp, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { INCOMING_SUFFIX, REMOVING_SUFFIX } from '../plugins/errors.js';
 import { MANIFEST_FILE, type StagedPlugin } from '../plugins/stage.js';
 import { BOOT_CREDENTIAL_FILE, BoxUnavailableError, type BoxDriver, type BoxPlugin } from './driver.js';
 
@@ -29,10 +30,11 @@ export interface LocalBoxSettings {
 
 /** A delivered plugin's revision, in its folder. */
 export const REVISION_FILE = '.revision';
-/** A delivery in progress is copied to `<plugin>.incoming` beside the plugin, then swapped in whole. */
-export const INCOMING_SUFFIX = '.incoming';
-/** A removal renames the plugin to `<plugin>.removing` first, so it leaves the box whole. */
-export const REMOVING_SUFFIX = '.removing';
+/**
+ * A delivery in progress is copied to `<plugin>.incoming` beside the plugin, then swapped in
+ * whole; a removal renames the plugin to `<plugin>.removing` first, so it leaves the box whole.
+ */
+export { INCOMING_SUFFIX, REMOVING_SUFFIX };
 /** Folders in the plugins directory that are not plugins: a delivery or a removal under way. */
 export function isTransientPluginDir(name: string): boolean {
   return name.startsWith('.') || name.endsWith(INCOMING_SUFFIX) || name.endsWith(REMOVING_SUFFIX);
@@ -100,9 +102,11 @@ export class LocalBoxDriver implements BoxDriver {
     const plugins: BoxPlugin[] = [];
     for (const entry of entries) {
       if (!entry.isDirectory() || isTransientPluginDir(entry.name)) continue;
-      const manifest = await readFile(join(dir, entry.name, MANIFEST_FILE), 'utf8').catch(() => null);
+      // Only a missing file means absent: a read that failed is the listing's failure, never a
+      // reason to deliver again.
+      const manifest = await readIfPresent(join(dir, entry.name, MANIFEST_FILE));
       if (manifest === null) continue;
-      const revision = await readFile(join(dir, entry.name, REVISION_FILE), 'utf8').catch(() => null);
+      const revision = await readIfPresent(join(dir, entry.name, REVISION_FILE));
       plugins.push({ name: entry.name, manifest, revision });
     }
     return plugins.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -136,7 +140,10 @@ export class LocalBoxDriver implements BoxDriver {
   async deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'> {
     await this.requireBox(workspaceId);
     const target = join(this.pluginsDir(workspaceId), plugin.pluginName);
-    const current = await readFile(join(target, REVISION_FILE), 'utf8').catch(() => null);
+    // Present means what a listing counts: the manifest there too, not a folder emptied by hand.
+    const current = existsSync(join(target, MANIFEST_FILE))
+      ? await readFile(join(target, REVISION_FILE), 'utf8').catch(() => null)
+      : null;
     if (current === plugin.revision) return 'already-present';
 
     // Copy beside the target, then swap it in, so the box never sees a half-written plugin.
@@ -282,6 +289,16 @@ export class LocalBoxDriver implements BoxDriver {
 
   private async event(workspaceId: string, line: string): Promise<void> {
     await appendFile(join(this.boxDir(workspaceId), 'box-events.log'), `${new Date().toISOString()} ${line}\n`);
+  }
+}
+
+/** The file's text; null when it does not exist. */
+async function readIfPresent(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
   }
 }
 

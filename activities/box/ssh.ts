@@ -135,7 +135,12 @@ export class SshBoxDriver implements BoxDriver {
   async deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'> {
     assertSafePluginName(plugin.pluginName, 'plugin name');
     const target = `configs/plugins/${plugin.pluginName}`;
-    const current = await this.run(workspaceId, [`cat ${q(`${target}/${REVISION_FILE}`)} 2>/dev/null`, 'exit 0']);
+    // Present means what a listing counts: the manifest there too, not a folder emptied by hand.
+    const current = await this.run(workspaceId, [
+      `[ -f ${q(`${target}/${MANIFEST_FILE}`)} ] || exit 0`,
+      `cat ${q(`${target}/${REVISION_FILE}`)} 2>/dev/null`,
+      'exit 0',
+    ]);
     this.expectSuccess(workspaceId, 'read plugin revision', current);
     if (current.stdout.toString('utf8') === plugin.revision) return 'already-present';
 

@@ -10,10 +10,23 @@ export class PermanentPluginError extends Error {
 /** Plugin names become directory names on the box: one safe path segment. */
 export const SAFE_PLUGIN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/**
+ * Suffixes of the work folders a delivery or removal makes beside a plugin (`<name>.incoming`,
+ * `<name>.removing`): a plugin of such a name would be skipped by every listing and wiped by its
+ * neighbour's delivery.
+ */
+export const INCOMING_SUFFIX = '.incoming';
+export const REMOVING_SUFFIX = '.removing';
+export const WORK_FOLDER_SUFFIXES = [INCOMING_SUFFIX, REMOVING_SUFFIX] as const;
+
+export function isSafePluginName(name: string): boolean {
+  return SAFE_PLUGIN_NAME.test(name) && !name.includes('..') && !WORK_FOLDER_SUFFIXES.some((s) => name.endsWith(s));
+}
+
 export function assertSafePluginName(name: string, what: string): void {
-  if (!SAFE_PLUGIN_NAME.test(name) || name.includes('..')) {
+  if (!isSafePluginName(name)) {
     throw new PermanentPluginError(
-      `${what} ${JSON.stringify(name)} is not a safe plugin name (letters, digits, '.', '_', '-'; no '..'; at most 128 characters)`,
+      `${what} ${JSON.stringify(name)} is not a safe plugin name (letters, digits, '.', '_', '-'; no '..'; not ending in .incoming or .removing; at most 128 characters)`,
     );
   }
 }

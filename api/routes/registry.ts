@@ -1,5 +1,6 @@
 /**
- * The runtime's two calls, wire-compatible with the runtimes already deployed: register and
+ * The runtime's two calls, wire-compatible with the runtimes already deployed (a register after
+ * a revocation also needs the X-Boot-Credential header; see api/tokens.ts): register and
  * heartbeat, relayed to the workspace's workflow as signals (signal-with-start). A heartbeat is
  * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
  * record_heartbeat); the README's "Heartbeats" section has the rule.
@@ -23,6 +24,7 @@ import {
   authorizeRuntime,
   bearerToken,
   BOOT_CREDENTIAL_HEADER,
+  mintTokenIfNone,
   mintTokenWithBootCredential,
   WRONG_BOOT_CREDENTIAL,
   type RuntimeCall,
@@ -37,14 +39,23 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     request: FastifyRequest,
     id: string,
     call: RuntimeCall,
-  ): Promise<{ access: WorkspaceAccess; bootCredential?: Buffer }> {
+  ): Promise<{ access: WorkspaceAccess; bootCredential?: Buffer; trustOnFirstUse?: true }> {
     const access = await ctx.requireLiveWorkspace(id);
     const credentials = {
       authorization: request.headers.authorization,
       bootCredential: request.headers[BOOT_CREDENTIAL_HEADER],
     };
-    const outcome = await ctx.db(() => authorizeRuntime(store, id, call, credentials, access.liveTokens));
+    const outcome = await ctx.db(() =>
+      authorizeRuntime(store, id, call, credentials, access.liveTokens, settings.bootstrapWithoutCredential),
+    );
     if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
+    if (outcome.trustOnFirstUse) {
+      request.log.warn(
+        { workspaceId: id },
+        'register without a boot credential let in (WL_BOOTSTRAP_WITHOUT_CREDENTIAL)',
+      );
+      return { access, trustOnFirstUse: true };
+    }
     return outcome.bootCredential === undefined ? { access } : { access, bootCredential: outcome.bootCredential };
   }
 
@@ -93,7 +104,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     async (request) =>
       ctx.admitted(async () => {
         const body = request.body;
-        const { access, bootCredential } = await requireRuntime(request, body.id, 'register');
+        const { access, bootCredential, trustOnFirstUse } = await requireRuntime(request, body.id, 'register');
         // The workflow's rule decides the mode, over the mode it last projected (no worker needed);
         // the API checks the URL that mode needs. A workspace projected by a run from before the
         // mode was projected has none stored: the workflow itself says (that needs a worker).
@@ -118,8 +129,9 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         // is minted, in one transaction, so of registers racing with it exactly one gets a token;
         // the others are 401 (their signals were relayed: they carried the credential too). Consumed
         // only now, so a register refused on the way (Temporal unavailable) can be retried with it.
-        const token =
-          bootCredential === undefined
+        const token = trustOnFirstUse
+          ? await ctx.db(() => mintTokenIfNone(store, body.id))
+          : bootCredential === undefined
             ? null
             : await ctx.db(() => mintTokenWithBootCredential(store, body.id, bootCredential));
         if (bootCredential !== undefined && token === null) throw new HttpError(401, WRONG_BOOT_CREDENTIAL);

@@ -463,6 +463,22 @@ describe('boot credential', () => {
     return created;
   }
 
+  it('a rollout setting lets credential-less registers through for runtimes not yet updated (off by default)', async () => {
+    const { id } = await revokedWorkspace();
+    expect((await register(id)).statusCode).toBe(401);
+    const rollout = await buildApi(env.client, store, settings({ bootstrapWithoutCredential: true }));
+    try {
+      const res = await rollout.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json<{ auth_token?: string }>().auth_token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      // The token is live now: the next credential-less register is refused, even here.
+      const again = await rollout.inject({ method: 'POST', url: '/registry/register', payload: registerBody(id) });
+      expect(again.statusCode).toBe(401);
+    } finally {
+      await rollout.close();
+    }
+  });
+
   /** The restart activity, as the worker runs it, on a local box; the credential it left in the box. */
   async function restartBox(id: string): Promise<string> {
     await driver.createBox(id);
@@ -623,6 +639,8 @@ describe('workspace management', () => {
       ['host_key', 'AAAA', 'public host key'],
       ['key_ref', '../../etc/shadow', 'no slashes'],
       ['root', 'relative/box', 'absolute path'],
+      ['root', '//', 'other than /'],
+      ['restart_command', '   ', 'not blank'],
       ['port', 70000, 'port'],
     ] as const) {
       const bad = await api.inject({

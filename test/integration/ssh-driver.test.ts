@@ -168,6 +168,10 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
     expect(readFileSync(join(plugins, 'notes', 'data.bin')).equals(big)).toBe(true);
     expect(readFileSync(join(plugins, 'notes', '.revision'), 'utf8')).toBe(plugin.revision);
     expect(await driver.deliverPlugin('ws-main', plugin)).toBe('already-present');
+    // A folder emptied by hand (its .revision left behind) is not the plugin: delivered again.
+    rmSync(join(plugins, 'notes', 'plugin.yaml'));
+    expect(await driver.deliverPlugin('ws-main', plugin)).toBe('delivered');
+    expect(readFileSync(join(plugins, 'notes', 'plugin.yaml'), 'utf8')).toBe('name: notes\n');
 
     const second = stage('notes', { 'plugin.yaml': 'name: notes\nversion: 2\n', 'lib/new.txt': 'new\n' });
     expect(await driver.deliverPlugin('ws-main', { ...plugin, revision: 'b'.repeat(40), path: second })).toBe(
@@ -183,7 +187,7 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
       ['notes', 'b'.repeat(40)],
     ]);
     const events = readFileSync(join(root, 'box-events.log'), 'utf8');
-    expect(events.match(/ deliver notes /g)).toHaveLength(2);
+    expect(events.match(/ deliver notes /g)).toHaveLength(3);
   });
 
   it('a staged tree that cannot be read fails the delivery (retryable) and leaves the plugin as it was', async () => {

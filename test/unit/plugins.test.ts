@@ -258,6 +258,11 @@ describe('local box driver', () => {
       { name: 'y', manifest: 'name: y\n', revision: 'r9' },
     ]);
 
+    // A folder emptied by hand (its .revision left behind) is not the plugin: delivered again.
+    rmSync(join(box, 'configs/plugins/y/plugin.yaml'));
+    expect(await driver.deliverPlugin('ws-list', { pluginName: 'y', revision: 'r9', path: staged })).toBe('delivered');
+    expect(readFileSync(join(box, 'configs/plugins/y/plugin.yaml'), 'utf8')).toBe('name: y\n');
+
     expect(await driver.removePlugin('ws-list', 'y')).toBe('removed');
     expect(await driver.removePlugin('ws-list', 'y')).toBe('already-absent');
     expect(existsSync(join(box, 'configs/plugins/y'))).toBe(false);

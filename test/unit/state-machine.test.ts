@@ -10,6 +10,7 @@ import {
   heartbeatSignature,
   lastHeartbeatAt,
   nextDeadline,
+  repairsToHold,
   statuses,
   transition,
   upgradeState,
@@ -895,6 +896,29 @@ describe('plugin lifecycle', () => {
     expect(nextDeadline({ ...beating, status: 'offline', statusSince: iso(due) }, config)).toBe(
       due + config.livenessTtlMs,
     );
+  });
+
+  it('a repaired plugin is held (not delivered again) only by the first pass after the restart its repair asked', () => {
+    const running = step(online(), { type: 'pluginsDeclared' }, T0 + 2_000).state;
+    const repaired = step(
+      running,
+      finish({
+        declared: 1,
+        declaredNames: ['a'],
+        outcomes: [{ name: 'a', status: 'installed', via: 'delivered', revision: 'r2', change: 'repaired' }],
+      }),
+      T0 + 3_000,
+    ).state;
+    expect(repaired.restart.inFlight).toBe(true);
+    const back = step(repaired, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 4_000).state;
+    const first = step(back, { type: 'register', payload: registerPayload(ID) }, T0 + 5_000);
+    expect(first.effects).toContainEqual(expect.objectContaining({ type: 'startReconcile', holdRepairs: ['a'] }));
+    const clean = step(first.state, finish({ declared: 1, declaredNames: ['a'], outcomes: [] }), T0 + 6_000).state;
+    expect(repairsToHold(clean)).toEqual([]);
+    const later = step(clean, { type: 'reconcileRequested', mode: 'verify', requester: 'operator' }, T0 + 60_000);
+    const started = later.effects.find((e) => e.type === 'startReconcile');
+    expect(started).toBeDefined();
+    expect(started).not.toHaveProperty('holdRepairs');
   });
 
   it('runs from before the rule: a register while online asks nothing, passes carry no mode', () => {

@@ -175,6 +175,13 @@ describe('declared-plugin reconcile', () => {
     expect(boxEvents(id)).toEqual([]);
     expect(callsFor(id, 'deliverPlugin')).toBe(0);
     expect(callsFor(id, 'stagePlugin')).toBe(0);
+
+    // A refresh leaves what the image provides to the image: nothing staged, nothing restarted.
+    await handle.signal(reconcileSignal, { refresh: true });
+    const refreshed = await waitForState(handle, (s) => settled(s) && s.counters.reconcilesStarted === 2);
+    expect(refreshed.restart.count).toBe(0);
+    expect(refreshed.counters.pluginUpgrades).toBe(0);
+    expect(callsFor(id, 'stagePlugin')).toBe(0);
   });
 
   it('three missing plugins: three deliveries, three rows, exactly one restart', async () => {
