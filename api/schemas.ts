@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { SAFE_PLUGIN_NAME, WORK_FOLDER_SUFFIXES } from '../activities/plugins/errors.js';
 import { workspaceIdSchema } from './payload-schemas.js';
+import type { SshBoxSettings } from '../activities/box/ssh.js';
 
 export const errorBody = z.object({
   error: z.string(),
@@ -79,3 +80,19 @@ export const boxSettingsSchema = z.discriminatedUnion('driver', [
   }),
 ]);
 export type BoxSettingsBody = z.infer<typeof boxSettingsSchema>;
+export type SshBoxSettingsBody = Extract<BoxSettingsBody, { driver: 'ssh' }>;
+
+/** An SSH box's settings as the driver and the database name them (the API's names are snake_case). */
+export function sshSettingsFromBody(body: SshBoxSettingsBody): SshBoxSettings {
+  return {
+    host: body.host,
+    port: body.port,
+    user: body.user,
+    keyRef: body.key_ref,
+    hostKey: body.host_key,
+    root: body.root,
+    restartCommand: body.restart_command,
+    runningCommand: body.running_command,
+    ...(body.stop_command === undefined ? {} : { stopCommand: body.stop_command }),
+  };
+}

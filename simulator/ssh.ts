@@ -15,24 +15,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { q, SshBoxDriver, type SshBoxSettings } from '../activities/box/ssh.js';
 import { keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../scripts/sshd.js';
+import { sshSettingsFromBody, type SshBoxSettingsBody } from '../api/schemas.js';
 import { describeError } from './http.js';
 
 /** The script in each box that the SSH settings' commands run. */
 export const BOX_RUNTIME_SCRIPT = 'box-runtime.sh';
-
-/** The body of `PUT /workspaces/:id/box` for a box reached over SSH. */
-export interface SshBoxBody {
-  driver: 'ssh';
-  host: string;
-  port: number;
-  user: string;
-  key_ref: string;
-  host_key: string;
-  root: string;
-  restart_command: string;
-  running_command: string;
-  stop_command: string;
-}
 
 export interface SimulatedSshOptions {
   runId: string;
@@ -108,9 +95,9 @@ export class SimulatedSshBoxes {
    * is this machine. Set before the folder exists, so no box operation of the worker takes the
    * local driver meanwhile (until the folder exists, both drivers find no box and retry).
    */
-  settingsFor(workspaceId: string, boxDir: string): SshBoxBody {
+  settingsFor(workspaceId: string, boxDir: string): SshBoxSettingsBody {
     const run = (action: string): string => `/bin/sh ./${BOX_RUNTIME_SCRIPT} ${action}`;
-    const body: SshBoxBody = {
+    const body: SshBoxSettingsBody = {
       driver: 'ssh',
       host: '127.0.0.1',
       port: this.sshd.port,
@@ -122,17 +109,7 @@ export class SimulatedSshBoxes {
       running_command: run('running'),
       stop_command: run('stop'),
     };
-    this.settings.set(workspaceId, {
-      host: body.host,
-      port: body.port,
-      user: body.user,
-      keyRef: body.key_ref,
-      hostKey: body.host_key,
-      root: body.root,
-      restartCommand: body.restart_command,
-      runningCommand: body.running_command,
-      stopCommand: body.stop_command,
-    });
+    this.settings.set(workspaceId, sshSettingsFromBody(body));
     return body;
   }
 

@@ -27,6 +27,7 @@ import {
   errorBody,
   errors,
   idParams,
+  sshSettingsFromBody,
   type BoxSettingsBody,
 } from '../schemas.js';
 import { isAdmin, mintTokenIfNone } from '../tokens.js';
@@ -41,19 +42,7 @@ export type WorkspaceView = WorkspaceState & {
 
 /** The stored form (the driver's field names); null for the default driver. */
 function storedBox(body: BoxSettingsBody): object | null {
-  if (body.driver === 'local') return null;
-  return {
-    driver: 'ssh',
-    host: body.host,
-    port: body.port,
-    user: body.user,
-    keyRef: body.key_ref,
-    hostKey: body.host_key,
-    root: body.root,
-    restartCommand: body.restart_command,
-    runningCommand: body.running_command,
-    ...(body.stop_command === undefined ? {} : { stopCommand: body.stop_command }),
-  };
+  return body.driver === 'local' ? null : { driver: 'ssh', ...sshSettingsFromBody(body) };
 }
 
 /** The API's form of what is stored (unreadable settings show as the default driver's). */
