@@ -144,25 +144,31 @@ export class SshBoxDriver implements BoxDriver {
     this.expectSuccess(workspaceId, 'read plugin revision', current);
     if (current.stdout.toString('utf8') === plugin.revision) return 'already-present';
 
-    // The staged tree streams as a tar into `<name>.incoming`, which is then swapped in whole:
-    // the runtime never sees half a plugin, and a retried delivery starts the copy afresh.
-    const result = await this.run(
+    // The staged tree streams as a tar into `<name>.incoming`; only once the local tar is known
+    // to have sent all of it is the folder given its revision and swapped in whole (a second
+    // round trip): the runtime never sees half a plugin, and a retried delivery starts afresh.
+    const upload = await this.run(
       workspaceId,
       [
         't=' + q(target),
         'mkdir -p configs/plugins || exit 5',
         `rm -rf "$t${INCOMING_SUFFIX}" && mkdir "$t${INCOMING_SUFFIX}" || exit 5`,
         `tar -C "$t${INCOMING_SUFFIX}" --no-same-owner -xf - || exit 5`,
-        `printf '%s' ${q(plugin.revision)} > "$t${INCOMING_SUFFIX}/${REVISION_FILE}" || exit 5`,
-        `rm -rf "$t" && mv "$t${INCOMING_SUFFIX}" "$t" || exit 5`,
-        `event ${q(`deliver ${plugin.pluginName} ${plugin.revision}`)}`,
       ],
       { pipeFrom: ['tar', '-C', plugin.path, '-cf', '-', '.'], timeoutMs: this.transferTimeoutMs },
     );
     // A tar that failed is the cause of whatever the box then said about its input.
-    if (result.producer !== undefined && result.producer.code !== 0)
-      throw new Error(`tar of ${plugin.path} failed (exit ${result.producer.code}): ${tail(result.producer.stderr)}`);
-    this.expectSuccess(workspaceId, 'deliver plugin', result);
+    if (upload.producer !== undefined && upload.producer.code !== 0)
+      throw new Error(`tar of ${plugin.path} failed (exit ${upload.producer.code}): ${tail(upload.producer.stderr)}`);
+    this.expectSuccess(workspaceId, 'deliver plugin', upload);
+    const swap = await this.run(workspaceId, [
+      't=' + q(target),
+      `[ -d "$t${INCOMING_SUFFIX}" ] || exit 5`,
+      `printf '%s' ${q(plugin.revision)} > "$t${INCOMING_SUFFIX}/${REVISION_FILE}" || exit 5`,
+      `rm -rf "$t" && mv "$t${INCOMING_SUFFIX}" "$t" || exit 5`,
+      `event ${q(`deliver ${plugin.pluginName} ${plugin.revision}`)}`,
+    ]);
+    this.expectSuccess(workspaceId, 'deliver plugin', swap);
     return 'delivered';
   }
 
