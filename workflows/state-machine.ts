@@ -863,7 +863,7 @@ function onReconcileFinished(
         : o.status === 'removed' || (draft.rules.restartAfterAnyDelivery && o.delivered === true),
     ).length;
     // One restart per reconcile batch, however many plugins were delivered or removed.
-    if (changed > 0) draft.requestRestart(restartReason(report, changed, draft.rules), 'reconcile');
+    if (changed > 0) draft.requestRestart(restartReason(report, changed), 'reconcile');
   }
   const owed = reconcile.followUp;
   const owedMode = reconcile.followUpMode;
@@ -876,8 +876,8 @@ function onReconcileFinished(
   if (owed && state.status !== 'removed') draft.startReconcile('follow-up of coalesced triggers', owedMode);
 }
 
-function restartReason(report: ReconcileReport, changed: number, rules: Rules): string {
-  if (!rules.pluginLifecycle) return `reconcile delivered ${changed} plugin(s)`;
+/** Only runs under Rules.pluginLifecycle remove plugins, so older runs keep their wording. */
+function restartReason(report: ReconcileReport, changed: number): string {
   const removed = report.outcomes.filter((o) => o.status === 'removed').length;
   return removed === 0
     ? `reconcile delivered ${changed} plugin(s)`

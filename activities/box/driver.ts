@@ -53,22 +53,15 @@ export class BoxUnavailableError extends Error {
  * message names the fix. It is thrown as Temporal's own non-retryable failure so that every
  * activity calling the driver fails at once, with no conversion for a new activity to forget.
  */
-export type PermanentBoxErrorType =
-  | 'BoxHostKeyMismatch'
-  | 'BoxAuthRefused'
-  | 'BoxKeyMissing'
-  | 'BoxKeyUnusable'
-  | 'BoxSettingsInvalid'
-  | 'BoxStopUnsupported';
-
-export const PERMANENT_BOX_ERROR_TYPES: readonly PermanentBoxErrorType[] = [
+export const PERMANENT_BOX_ERROR_TYPES = [
   'BoxHostKeyMismatch',
   'BoxAuthRefused',
   'BoxKeyMissing',
   'BoxKeyUnusable',
   'BoxSettingsInvalid',
   'BoxStopUnsupported',
-];
+] as const;
+export type PermanentBoxErrorType = (typeof PERMANENT_BOX_ERROR_TYPES)[number];
 
 export function permanentBoxError(type: PermanentBoxErrorType, message: string): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true });

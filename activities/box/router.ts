@@ -12,10 +12,15 @@ import type { StagedPlugin } from '../plugins/stage.js';
 /** Reads a workspace's stored box settings (null: the default driver). */
 export type BoxSettingsReader = (workspaceId: string) => Promise<unknown>;
 
+/** Whether stored box settings name the SSH driver. */
+function isSshBox(stored: unknown): stored is { driver: 'ssh' } {
+  return typeof stored === 'object' && stored !== null && (stored as { driver?: unknown }).driver === 'ssh';
+}
+
 /** The stored settings of an SSH box, validated; null when the box is not reached over SSH. */
 export async function sshSettingsOf(read: BoxSettingsReader, workspaceId: string): Promise<SshBoxSettings | null> {
   const stored = await read(workspaceId);
-  if (typeof stored !== 'object' || stored === null || (stored as { driver?: unknown }).driver !== 'ssh') return null;
+  if (!isSshBox(stored)) return null;
   const settings = Object.fromEntries(Object.entries(stored).filter(([key]) => key !== 'driver'));
   const parsed = parseSshBoxSettings(settings);
   if (typeof parsed === 'string')
@@ -39,9 +44,7 @@ export class BoxRouter implements BoxDriver {
 
   /** The driver for this workspace's box. */
   async driverFor(workspaceId: string): Promise<BoxDriver> {
-    const stored = await this.read(workspaceId);
-    const ssh = typeof stored === 'object' && stored !== null && (stored as { driver?: unknown }).driver === 'ssh';
-    return ssh ? this.ssh : this.local;
+    return isSshBox(await this.read(workspaceId)) ? this.ssh : this.local;
   }
 
   async readPluginManifest(workspaceId: string, pluginName: string): Promise<string | null> {
