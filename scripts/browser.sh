@@ -8,13 +8,6 @@ log() { printf '[browser] %s\n' "$*" >&2; }
 path="${CHROMIUM_PATH:-/usr/bin/chromium}"
 if [[ -x "$path" ]]; then exit 0; fi
 if [[ -n "${CHROMIUM_PATH:-}" ]]; then log "CHROMIUM_PATH=$CHROMIUM_PATH is not an executable"; exit 1; fi
-command -v apt-get >/dev/null || { log "Chromium is missing and apt-get is unavailable: install Chromium and set CHROMIUM_PATH"; exit 1; }
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { log "Chromium is missing: run 'apt-get install chromium' as root, or set CHROMIUM_PATH"; exit 1; }
-  sudo="sudo"
-fi
-log "installing Chromium from Debian packages (about a minute)..."
-$sudo apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+source "$(dirname "$0")/apt-install.sh"
+apt_install Chromium "install Chromium and set CHROMIUM_PATH" -- chromium
 log "$("$path" --version)"

@@ -12,15 +12,8 @@ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || missi
 command -v sshd >/dev/null 2>&1 || [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
 if [[ ${#missing[@]} -eq 0 ]]; then exit 0; fi
 
-command -v apt-get >/dev/null || { log "${missing[*]} missing and apt-get is unavailable: install OpenSSH (client and server) and retry"; exit 1; }
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { log "${missing[*]} missing: run 'apt-get install ${missing[*]}' as root"; exit 1; }
-  sudo="sudo"
-fi
-log "installing ${missing[*]} from Debian packages..."
-$sudo apt-get update -qq >&2
-# On a machine with a service manager the package also enables the system's own sshd service;
-# the tests never use it (they start their own sshd on a free loopback port).
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# On a machine with a service manager the server package also enables the system's own sshd
+# service; the tests never use it (they start their own sshd on a free loopback port).
+source "$(dirname "$0")/apt-install.sh"
+apt_install "${missing[*]}" "install OpenSSH (client and server) and retry" --no-install-recommends -- "${missing[@]}"
 log "$(ssh -V 2>&1)"
