@@ -11,9 +11,9 @@
  * Plugins proceed independently; one failing plugin does not stop the others. The restart
  * after deliveries and removals is not here: the state machine requests it once per pass.
  */
-import { ActivityFailure, ApplicationFailure, patched } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
 import { legacyReconcile, reconcileStep, reconcileTransfer } from './activities.js';
-import { patches } from './patches.js';
+import { patches, type PatchId } from './patches.js';
 import { findDrift, type Drift } from './plugin-drift.js';
 import type { DeclaredPlugin } from '../db/store.js';
 import type { TrackedPlugin } from '../activities/reconcile.js';
@@ -40,6 +40,8 @@ export async function runReconcile(
   pass: ReconcilePass,
   config: LifecycleConfig,
   rules: Pick<Rules, 'pluginLifecycle'>,
+  /** The run's `patched()` (workspace.ts: the baseline, or the patch's own marker). */
+  patched: (id: PatchId) => boolean,
   /** Told what the pass will change once it has diffed (and listed the box), before it changes anything. */
   onPlan: (plan: ReconcilePlan) => void,
 ): Promise<ReconcileReport> {

@@ -23,7 +23,7 @@ import {
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
 import { bookkeeping, boxControl, ledger } from './activities.js';
-import { patches } from './patches.js';
+import { patches, type PatchId } from './patches.js';
 import {
   initialState,
   livenessExpired,
@@ -47,19 +47,23 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     ? upgradeState(input.carried, input.initialStatus)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
+  // Checked first, once: a run that records the baseline takes every patch it stands for without
+  // a marker of its own; a run recorded before it checks each patch as it always did.
+  const baseline = wf.patched(patches.baseline);
+  const patched = (id: PatchId): boolean => baseline || wf.patched(id);
   // Decided once for the whole run: a run recorded before a rule replays without it.
   const rules: Rules = {
-    newRuntimeAfterRestart: wf.patched(patches.newRuntimeAfterRestart),
-    restartAfterAnyDelivery: wf.patched(patches.restartAfterAnyDelivery),
-    durableRecovery: wf.patched(patches.durableRecovery),
-    deliveryModeInProjection: wf.patched(patches.deliveryModeInProjection),
-    externalRuntimes: wf.patched(patches.externalRuntimes),
-    heartbeatLedger: wf.patched(patches.heartbeatLedger),
-    pluginLifecycle: wf.patched(patches.pluginLifecycle),
+    newRuntimeAfterRestart: patched(patches.newRuntimeAfterRestart),
+    restartAfterAnyDelivery: patched(patches.restartAfterAnyDelivery),
+    durableRecovery: patched(patches.durableRecovery),
+    deliveryModeInProjection: patched(patches.deliveryModeInProjection),
+    externalRuntimes: patched(patches.externalRuntimes),
+    heartbeatLedger: patched(patches.heartbeatLedger),
+    pluginLifecycle: patched(patches.pluginLifecycle),
   };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
-  const revokeBeforeRestart = wf.patched(patches.revokeBeforeRestart);
+  const revokeBeforeRestart = patched(patches.revokeBeforeRestart);
   let revocation: Promise<unknown> = Promise.resolve();
 
   function apply(event: Event): void {
@@ -79,7 +83,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     if (current.get(workspaceStatusKey) === values.status && current.get(pluginsPendingKey) === values.pluginsPending)
       return;
     // Runs that predate the search attributes keep their command sequence.
-    if (!wf.patched(patches.searchAttributes)) return;
+    if (!patched(patches.searchAttributes)) return;
     wf.upsertSearchAttributes([
       { key: workspaceStatusKey, value: values.status },
       { key: pluginsPendingKey, value: values.pluginsPending },
@@ -108,6 +112,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           },
           config,
           rules,
+          patched,
           (plan) => apply({ type: 'reconcilePlanned', plan }),
         ).then(
           (report) => {
@@ -126,7 +131,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         break;
       case 'writeProjection':
         // Runs that predate the projection keep their command sequence.
-        if (wf.patched(patches.workspaceProjection)) {
+        if (patched(patches.workspaceProjection)) {
           const { status, url, statusSince, version, deliveryMode } = effect;
           track(
             writeProjection
@@ -157,17 +162,17 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       }
       case 'retire':
         // Runs that predate it left the box running and its tokens live; they keep their commands.
-        if (wf.patched(patches.deprovisionRetiresBox)) track(retire());
+        if (patched(patches.deprovisionRetiresBox)) track(retire());
         break;
       case 'evaluate':
         // Runs that predate the watchdog evaluation keep their command sequence.
-        if (wf.patched(patches.watchdogEvaluation)) void evaluateSerially(effect.requester);
+        if (patched(patches.watchdogEvaluation)) void evaluateSerially(effect.requester);
         break;
       case 'restartBox': {
         // The machine numbers restarts per workspace; a run started over (terminate, reset)
         // counts from 1 again, and a box driver skips a restart id it already did. A random
         // suffix (deterministic on replay) makes every restart's id its own.
-        const restartId = wf.patched(patches.uniqueRestartIds)
+        const restartId = patched(patches.uniqueRestartIds)
           ? `${effect.restartId}-${wf.uuid4().slice(0, 8)}`
           : effect.restartId;
         const restart = (): Promise<void> =>
@@ -306,7 +311,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
 
   // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
   // Runs that predate the effect tracking closed without waiting for fire-and-forget writes.
-  const awaitEffects = wf.patched(patches.awaitEffectsBeforeClose);
+  const awaitEffects = patched(patches.awaitEffectsBeforeClose);
   await wf.condition(
     () =>
       wf.allHandlersFinished() &&
