@@ -44,6 +44,16 @@ export default defineConfig(
         'error',
         { name: 'setTimeout', message: 'use sleep() or condition() from @temporalio/workflow' },
       ],
+      // Every module here is preloaded once and shared by every cached workflow (workflow-bundle.ts):
+      // state kept at module level would leak from one workspace into the next.
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector:
+            'Program > VariableDeclaration[kind!="const"], Program > ExportNamedDeclaration > VariableDeclaration[kind!="const"]',
+          message: 'no module-level let/var in workflow code: the module is shared by every cached workflow',
+        },
+      ],
       'no-restricted-properties': [
         'error',
         {

@@ -18,6 +18,7 @@ import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
 import { loadSettings, workerSettings, type WorkerSettings } from './settings.js';
+import { preloadModules, workflowsPath } from './workflow-bundle.js';
 
 export interface CreatedWorker {
   worker: Worker;
@@ -54,7 +55,8 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       connection,
       namespace,
       taskQueue: settings.taskQueue,
-      workflowsPath: fileURLToPath(new URL('./workflows/index.ts', import.meta.url)),
+      workflowsPath,
+      bundlerOptions: { preloadModules },
       activities: createActivities({ store, driver, sources: settings.sources }),
       maxCachedWorkflows: settings.maxCachedWorkflows,
     });

@@ -12,7 +12,6 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import autocannon from 'autocannon';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Activities } from '../activities/index.js';
 import { buildApi, defaultApiSettings } from '../api/server.js';
@@ -21,6 +20,7 @@ import { Store } from '../db/store.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import { preloadModules, workflowsPath } from '../workflow-bundle.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,7 +48,8 @@ const activities: Partial<Activities> = {
 const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
-  workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)),
+  workflowsPath,
+  bundlerOptions: { preloadModules },
   activities,
 });
 const adminToken = 'bench-admin-token-0123456789';

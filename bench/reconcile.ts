@@ -15,7 +15,6 @@ import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createActivities } from '../activities/index.js';
 import { LocalBoxDriver } from '../activities/box/local.js';
@@ -26,6 +25,7 @@ import { localDatabaseUrl } from '../scripts/postgres.js';
 import { createPluginRepo, localSourceSettings } from '../test/helpers/git.js';
 import { registerSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
+import { preloadModules, workflowsPath } from '../workflow-bundle.js';
 
 const { values } = parseArgs({ options: { plugins: { type: 'string', default: '20' } } });
 const count = Number(values.plugins);
@@ -47,7 +47,8 @@ const taskQueue = 'bench-reconcile';
 const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
-  workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)),
+  workflowsPath,
+  bundlerOptions: { preloadModules },
   activities: createActivities({
     store,
     driver,

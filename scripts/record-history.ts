@@ -23,7 +23,7 @@ import {
 } from '../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../test/helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../test/helpers/payloads.js';
-import { workflowsPath } from '../test/helpers/bundle.js';
+import { preloadModules, workflowsPath } from '../workflow-bundle.js';
 import type { Activities } from '../activities/index.js';
 
 const name = process.argv[2] ?? `lifecycle-v${new Date().toISOString().slice(0, 10)}`;
@@ -88,6 +88,7 @@ const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
   workflowsPath,
+  bundlerOptions: { preloadModules },
   activities: fakeActivities,
 });
 

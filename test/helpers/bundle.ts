@@ -1,10 +1,8 @@
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { fileURLToPath } from 'node:url';
-
-export const workflowsPath = fileURLToPath(new URL('../../workflows/index.ts', import.meta.url));
+import { preloadModules, workflowsPath } from '../../workflow-bundle.js';
 
 export async function bundleWorkflows(): Promise<string> {
-  const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
+  const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules, logger: quietLogger });
   return code;
 }
 

@@ -1,0 +1,43 @@
+/** The worker process of bench/cache-memory.ts: runs the bench workflows and reports its memory. */
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Activities } from '../activities/index.js';
+
+Runtime.install({ logger: new DefaultLogger('WARN') });
+const connection = await NativeConnection.connect({ address: process.env['BENCH_ADDRESS'] ?? '' });
+const activities: Partial<Activities> = {
+  listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
+  writeProjection: () => Promise.resolve(),
+  readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
+};
+// Bundled as the worker bundles workflows/ (workflow-bundle.ts): the workflow modules preloaded.
+const workflowsPath = fileURLToPath(new URL('./workflows.ts', import.meta.url));
+const worker = await Worker.create({
+  connection,
+  taskQueue: process.env['BENCH_TASK_QUEUE'] ?? '',
+  workflowsPath,
+  bundlerOptions: { preloadModules: [workflowsPath] },
+  activities,
+  maxCachedWorkflows: Number(process.env['BENCH_CACHE']),
+  // On the main thread, the workflows' heap is the process's own: the figures split it from native memory.
+  debugMode: process.env['BENCH_SPLIT'] === '1',
+});
+
+function kb(text: string, field: string): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
+  return Number(match?.[1] ?? 0);
+}
+
+process.on('message', (message) => {
+  if (message !== 'sample') return;
+  global.gc?.();
+  const rollup = readFileSync('/proc/self/smaps_rollup', 'utf8');
+  process.send?.({
+    rssMb: kb(rollup, 'Rss') / 1024,
+    heapMb: process.memoryUsage().heapUsed / 2 ** 20,
+    allocator: readFileSync('/proc/self/maps', 'utf8').includes('libjemalloc') ? 'jemalloc' : 'libc malloc',
+  });
+});
+void worker.run();
+process.send?.('ready');
