@@ -8,6 +8,7 @@
  * it says why and starts again with backoff, until SIGINT or SIGTERM.
  */
 import { NativeConnection, Worker } from '@temporalio/worker';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
@@ -27,7 +28,32 @@ export interface CreatedWorker {
   driver: BoxRouter;
 }
 
+/**
+ * Which allocator this process runs on, from its mapped libraries (Linux), or null where that
+ * cannot be read. The cached workflows need about 1.7x the memory on the C library's malloc.
+ */
+export function memoryAllocator(): 'jemalloc' | 'libc malloc' | null {
+  try {
+    return readFileSync('/proc/self/maps', 'utf8').includes('/libjemalloc') ? 'jemalloc' : 'libc malloc';
+  } catch {
+    return null;
+  }
+}
+
+let allocatorReported = false;
+function reportAllocator(): void {
+  if (allocatorReported) return;
+  allocatorReported = true;
+  const allocator = memoryAllocator();
+  if (allocator === 'libc malloc')
+    console.warn(
+      "worker: on the C library's malloc, each cached workflow takes about 1.7x the memory it takes on jemalloc; start the worker with scripts/jemalloc.sh (npm run worker does)",
+    );
+  else if (allocator !== null) console.log(`worker: memory allocator ${allocator}`);
+}
+
 export async function createWorker(settings: WorkerSettings): Promise<CreatedWorker> {
+  reportAllocator();
   // The workflow thread the SDK starts below takes its heap limit from this flag. Without it, V8
   // sizes the heap from the machine's memory and lets garbage grow far past the cached workflows'
   // live size; with it, collections keep the process near what the cache needs.

@@ -3,6 +3,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/wo
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Activities } from '../activities/index.js';
+import { memoryAllocator } from '../worker.js';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
 const connection = await NativeConnection.connect({ address: process.env['BENCH_ADDRESS'] ?? '' });
@@ -36,7 +37,7 @@ process.on('message', (message) => {
   process.send?.({
     rssMb: kb(rollup, 'Rss') / 1024,
     heapMb: process.memoryUsage().heapUsed / 2 ** 20,
-    allocator: readFileSync('/proc/self/maps', 'utf8').includes('libjemalloc') ? 'jemalloc' : 'libc malloc',
+    allocator: memoryAllocator() ?? 'an unknown allocator',
   });
 });
 void worker.run();

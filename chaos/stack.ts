@@ -197,7 +197,9 @@ export class Stack {
   /** Starts every worker process (`workers`). */
   startWorker(): void {
     const args = [...(this.options.nodeArgs?.worker ?? []), '--import', 'tsx', join(root, 'worker.ts')];
-    for (let i = 0; i < Math.max(1, this.options.workers ?? 1); i++) this.spawn('worker', i, process.execPath, args);
+    // On jemalloc where it is installed, as `npm run worker` runs it (exec keeps the pid).
+    const onJemalloc = [join(root, 'scripts', 'jemalloc.sh'), process.execPath, ...args];
+    for (let i = 0; i < Math.max(1, this.options.workers ?? 1); i++) this.spawn('worker', i, 'bash', onJemalloc);
   }
 
   /** Starts every API process (`apis`), each on its port, and waits until each answers. */
