@@ -93,6 +93,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       logLevel: env['LOG_LEVEL'] ?? 'info',
       lifecycle: lifecycleOverrides(env),
       bootstrapWithoutCredential: env['WL_BOOTSTRAP_WITHOUT_CREDENTIAL'] === 'true',
+      deferredForwards: integer(env, 'WL_HEARTBEAT_DEFERRED_FORWARDS', defaultApiSettings.deferredForwards, 1),
       ...(env['WL_HEARTBEAT_FORWARD_EVERY_MS']
         ? { heartbeatForwardEveryMs: integer(env, 'WL_HEARTBEAT_FORWARD_EVERY_MS', 0, 0) }
         : {}),
@@ -117,7 +118,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 /** The API's settings; it needs the admin token and a database. */
 export function apiSettings(settings: Settings): ApiSettings {
   const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
-  const { heartbeatForwardEveryMs, bootstrapWithoutCredential } = settings.api;
+  const { heartbeatForwardEveryMs, bootstrapWithoutCredential, deferredForwards } = settings.api;
   if (adminToken === undefined) throw new SettingsError('WL_ADMIN_TOKEN must be set (16 characters or more)');
   const { taskQueue, sources } = settings;
   return {
@@ -131,6 +132,7 @@ export function apiSettings(settings: Settings): ApiSettings {
     admission,
     lifecycle,
     bootstrapWithoutCredential,
+    deferredForwards,
     ...(heartbeatForwardEveryMs === undefined ? {} : { heartbeatForwardEveryMs }),
   };
 }

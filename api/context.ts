@@ -10,6 +10,7 @@ import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
 import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
+import { DeferredWork } from './deferred.js';
 import { HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
 import { validatePluginSources } from './plugins.js';
 import type { UrlPolicy } from './ssrf.js';
@@ -34,6 +35,11 @@ export interface ApiSettings {
    */
   heartbeatForwardEveryMs?: number;
   /**
+   * Forwards due only by that interval are sent after the heartbeat is answered, at most this
+   * many at once; one more waits in the ledger for the workspace's next heartbeat.
+   */
+  deferredForwards: number;
+  /**
    * For a rollout only, while runtimes that do not send X-Boot-Credential are still deployed: a
    * register with no credential at all passes while the workspace has no live token (trust on
    * first use: whoever reaches the API first after a revocation gets the token). Off by default.
@@ -49,6 +55,7 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   logLevel: 'info',
   admission: defaultAdmissionSettings,
   lifecycle: {},
+  deferredForwards: 16,
   bootstrapWithoutCredential: false,
 };
 
@@ -66,6 +73,7 @@ export class ApiContext {
   /** The lifecycle config of the workflows this API starts: the heartbeat rules' thresholds. */
   readonly lifecycle: LifecycleConfig;
   readonly heartbeatForwardEveryMs: number;
+  readonly deferredForwards: DeferredWork;
 
   constructor(
     readonly client: Client,
@@ -73,6 +81,7 @@ export class ApiContext {
     readonly settings: ApiSettings,
   ) {
     this.admission = new Admission(settings.admission);
+    this.deferredForwards = new DeferredWork(settings.deferredForwards);
     this.lifecycle = resolveConfig(settings.lifecycle);
     this.heartbeatForwardEveryMs =
       settings.heartbeatForwardEveryMs ?? Math.round((this.lifecycle.livenessTtlMs * 2) / 3);

@@ -57,6 +57,8 @@ export interface HeartbeatRecord {
   outcome: 'ok' | 'not-found' | 'unauthorized';
   forward: boolean;
   beats: number;
+  /** The forward can change the workspace's state; otherwise it is due only by the interval. */
+  urgent: boolean;
 }
 
 export interface HeartbeatLedger {
@@ -349,10 +351,10 @@ export class Store {
     forwardEveryMs: number,
   ): Promise<HeartbeatRecord> {
     const { rows } = await this.pool.query<HeartbeatRecord>(
-      'SELECT outcome, forward, beats FROM record_heartbeat($1, $2, $3, $4, $5)',
+      'SELECT outcome, forward, beats, urgent FROM record_heartbeat($1, $2, $3, $4, $5)',
       [tokenHash, workspaceId, heartbeat.signature, heartbeat.degrades, forwardEveryMs],
     );
-    return rows[0] ?? { outcome: 'not-found', forward: false, beats: 0 };
+    return rows[0] ?? { outcome: 'not-found', forward: false, beats: 0, urgent: false };
   }
 
   /**

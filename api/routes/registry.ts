@@ -69,7 +69,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     const heartbeat = heartbeatSignature(beat, ctx.lifecycle);
     const record = (): Promise<HeartbeatRecord> =>
       bearer === undefined
-        ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0 })
+        ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0, urgent: false })
         : ctx.db(() =>
             store.recordHeartbeat(hashSecret(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
           );
@@ -160,11 +160,35 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         const recorded = await recordHeartbeat(request, beat);
         // Coalesced: acknowledged and in the ledger, where the liveness rules read it.
         if (!recorded.forward) return { status: 'ok' as const };
-        try {
-          await ctx.temporal(
+        const forward = (): Promise<void> =>
+          ctx.temporal(
             () => relayRuntimeSignal(client, id, 'heartbeat', beat, relayOptions, { beats: recorded.beats }),
             SIGNAL,
           );
+        if (!recorded.urgent && ctx.heartbeatForwardEveryMs > 0) {
+          // Due only by the interval: it changes nothing the workflow holds, and its time is in the
+          // ledger, where the liveness rules read it. So it is answered now and forwarded after,
+          // when a slot is free; a slow Temporal then never holds the answer nor an admission slot.
+          // Not forwarded (no slot, or the signal failed): its heartbeats wait in the ledger, and
+          // the workspace's next heartbeat forwards them.
+          const giveBack = (): Promise<void> =>
+            store
+              .returnHeartbeats(id, recorded.beats)
+              .catch((err: unknown) => request.log.warn({ err }, 'returning the heartbeats to the ledger failed'));
+          const started = ctx.deferredForwards.tryStart(() =>
+            forward().catch((err: unknown) => {
+              request.log.info(
+                { err: String(err) },
+                'a deferred heartbeat forward failed; the next heartbeat carries it',
+              );
+              return giveBack();
+            }),
+          );
+          if (!started) await giveBack();
+          return { status: 'ok' as const };
+        }
+        try {
+          await forward();
         } catch (err) {
           // Not (known to be) delivered: the coalesced heartbeats it carried wait for the next forward,
           // which is the next heartbeat; this one is refused (503), and the runtime sends it again.

@@ -325,6 +325,53 @@ describe('runtime endpoints', () => {
     expect(degraded.counters.heartbeats).toBe(3);
   });
 
+  it('a forward due only by the interval is answered at once; one that cannot reach the workflow leaves its heartbeats in the ledger', async () => {
+    const { id, token } = await createWorkspace();
+    const bearer = { authorization: `Bearer ${token}` };
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
+    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+    await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+    const send = (server: typeof api, extra: Record<string, unknown> = {}) =>
+      server.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers: bearer,
+        payload: heartbeatPayload(id, extra),
+      });
+    for (let i = 0; i < 3; i++) expect((await send(api)).statusCode).toBe(200);
+    expect((await store.heartbeatLedger(id)).pending).toBe(3);
+
+    // An API whose forward is due at every heartbeat and whose Temporal calls all fail: a heartbeat
+    // that changes nothing is still 200 (it is in the ledger), and its forward, sent after the
+    // answer, fails and gives the four heartbeats back to the ledger.
+    const doomed = await createTimeSkippingEnv();
+    const broken = await buildApi(
+      doomed.client,
+      store,
+      settings({ temporalTimeoutMs: 2_000, heartbeatForwardEveryMs: 1 }),
+    );
+    await doomed.teardown();
+    const answered = await send(broken);
+    await broken.close(); // waits for the deferred forward
+    expect(answered.statusCode, answered.body).toBe(200);
+    expect((await store.heartbeatLedger(id)).pending).toBe(4);
+
+    // The next heartbeat that must reach the workflow carries them.
+    expect((await send(api, { error_rate: 0.9 })).statusCode).toBe(200);
+    expect((await waitForState(handle, (s) => s.status === 'degraded')).counters.heartbeats).toBe(5);
+
+    // With Temporal up, a deferred forward reaches the workflow after its answer.
+    const eager = await buildApi(env.client, store, settings({ heartbeatForwardEveryMs: 1 }));
+    try {
+      expect((await send(eager, { error_rate: 0.9 })).statusCode).toBe(200);
+      await waitForState(handle, (s) => s.counters.heartbeats === 6);
+      expect((await store.heartbeatLedger(id)).pending).toBe(0);
+    } finally {
+      await eager.close();
+    }
+  });
+
   it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {
     const a = await createWorkspace();
     const b = await createWorkspace();

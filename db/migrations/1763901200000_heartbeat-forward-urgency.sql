@@ -1,0 +1,58 @@
+-- Up Migration
+
+-- record_heartbeat also says whether a forward is urgent: the heartbeat can change the
+-- workspace's state (its signature differs from the last forwarded one, or the workspace is not
+-- online or degraded), so the API answers only once the workflow has it. A forward that is not
+-- urgent is due only because the interval passed: the heartbeat changes nothing the workflow
+-- holds, its time is in the ledger where the liveness rules read it, so the API answers at once
+-- and forwards it after (api/routes/registry.ts). The columns before `urgent` are unchanged, so
+-- an API that selects only those keeps working during a rolling deploy.
+DROP FUNCTION record_heartbeat(BYTEA, TEXT, TEXT, BOOLEAN, INTEGER);
+CREATE FUNCTION record_heartbeat(
+  p_token_hash BYTEA,
+  p_workspace_id TEXT,
+  p_signature TEXT,
+  p_degrades BOOLEAN,
+  p_forward_every_ms INTEGER
+)
+RETURNS TABLE (outcome TEXT, forward BOOLEAN, beats INTEGER, urgent BOOLEAN)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_status TEXT;
+  v_owner TEXT;
+  v_row workspace_heartbeats%ROWTYPE;
+  v_due BOOLEAN;
+  v_after_register BOOLEAN;
+  v_urgent BOOLEAN;
+  v_forward BOOLEAN;
+BEGIN
+  SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END INTO v_status
+    FROM workspaces w WHERE w.id = p_workspace_id;
+  IF v_status IS NULL OR v_status = 'removed' THEN
+    RETURN QUERY SELECT 'not-found'::TEXT, FALSE, 0, FALSE;
+    RETURN;
+  END IF;
+  SELECT t.workspace_id INTO v_owner FROM workspace_tokens t
+    WHERE t.token_hash = p_token_hash AND t.revoked_at IS NULL;
+  IF v_owner IS DISTINCT FROM p_workspace_id THEN
+    RETURN QUERY SELECT 'unauthorized'::TEXT, FALSE, 0, FALSE;
+    RETURN;
+  END IF;
+  INSERT INTO workspace_heartbeats (workspace_id) VALUES (p_workspace_id) ON CONFLICT DO NOTHING;
+  SELECT * INTO v_row FROM workspace_heartbeats h WHERE h.workspace_id = p_workspace_id FOR UPDATE;
+  v_due := v_row.forwarded_at IS NULL
+    OR v_row.forwarded_at <= now() - make_interval(secs => p_forward_every_ms / 1000.0);
+  v_after_register := v_row.signature = 'register' AND NOT v_due;
+  -- After a register a due forward compares with no signature: it is urgent only if it can
+  -- change state, as any other is.
+  v_urgent := (v_status NOT IN ('online', 'degraded') AND NOT v_after_register)
+    OR CASE WHEN v_row.signature = 'register' THEN p_degrades ELSE v_row.signature IS DISTINCT FROM p_signature END;
+  v_forward := v_due OR v_urgent;
+  UPDATE workspace_heartbeats SET
+    last_seen_at = now(),
+    pending      = CASE WHEN v_forward THEN 0 ELSE v_row.pending + 1 END,
+    forwarded_at = CASE WHEN v_forward THEN now() ELSE v_row.forwarded_at END,
+    signature    = CASE WHEN v_forward THEN p_signature ELSE v_row.signature END
+  WHERE workspace_id = p_workspace_id;
+  RETURN QUERY SELECT 'ok'::TEXT, v_forward, CASE WHEN v_forward THEN v_row.pending + 1 ELSE 0 END, v_urgent;
+END $$;
