@@ -32,16 +32,19 @@ async function workspace(status = 'online'): Promise<{ id: string; token: Buffer
 describe('heartbeat ledger', () => {
   it('forwards the first heartbeat, a changed signature and the first after the interval; coalesces the rest', async () => {
     const { id, token } = await workspace();
+    // The first: nothing forwarded yet to compare with, so it can change state.
     expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 1,
+      urgent: true,
     });
     for (let i = 0; i < 3; i++)
       expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
         outcome: 'ok',
         forward: false,
         beats: 0,
+        urgent: false,
       });
     expect(await store.heartbeatLedger(id)).toMatchObject({ pending: 3 });
     // Another signature (e.g. the health class changed): at once, carrying the 3 coalesced.
@@ -49,6 +52,7 @@ describe('heartbeat ledger', () => {
       outcome: 'ok',
       forward: true,
       beats: 4,
+      urgent: true,
     });
     expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({ forward: false });
     // The interval passed since the last forward.
@@ -56,10 +60,12 @@ describe('heartbeat ledger', () => {
       `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
       [id],
     );
+    // Due only by the interval: the same signature, nothing for the workflow to change.
     expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 2,
+      urgent: false,
     });
     const ledger = await store.heartbeatLedger(id);
     expect(ledger.pending).toBe(0);
@@ -70,7 +76,7 @@ describe('heartbeat ledger', () => {
     for (const status of ['provisioning', 'offline', 'failed', 'awaiting_agent']) {
       const { id, token } = await workspace(status);
       for (let i = 0; i < 3; i++)
-        expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true });
+        expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true, urgent: true });
     }
     const { id, token } = await workspace();
     for (let i = 0; i < 3; i++)
@@ -86,6 +92,7 @@ describe('heartbeat ledger', () => {
       outcome: 'ok',
       forward: false,
       beats: 0,
+      urgent: false,
     });
     expect(await store.recordHeartbeat(token, id, { signature: 'recovers', degrades: false }, EVERY_MS)).toMatchObject({
       forward: false,
@@ -95,6 +102,7 @@ describe('heartbeat ledger', () => {
       outcome: 'ok',
       forward: true,
       beats: 3,
+      urgent: true,
     });
     await store.pool.query(`UPDATE workspaces SET status = 'degraded' WHERE id = $1`, [id]); // as the workflow projects it
     expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({ forward: false });
@@ -109,7 +117,10 @@ describe('heartbeat ledger', () => {
       `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
       [late.id],
     );
-    expect(await store.recordHeartbeat(late.token, late.id, steady, EVERY_MS)).toMatchObject({ forward: true });
+    expect(await store.recordHeartbeat(late.token, late.id, steady, EVERY_MS)).toMatchObject({
+      forward: true,
+      urgent: false,
+    });
   });
 
   it('a forward that failed gives its heartbeats back, and the next heartbeat forwards them', async () => {
@@ -122,12 +133,13 @@ describe('heartbeat ledger', () => {
       [id],
     );
     const failed = await store.recordHeartbeat(token, id, steady, EVERY_MS);
-    expect(failed).toMatchObject({ forward: true, beats: 3 });
+    expect(failed).toMatchObject({ forward: true, beats: 3, urgent: false });
     await store.returnHeartbeats(id, failed.beats);
     expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
       beats: 4,
+      urgent: false,
     });
   });
 
