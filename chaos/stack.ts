@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
+import { migrate } from '../db/migrate.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { freePort } from '../scripts/ports.js';
 
@@ -118,6 +119,9 @@ export class Stack {
     this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
     this.apiUrl = this.apiUrls[0] ?? '';
     this.startPostgres();
+    // The schema first, as a deploy's migration step would: the worker also migrates at start,
+    // but the API may answer before a slow worker has, and find no tables.
+    await migrate(this.databaseUrl);
     await this.startTemporal();
     this.startWorker();
     await this.startApi();

@@ -2,6 +2,7 @@
  * The HTTP API against the real time-skipping Temporal server, a real worker (mocked box
  * activities) and real PostgreSQL, through Fastify's in-process injection.
  */
+import type { WorkflowHandle } from '@temporalio/client';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
@@ -87,6 +88,21 @@ async function createWorkspace(
   const res = await api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id, plugins } });
   expect(res.statusCode, res.body).toBe(201);
   return { id, token: res.json<{ auth_token: string }>().auth_token };
+}
+
+/** A workspace registered through the API, online and projected online, with its bearer header and handle. */
+async function registeredOnline(): Promise<{
+  id: string;
+  bearer: { authorization: string };
+  handle: WorkflowHandle;
+}> {
+  const { id, token } = await createWorkspace();
+  const bearer = { authorization: `Bearer ${token}` };
+  const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+  await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
+  await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+  await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+  return { id, bearer, handle };
 }
 
 async function state(id: string): Promise<WorkspaceState> {
@@ -256,12 +272,7 @@ describe('runtime endpoints', () => {
   });
 
   it('heartbeats that change nothing are recorded in the ledger and coalesced; one that can change state is forwarded at once', async () => {
-    const { id, token } = await createWorkspace();
-    const bearer = { authorization: `Bearer ${token}` };
-    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
-    await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
-    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-    await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+    const { id, bearer, handle } = await registeredOnline();
     const beat = async (overrides: Record<string, unknown> = {}): Promise<void> => {
       const res = await api.inject({
         method: 'POST',
@@ -293,12 +304,7 @@ describe('runtime endpoints', () => {
   });
 
   it('a forward that does not reach the workflow is 503, and its heartbeats are forwarded with the next one', async () => {
-    const { id, token } = await createWorkspace();
-    const bearer = { authorization: `Bearer ${token}` };
-    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
-    await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
-    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-    await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+    const { id, bearer, handle } = await registeredOnline();
     const send = (extra: Record<string, unknown> = {}, server = api) =>
       server.inject({
         method: 'POST',
@@ -326,12 +332,7 @@ describe('runtime endpoints', () => {
   });
 
   it('a forward due only by the interval is answered at once; one that cannot reach the workflow leaves its heartbeats in the ledger', async () => {
-    const { id, token } = await createWorkspace();
-    const bearer = { authorization: `Bearer ${token}` };
-    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
-    await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
-    await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-    await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+    const { id, bearer, handle } = await registeredOnline();
     const send = (server: typeof api, extra: Record<string, unknown> = {}) =>
       server.inject({
         method: 'POST',
