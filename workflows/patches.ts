@@ -13,9 +13,9 @@
  *
  * A new run records one marker, `baseline`, which stands for every patch listed before it: each
  * marker a run records costs the worker about 10-17 KB of native memory for as long as the run
- * stays cached, so fifteen of them tripled what a cached workspace costs. Runs recorded before
- * the baseline check each patch on its own, as they did. A patch added after the baseline is
- * checked on its own until a later baseline takes it in.
+ * stays cached, and the fourteen a new run recorded tripled what a cached workspace cost. Runs
+ * recorded before the baseline check each patch on its own, as they did. A patch added after the
+ * baseline is checked on its own until a later baseline takes it in.
  */
 export const patches = {
   /** Per-step reconcile activities instead of the single legacy `reconcilePlugins`. Step 1. */
