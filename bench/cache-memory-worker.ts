@@ -2,16 +2,11 @@
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Activities } from '../activities/index.js';
 import { memoryAllocator } from '../worker.js';
+import { idleBoxActivities } from './fixtures.js';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
 const connection = await NativeConnection.connect({ address: process.env['BENCH_ADDRESS'] ?? '' });
-const activities: Partial<Activities> = {
-  listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
-  writeProjection: () => Promise.resolve(),
-  readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
-};
 // Bundled as the worker bundles workflows/ (workflow-bundle.ts): the workflow modules preloaded.
 const workflowsPath = fileURLToPath(new URL('./workflows.ts', import.meta.url));
 const worker = await Worker.create({
@@ -19,7 +14,7 @@ const worker = await Worker.create({
   taskQueue: process.env['BENCH_TASK_QUEUE'] ?? '',
   workflowsPath,
   bundlerOptions: { preloadModules: [workflowsPath] },
-  activities,
+  activities: idleBoxActivities(),
   maxCachedWorkflows: Number(process.env['BENCH_CACHE']),
   // On the main thread, the workflows' heap is the process's own: the figures split it from native memory.
   debugMode: process.env['BENCH_SPLIT'] === '1',

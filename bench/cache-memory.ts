@@ -16,10 +16,12 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, registerSignal, stateQuery } from '../workflows/definitions.js';
+import { heartbeatPayload } from './fixtures.js';
 import { signalCountQuery } from './workflows.js';
 
 const { values } = parseArgs({
@@ -81,23 +83,13 @@ async function inBatches<T>(n: number, width: number, each: (i: number) => Promi
   return out;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 async function cache(kind: (typeof kinds)[number]): Promise<void> {
   const run = `${kind}-${Date.now()}`;
-  const heartbeat = (id: string, i: number): Record<string, unknown> => ({
-    workspace_id: id,
-    error_rate: 0,
-    sample_error: '',
-    active_tasks: 0,
-    current_task: '',
-    uptime_seconds: i,
-  });
   const handles: WorkflowHandle[] = await inBatches(count, 32, async (i) => {
     const id = `${run}-${i}`;
     if (kind === 'noop') {
       const handle = await client.workflow.start('countSignalsWorkflow', { taskQueue, workflowId: id });
-      for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, heartbeat(id, b));
+      for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, heartbeatPayload(id, b));
       return handle;
     }
     const handle = await client.workflow.start('workspaceWorkflow', {
@@ -106,7 +98,7 @@ async function cache(kind: (typeof kinds)[number]): Promise<void> {
       args: [{ workspaceId: id }],
     });
     await handle.signal(registerSignal, { id, url: 'http://127.0.0.1:9000', agent_card: { name: id } });
-    for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, heartbeat(id, b), { beats: 10 });
+    for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, heartbeatPayload(id, b), { beats: 10 });
     return handle;
   });
   // Every workflow has run its tasks once each answers its query with all its heartbeats seen.

@@ -12,9 +12,9 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { Activities } from '../activities/index.js';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, registerSignal, stateQuery } from '../workflows/definitions.js';
+import { heartbeatPayload, idleBoxActivities } from './fixtures.js';
 import { signalCountQuery } from './workflows.js';
 
 const { values } = parseArgs({
@@ -44,21 +44,8 @@ const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
   workflowsPath: fileURLToPath(new URL('./workflows.ts', import.meta.url)),
-  activities: benchActivities(),
+  activities: idleBoxActivities(),
 });
-
-/** Heartbeats never run activities; the one boot reconcile finds nothing missing, its projection write succeeds. */
-function benchActivities(): Partial<Activities> {
-  return {
-    listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
-    writeProjection: () => Promise.resolve(),
-    readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
-  };
-}
-
-function heartbeat(id: string, i: number): Record<string, unknown> {
-  return { workspace_id: id, error_rate: 0, sample_error: '', active_tasks: 0, current_task: '', uptime_seconds: i };
-}
 
 /** Sends `heartbeats` signals spread over the handles with `concurrency` in flight. */
 async function send(handles: { id: string; handle: WorkflowHandle }[]): Promise<void> {
@@ -68,7 +55,7 @@ async function send(handles: { id: string; handle: WorkflowHandle }[]): Promise<
       while (next < heartbeats) {
         const i = next++;
         const target = handles[i % handles.length];
-        if (target) await target.handle.signal(heartbeatSignal, heartbeat(target.id, i));
+        if (target) await target.handle.signal(heartbeatSignal, heartbeatPayload(target.id, i));
       }
     }),
   );
