@@ -1,6 +1,7 @@
 /** Workflows for the signal benchmark: the real workspace workflow and a no-op baseline. */
 import { condition, defineQuery, setHandler } from '@temporalio/workflow';
 import { heartbeatSignal } from '../workflows/definitions.js';
+import '../workflows/stack-traces.js';
 
 export { workspaceWorkflow } from '../workflows/workspace.js';
 

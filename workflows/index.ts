@@ -1,1 +1,2 @@
+import './stack-traces.js';
 export { workspaceWorkflow } from './workspace.js';
