@@ -29,9 +29,12 @@ process.on('message', (message) => {
   if (message !== 'sample') return;
   global.gc?.();
   const rollup = readFileSync('/proc/self/smaps_rollup', 'utf8');
+  const cpu = process.cpuUsage();
   process.send?.({
     rssMb: kb(rollup, 'Rss') / 1024,
     heapMb: process.memoryUsage().heapUsed / 2 ** 20,
+    // All of the process's threads: the workflow thread's work included.
+    cpuMs: (cpu.user + cpu.system) / 1000,
     allocator: memoryAllocator() ?? 'an unknown allocator',
   });
 });

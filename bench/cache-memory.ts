@@ -2,7 +2,7 @@
  * What one cached workflow costs the worker's memory: caches N no-op workflows that only count
  * signals and, in the same run, N workspace workflows (registered, online, a few heartbeats
  * each), each kind in a fresh worker process, and prints the worker's resident memory per cached
- * workflow for each, and their ratio.
+ * workflow for each, the worker's CPU time per workflow, and their ratio.
  *
  *   npm run bench:cache-memory [-- --workflows 2000 --split]
  *
@@ -44,6 +44,8 @@ interface Sample {
   rssMb: number;
   /** The worker's main thread's live heap (the workflows' too with --split). */
   heapMb: number;
+  /** CPU time the worker process has used, all threads. */
+  cpuMs: number;
   allocator: string;
 }
 
@@ -130,7 +132,8 @@ for (const kind of kinds) {
   perWorkflowKb[kind] = each(after.rssMb - before.rssMb);
   console.log(
     `${kind.padEnd(10)} ${count} cached in ${((performance.now() - t0) / 1000).toFixed(1)} s on ${after.allocator}: ` +
-      `RSS ${before.rssMb.toFixed(0)} -> ${after.rssMb.toFixed(0)} MB (${each(after.rssMb - before.rssMb).toFixed(0)} KB each)` +
+      `RSS ${before.rssMb.toFixed(0)} -> ${after.rssMb.toFixed(0)} MB (${each(after.rssMb - before.rssMb).toFixed(0)} KB each), ` +
+      `worker CPU ${((after.cpuMs - before.cpuMs) / count).toFixed(1)} ms each` +
       (values.split
         ? `, of it JS heap ${before.heapMb.toFixed(0)} -> ${after.heapMb.toFixed(0)} MB (${each(after.heapMb - before.heapMb).toFixed(0)} KB each)`
         : ''),
