@@ -72,15 +72,67 @@ describe('heartbeat ledger', () => {
     expect(Date.now() - Date.parse(ledger.lastSeenAt ?? '')).toBeLessThan(10_000);
   });
 
-  it('a workspace not online or degraded forwards every heartbeat (any can bring it online); 0 forwards every one', async () => {
+  it('a workspace not online or degraded forwards its first heartbeat at once, and the rest only when due or changed', async () => {
     for (const status of ['provisioning', 'offline', 'failed', 'awaiting_agent']) {
       const { id, token } = await workspace(status);
-      for (let i = 0; i < 3; i++)
-        expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true, urgent: true });
+      // In this status for an hour: the forwards below, moved back in time, are still in it.
+      await store.pool.query(`UPDATE workspaces SET status_since = now() - interval '1 hour' WHERE id = $1`, [id]);
+      // Any heartbeat can bring it online: the first goes at once and is answered once delivered.
+      expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
+        outcome: 'ok',
+        forward: true,
+        beats: 1,
+        urgent: true,
+      });
+      // That forward, made in this status, brings it online once the workflow takes it; a
+      // second would only queue behind it. Recorded in the ledger instead.
+      for (let i = 0; i < 2; i++)
+        expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({
+          forward: false,
+          urgent: false,
+        });
+      expect(await store.heartbeatLedger(id)).toMatchObject({ pending: 2 });
+      // Another signature still goes at once.
+      expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({
+        forward: true,
+        beats: 3,
+        urgent: true,
+      });
+      // Due by the interval, with a forward in this status already made: deferred, not urgent.
+      await store.pool.query(
+        `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
+        [id],
+      );
+      expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({
+        forward: true,
+        urgent: false,
+      });
     }
     const { id, token } = await workspace();
     for (let i = 0; i < 3; i++)
       expect(await store.recordHeartbeat(token, id, steady, 0)).toMatchObject({ forward: true, beats: 1 });
+  });
+
+  it('a forward made before the workspace entered its status (a restart began) does not stand for the heartbeats after', async () => {
+    const { id, token } = await workspace('online');
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true });
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: false });
+    // The workflow projects the restart: provisioning from now.
+    await store.pool.query(
+      `UPDATE workspaces SET status = 'provisioning', status_since = now() + interval '1 millisecond' WHERE id = $1`,
+      [id],
+    );
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
+      outcome: 'ok',
+      forward: true,
+      beats: 2,
+      urgent: true,
+    });
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: false });
+    // A forward that failed gave its heartbeats back: the next heartbeat is urgent again.
+    await store.returnHeartbeats(id, 1);
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true, urgent: true });
   });
 
   it('right after a register, heartbeats that would not degrade an online workspace are recorded, even before it is projected online', async () => {
@@ -106,9 +158,8 @@ describe('heartbeat ledger', () => {
     });
     await store.pool.query(`UPDATE workspaces SET status = 'degraded' WHERE id = $1`, [id]); // as the workflow projects it
     expect(await store.recordHeartbeat(token, id, degrading, EVERY_MS)).toMatchObject({ forward: false });
-    // Without a register note, a workspace still provisioning forwards every heartbeat.
+    // Without a register note, a workspace still provisioning forwards its first heartbeat.
     const other = await workspace('provisioning');
-    expect(await store.recordHeartbeat(other.token, other.id, steady, EVERY_MS)).toMatchObject({ forward: true });
     expect(await store.recordHeartbeat(other.token, other.id, steady, EVERY_MS)).toMatchObject({ forward: true });
     // Once the interval passed since the register, the next heartbeat forwards.
     const late = await workspace('online');
