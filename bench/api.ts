@@ -4,19 +4,27 @@
  * server and PostgreSQL. The API runs twice: as configured (the heartbeat ledger coalesces
  * heartbeats that change nothing) and forwarding every heartbeat as a signal (the API's own
  * cost over a direct signal). Prints throughput, p50/p99 latency, their API/direct ratios, and
- * the process's memory at the end. Every heartbeat is then found counted, by its workflow or
- * in the ledger.
+ * the memory at the end. Every heartbeat is then found counted, by its workflow or in the ledger.
+ *
+ * Each API runs in a process of its own (`api/main.ts`), as it is deployed: the load generator
+ * (autocannon) and the direct client both run in this process, and neither shares the API's
+ * event loop.
  *
  *   npm run bench:api [-- --workspaces 20 --requests 2000 --concurrency 16]
  */
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import autocannon from 'autocannon';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Activities } from '../activities/index.js';
-import { buildApi, defaultApiSettings } from '../api/server.js';
+import { rssMb } from '../chaos/stack.js';
 import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
+import { freePort } from '../scripts/ports.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
@@ -53,23 +61,36 @@ const worker = await Worker.create({
   activities,
 });
 const adminToken = 'bench-admin-token-0123456789';
-const api = await buildApi(env.client, store, {
-  ...defaultApiSettings,
-  adminToken,
-  taskQueue,
-  logLevel: 'warn',
-  sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false, sourceHosts: null, fileRoots: [] },
-});
-const apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
-const everyApi = await buildApi(env.client, store, {
-  ...defaultApiSettings,
-  adminToken,
-  taskQueue,
-  logLevel: 'warn',
-  heartbeatForwardEveryMs: 0,
-  sources: { giteaBaseUrl: '', githubBaseUrl: '', allowUnpinned: false, sourceHosts: null, fileRoots: [] },
-});
-const everyUrl = await everyApi.listen({ host: '127.0.0.1', port: 0 });
+
+/** Starts `api/main.ts` with `env` on top of the bench's settings; resolves once it answers. */
+async function startApiProcess(extra: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../api/main.ts', import.meta.url))], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: {
+      ...process.env,
+      TEMPORAL_ADDRESS: env.connection.options.address,
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      DATABASE_URL: databaseUrl,
+      WL_ADMIN_TOKEN: adminToken,
+      WL_API_PORT: String(port),
+      LOG_LEVEL: 'warn',
+      ...extra,
+    },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the API exited with code ${child.exitCode} before it answered`);
+    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) return { url, child };
+    if (Date.now() > deadline) throw new Error(`the API at ${url} did not answer within 30 s`);
+    await sleep(100);
+  }
+}
+const api = await startApiProcess();
+const everyApi = await startApiProcess({ WL_HEARTBEAT_FORWARD_EVERY_MS: '0' });
+const apiUrl = api.url;
+const everyUrl = everyApi.url;
 
 interface Figures {
   name: string;
@@ -87,13 +108,13 @@ const results = await worker.runUntil(async () => {
   const workspaces = await Promise.all(
     Array.from({ length: workspaceCount }, async (_, i) => {
       const id = `bench-api-${run}-${i}`;
-      const res = await api.inject({
+      const res = await fetch(`${apiUrl}/workspaces`, {
         method: 'POST',
-        url: '/workspaces',
-        headers: { authorization: `Bearer ${adminToken}` },
-        payload: { id },
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id }),
       });
-      return { id, token: res.json<{ auth_token: string }>().auth_token };
+      if (!res.ok) throw new Error(`creating ${id}: ${res.status} ${await res.text()}`);
+      return { id, token: ((await res.json()) as { auth_token: string }).auth_token };
     }),
   );
   const beat = (id: string): string => JSON.stringify({ workspace_id: id, error_rate: 0, uptime_seconds: 1 });
@@ -172,8 +193,12 @@ const results = await worker.runUntil(async () => {
   return { viaApi, everyOne, direct };
 });
 
-await api.close();
-await everyApi.close();
+const apiMemoryMb = [api, everyApi].map(({ child }) => rssMb(child.pid));
+for (const { child } of [api, everyApi]) {
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  await exited;
+}
 await env.teardown();
 await store.close();
 const memory = process.memoryUsage();
@@ -191,5 +216,6 @@ for (const f of [viaApi, everyOne]) {
   );
 }
 console.log(
-  `memory at end: rss ${(memory.rss / 2 ** 20).toFixed(0)} MiB, heap used ${(memory.heapUsed / 2 ** 20).toFixed(0)} MiB`,
+  `memory at end: bench process (worker, load generator, direct client) rss ${(memory.rss / 2 ** 20).toFixed(0)} MiB, ` +
+    `heap used ${(memory.heapUsed / 2 ** 20).toFixed(0)} MiB; API processes ${apiMemoryMb.map((mb) => `${mb.toFixed(0)} MiB`).join(', ')}`,
 );
