@@ -7,8 +7,9 @@
  *   3. removal: once no open run predates step 2, the call goes.
  * "No open run predates X" is checked with
  *   temporal workflow count --query 'WorkflowType="workspaceWorkflow" AND ExecutionStatus="Running" AND StartTime < "<deploy time of X>"'
- * A workspace continues as new at least every 2,000 signals (about 17 hours of heartbeats), and
- * a new run takes every patch, so a week after a deploy no run predates it.
+ * A workspace continues as new at least every 2,000 signals (about 66 hours of heartbeats, which
+ * the API forwards about once per two minutes), and a new run takes every patch, so a week after
+ * a deploy no run predates it.
  * Each step keeps the recorded histories of test/histories replaying (test/replay.test.ts).
  *
  * A new run records one marker, `baseline`, which stands for every patch listed before it: each
