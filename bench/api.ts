@@ -65,24 +65,34 @@ const adminToken = 'bench-admin-token-0123456789';
 /** Starts `api/main.ts` with `env` on top of the bench's settings; resolves once it answers. */
 async function startApiProcess(extra: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../api/main.ts', import.meta.url))], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: env.connection.options.address,
-      TEMPORAL_TASK_QUEUE: taskQueue,
-      DATABASE_URL: databaseUrl,
-      WL_ADMIN_TOKEN: adminToken,
-      WL_API_PORT: String(port),
-      LOG_LEVEL: 'warn',
-      ...extra,
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(new URL('../api/main.ts', import.meta.url))],
+    {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: {
+        ...process.env,
+        TEMPORAL_ADDRESS: env.connection.options.address,
+        TEMPORAL_TASK_QUEUE: taskQueue,
+        DATABASE_URL: databaseUrl,
+        WL_ADMIN_TOKEN: adminToken,
+        WL_API_PORT: String(port),
+        LOG_LEVEL: 'warn',
+        ...extra,
+      },
     },
-  });
+  );
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the API exited with code ${child.exitCode} before it answered`);
-    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) return { url, child };
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return { url, child };
     if (Date.now() > deadline) throw new Error(`the API at ${url} did not answer within 30 s`);
     await sleep(100);
   }
