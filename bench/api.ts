@@ -17,11 +17,10 @@ import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Activities } from '../activities/index.js';
-import { rssMb } from '../chaos/stack.js';
+import { rssMb, untilApiAnswers } from '../chaos/stack.js';
 import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
 import { freePort } from '../scripts/ports.js';
@@ -62,7 +61,7 @@ const worker = await Worker.create({
 });
 const adminToken = 'bench-admin-token-0123456789';
 
-/** Starts `api/main.ts` with `env` on top of the bench's settings; resolves once it answers. */
+/** Starts `api/main.ts` with `extra` on top of the bench's settings; resolves once it answers. */
 async function startApiProcess(extra: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
   const child = spawn(
@@ -83,19 +82,8 @@ async function startApiProcess(extra: Record<string, string> = {}): Promise<{ ur
     },
   );
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the API exited with code ${child.exitCode} before it answered`);
-    if (
-      await fetch(`${url}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      )
-    )
-      return { url, child };
-    if (Date.now() > deadline) throw new Error(`the API at ${url} did not answer within 30 s`);
-    await sleep(100);
-  }
+  await untilApiAnswers(url, Date.now() + 30_000, () => child.exitCode !== null);
+  return { url, child };
 }
 const api = await startApiProcess();
 const everyApi = await startApiProcess({ WL_HEARTBEAT_FORWARD_EVERY_MS: '0' });

@@ -211,17 +211,7 @@ export class Stack {
     const args = [...(this.options.nodeArgs?.api ?? []), '--import', 'tsx', join(root, 'api/main.ts')];
     this.apiPorts.forEach((port, i) => this.spawn('api', i, process.execPath, args, { WL_API_PORT: String(port) }));
     const deadline = Date.now() + 30_000;
-    for (const url of this.apiUrls) {
-      for (;;) {
-        const up = await fetch(`${url}/healthz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (up) break;
-        if (Date.now() > deadline) throw new Error(`the API at ${url} did not come up within 30 s`);
-        await sleep(50);
-      }
-    }
+    for (const url of this.apiUrls) await untilApiAnswers(url, deadline);
   }
 
   /** Stops the API and starts it again with `env` on top of the stack's environment. */
@@ -286,6 +276,27 @@ export class Stack {
       LOG_LEVEL: 'warn',
       ...this.options.env,
     };
+  }
+}
+
+/**
+ * Waits until the API at `url` answers `/healthz`; throws at `deadline` (ms since the epoch), or
+ * at once when `exited` says its process is gone.
+ */
+export async function untilApiAnswers(
+  url: string,
+  deadline: number,
+  exited: () => boolean = () => false,
+): Promise<void> {
+  for (;;) {
+    if (exited()) throw new Error(`the API at ${url} exited before it answered`);
+    const up = await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (up) return;
+    if (Date.now() > deadline) throw new Error(`the API at ${url} did not come up in time`);
+    await sleep(50);
   }
 }
 

@@ -117,12 +117,8 @@ describe('heartbeat ledger', () => {
     const { id, token } = await workspace('online');
     expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true });
     expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: false });
-    // The workflow projects the restart: provisioning from now.
-    await store.pool.query(
-      `UPDATE workspaces SET status = 'provisioning', status_since = now() + interval '1 millisecond' WHERE id = $1`,
-      [id],
-    );
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    // The workflow projects the restart: provisioning from now, a transaction after the forward.
+    await store.pool.query(`UPDATE workspaces SET status = 'provisioning', status_since = now() WHERE id = $1`, [id]);
     expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
       outcome: 'ok',
       forward: true,
