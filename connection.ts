@@ -44,13 +44,16 @@ export function clientConnectionOptions(settings: TemporalSettings): ConnectionO
 
 /**
  * Where a dev server keeps its state: a SQLite file in write-ahead-log mode with `synchronous`
- * NORMAL, so a commit is a WAL append without an fsync. A killed dev server loses nothing (the
- * WAL is in the file system); a crash of the machine itself may lose the last commits. The
- * default (a rollback journal, an fsync per commit) made the disk, not the CPU, the limit of a
- * fleet on this box: a third of the time in I/O wait while the CPUs idled.
+ * OFF, so neither a commit nor a checkpoint waits for an fsync. A killed dev server loses nothing
+ * (its writes are in the operating system's cache); a crash of the machine itself may lose the
+ * last commits or damage the file, which a development server on one machine can afford (a
+ * production deployment runs a Temporal cluster). The default (a rollback journal, an fsync per
+ * commit) made the disk, not the CPU, the limit of a fleet on this box: a third of the time in
+ * I/O wait while the CPUs idled; `synchronous=normal` still fsynced every checkpoint, and 3,000
+ * workflow starts ran 15-40% faster without it.
  */
 export function devServerStorageArgs(dbFile: string): string[] {
-  return ['--db-filename', dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal'];
+  return ['--db-filename', dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=off'];
 }
 
 /** `--search-attribute` arguments that register ours on a dev server. */
