@@ -81,6 +81,8 @@ export interface FleetResult {
   /** Heartbeats ran from the last register until the setup settled; not measured. */
   warmupS: number;
   warmupNon200: string;
+  /** The APIs' 429s in the measured window, by why admission refused them (`api_admission_refused`). */
+  windowAdmissionRefusals: string;
   historySample: string;
   usage: Usage[];
 }
@@ -196,6 +198,17 @@ class Sampler {
 }
 
 // --- bounded work ------------------------------------------------------------------------------
+
+/** The APIs' admission refusals since they started (`api_admission_refused` of /metrics), by reason, summed. */
+async function admissionRefusals(urls: readonly string[]): Promise<Map<string, number>> {
+  const sums = new Map<string, number>();
+  for (const url of urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const [, reason = '', count = '0'] of text.matchAll(/^api_admission_refused\{reason="([^"]+)"\} (\d+)$/gm))
+      sums.set(reason, (sums.get(reason) ?? 0) + Number(count));
+  }
+  return sums;
+}
 
 /** Runs `work` for every item with at most `concurrency` at once. */
 async function bounded<T>(items: T[], concurrency: number, work: (item: T, index: number) => Promise<void>) {
@@ -626,6 +639,7 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     );
     let loadStartedAt = Date.now();
     let workerMbAfterSetup = 0;
+    let refusalsAtStart = Promise.resolve(new Map<string, number>());
     let lastSettle = '';
     const {
       warmup,
@@ -645,11 +659,17 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       () => {
         workerMbAfterSetup = workerMb();
         loadStartedAt = Date.now();
+        refusalsAtStart = admissionRefusals(stack.apiUrls);
         sampler.start();
       },
     );
     const loadEndedAt = Date.now();
     const usage = sampler.stop();
+    const windowAdmissionRefusals = await Promise.all([refusalsAtStart, admissionRefusals(stack.apiUrls)]).then(
+      ([before, after]) =>
+        [...after].map(([reason, count]) => `${reason}: ${count - (before.get(reason) ?? 0)}`).join(', ') || 'none',
+      (err: unknown) => `? (${String(err)})`,
+    );
     const warmupRefused = [...warmup.refused].map(([k, v]) => `${k}: ${v}`).join(', ') || 'none';
     log(
       `warm-up: ${round(warmupS, 1)} s; ${warmup.latencies.length} answered 200 (p99 ${round(percentile(warmup.latencies, 99))} ms), ` +
@@ -687,6 +707,7 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       workerMbAfterSetup,
       warmupS,
       warmupNon200: warmupRefused,
+      windowAdmissionRefusals,
       historySample: misses,
       usage,
     };
@@ -734,6 +755,7 @@ function report(r: FleetResult): void {
       `heartbeats: nominal ${round(r.nominalPerS, 1)}/s, offered ${round(r.offeredPerS, 1)}/s, accepted ${round(r.acceptedPerS, 1)}/s`,
       `accepted latency p50 ${round(r.p50, 1)} ms, p99 ${round(r.p99, 1)} ms; non-200 ${refusedText(r.refused)}; ` +
         `retried after Retry-After ${r.retried}; sent > 1 s late ${r.late} (max lag ${round(r.maxLagMs)} ms)`,
+      `the APIs' admission refusals in the window: ${r.windowAdmissionRefusals}`,
       `not online at the end: ${r.notOnline} (projection: ${r.statuses})`,
       `warm-up (heartbeats from the last register until the setup settled, not measured): ${round(r.warmupS, 1)} s, non-200 ${r.warmupNon200}`,
       `worker RSS before the fleet ${round(r.workerMbBefore)} MB, after create+register+settle ${round(r.workerMbAfterSetup)} MB ` +
