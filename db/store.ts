@@ -378,6 +378,24 @@ export class Store {
     );
   }
 
+  /**
+   * A deferred forward that was not sent (no slot free, or its signal failed): its heartbeats go
+   * back to pending and the next heartbeat is due to forward them, deferred again. A forward is
+   * deferred only when the one before it still stands (for a workspace not online, one made in
+   * its current status), so that one is kept: marked as made one interval ago, which is due and
+   * not before the status began (a forward is due by the interval only that long after it).
+   * Clearing it instead made every later heartbeat of a workspace still provisioning an urgent
+   * signal, held by the API while Temporal was slow: what the deferral is there to avoid.
+   */
+  async postponeForward(workspaceId: string, beats: number, forwardEveryMs: number): Promise<void> {
+    await this.pool.query(
+      `UPDATE workspace_heartbeats
+          SET pending = pending + $2, forwarded_at = now() - make_interval(secs => $3 / 1000.0)
+        WHERE workspace_id = $1`,
+      [workspaceId, beats, forwardEveryMs],
+    );
+  }
+
   /** When the workspace's runtime last heartbeat (as the API recorded it), and how many wait to be forwarded. */
   async heartbeatLedger(workspaceId: string): Promise<HeartbeatLedger> {
     const { rows } = await this.pool.query<{ last_seen_at: Date | null; pending: number }>(

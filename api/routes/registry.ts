@@ -170,10 +170,10 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           // ledger, where the liveness rules read it. So it is answered now and forwarded after,
           // when a slot is free; a slow Temporal then never holds the answer nor an admission slot.
           // Not forwarded (no slot, or the signal failed): its heartbeats wait in the ledger, and
-          // the workspace's next heartbeat forwards them.
+          // the workspace's next heartbeat forwards them, deferred again.
           const giveBack = (): Promise<void> =>
             store
-              .returnHeartbeats(id, recorded.beats)
+              .postponeForward(id, recorded.beats, ctx.heartbeatForwardEveryMs)
               .catch((err: unknown) => request.log.warn({ err }, 'returning the heartbeats to the ledger failed'));
           const started = ctx.deferredForwards.tryStart(() =>
             forward().catch((err: unknown) => {

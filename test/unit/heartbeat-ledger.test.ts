@@ -190,6 +190,36 @@ describe('heartbeat ledger', () => {
     });
   });
 
+  it('a deferred forward not sent (no slot, or its signal failed) is due at the next heartbeat, deferred again', async () => {
+    for (const status of ['online', 'provisioning']) {
+      const { id, token } = await workspace(status);
+      await store.pool.query(`UPDATE workspaces SET status_since = now() - interval '1 hour' WHERE id = $1`, [id]);
+      expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true, urgent: true });
+      expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: false });
+      await store.pool.query(
+        `UPDATE workspace_heartbeats SET forwarded_at = now() - interval '61 seconds' WHERE workspace_id = $1`,
+        [id],
+      );
+      const deferred = await store.recordHeartbeat(token, id, steady, EVERY_MS);
+      expect(deferred).toMatchObject({ forward: true, beats: 2, urgent: false });
+      await store.postponeForward(id, deferred.beats, EVERY_MS);
+      expect(await store.heartbeatLedger(id)).toMatchObject({ pending: 2 });
+      // The status's first forward still stands: the next heartbeat carries them, not urgent.
+      expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toEqual({
+        outcome: 'ok',
+        forward: true,
+        beats: 3,
+        urgent: false,
+      });
+    }
+    // Postponed while the workspace entered a new status: the next heartbeat is urgent there.
+    const { id, token } = await workspace('online');
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true });
+    await store.pool.query(`UPDATE workspaces SET status = 'provisioning', status_since = now() WHERE id = $1`, [id]);
+    await store.postponeForward(id, 0, EVERY_MS);
+    expect(await store.recordHeartbeat(token, id, steady, EVERY_MS)).toMatchObject({ forward: true, urgent: true });
+  });
+
   it('records nothing for an unknown or removed workspace, a revoked token, or a token of another workspace', async () => {
     const a = await workspace();
     const b = await workspace();
