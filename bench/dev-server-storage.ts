@@ -10,13 +10,14 @@
  * visibility record, its first workflow task queued). Prints starts/s and the server's CPU per
  * start for each, then the ratio of the project's settings to the baseline.
  */
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { untilTemporalAnswers } from '../chaos/stack.js';
 import { devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
@@ -56,20 +57,6 @@ function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-async function connect(address: string): Promise<Connection> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      const connection = await Connection.connect({ address, connectTimeout: 1_000 });
-      await connection.workflowService.getSystemInfo({});
-      return connection;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`the dev server did not come up: ${String(err)}`);
-      await sleep(300);
-    }
-  }
-}
-
 async function measure(variant: Variant): Promise<{ perSecond: number; cpuMsPerStart: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'wl-dev-server-'));
   const port = await freePort();
@@ -77,7 +64,7 @@ async function measure(variant: Variant): Promise<{ perSecond: number; cpuMsPerS
   args.push(...variants[variant](join(dir, 'temporal.db')), '--log-level', 'error', ...devServerSearchAttributeArgs());
   const server: ChildProcess = spawn(cli as string, args, { stdio: 'ignore' });
   try {
-    const connection = await connect(`127.0.0.1:${port}`);
+    const connection = await untilTemporalAnswers(`127.0.0.1:${port}`, Date.now() + 60_000);
     const client = new Client({ connection });
     const pid = server.pid ?? 0;
     await sleep(2_000); // the server's own start-up work settles

@@ -184,18 +184,7 @@ export class Stack {
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
     args.push(...devServerStorageArgs(join(this.options.dir, 'temporal.db')), '--log-level', 'error');
     this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs()]);
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      try {
-        const connection = await Connection.connect({ address: this.temporalAddress, connectTimeout: 1_000 });
-        await connection.workflowService.getSystemInfo({});
-        await connection.close();
-        return;
-      } catch (err) {
-        if (Date.now() > deadline) throw new Error(`the dev server did not come up: ${String(err)}`);
-        await sleep(200);
-      }
-    }
+    await (await untilTemporalAnswers(this.temporalAddress, Date.now() + 60_000)).close();
   }
 
   /** Starts every worker process (`workers`). */
@@ -276,6 +265,20 @@ export class Stack {
       LOG_LEVEL: 'warn',
       ...this.options.env,
     };
+  }
+}
+
+/** A connection to the Temporal server at `address` once it answers; throws at `deadline` (ms since the epoch). */
+export async function untilTemporalAnswers(address: string, deadline: number): Promise<Connection> {
+  for (;;) {
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1_000 });
+      await connection.workflowService.getSystemInfo({});
+      return connection;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`the Temporal server at ${address} did not come up: ${String(err)}`);
+      await sleep(200);
+    }
   }
 }
 
