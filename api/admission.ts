@@ -39,14 +39,15 @@ export interface AdmissionSettings {
  * Measured on one 2-core box running everything (dev server, worker, API, PostgreSQL): past
  * about 32 calls in flight the throughput no longer grows, only the latency does. The queue
  * rides out a stall of a quarter second (a pause of the API's process or of the database on a
- * busy box: 10,000 runtimes send 333 calls a second, and a queue of 8 refused some of them at
- * each stall); under a real overload it stays full and the excess is still refused at once.
+ * busy box): 10,000 runtimes send 333 calls a second, and the calls that arrived during a stall
+ * come in at once when it ends, which a queue of 8, then 32, refused in part. Under a lasting
+ * overload it stays full and the excess is refused at once; none waits more than 250 ms.
  */
 export const defaultAdmissionSettings: AdmissionSettings = {
   maxInFlight: 32,
   minInFlight: 4,
   targetLatencyMs: 500,
-  maxQueued: 32,
+  maxQueued: 128,
   maxQueueWaitMs: 250,
   retryAfterSeconds: 1,
   maxRetryAfterSeconds: 30,
