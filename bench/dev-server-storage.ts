@@ -12,7 +12,7 @@
  */
 import { Client } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,6 +22,7 @@ import { devServerSearchAttributeArgs, devServerStorageArgs } from '../connectio
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import { freePort } from '../scripts/ports.js';
+import { CLOCK_TICKS, procStat } from './fleet.js';
 
 const { values } = parseArgs({
   options: {
@@ -51,10 +52,11 @@ const variants = {
 } as const;
 type Variant = keyof typeof variants;
 
-/** CPU time (user + system) of a process so far, in ms (clock ticks of 10 ms). */
+/** CPU time (user + system) of a process so far, in ms. */
 function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  const ticks = procStat(pid)?.ticks;
+  if (ticks === undefined) throw new Error(`process ${pid} is gone`);
+  return (ticks / CLOCK_TICKS) * 1000;
 }
 
 async function measure(variant: Variant): Promise<{ perSecond: number; cpuMsPerStart: number }> {

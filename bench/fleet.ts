@@ -92,14 +92,16 @@ const round = (value: number, digits = 0): string => (Number.isFinite(value) ? v
 
 // --- /proc sampling ------------------------------------------------------------------------------
 
-const CLOCK_TICKS = 100;
+/** Clock ticks per second of /proc's CPU times. */
+export const CLOCK_TICKS = 100;
 
-interface ProcStat {
+export interface ProcStat {
   ppid: number;
   ticks: number;
 }
 
-function procStat(pid: number): ProcStat | undefined {
+/** A process's parent and the CPU time (user + system, in clock ticks) it has used; undefined once it is gone. */
+export function procStat(pid: number): ProcStat | undefined {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces: the fields after it start past its ')'.
