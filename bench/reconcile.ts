@@ -71,13 +71,21 @@ async function until(handle: WorkflowHandle, done: (s: WorkspaceState) => boolea
   }
 }
 
+/** The pass's activities, local ones (the diff) included, without the projection writes. */
 async function activitiesIn(handle: WorkflowHandle): Promise<number> {
   const events = (await handle.fetchHistory()).events ?? [];
-  return events.filter(
-    (e) =>
-      e.activityTaskScheduledEventAttributes?.activityType?.name !== 'writeProjection' &&
-      e.activityTaskScheduledEventAttributes,
-  ).length;
+  return events.filter((e) => {
+    const marker = e.markerRecordedEventAttributes;
+    const type =
+      marker?.markerName === 'core_local_activity'
+        ? (
+            JSON.parse(Buffer.from(marker.details?.['data']?.payloads?.[0]?.data ?? []).toString() || '{}') as {
+              activity_type?: string;
+            }
+          ).activity_type
+        : e.activityTaskScheduledEventAttributes?.activityType?.name;
+    return type !== undefined && type !== null && type !== 'writeProjection';
+  }).length;
 }
 
 /** One workspace, registered once; measures until its first reconcile (and restart) settle. */

@@ -11,7 +11,7 @@
  * Timeouts and retry policies are not part of the workflow's command sequence: changing them
  * needs no patch.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 
 /** Transient trouble (the database restarting, the box booting) is retried with backoff. */
@@ -40,8 +40,20 @@ export const boxControl = proxyActivities<Activities>({
   retry: { ...retryWithBackoff, maximumAttempts: 5 },
 });
 
-/** The projection row and token revocation: one statement each. */
+/** Token revocation, and the projection row of runs from before `localStep`: one statement each. */
 export const bookkeeping = proxyActivities<Activities>({
+  startToCloseTimeout: '15s',
+  retry: { ...retryWithBackoff, maximumAttempts: 5 },
+});
+
+/**
+ * The projection write and the plugin diff, as local activities: one statement each (a versioned
+ * upsert, a read), so a retry or a replayed call is harmless. They run in the worker that asked
+ * for them and cost the server no task of their own; while the database is down they retry
+ * inside the workflow task (the SDK extends it), then fail: the next transition rewrites the
+ * projection, and a failed diff fails its pass.
+ */
+export const localStep = proxyLocalActivities<Activities>({
   startToCloseTimeout: '15s',
   retry: { ...retryWithBackoff, maximumAttempts: 5 },
 });

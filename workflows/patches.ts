@@ -12,11 +12,11 @@
  * a deploy no run predates it.
  * Each step keeps the recorded histories of test/histories replaying (test/replay.test.ts).
  *
- * A new run records one marker, `baseline`, which stands for every patch listed before it: each
- * marker a run records costs the worker about 10-17 KB of native memory for as long as the run
- * stays cached, and the fourteen a new run recorded tripled what a cached workspace cost. Runs
- * recorded before the baseline check each patch on its own, as they did. A patch added after the
- * baseline is checked on its own until a later baseline takes it in.
+ * A new run records one marker, the latest baseline, which stands for every patch listed before
+ * it: each marker a run records costs the worker about 10-17 KB of native memory for as long as
+ * the run stays cached, and the fourteen a new run recorded tripled what a cached workspace cost.
+ * Runs recorded before a baseline check each later patch on their own, as they did. A patch added
+ * after the latest baseline is checked on its own until a later baseline takes it in.
  */
 export const patches = {
   /** Per-step reconcile activities instead of the single legacy `reconcilePlugins`. Step 1. */
@@ -49,9 +49,20 @@ export const patches = {
   heartbeatLedger: 'heartbeat-ledger',
   /** Removal, drift repair, resync and refresh of plugins (Rules.pluginLifecycle). Step 1. */
   pluginLifecycle: 'plugin-lifecycle',
-  /** Every patch above, with one marker (workspace.ts checks it first). Step 1. */
+  /** Every patch above, with one marker (workspace.ts checks it after `baseline2`). Step 1. */
   baseline: 'baseline-1',
+  /**
+   * The projection write and the reconcile's plugin diff are local activities: each records one
+   * marker in the workflow task that asked for it, instead of an activity task, its events and
+   * a workflow task for its result. Step 1.
+   */
+  localActivities: 'local-activities',
+  /** Every patch above, `baseline` included, with one marker (workspace.ts checks it first). Step 1. */
+  baseline2: 'baseline-2',
 } as const;
 
-/** A patch id other than the baseline. */
-export type PatchId = Exclude<(typeof patches)[keyof typeof patches], typeof patches.baseline>;
+/** A patch id other than the baselines. */
+export type PatchId = Exclude<
+  (typeof patches)[keyof typeof patches],
+  typeof patches.baseline | typeof patches.baseline2
+>;

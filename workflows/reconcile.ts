@@ -12,7 +12,7 @@
  * after deliveries and removals is not here: the state machine requests it once per pass.
  */
 import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
-import { legacyReconcile, reconcileStep, reconcileTransfer } from './activities.js';
+import { legacyReconcile, localStep, reconcileStep, reconcileTransfer } from './activities.js';
 import { patches, type PatchId } from './patches.js';
 import { findDrift, type Drift } from './plugin-drift.js';
 import type { DeclaredPlugin } from '../db/store.js';
@@ -51,7 +51,9 @@ export async function runReconcile(
     await legacyReconcile(config.reconcileTimeoutMs).reconcilePlugins(request);
     return { declared: 0, outcomes: [] };
   }
-  const diff = await reconcileStep.listPluginDiff.executeWithOptions(
+  // Runs that diffed with an activity task before keep doing so until they patch.
+  const diffStep = patched(patches.localActivities) ? localStep : reconcileStep;
+  const diff = await diffStep.listPluginDiff.executeWithOptions(
     { summary: `diff declared plugins (${pass.trigger})` },
     [request],
   );

@@ -22,7 +22,7 @@ import {
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
-import { bookkeeping, boxControl, ledger } from './activities.js';
+import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
 import { patches, type PatchId } from './patches.js';
 import {
   initialState,
@@ -47,10 +47,11 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     ? upgradeState(input.carried, input.initialStatus)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
-  // Checked first, once: a run that records the baseline takes every patch it stands for without
-  // a marker of its own; a run recorded before it checks each patch as it always did.
-  const baseline = wf.patched(patches.baseline);
-  const patched = (id: PatchId): boolean => baseline || wf.patched(id);
+  // Checked first, once: a run that records a baseline takes every patch it stands for without
+  // a marker of its own; a run recorded before it checks each later patch as it always did.
+  const baseline2 = wf.patched(patches.baseline2);
+  const baseline = baseline2 || wf.patched(patches.baseline);
+  const patched = (id: PatchId): boolean => (id === patches.localActivities ? baseline2 : baseline) || wf.patched(id);
   // Decided once for the whole run: a run recorded before a rule replays without it.
   const rules: Rules = {
     newRuntimeAfterRestart: patched(patches.newRuntimeAfterRestart),
@@ -133,8 +134,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         // Runs that predate the projection keep their command sequence.
         if (patched(patches.workspaceProjection)) {
           const { status, url, statusSince, version, deliveryMode } = effect;
+          // Runs that wrote it with an activity task before keep doing so until they patch.
+          const write = patched(patches.localActivities) ? localStep.writeProjection : writeProjection;
           track(
-            writeProjection
+            write
               .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
                 {
                   workspaceId,

@@ -308,15 +308,41 @@ describe('patch markers', () => {
 
     const { events } = await handle.fetchHistory();
     const markers = (events ?? []).flatMap((e) =>
-      e.markerRecordedEventAttributes ? [e.markerRecordedEventAttributes] : [],
+      e.markerRecordedEventAttributes?.markerName === 'core_patch' ? [e.markerRecordedEventAttributes] : [],
     );
     expect(markers).toHaveLength(1);
-    expect(markers[0]?.markerName).toBe('core_patch');
     expect(Buffer.from(markers[0]?.details?.['patch-data']?.payloads?.[0]?.data ?? []).toString()).toContain(
-      'baseline-1',
+      'baseline-2',
     );
     expect(harness.fake.restarts.filter((r) => r.startsWith(`${id}/`))).toHaveLength(1);
     expect(harness.fake.projections.filter((p) => p.workspaceId === id).map((p) => p.status)).toContain('removed');
+  });
+});
+
+describe('projection writes', () => {
+  it('a new run writes each projection row and diffs its plugins with local activities: markers, no activity tasks', async () => {
+    const id = uniqueId('projection');
+    const handle = await start(id);
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.status === 'online' && idle(s));
+    await handle.signal(deprovisionSignal);
+    expect(((await handle.result()) as WorkspaceState).status).toBe('removed');
+
+    const { events } = await handle.fetchHistory();
+    const localActivities = (events ?? []).filter(
+      (e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity',
+    );
+    const scheduled = (events ?? []).flatMap((e) => {
+      const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
+      return name ? [name] : [];
+    });
+    const written = harness.fake.projections.filter((p) => p.workspaceId === id).map((p) => p.status);
+    const diffs = harness.fake.reconcileCalls.filter((r) => r.workspaceId === id);
+    expect(written).toEqual(expect.arrayContaining(['online', 'removed']));
+    expect(diffs.length).toBeGreaterThan(0);
+    expect(localActivities).toHaveLength(written.length + diffs.length);
+    expect(scheduled).not.toContain('writeProjection');
+    expect(scheduled).not.toContain('listPluginDiff');
   });
 });
 
