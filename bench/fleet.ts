@@ -25,7 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { call, percentile } from '../chaos/load.js';
+import { admissionRefusals, call, percentile, refusedText } from '../chaos/load.js';
 import { Stack } from '../chaos/stack.js';
 import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
@@ -200,17 +200,6 @@ class Sampler {
 }
 
 // --- bounded work ------------------------------------------------------------------------------
-
-/** The APIs' admission refusals since they started (`api_admission_refused` of /metrics), by reason, summed. */
-async function admissionRefusals(urls: readonly string[]): Promise<Map<string, number>> {
-  const sums = new Map<string, number>();
-  for (const url of urls) {
-    const text = await (await fetch(`${url}/metrics`)).text();
-    for (const [, reason = '', count = '0'] of text.matchAll(/^api_admission_refused\{reason="([^"]+)"\} (\d+)$/gm))
-      sums.set(reason, (sums.get(reason) ?? 0) + Number(count));
-  }
-  return sums;
-}
 
 /** Runs `work` for every item with at most `concurrency` at once. */
 async function bounded<T>(items: T[], concurrency: number, work: (item: T, index: number) => Promise<void>) {
@@ -730,15 +719,6 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     if (o.keep) log(`kept ${dir}`);
     else rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function refusedText(refused: Map<string, number>): string {
-  return (
-    [...refused]
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `${k}: ${v}`)
-      .join(', ') || 'none'
-  );
 }
 
 function usageText(usage: Usage[], piece: string): string {

@@ -178,3 +178,25 @@ export function byStatus(answers: Answer[]): string {
     .map(([status, n]) => `${status === 0 ? 'net' : status}: ${n}`)
     .join(', ');
 }
+
+/** The APIs' admission refusals since they started (`api_admission_refused` of /metrics), by reason, summed. */
+export async function admissionRefusals(urls: readonly string[]): Promise<Map<string, number>> {
+  const sums = new Map<string, number>();
+  for (const url of urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const [, reason = '', count = '0'] of text.matchAll(/^api_admission_refused\{reason="([^"]+)"\} (\d+)$/gm))
+      sums.set(reason, (sums.get(reason) ?? 0) + Number(count));
+  }
+  return sums;
+}
+
+/** Refusals by reason, the difference `after - before` when `before` is given, as `reason: n, ...`. */
+export function refusedText(after: Map<string, number>, before?: Map<string, number>): string {
+  return (
+    [...after]
+      .map(([k, v]): [string, number] => [k, v - (before?.get(k) ?? 0)])
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ') || 'none'
+  );
+}

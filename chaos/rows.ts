@@ -13,7 +13,16 @@ import { Store } from '../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
-import { HeartbeatLoad, byStatus, call, percentile, type Answer, type Runtime } from './load.js';
+import {
+  HeartbeatLoad,
+  admissionRefusals,
+  byStatus,
+  call,
+  percentile,
+  refusedText,
+  type Answer,
+  type Runtime,
+} from './load.js';
 import { rssMb, type Stack } from './stack.js';
 
 export interface Row {
@@ -524,9 +533,11 @@ export async function overload(ctx: RowContext, o: OverloadOptions): Promise<Row
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssMb(apiPid))), 250);
   const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
   log(`overload: ${o.rate} heartbeats/s for ${o.seconds} s over ${o.workspaces} workspaces`);
+  const refusalsBefore = await admissionRefusals([stack.apiUrl]);
   load.start();
   await sleep(o.seconds * 1_000);
   const floodEnd = load.now();
+  const refusalsByReason = refusedText(await admissionRefusals([stack.apiUrl]), refusalsBefore);
   load.setRate(o.normalRate);
   await sleep(10_000);
   await load.stop();
@@ -572,7 +583,8 @@ export async function overload(ctx: RowContext, o: OverloadOptions): Promise<Row
           accepted.map((a) => a.ms),
           50,
         ),
-      )}, p99 ${ms(p99)}); ${refused.length} refused (${byStatus(refused)}; p50 ${ms(refusalP50)}); ` +
+      )}, p99 ${ms(p99)}); ${refused.length} refused (${byStatus(refused)}; p50 ${ms(refusalP50)}; ` +
+      `the API's by reason: ${refusalsByReason}); ` +
       `other ${other.length}; generator skipped ${load.skipped}; API RSS ${rssBefore.toFixed(0)} → peak ` +
       `${rssPeak.toFixed(0)} MB; normal ${s(normalAfter)} after the flood; acked ${acked}, recorded ${recorded}, lost ${lost}`,
     expected: 'accepted p99 < 1 s; refusals p50 < 50 ms; API RSS < 400 MB; normal < 5 s after; 0 lost',
