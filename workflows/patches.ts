@@ -49,7 +49,7 @@ export const patches = {
   heartbeatLedger: 'heartbeat-ledger',
   /** Removal, drift repair, resync and refresh of plugins (Rules.pluginLifecycle). Step 1. */
   pluginLifecycle: 'plugin-lifecycle',
-  /** Every patch above, with one marker (workspace.ts checks it after `baseline2`). Step 1. */
+  /** Every patch above, with one marker. Step 1. */
   baseline: 'baseline-1',
   /**
    * The projection write and the reconcile's plugin diff are local activities: each records one
@@ -57,12 +57,23 @@ export const patches = {
    * a workflow task for its result. Step 1.
    */
   localActivities: 'local-activities',
-  /** Every patch above, `baseline` included, with one marker (workspace.ts checks it first). Step 1. */
+  /** Every patch above, `baseline` included, with one marker. Step 1. */
   baseline2: 'baseline-2',
 } as const;
 
+/** The baselines, oldest first; each stands for every patch listed before it. */
+export const baselines = [patches.baseline, patches.baseline2] as const;
+export type BaselineId = (typeof baselines)[number];
+
 /** A patch id other than the baselines. */
-export type PatchId = Exclude<
-  (typeof patches)[keyof typeof patches],
-  typeof patches.baseline | typeof patches.baseline2
->;
+export type PatchId = Exclude<(typeof patches)[keyof typeof patches], BaselineId>;
+
+const order: readonly string[] = Object.values(patches);
+
+/**
+ * The oldest baseline that stands for `id` (the first listed after it); undefined for a patch
+ * listed after the latest baseline, which only its own marker takes.
+ */
+export function baselineFor(id: PatchId): BaselineId | undefined {
+  return baselines.find((baseline) => order.indexOf(baseline) > order.indexOf(id));
+}

@@ -23,7 +23,7 @@ import {
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
 import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
-import { patches, type PatchId } from './patches.js';
+import { baselineFor, baselines, patches, type BaselineId, type PatchId } from './patches.js';
 import {
   initialState,
   livenessExpired,
@@ -47,11 +47,19 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     ? upgradeState(input.carried, input.initialStatus)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
-  // Checked first, once: a run that records a baseline takes every patch it stands for without
-  // a marker of its own; a run recorded before it checks each later patch as it always did.
-  const baseline2 = wf.patched(patches.baseline2);
-  const baseline = baseline2 || wf.patched(patches.baseline);
-  const patched = (id: PatchId): boolean => (id === patches.localActivities ? baseline2 : baseline) || wf.patched(id);
+  // Checked first, latest first, once: a run that records a baseline takes every patch it stands
+  // for without a marker of its own (and every older baseline with it); a run recorded before it
+  // checks each later patch as it always did.
+  const taken = new Map<BaselineId, boolean>();
+  let newer = false;
+  for (const baseline of [...baselines].reverse()) {
+    newer = newer || wf.patched(baseline);
+    taken.set(baseline, newer);
+  }
+  const patched = (id: PatchId): boolean => {
+    const baseline = baselineFor(id);
+    return (baseline !== undefined && taken.get(baseline) === true) || wf.patched(id);
+  };
   // Decided once for the whole run: a run recorded before a rule replays without it.
   const rules: Rules = {
     newRuntimeAfterRestart: patched(patches.newRuntimeAfterRestart),
