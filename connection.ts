@@ -56,6 +56,20 @@ export function devServerStorageArgs(dbFile: string): string[] {
   return ['--db-filename', dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=off'];
 }
 
+/**
+ * How many workflows' state the dev server keeps in memory (its history service's host-level
+ * cache, in entries). The CLI sets 8,096. A fleet touches every workspace in turn (a heartbeat
+ * every 30 s), so a least-recently-used cache smaller than the fleet misses on nearly every
+ * signal and workflow task, and each miss loads the workflow's state from SQLite again. Sized
+ * for the largest fleet one box holds, with room for closed runs after continue-as-new.
+ */
+export const DEV_SERVER_WORKFLOW_CACHE_ENTRIES = 32_768;
+
+/** `--dynamic-config-value` arguments that size the dev server for a fleet on one box. */
+export function devServerCacheArgs(): string[] {
+  return ['--dynamic-config-value', `history.hostLevelCacheMaxSize=${DEV_SERVER_WORKFLOW_CACHE_ENTRIES}`];
+}
+
 /** `--search-attribute` arguments that register ours on a dev server. */
 export function devServerSearchAttributeArgs(): string[] {
   return searchAttributeKeys.flatMap((key) => ['--search-attribute', `${key.name}=${cliType(key.type)}`]);

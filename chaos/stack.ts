@@ -12,7 +12,7 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
+import { devServerCacheArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
 import { migrate } from '../db/migrate.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { freePort } from '../scripts/ports.js';
@@ -182,7 +182,12 @@ export class Stack {
     const cli = temporalCliPath();
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
-    args.push(...devServerStorageArgs(join(this.options.dir, 'temporal.db')), '--log-level', 'error');
+    args.push(
+      ...devServerStorageArgs(join(this.options.dir, 'temporal.db')),
+      ...devServerCacheArgs(),
+      '--log-level',
+      'error',
+    );
     this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs()]);
     await (await untilTemporalAnswers(this.temporalAddress, Date.now() + 60_000)).close();
   }
