@@ -58,10 +58,12 @@ export function devServerStorageArgs(dbFile: string): string[] {
 
 /**
  * How many workflows' state the dev server keeps in memory (its history service's host-level
- * cache, in entries). The CLI sets 8,096. A fleet touches every workspace in turn (a heartbeat
- * every 30 s), so a least-recently-used cache smaller than the fleet misses on nearly every
- * signal and workflow task, and each miss loads the workflow's state from SQLite again. Sized
- * for the largest fleet one box holds, with room for closed runs after continue-as-new.
+ * cache, in entries). The CLI sets 8,096. A fleet touches every workspace's workflow in turn
+ * (its forwarded heartbeats, its timers), so a least-recently-used cache smaller than the fleet
+ * misses on nearly every signal and workflow task, and each miss loads the workflow's state from
+ * SQLite again. Sized for the largest fleet one box holds, with room for closed runs after
+ * continue-as-new. At 10,000 workspaces the dev server peaked at 673-739 MB with it, 517 MB
+ * without.
  */
 export const DEV_SERVER_WORKFLOW_CACHE_ENTRIES = 32_768;
 
