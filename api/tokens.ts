@@ -8,7 +8,7 @@
  * writes it into the box); the register it lets through consumes it and mints the new token.
  */
 import { timingSafeEqual } from 'node:crypto';
-import type { Store } from '../db/store.js';
+import type { Store, StoredToken } from '../db/store.js';
 import { hashSecret, newSecret } from '../db/secrets.js';
 
 /** The header a register carries the boot credential in. */
@@ -25,10 +25,16 @@ export function bootCredential(header: string | string[] | undefined): string | 
   return value !== undefined && /^[A-Za-z0-9_-]{16,128}$/.test(value) ? value : undefined;
 }
 
+/** A new instance token: the secret, shown once, and what is stored of it. */
+export function newInstanceToken(): { token: string; stored: StoredToken } {
+  const token = newSecret();
+  return { token, stored: { hash: hashSecret(token), prefix: token.slice(0, 8) } };
+}
+
 /** Mints a token for a workspace that has no live one; null when it already has one. */
 export async function mintTokenIfNone(store: Store, workspaceId: string): Promise<string | null> {
-  const token = newSecret();
-  return (await store.addTokenIfNone(workspaceId, hashSecret(token), token.slice(0, 8))) ? token : null;
+  const { token, stored } = newInstanceToken();
+  return (await store.addTokenIfNone(workspaceId, stored.hash, stored.prefix)) ? token : null;
 }
 
 /**
@@ -40,13 +46,8 @@ export async function mintTokenWithBootCredential(
   workspaceId: string,
   credentialHash: Buffer,
 ): Promise<string | null> {
-  const token = newSecret();
-  const minted = await store.addTokenWithBootCredential(
-    workspaceId,
-    credentialHash,
-    hashSecret(token),
-    token.slice(0, 8),
-  );
+  const { token, stored } = newInstanceToken();
+  const minted = await store.addTokenWithBootCredential(workspaceId, credentialHash, stored.hash, stored.prefix);
   return minted ? token : null;
 }
 

@@ -21,6 +21,12 @@ export interface DeclaredPlugin {
   source: string;
 }
 
+/** What is stored of an instance token: its SHA-256 and its first 8 characters (db/secrets.ts). */
+export interface StoredToken {
+  hash: Buffer;
+  prefix: string;
+}
+
 export interface TrackingRow {
   workspaceId: string;
   pluginName: string;
@@ -97,17 +103,38 @@ export class Store {
     await this.pool.end();
   }
 
-  /** Creates the workspace row and its declared plugins; false when the id is taken. */
-  async createWorkspace(workspaceId: string, plugins: DeclaredPlugin[], external = false): Promise<boolean> {
-    return this.transaction(async (client) => {
-      const inserted = await client.query(
-        'INSERT INTO workspaces (id, external) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING',
-        [workspaceId, external],
-      );
-      if (inserted.rowCount === 0) return false;
-      await insertDeclared(client, workspaceId, plugins);
-      return true;
-    });
+  /**
+   * Creates the workspace row, its declared plugins and, when given, its first instance token, in
+   * one statement: atomic and one round trip. False, and nothing written, when the id is taken.
+   * No other token can exist for a row this statement inserts, so the token takes no lock.
+   */
+  async createWorkspace(
+    workspaceId: string,
+    plugins: DeclaredPlugin[],
+    external = false,
+    token?: StoredToken,
+  ): Promise<boolean> {
+    const { rows } = await this.pool.query<{ created: number }>(
+      `WITH created AS (
+         INSERT INTO workspaces (id, external) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id
+       ), declared AS (
+         INSERT INTO declared_plugins (workspace_id, plugin_name, source)
+         SELECT created.id, p.name, p.source FROM created, unnest($3::text[], $4::text[]) AS p (name, source)
+       ), minted AS (
+         INSERT INTO workspace_tokens (workspace_id, token_hash, prefix)
+         SELECT created.id, $5::bytea, $6::text FROM created WHERE $5::bytea IS NOT NULL
+       )
+       SELECT count(*)::int AS created FROM created`,
+      [
+        workspaceId,
+        external,
+        plugins.map((plugin) => plugin.name),
+        plugins.map((plugin) => plugin.source),
+        token?.hash ?? null,
+        token?.prefix ?? null,
+      ],
+    );
+    return rows[0]?.created === 1;
   }
 
   /**

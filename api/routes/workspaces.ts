@@ -30,7 +30,7 @@ import {
   sshSettingsFromBody,
   type BoxSettingsBody,
 } from '../schemas.js';
-import { isAdmin, mintTokenIfNone } from '../tokens.js';
+import { isAdmin, newInstanceToken } from '../tokens.js';
 
 /** What `GET /workspaces/:id` answers: the workflow's state, the heartbeat ledger's row and the box settings. */
 export type WorkspaceView = WorkspaceState & {
@@ -110,7 +110,10 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const { id, plugins, initial_status: initialStatus } = request.body;
         ctx.checkPluginSources(plugins, 'body.plugins');
         const external = initialStatus === 'awaiting_agent';
-        if (!(await ctx.db(() => store.createWorkspace(id, plugins, external))))
+        // The row, its plugins and its token in one statement, before the workflow exists: no
+        // register can find the workspace without its token already live.
+        const { token, stored } = newInstanceToken();
+        if (!(await ctx.db(() => store.createWorkspace(id, plugins, external, stored))))
           throw new HttpError(409, `workspace ${id} already exists`);
         await ctx.temporal(() =>
           client.workflow.start('workspaceWorkflow', {
@@ -125,8 +128,6 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
             ),
           }),
         );
-        const token = await ctx.db(() => mintTokenIfNone(store, id));
-        if (token === null) throw new HttpError(409, `workspace ${id} already has a token`);
         return reply.status(201).send({ id, status: initialStatus, plugins, auth_token: token });
       }),
   );

@@ -15,6 +15,7 @@ import { LocalBoxDriver } from '../../activities/box/local.js';
 import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { defaultAdmissionSettings } from '../../api/admission.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
+import { newInstanceToken } from '../../api/tokens.js';
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
@@ -772,6 +773,28 @@ describe('workspace management', () => {
     }
     const after = await waitForState(handle, (x) => x.counters.reconcilesRequested === passes + 2);
     expect(after.reconcile.lastVerifyAt).not.toBeNull();
+  });
+
+  it('a create writes its row, its plugins and one live token together; one a constraint refuses writes none', async () => {
+    const plugins = [
+      { name: 'seo', source: 'gitea://acme/seo#main' },
+      { name: 'lint', source: 'local://lint' },
+    ];
+    const { id } = await createWorkspace(plugins);
+    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.listDeclaredPlugins(id)).toEqual(expect.arrayContaining(plugins));
+
+    const before = await rowCounts();
+    const refused = `${id}-refused`;
+    const token = newInstanceToken().stored;
+    // A plugin name the table's check refuses (the API's schema refuses it first).
+    const bad = [...plugins, { name: '../escape', source: 'local://x' }];
+    await expect(store.createWorkspace(refused, bad, false, token)).rejects.toThrow(/check constraint/);
+    expect(await store.workspaceAccess(refused)).toBeNull();
+    // The id taken: nothing written either, the first token still the only one.
+    expect(await store.createWorkspace(id, [], false, newInstanceToken().stored)).toBe(false);
+    expect(await rowCounts()).toBe(before);
+    expect(await store.liveTokenCount(id)).toBe(1);
   });
 
   it('a duplicate workspace id is 409 and writes nothing', async () => {
