@@ -1,9 +1,13 @@
 /**
- * How fast the dev server starts workspace workflows with the project's SQLite settings
- * (`devServerStorageArgs`) against a baseline (`synchronous=normal`, which fsyncs at every WAL
- * checkpoint), on a fresh database each, in alternating rounds of the same run:
+ * How fast the dev server starts workspace workflows with the project's settings
+ * (`devServerStorageArgs`, `devServerFleetArgs`) against a baseline that differs by one setting,
+ * on a fresh database each, in alternating rounds of the same run:
  *
- *   npm run bench:dev-server [-- --starts 3000 --rounds 2 --concurrency 32]
+ *   npm run bench:dev-server [-- --starts 3000 --rounds 2 --concurrency 32 --baseline search-attributes]
+ *
+ * Baselines: `search-attributes` (the CLI's default: search attributes read from SQLite on every
+ * request that carries them), `synchronous` (`synchronous=normal`: an fsync at every checkpoint of
+ * the write-ahead log).
  *
  * Only the dev server works: the workflows start on a task queue no worker polls, so what is
  * measured is the server's part of creating a workspace (the start, its search attributes, its
@@ -18,7 +22,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { untilTemporalAnswers } from '../chaos/stack.js';
-import { devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
+import { devServerFleetArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import { freePort } from '../scripts/ports.js';
@@ -29,6 +33,7 @@ const { values } = parseArgs({
     starts: { type: 'string', default: '3000' },
     rounds: { type: 'string', default: '2' },
     concurrency: { type: 'string', default: '32' },
+    baseline: { type: 'string', default: 'search-attributes' },
   },
 });
 const starts = Number(values.starts);
@@ -44,12 +49,21 @@ for (const [name, value] of [
 const cli = temporalCliPath();
 if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
 
-/** The project's storage arguments, and the same with `synchronous=normal`. */
-const variants = {
-  project: (db: string): string[] => devServerStorageArgs(db),
-  baseline: (db: string): string[] =>
-    devServerStorageArgs(db).map((arg) => (arg.startsWith('synchronous=') ? 'synchronous=normal' : arg)),
-} as const;
+/** The project's dev-server arguments. */
+const project = (db: string): string[] => [...devServerStorageArgs(db), ...devServerFleetArgs()];
+/** The project's arguments with `setting` (`name=value`) given the value `baseline` in its place. */
+const replaced =
+  (name: string, baseline: string) =>
+  (db: string): string[] =>
+    project(db).map((arg) => (arg.startsWith(`${name}=`) ? `${name}=${baseline}` : arg));
+const baselines: Record<string, (db: string) => string[]> = {
+  'search-attributes': replaced('system.forceSearchAttributesCacheRefreshOnRead', 'true'),
+  synchronous: replaced('synchronous', 'normal'),
+};
+const baseline = baselines[values.baseline];
+if (baseline === undefined)
+  throw new Error(`--baseline must be one of ${Object.keys(baselines).join(', ')} (got ${values.baseline})`);
+const variants = { project, baseline } as const;
 type Variant = keyof typeof variants;
 
 /** CPU time (user + system) of a process so far, in ms. */
@@ -105,7 +119,7 @@ for (let round = 1; round <= rounds; round++) {
     const r = await measure(variant);
     results[variant].push(r);
     console.log(
-      `round ${round} ${variant.padEnd(8)} (${variants[variant]('db').slice(2).join(' ')}): ` +
+      `round ${round} ${variant === 'project' ? 'project ' : `baseline (${values.baseline})`}: ` +
         `${starts} starts at ${r.perSecond.toFixed(1)}/s, server CPU ${r.cpuMsPerStart.toFixed(2)} ms per start`,
     );
   }

@@ -12,7 +12,7 @@ import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { devServerCacheArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
+import { devServerFleetArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
 import { migrate } from '../db/migrate.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { freePort } from '../scripts/ports.js';
@@ -184,7 +184,7 @@ export class Stack {
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
     args.push(
       ...devServerStorageArgs(join(this.options.dir, 'temporal.db')),
-      ...devServerCacheArgs(),
+      ...devServerFleetArgs(),
       '--log-level',
       'error',
     );

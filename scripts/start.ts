@@ -18,7 +18,7 @@ import { LocalBoxDriver, processAlive, stopProcess } from '../activities/box/loc
 import { startApi, type RunningApi } from '../api/main.js';
 import {
   clientConnectionOptions,
-  devServerCacheArgs,
+  devServerFleetArgs,
   devServerSearchAttributeArgs,
   devServerStorageArgs,
   withAddress,
@@ -75,7 +75,7 @@ function startDevServer(): ChildProcess {
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort)];
   args.push(
     ...devServerStorageArgs(join(dataDir, 'temporal.db')),
-    ...devServerCacheArgs(),
+    ...devServerFleetArgs(),
     '--log-level',
     'warn',
     ...devServerSearchAttributeArgs(),
