@@ -73,8 +73,9 @@ export const DEV_SERVER_WORKFLOW_CACHE_ENTRIES = 32_768;
  * shows at once: each workflow start, each upsert and each visibility record waits for those
  * reads on the database's one connection. Ours are registered as the server starts
  * (`devServerSearchAttributeArgs`), before anything reads them, so its cache serves them; one an
- * operator adds later shows within the cache's refresh (a minute), as on a cluster. Off: 1.10x
- * the starts per second and 0.92x the server's CPU per start (`npm run bench:dev-server`).
+ * operator adds later shows within the cache's refresh (a minute), as on a cluster. Off:
+ * 1.10-1.22x the starts per second and 0.85-0.92x the server's CPU per start
+ * (`npm run bench:dev-server`, three runs).
  */
 export const DEV_SERVER_SEARCH_ATTRIBUTES_READ_THROUGH = false;
 
