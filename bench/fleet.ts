@@ -11,6 +11,7 @@
  *   npm run bench:fleet -- --workspaces 1000,3000,10000 --duration 120
  *                          [--period 30] [--workers 1] [--apis 1] [--create-concurrency 32]
  *                          [--in-flight 256] [--max-warmup 600] [--profile DIR] [--keep]
+ *                          [--dev-server-config KEY=VALUE ...] [--dev-server-pragma NAME=VALUE ...]
  *
  * Managed workspaces, as a fleet has (created `provisioning`, online on their register, which
  * runs a reconcile of their empty plugin set), but no box processes: the worker runs with no
@@ -25,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { admissionRefusals, call, percentile, refusedText } from '../chaos/load.js';
+import { admissionRefusals, call, counterBy, percentile, refusedText } from '../chaos/load.js';
 import { Stack } from '../chaos/stack.js';
 import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
@@ -43,6 +44,8 @@ export interface FleetOptions {
   /** Write CPU profiles of the workers and APIs under this folder. */
   profileDir: string | undefined;
   keep: boolean;
+  /** Dev server arguments to try against the project's settings (`--dynamic-config-value`, `--sqlite-pragma`). */
+  devServerArgs: string[];
 }
 
 interface Runtime {
@@ -61,6 +64,10 @@ export interface FleetResult {
   workspaces: number;
   created: number;
   createPerS: number;
+  /** CPU each process used while the workspaces were created, core-seconds (creation is bound by the box's CPU). */
+  createCpu: CpuUse[];
+  /** The dev server's persistence requests per workspace created, by operation, most first. */
+  createPersistence: string;
   registered: number;
   registerPerS: number;
   nominalPerS: number;
@@ -197,6 +204,44 @@ class Sampler {
       this.last.set(name, { ticks, at });
     }
   }
+}
+
+/** CPU seconds one process (or tree) used over a phase of the run. */
+interface CpuUse {
+  name: string;
+  seconds: number;
+}
+
+/** The CPU each target has used so far (clock ticks, its processes summed); diff two to get a phase's. */
+function cpuTicks(targets: { name: string; pids: number[] }[]): Map<string, number> {
+  return new Map(
+    targets.map(({ name, pids }) => [name, pids.reduce((sum, pid) => sum + (procStat(pid)?.ticks ?? 0), 0)]),
+  );
+}
+
+/** What each target used between two `cpuTicks` readings, in core-seconds. */
+function cpuBetween(before: Map<string, number>, after: Map<string, number>): CpuUse[] {
+  return [...after].map(([name, ticks]) => ({ name, seconds: (ticks - (before.get(name) ?? ticks)) / CLOCK_TICKS }));
+}
+
+/** `temporal 41.2 s (4.1 ms each), ...`: core-seconds per process, and per item of the phase. */
+function cpuText(use: CpuUse[], items: number): string {
+  const total = use.reduce((sum, u) => sum + u.seconds, 0);
+  return [...use, { name: 'all', seconds: total }]
+    .map((u) => `${u.name} ${round(u.seconds, 1)} s (${round((u.seconds * 1000) / Math.max(1, items), 2)} ms each)`)
+    .join(', ');
+}
+
+/** `CreateWorkflowExecution 1.00, ...`: what a counter grew by between two readings, per item, most first. */
+function perItem(before: Map<string, number>, after: Map<string, number>, items: number): string {
+  const grown = [...after]
+    .map(([key, value]): [string, number] => [key, (value - (before.get(key) ?? 0)) / Math.max(1, items)])
+    .filter(([, value]) => value >= 0.005)
+    .sort(([, a], [, b]) => b - a);
+  const total = grown.reduce((sum, [, value]) => sum + value, 0);
+  return grown.length === 0
+    ? 'none read'
+    : `${round(total, 2)} in all: ${grown.map(([key, value]) => `${key} ${round(value, 2)}`).join(', ')}`;
 }
 
 // --- bounded work ------------------------------------------------------------------------------
@@ -547,6 +592,7 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     workers: o.workers,
     apis: o.apis,
     nodeArgs: { worker: profileArgs('worker'), api: profileArgs('api') },
+    devServerArgs: o.devServerArgs,
     log,
   });
   const run = `fleet-${Date.now().toString(36)}-`;
@@ -559,12 +605,24 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     const workerPids = (): number[] => stack.instances().flatMap((i) => (i.piece === 'worker' ? [i.pid] : []));
     const workerMb = (): number => workerPids().reduce((sum, pid) => sum + memoryMb([pid]), 0);
     const workerMbBefore = workerMb();
+    // Each process of the stack, PostgreSQL's as a tree, and this one (the load generator).
+    const targets = (): { name: string; pids: number[] }[] => {
+      const list = stack.instances().map((i) => ({ name: i.name, pids: [i.pid] }));
+      const postgres = stack.postgresPid();
+      if (postgres !== undefined) list.push({ name: 'postgres', pids: tree(postgres) });
+      list.push({ name: 'bench', pids: [process.pid] });
+      return list;
+    };
 
     // 1. Create.
     const ids = Array.from({ length: n }, (_, i) => `${run}${i}`);
     const runtimes: (Runtime | undefined)[] = new Array<Runtime | undefined>(n);
     const createFailures = new Map<string, number>();
     let created = 0;
+    const persistence = (): Promise<Map<string, number>> =>
+      counterBy([stack.temporalMetricsUrl], 'persistence_requests', 'operation').catch(() => new Map());
+    const persistenceAtCreate = await persistence();
+    const cpuAtCreate = cpuTicks(targets());
     const createStart = performance.now();
     const rate = (count: number, since: number): number => count / ((performance.now() - since) / 1000);
     await withProgress(
@@ -584,10 +642,14 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
         }),
     );
     const createPerS = rate(created, createStart);
+    const createCpu = cpuBetween(cpuAtCreate, cpuTicks(targets()));
+    const createPersistence = perItem(persistenceAtCreate, await persistence(), created);
     log(
       `create: ${created}/${n} in ${round((performance.now() - createStart) / 1000, 1)} s = ${round(createPerS, 1)} workspaces/s` +
         (createFailures.size > 0 ? `; failed ${[...createFailures].map(([k, v]) => `${k}: ${v}`).join(', ')}` : ''),
     );
+    log(`create: CPU ${cpuText(createCpu, created)}`);
+    log(`create: the dev server's persistence requests per workspace: ${createPersistence}`);
 
     // 2. Register each once (push mode, a loopback URL nobody listens on: nothing dispatches to it).
     const fleet = runtimes.filter((r): r is Runtime => r !== undefined);
@@ -617,13 +679,7 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     );
     // 3. The load: heartbeats from now on, as runtimes send them; measured once the setup has
     // settled (every workspace projected online: its register and reconcile handled), sampled then.
-    const sampler = new Sampler(() => {
-      const targets = stack.instances().map((i) => ({ name: i.name, pids: [i.pid] }));
-      const postgres = stack.postgresPid();
-      if (postgres !== undefined) targets.push({ name: 'postgres', pids: tree(postgres) });
-      targets.push({ name: 'bench', pids: [process.pid] });
-      return targets;
-    });
+    const sampler = new Sampler(targets);
     log(
       `load: ${fleet.length} workspaces, one beat each per ${o.periodS} s (${round(fleet.length / o.periodS, 1)}/s), ` +
         `at most ${o.inFlight} in flight; warm-up until the setup settled (at most ${o.maxWarmupS} s), then ${o.durationS} s measured`,
@@ -681,6 +737,8 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
       workspaces: n,
       created,
       createPerS,
+      createCpu,
+      createPersistence,
       registered,
       registerPerS,
       nominalPerS: fleet.length / o.periodS,
@@ -734,6 +792,8 @@ function report(r: FleetResult): void {
     [
       `--- N=${r.workspaces}`,
       `created ${r.created} at ${round(r.createPerS, 1)}/s; registered ${r.registered} at ${round(r.registerPerS, 1)}/s`,
+      `CPU while creating: ${cpuText(r.createCpu, r.created)}`,
+      `the dev server's persistence requests per workspace created: ${r.createPersistence}`,
       `heartbeats: nominal ${round(r.nominalPerS, 1)}/s, offered ${round(r.offeredPerS, 1)}/s, accepted ${round(r.acceptedPerS, 1)}/s`,
       `accepted latency p50 ${round(r.p50, 1)} ms, p99 ${round(r.p99, 1)} ms; non-200 ${refusedText(r.refused)}; ` +
         `retried after Retry-After ${r.retried}; sent > 1 s late ${r.late} (max lag ${round(r.maxLagMs)} ms)`,
@@ -775,8 +835,14 @@ function parseOptions(): FleetOptions {
       'max-warmup': { type: 'string', default: '600' },
       profile: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      'dev-server-config': { type: 'string', multiple: true, default: [] },
+      'dev-server-pragma': { type: 'string', multiple: true, default: [] },
     },
   });
+  const keyValue = (flag: string, pair: string): string => {
+    if (!/^[\w.]+=\S+$/.test(pair)) throw new Error(`--${flag} takes KEY=VALUE, got ${pair}`);
+    return pair;
+  };
   const positive = (flag: string, text: string, integer = true): number => {
     const value = Number(text);
     if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value)))
@@ -794,6 +860,10 @@ function parseOptions(): FleetOptions {
     maxWarmupS: positive('max-warmup', values['max-warmup'], false),
     profileDir: values.profile,
     keep: values.keep,
+    devServerArgs: [
+      ...values['dev-server-config'].flatMap((pair) => ['--dynamic-config-value', keyValue('dev-server-config', pair)]),
+      ...values['dev-server-pragma'].flatMap((pair) => ['--sqlite-pragma', keyValue('dev-server-pragma', pair)]),
+    ],
   };
 }
 
@@ -807,7 +877,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   }
   log(
     `bench:fleet: sizes ${options.sizes.join(', ')}; a fresh stack per size; the worker caches ` +
-      `${process.env['WL_WORKER_MAX_CACHED_WORKFLOWS'] ?? '10000 (its default)'} workflows`,
+      `${process.env['WL_WORKER_MAX_CACHED_WORKFLOWS'] ?? '10000 (its default)'} workflows` +
+      (options.devServerArgs.length > 0 ? `; the dev server with ${options.devServerArgs.join(' ')} too` : ''),
   );
   const results: FleetResult[] = [];
   for (const size of options.sizes) results.push(await runSize(size, options));

@@ -179,15 +179,31 @@ export function byStatus(answers: Answer[]): string {
     .join(', ');
 }
 
-/** The APIs' admission refusals since they started (`api_admission_refused` of /metrics), by reason, summed. */
-export async function admissionRefusals(urls: readonly string[]): Promise<Map<string, number>> {
+/**
+ * A counter of Prometheus text at `urls` (each a `/metrics` endpoint), summed over every series
+ * and endpoint by the value of one label: e.g. a server's `persistence_requests` by `operation`.
+ */
+export async function counterBy(urls: readonly string[], metric: string, label: string): Promise<Map<string, number>> {
   const sums = new Map<string, number>();
+  const series = new RegExp(`^${metric}\\{([^}]*)\\} (\\S+)$`, 'gm');
+  const labelValue = new RegExp(`(?:^|,)${label}="([^"]*)"`);
   for (const url of urls) {
-    const text = await (await fetch(`${url}/metrics`)).text();
-    for (const [, reason = '', count = '0'] of text.matchAll(/^api_admission_refused\{reason="([^"]+)"\} (\d+)$/gm))
-      sums.set(reason, (sums.get(reason) ?? 0) + Number(count));
+    const text = await (await fetch(url)).text();
+    for (const [, labels = '', value = '0'] of text.matchAll(series)) {
+      const key = labelValue.exec(labels)?.[1];
+      if (key !== undefined) sums.set(key, (sums.get(key) ?? 0) + Number(value));
+    }
   }
   return sums;
+}
+
+/** The APIs' admission refusals since they started (`api_admission_refused` of /metrics), by reason, summed. */
+export function admissionRefusals(urls: readonly string[]): Promise<Map<string, number>> {
+  return counterBy(
+    urls.map((url) => `${url}/metrics`),
+    'api_admission_refused',
+    'reason',
+  );
 }
 
 /** Refusals by reason, the difference `after - before` when `before` is given, as `reason: n, ...`. */

@@ -46,6 +46,8 @@ export interface StackOptions {
   nodeArgs?: Partial<Record<'worker' | 'api', string[]>>;
   /** Extra environment for the worker and the API. */
   env?: Record<string, string>;
+  /** Extra arguments for the dev server, after the project's (e.g. a dynamic config value to try). */
+  devServerArgs?: string[];
   log: (line: string) => void;
 }
 
@@ -64,9 +66,12 @@ export class Stack {
   apiUrl = '';
   apiUrls: string[] = [];
   temporalAddress = '';
+  /** The dev server's Prometheus endpoint (e.g. `persistence_requests` by operation). */
+  temporalMetricsUrl = '';
   private pgPort = 0;
   private apiPorts: number[] = [];
   private temporalPort = 0;
+  private temporalMetricsPort = 0;
   /** By instance name; the first instance of a piece is named as the piece. */
   private readonly processes = new Map<string, { piece: Piece; child: ChildProcess }>();
   private readonly expectedExit = new Set<number>();
@@ -113,7 +118,12 @@ export class Stack {
   }
 
   async start(): Promise<void> {
-    [this.pgPort, this.temporalPort] = await Promise.all([freePort(), freePort()]);
+    [this.pgPort, this.temporalPort, this.temporalMetricsPort] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
+    this.temporalMetricsUrl = `http://127.0.0.1:${this.temporalMetricsPort}/metrics`;
     this.apiPorts = await Promise.all(Array.from({ length: Math.max(1, this.options.apis ?? 1) }, () => freePort()));
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
     this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
@@ -182,13 +192,14 @@ export class Stack {
     const cli = temporalCliPath();
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
+    args.push('--metrics-port', String(this.temporalMetricsPort));
     args.push(
       ...devServerStorageArgs(join(this.options.dir, 'temporal.db')),
       ...devServerFleetArgs(),
       '--log-level',
       'error',
     );
-    this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs()]);
+    this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs(), ...(this.options.devServerArgs ?? [])]);
     await (await untilTemporalAnswers(this.temporalAddress, Date.now() + 60_000)).close();
   }
 
