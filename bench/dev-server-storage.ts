@@ -50,7 +50,7 @@ const cli = temporalCliPath();
 if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
 
 /** The project's dev-server arguments. */
-const project = (db: string): string[] => [...devServerStorageArgs(db), ...devServerFleetArgs()];
+const project = (db: string): string[] => [...devServerStorageArgs(db), ...devServerFleetArgs(db)];
 /** The project's arguments with `setting` (`name=value`) given the value `baseline` in its place. */
 const replaced =
   (name: string, baseline: string) =>

@@ -193,12 +193,8 @@ export class Stack {
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
     args.push('--metrics-port', String(this.temporalMetricsPort));
-    args.push(
-      ...devServerStorageArgs(join(this.options.dir, 'temporal.db')),
-      ...devServerFleetArgs(),
-      '--log-level',
-      'error',
-    );
+    const dbFile = join(this.options.dir, 'temporal.db');
+    args.push(...devServerStorageArgs(dbFile), ...devServerFleetArgs(dbFile), '--log-level', 'error');
     this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs(), ...(this.options.devServerArgs ?? [])]);
     await (await untilTemporalAnswers(this.temporalAddress, Date.now() + 60_000)).close();
   }

@@ -73,9 +73,10 @@ function startDevServer(): ChildProcess {
   if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain` or set TEMPORAL_CLI_PATH');
   mkdirSync(dataDir, { recursive: true });
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort)];
+  const dbFile = join(dataDir, 'temporal.db');
   args.push(
-    ...devServerStorageArgs(join(dataDir, 'temporal.db')),
-    ...devServerFleetArgs(),
+    ...devServerStorageArgs(dbFile),
+    ...devServerFleetArgs(dbFile),
     '--log-level',
     'warn',
     ...devServerSearchAttributeArgs(),

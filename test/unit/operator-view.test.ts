@@ -1,10 +1,12 @@
 /** What operators see (search attributes, summary, details) and how we connect and register them. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  devServerFleetArgs,
   devServerSearchAttributeArgs,
+  devServerTaskQueuePartitions,
   ensureSearchAttributes,
   searchAttributeCommand,
   temporalSettingsFromEnv,
@@ -208,5 +210,37 @@ describe('connection settings (the SDK environment configuration)', () => {
     const settings = temporalSettingsFromEnv({ TEMPORAL_CONFIG_FILE: file, TEMPORAL_PROFILE: 'staging' });
     expect(settings.address).toBe('temporal.staging.internal:7233');
     expect(settings.namespace).toBe('workspaces');
+  });
+});
+
+describe('the dev server task queue partitions', () => {
+  const partitionFlags = (args: string[]): string[] => args.filter((arg) => arg.startsWith('matching.'));
+
+  it('a new database gets one partition, written down beside it before the server first starts', () => {
+    const db = join(mkdtempSync(join(tmpdir(), 'wl-partitions-')), 'temporal.db');
+    expect(partitionFlags(devServerFleetArgs(db))).toEqual([
+      'matching.numTaskqueueReadPartitions=1',
+      'matching.numTaskqueueWritePartitions=1',
+    ]);
+    expect(readFileSync(`${db}.partitions`, 'utf8')).toBe('1\n');
+    // The server made the database; the next start reads the count back, not the file's absence.
+    writeFileSync(db, '');
+    expect(devServerTaskQueuePartitions(db)).toBe(1);
+  });
+
+  it("a database made before keeps the CLI's four, so no backlog is left in a partition nobody reads", () => {
+    const db = join(mkdtempSync(join(tmpdir(), 'wl-partitions-')), 'temporal.db');
+    writeFileSync(db, '');
+    expect(devServerTaskQueuePartitions(db)).toBe(4);
+    expect(existsSync(`${db}.partitions`)).toBe(false);
+  });
+
+  it('a count written by hand is used, and a bad one is refused by name', () => {
+    const db = join(mkdtempSync(join(tmpdir(), 'wl-partitions-')), 'temporal.db');
+    writeFileSync(db, '');
+    writeFileSync(`${db}.partitions`, '2\n');
+    expect(devServerTaskQueuePartitions(db)).toBe(2);
+    writeFileSync(`${db}.partitions`, 'four\n');
+    expect(() => devServerTaskQueuePartitions(db)).toThrow(`${db}.partitions must hold a positive whole number`);
   });
 });
