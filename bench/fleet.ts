@@ -64,7 +64,7 @@ export interface FleetResult {
   workspaces: number;
   created: number;
   createPerS: number;
-  /** CPU each process used while the workspaces were created, core-seconds (creation is bound by the box's CPU). */
+  /** CPU each process used while the workspaces were created, core-seconds. */
   createCpu: CpuUse[];
   /** The dev server's persistence requests per workspace created, by operation, most first. */
   createPersistence: string;
@@ -212,7 +212,11 @@ interface CpuUse {
   seconds: number;
 }
 
-/** The CPU each target has used so far (clock ticks, its processes summed); diff two to get a phase's. */
+/**
+ * The CPU each target has used so far (clock ticks, its processes summed); diff two to get a
+ * phase's. A process of a tree that ends in between takes its ticks with it (PostgreSQL's pooled
+ * backends stay for the run).
+ */
 function cpuTicks(targets: { name: string; pids: number[] }[]): Map<string, number> {
   return new Map(
     targets.map(({ name, pids }) => [name, pids.reduce((sum, pid) => sum + (procStat(pid)?.ticks ?? 0), 0)]),
