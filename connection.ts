@@ -87,8 +87,8 @@ export const DEV_SERVER_SEARCH_ATTRIBUTES_READ_THROUGH = false;
  * added to a partition no poller waits on, is written to that partition's backlog in SQLite and
  * read back later. With one, creating 10,000 workspaces cost the server 2.93-2.96 persistence
  * requests per workspace against 3.47-3.65 (tasks written to a backlog 0.48-0.53 against
- * 0.83-0.90, backlog reads 0.03 against 0.27-0.29), and took 44.6-46.0 s against 41.8-62.5 s
- * (`npm run bench:fleet`, alternating runs).
+ * 0.83-0.90, backlog reads 0.03 against 0.27-0.29), and took 34.9-47.6 s in six runs against
+ * 41.8-62.5 s in five (`npm run bench:fleet`, the same evening).
  */
 export const DEV_SERVER_TASK_QUEUE_PARTITIONS = 1;
 /** What the CLI gives a database that predates the setting. */
