@@ -647,7 +647,16 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     );
     const createPerS = rate(created, createStart);
     const createCpu = cpuBetween(cpuAtCreate, cpuTicks(targets()));
-    const createPersistence = perItem(persistenceAtCreate, await persistence(), created);
+    // The server publishes its counters late (at 300 workspaces a read at once saw a third of the
+    // starts): wait until they show every start the API acknowledged, for at most 10 s.
+    let persistenceAfterCreate = await persistence();
+    const starts = (m: Map<string, number>): number => m.get('CreateWorkflowExecution') ?? 0;
+    for (let waited = 0; starts(persistenceAfterCreate) - starts(persistenceAtCreate) < created && waited < 10_000;) {
+      await sleep(250);
+      waited += 250;
+      persistenceAfterCreate = await persistence();
+    }
+    const createPersistence = perItem(persistenceAtCreate, persistenceAfterCreate, created);
     log(
       `create: ${created}/${n} in ${round((performance.now() - createStart) / 1000, 1)} s = ${round(createPerS, 1)} workspaces/s` +
         (createFailures.size > 0 ? `; failed ${[...createFailures].map(([k, v]) => `${k}: ${v}`).join(', ')}` : ''),
@@ -717,11 +726,10 @@ async function runSize(n: number, o: FleetOptions): Promise<FleetResult> {
     const loadEndedAt = Date.now();
     const usage = sampler.stop();
     const windowAdmissionRefusals = await Promise.all([refusalsAtStart, admissionRefusals(stack.apiUrls)]).then(
-      ([before, after]) =>
-        [...after].map(([reason, count]) => `${reason}: ${count - (before.get(reason) ?? 0)}`).join(', ') || 'none',
+      ([before, after]) => refusedText(after, before),
       (err: unknown) => `? (${String(err)})`,
     );
-    const warmupRefused = [...warmup.refused].map(([k, v]) => `${k}: ${v}`).join(', ') || 'none';
+    const warmupRefused = refusedText(warmup.refused);
     log(
       `warm-up: ${round(warmupS, 1)} s; ${warmup.latencies.length} answered 200 (p99 ${round(percentile(warmup.latencies, 99))} ms), ` +
         `non-200 ${warmupRefused}`,

@@ -66,8 +66,6 @@ export class Stack {
   apiUrl = '';
   apiUrls: string[] = [];
   temporalAddress = '';
-  /** The dev server's Prometheus endpoint (e.g. `persistence_requests` by operation). */
-  temporalMetricsUrl = '';
   private pgPort = 0;
   private apiPorts: number[] = [];
   private temporalPort = 0;
@@ -85,6 +83,11 @@ export class Stack {
 
   get boxesDir(): string {
     return join(this.options.dir, 'boxes');
+  }
+
+  /** The dev server's Prometheus endpoint (e.g. `persistence_requests` by operation). */
+  get temporalMetricsUrl(): string {
+    return `http://127.0.0.1:${this.temporalMetricsPort}/metrics`;
   }
 
   /** The pid of the piece's first instance. */
@@ -123,7 +126,6 @@ export class Stack {
       freePort(),
       freePort(),
     ]);
-    this.temporalMetricsUrl = `http://127.0.0.1:${this.temporalMetricsPort}/metrics`;
     this.apiPorts = await Promise.all(Array.from({ length: Math.max(1, this.options.apis ?? 1) }, () => freePort()));
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
     this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
