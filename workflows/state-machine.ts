@@ -153,8 +153,8 @@ export type PluginOutcome =
 
 export interface ReconcileReport {
   declared: number;
-  /** The declared plugins' names; absent in passes recorded before it was reported. */
-  declaredNames?: string[];
+  /** The declared plugins' names. */
+  declaredNames: string[];
   outcomes: PluginOutcome[];
   /** A verify pass could not list the box's plugins: drift was not looked for. */
   verifyError?: string;
@@ -288,10 +288,10 @@ export type Event =
 
 export type Effect =
   /**
-   * `mode` is set only by runs under Rules.pluginLifecycle; `holdRepairs`: plugins repaired just
-   * before the last restart, not delivered again if they drifted again (see repairsToHold).
+   * `holdRepairs`: plugins repaired just before the last restart, not delivered again if they
+   * drifted again (see repairsToHold).
    */
-  | { type: 'startReconcile'; trigger: string; mode?: ReconcileMode; holdRepairs?: string[] }
+  | { type: 'startReconcile'; trigger: string; mode: ReconcileMode; holdRepairs?: string[] }
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
   | { type: 'restartBox'; restartId: string; reason: string }
   /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
@@ -307,8 +307,7 @@ export type Effect =
       url: string | null;
       statusSince: string;
       version: number;
-      /** Written only by runs under Rules.deliveryModeInProjection. */
-      deliveryMode?: DeliveryMode | null;
+      deliveryMode: DeliveryMode | null;
     };
 
 export interface Transition {
@@ -383,7 +382,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
 }
 
 /**
- * Fills in fields that a state carried from an older run may lack; `initialStatus` is the one
+ * Fills in fields that a state carried from a run of an earlier build may lack; `initialStatus` is the one
  * the workflow was first started in (it says who runs the runtime).
  */
 export function upgradeState(carried: WorkspaceState, initialStatus: InitialStatus = 'provisioning'): WorkspaceState {
@@ -398,67 +397,13 @@ export function upgradeState(carried: WorkspaceState, initialStatus: InitialStat
   };
 }
 
-/**
- * Rules a run follows from the start to its end, so a run recorded before a rule keeps replaying
- * the way it ran. The workflow sets each from a `patched()` check (workflows/patches.ts).
- */
-export interface Rules {
-  /**
-   * After a restart only the new runtime counts: a heartbeat while the restart is in flight
-   * (the old runtime's, still on its way) does not bring the workspace online, and "fresh after
-   * the restart" needs a register since the restart (the new runtime checked in) as well as a
-   * heartbeat after it.
-   */
-  newRuntimeAfterRestart: boolean;
-  /**
-   * A plugin delivered to the box leads to the batch's restart even when its tracking row could
-   * not be written: files on the box are not loaded until the runtime restarts.
-   */
-  restartAfterAnyDelivery: boolean;
-  /**
-   * Nothing is parked: an offline workspace still silent a TTL later is restarted (its runtime
-   * hangs though its box runs), and a restart that failed is asked again with backoff.
-   */
-  durableRecovery: boolean;
-  /** The projection carries the delivery mode, and a change of mode alone writes it. */
-  deliveryModeInProjection: boolean;
-  /** An external runtime is left to whoever runs it (see Runtime); its delivery mode defaults to poll. */
-  externalRuntimes: boolean;
-  /**
-   * Heartbeats may be coalesced by the API (heartbeatSignature): before the liveness TTL or the
-   * "recent heartbeat" window decides, the workflow reads the heartbeat ledger's last-seen time.
-   */
-  heartbeatLedger: boolean;
-  /**
-   * The plugin lifecycle to its end: plugins no longer declared are removed from the box; a
-   * register (a runtime boot) and the periodic resync verify the tracked plugins against one
-   * listing of the box and repair drift; a refresh delivers a source's newer revision.
-   */
-  pluginLifecycle: boolean;
-}
-export const currentRules: Rules = {
-  newRuntimeAfterRestart: true,
-  restartAfterAnyDelivery: true,
-  durableRecovery: true,
-  deliveryModeInProjection: true,
-  externalRuntimes: true,
-  heartbeatLedger: true,
-  pluginLifecycle: true,
-};
-
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
 export function restartRetryDelayMs(failures: number): number {
   return Math.min(30 * 60_000, 60_000 * 2 ** Math.max(0, failures - 1));
 }
 
-export function transition(
-  state: WorkspaceState,
-  event: Event,
-  now: number,
-  config: LifecycleConfig,
-  rules: Rules = currentRules,
-): Transition {
-  const draft = new Draft(state, now, config, rules);
+export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
+  const draft = new Draft(state, now, config);
   switch (event.type) {
     case 'register':
       onRegister(draft, event.payload);
@@ -488,7 +433,7 @@ export function transition(
       break;
     case 'reconcileRequested':
       if (draft.state.status === 'removed') break;
-      draft.requestReconcile(`requested by ${event.requester}`, rules.pluginLifecycle ? event.mode : 'diff');
+      draft.requestReconcile(`requested by ${event.requester}`, event.mode);
       break;
     case 'reconcilePlanned':
       if (!draft.state.reconcile.running) break;
@@ -521,7 +466,7 @@ export function transition(
       break;
   }
   const next = draft.state;
-  const modeChanged = rules.deliveryModeInProjection && next.deliveryMode !== state.deliveryMode;
+  const modeChanged = next.deliveryMode !== state.deliveryMode;
   if (next.status !== state.status || next.url !== state.url || modeChanged) {
     next.counters.projectionWrites++;
     draft.effects.push({
@@ -529,26 +474,19 @@ export function transition(
       status: next.status,
       url: next.url,
       statusSince: next.statusSince,
-      // Both counts only grow, so the sum grows with every write, and it is never below the
-      // transition count that runs from before numbered their writes with.
+      // Both counts only grow, so the sum grows with every write.
       version: next.counters.transitions + next.counters.projectionWrites,
-      ...(rules.deliveryModeInProjection ? { deliveryMode: next.deliveryMode } : {}),
+      deliveryMode: next.deliveryMode,
     });
   }
   return { state: next, effects: draft.effects };
 }
 
 /** The earliest moment a durable timer must wake the workflow, or null when no deadline applies. */
-export function nextDeadline(
-  state: WorkspaceState,
-  config: LifecycleConfig,
-  rules: Rules = currentRules,
-): number | null {
-  const deadlines = [
-    statusDeadline(state, config, rules),
-    restartRetryDeadline(state, rules),
-    resyncDeadline(state, config, rules),
-  ].filter((deadline) => deadline !== null);
+export function nextDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  const deadlines = [statusDeadline(state, config), restartRetryDeadline(state), resyncDeadline(state, config)].filter(
+    (deadline) => deadline !== null,
+  );
   return deadlines.length === 0 ? null : Math.min(...deadlines);
 }
 
@@ -556,10 +494,10 @@ export function nextDeadline(
  * The periodic resync (a controller's resync): a verify pass every `resyncPeriodMs` (0: never)
  * while the runtime is up, counted from the last one asked for (or the last pass, before any).
  */
-function resyncDeadline(state: WorkspaceState, config: LifecycleConfig, rules: Rules): number | null {
-  if (!rules.pluginLifecycle || config.resyncPeriodMs <= 0) return null;
+function resyncDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  if (config.resyncPeriodMs <= 0) return null;
   if (state.status !== 'online' && state.status !== 'degraded') return null;
-  if (rules.externalRuntimes && state.runtime === 'external') return null;
+  if (state.runtime === 'external') return null;
   const since = state.reconcile.lastVerifyAt ?? state.reconcile.lastStartedAt;
   return since === null ? null : Date.parse(since) + config.resyncPeriodMs;
 }
@@ -570,7 +508,7 @@ export function livenessExpired(state: WorkspaceState, now: number, config: Life
 }
 
 /** The deadline of the current status: provisioning timeout, liveness TTL, or offline too long. */
-function statusDeadline(state: WorkspaceState, config: LifecycleConfig, rules: Rules): number | null {
+function statusDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
   switch (state.status) {
     case 'provisioning':
       return Date.parse(state.statusSince) + config.provisioningTimeoutMs;
@@ -579,17 +517,15 @@ function statusDeadline(state: WorkspaceState, config: LifecycleConfig, rules: R
       return lastSeen(state) + config.livenessTtlMs;
     case 'offline':
       // A restart in flight (or owed) already answers the silence; its end sets a new status.
-      return rules.durableRecovery && !state.restart.inFlight
-        ? Date.parse(state.statusSince) + config.livenessTtlMs
-        : null;
+      return state.restart.inFlight ? null : Date.parse(state.statusSince) + config.livenessTtlMs;
     default:
       return null;
   }
 }
 
-function restartRetryDeadline(state: WorkspaceState, rules: Rules): number | null {
+function restartRetryDeadline(state: WorkspaceState): number | null {
   const { retryAt, inFlight } = state.restart;
-  return rules.durableRecovery && retryAt !== null && !inFlight ? Date.parse(retryAt) : null;
+  return retryAt !== null && !inFlight ? Date.parse(retryAt) : null;
 }
 
 /** Mutable working copy for one transition; the input state is never mutated. */
@@ -601,7 +537,6 @@ class Draft {
     previous: WorkspaceState,
     readonly now: number,
     readonly config: LifecycleConfig,
-    readonly rules: Rules,
   ) {
     this.state = {
       ...previous,
@@ -616,14 +551,14 @@ class Draft {
     return iso(this.now);
   }
 
-  /** The runtime is someone else's to run (under Rules.externalRuntimes). */
+  /** The runtime is someone else's to run. */
   get external(): boolean {
-    return this.rules.externalRuntimes && this.state.runtime === 'external';
+    return this.state.runtime === 'external';
   }
 
   /**
    * Changes status and attaches the reconcile to every transition into online: the runtime is
-   * (back) up, so the pass also verifies the tracked plugins on its box (under Rules.pluginLifecycle).
+   * (back) up, so the pass also verifies the tracked plugins on its box.
    */
   moveTo(to: Status, cause: string): void {
     const from = this.state.status;
@@ -635,8 +570,7 @@ class Draft {
       0,
       MAX_RECENT,
     );
-    if (to === 'online')
-      this.requestReconcile(`${from}→online (${cause})`, this.rules.pluginLifecycle ? 'verify' : 'diff');
+    if (to === 'online') this.requestReconcile(`${from}→online (${cause})`, 'verify');
   }
 
   requestReconcile(trigger: string, mode: ReconcileMode = 'diff'): void {
@@ -645,10 +579,10 @@ class Draft {
     const reconcile = this.state.reconcile;
     this.state.counters.reconcilesRequested++;
     // Counted from the request, so a resync asked while a pass runs is not asked again meanwhile.
-    if (this.rules.pluginLifecycle && mode !== 'diff') reconcile.lastVerifyAt = this.at;
+    if (mode !== 'diff') reconcile.lastVerifyAt = this.at;
     if (reconcile.running) {
       reconcile.followUp = true;
-      if (this.rules.pluginLifecycle) reconcile.followUpMode = deeperMode(reconcile.followUpMode, mode);
+      reconcile.followUpMode = deeperMode(reconcile.followUpMode, mode);
       this.state.counters.reconcilesCoalesced++;
       return;
     }
@@ -661,10 +595,6 @@ class Draft {
     reconcile.lastTrigger = trigger;
     reconcile.lastStartedAt = this.at;
     this.state.counters.reconcilesStarted++;
-    if (!this.rules.pluginLifecycle) {
-      this.effects.push({ type: 'startReconcile', trigger });
-      return;
-    }
     reconcile.mode = mode;
     reconcile.plan = null;
     const holdRepairs = repairsToHold(this.state);
@@ -743,7 +673,7 @@ function onRegister(draft: Draft, payload: unknown): void {
   state.agentCard = summarizeCard(register.agent_card);
   // The new runtime checked in: a failed restart need not be asked again, unless it was to load
   // delivered plugins (only a restart loads them).
-  if (draft.rules.durableRecovery && state.restart.retryAt !== null && state.restart.lastRequester !== 'reconcile') {
+  if (state.restart.retryAt !== null && state.restart.lastRequester !== 'reconcile') {
     state.restart.retryAt = null;
     state.restart.failures = 0;
   }
@@ -755,8 +685,7 @@ function onRegister(draft: Draft, payload: unknown): void {
   draft.moveTo('online', 'register');
   const lastVerify = state.reconcile.lastVerifyAt === null ? null : Date.parse(state.reconcile.lastVerifyAt);
   const repeated = lastVerify !== null && draft.now - lastVerify < draft.config.settleWindowMs;
-  if (wasOnline && draft.rules.pluginLifecycle && !repeated)
-    draft.requestReconcile('register (runtime booted)', 'verify');
+  if (wasOnline && !repeated) draft.requestReconcile('register (runtime booted)', 'verify');
 }
 
 function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, beats = 1): void {
@@ -779,7 +708,7 @@ function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, be
 
   // Any heartbeat proves the runtime is up: every not-live status comes online; but while a
   // restart is in flight the heartbeat may be the old runtime's, which proves nothing.
-  const staleRisk = draft.rules.newRuntimeAfterRestart && state.restart.inFlight;
+  const staleRisk = state.restart.inFlight;
   if (state.status !== 'online' && state.status !== 'degraded' && !staleRisk) draft.moveTo('online', 'heartbeat');
 
   const health = assessHealth(state.lastHeartbeat, config);
@@ -814,7 +743,7 @@ export function lastHeartbeatAt(state: WorkspaceState): number | null {
 
 function onDeadline(draft: Draft, config: LifecycleConfig): void {
   const state = draft.state;
-  const retry = restartRetryDeadline(state, draft.rules);
+  const retry = restartRetryDeadline(state);
   if (retry !== null && draft.now >= retry) {
     const restart = state.restart;
     restart.retryAt = null;
@@ -823,9 +752,9 @@ function onDeadline(draft: Draft, config: LifecycleConfig): void {
       restart.lastRequester ?? 'restart-retry',
     );
   }
-  const resync = resyncDeadline(state, config, draft.rules);
+  const resync = resyncDeadline(state, config);
   if (resync !== null && draft.now >= resync) draft.requestReconcile('periodic resync', 'verify');
-  const deadline = statusDeadline(state, config, draft.rules);
+  const deadline = statusDeadline(state, config);
   if (deadline === null || draft.now < deadline) return;
   if (state.status === 'provisioning') {
     draft.moveTo('failed', `still provisioning after ${seconds(config.provisioningTimeoutMs)}`);
@@ -858,9 +787,7 @@ function onReconcileFinished(
   if (report) {
     recordPluginOutcomes(draft, report);
     const changed = report.outcomes.filter((o) =>
-      o.status === 'installed'
-        ? o.via === 'delivered'
-        : o.status === 'removed' || (draft.rules.restartAfterAnyDelivery && o.delivered === true),
+      o.status === 'installed' ? o.via === 'delivered' : o.status === 'removed' || o.delivered === true,
     ).length;
     // One restart per reconcile batch, however many plugins were delivered or removed.
     if (changed > 0) draft.requestRestart(restartReason(report, changed), 'reconcile');
@@ -868,15 +795,12 @@ function onReconcileFinished(
   const owed = reconcile.followUp;
   const owedMode = reconcile.followUpMode;
   reconcile.followUp = false;
-  if (draft.rules.pluginLifecycle) {
-    reconcile.followUpMode = 'diff';
-    reconcile.plan = null;
-  }
+  reconcile.followUpMode = 'diff';
+  reconcile.plan = null;
   // A removed workspace has no box left to converge.
   if (owed && state.status !== 'removed') draft.startReconcile('follow-up of coalesced triggers', owedMode);
 }
 
-/** Only runs under Rules.pluginLifecycle remove plugins, so older runs keep their wording. */
 function restartReason(report: ReconcileReport, changed: number): string {
   const removed = report.outcomes.filter((o) => o.status === 'removed').length;
   return removed === 0
@@ -886,12 +810,10 @@ function restartReason(report: ReconcileReport, changed: number): string {
 
 function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
   // A plugin no longer declared leaves the state, so it stays as small as the declaration.
-  const declared = report.declaredNames === undefined ? null : new Set(report.declaredNames);
+  const declared = new Set(report.declaredNames);
   const removed = new Set(report.outcomes.flatMap((o) => (o.status === 'removed' ? [o.name] : [])));
   const plugins = Object.fromEntries(
-    Object.entries(draft.state.plugins).filter(
-      ([name]) => (declared === null || declared.has(name)) && !removed.has(name),
-    ),
+    Object.entries(draft.state.plugins).filter(([name]) => declared.has(name) && !removed.has(name)),
   );
   const changes = { delivered: 0, removed: 0, repaired: 0, upgraded: 0 };
   for (const outcome of report.outcomes) {
@@ -918,7 +840,7 @@ function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
       error: null,
       attempts,
       updatedAt: draft.at,
-      ...(draft.rules.pluginLifecycle ? { change: outcome.change ?? null } : {}),
+      change: outcome.change ?? null,
     };
     if (outcome.change === 'repaired') changes.repaired++;
     else if (outcome.change === 'upgraded') changes.upgraded++;
@@ -928,13 +850,11 @@ function recordPluginOutcomes(draft: Draft, report: ReconcileReport): void {
   draft.state.pluginsDeclaredCount = report.declared;
   // Whatever did not succeed is still owed (a failed removal too).
   draft.state.pluginsPending = report.outcomes.filter((o) => o.status === 'failed').length;
-  if (draft.rules.pluginLifecycle) {
-    const counters = draft.state.counters;
-    counters.pluginsRemoved += changes.removed;
-    counters.driftRepairs += changes.repaired;
-    counters.pluginUpgrades += changes.upgraded;
-    draft.state.reconcile.lastChanges = changes;
-  }
+  const counters = draft.state.counters;
+  counters.pluginsRemoved += changes.removed;
+  counters.driftRepairs += changes.repaired;
+  counters.pluginUpgrades += changes.upgraded;
+  draft.state.reconcile.lastChanges = changes;
 }
 
 function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error: string | undefined): void {
@@ -943,11 +863,9 @@ function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error:
   restart.inFlight = false;
   restart.lastFinishedAt = draft.at;
   restart.lastError = outcome === 'failed' ? (error ?? 'unknown error') : null;
-  if (draft.rules.durableRecovery) {
-    const retry = outcome === 'failed' && draft.state.status !== 'removed';
-    restart.failures = retry ? restart.failures + 1 : 0;
-    restart.retryAt = retry ? iso(draft.now + restartRetryDelayMs(restart.failures)) : null;
-  }
+  const retry = outcome === 'failed' && draft.state.status !== 'removed';
+  restart.failures = retry ? restart.failures + 1 : 0;
+  restart.retryAt = retry ? iso(draft.now + restartRetryDelayMs(restart.failures)) : null;
   const followUp = restart.followUp;
   restart.followUp = null;
   if (followUp) draft.requestRestart(followUp.reason, followUp.requester);
@@ -1006,13 +924,13 @@ export function hasRecentHeartbeat(state: WorkspaceState, now: number, config: L
   return at !== null && now - at <= config.recentHeartbeatMs;
 }
 
-/** A heartbeat since the last restart started (and, under the current rules, a register since: the new runtime's). */
-export function hasFreshHeartbeat(state: WorkspaceState, rules: Rules = currentRules): boolean {
+/** A heartbeat and a register (the new runtime's) since the last restart started. */
+export function hasFreshHeartbeat(state: WorkspaceState): boolean {
   const started = state.restart.lastStartedAt;
   const heartbeat = lastHeartbeatAt(state);
   if (started === null || heartbeat === null) return false;
   const since = (at: string | null): boolean => at !== null && Date.parse(at) > Date.parse(started);
-  return heartbeat > Date.parse(started) && (!rules.newRuntimeAfterRestart || since(state.lastRegisterAt));
+  return heartbeat > Date.parse(started) && since(state.lastRegisterAt);
 }
 
 interface Health {

@@ -23,7 +23,6 @@ import {
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
 import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
-import { baselineFor, baselines, patches, type BaselineId, type PatchId } from './patches.js';
 import {
   initialState,
   livenessExpired,
@@ -33,12 +32,11 @@ import {
   type Effect,
   type Event,
   type ReconcileOutcome,
-  type Rules,
   type WorkspaceState,
 } from './state-machine.js';
 
 const { restartBox, stopBox } = boxControl;
-const { writeProjection, revokeInstanceTokens } = bookkeeping;
+const { revokeInstanceTokens } = bookkeeping;
 
 export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
   const config = resolveConfig(input.config);
@@ -47,36 +45,12 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     ? upgradeState(input.carried, input.initialStatus)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
-  // Checked first, latest first, once: a run that records a baseline takes every patch it stands
-  // for without a marker of its own (and every older baseline with it); a run recorded before it
-  // checks each later patch as it always did.
-  const taken = new Map<BaselineId, boolean>();
-  let newer = false;
-  for (const baseline of [...baselines].reverse()) {
-    newer = newer || wf.patched(baseline);
-    taken.set(baseline, newer);
-  }
-  const patched = (id: PatchId): boolean => {
-    const baseline = baselineFor(id);
-    return (baseline !== undefined && taken.get(baseline) === true) || wf.patched(id);
-  };
-  // Decided once for the whole run: a run recorded before a rule replays without it.
-  const rules: Rules = {
-    newRuntimeAfterRestart: patched(patches.newRuntimeAfterRestart),
-    restartAfterAnyDelivery: patched(patches.restartAfterAnyDelivery),
-    durableRecovery: patched(patches.durableRecovery),
-    deliveryModeInProjection: patched(patches.deliveryModeInProjection),
-    externalRuntimes: patched(patches.externalRuntimes),
-    heartbeatLedger: patched(patches.heartbeatLedger),
-    pluginLifecycle: patched(patches.pluginLifecycle),
-  };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
-  const revokeBeforeRestart = patched(patches.revokeBeforeRestart);
   let revocation: Promise<unknown> = Promise.resolve();
 
   function apply(event: Event): void {
-    const result = transition(state, event, Date.now(), config, rules);
+    const result = transition(state, event, Date.now(), config);
     state = result.state;
     result.effects.forEach(perform);
     showState();
@@ -91,8 +65,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     const current = wf.workflowInfo().typedSearchAttributes;
     if (current.get(workspaceStatusKey) === values.status && current.get(pluginsPendingKey) === values.pluginsPending)
       return;
-    // Runs that predate the search attributes keep their command sequence.
-    if (!patched(patches.searchAttributes)) return;
     wf.upsertSearchAttributes([
       { key: workspaceStatusKey, value: values.status },
       { key: pluginsPendingKey, value: values.pluginsPending },
@@ -116,12 +88,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           {
             workspaceId,
             trigger: effect.trigger,
-            ...(effect.mode ? { mode: effect.mode } : {}),
+            mode: effect.mode,
             ...(effect.holdRepairs ? { holdRepairs: effect.holdRepairs } : {}),
           },
-          config,
-          rules,
-          patched,
           (plan) => apply({ type: 'reconcilePlanned', plan }),
         ).then(
           (report) => {
@@ -138,54 +107,40 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           (err: unknown) => apply({ type: 'reconcileFinished', outcome: 'failed', error: failureMessage(err) }),
         );
         break;
-      case 'writeProjection':
-        // Runs that predate the projection keep their command sequence.
-        if (patched(patches.workspaceProjection)) {
-          const { status, url, statusSince, version, deliveryMode } = effect;
-          // Runs that wrote it with an activity task before keep doing so until they patch.
-          const write = patched(patches.localActivities) ? localStep.writeProjection : writeProjection;
-          track(
-            write
-              .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
-                {
-                  workspaceId,
-                  status,
-                  url,
-                  statusSince,
-                  version,
-                  ...(deliveryMode !== undefined ? { deliveryMode } : {}),
-                },
-              ])
-              .catch((err: unknown) =>
-                wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
-              ),
-          );
-        }
+      case 'writeProjection': {
+        const { status, url, statusSince, version, deliveryMode } = effect;
+        track(
+          localStep.writeProjection
+            .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
+              { workspaceId, status, url, statusSince, version, deliveryMode },
+            ])
+            .catch((err: unknown) =>
+              wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
+            ),
+        );
         break;
+      }
       case 'revokeTokens': {
-        const request = revokeBeforeRestart ? { workspaceId, mintedBefore: effect.mintedBefore } : { workspaceId };
         const work = revokeInstanceTokens
-          .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [request])
+          .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [
+            { workspaceId, mintedBefore: effect.mintedBefore },
+          ])
           .catch((err: unknown) => wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }));
-        if (revokeBeforeRestart) revocation = work;
+        revocation = work;
         track(work);
         break;
       }
       case 'retire':
-        // Runs that predate it left the box running and its tokens live; they keep their commands.
-        if (patched(patches.deprovisionRetiresBox)) track(retire());
+        track(retire());
         break;
       case 'evaluate':
-        // Runs that predate the watchdog evaluation keep their command sequence.
-        if (patched(patches.watchdogEvaluation)) void evaluateSerially(effect.requester);
+        void evaluateSerially(effect.requester);
         break;
       case 'restartBox': {
         // The machine numbers restarts per workspace; a run started over (terminate, reset)
         // counts from 1 again, and a box driver skips a restart id it already did. A random
         // suffix (deterministic on replay) makes every restart's id its own.
-        const restartId = patched(patches.uniqueRestartIds)
-          ? `${effect.restartId}-${wf.uuid4().slice(0, 8)}`
-          : effect.restartId;
+        const restartId = `${effect.restartId}-${wf.uuid4().slice(0, 8)}`;
         const restart = (): Promise<void> =>
           // Removed while it waited for the revocation: the box is being stopped, not restarted.
           state.status === 'removed'
@@ -199,7 +154,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
                   (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
                 );
         // The revocation in flight (if any) first: it ends with a log, never a rejection.
-        void (revokeBeforeRestart ? revocation.then(restart) : restart());
+        void revocation.then(restart);
         break;
       }
     }
@@ -254,7 +209,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
    * a liveness rule decides. If the ledger cannot be read, the rule decides on what was forwarded.
    */
   async function catchUpHeartbeats(): Promise<void> {
-    if (!rules.heartbeatLedger) return;
     try {
       const { lastSeenAt } = await ledger.readHeartbeatLedger.executeWithOptions(
         { summary: 'heartbeat ledger: last seen' },
@@ -273,7 +227,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   const evaluation: EvaluationContext = {
     workspaceId,
     config,
-    rules,
     state: () => state,
     apply,
     catchUpHeartbeats,
@@ -305,9 +258,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   // Deadline loop: one timer armed at the earliest deadline. Heartbeats only push the liveness
   // deadline later, so they never wake this loop; the timer re-arms once per TTL at most.
   while (!removed() && !runIsFull()) {
-    const armedAt = nextDeadline(state, config, rules);
+    const armedAt = nextDeadline(state, config);
     const earlierDeadline = (): boolean => {
-      const next = nextDeadline(state, config, rules);
+      const next = nextDeadline(state, config);
       return next !== null && (armedAt === null || next < armedAt);
     };
     const woke = (): boolean => removed() || runIsFull() || earlierDeadline();
@@ -321,15 +274,13 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   }
 
   // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
-  // Runs that predate the effect tracking closed without waiting for fire-and-forget writes.
-  const awaitEffects = patched(patches.awaitEffectsBeforeClose);
   await wf.condition(
     () =>
       wf.allHandlersFinished() &&
       !state.reconcile.running &&
       !state.restart.inFlight &&
       evaluationsPending === 0 &&
-      (!awaitEffects || effectsPending === 0),
+      effectsPending === 0,
   );
   if (removed()) return state;
 

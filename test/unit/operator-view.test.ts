@@ -39,6 +39,7 @@ const reconciled: Event[] = [
     error: 'beta: repository not found',
     report: {
       declared: 3,
+      declaredNames: ['alpha', 'beta', 'gamma'],
       outcomes: [
         { name: 'alpha', status: 'installed', via: 'delivered', revision: 'a'.repeat(40) },
         { name: 'beta', status: 'failed', error: 'repository | not found' },

@@ -6,7 +6,6 @@ import {
   hasRecentHeartbeat,
   initialState,
   isSettling,
-  currentRules,
   heartbeatSignature,
   lastHeartbeatAt,
   nextDeadline,
@@ -71,6 +70,7 @@ const steps: Step[] = [
       outcome: 'succeeded',
       report: {
         declared: 2,
+        declaredNames: ['a', 'b'],
         outcomes: [
           { name: 'a', status: 'installed', via: 'delivered', revision: 'r1' },
           { name: 'b', status: 'installed', via: 'delivered', revision: 'r2' },
@@ -294,14 +294,6 @@ describe('transitions', () => {
     ]);
     // The store keeps a write only when its version is newer than the row's.
     for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1] ?? Infinity);
-  });
-
-  it('a run carried from before projection versions numbers its next write past every earlier one', () => {
-    const old = { ...start(), counters: { ...start().counters, transitions: 7 } };
-    delete (old.counters as Partial<WorkspaceState['counters']>).projectionWrites;
-    const result = transition(upgradeState(old), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
-    const write = result.effects.find((effect) => effect.type === 'writeProjection');
-    expect(write?.version).toBe(9); // 8 transitions + the run's first write: past the 7 it wrote before
   });
 
   it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
@@ -534,23 +526,11 @@ describe('transitions', () => {
     expect(state.status).toBe('online');
   });
 
-  it('a managed workspace keeps push as its default mode, and an external one under the old rules too', () => {
+  it('a managed workspace keeps push as its default mode', () => {
     expect(apply(start(), { type: 'register', payload: registerPayload(ID) }, T0).deliveryMode).toBe('push');
-    const old = { ...currentRules, externalRuntimes: false };
-    const before = transition(
-      start('awaiting_agent'),
-      { type: 'heartbeat', payload: heartbeatPayload(ID) },
-      T0,
-      config,
-      old,
-    );
-    expect(before.effects.map((e) => e.type)).toEqual(['startReconcile', 'writeProjection']);
-    const silent = transition(before.state, { type: 'deadline' }, T0 + config.livenessTtlMs, config, old);
-    expect(silent.state.status).toBe('offline');
-    expect(silent.effects.map((e) => e.type)).toContain('evaluate');
   });
 
-  it('a state carried from a run before the runtime was recorded takes it from the initial status', () => {
+  it('a carried state that lacks a field takes it from a fresh state in the initial status', () => {
     const carried: Partial<WorkspaceState> = { ...start('awaiting_agent') };
     delete carried.runtime;
     expect(upgradeState(carried as WorkspaceState, 'awaiting_agent').runtime).toBe('external');
@@ -647,23 +627,6 @@ describe('transitions', () => {
     expect(state.status).toBe('online');
   });
 
-  it('runs from before that rule keep the old one (their recorded histories replay unchanged)', () => {
-    const oldRules = {
-      newRuntimeAfterRestart: false,
-      restartAfterAnyDelivery: false,
-      durableRecovery: false,
-      deliveryModeInProjection: false,
-      externalRuntimes: false,
-      heartbeatLedger: false,
-      pluginLifecycle: false,
-    };
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    state = transition(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200, config, oldRules).state;
-    expect(state.status).toBe('online');
-    expect(hasFreshHeartbeat(state, oldRules)).toBe(true);
-  });
-
   it('a restart requested while one is in flight becomes one follow-up; a dead removed workspace is not restarted', () => {
     let state = apply(start(), { type: 'restartRequested', reason: 'one', requester: 'operator' });
     state = apply(state, { type: 'restartRequested', reason: 'two', requester: 'operator' });
@@ -705,7 +668,7 @@ describe('transitions', () => {
     expect(idle.state.reconcile).toMatchObject({ running: false, lastOutcome: 'succeeded', lastError: null });
   });
 
-  it('a plugin no longer declared leaves the state; a pass recorded without names prunes nothing', () => {
+  it('a plugin no longer declared leaves the state', () => {
     const installed = (name: string) => ({
       name,
       status: 'installed' as const,
@@ -721,9 +684,6 @@ describe('transitions', () => {
       declaredNames: ['a', 'b', 'c'],
       outcomes: ['a', 'b', 'c'].map(installed),
     });
-    expect(Object.keys(state.plugins)).toEqual(['a', 'b', 'c']);
-    // An older pass (no names reported) keeps what it had.
-    state = finish(state, { declared: 1, outcomes: [] });
     expect(Object.keys(state.plugins)).toEqual(['a', 'b', 'c']);
     state = finish(state, { declared: 2, declaredNames: ['c', 'd'], outcomes: [installed('d')] });
     expect(Object.keys(state.plugins).sort()).toEqual(['c', 'd']);
@@ -799,8 +759,7 @@ describe('transitions', () => {
 
 describe('plugin lifecycle', () => {
   const start = (): WorkspaceState => frozen(initialState(ID, 'provisioning', T0));
-  const step = (state: WorkspaceState, event: Event, at: number, rules = currentRules) =>
-    transition(state, event, at, config, rules);
+  const step = (state: WorkspaceState, event: Event, at: number) => transition(state, event, at, config);
   const finish = (report: ReconcileReport) => ({ type: 'reconcileFinished', outcome: 'succeeded', report }) as const;
   /** Online, its first (verify) pass finished with one plugin installed. */
   const online = (): WorkspaceState => {
@@ -832,7 +791,7 @@ describe('plugin lifecycle', () => {
     ).state;
     state = step(state, { type: 'pluginsDeclared' }, later + 200).state;
     expect(state.reconcile).toMatchObject({ running: true, followUp: true, followUpMode: 'refresh' });
-    const done = step(state, finish({ declared: 1, outcomes: [] }), later + 1_000);
+    const done = step(state, finish({ declared: 1, declaredNames: ['a'], outcomes: [] }), later + 1_000);
     expect(done.effects).toEqual([
       { type: 'startReconcile', trigger: 'follow-up of coalesced triggers', mode: 'refresh' },
     ]);
@@ -890,8 +849,6 @@ describe('plugin lifecycle', () => {
     expect(fired.state.reconcile.lastVerifyAt).toBe(iso(due));
 
     expect(nextDeadline(beating, { ...config, resyncPeriodMs: 0 })).toBe(due - 1_000 + config.livenessTtlMs);
-    const oldRules = { ...currentRules, pluginLifecycle: false };
-    expect(nextDeadline(beating, config, oldRules)).toBe(due - 1_000 + config.livenessTtlMs);
     // Not while the runtime is down: its register will verify.
     expect(nextDeadline({ ...beating, status: 'offline', statusSince: iso(due) }, config)).toBe(
       due + config.livenessTtlMs,
@@ -919,14 +876,5 @@ describe('plugin lifecycle', () => {
     const started = later.effects.find((e) => e.type === 'startReconcile');
     expect(started).toBeDefined();
     expect(started).not.toHaveProperty('holdRepairs');
-  });
-
-  it('runs from before the rule: a register while online asks nothing, passes carry no mode', () => {
-    const oldRules = { ...currentRules, pluginLifecycle: false };
-    const registered = step(start(), { type: 'register', payload: registerPayload(ID) }, T0, oldRules);
-    expect(registered.effects).toContainEqual({ type: 'startReconcile', trigger: 'provisioning→online (register)' });
-    const settled = step(registered.state, finish({ declared: 0, outcomes: [] }), T0 + 1, oldRules).state;
-    const again = step(settled, { type: 'register', payload: registerPayload(ID) }, T0 + 2, oldRules);
-    expect(again.effects.filter((e) => e.type === 'startReconcile')).toEqual([]);
   });
 });
