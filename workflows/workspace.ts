@@ -254,16 +254,20 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       signalsThisRun >= config.maxSignalsPerRun
     );
   };
+  // The run is pinned to the build that started it; once another build is the deployment's
+  // current one, the run moves to it by continuing as new (docs/versioning.md).
+  const newBuildIsCurrent = (): boolean => wf.workflowInfo().targetWorkerDeploymentVersionChanged;
+  const runEnds = (): boolean => removed() || runIsFull() || newBuildIsCurrent();
 
   // Deadline loop: one timer armed at the earliest deadline. Heartbeats only push the liveness
   // deadline later, so they never wake this loop; the timer re-arms once per TTL at most.
-  while (!removed() && !runIsFull()) {
+  while (!runEnds()) {
     const armedAt = nextDeadline(state, config);
     const earlierDeadline = (): boolean => {
       const next = nextDeadline(state, config);
       return next !== null && (armedAt === null || next < armedAt);
     };
-    const woke = (): boolean => removed() || runIsFull() || earlierDeadline();
+    const woke = (): boolean => runEnds() || earlierDeadline();
     if (armedAt === null) {
       await wf.condition(woke);
     } else if (!(await wf.condition(woke, Math.max(1, armedAt - Date.now())))) {
@@ -285,5 +289,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   if (removed()) return state;
 
   const carried: WorkspaceState = { ...state, counters: { ...state.counters, runs: state.counters.runs + 1 } };
-  return await wf.continueAsNew<typeof workspaceWorkflow>({ ...input, config, carried });
+  // Its first workflow task goes to the current build, which pins the new run to itself.
+  const continueAsNew = wf.makeContinueAsNewFunc<typeof workspaceWorkflow>(
+    newBuildIsCurrent() ? { initialVersioningBehavior: 'AUTO_UPGRADE' } : {},
+  );
+  return await continueAsNew({ ...input, config, carried });
 }

@@ -2,10 +2,11 @@
  * The README's first command, as a newcomer runs it (scripts/start.ts, without DATABASE_URL or a
  * Temporal address): it brings up the dev server with the Web UI, the embedded database, the
  * worker and the API, prints their URLs, stops everything on Ctrl-C, and a second run over the
- * same data folder finds the workspace the first one created.
+ * same data folder finds the workspace the first one created; a third, over a data folder whose
+ * dev server database another version made, recreates it from the database.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,8 +71,9 @@ function listening(port: number): Promise<boolean> {
 }
 
 describe('npm start', () => {
-  it('brings up the whole stack, stops it on Ctrl-C, and keeps its state for the next run', async () => {
+  it('brings up the whole stack, stops it on Ctrl-C, keeps its state, and recreates it over an old dev server database', async () => {
     const first = await start();
+    let runtimeToken = '';
     const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8');
     const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
     try {
@@ -87,6 +89,7 @@ describe('npm start', () => {
         body: JSON.stringify({ id: 'kept-1', plugins: [] }),
       });
       expect(created.status).toBe(201);
+      runtimeToken = ((await created.json()) as { auth_token: string }).auth_token;
     } finally {
       expect(await interrupt(first)).toBe(130);
     }
@@ -106,8 +109,39 @@ describe('npm start', () => {
       const state = await fetch(`${second.api}/workspaces/kept-1`, { headers });
       expect(state.status).toBe(200);
       expect(((await state.json()) as { status: string }).status).toBe('provisioning');
+      expect(second.output()).not.toContain('recreated');
     } finally {
       expect(await interrupt(second)).toBe(130);
     }
-  }, 240_000);
+
+    // A data folder from before: its dev server database was made by a version that did not
+    // record itself. It is moved aside and the workspace recreated from the database; its
+    // runtime's register (with the token it got at creation) brings it online with a reconcile.
+    rmSync(join(dataDir, 'temporal.db.server'));
+    const third = await start();
+    try {
+      expect(third.output()).toContain('was made by another dev server version');
+      const deadline = Date.now() + 60_000;
+      while (!third.output().includes('start: recreated') && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(third.output()).toContain('start: recreated 1 workspace(s) from the database');
+      const registered = await fetch(`${third.api}/registry/register`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${runtimeToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: 'kept-1', url: 'http://127.0.0.1:9/agent', agent_card: { name: 'kept' } }),
+      });
+      expect(registered.status).toBe(200);
+      const token = readFileSync(join(dataDir, 'admin-token'), 'utf8');
+      const headers = { authorization: `Bearer ${token}` };
+      let state: { status?: string; reconcile?: { lastFinishedAt: string | null } } = {};
+      while (!(state.status === 'online' && state.reconcile?.lastFinishedAt) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        state = (await (await fetch(`${third.api}/workspaces/kept-1`, { headers })).json()) as typeof state;
+      }
+      expect(state.status).toBe('online');
+      expect(state.reconcile?.lastFinishedAt).toBeTruthy();
+    } finally {
+      expect(await interrupt(third)).toBe(130);
+    }
+  }, 360_000);
 });
