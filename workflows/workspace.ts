@@ -1,8 +1,10 @@
 /**
  * One long-running workflow per workspace (id `workspace:<workspaceId>`). It owns the
- * workspace's state: signals feed events to the pure state machine, and the workflow runs
- * the effects the machine asks for. Durable timers watch the deadlines (liveness TTL,
- * provisioning timeout). A forwarded heartbeat costs one signal: no activity, no timer (the API coalesces the others).
+ * workspace's state: signals feed events to the pure state machine (state-machine.ts), and the
+ * workflow runs the effects the machine asks for (a reconcile pass, a box restart, the
+ * projection write). Durable timers watch the deadlines (liveness TTL, provisioning timeout). A
+ * forwarded heartbeat costs one signal: no activity, no timer (the API coalesces the others).
+ * The run continues as new when it is full or another build is current (docs/versioning.md).
  */
 import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
