@@ -7,7 +7,13 @@ import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { SourceSettings } from '../activities/plugins/source.js';
 import type { Store, WorkspaceAccess } from '../db/store.js';
 import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
-import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import {
+  TASK_QUEUE,
+  stateQuery,
+  workspaceStartInput,
+  workspaceWorkflowId,
+  type WorkspaceWorkflowInput,
+} from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
 import { DeferredWork } from './deferred.js';
@@ -114,9 +120,9 @@ export class ApiContext {
     return this.client.workflow.getHandle(workspaceWorkflowId(id));
   }
 
-  /** What the workflows this API starts get besides their id: the configured lifecycle overrides. */
-  get startInput(): { config?: Partial<LifecycleConfig> } {
-    return Object.keys(this.settings.lifecycle).length > 0 ? { config: this.settings.lifecycle } : {};
+  /** The input a workspace's workflow starts with: what the database says it is, and the lifecycle overrides. */
+  startInput(workspaceId: string, external: boolean): WorkspaceWorkflowInput {
+    return workspaceStartInput(workspaceId, external, this.settings.lifecycle);
   }
 
   /**

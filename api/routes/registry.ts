@@ -32,7 +32,6 @@ import {
 
 export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
-  const relayOptions = { taskQueue: settings.taskQueue, start: ctx.startInput };
 
   /** The workspace's access row, and the hash of the boot credential when one let a register in. */
   async function requireRuntime(
@@ -120,7 +119,11 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           const reason = await unsafeUrlReason(url, settings.urlPolicy);
           if (reason !== null) throw badRequest(`unsafe body.${field}`, [{ field: `body.${field}`, problem: reason }]);
         }
-        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', body, relayOptions), SIGNAL);
+        const relay = {
+          taskQueue: settings.taskQueue,
+          start: () => Promise.resolve(ctx.startInput(body.id, access.external)),
+        };
+        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', body, relay), SIGNAL);
         // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
         await store
           .noteRegister(body.id)
@@ -160,9 +163,14 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         const recorded = await recordHeartbeat(request, beat);
         // Coalesced: acknowledged and in the ledger, where the liveness rules read it.
         if (!recorded.forward) return { status: 'ok' as const };
+        // No run open (terminated): the one that starts is what the database says the workspace is.
+        const relay = {
+          taskQueue: settings.taskQueue,
+          start: async () => ctx.startInput(id, (await ctx.requireLiveWorkspace(id)).external),
+        };
         const forward = (): Promise<void> =>
           ctx.temporal(
-            () => relayRuntimeSignal(client, id, 'heartbeat', beat, relayOptions, { beats: recorded.beats }),
+            () => relayRuntimeSignal(client, id, 'heartbeat', beat, relay, { beats: recorded.beats }),
             SIGNAL,
           );
         if (!recorded.urgent && ctx.heartbeatForwardEveryMs > 0) {

@@ -5,7 +5,7 @@
 import type { WorkflowHandle } from '@temporalio/client';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
-import { relayRuntimeSignal } from '../../api/relay.js';
+import { relayRuntimeSignal, type RelayOptions } from '../../api/relay.js';
 import { defaultLifecycleConfig } from '../../workflows/config.js';
 import {
   deprovisionSignal,
@@ -13,6 +13,7 @@ import {
   registerSignal,
   restartSignal,
   stateQuery,
+  workspaceStartInput,
   workspaceWorkflowId,
   type WorkspaceWorkflowInput,
 } from '../../workflows/definitions.js';
@@ -24,6 +25,11 @@ import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 import { createWorker, uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
 
 const harness = useWorkerHarness('workspace-tests', createTimeSkippingEnv);
+/** A runtime call's relay to a managed workspace's workflow, on this file's task queue. */
+const relayTo = (id: string): RelayOptions => ({
+  taskQueue: harness.taskQueue,
+  start: () => Promise.resolve(workspaceStartInput(id, false)),
+});
 
 async function start(workspaceId: string, input: Partial<WorkspaceWorkflowInput> = {}): Promise<WorkflowHandle> {
   return harness.env.client.workflow.start('workspaceWorkflow', {
@@ -122,16 +128,14 @@ describe('boot', () => {
 
   it('a heartbeat that starts the workflow (signal-with-start) brings it online and reconciles once', async () => {
     const id = uniqueId('hb-starts');
-    await relayRuntimeSignal(harness.env.client, id, 'heartbeat', heartbeatPayload(id), {
-      taskQueue: harness.taskQueue,
-    });
+    await relayRuntimeSignal(harness.env.client, id, 'heartbeat', heartbeatPayload(id), relayTo(id));
     const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
     const state = await waitForState(
       handle,
       (s) => s.status === 'online' && idle(s) && s.counters.reconcilesStarted === 1,
     );
     expect(state.recentTransitions.at(-1)).toMatchObject({ from: 'provisioning', to: 'online' });
-    await relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), { taskQueue: harness.taskQueue });
+    await relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), relayTo(id));
     const after = await waitForState(handle, (s) => s.counters.registers === 1);
     expect(after.counters.reconcilesStarted).toBe(1);
     expect(reconcilesFor(id)).toBe(1);
@@ -244,7 +248,7 @@ describe('invalid payloads and removal', () => {
     expect(harness.fake.revocations).toEqual(expect.arrayContaining([id]));
 
     await expect(
-      relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), { taskQueue: harness.taskQueue }),
+      relayRuntimeSignal(harness.env.client, id, 'register', registerPayload(id), relayTo(id)),
     ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
   });
 });
@@ -253,9 +257,7 @@ describe('operator view', () => {
   it('search attributes follow the status and pending plugins; current details show status and last restart', async () => {
     const id = uniqueId('ops');
     const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
-    await relayRuntimeSignal(harness.env.client, id, 'heartbeat', heartbeatPayload(id), {
-      taskQueue: harness.taskQueue,
-    });
+    await relayRuntimeSignal(harness.env.client, id, 'heartbeat', heartbeatPayload(id), relayTo(id));
     await waitForState(handle, (s) => s.status === 'online' && idle(s));
 
     const described = await handle.describe();
