@@ -7,21 +7,21 @@
  */
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retireForeignDevServerDatabase } from '../../connection.js';
 import type { Store } from '../../db/store.js';
 import { recreateWorkspaces } from '../../scripts/recreate-workspaces.js';
 import { registerSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
-import { makeVersionCurrent, pinnedDeployment } from '../../worker.js';
+import { makeVersionCurrent } from '../../worker.js';
 import { createLocalEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { registerPayload } from '../helpers/payloads.js';
 import { connectTestStore } from '../helpers/postgres.js';
-import { uniqueId, waitForState } from '../helpers/worker.js';
+import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 describe('recreating workspaces from the database', () => {
   let env: TestWorkflowEnvironment;
@@ -44,13 +44,7 @@ describe('recreating workspaces from the database', () => {
   });
 
   async function startWorker(taskQueue: string, version: WorkerDeploymentVersion): Promise<Worker> {
-    const worker = await Worker.create({
-      connection: env.nativeConnection,
-      taskQueue,
-      workflowBundle: { codePath: inject('workflowBundlePath') },
-      activities: fake.activities,
-      workerDeploymentOptions: pinnedDeployment(version),
-    });
+    const worker = await createWorker(env, taskQueue, fake.activities, version);
     workers.push({ worker, running: worker.run() });
     return worker;
   }

@@ -6,14 +6,14 @@
 import type { WorkflowHandle } from '@temporalio/client';
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import type { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { heartbeatSignal, registerSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
-import { makeVersionCurrent, pinnedDeployment } from '../../worker.js';
+import { makeVersionCurrent } from '../../worker.js';
 import { createLocalEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { uniqueId, waitForState } from '../helpers/worker.js';
+import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 let env: TestWorkflowEnvironment;
 const workers: { worker: Worker; running: Promise<void> }[] = [];
@@ -29,13 +29,7 @@ afterAll(async () => {
 });
 
 async function startWorker(taskQueue: string, version: WorkerDeploymentVersion): Promise<void> {
-  const worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue,
-    workflowBundle: { codePath: inject('workflowBundlePath') },
-    activities: new FakeActivities().activities,
-    workerDeploymentOptions: pinnedDeployment(version),
-  });
+  const worker = await createWorker(env, taskQueue, new FakeActivities().activities, version);
   workers.push({ worker, running: worker.run() });
 }
 
