@@ -217,9 +217,10 @@ async function run(databaseUrl: string): Promise<void> {
     printUrls(effective, api, generatedAdminToken);
     checkStop();
     const running = worker.worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
-    await adoptWorkspaces(worker, effective).catch((err: unknown) =>
-      console.error(`start: ${err instanceof Error ? err.message : String(err)}`),
-    );
+    // Beside the worker, which it needs; Ctrl-C does not wait for it.
+    void adoptWorkspaces(worker, effective).catch((err: unknown) => {
+      if (stopRequested === 0) console.error(`start: ${err instanceof Error ? err.message : String(err)}`);
+    });
     await running;
   } finally {
     await api.close();
