@@ -30,8 +30,8 @@ export interface WorkerSettings {
   runtimeEnv: Record<string, string>;
   sources: SourceSettings & StageSettings;
   /**
-   * Workflows kept in the worker's cache (~100 KB of heap each). A signal to a workflow not in
-   * the cache replays its run's history first, so the cache holds the fleet.
+   * Workflows kept in the worker's cache. A signal to a workflow not in the cache replays its
+   * run's history first, so the cache holds the fleet (its memory: docs/performance.md).
    */
   maxCachedWorkflows: number;
   /** Heap limit of the worker's workflow thread, in MB; null: V8's default (a share of the machine's memory). */
