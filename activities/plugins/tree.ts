@@ -41,7 +41,9 @@ export function describeEntry(info: Stats): string {
  * the plugin.
  */
 export async function inspectTree(root: string, what: string, maxBytes = Infinity): Promise<PluginTree> {
-  const top = await lstat(root);
+  const top = await lstat(root).catch((err: unknown) => {
+    throw new Error(`${what}: cannot be read (${err instanceof Error ? err.message : String(err)})`);
+  });
   if (!top.isDirectory()) throw new PermanentPluginError(`${what}: the plugin is ${describeEntry(top)}, not a folder`);
   const tree: PluginTree = { dirs: [], files: [], bytes: 0 };
   let entries = 0;
