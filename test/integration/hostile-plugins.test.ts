@@ -3,7 +3,8 @@
  * linked `.revision`, a linked sub-path, a fifo, an oversized file, a deep tree), as git
  * repositories and as local plugin folders. Each is refused by the reconcile's stage step,
  * non-retryably and naming the path inside the plugin, with nothing outside the plugin folder
- * changed, whichever driver the box has: the local one, and SSH against a real sshd.
+ * changed, whichever driver the box has: the local one, and SSH against a real sshd. A staged
+ * tree holding the same (a cache tampered with) is refused by both drivers' delivery too.
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
@@ -61,8 +62,18 @@ const cases: Case[] = [
     source: `local://${tree.kind}`,
     path: tree.path,
   })),
-  { name: 'git: linked sub-path', pluginName: 'linked', source: 'gitea://hostile/mono/linked#main', path: 'linked' },
-  { name: 'local: linked plugin folder', pluginName: 'linked', source: 'local://linked', path: 'linked' },
+  {
+    name: 'git: linked sub-path',
+    pluginName: 'linked',
+    source: 'gitea://hostile/mono/linked#main',
+    path: 'linked',
+  },
+  {
+    name: 'local: linked plugin folder',
+    pluginName: 'linked',
+    source: 'local://linked',
+    path: 'linked',
+  },
 ];
 
 const testSshd = await startTestSshd(work, 'the hostile plugin corpus over SSH');
@@ -85,7 +96,10 @@ const ssh = new SshBoxDriver({
     ),
   keyDir: testSshd?.keyDir ?? work,
 });
-const local = new LocalBoxDriver({ root: join(work, 'local-boxes'), runtimeCommand: null });
+const local = new LocalBoxDriver({
+  root: join(work, 'local-boxes'),
+  runtimeCommand: null,
+});
 
 /** A fresh box for the driver, whose folder is returned. */
 async function freshBox(driverName: 'local' | 'ssh', workspaceId: string): Promise<string> {
@@ -107,7 +121,11 @@ const drivers: { name: 'local' | 'ssh'; driver: BoxDriver; skip: boolean }[] = [
 ];
 
 describe.each(drivers)('the hostile-plugin corpus through the $name driver', ({ name: driverName, driver, skip }) => {
-  const activities = createReconcileActivities({ store: null as unknown as Store, driver, sources });
+  const activities = createReconcileActivities({
+    store: null as unknown as Store,
+    driver,
+    sources,
+  });
 
   it.skipIf(skip).each(cases)('$name is refused at staging, naming $path, and changes nothing', async (hostile) => {
     const workspaceId = `${driverName}-${hostile.name.replace(/[^a-z]+/g, '-')}`;
@@ -135,10 +153,37 @@ describe.each(drivers)('the hostile-plugin corpus through the $name driver', ({ 
     }
     expect(snapshot(victim.root)).toBe(victimBefore);
     expect(snapshot(box)).toBe(boxBefore);
-    expect(outcome).toMatchObject({ type: 'PermanentPluginError', nonRetryable: true });
+    expect(outcome).toMatchObject({
+      type: 'PermanentPluginError',
+      nonRetryable: true,
+    });
     expect((outcome as Error).message).toContain(hostile.path);
     expect((outcome as Error).message).toContain(hostile.source);
     // Nothing was published to the cache, and no work folder was left behind.
     expect(existsSync(sources.cacheDir) ? readdirSync(sources.cacheDir) : []).toEqual([]);
   });
+
+  // The size cap is the stager's: a driver delivers what was staged within it.
+  it.skipIf(skip).each(HOSTILE_TREES.filter((tree) => tree.kind !== 'oversized'))(
+    'a staged tree holding $kind (a cache tampered with) is not delivered, naming $path',
+    async ({ kind, path }) => {
+      const workspaceId = `${driverName}-staged-${kind}`;
+      const box = await freshBox(driverName, workspaceId);
+      const staged = join(work, 'tampered', driverName, kind);
+      writeHostileTree(staged, kind, kind, victim, CAP_BYTES);
+      const victimBefore = snapshot(victim.root);
+      const boxBefore = snapshot(box);
+      const outcome = await driver
+        .deliverPlugin(workspaceId, {
+          pluginName: kind,
+          revision: 'f'.repeat(40),
+          path: staged,
+        })
+        .catch((err: unknown) => err);
+      expect(snapshot(victim.root)).toBe(victimBefore);
+      expect(snapshot(box)).toBe(boxBefore);
+      expect(outcome).toBeInstanceOf(Error);
+      expect((outcome as Error).message).toContain(path);
+    },
+  );
 });
