@@ -231,8 +231,10 @@ export class LocalBoxDriver implements BoxDriver {
   }
 
   async restart(workspaceId: string, restartId: string): Promise<'restarted' | 'already-restarted'> {
-    await this.requireBox(workspaceId);
+    const box = await this.requireBox(workspaceId);
     if ((await this.runtimeRecord(workspaceId))?.launchId === restartId) return 'already-restarted';
+    // The log the launch appends to, checked before the runtime is stopped: a refused restart stops nothing.
+    if (this.settings.runtimeCommand !== null) await box.expectFileOrNothing(RUNTIME_LOG_FILE);
     await this.stopRuntime(workspaceId);
     await this.launch(workspaceId, restartId, `restart ${restartId}`);
     return 'restarted';
