@@ -1,11 +1,15 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import type { SshBoxSettings } from '../../activities/box/ssh.js';
 import { keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../../scripts/sshd.js';
 
 export interface TestSshd {
   sshd: ThrowawaySshd;
   /** The worker's key directory, holding the client key `client` the sshd trusts. */
   keyDir: string;
+  /** SSH settings of a box at `root` behind this sshd, logging in as this user with `client`. */
+  settings: (root: string, commands?: Pick<SshBoxSettings, 'restartCommand' | 'runningCommand'>) => SshBoxSettings;
 }
 
 /**
@@ -21,7 +25,22 @@ export async function startTestSshd(work: string, what: string): Promise<TestSsh
     const clientPublic = keygen(join(keyDir, 'client'), 'wl-ssh-test');
     return startThrowawaySshd({ dir: join(work, 'sshd'), authorizedKeys: [clientPublic] });
   })().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
-  if (typeof started !== 'string') return { sshd: started, keyDir };
+  if (typeof started !== 'string') {
+    const sshd = started;
+    return {
+      sshd,
+      keyDir,
+      settings: (root, commands = { restartCommand: 'true', runningCommand: 'true' }) => ({
+        host: '127.0.0.1',
+        port: sshd.port,
+        user: userInfo().username,
+        keyRef: 'client',
+        hostKey: sshd.hostKey,
+        root,
+        ...commands,
+      }),
+    };
+  }
   if (process.env['CI']) {
     rmSync(work, { recursive: true, force: true });
     throw new Error(`${what} needs a real sshd: ${started}`);

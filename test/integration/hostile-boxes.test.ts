@@ -20,14 +20,15 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MAX_LISTING_BYTES, MAX_RECORD_BYTES, type BoxDriver } from '../../activities/box/driver.js';
 import { MAX_MANIFEST_BYTES } from '../../activities/plugins/stage.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
-import { SshBoxDriver, type SshBoxSettings } from '../../activities/box/ssh.js';
+import { SshBoxDriver } from '../../activities/box/ssh.js';
 import { makeVictim, snapshot } from '../helpers/hostile.js';
+import { failure } from '../helpers/failure.js';
 import { startTestSshd } from '../helpers/sshd.js';
 import { runtimePassEnvFromEnv } from '../../settings.js';
 
@@ -36,21 +37,14 @@ const victim = makeVictim(join(work, 'victim'));
 const testSshd = await startTestSshd(work, 'the hostile box tests over SSH');
 const sshRoots = join(work, 'ssh-boxes');
 
-function sshSettings(workspaceId: string): SshBoxSettings | null {
-  if (testSshd === null) return null;
-  return {
-    host: '127.0.0.1',
-    port: testSshd.sshd.port,
-    user: userInfo().username,
-    keyRef: 'client',
-    hostKey: testSshd.sshd.hostKey,
-    root: join(sshRoots, workspaceId),
-    restartCommand: 'echo restarted >> restarts.txt',
-    runningCommand: 'true',
-  };
-}
 const ssh = new SshBoxDriver({
-  resolve: (workspaceId) => Promise.resolve(sshSettings(workspaceId)),
+  resolve: (workspaceId) =>
+    Promise.resolve(
+      testSshd?.settings(join(sshRoots, workspaceId), {
+        restartCommand: 'echo restarted >> restarts.txt',
+        runningCommand: 'true',
+      }) ?? null,
+    ),
   keyDir: testSshd?.keyDir ?? work,
 });
 const localRoot = join(work, 'local-boxes');
@@ -94,15 +88,6 @@ const drivers: DriverUnderTest[] = [
     },
   },
 ];
-
-async function failure(call: Promise<unknown>): Promise<unknown> {
-  try {
-    await call;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected the call to fail');
-}
 
 function expectRefused(err: unknown, type: 'BoxUnsafePath' | 'BoxOutputTooLarge', mention: string): void {
   expect(err).toMatchObject({ type, nonRetryable: true });

@@ -7,13 +7,13 @@
  * tree holding the same (a cache tampered with) is refused by both drivers' delivery too.
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { BoxDriver } from '../../activities/box/driver.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
-import { SshBoxDriver, type SshBoxSettings } from '../../activities/box/ssh.js';
+import { SshBoxDriver } from '../../activities/box/ssh.js';
 import { createReconcileActivities } from '../../activities/reconcile.js';
 import type { StagedPlugin } from '../../activities/plugins/stage.js';
 import type { Store } from '../../db/store.js';
@@ -79,21 +79,7 @@ const cases: Case[] = [
 const testSshd = await startTestSshd(work, 'the hostile plugin corpus over SSH');
 const sshRoots = join(work, 'ssh-boxes');
 const ssh = new SshBoxDriver({
-  resolve: (workspaceId) =>
-    Promise.resolve<SshBoxSettings | null>(
-      testSshd === null
-        ? null
-        : {
-            host: '127.0.0.1',
-            port: testSshd.sshd.port,
-            user: userInfo().username,
-            keyRef: 'client',
-            hostKey: testSshd.sshd.hostKey,
-            root: join(sshRoots, workspaceId),
-            restartCommand: 'true',
-            runningCommand: 'true',
-          },
-    ),
+  resolve: (workspaceId) => Promise.resolve(testSshd?.settings(join(sshRoots, workspaceId)) ?? null),
   keyDir: testSshd?.keyDir ?? work,
 });
 const local = new LocalBoxDriver({

@@ -28,6 +28,7 @@ import type { Store } from '../../db/store.js';
 import type { SourceSettings } from '../../activities/plugins/source.js';
 import type { StageSettings } from '../../activities/plugins/stage.js';
 import { freePort, keygen } from '../../scripts/sshd.js';
+import { failure } from '../helpers/failure.js';
 import { startTestSshd } from '../helpers/sshd.js';
 import { BOX_RUNTIME_SCRIPT, boxRuntimeScript } from '../../simulator/ssh.js';
 
@@ -103,16 +104,6 @@ afterAll(async () => {
   await sshd?.stop();
   rmSync(work, { recursive: true, force: true });
 });
-
-/** The error a call rejects with. */
-async function failure(call: Promise<unknown>): Promise<unknown> {
-  try {
-    await call;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected the call to fail');
-}
 
 function stage(name: string, files: Record<string, string | Buffer>): string {
   const dir = join(work, 'staged', `${name}-${randomBytes(4).toString('hex')}`);
