@@ -797,6 +797,16 @@ describe('workspace management', () => {
     expect(await store.liveTokenCount(id)).toBe(1);
   });
 
+  it('a workspace id of the longest valid length (128) is reachable at its path', async () => {
+    const id = `${'a'.repeat(120)}-${process.pid % 10_000_000}`.slice(0, 128).padEnd(128, 'b');
+    const created = await api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+    expect(created.statusCode, created.body).toBe(201);
+    const view = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(view.statusCode, view.body).toBe(200);
+    const removed = await api.inject({ method: 'DELETE', url: `/workspaces/${id}`, headers: admin });
+    expect(removed.statusCode, removed.body).toBe(202);
+  });
+
   it('a duplicate workspace id is 409 and writes nothing', async () => {
     const { id } = await createWorkspace();
     const before = await rowCounts();
@@ -812,6 +822,8 @@ describe('bad input: a clear error, no signal, no row', () => {
     target = await createWorkspace();
   });
   const big = 'x'.repeat(70 * 1024);
+  /** Arrays nested 20,000 deep: 40 KB of JSON, within the body limit. */
+  const deep = '['.repeat(20_000) + ']'.repeat(20_000);
 
   interface BadCase {
     name: string;
@@ -1274,6 +1286,94 @@ describe('bad input: a clear error, no signal, no row', () => {
       body: () => ({}),
       status: 400,
       says: 'params.id',
+    },
+    {
+      name: 'a path parameter whose percent-encoding is not UTF-8 (a lone surrogate)',
+      method: 'POST',
+      url: () => '/workspaces/ws%ED%A0%80/restart',
+      body: () => ({}),
+      status: 400,
+      says: 'params: a path parameter is not percent-encoded UTF-8',
+    },
+    {
+      name: 'a path parameter past the router limit',
+      method: 'GET',
+      url: () => `/workspaces/${'a'.repeat(600)}`,
+      status: 400,
+      says: 'params: a path parameter is longer than',
+    },
+    {
+      name: 'plugin source ending in NUL (PostgreSQL cannot store it)',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-nul', plugins: [{ name: 'seo', source: 'gitea://acme/seo#main\u0000' }] }),
+      status: 400,
+      says: 'body.plugins.0.source: must not contain control',
+    },
+    {
+      name: 'declared plugin source with an escape sequence',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/plugins`,
+      body: () => ({ plugins: [{ name: 'seo', source: 'gitea://acme/seo#\u001b[2Jmain' }] }),
+      status: 400,
+      says: 'body.plugins.0.source: must not contain control',
+    },
+    {
+      name: 'an SSH box command holding NUL',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/box`,
+      body: () => ({
+        driver: 'ssh',
+        host: 'box.example.test',
+        user: 'agent',
+        key_ref: 'fleet-key',
+        host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHcUu9gOeOeNK4Jc8Q6kG0xB9Z9nC9ZkcdYPh6lqfA8x',
+        root: '/srv/boxes/agent',
+        restart_command: 'systemctl restart agent\u0000',
+        running_command: 'systemctl is-active agent',
+      }),
+      status: 400,
+      says: 'body.restart_command: must not contain control',
+    },
+    {
+      name: 'a restart reason holding a line separator',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/restart`,
+      body: () => ({ reason: 'disk full\u2028# Status: online' }),
+      status: 400,
+      says: 'body.reason: must not contain control',
+    },
+    {
+      name: 'a dispatch-failed caller holding NUL',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/dispatch-failed`,
+      body: () => ({ caller: 'a2a\u0000' }),
+      status: 400,
+      says: 'body.caller: must not contain control',
+    },
+    {
+      name: 'register with a URL holding a control character',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://93.184.216.34:8000/\u0001' })),
+      status: 400,
+      says: 'body.url',
+    },
+    {
+      name: 'register with an agent card nested past the limit',
+      method: 'POST',
+      url: () => '/registry/register',
+      raw: `{"id": "deep-card", "agent_card": {"name": "deep", "extra": ${deep}}}`,
+      status: 400,
+      says: 'body.agent_card: Too deep',
+    },
+    {
+      name: 'heartbeat with an agent card nested past the limit',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      raw: `{"workspace_id": "deep-card", "agent_card": {"skills": [${deep}]}}`,
+      status: 400,
+      says: 'body.agent_card: Too deep',
     },
   ];
 
