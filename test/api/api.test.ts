@@ -1423,6 +1423,22 @@ describe('bad input: a clear error, no signal, no row', () => {
       says: 'body.plugins.0.source: must not contain control',
     },
     {
+      name: 'git+https plugin source with NUL in its path (the URL parser keeps it)',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({
+        id: 'fresh-nul-path',
+        plugins: [
+          {
+            name: 'seo',
+            source: 'git+https://plugins.example.test/ac\u0000me/seo.git#0123456789abcdef0123456789abcdef01234567',
+          },
+        ],
+      }),
+      status: 400,
+      says: 'body.plugins.0.source: must not contain control',
+    },
+    {
       name: 'declared plugin source with an escape sequence',
       method: 'PUT',
       url: (id) => `/workspaces/${id}/plugins`,
