@@ -240,15 +240,17 @@ function embed(value: Json | undefined, text: string, place: Place): string {
  * (which no valid UTF-8 holds), where encodeURIComponent throws.
  */
 function encodeParam(text: string): string {
-  return [...text]
-    .map((char) => {
-      const unit = char.charCodeAt(0);
-      if (char.length > 1 || unit < 0xd800 || unit > 0xdfff) return encodeURIComponent(char);
-      return [0xe0 | (unit >> 12), 0x80 | ((unit >> 6) & 0x3f), 0x80 | (unit & 0x3f)]
+  let encoded = '';
+  // for-of walks code points: a pair stays whole, a lone surrogate comes alone.
+  for (const char of text) {
+    const unit = char.charCodeAt(0);
+    if (char.length > 1 || unit < 0xd800 || unit > 0xdfff) encoded += encodeURIComponent(char);
+    else
+      encoded += [0xe0 | (unit >> 12), 0x80 | ((unit >> 6) & 0x3f), 0x80 | (unit & 0x3f)]
         .map((byte) => `%${byte.toString(16).toUpperCase()}`)
         .join('');
-    })
-    .join('');
+  }
+  return encoded;
 }
 
 /**
