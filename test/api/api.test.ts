@@ -14,12 +14,13 @@ import { BOOT_CREDENTIAL_FILE } from '../../activities/box/driver.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { defaultAdmissionSettings } from '../../api/admission.js';
-import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
+import { buildApi, type ApiSettings } from '../../api/server.js';
 import { newInstanceToken, REVOKED_TOKEN, UNAUTHENTICATED, WRONG_BOOT_CREDENTIAL } from '../../api/tokens.js';
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
+import { apiTestActivities, closeApiTest, testApiSettings } from '../helpers/api.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
@@ -36,20 +37,7 @@ let fake: FakeActivities;
 const taskQueue = uniqueId('api-tests');
 
 function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
-  return {
-    ...defaultApiSettings,
-    adminToken: ADMIN,
-    taskQueue,
-    logLevel: 'silent',
-    sources: {
-      giteaBaseUrl: 'https://git.example.test',
-      githubBaseUrl: 'https://github.example.test',
-      allowUnpinned: false,
-      sourceHosts: ['plugins.example.test'],
-      fileRoots: ['/srv/plugins'],
-    },
-    ...overrides,
-  };
+  return testApiSettings(ADMIN, taskQueue, overrides);
 }
 
 beforeAll(async () => {
@@ -57,23 +45,12 @@ beforeAll(async () => {
   // Its own database: the bad-input table asserts that no row was written anywhere.
   store = await connectTestStore('api');
   fake = new FakeActivities();
-  // Box activities are mocked; the projection and token revocation are the real store's.
-  worker = await createWorker(env, taskQueue, {
-    ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
-    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
-  });
+  worker = await createWorker(env, taskQueue, apiTestActivities(fake, store));
   running = worker.run();
   api = await buildApi(env.client, store, settings());
 });
 
-afterAll(async () => {
-  await api.close();
-  worker.shutdown();
-  await running;
-  await env.teardown();
-  await store.close();
-});
+afterAll(() => closeApiTest({ api, worker, running, env, store }));
 
 const admin = { authorization: `Bearer ${ADMIN}` };
 const agentUrl = 'http://93.184.216.34:8000'; // a public address literal: passes the SSRF check without DNS

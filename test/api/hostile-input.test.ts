@@ -14,9 +14,10 @@ import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import type { OpenAPIV3 } from 'openapi-types';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApi, defaultApiSettings } from '../../api/server.js';
+import { buildApi } from '../../api/server.js';
 import type { Store } from '../../db/store.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
+import { apiTestActivities, closeApiTest, testApiSettings } from '../helpers/api.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { createWorker, uniqueId } from '../helpers/worker.js';
@@ -35,35 +36,12 @@ const taskQueue = uniqueId('hostile-input');
 beforeAll(async () => {
   env = await createTimeSkippingEnv();
   store = await connectTestStore();
-  const fake = new FakeActivities();
-  worker = await createWorker(env, taskQueue, {
-    ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
-    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
-  });
+  worker = await createWorker(env, taskQueue, apiTestActivities(new FakeActivities(), store));
   running = worker.run();
-  api = await buildApi(env.client, store, {
-    ...defaultApiSettings,
-    adminToken: ADMIN,
-    taskQueue,
-    logLevel: 'silent',
-    sources: {
-      giteaBaseUrl: 'https://git.example.test',
-      githubBaseUrl: 'https://github.example.test',
-      allowUnpinned: true,
-      sourceHosts: ['plugins.example.test'],
-      fileRoots: ['/srv/plugins'],
-    },
-  });
+  api = await buildApi(env.client, store, testApiSettings(ADMIN, taskQueue));
 });
 
-afterAll(async () => {
-  await api.close();
-  worker.shutdown();
-  await running;
-  await env.teardown();
-  await store.close();
-});
+afterAll(() => closeApiTest({ api, worker, running, env, store }));
 
 /** What each character class is, for the test names. */
 const hostile: Record<string, string> = {
