@@ -314,6 +314,18 @@ export class Store {
     );
   }
 
+  /**
+   * The workspaces whose pending boot credential has this hash (in practice at most one): a
+   * register's credential is looked up by itself, not by the workspace it names.
+   */
+  async bootCredentialOwners(credentialHash: Buffer): Promise<{ workspaceId: string; credentialHash: Buffer }[]> {
+    const { rows } = await this.pool.query<{ workspace_id: string; credential_hash: Buffer }>(
+      'SELECT workspace_id, credential_hash FROM workspace_boot_credentials WHERE credential_hash = $1',
+      [credentialHash],
+    );
+    return rows.map((row) => ({ workspaceId: row.workspace_id, credentialHash: row.credential_hash }));
+  }
+
   /** The hash of the workspace's pending boot credential; null when none is pending. */
   async bootCredentialHash(workspaceId: string): Promise<Buffer | null> {
     const { rows } = await this.pool.query<{ credential_hash: Buffer }>(
@@ -354,15 +366,18 @@ export class Store {
     });
   }
 
-  /** The workspace a live token belongs to (by hash), bumping its last use; null when unknown or revoked. */
-  async tokenOwner(tokenHash: Buffer): Promise<{ workspaceId: string; tokenHash: Buffer } | null> {
-    const { rows } = await this.pool.query<{ workspace_id: string; token_hash: Buffer }>(
-      `UPDATE workspace_tokens SET last_used_at = now()
-       WHERE token_hash = $1 AND revoked_at IS NULL RETURNING workspace_id, token_hash`,
+  /**
+   * The workspace a token belongs to (by hash) and whether it is revoked, bumping a live one's
+   * last use; null when no such token is kept (unknown, or revoked past the retention period).
+   */
+  async tokenOwner(tokenHash: Buffer): Promise<{ workspaceId: string; tokenHash: Buffer; revoked: boolean } | null> {
+    const { rows } = await this.pool.query<{ workspace_id: string; token_hash: Buffer; revoked: boolean }>(
+      `UPDATE workspace_tokens SET last_used_at = CASE WHEN revoked_at IS NULL THEN now() ELSE last_used_at END
+       WHERE token_hash = $1 RETURNING workspace_id, token_hash, revoked_at IS NOT NULL AS revoked`,
       [tokenHash],
     );
     const row = rows[0];
-    return row ? { workspaceId: row.workspace_id, tokenHash: row.token_hash } : null;
+    return row ? { workspaceId: row.workspace_id, tokenHash: row.token_hash, revoked: row.revoked } : null;
   }
 
   /**

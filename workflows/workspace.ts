@@ -21,7 +21,13 @@ import {
   type WorkspaceWorkflowInput,
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
-import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
+import {
+  currentDetails,
+  markdownLiteral,
+  pluginsPendingKey,
+  searchAttributeValues,
+  workspaceStatusKey,
+} from './operator-view.js';
 import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
 import { baselineFor, baselines, patches, type BaselineId, type PatchId } from './patches.js';
 import {
@@ -191,7 +197,8 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           state.status === 'removed'
             ? Promise.resolve(apply({ type: 'restartFinished', outcome: 'failed', error: 'workspace removed' }))
             : restartBox
-                .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [
+                // The reason may quote a failed restart's output (a box's text): the UI renders summaries.
+                .executeWithOptions({ summary: `restart box (${restartId}): ${markdownLiteral(effect.reason)}` }, [
                   { workspaceId, restartId },
                 ])
                 .then(

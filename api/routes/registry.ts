@@ -5,7 +5,7 @@
  * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
  * record_heartbeat); docs/heartbeats.md has the rule.
  * Auth: the workspace's instance token, or for a register while it has none the boot credential
- * its box was started with (api/tokens.ts).
+ * its box was started with (api/tokens.ts), checked before anything about the workspace is read.
  */
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
@@ -24,8 +24,10 @@ import {
   authorizeRuntime,
   bearerToken,
   BOOT_CREDENTIAL_HEADER,
+  LIVE_TOKEN_EXISTS,
   mintTokenIfNone,
   mintTokenWithBootCredential,
+  UNAUTHENTICATED,
   WRONG_BOOT_CREDENTIAL,
   type RuntimeCall,
 } from '../tokens.js';
@@ -34,35 +36,50 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
   const { client, store, settings } = ctx;
   const relayOptions = { taskQueue: settings.taskQueue, start: ctx.startInput };
 
-  /** The workspace's access row, and the hash of the boot credential when one let a register in. */
+  /**
+   * Authenticates the call from its credentials alone (api/tokens.ts), then reads the workspace:
+   * only an authenticated caller learns whether it exists, is removed or has a live token. Returns
+   * its access row, and the hash of the boot credential when one let a register in.
+   */
   async function requireRuntime(
     request: FastifyRequest,
     id: string,
     call: RuntimeCall,
   ): Promise<{ access: WorkspaceAccess; bootCredential?: Buffer; trustOnFirstUse?: true }> {
-    const access = await ctx.requireLiveWorkspace(id);
     const credentials = {
       authorization: request.headers.authorization,
       bootCredential: request.headers[BOOT_CREDENTIAL_HEADER],
     };
     const outcome = await ctx.db(() =>
-      authorizeRuntime(store, id, call, credentials, access.liveTokens, settings.bootstrapWithoutCredential),
+      authorizeRuntime(store, id, call, credentials, settings.bootstrapWithoutCredential),
     );
-    if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
+    if (!outcome.ok) {
+      // The holder of a revoked token of this workspace had its token: it is told a removal, so its runtime stops.
+      if (outcome.revokedOwnToken) await ctx.requireLiveWorkspace(id);
+      throw new HttpError(outcome.status, outcome.reason);
+    }
     if (outcome.trustOnFirstUse) {
+      // Anonymous: any workspace it may not bootstrap gets the answer an unknown one gets.
+      const access = await ctx.db(() => store.workspaceAccess(id));
+      if (access === null || access.status === 'removed' || access.liveTokens > 0)
+        throw new HttpError(401, UNAUTHENTICATED);
       request.log.warn(
         { workspaceId: id },
         'register without a boot credential let in (WL_BOOTSTRAP_WITHOUT_CREDENTIAL)',
       );
       return { access, trustOnFirstUse: true };
     }
-    return outcome.bootCredential === undefined ? { access } : { access, bootCredential: outcome.bootCredential };
+    const access = await ctx.requireLiveWorkspace(id);
+    if (outcome.bootCredential === undefined) return { access };
+    if (access.liveTokens > 0) throw new HttpError(401, LIVE_TOKEN_EXISTS);
+    return { access, bootCredential: outcome.bootCredential };
   }
 
   /**
    * One round trip for a heartbeat with a live token of its live workspace: checks both, records
    * the heartbeat in the ledger and says whether to forward it. Anything else goes the long way
-   * (requireRuntime), which gives the exact answer: 404, 401 or 403.
+   * (requireRuntime), which gives the exact answer: 401 or 403 from the credentials alone, then
+   * 404 for its own removed workspace.
    */
   async function recordHeartbeat(request: FastifyRequest, beat: HeartbeatPayload): Promise<HeartbeatRecord> {
     const bearer = bearerToken(request.headers.authorization);
