@@ -988,7 +988,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://169.254.169.254/latest' })),
       status: 400,
-      says: 'body.url: resolves to 169.254.169.254, a link-local, metadata',
+      says: 'body.url: resolves to 169.254.169.254, in 169.254.0.0/16 Link Local',
     },
     {
       name: 'url is loopback',
@@ -1004,7 +1004,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://224.0.0.1/' })),
       status: 400,
-      says: 'multicast',
+      says: 'Multicast',
     },
     {
       name: 'url is IPv6 link-local',
@@ -1012,7 +1012,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://[fe80::1]:8000/' })),
       status: 400,
-      says: 'link-local',
+      says: 'Link-Local',
     },
     {
       name: 'url is private',

@@ -1,0 +1,134 @@
+/**
+ * The URLs the API takes from runtimes and operators, through the real API, the real workflow
+ * (time-skipping server) and real PostgreSQL: what the guard refuses is 400 naming the field;
+ * what it approves is stored, projected and shown in the form it checked.
+ */
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
+import { Store } from '../../db/store.js';
+import { workspaceWorkflowId } from '../../workflows/definitions.js';
+import { createTimeSkippingEnv } from '../helpers/env.js';
+import { FakeActivities } from '../helpers/fake-activities.js';
+import { connectTestStore, readProjection } from '../helpers/postgres.js';
+import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+
+const ADMIN = 'test-admin-token-0123456789';
+const admin = { authorization: `Bearer ${ADMIN}` };
+let env: TestWorkflowEnvironment;
+let store: Store;
+let worker: Worker;
+let running: Promise<void>;
+const taskQueue = uniqueId('url-tests');
+/** No host allow-list for git sources (the default): the address guard alone decides. */
+let open: FastifyInstance;
+/** Git sources only to plugins.example.test and 93.184.216.34. */
+let listed: FastifyInstance;
+
+function settings(sourceHosts: string[] | null): ApiSettings {
+  return {
+    ...defaultApiSettings,
+    adminToken: ADMIN,
+    taskQueue,
+    logLevel: 'silent',
+    sources: {
+      giteaBaseUrl: 'https://git.example.test',
+      githubBaseUrl: 'https://github.example.test',
+      allowUnpinned: false,
+      sourceHosts,
+      fileRoots: ['/srv/plugins'],
+    },
+  };
+}
+
+beforeAll(async () => {
+  env = await createTimeSkippingEnv();
+  store = await connectTestStore();
+  const fake = new FakeActivities();
+  worker = await createWorker(env, taskQueue, {
+    ...fake.activities,
+    writeProjection: (projection) => store.writeProjection(projection),
+  });
+  running = worker.run();
+  open = await buildApi(env.client, store, settings(null));
+  listed = await buildApi(env.client, store, settings(['plugins.example.test', '93.184.216.34']));
+});
+
+afterAll(async () => {
+  await open.close();
+  await listed.close();
+  worker.shutdown();
+  await running;
+  await env.teardown();
+  await store.close();
+});
+
+async function createWorkspace(): Promise<{ id: string; bearer: { authorization: string } }> {
+  const id = uniqueId('urls');
+  const res = await open.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+  expect(res.statusCode, res.body).toBe(201);
+  return { id, bearer: { authorization: `Bearer ${res.json<{ auth_token: string }>().auth_token}` } };
+}
+
+describe('register URLs', () => {
+  it.each([
+    // WHATWG reads host 169.254.169.254 with user-info "93.184.215.14\"; other parsers read 93.184.215.14.
+    ['backslash before @', 'http://93.184.215.14\\@169.254.169.254/latest/', 'push'],
+    ['backslash in the path', 'http://93.184.215.14/a\\b', 'push'],
+    ['user-info', 'http://user:pass@93.184.216.34/', 'push'],
+    ['an empty user-info', 'http://@93.184.216.34/', 'push'],
+    ['a tab in the host', 'http://93.184.216.34\t.nip.io/', 'push'],
+    ['cloud metadata as a decimal number', 'http://2852039166/', 'push'],
+    ['cloud metadata in octal', 'http://0251.0376.0251.0376/', 'push'],
+    ['a poll-mode register to cloud metadata', 'http://169.254.169.254/latest/', 'poll'],
+    ['6to4 (2002::/16)', 'http://[2002:a9fe:a9fe::1]/', 'push'],
+    ['NAT64 local-use (64:ff9b:1::/48)', 'http://[64:ff9b:1::a9fe:a9fe]/', 'push'],
+    ['documentation (2001:db8::/32)', 'http://[2001:db8::1]/', 'push'],
+    ['discard-only (100::/64)', 'http://[100::1]/', 'push'],
+    ['site-local (fec0::/10)', 'http://[fec0::1]/', 'push'],
+    ['IPv4-mapped metadata, hex spelling', 'http://[::ffff:a9fe:a9fe]/', 'push'],
+  ])('refuses %s: 400 naming body.url', async (_, url, mode) => {
+    const { id, bearer } = await createWorkspace();
+    const res = await open.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: bearer,
+      payload: { id, url, agent_card: { name: 'a' }, delivery_mode: mode },
+    });
+    expect(res.statusCode, res.body).toBe(400);
+    expect(res.json<{ issues: { field: string }[] }>().issues.map((issue) => issue.field)).toEqual(['body.url']);
+  });
+
+  it('the URL the workflow stores and projects is the normalised form the guard checked', async () => {
+    const { id, bearer } = await createWorkspace();
+    const res = await open.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: bearer,
+      payload: { id, url: 'HTTP://0x5DB8D822:8000/a/./b/../agent', agent_card: { name: 'a' }, delivery_mode: 'push' },
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const state = await waitForState(handle, (s) => s.counters.registers === 1);
+    expect(state.url).toBe('http://93.184.216.34:8000/a/agent');
+    await expect.poll(async () => (await readProjection(store, id))?.url).toBe('http://93.184.216.34:8000/a/agent');
+    const shown = await open.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(shown.json<{ url: string }>().url).toBe('http://93.184.216.34:8000/a/agent');
+  });
+
+  it('an agent card URL is stored normalised too, in poll mode as in push mode', async () => {
+    const { id, bearer } = await createWorkspace();
+    const res = await open.inject({
+      method: 'POST',
+      url: '/registry/register',
+      headers: bearer,
+      payload: { id, agent_card: { name: 'a', url: 'https://93.184.216.34:443/card' }, delivery_mode: 'poll' },
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const state = await waitForState(handle, (s) => s.counters.registers === 1);
+    expect(state.url).toBe('https://93.184.216.34/card');
+  });
+});
