@@ -4,6 +4,7 @@
  * server.ts and handed to each route plugin.
  */
 import type { Client, WorkflowHandle } from '@temporalio/client';
+import { ResolverUnavailableError } from '../activities/plugins/errors.js';
 import type { SourceSettings } from '../activities/plugins/source.js';
 import type { Store, WorkspaceAccess } from '../db/store.js';
 import { checkUrl, type CheckedUrl, type UrlPolicy } from '../url-guard.js';
@@ -154,8 +155,10 @@ export class ApiContext {
   }
 
   /** A plugin set the reconcile would refuse is a 400 naming each bad source. */
-  checkPluginSources(plugins: { name: string; source: string }[], field: string): void {
-    const issues = validatePluginSources(plugins, this.settings.sources, field);
+  async checkPluginSources(plugins: { name: string; source: string }[], field: string): Promise<void> {
+    const issues = await validatePluginSources(plugins, this.settings.sources, field).catch((err: unknown) => {
+      throw err instanceof ResolverUnavailableError ? resolverUnavailable(err.message) : err;
+    });
     if (issues.length > 0) throw badRequest('invalid plugin sources', issues);
   }
 

@@ -47,6 +47,7 @@ function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
       allowUnpinned: false,
       sourceHosts: ['plugins.example.test'],
       fileRoots: ['/srv/plugins'],
+      urlPolicy: defaultApiSettings.urlPolicy,
     },
     ...overrides,
   };

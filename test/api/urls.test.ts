@@ -39,6 +39,7 @@ function settings(sourceHosts: string[] | null): ApiSettings {
       allowUnpinned: false,
       sourceHosts,
       fileRoots: ['/srv/plugins'],
+      urlPolicy: defaultApiSettings.urlPolicy,
     },
   };
 }
@@ -130,5 +131,59 @@ describe('register URLs', () => {
     const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
     const state = await waitForState(handle, (s) => s.counters.registers === 1);
     expect(state.url).toBe('https://93.184.216.34/card');
+  });
+});
+
+describe('plugin sources', () => {
+  /** Declares one plugin, named as its source names it, so only the source's location is judged. */
+  async function declare(api: FastifyInstance, source: string): Promise<{ status: number; body: string }> {
+    const name = /([^/]+)\.git#/.exec(source)?.[1] ?? 'x';
+    const res = await api.inject({
+      method: 'POST',
+      url: '/workspaces',
+      headers: admin,
+      payload: { id: uniqueId('src'), plugins: [{ name, source }] },
+    });
+    return { status: res.statusCode, body: res.body };
+  }
+
+  it.each([
+    ['cloud metadata', 'git+http://169.254.169.254/x.git#main'],
+    ['cloud metadata as a decimal number', 'git+http://2852039166/x.git#main'],
+    ['cloud metadata in hex', 'git+https://0xa9fea9fe/x.git#main'],
+    ['loopback', 'git+http://127.0.0.1:9/x.git#main'],
+    ['a backslash before @', 'git+https://93.184.216.34\\@127.0.0.1:9/x.git#main'],
+    ['user-info', 'git+https://user:secret@93.184.216.34/x.git#main'],
+    ['a malformed percent-escape', 'git+https://93.184.216.34/%zz/x.git#main'],
+    ['a control character', 'git+https://93.184.216.34/a\u0001/x.git#main'],
+  ])('with no host list, refuses %s: 400 naming body.plugins.0.source', async (_, source) => {
+    const { status, body } = await declare(open, source);
+    expect(status, body).toBe(400);
+    expect(JSON.parse(body)).toMatchObject({ issues: [{ field: 'body.plugins.0.source' }] });
+  });
+
+  it.each([
+    ['a backslash that hides the host git dials', 'git+https://plugins.example.test\\@127.0.0.1:9/r.git#main'],
+    ['user-info naming the listed host', 'git+https://plugins.example.test@127.0.0.1:9/r.git#main'],
+    ['a listed address literal that is the metadata one in another spelling', 'git+http://0xa9fea9fe/x.git#main'],
+  ])('with a host list, refuses %s', async (_, source) => {
+    const { status, body } = await declare(listed, source);
+    expect(status, body).toBe(400);
+    expect(JSON.parse(body)).toMatchObject({ issues: [{ field: 'body.plugins.0.source' }] });
+  });
+
+  it.each([
+    ['a malformed percent-escape', 'git+file:///srv/plugins/%E0%A4%A/x.git#main'],
+    ['escapes that are not UTF-8', 'git+file:///srv/plugins/%C3/x.git#main'],
+    ['an escaped slash', 'git+file:///srv/plugins/a%2F..%2F..%2Fetc/x.git#main'],
+  ])('%s in a git+file source is a 400, not a 500', async (_, source) => {
+    const { status, body } = await declare(open, source);
+    expect(status, body).toBe(400);
+    expect(JSON.parse(body)).toMatchObject({ issues: [{ field: 'body.plugins.0.source' }] });
+  });
+
+  it('a public git host is accepted, with or without a list naming it', async () => {
+    expect((await declare(open, 'git+https://93.184.216.34/acme/x.git#main')).status).toBe(201);
+    expect((await declare(listed, 'git+https://93.184.216.34/acme/x.git#main')).status).toBe(201);
   });
 });
