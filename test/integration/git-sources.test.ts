@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PermanentPluginError } from '../../activities/plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from '../../activities/plugins/source.js';
@@ -96,6 +97,31 @@ describe('git reaches only the host the guard approved', () => {
     const refused = await stage(source(allowed.port, other.port), listed);
     expect(other.requests.length, String(refused)).toBe(before);
     expect(refused).toBeInstanceOf(PermanentPluginError);
+  });
+
+  it('generated hostile authorities (fast-check): git never reaches the host the list does not name', async () => {
+    const listed = settings({ sourceHosts: [`127.0.0.1:${allowed.port}`, `localhost:${allowed.port}`] });
+    const a = String(allowed.port);
+    const b = String(other.port);
+    const named = fc.constantFrom(
+      `127.0.0.1:${a}`,
+      `localhost:${a}`,
+      `127.0.0.2:${b}`,
+      `2130706434:${b}`,
+      `0x7f000002:${b}`,
+      `[::ffff:127.0.0.2]:${b}`,
+      `127.0.0.2`,
+    );
+    const glue = fc.constantFrom('@', '\\@', '\\', '%40', '%5C@', ':@', '@@', ' @', '\t@', '%2F@', '.@', '/', '');
+    await fc.assert(
+      fc.asyncProperty(named, glue, named, async (first, between, second) => {
+        const before = { allowed: allowed.requests.length, other: other.requests.length };
+        const refused = await stage(`git+http://${first}${between}${second}/acme/tool.git#main`, listed);
+        expect(other.requests.length, String(refused)).toBe(before.other);
+        if (refused === null) expect(allowed.requests.length).toBeGreaterThan(before.allowed);
+      }),
+      { numRuns: 40 },
+    );
   });
 
   it('a redirect from the allowed host to another is not followed, and says so', async () => {
