@@ -14,11 +14,12 @@ import { BOOT_CREDENTIAL_FILE } from '../../activities/box/driver.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { defaultAdmissionSettings } from '../../api/admission.js';
-import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
+import { buildApi, type ApiSettings } from '../../api/server.js';
 import { newInstanceToken } from '../../api/tokens.js';
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
+import { TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
@@ -26,7 +27,7 @@ import { heartbeatPayload } from '../helpers/payloads.js';
 import { connectTestStore, ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
-const ADMIN = 'test-admin-token-0123456789';
+const ADMIN = TEST_ADMIN_TOKEN;
 let env: TestWorkflowEnvironment;
 let store: Store;
 let worker: Worker;
@@ -36,21 +37,7 @@ let fake: FakeActivities;
 const taskQueue = uniqueId('api-tests');
 
 function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
-  return {
-    ...defaultApiSettings,
-    adminToken: ADMIN,
-    taskQueue,
-    logLevel: 'silent',
-    sources: {
-      giteaBaseUrl: 'https://git.example.test',
-      githubBaseUrl: 'https://github.example.test',
-      allowUnpinned: false,
-      sourceHosts: ['plugins.example.test'],
-      fileRoots: ['/srv/plugins'],
-      urlPolicy: defaultApiSettings.urlPolicy,
-    },
-    ...overrides,
-  };
+  return testApiSettings(taskQueue, { sourceHosts: ['plugins.example.test'] }, overrides);
 }
 
 beforeAll(async () => {

@@ -7,16 +7,16 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
+import { buildApi } from '../../api/server.js';
 import { Store } from '../../db/store.js';
 import { workspaceWorkflowId } from '../../workflows/definitions.js';
+import { TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { connectTestStore, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
-const ADMIN = 'test-admin-token-0123456789';
-const admin = { authorization: `Bearer ${ADMIN}` };
+const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 let env: TestWorkflowEnvironment;
 let store: Store;
 let worker: Worker;
@@ -27,23 +27,6 @@ let open: FastifyInstance;
 /** Git sources only to plugins.example.test and 93.184.216.34. */
 let listed: FastifyInstance;
 
-function settings(sourceHosts: string[] | null): ApiSettings {
-  return {
-    ...defaultApiSettings,
-    adminToken: ADMIN,
-    taskQueue,
-    logLevel: 'silent',
-    sources: {
-      giteaBaseUrl: 'https://git.example.test',
-      githubBaseUrl: 'https://github.example.test',
-      allowUnpinned: false,
-      sourceHosts,
-      fileRoots: ['/srv/plugins'],
-      urlPolicy: defaultApiSettings.urlPolicy,
-    },
-  };
-}
-
 beforeAll(async () => {
   env = await createTimeSkippingEnv();
   store = await connectTestStore();
@@ -53,8 +36,12 @@ beforeAll(async () => {
     writeProjection: (projection) => store.writeProjection(projection),
   });
   running = worker.run();
-  open = await buildApi(env.client, store, settings(null));
-  listed = await buildApi(env.client, store, settings(['plugins.example.test', '93.184.216.34']));
+  open = await buildApi(env.client, store, testApiSettings(taskQueue));
+  listed = await buildApi(
+    env.client,
+    store,
+    testApiSettings(taskQueue, { sourceHosts: ['plugins.example.test', '93.184.216.34'] }),
+  );
 });
 
 afterAll(async () => {
