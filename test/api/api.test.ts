@@ -137,7 +137,7 @@ describe('runtime endpoints', () => {
 
     const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
     const s = await waitForState(handle, (x) => x.counters.registers === 1);
-    expect(s).toMatchObject({ status: 'online', url: agentUrl });
+    expect(s).toMatchObject({ status: 'online', url: new URL(agentUrl).href }); // stored normalised
     const got = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(got.statusCode).toBe(200);
     // Right after a register, a heartbeat that changes nothing is only recorded in the ledger.

@@ -84,6 +84,8 @@ async function gitHttpBackend(
       ...(typeof request.headers['git-protocol'] === 'string' ? { GIT_PROTOCOL: request.headers['git-protocol'] } : {}),
     },
   });
+  // A backend that answers without reading the body (or is gone) closes its stdin early.
+  cgi.stdin.on('error', () => undefined);
   cgi.stdin.end(body);
   let head = Buffer.alloc(0);
   let streaming = false;
