@@ -27,12 +27,15 @@ export interface WorkerSettings {
   databaseUrl: string;
   boxesDir: string;
   runtimeCommand: string[] | null;
-  /** Variables the local box runtimes get on top of the worker's environment (e.g. WL_API_URL). */
+  /**
+   * Variables the local box runtimes get besides the allowed part of the worker's environment
+   * (RUNTIME_ENV_ALLOWED in activities/box/local.ts): WL_RUNTIME_PASS_ENV's, and e.g. WL_API_URL.
+   */
   runtimeEnv: Record<string, string>;
   sources: SourceSettings & StageSettings;
   /**
-   * Workflows kept in the worker's cache (~100 KB of heap each). A signal to a workflow not in
-   * the cache replays its run's history first, so the cache holds the fleet.
+   * Workflows kept in the worker's cache. A signal to a workflow not in the cache replays its
+   * run's history first, so the cache holds the fleet (its memory: docs/performance.md).
    */
   maxCachedWorkflows: number;
   /** Heap limit of the worker's workflow thread, in MB; null: V8's default (a share of the machine's memory). */
@@ -50,6 +53,8 @@ export interface Settings {
   databaseUrl: string | undefined;
   boxesDir: string;
   runtimeCommand: string[] | null;
+  /** The variables WL_RUNTIME_PASS_ENV names, with their values: passed to the local box runtimes. */
+  runtimeEnv: Record<string, string>;
   /** The SSH box driver's private key files, which a workspace's SSH settings name by `keyRef`. */
   sshKeyDir: string;
   sources: SourceSettings & StageSettings;
@@ -77,6 +82,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     databaseUrl: env['DATABASE_URL'] || undefined,
     boxesDir: boxesDirFromEnv(env),
     runtimeCommand: runtimeCommandFromEnv(env),
+    runtimeEnv: runtimePassEnvFromEnv(env),
     sshKeyDir: sshKeyDirFromEnv(env),
     sources: sourceSettingsFromEnv(env),
     maxCachedWorkflows: integer(env, 'WL_WORKER_MAX_CACHED_WORKFLOWS', 10_000, 2),
@@ -143,7 +149,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     databaseUrl: requireDatabaseUrl(settings),
     boxesDir: settings.boxesDir,
     runtimeCommand: settings.runtimeCommand,
-    runtimeEnv,
+    runtimeEnv: { ...settings.runtimeEnv, ...runtimeEnv },
     sources: settings.sources,
     maxCachedWorkflows: settings.maxCachedWorkflows,
     workflowHeapMb: settings.workflowHeapMb,
@@ -285,6 +291,25 @@ export function runtimeCommandFromEnv(env: NodeJS.ProcessEnv = process.env): str
         `e.g. ["node","runtime.js"], got ${text}`,
     );
   return parsed;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * `WL_RUNTIME_PASS_ENV`: the variables of this environment the local box runtimes get besides
+ * the allow-list, comma-separated names (e.g. a model provider's key the agent needs); each set
+ * one with its value. A runtime sees nothing else of the worker's environment, which holds its
+ * secrets.
+ */
+export function runtimePassEnvFromEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const passed: Record<string, string> = {};
+  for (const name of list(env, 'WL_RUNTIME_PASS_ENV') ?? []) {
+    if (!ENV_NAME.test(name))
+      throw new SettingsError(`WL_RUNTIME_PASS_ENV must list variable names separated by commas, got ${name}`);
+    const value = env[name];
+    if (value !== undefined) passed[name] = value;
+  }
+  return passed;
 }
 
 /** The simulated runtime (simulator/runtime.ts) under tsx, with this Node: what `npm start` runs in local boxes by default. */

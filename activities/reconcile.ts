@@ -149,7 +149,8 @@ export function createReconcileActivities(deps: ActivityDeps) {
     },
 
     async deliverPlugin({ workspaceId, plugin }: { workspaceId: string; plugin: StagedPlugin }): Promise<string> {
-      const result = await heartbeating(() => driver.deliverPlugin(workspaceId, plugin));
+      // A staged tree the driver refuses (one that holds a link) will not change by retrying.
+      const result = await permanentAsFailure(() => heartbeating(() => driver.deliverPlugin(workspaceId, plugin)));
       log.info('deliver plugin', { workspaceId, pluginName: plugin.pluginName, revision: plugin.revision, result });
       return result;
     },

@@ -411,8 +411,8 @@ export class Store {
    * deferred only when the one before it still stands (for a workspace not online, one made in
    * its current status), so that one is kept: marked as made one interval ago, which is due and
    * not before the status began (a forward is due by the interval only that long after it).
-   * Clearing it instead made every later heartbeat of a workspace still provisioning an urgent
-   * signal, held by the API while Temporal was slow: what the deferral is there to avoid.
+   * Clearing it would make every later heartbeat of a workspace still provisioning an urgent
+   * signal, held by the API while Temporal is slow: what the deferral is there to avoid.
    */
   async postponeForward(workspaceId: string, beats: number, forwardEveryMs: number): Promise<void> {
     await this.pool.query(

@@ -6,6 +6,9 @@
  *   local: the directory's content hash (`sha256:…`) is the revision.
  * The cache stays bounded: a stage touches the revision it reuses, and revisions nobody staged
  * for `cacheMaxAgeMs` are deleted (at most one sweep per 10 minutes per process).
+ * A staged tree holds regular files and folders only, within the size cap and the tree bounds
+ * (tree.ts): a plugin holding a link, fifo or device, or a sub-path that is not a real folder, is
+ * refused before anything in it is deleted, copied or published. A cache entry is a real folder.
  *
  * Git is handed only what checkGitRemote checked (source.ts) and cannot reach further: it runs
  * with no system, global or repository configuration of ours, no credential helper, only the
@@ -15,12 +18,13 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { PermanentPluginError, assertSafePluginName } from './errors.js';
 import type { ResolveHost } from '../../url-guard.js';
+import { PermanentPluginError, assertSafePluginName } from './errors.js';
 import { checkGitRemote, type GitRemote, type PluginSource, type SourceSettings } from './source.js';
+import { copyTree, describeEntry, inspectTree, type PluginTree } from './tree.js';
 
 export interface StageSettings {
   cacheDir: string;
@@ -43,6 +47,8 @@ export interface PluginManifest {
 }
 
 export const MANIFEST_FILE = 'plugin.yaml';
+/** The most bytes of a plugin.yaml, staged or read from a box. */
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
 /** `resolveHost`: how git hosts are resolved for the URL guard (the system resolver by default). */
 export async function stagePlugin(
@@ -103,13 +109,13 @@ async function stageGit(
   const pinned = source.ref !== null && /^[0-9a-f]{40}$/.test(source.ref) ? source.ref : null;
   const cached = (commit: string): string =>
     join(settings.cacheDir, `git-${commit}${source.subpath ? `-${hash(source.subpath).slice(0, 12)}` : ''}`);
-  if (pinned !== null && (await exists(cached(pinned))))
+  if (pinned !== null && (await cachedEntry(cached(pinned))))
     return { pluginName: source.name, revision: pinned, path: cached(pinned) };
   await mkdir(settings.cacheDir, { recursive: true });
   const remote = await checkGitRemote(source, settings, resolveHost);
   const commit = pinned ?? (await resolveCommit(source, remote, settings));
   const path = cached(commit);
-  if (await exists(path)) return { pluginName: source.name, revision: commit, path };
+  if (await cachedEntry(path)) return { pluginName: source.name, revision: commit, path };
 
   const work = await mkdtemp(join(settings.cacheDir, '.fetch-'));
   try {
@@ -118,11 +124,11 @@ async function stageGit(
     await git(['init', '-q', checkout], settings);
     await git(['-C', checkout, 'fetch', '-q', '--depth=1', remote.url, commit], settings, { source, remote, watch });
     await git(['-C', checkout, 'checkout', '-q', 'FETCH_HEAD'], settings, { source, watch });
-    const root = source.subpath ? join(checkout, source.subpath) : checkout;
-    if (!(await exists(root)))
-      throw new PermanentPluginError(`${source.raw}: path ${source.subpath ?? ''} does not exist at ${commit}`);
-    await rm(join(root, '.git'), { recursive: true, force: true });
-    await validateTree(root, source.name, source.raw, settings);
+    const root = await subpathRoot(checkout, source, commit);
+    // The checkout's own .git; git never checks out a `.git` below the root.
+    if (root === checkout) await rm(join(root, '.git'), { recursive: true, force: true });
+    const tree = await inspectTree(root, source.raw, settings.maxPluginBytes);
+    await validateManifest(root, tree, source.name, source.raw);
     await publish(root, path);
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -130,28 +136,58 @@ async function stageGit(
   return { pluginName: source.name, revision: commit, path };
 }
 
+/**
+ * The folder a sub-path names inside the checkout, checked before anything in it is touched:
+ * each of its parts a real folder, so a part that is a link cannot lead outside the checkout.
+ */
+async function subpathRoot(
+  checkout: string,
+  source: Extract<PluginSource, { kind: 'git' }>,
+  commit: string,
+): Promise<string> {
+  if (source.subpath === null) return checkout;
+  let at = checkout;
+  const walked: string[] = [];
+  for (const part of source.subpath.split('/')) {
+    at = join(at, part);
+    walked.push(part);
+    const info = await lstat(at).catch(() => null);
+    if (info === null)
+      throw new PermanentPluginError(`${source.raw}: path ${source.subpath} does not exist at ${commit}`);
+    if (!info.isDirectory())
+      throw new PermanentPluginError(
+        `${source.raw}: ${walked.join('/')} is ${describeEntry(info)} at ${commit}; a sub-path must name a real folder in the repository`,
+      );
+  }
+  return at;
+}
+
 async function stageLocal(
   source: Extract<PluginSource, { kind: 'local' }>,
   settings: StageSettings,
 ): Promise<StagedPlugin> {
   const from = join(settings.pluginsDir, source.name);
-  if (!(await exists(from))) {
+  const info = await lstat(from).catch(() => null);
+  if (info === null)
     throw new PermanentPluginError(`${source.raw}: no plugin directory ${source.name} under ${settings.pluginsDir}`);
+  if (!info.isDirectory())
+    throw new PermanentPluginError(
+      `${source.raw}: ${source.name} under ${settings.pluginsDir} is ${describeEntry(info)}; a local plugin must be a real folder (copy it there rather than link it)`,
+    );
+  const tree = await inspectTree(from, source.raw, settings.maxPluginBytes);
+  // Copied first, then checked and hashed: the revision names exactly the bytes staged.
+  await mkdir(settings.cacheDir, { recursive: true });
+  const work = await mkdtemp(join(settings.cacheDir, '.copy-'));
+  try {
+    const copy = join(work, 'tree');
+    const digest = await copyTree(from, copy, tree, source.raw);
+    await validateManifest(copy, tree, source.name, source.raw);
+    const path = join(settings.cacheDir, `local-${digest}`);
+    if (!(await cachedEntry(path))) await publish(copy, path);
+    return { pluginName: source.name, revision: `sha256:${digest}`, path };
+  } finally {
+    await rm(work, { recursive: true, force: true });
   }
-  await validateTree(from, source.name, source.raw, settings);
-  const revision = `sha256:${await treeHash(from)}`;
-  const path = join(settings.cacheDir, `local-${revision.slice('sha256:'.length)}`);
-  if (!(await exists(path))) {
-    await mkdir(settings.cacheDir, { recursive: true });
-    const work = await mkdtemp(join(settings.cacheDir, '.copy-'));
-    try {
-      await cp(from, join(work, 'tree'), { recursive: true });
-      await publish(join(work, 'tree'), path);
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  }
-  return { pluginName: source.name, revision, path };
 }
 
 /** Branch or tag (peeled) → commit sha. A ref the remote lacks is permanent. */
@@ -370,20 +406,19 @@ async function folderSize(dir: string): Promise<number> {
   return total;
 }
 
-/** The tree must carry a plugin.yaml whose name is the declared name, within the size cap. */
-async function validateTree(root: string, name: string, raw: string, settings: StageSettings): Promise<void> {
+/** The tree must carry a plugin.yaml, within its cap, whose name is the declared name. */
+async function validateManifest(root: string, tree: PluginTree, name: string, raw: string): Promise<void> {
+  const size = tree.files.find((file) => file.path === MANIFEST_FILE)?.size ?? 0;
+  if (size > MAX_MANIFEST_BYTES)
+    throw new PermanentPluginError(
+      `${raw}: ${MANIFEST_FILE} is ${size} bytes, past the cap of ${MAX_MANIFEST_BYTES} bytes for a manifest`,
+    );
   const manifest = await readManifest(join(root, MANIFEST_FILE));
   if (manifest === null) throw new PermanentPluginError(`${raw}: no ${MANIFEST_FILE} at the plugin root`);
   assertSafePluginName(manifest.name, `${raw}: ${MANIFEST_FILE} name`);
   if (manifest.name !== name) {
     throw new PermanentPluginError(
       `${raw}: ${MANIFEST_FILE} names the plugin ${JSON.stringify(manifest.name)}, expected ${JSON.stringify(name)}`,
-    );
-  }
-  const bytes = await treeSize(root);
-  if (bytes > settings.maxPluginBytes) {
-    throw new PermanentPluginError(
-      `${raw}: ${bytes} bytes exceeds the plugin size cap of ${settings.maxPluginBytes} bytes`,
     );
   }
 }
@@ -417,43 +452,22 @@ async function publish(from: string, to: string): Promise<void> {
     await rename(from, to);
   } catch (err) {
     // Another stager published the same revision first: theirs is identical.
-    if (!(await exists(to))) throw err;
+    if (!(await cachedEntry(to))) throw err;
   }
 }
 
-async function files(root: string): Promise<string[]> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => join(entry.parentPath, entry.name))
-    .sort();
-}
-
-async function treeSize(root: string): Promise<number> {
-  let total = 0;
-  for (const file of await files(root)) total += (await stat(file)).size;
-  return total;
-}
-
-async function treeHash(root: string): Promise<string> {
-  const digest = createHash('sha256');
-  for (const file of await files(root)) {
-    digest
-      .update(relative(root, file))
-      .update('\0')
-      .update(await readFile(file))
-      .update('\0');
-  }
-  return digest.digest('hex');
+/**
+ * Whether the cache holds the entry at `path`: a real folder. Anything else there (a link, a
+ * file) is removed, never followed, and the revision is staged afresh.
+ */
+async function cachedEntry(path: string): Promise<boolean> {
+  const info = await lstat(path).catch(() => null);
+  if (info === null) return false;
+  if (info.isDirectory()) return true;
+  await rm(path, { force: true });
+  return false;
 }
 
 function hash(text: string): string {
   return createHash('sha256').update(text).digest('hex');
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }

@@ -3,7 +3,7 @@
  * a revocation also needs the X-Boot-Credential header; see api/tokens.ts): register and
  * heartbeat, relayed to the workspace's workflow as signals (signal-with-start). A heartbeat is
  * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
- * record_heartbeat); the README's "Heartbeats" section has the rule.
+ * record_heartbeat); docs/heartbeats.md has the rule.
  * Auth: the workspace's instance token, or for a register while it has none the boot credential
  * its box was started with (api/tokens.ts).
  */

@@ -2,10 +2,11 @@
  * The README's first command, as a newcomer runs it (scripts/start.ts, without DATABASE_URL or a
  * Temporal address): it brings up the dev server with the Web UI, the embedded database, the
  * worker and the API, prints their URLs, stops everything on Ctrl-C, and a second run over the
- * same data folder finds the workspace the first one created.
+ * same data folder finds the workspace the first one created. The secrets it keeps there (the
+ * admin token, the SSH keys) are its user's alone, even in a data folder others could read before.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +74,7 @@ describe('npm start', () => {
   it('brings up the whole stack, stops it on Ctrl-C, and keeps its state for the next run', async () => {
     const first = await start();
     const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8');
+    expect(statSync(join(dataDir, 'admin-token')).mode & 0o777).toBe(0o600);
     const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
     try {
       expect(first.output()).toContain(`start: Web UI     ${first.ui}`);
@@ -94,8 +96,15 @@ describe('npm start', () => {
     // Nothing is left behind: the dev server stopped with the command.
     expect(await listening(first.temporalPort)).toBe(false);
 
+    // A data folder whose secrets others can read (made by hand, or before the modes were set).
+    chmodSync(dataDir, 0o755);
+    chmodSync(join(dataDir, 'admin-token'), 0o644);
+    mkdirSync(join(dataDir, 'ssh-keys'), { mode: 0o755 });
+    chmodSync(join(dataDir, 'ssh-keys'), 0o755);
     const second = await start();
     try {
+      const mode = (path: string): string => (statSync(join(dataDir, path)).mode & 0o777).toString(8);
+      expect([mode('.'), mode('admin-token'), mode('ssh-keys')]).toEqual(['700', '600', '700']);
       // The generated admin token is new; the workspace is still there, in the database and in Temporal.
       const token = readFileSync(join(dataDir, 'admin-token'), 'utf8');
       const headers = { authorization: `Bearer ${token}` };
