@@ -10,6 +10,7 @@ import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
 import { defaultAdmissionSettings } from './api/admission.js';
 import { defaultApiSettings, type ApiSettings } from './api/context.js';
+import type { UrlPolicy } from './url-guard.js';
 import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { parseLifecycleOverrides } from './workflows/config.js';
 import { TASK_QUEUE } from './workflows/definitions.js';
@@ -92,10 +93,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       ...defaultApiSettings,
       adminToken: adminTokenFromEnv(env),
       loopbackConfigured: env['WL_ALLOW_LOOPBACK_URLS'] !== undefined,
-      urlPolicy: {
-        allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
-        allowPrivate: env['WL_ALLOW_PRIVATE_URLS'] === 'true',
-      },
+      urlPolicy: urlPolicyFromEnv(env),
       logLevel: env['LOG_LEVEL'] ?? 'info',
       lifecycle: lifecycleOverrides(env),
       bootstrapWithoutCredential: env['WL_BOOTSTRAP_WITHOUT_CREDENTIAL'] === 'true',
@@ -204,8 +202,20 @@ export function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: n
   return value;
 }
 
+/**
+ * Which loopback and private addresses the URL guard lets through: the same for runtime URLs
+ * (`api.urlPolicy`) and git hosts (`sources.urlPolicy`), both loaded from these variables.
+ */
+export function urlPolicyFromEnv(env: NodeJS.ProcessEnv = process.env): UrlPolicy {
+  return {
+    allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
+    allowPrivate: env['WL_ALLOW_PRIVATE_URLS'] === 'true',
+  };
+}
+
 export function sourceSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): SourceSettings & StageSettings {
   return {
+    urlPolicy: urlPolicyFromEnv(env),
     giteaBaseUrl: env['WL_GITEA_BASE_URL'] ?? '',
     githubBaseUrl: env['WL_GITHUB_BASE_URL'] ?? 'https://github.com',
     allowUnpinned: env['WL_ALLOW_UNPINNED_PLUGINS'] === 'true',

@@ -201,11 +201,16 @@ async function run(databaseUrl: string): Promise<void> {
   // What this command adds to the loaded settings: the local database and dev server, an admin
   // token, loopback URLs for local boxes (unless configured), the simulated runtime in each box,
   // and git+file:// sources from the simulator's repositories (unless configured).
+  const urlPolicy = {
+    ...settings.api.urlPolicy,
+    allowLoopback: settings.api.loopbackConfigured ? settings.api.urlPolicy.allowLoopback : true,
+  };
   const effective: Settings = {
     ...settings,
     sources: {
       ...settings.sources,
       fileRoots: settings.fileRootsConfigured ? settings.sources.fileRoots : [simulatorReposDir(settings.dataDir)],
+      urlPolicy,
     },
     temporal,
     databaseUrl,
@@ -213,10 +218,7 @@ async function run(databaseUrl: string): Promise<void> {
     api: {
       ...settings.api,
       adminToken: settings.api.adminToken ?? randomBytes(24).toString('base64url'),
-      urlPolicy: {
-        ...settings.api.urlPolicy,
-        allowLoopback: settings.api.loopbackConfigured ? settings.api.urlPolicy.allowLoopback : true,
-      },
+      urlPolicy,
     },
   };
   console.log(`start: waiting for Temporal at ${temporal.address}`);

@@ -149,6 +149,12 @@ export function registerUrl(register: Pick<RegisterPayload, 'url' | 'agent_card'
   return { url: register.agent_card.url ?? '', field: 'agent_card.url' };
 }
 
+/** The register with the URL registerUrl reads from it replaced (the API relays the normalised form). */
+export function withRegisterUrl<T extends Pick<RegisterPayload, 'url' | 'agent_card'>>(register: T, url: string): T {
+  if (registerUrl(register).field === 'url') return { ...register, url };
+  return { ...register, agent_card: { ...register.agent_card, url } };
+}
+
 /** The heartbeat of a healthy, idle runtime: what the simulated runtimes and load generators send. */
 export function idleHeartbeat(workspaceId: string, uptimeSeconds: number): HeartbeatInput {
   return {

@@ -10,7 +10,12 @@
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { effectiveDeliveryMode, registerUrl, type HeartbeatPayload } from '../../workflows/payloads.js';
+import {
+  effectiveDeliveryMode,
+  registerUrl,
+  withRegisterUrl,
+  type HeartbeatPayload,
+} from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
 import { heartbeatSignature } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
@@ -18,7 +23,6 @@ import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
 import { errors } from '../schemas.js';
-import { unsafeUrlReason } from '../ssrf.js';
 import { hashSecret } from '../../db/secrets.js';
 import {
   authorizeRuntime,
@@ -122,22 +126,22 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       ctx.admitted(async () => {
         const body = request.body;
         const { access, bootCredential, trustOnFirstUse } = await requireRuntime(request, body.id, 'register');
-        // The workflow's rule decides the mode, over the mode it last projected (no worker needed);
-        // the API checks the URL that mode needs. A workspace projected by a run from before the
-        // mode was projected has none stored: the workflow itself says (that needs a worker).
+        // The workflow's rule decides the mode, over the mode it last projected (no worker needed):
+        // push mode needs a URL. A workspace projected by a run from before the mode was projected
+        // has none stored: the workflow itself says (that needs a worker).
         const unknown = body.delivery_mode === undefined && access.deliveryMode === null && access.projected;
         const stored = unknown ? (await ctx.queryState(body.id)).deliveryMode : access.deliveryMode;
         const deliveryMode = effectiveDeliveryMode(body.delivery_mode, stored, access.external);
-        if (deliveryMode === 'push') {
-          const { url, field } = registerUrl(body);
-          if (url === '')
-            throw badRequest('url is required for push-mode workspaces', [
-              { field: 'body.url', problem: 'is required in push mode (set url or agent_card.url)' },
-            ]);
-          const reason = await unsafeUrlReason(url, settings.urlPolicy);
-          if (reason !== null) throw badRequest(`unsafe body.${field}`, [{ field: `body.${field}`, problem: reason }]);
-        }
-        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', body, relayOptions), SIGNAL);
+        // The URL the workflow will store, whatever the mode, passes the URL guard, and the
+        // workflow is given the normalised form the guard checked: one spelling, parsed once.
+        const { url, field } = registerUrl(body);
+        if (deliveryMode === 'push' && url === '')
+          throw badRequest('url is required for push-mode workspaces', [
+            { field: 'body.url', problem: 'is required in push mode (set url or agent_card.url)' },
+          ]);
+        const register =
+          url === '' ? body : withRegisterUrl(body, (await ctx.checkRuntimeUrl(url, `body.${field}`)).href);
+        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', register, relayOptions), SIGNAL);
         // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
         await store
           .noteRegister(body.id)

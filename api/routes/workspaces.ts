@@ -108,7 +108,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     async (request, reply) =>
       ctx.admitted(async () => {
         const { id, plugins, initial_status: initialStatus } = request.body;
-        ctx.checkPluginSources(plugins, 'body.plugins');
+        await ctx.checkPluginSources(plugins, 'body.plugins');
         const external = initialStatus === 'awaiting_agent';
         // The row, its plugins and its token in one statement, before the workflow exists: no
         // register can find the workspace without its token already live.
@@ -219,7 +219,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
       ctx.admitted(async () => {
         const id = request.params.id;
         const { plugins } = request.body;
-        ctx.checkPluginSources(plugins, 'body.plugins');
+        await ctx.checkPluginSources(plugins, 'body.plugins');
         await ctx.requireLiveWorkspace(id);
         await ctx.db(() => store.setDeclaredPlugins(id, plugins));
         await ctx.temporal(() => ctx.handle(id).signal(declarePluginsSignal), SIGNAL);

@@ -19,15 +19,15 @@ import { newInstanceToken, REVOKED_TOKEN, UNAUTHENTICATED, WRONG_BOOT_CREDENTIAL
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
+import { apiTestActivities, closeApiTest, TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { apiTestActivities, closeApiTest, testApiSettings } from '../helpers/api.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
 import { connectTestStore, ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
-const ADMIN = 'test-admin-token-0123456789';
+const ADMIN = TEST_ADMIN_TOKEN;
 let env: TestWorkflowEnvironment;
 let store: Store;
 let worker: Worker;
@@ -37,7 +37,7 @@ let fake: FakeActivities;
 const taskQueue = uniqueId('api-tests');
 
 function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
-  return testApiSettings(ADMIN, taskQueue, overrides);
+  return testApiSettings(taskQueue, { sourceHosts: ['plugins.example.test'] }, overrides);
 }
 
 beforeAll(async () => {
@@ -126,7 +126,7 @@ describe('runtime endpoints', () => {
 
     const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
     const s = await waitForState(handle, (x) => x.counters.registers === 1);
-    expect(s).toMatchObject({ status: 'online', url: agentUrl });
+    expect(s).toMatchObject({ status: 'online', url: new URL(agentUrl).href }); // stored normalised
     const got = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(got.statusCode).toBe(200);
     // Right after a register, a heartbeat that changes nothing is only recorded in the ledger.
@@ -1071,7 +1071,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://169.254.169.254/latest' })),
       status: 400,
-      says: 'body.url: resolves to 169.254.169.254, a link-local, metadata',
+      says: 'body.url: resolves to 169.254.169.254, in 169.254.0.0/16 Link Local',
     },
     {
       name: 'url is loopback',
@@ -1087,7 +1087,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://224.0.0.1/' })),
       status: 400,
-      says: 'multicast',
+      says: 'Multicast',
     },
     {
       name: 'url is IPv6 link-local',
@@ -1095,7 +1095,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://[fe80::1]:8000/' })),
       status: 400,
-      says: 'link-local',
+      says: 'Link-Local',
     },
     {
       name: 'url is private',

@@ -17,12 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi } from '../../api/server.js';
 import type { Store } from '../../db/store.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { apiTestActivities, closeApiTest, testApiSettings } from '../helpers/api.js';
+import { apiTestActivities, closeApiTest, TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { createWorker, uniqueId } from '../helpers/worker.js';
 
-const ADMIN = 'test-admin-token-hostile-0123456789';
+const ADMIN = TEST_ADMIN_TOKEN;
 const admin = { authorization: `Bearer ${ADMIN}` };
 const agentUrl = 'http://93.184.216.34:8000'; // a public address literal: passes the URL guard without DNS
 
@@ -38,7 +38,7 @@ beforeAll(async () => {
   store = await connectTestStore();
   worker = await createWorker(env, taskQueue, apiTestActivities(new FakeActivities(), store));
   running = worker.run();
-  api = await buildApi(env.client, store, testApiSettings(ADMIN, taskQueue));
+  api = await buildApi(env.client, store, testApiSettings(taskQueue));
 });
 
 afterAll(() => closeApiTest({ api, worker, running, env, store }));

@@ -2,30 +2,35 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import type { Activities } from '../../activities/index.js';
+import type { SourceSettings } from '../../activities/plugins/source.js';
 import { defaultApiSettings, type ApiSettings } from '../../api/server.js';
 import type { Store } from '../../db/store.js';
 import type { FakeActivities } from './fake-activities.js';
 
+export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789';
+
 /**
- * An API's settings for a test: its admin token and task queue, no log, and plugin sources on
- * hosts that do not exist (validated, never fetched).
+ * API settings for tests on `taskQueue`: silent, gitea:// and github:// at example hosts,
+ * git+file:// under /srv/plugins, any git host unless `sources` lists some.
  */
 export function testApiSettings(
-  adminToken: string,
   taskQueue: string,
+  sources: Partial<SourceSettings> = {},
   overrides: Partial<ApiSettings> = {},
 ): ApiSettings {
   return {
     ...defaultApiSettings,
-    adminToken,
+    adminToken: TEST_ADMIN_TOKEN,
     taskQueue,
     logLevel: 'silent',
     sources: {
       giteaBaseUrl: 'https://git.example.test',
       githubBaseUrl: 'https://github.example.test',
       allowUnpinned: false,
-      sourceHosts: ['plugins.example.test'],
+      sourceHosts: null,
       fileRoots: ['/srv/plugins'],
+      urlPolicy: defaultApiSettings.urlPolicy,
+      ...sources,
     },
     ...overrides,
   };

@@ -58,6 +58,7 @@ function activitiesFor(driver: BoxDriver) {
       allowUnpinned: false,
       sourceHosts: null,
       fileRoots: [],
+      urlPolicy: { allowLoopback: false, allowPrivate: false },
       cacheDir: '/nonexistent',
       pluginsDir: '/nonexistent',
       maxPluginBytes: 1024,
