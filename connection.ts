@@ -48,10 +48,9 @@ export function clientConnectionOptions(settings: TemporalSettings): ConnectionO
  * OFF, so neither a commit nor a checkpoint waits for an fsync. A killed dev server loses nothing
  * (its writes are in the operating system's cache); a crash of the machine itself may lose the
  * last commits or damage the file, which a development server on one machine can afford (a
- * production deployment runs a Temporal cluster). The default (a rollback journal, an fsync per
- * commit) made the disk, not the CPU, the limit of a fleet on this box: a third of the time in
- * I/O wait while the CPUs idled; `synchronous=normal` still fsynced every checkpoint: without
- * it, 1.37x the workflow starts per second (`npm run bench:dev-server`).
+ * production deployment runs a Temporal cluster). With an fsync per commit, or per checkpoint
+ * (`synchronous=normal`), a fleet on one box waits on the disk, not the CPU
+ * (docs/performance.md, "The dev server").
  */
 export function devServerStorageArgs(dbFile: string): string[] {
   return ['--db-filename', dbFile, '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=off'];
@@ -63,8 +62,7 @@ export function devServerStorageArgs(dbFile: string): string[] {
  * (its forwarded heartbeats, its timers), so a least-recently-used cache smaller than the fleet
  * misses on nearly every signal and workflow task, and each miss loads the workflow's state from
  * SQLite again. Sized for the largest fleet one box holds, with room for closed runs after
- * continue-as-new. At 10,000 workspaces the dev server peaked at 673-739 MB with it, 517 MB
- * without.
+ * continue-as-new; the memory it costs is in docs/performance.md.
  */
 export const DEV_SERVER_WORKFLOW_CACHE_ENTRIES = 32_768;
 
@@ -74,9 +72,8 @@ export const DEV_SERVER_WORKFLOW_CACHE_ENTRIES = 32_768;
  * shows at once: each workflow start, each upsert and each visibility record waits for those
  * reads on the database's one connection. Ours are registered as the server starts
  * (`devServerSearchAttributeArgs`), before anything reads them, so its cache serves them; one an
- * operator adds later shows within the cache's refresh (a minute), as on a cluster. Off:
- * 1.10-1.22x the starts per second and 0.85-0.92x the server's CPU per start
- * (`npm run bench:dev-server`, three runs).
+ * operator adds later shows within the cache's refresh (a minute), as on a cluster
+ * (`npm run bench:dev-server -- --baseline search-attributes` measures the difference).
  */
 export const DEV_SERVER_SEARCH_ATTRIBUTES_READ_THROUGH = false;
 
@@ -85,10 +82,8 @@ export const DEV_SERVER_SEARCH_ATTRIBUTES_READ_THROUGH = false;
  * Partitions spread a task queue over the hosts of a cluster's matching service; a dev server is
  * one host, so four only split the worker's few pollers among them: a new workflow's first task,
  * added to a partition no poller waits on, is written to that partition's backlog in SQLite and
- * read back later. With one, creating 10,000 workspaces cost the server 2.93-2.96 persistence
- * requests per workspace against 3.47-3.65 (tasks written to a backlog 0.48-0.53 against
- * 0.83-0.90, backlog reads 0.03 against 0.27-0.29), and took 34.9-47.6 s in six runs against
- * 41.8-62.5 s in five (`npm run bench:fleet`, the same evening).
+ * read back later. With one, every poller waits on the partition every task goes to
+ * (docs/performance.md has what it saves).
  */
 export const DEV_SERVER_TASK_QUEUE_PARTITIONS = 1;
 /** What the CLI gives a database that predates the setting. */

@@ -10,6 +10,7 @@ import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
 import { defaultAdmissionSettings } from './api/admission.js';
 import { defaultApiSettings, type ApiSettings } from './api/context.js';
+import type { UrlPolicy } from './url-guard.js';
 import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { parseLifecycleOverrides } from './workflows/config.js';
 import { TASK_QUEUE } from './workflows/definitions.js';
@@ -33,12 +34,15 @@ export interface WorkerSettings {
   databaseUrl: string;
   boxesDir: string;
   runtimeCommand: string[] | null;
-  /** Variables the local box runtimes get on top of the worker's environment (e.g. WL_API_URL). */
+  /**
+   * Variables the local box runtimes get besides the allowed part of the worker's environment
+   * (RUNTIME_ENV_ALLOWED in activities/box/local.ts): WL_RUNTIME_PASS_ENV's, and e.g. WL_API_URL.
+   */
   runtimeEnv: Record<string, string>;
   sources: SourceSettings & StageSettings;
   /**
-   * Workflows kept in the worker's cache (~100 KB of heap each). A signal to a workflow not in
-   * the cache replays its run's history first, so the cache holds the fleet.
+   * Workflows kept in the worker's cache. A signal to a workflow not in the cache replays its
+   * run's history first, so the cache holds the fleet (its memory: docs/performance.md).
    */
   maxCachedWorkflows: number;
   /** Heap limit of the worker's workflow thread, in MB; null: V8's default (a share of the machine's memory). */
@@ -58,6 +62,8 @@ export interface Settings {
   databaseUrl: string | undefined;
   boxesDir: string;
   runtimeCommand: string[] | null;
+  /** The variables WL_RUNTIME_PASS_ENV names, with their values: passed to the local box runtimes. */
+  runtimeEnv: Record<string, string>;
   /** The SSH box driver's private key files, which a workspace's SSH settings name by `keyRef`. */
   sshKeyDir: string;
   sources: SourceSettings & StageSettings;
@@ -86,6 +92,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     databaseUrl: env['DATABASE_URL'] || undefined,
     boxesDir: boxesDirFromEnv(env),
     runtimeCommand: runtimeCommandFromEnv(env),
+    runtimeEnv: runtimePassEnvFromEnv(env),
     sshKeyDir: sshKeyDirFromEnv(env),
     sources: sourceSettingsFromEnv(env),
     maxCachedWorkflows: integer(env, 'WL_WORKER_MAX_CACHED_WORKFLOWS', 10_000, 2),
@@ -97,10 +104,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       ...defaultApiSettings,
       adminToken: adminTokenFromEnv(env),
       loopbackConfigured: env['WL_ALLOW_LOOPBACK_URLS'] !== undefined,
-      urlPolicy: {
-        allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
-        allowPrivate: env['WL_ALLOW_PRIVATE_URLS'] === 'true',
-      },
+      urlPolicy: urlPolicyFromEnv(env),
       logLevel: env['LOG_LEVEL'] ?? 'info',
       lifecycle: lifecycleOverrides(env),
       bootstrapWithoutCredential: env['WL_BOOTSTRAP_WITHOUT_CREDENTIAL'] === 'true',
@@ -156,7 +160,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     databaseUrl: requireDatabaseUrl(settings),
     boxesDir: settings.boxesDir,
     runtimeCommand: settings.runtimeCommand,
-    runtimeEnv,
+    runtimeEnv: { ...settings.runtimeEnv, ...runtimeEnv },
     sources: settings.sources,
     maxCachedWorkflows: settings.maxCachedWorkflows,
     workflowHeapMb: settings.workflowHeapMb,
@@ -235,8 +239,20 @@ export function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: n
   return value;
 }
 
+/**
+ * Which loopback and private addresses the URL guard lets through: the same for runtime URLs
+ * (`api.urlPolicy`) and git hosts (`sources.urlPolicy`), both loaded from these variables.
+ */
+export function urlPolicyFromEnv(env: NodeJS.ProcessEnv = process.env): UrlPolicy {
+  return {
+    allowLoopback: env['WL_ALLOW_LOOPBACK_URLS'] === 'true',
+    allowPrivate: env['WL_ALLOW_PRIVATE_URLS'] === 'true',
+  };
+}
+
 export function sourceSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): SourceSettings & StageSettings {
   return {
+    urlPolicy: urlPolicyFromEnv(env),
     giteaBaseUrl: env['WL_GITEA_BASE_URL'] ?? '',
     githubBaseUrl: env['WL_GITHUB_BASE_URL'] ?? 'https://github.com',
     allowUnpinned: env['WL_ALLOW_UNPINNED_PLUGINS'] === 'true',
@@ -312,6 +328,25 @@ export function runtimeCommandFromEnv(env: NodeJS.ProcessEnv = process.env): str
         `e.g. ["node","runtime.js"], got ${text}`,
     );
   return parsed;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * `WL_RUNTIME_PASS_ENV`: the variables of this environment the local box runtimes get besides
+ * the allow-list, comma-separated names (e.g. a model provider's key the agent needs); each set
+ * one with its value. A runtime sees nothing else of the worker's environment, which holds its
+ * secrets.
+ */
+export function runtimePassEnvFromEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const passed: Record<string, string> = {};
+  for (const name of list(env, 'WL_RUNTIME_PASS_ENV') ?? []) {
+    if (!ENV_NAME.test(name))
+      throw new SettingsError(`WL_RUNTIME_PASS_ENV must list variable names separated by commas, got ${name}`);
+    const value = env[name];
+    if (value !== undefined) passed[name] = value;
+  }
+  return passed;
 }
 
 /** The simulated runtime (simulator/runtime.ts) under tsx, with this Node: what `npm start` runs in local boxes by default. */

@@ -2,8 +2,8 @@
  * How the workflow code is bundled, in one place for the worker, the tests and the benches.
  *
  * The whole of workflows/ is preloaded: evaluated once per worker thread and shared by every
- * cached workflow, instead of once per workflow (about 40 KB of heap each, 400 MB at 10,000
- * workspaces). That is safe because no module there keeps state at module level (eslint
+ * cached workflow, instead of once per workflow, which costs heap in proportion to the fleet
+ * (docs/performance.md). That is safe because no module there keeps state at module level (eslint
  * refuses a top-level `let` under workflows/): a workflow's state lives in its function's scope,
  * and what a module exports is frozen once shared.
  */
@@ -16,9 +16,9 @@ export const workflowsPath = fileURLToPath(new URL('./workflows/index.ts', impor
 export const preloadModules = [workflowsPath];
 
 /**
- * The bundle, built in a child process. The bundler leaves about 75 MB in the process that ran
- * it (a worker started at 238 MB RSS bundling in-process, 163 MB with this); the worker holds
- * the fleet's cached workflows and should not carry that too.
+ * The bundle, built in a child process. The bundler's heap, and what the allocator keeps after
+ * it, stay in the process that ran it; the worker holds the fleet's cached workflows and should
+ * not carry that too.
  */
 export function bundleInChildProcess(): Promise<{ code: string }> {
   return new Promise((resolve, reject) => {

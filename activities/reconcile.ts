@@ -10,7 +10,7 @@ import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
 import type { InstalledVia } from '../workflows/state-machine.js';
 import { isPermanentBoxError, type BoxDriver } from './box/driver.js';
 import { heartbeating } from './heartbeating.js';
-import { PermanentPluginError } from './plugins/errors.js';
+import { isSafePluginName, PermanentPluginError } from './plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from './plugins/source.js';
 import { parseManifest, stagePlugin as stage, type StagedPlugin, type StageSettings } from './plugins/stage.js';
 
@@ -100,11 +100,16 @@ export function createReconcileActivities(deps: ActivityDeps) {
       };
     },
 
-    /** Every plugin on the box in one listing, each with the revision to compare with its tracking row. */
+    /**
+     * Every plugin on the box in one listing, each with the revision to compare with its tracking
+     * row. A folder whose name no declared plugin can have is none of ours, and is left out.
+     */
     async listBoxPlugins({ workspaceId }: { workspaceId: string }): Promise<ObservedPlugin[]> {
       const plugins = await driver.listPlugins(workspaceId);
       return plugins.flatMap((plugin) => {
-        const revision = plugin.revision?.trim() || manifestRevision(plugin.manifest, plugin.name);
+        if (!isSafePluginName(plugin.name)) return [];
+        const recorded = plugin.revision?.trim();
+        const revision = recorded ? boxRevision(recorded) : manifestRevision(plugin.manifest, plugin.name);
         return revision === null ? [] : [{ name: plugin.name, revision }];
       });
     },
@@ -149,7 +154,8 @@ export function createReconcileActivities(deps: ActivityDeps) {
     },
 
     async deliverPlugin({ workspaceId, plugin }: { workspaceId: string; plugin: StagedPlugin }): Promise<string> {
-      const result = await heartbeating(() => driver.deliverPlugin(workspaceId, plugin));
+      // A staged tree the driver refuses (one that holds a link) will not change by retrying.
+      const result = await permanentAsFailure(() => heartbeating(() => driver.deliverPlugin(workspaceId, plugin)));
       log.info('deliver plugin', { workspaceId, pluginName: plugin.pluginName, revision: plugin.revision, result });
       return result;
     },
@@ -182,7 +188,21 @@ export function createReconcileActivities(deps: ActivityDeps) {
 function manifestRevision(text: string, pluginName: string): string | null {
   const manifest = parseManifest(text);
   if (manifest?.name !== pluginName) return null;
-  return manifest.version === null ? `manifest-sha256:${sha256(text)}` : `version:${manifest.version}`;
+  return manifest.version === null ? `manifest-sha256:${sha256(text)}` : boxRevision(`version:${manifest.version}`);
+}
+
+/** A revision kept as the box reports it: a commit, `version:1.2.3+build`, `manifest-sha256:…`. */
+const SAFE_REVISION = /^[A-Za-z0-9][A-Za-z0-9._:+~-]{0,127}$/;
+
+/**
+ * A revision as the box reports it (the `.revision` file a delivery wrote, or the version in its
+ * manifest), made fit to keep: it is stored in PostgreSQL (tracking rows), held in the
+ * workflow's state and shown in the Web UI, and the box or the plugin's author wrote it. A safe
+ * token is kept as it is; anything else (NUL, which PostgreSQL cannot store; markup; a megabyte
+ * of text) becomes `text-sha256:<its hash>`, which still compares equal exactly when the text does.
+ */
+export function boxRevision(text: string): string {
+  return SAFE_REVISION.test(text) ? text : `text-sha256:${sha256(text)}`;
 }
 
 function sha256(text: string): string {

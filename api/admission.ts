@@ -36,12 +36,12 @@ export interface AdmissionSettings {
 }
 
 /**
- * Measured on one 2-core box running everything (dev server, worker, API, PostgreSQL): past
- * about 32 calls in flight the throughput no longer grows, only the latency does. The queue
- * rides out a stall of a quarter second (a pause of the API's process or of the database on a
- * busy box): 10,000 runtimes send 333 calls a second, and the calls that arrived during a stall
- * come in at once when it ends, which a queue of 8, then 32, refused in part. Under a lasting
- * overload it stays full and the excess is refused at once; none waits more than 250 ms.
+ * Sized for one 2-core box running everything (dev server, worker, API, PostgreSQL): past
+ * `maxInFlight` the throughput no longer grows, only the latency does. The queue rides out a
+ * short stall (a pause of the API's process or of the database on a busy box), after which the
+ * calls that arrived during it come in at once; under a lasting overload it stays full and the
+ * excess is refused at once, none waiting more than `maxQueueWaitMs`. docs/performance.md has
+ * the measurements behind each number.
  */
 export const defaultAdmissionSettings: AdmissionSettings = {
   maxInFlight: 32,

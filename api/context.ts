@@ -4,8 +4,11 @@
  * server.ts and handed to each route plugin.
  */
 import type { Client, WorkflowHandle } from '@temporalio/client';
+import { ResolverUnavailableError } from '../activities/plugins/errors.js';
 import type { SourceSettings } from '../activities/plugins/source.js';
 import type { Store, WorkspaceAccess } from '../db/store.js';
+import { checkUrl, type CheckedUrl, type UrlPolicy } from '../url-guard.js';
+import { limits } from '../workflows/payloads.js';
 import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
 import {
   TASK_QUEUE,
@@ -17,9 +20,8 @@ import {
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
 import { DeferredWork } from './deferred.js';
-import { HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
+import { DEPENDENCY_RETRY_AFTER_SECONDS, HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
 import { validatePluginSources } from './plugins.js';
-import type { UrlPolicy } from './ssrf.js';
 
 export interface ApiSettings {
   adminToken: string;
@@ -159,10 +161,27 @@ export class ApiContext {
   }
 
   /** A plugin set the reconcile would refuse is a 400 naming each bad source. */
-  checkPluginSources(plugins: { name: string; source: string }[], field: string): void {
-    const issues = validatePluginSources(plugins, this.settings.sources, field);
+  async checkPluginSources(plugins: { name: string; source: string }[], field: string): Promise<void> {
+    const issues = await validatePluginSources(plugins, this.settings.sources, field).catch((err: unknown) => {
+      throw err instanceof ResolverUnavailableError ? resolverUnavailable(err.message) : err;
+    });
     if (issues.length > 0) throw badRequest('invalid plugin sources', issues);
   }
+
+  /**
+   * A URL a runtime gives for the platform to reach it, through the URL guard: the normalised
+   * form it checked, or a 400 naming the field (503 when the resolver cannot answer now).
+   */
+  async checkRuntimeUrl(raw: string, field: string): Promise<CheckedUrl> {
+    const verdict = await checkUrl(raw, this.settings.urlPolicy, { maxLength: limits.urlLength });
+    if (verdict.ok) return verdict.url;
+    if (verdict.transient) throw resolverUnavailable(`${field}: ${verdict.reason}`);
+    throw badRequest(`unsafe ${field}`, [{ field, problem: verdict.reason }]);
+  }
+}
+
+function resolverUnavailable(message: string): HttpError {
+  return new HttpError(503, `could not resolve a host now: ${message}`, { retryAfter: DEPENDENCY_RETRY_AFTER_SECONDS });
 }
 
 /**

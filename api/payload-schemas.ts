@@ -7,13 +7,17 @@
  */
 import { z } from 'zod';
 import {
+  CARD_DEPTH_RULE,
   HTTP_URL,
   HTTP_URL_RULE,
   MAX_MONTHLY_SPEND,
+  UNSAFE_CHARACTERS,
+  UNSAFE_CHARACTERS_RULE,
   WORKSPACE_ID,
   WORKSPACE_ID_RULE,
   deliveryModes,
   limits,
+  nestsDeeperThan,
   runtimeStates,
   workspaceKinds,
   type HeartbeatInput,
@@ -21,10 +25,14 @@ import {
   type RegisterPayload,
 } from '../workflows/payloads.js';
 
-const httpUrl = z
-  .string()
-  .max(limits.urlLength)
-  .refine((value) => HTTP_URL.test(value), { message: HTTP_URL_RULE });
+/** Text that names or locates something: no control or format characters (workflows/payloads.ts). */
+export function safeText(schema: z.ZodString): z.ZodString {
+  return schema.refine((value) => !UNSAFE_CHARACTERS.test(value), { message: UNSAFE_CHARACTERS_RULE });
+}
+
+const httpUrl = safeText(z.string().max(limits.urlLength)).refine((value) => HTTP_URL.test(value), {
+  message: HTTP_URL_RULE,
+});
 
 export const agentCardSchema = z
   .object({
@@ -34,7 +42,8 @@ export const agentCardSchema = z
     url: z.union([httpUrl, z.literal('')]).optional(),
     skills: z.array(z.unknown()).max(limits.cardSkills).optional(),
   })
-  .loose();
+  .loose()
+  .refine((card) => !nestsDeeperThan(card, limits.cardDepth), { message: CARD_DEPTH_RULE });
 
 export const workspaceIdSchema = z.string().regex(WORKSPACE_ID, WORKSPACE_ID_RULE);
 

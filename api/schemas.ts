@@ -5,7 +5,8 @@
  */
 import { z } from 'zod';
 import { SAFE_PLUGIN_NAME, WORK_FOLDER_SUFFIXES } from '../activities/plugins/errors.js';
-import { workspaceIdSchema } from './payload-schemas.js';
+import { UNSAFE_CHARACTERS } from '../workflows/payloads.js';
+import { safeText, workspaceIdSchema } from './payload-schemas.js';
 import type { SshBoxSettings } from '../activities/box/ssh.js';
 
 export const errorBody = z.object({
@@ -33,7 +34,7 @@ export const declaredPluginsSchema = z
           (name) => !WORK_FOLDER_SUFFIXES.some((suffix) => name.endsWith(suffix)),
           'must not end in .incoming or .removing (the names of a delivery or removal under way)',
         ),
-      source: z.string().min(1).max(2048),
+      source: safeText(z.string().min(1).max(2048)),
     }),
   )
   .max(200)
@@ -47,7 +48,11 @@ export const declaredPluginsSchema = z
 const command = z
   .string()
   .max(1000)
-  .refine((text) => text.trim() !== '', 'must be a command (not blank)');
+  .refine((text) => text.trim() !== '', 'must be a command (not blank)')
+  .refine(
+    (text) => !UNSAFE_CHARACTERS.test(text.replace(/[\t\n]/g, ' ')),
+    'must not contain control or format characters other than tab and newline, line separators or lone surrogates',
+  );
 
 export const boxSettingsSchema = z.discriminatedUnion('driver', [
   z.strictObject({ driver: z.literal('local') }),

@@ -8,7 +8,7 @@
  */
 import type { Client } from '@temporalio/client';
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import {
   hasZodFastifySchemaValidationErrors,
   jsonSchemaTransform,
@@ -26,10 +26,24 @@ import { workspaceRoutes } from './routes/workspaces.js';
 
 export { defaultApiSettings, type ApiSettings } from './context.js';
 
+/** The longest path parameter the router hands to a route, percent-encoded. */
+const MAX_PATH_PARAMETER = 512;
+
 export async function buildApi(client: Client, store: Store, settings: ApiSettings): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: settings.logLevel },
     bodyLimit: settings.bodyLimitBytes,
+    // Room for any valid id (128 characters), so a long one reaches validation, which names it.
+    routerOptions: { maxParamLength: MAX_PATH_PARAMETER },
+    // What the router refuses before a route sees it (a path parameter whose percent-encoding is
+    // not UTF-8, or longer than the room above) is a 400 naming the path, like every other 400.
+    frameworkErrors: (error, _request, reply: FastifyReply) => {
+      const problem =
+        error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? `a path parameter is longer than ${MAX_PATH_PARAMETER} characters`
+          : 'a path parameter is not percent-encoded UTF-8';
+      void reply.status(400).send({ error: 'invalid params', issues: [{ field: 'params', problem }] });
+    },
   }).withTypeProvider<ZodTypeProvider>();
   // JSON only: anything else is 415, not a string the schema then rejects.
   app.removeContentTypeParser('text/plain');

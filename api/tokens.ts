@@ -56,10 +56,19 @@ export type AuthOutcome =
       ok: true;
       /** The hash of the boot credential that let a register in (the workspace had no live token). */
       bootCredential?: Buffer;
-      /** A register let in without any credential (ApiSettings.bootstrapWithoutCredential). */
+      /**
+       * A register with no credential at all (ApiSettings.bootstrapWithoutCredential): the caller
+       * lets it in only while the workspace is live and has no live token.
+       */
       trustOnFirstUse?: true;
     }
-  | { ok: false; status: 401 | 403; reason: string };
+  | {
+      ok: false;
+      status: 401 | 403;
+      reason: string;
+      /** It carried a revoked token of this very workspace: it may learn that the workspace is removed. */
+      revokedOwnToken?: true;
+    };
 
 /** Which runtime call is being authorized: only a register may bootstrap. */
 export type RuntimeCall = 'register' | 'heartbeat';
@@ -70,18 +79,41 @@ export interface RuntimeCredentials {
   bootCredential?: string | string[] | undefined;
 }
 
-export const NO_BOOT_CREDENTIAL =
-  'the workspace has no live token: register with the boot credential its box was started with ' +
+/**
+ * The one answer to a call whose credentials prove nothing (none, malformed, unknown, a revoked
+ * token of another workspace): the same whether or not the workspace exists, and whatever state
+ * it is in, so it tells an anonymous caller nothing.
+ */
+export const UNAUTHENTICATED =
+  'missing or invalid credentials: a heartbeat needs the instance token (Authorization: Bearer); a register ' +
+  'needs it, or while the workspace has no live token the boot credential its box was last started with ' +
+  '(header X-Boot-Credential, from the file boot-credential in the box)';
+export const REVOKED_TOKEN =
+  'the instance token was revoked: register with the boot credential its box was last started with ' +
   '(header X-Boot-Credential, from the file boot-credential in the box)';
 export const WRONG_BOOT_CREDENTIAL =
-  'the workspace has no live token, and the boot credential is wrong or already used: register with the one ' +
-  'its box was last started with (header X-Boot-Credential, from the file boot-credential in the box)';
+  'the boot credential is wrong or already used: register with the instance token, or while the workspace has ' +
+  'no live token with the boot credential its box was last started with (header X-Boot-Credential, from the ' +
+  'file boot-credential in the box)';
+export const LIVE_TOKEN_EXISTS =
+  'the workspace has a live instance token: register with it (Authorization: Bearer); the boot credential is ' +
+  'for a workspace without one';
+
+const unauthenticated: AuthOutcome = { ok: false, status: 401, reason: UNAUTHENTICATED };
 
 /**
- * The runtime's bearer rule: a workspace with no live token is in bootstrap, and only a
- * *register* carrying the workspace's pending boot credential passes then (it consumes the
- * credential and mints the workspace's token); every other call needs a live token of this
- * workspace. A token of another workspace is 403; none, an unknown or a revoked one is 401.
+ * Who the runtime call is, decided from its credentials alone, before anything about the
+ * workspace is read: an anonymous caller learns nothing about an id (unknown, removed, in
+ * bootstrap or live all answer 401 alike), and a token of workspace A is 403 for any other id,
+ * existing or not. In order:
+ * - a live instance token: of this workspace, in; of another, 403;
+ * - a register with a boot credential: in when it is the workspace's pending one (it is then
+ *   consumed as the token is minted; the caller checks the workspace has no live token);
+ * - a register with no credential, with ApiSettings.bootstrapWithoutCredential: trust on first
+ *   use, which the caller grants only to a live workspace without a live token;
+ * - a revoked token of this workspace: 401 saying to register with the boot credential (its
+ *   holder had the workspace's token, so it may be told so, and that the workspace is removed);
+ * - anything else: 401, one answer.
  * Store errors propagate (the caller answers 503: fail closed).
  */
 export async function authorizeRuntime(
@@ -89,52 +121,43 @@ export async function authorizeRuntime(
   workspaceId: string,
   call: RuntimeCall,
   credentials: RuntimeCredentials,
-  /** The workspace's live tokens, as the caller already read them with its status. */
-  liveTokens: number,
-  /** A register without a boot credential passes in bootstrap (ApiSettings.bootstrapWithoutCredential). */
   bootstrapWithoutCredential = false,
 ): Promise<AuthOutcome> {
-  const bootstrap = (): Promise<AuthOutcome> => {
-    if (call !== 'register')
-      return Promise.resolve({ ok: false, status: 401, reason: 'the workspace has no live token: register first' });
-    const header = credentials.bootCredential;
-    if (bootstrapWithoutCredential && (header === undefined || header === ''))
-      return Promise.resolve({ ok: true, trustOnFirstUse: true });
-    return checkBootCredential(store, workspaceId, header);
-  };
-  if (liveTokens === 0) return bootstrap();
   const bearer = bearerToken(credentials.authorization);
-  if (bearer === undefined) return { ok: false, status: 401, reason: 'missing or malformed bearer token' };
-  const hash = hashSecret(bearer);
-  const owner = await store.tokenOwner(hash);
-  if (owner === null || !timingSafeEqual(owner.tokenHash, hash)) {
-    // Revoked in between (e.g. by dead detection): the workspace is back in bootstrap.
-    if ((await store.liveTokenCount(workspaceId)) === 0) return bootstrap();
-    return { ok: false, status: 401, reason: 'invalid token' };
+  let revokedOwnToken = false;
+  if (bearer !== undefined) {
+    const hash = hashSecret(bearer);
+    const owner = await store.tokenOwner(hash);
+    if (owner !== null && timingSafeEqual(owner.tokenHash, hash)) {
+      if (!owner.revoked)
+        return owner.workspaceId === workspaceId
+          ? { ok: true }
+          : { ok: false, status: 403, reason: 'token belongs to another workspace' };
+      revokedOwnToken = owner.workspaceId === workspaceId;
+    }
   }
-  if (owner.workspaceId !== workspaceId)
-    return { ok: false, status: 403, reason: 'token belongs to another workspace' };
-  return { ok: true };
+  if (call === 'register') {
+    const header = credentials.bootCredential;
+    if (header !== undefined && header !== '') return checkBootCredential(store, workspaceId, header);
+    if (bootstrapWithoutCredential) return { ok: true, trustOnFirstUse: true };
+  }
+  if (revokedOwnToken) return { ok: false, status: 401, reason: REVOKED_TOKEN, revokedOwnToken: true };
+  return unauthenticated;
 }
 
 /**
- * Whether the header carries the workspace's pending boot credential, compared by hash in
- * constant time. It is consumed only when the register mints (mintTokenWithBootCredential), so
- * a register that fails on the way (Temporal unavailable) can be retried with it.
+ * Whether the header carries the workspace's pending boot credential: looked up by its hash,
+ * then its workspace compared, so a wrong one is refused alike for any id. It is
+ * consumed only when the register mints (mintTokenWithBootCredential), so a register that fails
+ * on the way (Temporal unavailable) can be retried with it.
  */
-async function checkBootCredential(
-  store: Store,
-  workspaceId: string,
-  header: string | string[] | undefined,
-): Promise<AuthOutcome> {
-  if (header === undefined || header === '') return { ok: false, status: 401, reason: NO_BOOT_CREDENTIAL };
+async function checkBootCredential(store: Store, workspaceId: string, header: string | string[]): Promise<AuthOutcome> {
   const credential = bootCredential(header);
   if (credential === undefined) return { ok: false, status: 401, reason: WRONG_BOOT_CREDENTIAL };
   const hash = hashSecret(credential);
-  const stored = await store.bootCredentialHash(workspaceId);
-  if (stored === null || !timingSafeEqual(stored, hash))
-    return { ok: false, status: 401, reason: WRONG_BOOT_CREDENTIAL };
-  return { ok: true, bootCredential: hash };
+  const owners = await store.bootCredentialOwners(hash);
+  const own = owners.some((owner) => owner.workspaceId === workspaceId && timingSafeEqual(owner.credentialHash, hash));
+  return own ? { ok: true, bootCredential: hash } : { ok: false, status: 401, reason: WRONG_BOOT_CREDENTIAL };
 }
 
 /** Constant-time comparison of the admin token. */

@@ -322,6 +322,18 @@ export class Store {
     );
   }
 
+  /**
+   * The workspaces whose pending boot credential has this hash (in practice at most one): a
+   * register's credential is looked up by itself, not by the workspace it names.
+   */
+  async bootCredentialOwners(credentialHash: Buffer): Promise<{ workspaceId: string; credentialHash: Buffer }[]> {
+    const { rows } = await this.pool.query<{ workspace_id: string; credential_hash: Buffer }>(
+      'SELECT workspace_id, credential_hash FROM workspace_boot_credentials WHERE credential_hash = $1',
+      [credentialHash],
+    );
+    return rows.map((row) => ({ workspaceId: row.workspace_id, credentialHash: row.credential_hash }));
+  }
+
   /** The hash of the workspace's pending boot credential; null when none is pending. */
   async bootCredentialHash(workspaceId: string): Promise<Buffer | null> {
     const { rows } = await this.pool.query<{ credential_hash: Buffer }>(
@@ -362,15 +374,18 @@ export class Store {
     });
   }
 
-  /** The workspace a live token belongs to (by hash), bumping its last use; null when unknown or revoked. */
-  async tokenOwner(tokenHash: Buffer): Promise<{ workspaceId: string; tokenHash: Buffer } | null> {
-    const { rows } = await this.pool.query<{ workspace_id: string; token_hash: Buffer }>(
-      `UPDATE workspace_tokens SET last_used_at = now()
-       WHERE token_hash = $1 AND revoked_at IS NULL RETURNING workspace_id, token_hash`,
+  /**
+   * The workspace a token belongs to (by hash) and whether it is revoked, bumping a live one's
+   * last use; null when no such token is kept (unknown, or revoked past the retention period).
+   */
+  async tokenOwner(tokenHash: Buffer): Promise<{ workspaceId: string; tokenHash: Buffer; revoked: boolean } | null> {
+    const { rows } = await this.pool.query<{ workspace_id: string; token_hash: Buffer; revoked: boolean }>(
+      `UPDATE workspace_tokens SET last_used_at = CASE WHEN revoked_at IS NULL THEN now() ELSE last_used_at END
+       WHERE token_hash = $1 RETURNING workspace_id, token_hash, revoked_at IS NOT NULL AS revoked`,
       [tokenHash],
     );
     const row = rows[0];
-    return row ? { workspaceId: row.workspace_id, tokenHash: row.token_hash } : null;
+    return row ? { workspaceId: row.workspace_id, tokenHash: row.token_hash, revoked: row.revoked } : null;
   }
 
   /**
@@ -419,8 +434,8 @@ export class Store {
    * deferred only when the one before it still stands (for a workspace not online, one made in
    * its current status), so that one is kept: marked as made one interval ago, which is due and
    * not before the status began (a forward is due by the interval only that long after it).
-   * Clearing it instead made every later heartbeat of a workspace still provisioning an urgent
-   * signal, held by the API while Temporal was slow: what the deferral is there to avoid.
+   * Clearing it would make every later heartbeat of a workspace still provisioning an urgent
+   * signal, held by the API while Temporal is slow: what the deferral is there to avoid.
    */
   async postponeForward(workspaceId: string, beats: number, forwardEveryMs: number): Promise<void> {
     await this.pool.query(

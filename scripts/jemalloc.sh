@@ -4,9 +4,8 @@
 # Without arguments it only makes sure the library is there.
 #
 # Why: the worker keeps thousands of workflows cached, and the SDK's native side allocates and
-# frees many small blocks for them; the C library's malloc leaves those arenas fragmented.
-# Measured with `npm run bench:cache-memory -- --workflows 3000`: 127 KB per cached workspace on
-# jemalloc against 213 KB on the C library's malloc.
+# frees many small blocks for them; the C library's malloc leaves those arenas fragmented
+# (`npm run bench:cache-memory` compares the two; docs/performance.md has the figures).
 #
 # WL_ALLOCATOR=system runs COMMAND on the C library's malloc. Where jemalloc cannot be installed
 # (no apt-get, no root), it says so and runs COMMAND anyway. exec keeps COMMAND's pid.

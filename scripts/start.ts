@@ -12,7 +12,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LocalBoxDriver, processAlive, stopProcess } from '../activities/box/local.js';
 import { startApi, type RunningApi } from '../api/main.js';
@@ -51,6 +51,32 @@ const { dataDir } = settings;
 const { temporalPort: port, uiPort } = settings.local;
 /** The dev server this command started, so the next run can stop one a killed run left behind. */
 const devServerPidFile = join(dataDir, 'temporal-dev-server.pid');
+
+/**
+ * The data folder holds secrets (the admin token, the embedded database, by default the SSH
+ * keys), so it is its user's alone: the folder and the SSH key folder 0700, the admin token and
+ * the key files 0600. Set at every start, so a folder made before, or by hand, is made private
+ * too. Links are not followed (lstat): only what is really there is changed.
+ */
+function keepSecretsPrivate(): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(dataDir, 0o700);
+  if (lstatSafe(adminTokenPath())?.isFile()) chmodSync(adminTokenPath(), 0o600);
+  if (!lstatSafe(settings.sshKeyDir)?.isDirectory()) return;
+  chmodSync(settings.sshKeyDir, 0o700);
+  for (const name of readdirSync(settings.sshKeyDir)) {
+    const file = join(settings.sshKeyDir, name);
+    if (lstatSafe(file)?.isFile()) chmodSync(file, 0o600);
+  }
+}
+
+function lstatSafe(path: string): ReturnType<typeof lstatSync> | null {
+  try {
+    return lstatSync(path);
+  } catch {
+    return null;
+  }
+}
 
 /** Stops a dev server an earlier run left running (that run was SIGKILLed before it could). */
 async function stopLeftoverDevServer(): Promise<void> {
@@ -138,6 +164,7 @@ function checkStop(): void {
   if (stopRequested > 0) throw new StopRequested('stopped during startup');
 }
 
+keepSecretsPrivate();
 const configured = settings.temporal;
 if (configured.address === undefined) await stopLeftoverDevServer();
 const devServer = configured.address === undefined ? startDevServer() : undefined;
@@ -182,11 +209,16 @@ async function run(databaseUrl: string): Promise<void> {
   // What this command adds to the loaded settings: the local database and dev server, an admin
   // token, loopback URLs for local boxes (unless configured), the simulated runtime in each box,
   // and git+file:// sources from the simulator's repositories (unless configured).
+  const urlPolicy = {
+    ...settings.api.urlPolicy,
+    allowLoopback: settings.api.loopbackConfigured ? settings.api.urlPolicy.allowLoopback : true,
+  };
   const effective: Settings = {
     ...settings,
     sources: {
       ...settings.sources,
       fileRoots: settings.fileRootsConfigured ? settings.sources.fileRoots : [simulatorReposDir(settings.dataDir)],
+      urlPolicy,
     },
     temporal,
     databaseUrl,
@@ -194,10 +226,7 @@ async function run(databaseUrl: string): Promise<void> {
     api: {
       ...settings.api,
       adminToken: settings.api.adminToken ?? randomBytes(24).toString('base64url'),
-      urlPolicy: {
-        ...settings.api.urlPolicy,
-        allowLoopback: settings.api.loopbackConfigured ? settings.api.urlPolicy.allowLoopback : true,
-      },
+      urlPolicy,
     },
   };
   console.log(`start: waiting for Temporal at ${temporal.address}`);
@@ -211,8 +240,9 @@ async function run(databaseUrl: string): Promise<void> {
     worker = await createWorker(workerSettings(effective, { WL_API_URL: api.url }));
     if (generatedAdminToken) {
       // The simulator (npm run simulate) reads the generated admin token from here.
-      mkdirSync(dataDir, { recursive: true });
-      writeFileSync(adminTokenPath(), effective.api.adminToken ?? '', { mode: 0o600 });
+      // Created new, private from the start: never written through a link left in its place.
+      rmSync(adminTokenPath(), { force: true });
+      writeFileSync(adminTokenPath(), effective.api.adminToken ?? '', { mode: 0o600, flag: 'wx' });
     }
     printUrls(effective, api, generatedAdminToken);
     checkStop();

@@ -55,8 +55,8 @@ fi
 # --- Java time-skipping test server -----------------------------------------------------
 ts_dir="$CACHE/temporal-test-server-$TEST_SERVER_VERSION"
 ts="$ts_dir/temporal-test-server"
-if [[ -x "$ts" ]]; then
-  log "temporal test server $TEST_SERVER_VERSION: cached at $ts"
+if [[ -d "$ts_dir/lib" ]]; then
+  log "temporal test server $TEST_SERVER_VERSION: cached at $ts_dir"
 else
   need java "install a Java 17+ runtime to run the time-skipping test server"
   need mvn "install Maven to fetch the time-skipping test server"
@@ -75,14 +75,38 @@ else
   </dependencies>
 </project>
 POM
-  mkdir -p "$ts_dir/lib"
-  mvn -q -B -f "$tmp/pom.xml" dependency:copy-dependencies -DoutputDirectory="$ts_dir/lib" -DincludeScope=runtime >&2
+  rm -rf "$ts_dir/lib.tmp" && mkdir -p "$ts_dir/lib.tmp"
+  mvn -q -B -f "$tmp/pom.xml" dependency:copy-dependencies -DoutputDirectory="$ts_dir/lib.tmp" -DincludeScope=runtime >&2
+  mv "$ts_dir/lib.tmp" "$ts_dir/lib"
+  log "temporal test server fetched: $ts_dir/lib ($(ls "$ts_dir/lib" | wc -l) jars)"
+fi
+
+# The SDK gives the test server a fixed 5 s to answer after it is spawned, and every workflow test
+# file spawns one. A class-data archive of the classes it loads at start (made once, by starting
+# it) lets the JVM map them instead of loading and verifying each jar's classes again.
+# -Xshare:auto: a missing or stale archive only costs the speed, never the start.
+jsa="$ts_dir/classes.jsa"
+if [[ ! -f "$jsa" ]]; then
+  log "making the test server's class-data archive..."
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  java -XX:ArchiveClassesAtExit="$jsa.tmp" -Xlog:cds=off -Xlog:cds+dynamic=off \
+    -cp "$ts_dir/lib/*" io.temporal.testserver.TestServer "$port" >/dev/null 2>&1 &
+  server=$!
+  for _ in $(seq 1 600); do
+    (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  kill -TERM "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  if [[ -s "$jsa.tmp" ]]; then mv "$jsa.tmp" "$jsa"; else rm -f "$jsa.tmp"; log "no archive made; the test server starts without one"; fi
+fi
+if [[ ! -x "$ts" ]] || ! grep -q SharedArchiveFile "$ts"; then
   cat >"$ts.tmp" <<WRAP
 #!/usr/bin/env bash
-exec java -cp "$ts_dir/lib/*" io.temporal.testserver.TestServer "\$@"
+exec java -XX:SharedArchiveFile="$jsa" -Xshare:auto -Xlog:cds=off -cp "$ts_dir/lib/*" io.temporal.testserver.TestServer "\$@"
 WRAP
   chmod +x "$ts.tmp" && mv "$ts.tmp" "$ts"
-  log "temporal test server ready: $ts ($(ls "$ts_dir/lib" | wc -l) jars)"
+  log "temporal test server ready: $ts"
 fi
 
 if [[ "${1:-}" == "--print-env" ]]; then

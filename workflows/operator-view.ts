@@ -54,30 +54,46 @@ export function workspaceStartMetadata(
   };
 }
 
-/** The page's current details, markdown, rewritten whenever the state changes; the headline facts first. */
+/**
+ * The page's current details, markdown, rewritten whenever the state changes; the headline facts
+ * first. Every value the workflow did not make itself (a runtime's URL, a box's output quoted in
+ * an error, a plugin's revision, an operator's reason, a caller's name) goes through
+ * markdownLiteral: the Temporal Web UI renders this markdown.
+ */
 export function currentDetails(state: WorkspaceState): string {
   const { restart, reconcile } = state;
   const lines = [
-    `**Status: ${state.status}** since ${state.statusSince}${state.url === null ? '' : ` at ${state.url}`}`,
+    `**Status: ${state.status}** since ${state.statusSince}${state.url === null ? '' : ` at ${markdownLiteral(state.url)}`}`,
     `**Plugins:** ${state.pluginsDeclaredCount} declared, ${state.pluginsPending} pending` +
-      (reconcile.running ? ` (reconcile running: ${reconcile.lastTrigger ?? ''}${passWork(state)})` : ''),
+      (reconcile.running
+        ? ` (reconcile running: ${markdownLiteral(reconcile.lastTrigger ?? '')}${passWork(state)})`
+        : ''),
   ];
   if (state.runtime === 'external')
     lines.push('**Runtime: external**: never probed, restarted or delivered to by the service');
   if (restart.lastReason === null) lines.push('**Restarts:** none');
   else {
-    const phase = restart.inFlight ? 'in flight' : restart.lastError === null ? 'done' : `failed: ${restart.lastError}`;
+    const phase = restart.inFlight
+      ? 'in flight'
+      : restart.lastError === null
+        ? 'done'
+        : `failed: ${markdownLiteral(restart.lastError)}`;
     lines.push(
-      `**Restarts:** ${restart.count}, last: ${restart.lastReason} (by ${restart.lastRequester ?? 'unknown'} at ${restart.lastStartedAt ?? ''}, ${phase})`,
+      `**Restarts:** ${restart.count}, last: ${markdownLiteral(restart.lastReason)} ` +
+        `(by ${markdownLiteral(restart.lastRequester ?? 'unknown')} at ${restart.lastStartedAt ?? ''}, ${phase})`,
     );
   }
   const verdict = state.deadDetection.lastVerdict;
   if (verdict !== null)
-    lines.push(`Last verdict: ${verdict.verdict}, ${verdict.detail} (for ${verdict.requester} at ${verdict.at})`);
+    lines.push(
+      `Last verdict: ${verdict.verdict}, ${markdownLiteral(verdict.detail)} ` +
+        `(for ${markdownLiteral(verdict.requester)} at ${verdict.at})`,
+    );
   const beat = state.lastHeartbeat;
   if (beat !== null)
     lines.push(`Last heartbeat: ${beat.at} (error rate ${beat.errorRate}, active tasks ${beat.activeTasks})`);
-  if (reconcile.lastOutcome === 'failed') lines.push(`Last reconcile failed: ${reconcile.lastError ?? ''}`);
+  if (reconcile.lastOutcome === 'failed')
+    lines.push(`Last reconcile failed: ${markdownLiteral(reconcile.lastError ?? 'unknown error')}`);
   const changes = reconcile.lastChanges;
   if (changes !== null && Object.values(changes).some((n) => n > 0))
     lines.push(
@@ -85,12 +101,13 @@ export function currentDetails(state: WorkspaceState): string {
         `${changes.repaired} repaired after drift, ${changes.upgraded} upgraded`,
     );
 
-  // Markdown paragraphs, then one table row per plugin a reconcile worked on.
+  // Markdown paragraphs, then one table row per plugin a reconcile worked on. Names are safe
+  // path segments (the API and the reconcile refuse others); statuses and ways are the workflow's.
   const plugins = Object.entries(state.plugins).sort(([a], [b]) => a.localeCompare(b));
   const table = plugins.map(([name, plugin]) => {
-    const revision = plugin.revision === null ? '' : plugin.revision.slice(0, 12);
+    const revision = plugin.revision === null ? '' : markdownLiteral(plugin.revision.slice(0, 12), 'cell');
     const via = (plugin.via ?? '') + (plugin.change ? ` (${plugin.change})` : '');
-    return `| ${name} | ${plugin.status} | ${via} | ${revision} | ${cell(plugin.error ?? '')} |`;
+    return `| ${name} | ${plugin.status} | ${via} | ${revision} | ${markdownLiteral(plugin.error ?? '', 'cell')} |`;
   });
   if (table.length > 0)
     lines.push(
@@ -113,7 +130,30 @@ function passWork(state: WorkspaceState): string {
   return `, ${mode}: ${parts.length === 0 ? 'nothing to change' : parts.join(', ')}`;
 }
 
-/** A table cell: one line, no column breaks. */
-function cell(text: string): string {
-  return text.replace(/\s+/g, ' ').replaceAll('|', '\\|');
+/** The most characters of one value the view shows; past it the value is cut, with an ellipsis. */
+export const MARKDOWN_LITERAL_MAX = 500;
+
+/**
+ * Text from outside the workflow as inert markdown, whatever it holds: a code span, so no link,
+ * image, autolink, HTML, emphasis or entity is made of it; fenced with one backtick more than its
+ * longest run of backticks, so it cannot close the span early; on one line (line breaks and tabs
+ * become spaces), so it cannot start a heading, list, quote, fence or table row; control, format
+ * and separator characters and lone surrogates shown as U+FFFD; cut at MARKDOWN_LITERAL_MAX
+ * UTF-16 units. In a table `cell`, a `|` becomes U+00A6 (broken bar): GFM splits a row at every
+ * unescaped pipe before it reads code spans, and a backslash before it could itself be escaped.
+ * '' stays '' (nothing to show).
+ */
+export function markdownLiteral(text: string, where: 'text' | 'cell' = 'text'): string {
+  let line = text
+    .replace(/\r\n|[\t\n\r\u0085\u2028\u2029]/g, ' ')
+    .replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu, '\uFFFD');
+  // Cut between UTF-16 units, never inside a surrogate pair (lone surrogates are replaced above).
+  if (line.length > MARKDOWN_LITERAL_MAX)
+    line = `${line.slice(0, MARKDOWN_LITERAL_MAX).replace(/[\ud800-\udbff]$/, '')}…`;
+  if (where === 'cell') line = line.replaceAll('|', '\u00A6');
+  if (line === '') return '';
+  const longestRun = Math.max(0, ...(line.match(/`+/g) ?? []).map((run) => run.length));
+  const fence = '`'.repeat(longestRun + 1);
+  // CommonMark strips one space on each side of a span's content: the padding, never the text's own.
+  return `${fence} ${line} ${fence}`;
 }

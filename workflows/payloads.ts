@@ -35,6 +35,30 @@ export const WORKSPACE_ID_RULE = 'must be 1-128 letters, digits, ".", "_" or "-"
 export const HTTP_URL = /^https?:\/\/[^\s/]+/i;
 export const HTTP_URL_RULE = 'must be an http(s) URL';
 
+/**
+ * What no identifier, plugin source, URL, reason or caller name may hold: control characters
+ * (NUL and the rest of C0, DEL, C1), format characters (bidirectional overrides, zero-width
+ * ones), line and paragraph separators, and lone surrogates. PostgreSQL cannot store NUL in
+ * text nor a lone surrogate in UTF-8; the others make a value read as another where it is shown
+ * or logged. Free text from runtimes (sample_error, current_task, an agent card's text) is
+ * accepted as sent instead: it never reaches PostgreSQL as text, and is escaped wherever it is
+ * shown (operator-view.ts).
+ */
+export const UNSAFE_CHARACTERS = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u;
+export const UNSAFE_CHARACTERS_RULE =
+  'must not contain control or format characters, line separators or lone surrogates';
+
+/**
+ * Whether a JSON value nests objects and arrays deeper than `limit` levels (the value itself is
+ * level 1). An agent card passes through the workflow's JSON encoding, which recurses: bounded
+ * here, a deep one is a 400 instead of an exhausted stack. Stops descending past the limit.
+ */
+export function nestsDeeperThan(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit < 1) return true;
+  return Object.values(value).some((child) => nestsDeeperThan(child, limit - 1));
+}
+
 /** Field limits, shared with the zod schemas of the API. */
 export const limits = {
   urlLength: 2048,
@@ -42,9 +66,12 @@ export const limits = {
   cardDescription: 4096,
   cardVersion: 64,
   cardSkills: 1000,
+  /** Levels of objects and arrays in an agent card, the card itself included. */
+  cardDepth: 32,
   sampleError: 8192,
   currentTask: 4096,
 } as const;
+export const CARD_DEPTH_RULE = `Too deep: expected objects and arrays nested at most ${limits.cardDepth} levels`;
 
 /** Unknown fields of an agent card are kept (passed through). */
 export interface AgentCard {
@@ -120,6 +147,12 @@ export function registerUrl(register: Pick<RegisterPayload, 'url' | 'agent_card'
 } {
   if (register.url) return { url: register.url, field: 'url' };
   return { url: register.agent_card.url ?? '', field: 'agent_card.url' };
+}
+
+/** The register with the URL registerUrl reads from it replaced (the API relays the normalised form). */
+export function withRegisterUrl<T extends Pick<RegisterPayload, 'url' | 'agent_card'>>(register: T, url: string): T {
+  if (registerUrl(register).field === 'url') return { ...register, url };
+  return { ...register, agent_card: { ...register.agent_card, url } };
 }
 
 /** The heartbeat of a healthy, idle runtime: what the simulated runtimes and load generators send. */
@@ -254,13 +287,16 @@ class Check {
   /** An http(s) URL or ''. */
   optionalUrl(value: unknown, path: string): string | undefined {
     const url = this.optionalString(value, path, limits.urlLength);
-    if (url === undefined || url === '' || HTTP_URL.test(url)) return url;
+    if (url === undefined || url === '') return url;
+    if (UNSAFE_CHARACTERS.test(url)) return this.fail(path, UNSAFE_CHARACTERS_RULE);
+    if (HTTP_URL.test(url)) return url;
     return this.fail(path, HTTP_URL_RULE);
   }
 
   agentCard(value: unknown, path: string): AgentCard | undefined {
     const card = this.object(value, path);
     if (card === undefined) return undefined;
+    if (nestsDeeperThan(card, limits.cardDepth)) return this.fail(path, CARD_DEPTH_RULE);
     const checked: AgentCard = { ...card };
     const fields = [
       ['name', limits.cardName],

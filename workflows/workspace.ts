@@ -23,7 +23,13 @@ import {
   type WorkspaceWorkflowInput,
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
-import { currentDetails, pluginsPendingKey, searchAttributeValues, workspaceStatusKey } from './operator-view.js';
+import {
+  currentDetails,
+  markdownLiteral,
+  pluginsPendingKey,
+  searchAttributeValues,
+  workspaceStatusKey,
+} from './operator-view.js';
 import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
 import {
   initialState,
@@ -148,7 +154,8 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           state.status === 'removed'
             ? Promise.resolve(apply({ type: 'restartFinished', outcome: 'failed', error: 'workspace removed' }))
             : restartBox
-                .executeWithOptions({ summary: `restart box (${restartId}): ${effect.reason}` }, [
+                // The reason may quote a failed restart's output (a box's text): the UI renders summaries.
+                .executeWithOptions({ summary: `restart box (${restartId}): ${markdownLiteral(effect.reason)}` }, [
                   { workspaceId, restartId },
                 ])
                 .then(

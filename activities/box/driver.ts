@@ -42,6 +42,18 @@ export interface BoxPlugin {
 /** The boot credential's file, at the top of the box; the runtime reads it when it registers. */
 export const BOOT_CREDENTIAL_FILE = 'boot-credential';
 
+/*
+ * What the worker reads from a box is bounded: past its cap an operation fails, non-retryably
+ * (BoxOutputTooLarge, naming the cap), and the worker never holds more than the cap. A box is
+ * untrusted, and one box must not grow the worker every workspace shares. One plugin.yaml is
+ * capped at MAX_MANIFEST_BYTES (plugins/stage.ts), staged or read from a box.
+ */
+
+/** A small record kept in the box: a delivered revision, a restart or launch id, a process id. */
+export const MAX_RECORD_BYTES = 4096;
+/** A whole plugin listing: every plugin's name, manifest and revision. */
+export const MAX_LISTING_BYTES = 8 * 1024 * 1024;
+
 /** The box does not exist or cannot be reached; retrying may help (it may be booting). */
 export class BoxUnavailableError extends Error {
   override readonly name = 'BoxUnavailableError';
@@ -49,8 +61,9 @@ export class BoxUnavailableError extends Error {
 
 /**
  * What a box driver throws when retrying cannot help and a person must act (the box's host key
- * changed, its login refuses the key, the key file is missing): a non-retryable failure whose
- * message names the fix. It is thrown as Temporal's own non-retryable failure so that every
+ * changed, its login refuses the key, the key file is missing; the box holds a link where the
+ * driver reads or needs a folder, BoxUnsafePath, or more than a cap allows, BoxOutputTooLarge):
+ * a non-retryable failure whose message names the fix. It is thrown as Temporal's own non-retryable failure so that every
  * activity calling the driver fails at once, with no conversion for a new activity to forget.
  */
 export const PERMANENT_BOX_ERROR_TYPES = [
@@ -60,6 +73,8 @@ export const PERMANENT_BOX_ERROR_TYPES = [
   'BoxKeyUnusable',
   'BoxSettingsInvalid',
   'BoxStopUnsupported',
+  'BoxUnsafePath',
+  'BoxOutputTooLarge',
 ] as const;
 export type PermanentBoxErrorType = (typeof PERMANENT_BOX_ERROR_TYPES)[number];
 

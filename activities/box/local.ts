@@ -7,26 +7,73 @@
  * A restart is recorded by the runtime it starts: a small shell wrapper writes the box event and
  * `runtime.pid` ("<pid> <launch id>"), then execs the runtime. So the record and the
  * launch cannot be told apart by a crash of the worker: a retried restart whose id the record
- * already names was done, and is not done twice.
+ * already names was done, and is not done twice. The wrapper writes to files the driver opened for
+ * it (descriptors 3 and 4), so it follows no link either.
+ *
+ * The box folder is the runtime's, so every file in it is reached through BoxFolder (no link is
+ * followed, every read is capped), and the runtime is started with an allow-list of this
+ * process's environment (RUNTIME_ENV_ALLOWED), never its secrets. The local driver is for one
+ * trusted tenant: its runtimes run as the worker's user. The SSH driver is the isolation boundary.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, chmod, cp, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, open, opendir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { INCOMING_SUFFIX, REMOVING_SUFFIX } from '../plugins/errors.js';
-import { MANIFEST_FILE, type StagedPlugin } from '../plugins/stage.js';
-import { BOOT_CREDENTIAL_FILE, BoxUnavailableError, type BoxDriver, type BoxPlugin } from './driver.js';
+import { assertSafePluginName, INCOMING_SUFFIX, REMOVING_SUFFIX } from '../plugins/errors.js';
+import { MANIFEST_FILE, MAX_MANIFEST_BYTES, type StagedPlugin } from '../plugins/stage.js';
+import { copyTree, describeEntry, inspectTree } from '../plugins/tree.js';
+import { BoxFolder, readCapped } from './box-folder.js';
+import {
+  BOOT_CREDENTIAL_FILE,
+  BoxUnavailableError,
+  MAX_LISTING_BYTES,
+  MAX_RECORD_BYTES,
+  permanentBoxError,
+  type BoxDriver,
+  type BoxPlugin,
+} from './driver.js';
 
 export interface LocalBoxSettings {
   root: string;
   /** The runtime to manage in each box, e.g. ['node', 'runtime.js']; none = no process. */
   runtimeCommand: string[] | null;
   /**
-   * Variables the runtime gets on top of this process's environment (read when it starts), e.g.
-   * `WL_API_URL` for the simulated runtime.
+   * Variables the runtime gets besides the allowed part of this process's environment
+   * (RUNTIME_ENV_ALLOWED), e.g. `WL_API_URL` for the simulated runtime.
    */
   runtimeEnv?: Record<string, string>;
 }
+
+/**
+ * The variables of this process's environment a runtime gets (when set): what a program needs to
+ * run (search path, home, user, locale, time zone, temporary folder) and the simulated runtime's
+ * own settings. Nothing else: the worker's environment holds secrets (DATABASE_URL,
+ * TEMPORAL_API_KEY, WL_ADMIN_TOKEN, cloud credentials) a runtime must never see. More variables
+ * reach a runtime only by name, through `runtimeEnv` (WL_RUNTIME_PASS_ENV).
+ */
+export const RUNTIME_ENV_ALLOWED = [
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'SHELL',
+  'LANG',
+  'LANGUAGE',
+  'LC_ALL',
+  'LC_CTYPE',
+  'LC_MESSAGES',
+  'TZ',
+  'TMPDIR',
+  'WL_API_URL',
+  'WL_SIM_HEARTBEAT_MS',
+] as const;
+
+/** The box's log of the deliveries, removals, restarts and stops that did work. */
+export const BOX_EVENTS_FILE = 'box-events.log';
+/** The runtime's output. */
+export const RUNTIME_LOG_FILE = 'runtime.log';
+/** The most bytes of /proc/<pid>/environ read to tell whether a process is the box's runtime. */
+const MAX_ENVIRON_BYTES = 1024 * 1024;
 
 /** A delivered plugin's revision, in its folder. */
 export const REVISION_FILE = '.revision';
@@ -50,22 +97,28 @@ const LAUNCH_TIMEOUT_MS = 10_000;
 
 /**
  * Records the launch, then becomes the runtime (`exec` keeps the process id). Arguments: the
- * runtime's program and arguments; environment: the launch id and the box event line.
+ * runtime's program and arguments; environment: the launch id and the box event line; descriptor
+ * 3: the box's event log, 4: `runtime.pid.tmp` created new, both opened by the driver. The record
+ * is renamed over `runtime.pid` unless a link or folder was put there since the driver looked.
  */
 const LAUNCH_WRAPPER =
   'command -v "$1" >/dev/null 2>&1 || { echo "runtime program not found: $1" >&2; exit 127; }; ' +
-  '{ [ -z "$WL_LAUNCH_EVENT" ] || printf "%s %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WL_LAUNCH_EVENT" >> box-events.log; } && ' +
-  'printf "%s %s\\n" "$$" "$WL_LAUNCH_ID" > runtime.pid.tmp && mv -f runtime.pid.tmp runtime.pid && ' +
-  'exec "$@"';
+  '{ [ -z "$WL_LAUNCH_EVENT" ] || printf "%s %s\\n" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$WL_LAUNCH_EVENT" >&3; } && ' +
+  'printf "%s %s\\n" "$$" "$WL_LAUNCH_ID" >&4 && ' +
+  '{ [ ! -L runtime.pid ] && [ ! -d runtime.pid ] || { echo "runtime.pid is a link or a folder: remove it" >&2; exit 126; }; } && ' +
+  'mv -f runtime.pid.tmp runtime.pid && exec "$@" 3>&- 4>&-';
 
 export interface RuntimeRecord {
   pid: number;
   launchId: string;
 }
 
+/** Where a box's plugins live, in the box: `configs/plugins/<name>/`. */
+const PLUGINS_PATH = 'configs/plugins';
+
 /** Where a box's plugins live: `<box>/configs/plugins/<name>/`. */
 export function boxPluginsDir(boxDir: string): string {
-  return join(boxDir, 'configs', 'plugins');
+  return join(boxDir, PLUGINS_PATH);
 }
 
 export class LocalBoxDriver implements BoxDriver {
@@ -78,45 +131,53 @@ export class LocalBoxDriver implements BoxDriver {
   /** Creates the box directory (what provisioning a local box amounts to). */
   async createBox(workspaceId: string): Promise<string> {
     const dir = this.boxDir(workspaceId);
-    await mkdir(boxPluginsDir(dir), { recursive: true });
+    await mkdir(dir, { recursive: true });
+    await (await this.requireBox(workspaceId)).folders(PLUGINS_PATH, true);
     return dir;
   }
 
   async readPluginManifest(workspaceId: string, pluginName: string): Promise<string | null> {
-    await this.requireBox(workspaceId);
-    try {
-      return await readFile(join(this.pluginsDir(workspaceId), pluginName, MANIFEST_FILE), 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
+    assertSafePluginName(pluginName, 'plugin name');
+    const box = await this.requireBox(workspaceId);
+    return box.read(`${PLUGINS_PATH}/${pluginName}/${MANIFEST_FILE}`, MAX_MANIFEST_BYTES, 'a plugin manifest');
   }
 
   async listPlugins(workspaceId: string): Promise<BoxPlugin[]> {
-    await this.requireBox(workspaceId);
-    const dir = this.pluginsDir(workspaceId);
-    const entries = await readdir(dir, { withFileTypes: true }).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    });
+    const box = await this.requireBox(workspaceId);
+    if (!(await box.folders(PLUGINS_PATH))) return [];
     const plugins: BoxPlugin[] = [];
-    for (const entry of entries) {
-      if (!entry.isDirectory() || isTransientPluginDir(entry.name)) continue;
+    let bytes = 0;
+    // One entry at a time, and capped as a whole: a box of a million plugins is refused, never held.
+    for await (const entry of await opendir(join(box.root, PLUGINS_PATH))) {
+      if (isTransientPluginDir(entry.name)) continue;
+      const path = `${PLUGINS_PATH}/${entry.name}`;
+      if (entry.isSymbolicLink()) throw box.unsafe(path, 'a symbolic link', 'a plugin folder');
+      if (!entry.isDirectory()) continue;
       // Only a missing file means absent: a read that failed is the listing's failure, never a
       // reason to deliver again.
-      const manifest = await readIfPresent(join(dir, entry.name, MANIFEST_FILE));
+      const manifest = await box.read(`${path}/${MANIFEST_FILE}`, MAX_MANIFEST_BYTES, 'a plugin manifest');
       if (manifest === null) continue;
-      const revision = await readIfPresent(join(dir, entry.name, REVISION_FILE));
+      const revision = await box.read(`${path}/${REVISION_FILE}`, MAX_RECORD_BYTES, 'a recorded revision');
+      bytes += Buffer.byteLength(entry.name) + Buffer.byteLength(manifest) + Buffer.byteLength(revision ?? '');
+      if (bytes > MAX_LISTING_BYTES)
+        throw permanentBoxError(
+          'BoxOutputTooLarge',
+          `box of workspace ${workspaceId}: its plugins hold more than ${MAX_LISTING_BYTES} bytes of manifests ` +
+            `and revisions, the cap for a plugin listing: remove the plugins it should not hold (${join(box.root, PLUGINS_PATH)})`,
+        );
       plugins.push({ name: entry.name, manifest, revision });
     }
     return plugins.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async removePlugin(workspaceId: string, pluginName: string): Promise<'removed' | 'already-absent'> {
-    await this.requireBox(workspaceId);
-    const target = join(this.pluginsDir(workspaceId), pluginName);
+    assertSafePluginName(pluginName, 'plugin name');
+    const box = await this.requireBox(workspaceId);
+    if (!(await box.folders(PLUGINS_PATH))) return 'already-absent';
+    const target = join(box.root, PLUGINS_PATH, pluginName);
     const removing = `${target}${REMOVING_SUFFIX}`;
-    const present = existsSync(target);
+    // A link is taken away itself (rename and rm never follow one), never what it leads to.
+    const present = (await box.entry(`${PLUGINS_PATH}/${pluginName}`)) !== null;
     // Renamed away first (one step), so the runtime never loads half a plugin; then deleted.
     if (present) {
       await rm(removing, { recursive: true, force: true });
@@ -124,42 +185,56 @@ export class LocalBoxDriver implements BoxDriver {
     }
     await rm(removing, { recursive: true, force: true });
     if (!present) return 'already-absent';
-    await this.event(workspaceId, `remove ${pluginName}`);
+    await this.event(box, `remove ${pluginName}`);
     return 'removed';
   }
 
   async writeBootCredential(workspaceId: string, credential: string): Promise<void> {
-    const dir = await this.requireBox(workspaceId);
-    const file = join(dir, BOOT_CREDENTIAL_FILE);
-    // Written beside, made private, then swapped in: the runtime never reads half a credential.
-    await writeFile(`${file}.tmp`, `${credential}\n`, { mode: 0o600 });
-    await chmod(`${file}.tmp`, 0o600);
-    await rename(`${file}.tmp`, file);
+    const box = await this.requireBox(workspaceId);
+    // Written beside, private from its creation, then swapped in: the runtime never reads half a credential.
+    await box.writeWhole(BOOT_CREDENTIAL_FILE, `${credential}\n`, 0o600);
   }
 
   async deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'> {
-    await this.requireBox(workspaceId);
-    const target = join(this.pluginsDir(workspaceId), plugin.pluginName);
+    assertSafePluginName(plugin.pluginName, 'plugin name');
+    // The staged tree is checked again before a byte of it enters the box.
+    const tree = await inspectTree(plugin.path, `staged plugin ${plugin.pluginName} at ${plugin.path}`);
+    const box = await this.requireBox(workspaceId);
+    await box.folders(PLUGINS_PATH, true);
+    const path = `${PLUGINS_PATH}/${plugin.pluginName}`;
+    const found = await box.entry(path);
+    if (found !== null && !found.isDirectory() && !found.isFile())
+      throw box.unsafe(path, describeEntry(found), 'a plugin folder');
     // Present means what a listing counts: the manifest there too, not a folder emptied by hand.
-    const current = existsSync(join(target, MANIFEST_FILE))
-      ? await readFile(join(target, REVISION_FILE), 'utf8').catch(() => null)
+    const manifest = found?.isDirectory() ? await box.entry(`${path}/${MANIFEST_FILE}`) : null;
+    const current = manifest?.isFile()
+      ? await box.read(`${path}/${REVISION_FILE}`, MAX_RECORD_BYTES, 'a recorded revision')
       : null;
     if (current === plugin.revision) return 'already-present';
 
-    // Copy beside the target, then swap it in, so the box never sees a half-written plugin.
+    // Copied into a folder the driver creates, then swapped in, so the box never sees a
+    // half-written plugin; the revision is recorded in that folder, in a file created new.
+    const target = join(box.root, path);
     const incoming = `${target}${INCOMING_SUFFIX}`;
     await rm(incoming, { recursive: true, force: true });
-    await cp(plugin.path, incoming, { recursive: true });
-    await writeFile(join(incoming, REVISION_FILE), plugin.revision);
+    await copyTree(plugin.path, incoming, tree, `staged plugin ${plugin.pluginName}`, (file) => file === REVISION_FILE);
+    const record = await box.create(`${path}${INCOMING_SUFFIX}/${REVISION_FILE}`);
+    try {
+      await record.writeFile(plugin.revision);
+    } finally {
+      await record.close();
+    }
     await rm(target, { recursive: true, force: true });
     await rename(incoming, target);
-    await this.event(workspaceId, `deliver ${plugin.pluginName} ${plugin.revision}`);
+    await this.event(box, `deliver ${plugin.pluginName} ${plugin.revision}`);
     return 'delivered';
   }
 
   async restart(workspaceId: string, restartId: string): Promise<'restarted' | 'already-restarted'> {
-    await this.requireBox(workspaceId);
+    const box = await this.requireBox(workspaceId);
     if ((await this.runtimeRecord(workspaceId))?.launchId === restartId) return 'already-restarted';
+    // The log the launch appends to, checked before the runtime is stopped: a refused restart stops nothing.
+    if (this.settings.runtimeCommand !== null) await box.expectFileOrNothing(RUNTIME_LOG_FILE);
     await this.stopRuntime(workspaceId);
     await this.launch(workspaceId, restartId, `restart ${restartId}`);
     return 'restarted';
@@ -179,13 +254,7 @@ export class LocalBoxDriver implements BoxDriver {
     const record = await this.runtimeRecord(workspaceId);
     if (record === null || record.pid === 0 || !processAlive(record.pid)) return null;
     if (record.launchId === '') return record.pid; // a record from before launch ids: trusted as before
-    const environ = await readFile(`/proc/${record.pid}/environ`, 'utf8').catch((err: unknown) => {
-      const code = (err as NodeJS.ErrnoException).code;
-      // ESRCH: the process has exited and only waits to be reaped (its parent, e.g. an init that
-      // does not reap, has not yet): it runs no more.
-      if (code === 'ESRCH') return '';
-      return code === 'ENOENT' && existsSync('/proc/self') ? '' : null;
-    });
+    const environ = await readEnviron(record.pid);
     // No /proc to look in (not Linux): the pid is all there is to go by.
     if (environ === null) return record.pid;
     return environ.split('\0').includes(`WL_LAUNCH_ID=${record.launchId}`) ? record.pid : null;
@@ -193,7 +262,7 @@ export class LocalBoxDriver implements BoxDriver {
 
   async stop(workspaceId: string): Promise<'stopped' | 'already-stopped'> {
     if (!(await this.stopRuntime(workspaceId))) return 'already-stopped';
-    await this.event(workspaceId, 'stop');
+    await this.event(await this.requireBox(workspaceId), 'stop');
     return 'stopped';
   }
 
@@ -208,30 +277,33 @@ export class LocalBoxDriver implements BoxDriver {
    * Without a runtime command the launch is only recorded.
    */
   private async launch(workspaceId: string, launchId: string, event: string): Promise<void> {
-    const dir = this.boxDir(workspaceId);
+    const box = await this.requireBox(workspaceId);
     const command = this.settings.runtimeCommand;
     if (command === null || command.length === 0) {
-      await writeFile(join(dir, `${RUNTIME_PID_FILE}.tmp`), `0 ${launchId}\n`);
-      await rename(join(dir, `${RUNTIME_PID_FILE}.tmp`), join(dir, RUNTIME_PID_FILE));
-      if (event !== '') await this.event(workspaceId, event);
+      await box.writeWhole(RUNTIME_PID_FILE, `0 ${launchId}\n`);
+      if (event !== '') await this.event(box, event);
       return;
     }
-    const logFile = await open(join(dir, 'runtime.log'), 'a');
-    const child = spawn('/bin/sh', ['-c', LAUNCH_WRAPPER, 'runtime', ...command], {
-      cwd: dir,
-      detached: true,
-      stdio: ['ignore', logFile.fd, logFile.fd],
-      env: {
-        ...process.env,
-        ...this.settings.runtimeEnv,
-        WORKSPACE_ID: workspaceId,
-        WORKSPACE_DIR: dir,
-        WL_LAUNCH_ID: launchId,
-        WL_LAUNCH_EVENT: event,
-      },
-    });
+    await box.expectFileOrNothing(RUNTIME_PID_FILE);
+    const opened: FileHandle[] = [];
+    let child: ReturnType<typeof spawn>;
+    try {
+      const logFile = await box.openForAppend(RUNTIME_LOG_FILE);
+      opened.push(logFile);
+      const eventsFile = event === '' ? null : await box.openForAppend(BOX_EVENTS_FILE);
+      if (eventsFile !== null) opened.push(eventsFile);
+      const record = await box.create(`${RUNTIME_PID_FILE}.tmp`);
+      opened.push(record);
+      child = spawn('/bin/sh', ['-c', LAUNCH_WRAPPER, 'runtime', ...command], {
+        cwd: box.root,
+        detached: true,
+        stdio: ['ignore', logFile.fd, logFile.fd, eventsFile?.fd ?? 'ignore', record.fd],
+        env: this.runtimeEnvironment(workspaceId, launchId, event),
+      });
+    } finally {
+      for (const file of opened) await file.close();
+    }
     child.unref();
-    await logFile.close();
     const pid = child.pid;
     if (pid === undefined) throw new Error(`could not start runtime for box ${workspaceId}: ${command.join(' ')}`);
     // Set by the exit handler while the loop below awaits (an object, so the checker sees it change).
@@ -251,6 +323,22 @@ export class LocalBoxDriver implements BoxDriver {
     }
   }
 
+  /** What a runtime's environment holds: the allowed part of this process's, `runtimeEnv`, and the launch's own. */
+  private runtimeEnvironment(workspaceId: string, launchId: string, event: string): NodeJS.ProcessEnv {
+    const allowed = RUNTIME_ENV_ALLOWED.flatMap((name) => {
+      const value = process.env[name];
+      return value === undefined ? [] : [[name, value] as const];
+    });
+    return {
+      ...Object.fromEntries(allowed),
+      ...this.settings.runtimeEnv,
+      WORKSPACE_ID: workspaceId,
+      WORKSPACE_DIR: this.boxDir(workspaceId),
+      WL_LAUNCH_ID: launchId,
+      WL_LAUNCH_EVENT: event,
+    };
+  }
+
   /** Stops the box's runtime if it runs; whether there was one to stop. */
   async stopRuntime(workspaceId: string): Promise<boolean> {
     const pid = await this.liveRuntimePid(workspaceId);
@@ -259,18 +347,23 @@ export class LocalBoxDriver implements BoxDriver {
     return true;
   }
 
-  private pluginsDir(workspaceId: string): string {
-    return boxPluginsDir(this.boxDir(workspaceId));
+  private folder(workspaceId: string): BoxFolder {
+    return new BoxFolder(this.boxDir(workspaceId), workspaceId);
   }
 
-  private async requireBox(workspaceId: string): Promise<string> {
+  /**
+   * The box's folder, which must be there as a real folder; its event log, which every change
+   * appends to, is checked first, so an operation refused for it has changed nothing.
+   */
+  private async requireBox(workspaceId: string): Promise<BoxFolder> {
     const dir = this.boxDir(workspaceId);
-    const found = await stat(dir).then(
-      (s) => s.isDirectory(),
-      () => false,
-    );
-    if (!found) throw new BoxUnavailableError(`box ${workspaceId} not found at ${dir}`);
-    return dir;
+    const found = await lstat(dir).catch(() => null);
+    if (found === null || !(found.isDirectory() || found.isSymbolicLink()))
+      throw new BoxUnavailableError(`box ${workspaceId} not found at ${dir}`);
+    const box = this.folder(workspaceId);
+    if (!found.isDirectory()) throw box.unsafe('.', describeEntry(found), 'the box folder');
+    await box.expectFileOrNothing(BOX_EVENTS_FILE);
+    return box;
   }
 
   /** The process id of the box's runtime as last started (it may have died since); null if none. */
@@ -281,24 +374,36 @@ export class LocalBoxDriver implements BoxDriver {
 
   /** The last launch's record: its process id (0 without a runtime) and launch id; null before the first. */
   async runtimeRecord(workspaceId: string): Promise<RuntimeRecord | null> {
-    const text = await readFile(join(this.boxDir(workspaceId), RUNTIME_PID_FILE), 'utf8').catch(() => null);
+    const text = await this.folder(workspaceId).read(RUNTIME_PID_FILE, MAX_RECORD_BYTES, 'a process record');
     const [pidText = '', launchId = ''] = (text ?? '').trim().split(/\s+/);
     const pid = Number(pidText);
     return Number.isInteger(pid) && pid >= 0 && pidText !== '' ? { pid, launchId } : null;
   }
 
-  private async event(workspaceId: string, line: string): Promise<void> {
-    await appendFile(join(this.boxDir(workspaceId), 'box-events.log'), `${new Date().toISOString()} ${line}\n`);
+  private async event(box: BoxFolder, line: string): Promise<void> {
+    await box.append(BOX_EVENTS_FILE, `${new Date().toISOString()} ${line}\n`);
   }
 }
 
-/** The file's text; null when it does not exist. */
-async function readIfPresent(path: string): Promise<string | null> {
+/** The environment of process `pid` (at most MAX_ENVIRON_BYTES, else empty); null where there is no /proc. */
+async function readEnviron(pid: number): Promise<string | null> {
+  let file: FileHandle;
   try {
-    return await readFile(path, 'utf8');
+    file = await open(`/proc/${pid}/environ`, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    const code = (err as NodeJS.ErrnoException).code;
+    // ESRCH: the process has exited and only waits to be reaped (its parent, e.g. an init that
+    // does not reap, has not yet): it runs no more.
+    if (code === 'ESRCH') return '';
+    return code === 'ENOENT' && existsSync('/proc/self') ? '' : null;
+  }
+  try {
+    return (await readCapped(file, MAX_ENVIRON_BYTES)) ?? '';
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return '';
     throw err;
+  } finally {
+    await file.close();
   }
 }
 

@@ -10,6 +10,13 @@
  * permanently with a message naming the fix, as does a login that refuses the key. A box that
  * cannot be reached (refused, timed out, no route, unknown name) is a BoxUnavailableError, which
  * the callers retry.
+ *
+ * The box folder belongs to the box's runtime, which can put links, fifos and huge files in it.
+ * The scripts follow no link where they read or write (`[ -L ]` first, files written new under
+ * noclobber, a link where a file is renamed to removed first) and refuse a link where they read
+ * or need a folder (BoxUnsafePath, naming the path); they read at most one byte past a cap
+ * (`head -c`), and the worker stops reading a box's answer at its cap and kills the ssh
+ * (BoxOutputTooLarge), so no box can make the worker hold more.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -18,15 +25,18 @@ import { access, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertSafePluginName } from '../plugins/errors.js';
-import { MANIFEST_FILE, type StagedPlugin } from '../plugins/stage.js';
+import { MANIFEST_FILE, MAX_MANIFEST_BYTES, type StagedPlugin } from '../plugins/stage.js';
+import { inspectTree } from '../plugins/tree.js';
 import {
   BOOT_CREDENTIAL_FILE,
   BoxUnavailableError,
+  MAX_LISTING_BYTES,
+  MAX_RECORD_BYTES,
   permanentBoxError,
   type BoxDriver,
   type BoxPlugin,
 } from './driver.js';
-import { INCOMING_SUFFIX, REMOVING_SUFFIX, REVISION_FILE } from './local.js';
+import { BOX_EVENTS_FILE, INCOMING_SUFFIX, REMOVING_SUFFIX, REVISION_FILE } from './local.js';
 
 /** How the worker reaches one workspace's box. */
 export interface SshBoxSettings {
@@ -72,7 +82,38 @@ export const RESTART_ID_FILE = '.restart-id';
 const EXIT_NO_BOX = 3;
 const EXIT_ABSENT = 4;
 const EXIT_STOP_UNSUPPORTED = 8;
+/** A file on the box past its cap (the script names it). */
+const EXIT_TOO_LARGE = 9;
+/** A link where the script reads or needs a folder, or a fifo where it needs a file (the script names it). */
+const EXIT_UNSAFE = 10;
 const SSH_FAILED = 255;
+/** The most of a box's refusal message the worker repeats. */
+const REFUSAL_KEEP_CHARS = 500;
+
+/**
+ * Shell functions every box script has. `folder`/`regular` refuse a link at a path, or anything
+ * but a folder/regular file there (nothing there is fine); `capped` prints a file if it holds at
+ * most the cap (else refuses, naming it); `fresh` clears the way for a file to be created new
+ * (under `set -C`, whose O_EXCL open fails rather than follow a link put there since); `replace`
+ * renames a file over another, taking away a link there first, so `mv` never moves it into the
+ * folder a link leads to.
+ */
+const BOX_FUNCTIONS = [
+  `refuse() { printf '%s\n' "$1" >&2; exit ${EXIT_UNSAFE}; }`,
+  'folder() { if [ -L "$1" ]; then refuse "$1 is a symbolic link where the driver needs a folder; the driver follows no link in a box folder: remove it"; fi; ' +
+    'if [ -e "$1" ] && [ ! -d "$1" ]; then refuse "$1 is not a folder: remove it"; fi; }',
+  'regular() { if [ -L "$1" ]; then refuse "$1 is a symbolic link where the driver needs a regular file; the driver follows no link in a box folder: remove it"; fi; ' +
+    'if [ -e "$1" ] && [ ! -f "$1" ]; then refuse "$1 is not a regular file: remove it"; fi; }',
+  // $1 file, $2 cap, $3 what it is: the text in variable `v` (trailing newlines kept).
+  'capped() { v=$(head -c $(($2 + 1)) "$1" && printf x) || return 1; v=${v%x}; ' +
+    `if [ \${#v} -gt "$2" ]; then printf '%s\n' "$1 holds more than $2 bytes, the cap for $3; the worker reads no more of it: fix or remove it" >&2; exit ${EXIT_TOO_LARGE}; fi; }`,
+  'fresh() { if [ -d "$1" ] && [ ! -L "$1" ]; then refuse "$1 is a folder where the driver writes a file: remove it"; fi; rm -f "$1" || exit 5; }',
+  'replace() { if [ -L "$2" ]; then rm -f "$2" || exit 5; fi; ' +
+    'if [ -d "$2" ]; then refuse "$2 is a folder where the driver writes a file: remove it"; fi; mv -f "$1" "$2"; }',
+  `event() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >> ${BOX_EVENTS_FILE}; }`,
+  // Every change appends to the event log: checked first, so a refused operation changed nothing.
+  `regular ${BOX_EVENTS_FILE}`,
+];
 
 const STDERR_KEEP_BYTES = 16 * 1024;
 const MAX_SOCKET_PATH_BYTES = 100;
@@ -98,11 +139,16 @@ export class SshBoxDriver implements BoxDriver {
 
   async readPluginManifest(workspaceId: string, pluginName: string): Promise<string | null> {
     assertSafePluginName(pluginName, 'plugin name');
-    const result = await this.run(workspaceId, [
-      `f=configs/plugins/${q(pluginName)}/${MANIFEST_FILE}`,
-      `[ -f "$f" ] || exit ${EXIT_ABSENT}`,
-      'exec cat "$f"',
-    ]);
+    const result = await this.run(
+      workspaceId,
+      [
+        `t=configs/plugins/${q(pluginName)}`,
+        `folder configs; folder configs/plugins; folder "$t"; regular "$t/${MANIFEST_FILE}"`,
+        `[ -f "$t/${MANIFEST_FILE}" ] || exit ${EXIT_ABSENT}`,
+        `exec head -c ${MAX_MANIFEST_BYTES + 1} "$t/${MANIFEST_FILE}"`,
+      ],
+      { maxOutput: { bytes: MAX_MANIFEST_BYTES, what: 'a plugin manifest' } },
+    );
     if (result.code === EXIT_ABSENT) return null;
     this.expectSuccess(workspaceId, 'read plugin manifest', result);
     return result.stdout.toString('utf8');
@@ -112,45 +158,62 @@ export class SshBoxDriver implements BoxDriver {
     // One round trip: each plugin as a header line of byte counts, then its name, manifest and
     // revision back to back. A file is read into a variable once (with a sentinel, so trailing
     // newlines survive), so its count and its bytes always agree even while a delivery swaps it.
-    const result = await this.run(workspaceId, [
-      'LC_ALL=C; export LC_ALL',
-      'cd configs/plugins 2>/dev/null || exit 0',
-      'for d in */; do',
-      '  n=${d%/}',
-      `  case $n in .*|*${INCOMING_SUFFIX}|*${REMOVING_SUFFIX}) continue;; esac`,
-      `  [ -f "$n/${MANIFEST_FILE}" ] || continue`,
-      `  m=$(cat "$n/${MANIFEST_FILE}" && printf x) || continue`,
-      '  m=${m%x}',
-      `  if [ -f "$n/${REVISION_FILE}" ] && r=$(cat "$n/${REVISION_FILE}" && printf x); then`,
-      '    r=${r%x}; printf \'%s %s %s\\n%s%s%s\' ${#n} ${#m} ${#r} "$n" "$m" "$r"',
-      '  else',
-      '    printf \'%s %s -\\n%s%s\' ${#n} ${#m} "$n" "$m"',
-      '  fi',
-      'done',
-    ]);
+    const result = await this.run(
+      workspaceId,
+      [
+        'LC_ALL=C; export LC_ALL',
+        'folder configs; folder configs/plugins',
+        'for d in configs/plugins/*; do',
+        '  n=${d#configs/plugins/}',
+        `  case $n in '*'|*${INCOMING_SUFFIX}|*${REMOVING_SUFFIX}) continue;; esac`,
+        '  if [ -L "$d" ]; then refuse "$d is a symbolic link where the driver needs a plugin folder; the driver follows no link in a box folder: remove it"; fi',
+        '  [ -d "$d" ] || continue',
+        `  regular "$d/${MANIFEST_FILE}"; regular "$d/${REVISION_FILE}"`,
+        `  [ -f "$d/${MANIFEST_FILE}" ] || continue`,
+        `  capped "$d/${MANIFEST_FILE}" ${MAX_MANIFEST_BYTES} 'a plugin manifest' || continue`,
+        '  m=$v',
+        `  if [ -f "$d/${REVISION_FILE}" ] && capped "$d/${REVISION_FILE}" ${MAX_RECORD_BYTES} 'a recorded revision'; then`,
+        '    printf \'%s %s %s\\n%s%s%s\' ${#n} ${#m} ${#v} "$n" "$m" "$v"',
+        '  else',
+        '    printf \'%s %s -\\n%s%s\' ${#n} ${#m} "$n" "$m"',
+        '  fi',
+        'done',
+      ],
+      { maxOutput: { bytes: MAX_LISTING_BYTES, what: 'a plugin listing' } },
+    );
     this.expectSuccess(workspaceId, 'list plugins', result);
     return parsePluginListing(result.stdout).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async deliverPlugin(workspaceId: string, plugin: StagedPlugin): Promise<'delivered' | 'already-present'> {
     assertSafePluginName(plugin.pluginName, 'plugin name');
+    // The staged tree is checked again before a byte of it leaves for the box.
+    await inspectTree(plugin.path, `staged plugin ${plugin.pluginName} at ${plugin.path}`);
     const target = `configs/plugins/${plugin.pluginName}`;
     // Present means what a listing counts: the manifest there too, not a folder emptied by hand.
-    const current = await this.run(workspaceId, [
-      `[ -f ${q(`${target}/${MANIFEST_FILE}`)} ] || exit 0`,
-      `cat ${q(`${target}/${REVISION_FILE}`)} 2>/dev/null`,
-      'exit 0',
-    ]);
+    const current = await this.run(
+      workspaceId,
+      [
+        't=' + q(target),
+        `folder configs; folder configs/plugins; folder "$t"; regular "$t/${MANIFEST_FILE}"; regular "$t/${REVISION_FILE}"`,
+        `[ -f "$t/${MANIFEST_FILE}" ] && [ -f "$t/${REVISION_FILE}" ] || exit 0`,
+        `exec head -c ${MAX_RECORD_BYTES + 1} "$t/${REVISION_FILE}"`,
+      ],
+      { maxOutput: { bytes: MAX_RECORD_BYTES, what: 'a recorded revision' } },
+    );
     this.expectSuccess(workspaceId, 'read plugin revision', current);
     if (current.stdout.toString('utf8') === plugin.revision) return 'already-present';
 
-    // The staged tree streams as a tar into `<name>.incoming`; only once the local tar is known
-    // to have sent all of it is the folder given its revision and swapped in whole (a second
-    // round trip): the runtime never sees half a plugin, and a retried delivery starts afresh.
+    // The staged tree streams as a tar into `<name>.incoming`, a folder the script makes anew
+    // (whatever was there, a link too, is removed first, never followed); only once the local
+    // tar is known to have sent all of it is the folder given its revision and swapped in whole
+    // (a second round trip): the runtime never sees half a plugin, and a retried delivery starts
+    // afresh.
     const upload = await this.run(
       workspaceId,
       [
         't=' + q(target),
+        'folder configs; folder configs/plugins',
         'mkdir -p configs/plugins || exit 5',
         `rm -rf "$t${INCOMING_SUFFIX}" && mkdir "$t${INCOMING_SUFFIX}" || exit 5`,
         `tar -C "$t${INCOMING_SUFFIX}" --no-same-owner -xf - || exit 5`,
@@ -163,8 +226,10 @@ export class SshBoxDriver implements BoxDriver {
     this.expectSuccess(workspaceId, 'deliver plugin', upload);
     const swap = await this.run(workspaceId, [
       't=' + q(target),
+      `folder configs; folder configs/plugins; folder "$t${INCOMING_SUFFIX}"`,
       `[ -d "$t${INCOMING_SUFFIX}" ] || exit 5`,
-      `printf '%s' ${q(plugin.revision)} > "$t${INCOMING_SUFFIX}/${REVISION_FILE}" || exit 5`,
+      `r="$t${INCOMING_SUFFIX}/${REVISION_FILE}"; fresh "$r"`,
+      `(set -C; printf '%s' ${q(plugin.revision)} > "$r") || exit 5`,
       `rm -rf "$t" && mv "$t${INCOMING_SUFFIX}" "$t" || exit 5`,
       `event ${q(`deliver ${plugin.pluginName} ${plugin.revision}`)}`,
     ]);
@@ -174,9 +239,11 @@ export class SshBoxDriver implements BoxDriver {
 
   async removePlugin(workspaceId: string, pluginName: string): Promise<'removed' | 'already-absent'> {
     assertSafePluginName(pluginName, 'plugin name');
-    // Renamed away first (one step), so the runtime never loads half a plugin; then deleted.
+    // Renamed away first (one step), so the runtime never loads half a plugin; then deleted. A
+    // plugin that is a link is taken away itself (mv and rm -rf never follow one).
     const result = await this.run(workspaceId, [
       `t=configs/plugins/${q(pluginName)}`,
+      'folder configs; folder configs/plugins',
       `if [ -e "$t" ] || [ -L "$t" ]; then`,
       `  rm -rf "$t${REMOVING_SUFFIX}" && mv "$t" "$t${REMOVING_SUFFIX}" && rm -rf "$t${REMOVING_SUFFIX}" || exit 5`,
       `  event ${q(`remove ${pluginName}`)}`,
@@ -192,11 +259,15 @@ export class SshBoxDriver implements BoxDriver {
 
   async writeBootCredential(workspaceId: string, credential: string): Promise<void> {
     // The credential travels on stdin, never on a command line (which other users of the host
-    // can read); it is written beside, made private, then swapped in whole.
+    // can read); it is written beside into a file created new and private, then swapped in whole.
     const file = q(BOOT_CREDENTIAL_FILE);
     const result = await this.run(
       workspaceId,
-      ['umask 077', `cat > ${file}.tmp && chmod 600 ${file}.tmp && mv -f ${file}.tmp ${file} || exit 5`],
+      [
+        'umask 077',
+        `fresh ${file}.tmp`,
+        `(set -C; cat > ${file}.tmp) && chmod 600 ${file}.tmp && replace ${file}.tmp ${file} || exit 5`,
+      ],
       { input: `${credential}\n` },
     );
     this.expectSuccess(workspaceId, 'write boot credential', result);
@@ -212,12 +283,15 @@ export class SshBoxDriver implements BoxDriver {
     const result = await this.run(
       workspaceId,
       [
-        `if [ -f ${RESTART_ID_FILE} ] && [ "$(cat ${RESTART_ID_FILE})" = ${q(restartId)} ]; then echo already-restarted; exit 0; fi`,
+        `regular ${RESTART_ID_FILE}`,
+        `if [ -f ${RESTART_ID_FILE} ] && capped ${RESTART_ID_FILE} ${MAX_RECORD_BYTES} 'a restart id' && [ "$v" = ${q(`${restartId}\n`)} ]; then echo already-restarted; exit 0; fi`,
         // Its output goes to a file, so a runtime it leaves in the background does not hold the session open.
-        `/bin/sh -c ${q(settings.restartCommand)} </dev/null >restart.log 2>&1`,
+        'fresh restart.log',
+        `(set -C; exec /bin/sh -c ${q(settings.restartCommand)} </dev/null >restart.log 2>&1)`,
         'c=$?',
         'if [ $c -ne 0 ]; then echo "restart command exited with $c:" >&2; tail -n 20 restart.log >&2; exit 6; fi',
-        `printf '%s\\n' ${q(restartId)} > ${RESTART_ID_FILE}.tmp && mv -f ${RESTART_ID_FILE}.tmp ${RESTART_ID_FILE} || exit 5`,
+        `fresh ${RESTART_ID_FILE}.tmp`,
+        `(set -C; printf '%s\\n' ${q(restartId)} > ${RESTART_ID_FILE}.tmp) && replace ${RESTART_ID_FILE}.tmp ${RESTART_ID_FILE} || exit 5`,
         `event ${q(`restart ${restartId}`)}`,
         'echo restarted',
       ],
@@ -254,7 +328,8 @@ export class SshBoxDriver implements BoxDriver {
     if (settings.stopCommand === undefined) lines.push(`exit ${EXIT_STOP_UNSUPPORTED}`);
     else
       lines.push(
-        `/bin/sh -c ${q(settings.stopCommand)} </dev/null >stop.log 2>&1`,
+        'fresh stop.log',
+        `(set -C; exec /bin/sh -c ${q(settings.stopCommand)} </dev/null >stop.log 2>&1)`,
         'c=$?',
         'if [ $c -ne 0 ]; then echo "stop command exited with $c:" >&2; tail -n 20 stop.log >&2; exit 6; fi',
         "event 'stop'",
@@ -310,9 +385,10 @@ export class SshBoxDriver implements BoxDriver {
   }
 
   /**
-   * Runs a box-side script in the box's root (exit 3 when the root is missing) with `event`
-   * defined to append to the box's event log. ssh's own failures are thrown here; the script's
-   * exit code is the caller's to read.
+   * Runs a box-side script in the box's root (exit 3 when the root is missing) with the
+   * BOX_FUNCTIONS defined. ssh's own failures, a box's refusal (a link, a file past its cap) and
+   * an answer past `maxOutput` (default: MAX_RECORD_BYTES) are thrown here; the script's other
+   * exit codes are the caller's to read.
    */
   private async run(
     workspaceId: string,
@@ -325,6 +401,8 @@ export class SshBoxDriver implements BoxDriver {
       timeoutMs?: number;
       /** Printed instead of failing when the box's root is missing. */
       missingBox?: string;
+      /** The most bytes of the script's output the worker takes, and what that output is. */
+      maxOutput?: { bytes: number; what: string };
     } = {},
   ): Promise<ProcessResult> {
     const settings = extra.settings ?? (await this.settings(workspaceId));
@@ -332,19 +410,24 @@ export class SshBoxDriver implements BoxDriver {
       extra.missingBox === undefined
         ? `{ echo "box directory $root does not exist" >&2; exit ${EXIT_NO_BOX}; }`
         : `{ echo ${q(extra.missingBox)}; exit 0; }`;
-    const script = [
-      `root=${q(settings.root)}`,
-      `cd "$root" 2>/dev/null || ${noBox}`,
-      'event() { printf \'%s %s\\n\' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >> box-events.log; }',
-      ...lines,
-    ].join('\n');
+    const script = [`root=${q(settings.root)}`, `cd "$root" 2>/dev/null || ${noBox}`, ...BOX_FUNCTIONS, ...lines].join(
+      '\n',
+    );
     const args = await this.sshArgs(workspaceId, settings);
     // The login shell only starts /bin/sh, so every script runs in the same POSIX shell.
+    const maxOutput = extra.maxOutput ?? { bytes: MAX_RECORD_BYTES, what: "a box script's answer" };
     const result = await runProcess(this.sshPath, [...args, `exec /bin/sh -c ${q(script)}`], {
       timeoutMs: extra.timeoutMs ?? this.commandTimeoutMs,
+      maxStdoutBytes: maxOutput.bytes,
       ...(extra.input === undefined ? {} : { input: extra.input }),
       ...(extra.pipeFrom === undefined ? {} : { pipeFrom: extra.pipeFrom }),
     });
+    if (result.overflowed)
+      throw permanentBoxError(
+        'BoxOutputTooLarge',
+        `box of workspace ${workspaceId} at ${where(settings)} sent more than ${maxOutput.bytes} bytes, the cap for ` +
+          `${maxOutput.what}; the worker stopped reading it: fix or remove what the box holds there`,
+      );
     if (result.timedOut)
       throw new BoxUnavailableError(
         `box of workspace ${workspaceId} at ${where(settings)} did not answer within ${extra.timeoutMs ?? this.commandTimeoutMs} ms`,
@@ -353,6 +436,12 @@ export class SshBoxDriver implements BoxDriver {
     if (result.code === EXIT_NO_BOX)
       throw new BoxUnavailableError(
         `box of workspace ${workspaceId} at ${where(settings)}: ${lastLine(result.stderr)}`,
+      );
+    if (result.code === EXIT_UNSAFE || result.code === EXIT_TOO_LARGE)
+      throw permanentBoxError(
+        result.code === EXIT_UNSAFE ? 'BoxUnsafePath' : 'BoxOutputTooLarge',
+        `box of workspace ${workspaceId} at ${where(settings)} (in ${settings.root}): ` +
+          lastLine(result.stderr).slice(0, REFUSAL_KEEP_CHARS),
       );
     return result;
   }
@@ -584,18 +673,22 @@ interface ProcessResult {
   stdout: Buffer;
   stderr: string;
   timedOut: boolean;
+  /** It wrote more than `maxStdoutBytes`: it was killed, and `stdout` is empty. */
+  overflowed: boolean;
   /** The exit of the program piped in, when there was one. */
   producer?: { code: number; stderr: string };
 }
 
 /**
- * Runs a program to its end, collecting its output; killed after `timeoutMs`. Its input is a
- * string, or the output of `pipeFrom` through a pipe between the two processes.
+ * Runs a program to its end, collecting its output; killed after `timeoutMs`, or as soon as its
+ * output passes `maxStdoutBytes` (what it wrote is then dropped: the caller never holds more
+ * than the cap). Its input is a string, or the output of `pipeFrom` through a pipe between the
+ * two processes.
  */
 function runProcess(
   program: string,
   args: string[],
-  options: { timeoutMs: number; input?: string; pipeFrom?: string[] },
+  options: { timeoutMs: number; maxStdoutBytes?: number; input?: string; pipeFrom?: string[] },
 ): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
     const piped = options.input !== undefined || options.pipeFrom !== undefined;
@@ -611,13 +704,28 @@ function runProcess(
       child.stdin.destroy();
     }
     const stdout: Buffer[] = [];
+    const maxStdoutBytes = options.maxStdoutBytes ?? Infinity;
+    let stdoutBytes = 0;
+    let overflowed = false;
     let stderr = '';
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
     }, options.timeoutMs);
-    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stdout?.on('data', (chunk: Buffer) => {
+      if (overflowed) return;
+      stdoutBytes += chunk.length;
+      if (stdoutBytes <= maxStdoutBytes) {
+        stdout.push(chunk);
+        return;
+      }
+      // Past the cap: drop what was held, stop reading (the writer then gets EPIPE) and kill it.
+      overflowed = true;
+      stdout.length = 0;
+      child.stdout?.destroy();
+      child.kill('SIGKILL');
+    });
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       stderr = (stderr + chunk).slice(-STDERR_KEEP_BYTES);
@@ -638,7 +746,13 @@ function runProcess(
       clearTimeout(timer);
       // A reader that ended early leaves nobody to read the producer's output.
       if (producer !== undefined && producer.exitCode === null) producer.kill('SIGKILL');
-      const done = { code: code ?? (signal === null ? -1 : 128), stdout: Buffer.concat(stdout), stderr, timedOut };
+      const done = {
+        code: code ?? (signal === null ? -1 : 128),
+        stdout: Buffer.concat(stdout),
+        stderr,
+        timedOut,
+        overflowed,
+      };
       if (producerDone === undefined) resolve(done);
       else void producerDone.then((result) => resolve({ ...done, producer: result }));
     });

@@ -7,6 +7,14 @@ export class PermanentPluginError extends Error {
   override readonly name = 'PermanentPluginError';
 }
 
+/**
+ * A source's git host could not be resolved now (the resolver did not answer): retrying may
+ * pass, so activities retry it and the API answers 503.
+ */
+export class ResolverUnavailableError extends Error {
+  override readonly name = 'ResolverUnavailableError';
+}
+
 /** Plugin names become directory names on the box: one safe path segment. */
 export const SAFE_PLUGIN_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 

@@ -6,17 +6,25 @@
  *   local: the directory's content hash (`sha256:…`) is the revision.
  * The cache stays bounded: a stage touches the revision it reuses, and revisions nobody staged
  * for `cacheMaxAgeMs` are deleted (at most one sweep per 10 minutes per process).
+ * A staged tree holds regular files and folders only, within the size cap and the tree bounds
+ * (tree.ts): a plugin holding a link, fifo or device, or a sub-path that is not a real folder, is
+ * refused before anything in it is deleted, copied or published. A cache entry is a real folder.
+ *
+ * Git is handed only what checkGitRemote checked (source.ts) and cannot reach further: it runs
+ * with no system, global or repository configuration of ours, no credential helper, only the
+ * one protocol the source needs, no redirects, the checked address pinned for the host, and an
+ * environment of a few variables. While it fetches and checks out, its work folder is watched
+ * and git is stopped once the folder outgrows the plugin size cap (FETCH_SIZE_FACTOR times it).
  */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
-import { join, relative } from 'node:path';
-import { promisify } from 'node:util';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import type { ResolveHost } from '../../url-guard.js';
 import { PermanentPluginError, assertSafePluginName } from './errors.js';
-import type { PluginSource } from './source.js';
-
-const run = promisify(execFile);
+import { checkGitRemote, type GitRemote, type PluginSource, type SourceSettings } from './source.js';
+import { copyTree, describeEntry, inspectTree, type PluginTree } from './tree.js';
 
 export interface StageSettings {
   cacheDir: string;
@@ -39,15 +47,23 @@ export interface PluginManifest {
 }
 
 export const MANIFEST_FILE = 'plugin.yaml';
+/** The most bytes of a plugin.yaml, staged or read from a box. */
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
-export async function stagePlugin(source: PluginSource, settings: StageSettings): Promise<StagedPlugin> {
+/** `resolveHost`: how git hosts are resolved for the URL guard (the system resolver by default). */
+export async function stagePlugin(
+  source: PluginSource,
+  settings: SourceSettings & StageSettings,
+  options: { resolveHost?: ResolveHost } = {},
+): Promise<StagedPlugin> {
   // The sweep first: what it deletes is older than its age limit, and this stage makes its own
   // revision fresh again below, so a revision is never deleted between its stage and delivery.
   if (Date.now() - lastSweep >= SWEEP_EVERY_MS) {
     lastSweep = Date.now();
     await pruneCache(settings);
   }
-  const staged = source.kind === 'git' ? await stageGit(source, settings) : await stageLocal(source, settings);
+  const staged =
+    source.kind === 'git' ? await stageGit(source, settings, options.resolveHost) : await stageLocal(source, settings);
   const now = new Date();
   await utimes(staged.path, now, now);
   return staged;
@@ -85,25 +101,34 @@ export async function pruneCache(settings: StageSettings, now: number = Date.now
 
 async function stageGit(
   source: Extract<PluginSource, { kind: 'git' }>,
-  settings: StageSettings,
+  settings: SourceSettings & StageSettings,
+  resolveHost: ResolveHost | undefined,
 ): Promise<StagedPlugin> {
-  const commit = await resolveCommit(source, settings);
-  const key = `git-${commit}${source.subpath ? `-${hash(source.subpath).slice(0, 12)}` : ''}`;
-  const path = join(settings.cacheDir, key);
-  if (await exists(path)) return { pluginName: source.name, revision: commit, path };
-
+  // A pinned sha already staged needs no network: where the source leads is checked only when
+  // git is to reach it.
+  const pinned = source.ref !== null && /^[0-9a-f]{40}$/.test(source.ref) ? source.ref : null;
+  const cached = (commit: string): string =>
+    join(settings.cacheDir, `git-${commit}${source.subpath ? `-${hash(source.subpath).slice(0, 12)}` : ''}`);
+  if (pinned !== null && (await cachedEntry(cached(pinned))))
+    return { pluginName: source.name, revision: pinned, path: cached(pinned) };
   await mkdir(settings.cacheDir, { recursive: true });
+  const remote = await checkGitRemote(source, settings, resolveHost);
+  const commit = pinned ?? (await resolveCommit(source, remote, settings));
+  const path = cached(commit);
+  if (await cachedEntry(path)) return { pluginName: source.name, revision: commit, path };
+
   const work = await mkdtemp(join(settings.cacheDir, '.fetch-'));
   try {
     const checkout = join(work, 'repo');
+    const watch = { dir: work, limit: FETCH_SIZE_FACTOR * settings.maxPluginBytes, cap: settings.maxPluginBytes };
     await git(['init', '-q', checkout], settings);
-    await git(['-C', checkout, 'fetch', '-q', '--depth=1', source.url, commit], settings, source);
-    await git(['-C', checkout, 'checkout', '-q', 'FETCH_HEAD'], settings);
-    const root = source.subpath ? join(checkout, source.subpath) : checkout;
-    if (!(await exists(root)))
-      throw new PermanentPluginError(`${source.raw}: path ${source.subpath ?? ''} does not exist at ${commit}`);
-    await rm(join(root, '.git'), { recursive: true, force: true });
-    await validateTree(root, source.name, source.raw, settings);
+    await git(['-C', checkout, 'fetch', '-q', '--depth=1', remote.url, commit], settings, { source, remote, watch });
+    await git(['-C', checkout, 'checkout', '-q', 'FETCH_HEAD'], settings, { source, watch });
+    const root = await subpathRoot(checkout, source, commit);
+    // The checkout's own .git; git never checks out a `.git` below the root.
+    if (root === checkout) await rm(join(root, '.git'), { recursive: true, force: true });
+    const tree = await inspectTree(root, source.raw, settings.maxPluginBytes);
+    await validateManifest(root, tree, source.name, source.raw);
     await publish(root, path);
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -111,38 +136,71 @@ async function stageGit(
   return { pluginName: source.name, revision: commit, path };
 }
 
+/**
+ * The folder a sub-path names inside the checkout, checked before anything in it is touched:
+ * each of its parts a real folder, so a part that is a link cannot lead outside the checkout.
+ */
+async function subpathRoot(
+  checkout: string,
+  source: Extract<PluginSource, { kind: 'git' }>,
+  commit: string,
+): Promise<string> {
+  if (source.subpath === null) return checkout;
+  let at = checkout;
+  const walked: string[] = [];
+  for (const part of source.subpath.split('/')) {
+    at = join(at, part);
+    walked.push(part);
+    const info = await lstat(at).catch(() => null);
+    if (info === null)
+      throw new PermanentPluginError(`${source.raw}: path ${source.subpath} does not exist at ${commit}`);
+    if (!info.isDirectory())
+      throw new PermanentPluginError(
+        `${source.raw}: ${walked.join('/')} is ${describeEntry(info)} at ${commit}; a sub-path must name a real folder in the repository`,
+      );
+  }
+  return at;
+}
+
 async function stageLocal(
   source: Extract<PluginSource, { kind: 'local' }>,
   settings: StageSettings,
 ): Promise<StagedPlugin> {
   const from = join(settings.pluginsDir, source.name);
-  if (!(await exists(from))) {
+  const info = await lstat(from).catch(() => null);
+  if (info === null)
     throw new PermanentPluginError(`${source.raw}: no plugin directory ${source.name} under ${settings.pluginsDir}`);
+  if (!info.isDirectory())
+    throw new PermanentPluginError(
+      `${source.raw}: ${source.name} under ${settings.pluginsDir} is ${describeEntry(info)}; a local plugin must be a real folder (copy it there rather than link it)`,
+    );
+  const tree = await inspectTree(from, source.raw, settings.maxPluginBytes);
+  // Copied first, then checked and hashed: the revision names exactly the bytes staged.
+  await mkdir(settings.cacheDir, { recursive: true });
+  const work = await mkdtemp(join(settings.cacheDir, '.copy-'));
+  try {
+    const copy = join(work, 'tree');
+    const digest = await copyTree(from, copy, tree, source.raw);
+    await validateManifest(copy, tree, source.name, source.raw);
+    const path = join(settings.cacheDir, `local-${digest}`);
+    if (!(await cachedEntry(path))) await publish(copy, path);
+    return { pluginName: source.name, revision: `sha256:${digest}`, path };
+  } finally {
+    await rm(work, { recursive: true, force: true });
   }
-  await validateTree(from, source.name, source.raw, settings);
-  const revision = `sha256:${await treeHash(from)}`;
-  const path = join(settings.cacheDir, `local-${revision.slice('sha256:'.length)}`);
-  if (!(await exists(path))) {
-    await mkdir(settings.cacheDir, { recursive: true });
-    const work = await mkdtemp(join(settings.cacheDir, '.copy-'));
-    try {
-      await cp(from, join(work, 'tree'), { recursive: true });
-      await publish(join(work, 'tree'), path);
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
-  }
-  return { pluginName: source.name, revision, path };
 }
 
-/** Branch, tag (peeled) or full sha → commit sha. A ref the remote lacks is permanent. */
-async function resolveCommit(source: Extract<PluginSource, { kind: 'git' }>, settings: StageSettings): Promise<string> {
+/** Branch or tag (peeled) → commit sha. A ref the remote lacks is permanent. */
+async function resolveCommit(
+  source: Extract<PluginSource, { kind: 'git' }>,
+  remote: GitRemote,
+  settings: StageSettings,
+): Promise<string> {
   const ref = source.ref ?? 'HEAD';
-  if (/^[0-9a-f]{40}$/.test(ref)) return ref;
   const { stdout } = await git(
-    ['ls-remote', source.url, ref, `refs/heads/${ref}`, `refs/tags/${ref}`, `refs/tags/${ref}^{}`],
+    ['ls-remote', remote.url, ref, `refs/heads/${ref}`, `refs/tags/${ref}`, `refs/tags/${ref}^{}`],
     settings,
-    source,
+    { source, remote },
   );
   const lines = stdout
     .trim()
@@ -155,38 +213,212 @@ async function resolveCommit(source: Extract<PluginSource, { kind: 'git' }>, set
   return commit;
 }
 
-async function git(args: string[], settings: StageSettings, source?: PluginSource): Promise<{ stdout: string }> {
-  try {
-    return await run('git', args, {
-      timeout: settings.fetchTimeoutMs,
-      maxBuffer: 16 * 1024 * 1024,
-      env: { ...process.env, GIT_TERMINAL_PROMPT: '0' },
-    });
-  } catch (err) {
-    const stderr = (err as { stderr?: string }).stderr?.trim() ?? '';
-    const message = `git ${args[0] === '-C' ? (args[2] ?? '') : (args[0] ?? '')} failed${source ? ` for ${source.raw}` : ''}: ${stderr || String(err)}`;
-    // A repository that does not exist will not appear by retrying; network trouble may pass.
-    if (/does not appear to be a git repository|repository .* not found|not found/i.test(stderr)) {
-      throw new PermanentPluginError(message);
-    }
-    throw new Error(message);
-  }
+/**
+ * How far a fetch's work folder (the fetched objects and the checkout) may grow, as a multiple
+ * of the plugin size cap: a plugin within the cap takes about twice it there (its compressed
+ * objects and its files), and a sub-path's repository may hold a little more besides.
+ */
+export const FETCH_SIZE_FACTOR = 3;
+/** How often a running fetch's work folder is measured. */
+const WATCH_EVERY_MS = 100;
+/** The most of git's output kept: ls-remote's answer, or the end of an error. */
+const MAX_GIT_STDOUT = 16 * 1024 * 1024;
+const MAX_GIT_STDERR = 64 * 1024;
+/** The only variables of the worker's environment git sees: no secrets, no GIT_* of ours. */
+const GIT_ENV_PASSED = [
+  'PATH',
+  'HOME',
+  'LANG',
+  'LC_ALL',
+  'TZ',
+  'TMPDIR',
+  // The operator's egress: a proxy dials on git's behalf and must apply the same address rules.
+  'http_proxy',
+  'https_proxy',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'no_proxy',
+  'NO_PROXY',
+  'all_proxy',
+  'ALL_PROXY',
+  'SSL_CERT_FILE',
+  'SSL_CERT_DIR',
+  'GIT_SSL_CAINFO',
+  'GIT_SSL_CAPATH',
+];
+
+interface GitCall {
+  /** Named in errors. */
+  source?: PluginSource;
+  /** The checked remote the call reaches: its protocol is the only one allowed, its address pinned. */
+  remote?: GitRemote;
+  /** Stop git once `dir` holds more than `limit` bytes. */
+  watch?: { dir: string; limit: number; cap: number };
 }
 
-/** The tree must carry a plugin.yaml whose name is the declared name, within the size cap. */
-async function validateTree(root: string, name: string, raw: string, settings: StageSettings): Promise<void> {
+/** The `-c` options every git call runs with: nothing git may reach or run beyond the remote given. */
+function gitConfig(remote: GitRemote | undefined): string[] {
+  const options = [
+    'protocol.allow=never',
+    'http.followRedirects=false',
+    'credential.helper=',
+    'core.askPass=',
+    'core.hooksPath=/dev/null',
+    // Keep what a fetch receives as one pack written as it arrives (never loose objects held in
+    // memory until complete), so the work folder's size follows the download.
+    'fetch.unpackLimit=1',
+  ];
+  if (remote !== undefined) options.push(`protocol.${remote.protocol}.allow=always`);
+  if (remote?.pin) {
+    const { host, port, addresses } = remote.pin;
+    const listed = addresses.map((address) => (address.includes(':') ? `[${address}]` : address)).join(',');
+    options.push(`http.curloptResolve=${host}:${port}:${listed}`);
+  }
+  return options.flatMap((option) => ['-c', option]);
+}
+
+function gitEnv(cacheDir: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const name of GIT_ENV_PASSED) if (process.env[name] !== undefined) env[name] = process.env[name];
+  return {
+    ...env,
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_CONFIG_GLOBAL: '/dev/null',
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_PROTOCOL_FROM_USER: '0',
+    // ls-remote runs in the cache folder: no repository above it lends git its configuration.
+    GIT_CEILING_DIRECTORIES: dirname(cacheDir),
+  };
+}
+
+async function git(args: string[], settings: StageSettings, call: GitCall = {}): Promise<{ stdout: string }> {
+  const step = args[0] === '-C' ? (args[2] ?? '') : (args[0] ?? '');
+  const failure = (detail: string): string =>
+    `git ${step} failed${call.source ? ` for ${call.source.raw}` : ''}: ${detail}`;
+  const result = await runGit([...gitConfig(call.remote), ...args], settings, call.watch);
+  if (result.outgrew !== null && call.watch) {
+    throw new PermanentPluginError(
+      `${call.source?.raw ?? 'plugin source'}: git ${step} stopped: its work folder passed ${call.watch.limit} bytes ` +
+        `(${FETCH_SIZE_FACTOR} times the plugin size cap of ${call.watch.cap} bytes, WL_PLUGIN_MAX_BYTES); ` +
+        `a plugin, or the repository holding its sub-path, must fit the cap`,
+    );
+  }
+  if (result.error === null) return { stdout: result.stdout };
+  if (result.overflowed) throw new PermanentPluginError(failure(result.error));
+  const stderr = result.stderr.trim();
+  const message = failure(stderr || result.error);
+  // Redirects are not followed: the source must name where the repository is.
+  if (/returned error: 30[12378]/.test(stderr))
+    throw new PermanentPluginError(`${message} (redirects are not followed: declare the URL the server redirects to)`);
+  // A repository that does not exist will not appear by retrying; network trouble may pass.
+  if (
+    /does not appear to be a git repository|repository .* not found|not found|transport '.*' not allowed/i.test(stderr)
+  )
+    throw new PermanentPluginError(message);
+  throw new Error(message);
+}
+
+interface GitRun {
+  stdout: string;
+  stderr: string;
+  /** Why git failed (exit status, signal, timeout, output too large), or null. */
+  error: string | null;
+  /** The work folder's size when it passed the watch limit, or null. */
+  outgrew: number | null;
+  /** Git printed more than MAX_GIT_STDOUT (a remote advertising that much is not a plugin's). */
+  overflowed: boolean;
+}
+
+/** Runs git with bounded output and time; with a watch, kills it once the folder outgrows the limit. */
+function runGit(args: string[], settings: StageSettings, watch?: { dir: string; limit: number }): Promise<GitRun> {
+  return new Promise((resolve) => {
+    // Its own process group, so that stopping it stops the helpers it runs too (git-remote-http,
+    // index-pack), which would otherwise go on writing until they noticed.
+    const child = spawn('git', args, {
+      cwd: settings.cacheDir,
+      env: gitEnv(settings.cacheDir),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const stdout: Buffer[] = [];
+    let stdoutBytes = 0;
+    let stderr = '';
+    let error: string | null = null;
+    let outgrew: number | null = null;
+    let overflowed = false;
+    const stop = (why: string): void => {
+      error ??= why;
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdoutBytes += chunk.length;
+      if (stdoutBytes > MAX_GIT_STDOUT) {
+        overflowed = true;
+        return stop(`its output passed ${MAX_GIT_STDOUT} bytes`);
+      }
+      stdout.push(chunk);
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString('utf8')).slice(-MAX_GIT_STDERR);
+    });
+    const timer = setTimeout(() => stop(`timed out after ${settings.fetchTimeoutMs} ms`), settings.fetchTimeoutMs);
+    let measuring = false;
+    const measure = async (): Promise<void> => {
+      if (watch === undefined || measuring) return;
+      measuring = true;
+      const size = await folderSize(watch.dir);
+      measuring = false;
+      if (size > watch.limit) {
+        outgrew ??= size;
+        stop(`its work folder passed ${watch.limit} bytes`);
+      }
+    };
+    const poll = watch === undefined ? undefined : setInterval(() => void measure(), WATCH_EVERY_MS);
+    child.on('error', (err) => stop(err.message));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      clearInterval(poll);
+      if (error === null && code !== 0) error = signal === null ? `exit status ${code}` : `killed by ${signal}`;
+      // A step that finished between two measurements is measured once more: the limit holds however fast git was.
+      void (watch === undefined || outgrew !== null ? Promise.resolve(0) : folderSize(watch.dir)).then((size) => {
+        if (watch !== undefined && outgrew === null && size > watch.limit) outgrew = size;
+        resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr, error, outgrew, overflowed });
+      });
+    });
+  });
+}
+
+/** Bytes in the regular files under `dir`, links not followed; what vanishes meanwhile counts nothing. */
+async function folderSize(dir: string): Promise<number> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  let total = 0;
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    total += await lstat(join(entry.parentPath, entry.name)).then(
+      (info) => info.size,
+      () => 0,
+    );
+  }
+  return total;
+}
+
+/** The tree must carry a plugin.yaml, within its cap, whose name is the declared name. */
+async function validateManifest(root: string, tree: PluginTree, name: string, raw: string): Promise<void> {
+  const size = tree.files.find((file) => file.path === MANIFEST_FILE)?.size ?? 0;
+  if (size > MAX_MANIFEST_BYTES)
+    throw new PermanentPluginError(
+      `${raw}: ${MANIFEST_FILE} is ${size} bytes, past the cap of ${MAX_MANIFEST_BYTES} bytes for a manifest`,
+    );
   const manifest = await readManifest(join(root, MANIFEST_FILE));
   if (manifest === null) throw new PermanentPluginError(`${raw}: no ${MANIFEST_FILE} at the plugin root`);
   assertSafePluginName(manifest.name, `${raw}: ${MANIFEST_FILE} name`);
   if (manifest.name !== name) {
     throw new PermanentPluginError(
       `${raw}: ${MANIFEST_FILE} names the plugin ${JSON.stringify(manifest.name)}, expected ${JSON.stringify(name)}`,
-    );
-  }
-  const bytes = await treeSize(root);
-  if (bytes > settings.maxPluginBytes) {
-    throw new PermanentPluginError(
-      `${raw}: ${bytes} bytes exceeds the plugin size cap of ${settings.maxPluginBytes} bytes`,
     );
   }
 }
@@ -220,43 +452,22 @@ async function publish(from: string, to: string): Promise<void> {
     await rename(from, to);
   } catch (err) {
     // Another stager published the same revision first: theirs is identical.
-    if (!(await exists(to))) throw err;
+    if (!(await cachedEntry(to))) throw err;
   }
 }
 
-async function files(root: string): Promise<string[]> {
-  const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((entry) => entry.isFile())
-    .map((entry) => join(entry.parentPath, entry.name))
-    .sort();
-}
-
-async function treeSize(root: string): Promise<number> {
-  let total = 0;
-  for (const file of await files(root)) total += (await stat(file)).size;
-  return total;
-}
-
-async function treeHash(root: string): Promise<string> {
-  const digest = createHash('sha256');
-  for (const file of await files(root)) {
-    digest
-      .update(relative(root, file))
-      .update('\0')
-      .update(await readFile(file))
-      .update('\0');
-  }
-  return digest.digest('hex');
+/**
+ * Whether the cache holds the entry at `path`: a real folder. Anything else there (a link, a
+ * file) is removed, never followed, and the revision is staged afresh.
+ */
+async function cachedEntry(path: string): Promise<boolean> {
+  const info = await lstat(path).catch(() => null);
+  if (info === null) return false;
+  if (info.isDirectory()) return true;
+  await rm(path, { force: true });
+  return false;
 }
 
 function hash(text: string): string {
   return createHash('sha256').update(text).digest('hex');
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }

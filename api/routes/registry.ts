@@ -3,14 +3,19 @@
  * a revocation also needs the X-Boot-Credential header; see api/tokens.ts): register and
  * heartbeat, relayed to the workspace's workflow as signals (signal-with-start). A heartbeat is
  * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
- * record_heartbeat); the README's "Heartbeats" section has the rule.
+ * record_heartbeat); docs/heartbeats.md has the rule.
  * Auth: the workspace's instance token, or for a register while it has none the boot credential
- * its box was started with (api/tokens.ts).
+ * its box was started with (api/tokens.ts), checked before anything about the workspace is read.
  */
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { effectiveDeliveryMode, registerUrl, type HeartbeatPayload } from '../../workflows/payloads.js';
+import {
+  effectiveDeliveryMode,
+  registerUrl,
+  withRegisterUrl,
+  type HeartbeatPayload,
+} from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
 import { heartbeatSignature } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
@@ -18,14 +23,15 @@ import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
 import { errors } from '../schemas.js';
-import { unsafeUrlReason } from '../ssrf.js';
 import { hashSecret } from '../../db/secrets.js';
 import {
   authorizeRuntime,
   bearerToken,
   BOOT_CREDENTIAL_HEADER,
+  LIVE_TOKEN_EXISTS,
   mintTokenIfNone,
   mintTokenWithBootCredential,
+  UNAUTHENTICATED,
   WRONG_BOOT_CREDENTIAL,
   type RuntimeCall,
 } from '../tokens.js';
@@ -33,35 +39,50 @@ import {
 export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
 
-  /** The workspace's access row, and the hash of the boot credential when one let a register in. */
+  /**
+   * Authenticates the call from its credentials alone (api/tokens.ts), then reads the workspace:
+   * only an authenticated caller learns whether it exists, is removed or has a live token. Returns
+   * its access row, and the hash of the boot credential when one let a register in.
+   */
   async function requireRuntime(
     request: FastifyRequest,
     id: string,
     call: RuntimeCall,
   ): Promise<{ access: WorkspaceAccess; bootCredential?: Buffer; trustOnFirstUse?: true }> {
-    const access = await ctx.requireLiveWorkspace(id);
     const credentials = {
       authorization: request.headers.authorization,
       bootCredential: request.headers[BOOT_CREDENTIAL_HEADER],
     };
     const outcome = await ctx.db(() =>
-      authorizeRuntime(store, id, call, credentials, access.liveTokens, settings.bootstrapWithoutCredential),
+      authorizeRuntime(store, id, call, credentials, settings.bootstrapWithoutCredential),
     );
-    if (!outcome.ok) throw new HttpError(outcome.status, outcome.reason);
+    if (!outcome.ok) {
+      // The holder of a revoked token of this workspace had its token: it is told a removal, so its runtime stops.
+      if (outcome.revokedOwnToken) await ctx.requireLiveWorkspace(id);
+      throw new HttpError(outcome.status, outcome.reason);
+    }
     if (outcome.trustOnFirstUse) {
+      // Anonymous: any workspace it may not bootstrap gets the answer an unknown one gets.
+      const access = await ctx.db(() => store.workspaceAccess(id));
+      if (access === null || access.status === 'removed' || access.liveTokens > 0)
+        throw new HttpError(401, UNAUTHENTICATED);
       request.log.warn(
         { workspaceId: id },
         'register without a boot credential let in (WL_BOOTSTRAP_WITHOUT_CREDENTIAL)',
       );
       return { access, trustOnFirstUse: true };
     }
-    return outcome.bootCredential === undefined ? { access } : { access, bootCredential: outcome.bootCredential };
+    const access = await ctx.requireLiveWorkspace(id);
+    if (outcome.bootCredential === undefined) return { access };
+    if (access.liveTokens > 0) throw new HttpError(401, LIVE_TOKEN_EXISTS);
+    return { access, bootCredential: outcome.bootCredential };
   }
 
   /**
    * One round trip for a heartbeat with a live token of its live workspace: checks both, records
    * the heartbeat in the ledger and says whether to forward it. Anything else goes the long way
-   * (requireRuntime), which gives the exact answer: 404, 401 or 403.
+   * (requireRuntime), which gives the exact answer: 401 or 403 from the credentials alone, then
+   * 404 for its own removed workspace.
    */
   async function recordHeartbeat(request: FastifyRequest, beat: HeartbeatPayload): Promise<HeartbeatRecord> {
     const bearer = bearerToken(request.headers.authorization);
@@ -104,26 +125,26 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       ctx.admitted(async () => {
         const body = request.body;
         const { access, bootCredential, trustOnFirstUse } = await requireRuntime(request, body.id, 'register');
-        // The workflow's rule decides the mode, over the mode it last projected (no worker needed);
-        // the API checks the URL that mode needs. A workspace projected by a run from before the
-        // mode was projected has none stored: the workflow itself says (that needs a worker).
+        // The workflow's rule decides the mode, over the mode it last projected (no worker needed):
+        // push mode needs a URL. A workspace projected by a run from before the mode was projected
+        // has none stored: the workflow itself says (that needs a worker).
         const unknown = body.delivery_mode === undefined && access.deliveryMode === null && access.projected;
         const stored = unknown ? (await ctx.queryState(body.id)).deliveryMode : access.deliveryMode;
         const deliveryMode = effectiveDeliveryMode(body.delivery_mode, stored, access.external);
-        if (deliveryMode === 'push') {
-          const { url, field } = registerUrl(body);
-          if (url === '')
-            throw badRequest('url is required for push-mode workspaces', [
-              { field: 'body.url', problem: 'is required in push mode (set url or agent_card.url)' },
-            ]);
-          const reason = await unsafeUrlReason(url, settings.urlPolicy);
-          if (reason !== null) throw badRequest(`unsafe body.${field}`, [{ field: `body.${field}`, problem: reason }]);
-        }
+        // The URL the workflow will store, whatever the mode, passes the URL guard, and the
+        // workflow is given the normalised form the guard checked: one spelling, parsed once.
+        const { url, field } = registerUrl(body);
+        if (deliveryMode === 'push' && url === '')
+          throw badRequest('url is required for push-mode workspaces', [
+            { field: 'body.url', problem: 'is required in push mode (set url or agent_card.url)' },
+          ]);
+        const register =
+          url === '' ? body : withRegisterUrl(body, (await ctx.checkRuntimeUrl(url, `body.${field}`)).href);
         const relay = {
           taskQueue: settings.taskQueue,
           start: () => Promise.resolve(ctx.startInput(body.id, access.external)),
         };
-        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', body, relay), SIGNAL);
+        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', register, relay), SIGNAL);
         // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
         await store
           .noteRegister(body.id)

@@ -16,7 +16,7 @@ import {
   workspaceWorkflowId,
 } from '../../workflows/definitions.js';
 import { workspaceStartMetadata } from '../../workflows/operator-view.js';
-import { workspaceIdSchema } from '../payload-schemas.js';
+import { safeText, workspaceIdSchema } from '../payload-schemas.js';
 import { statuses, type WorkspaceState } from '../../workflows/state-machine.js';
 import type { HeartbeatLedger } from '../../db/store.js';
 import { SIGNAL, type ApiContext } from '../context.js';
@@ -108,7 +108,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     async (request, reply) =>
       ctx.admitted(async () => {
         const { id, plugins, initial_status: initialStatus } = request.body;
-        ctx.checkPluginSources(plugins, 'body.plugins');
+        await ctx.checkPluginSources(plugins, 'body.plugins');
         const external = initialStatus === 'awaiting_agent';
         // The row, its plugins and its token in one statement, before the workflow exists: no
         // register can find the workspace without its token already live.
@@ -219,7 +219,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
       ctx.admitted(async () => {
         const id = request.params.id;
         const { plugins } = request.body;
-        ctx.checkPluginSources(plugins, 'body.plugins');
+        await ctx.checkPluginSources(plugins, 'body.plugins');
         await ctx.requireLiveWorkspace(id);
         await ctx.db(() => store.setDeclaredPlugins(id, plugins));
         await ctx.temporal(() => ctx.handle(id).signal(declarePluginsSignal), SIGNAL);
@@ -285,7 +285,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         summary: 'Operator restart; opens the settle window',
         security: [{ bearer: [] }],
         params: idParams,
-        body: z.strictObject({ reason: z.string().min(1).max(500).optional() }).default({}),
+        body: z.strictObject({ reason: safeText(z.string().min(1).max(500)).optional() }).default({}),
         response: {
           202: z.object({ status: z.literal('restart requested') }),
           ...errors(400, 401, 404, 409, 429, 502, 503),
@@ -314,7 +314,11 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         security: [{ bearer: [] }],
         params: idParams,
         body: z
-          .strictObject({ caller: z.string().min(1).max(200).optional(), error: z.string().max(2000).optional() })
+          .strictObject({
+            caller: safeText(z.string().min(1).max(200)).optional(),
+            // The caller's own words for what failed: free text, never stored nor shown.
+            error: z.string().max(2000).optional(),
+          })
           .default({}),
         response: {
           200: z.object({ verdict: z.literal('alive'), detail: z.string() }),

@@ -1,8 +1,8 @@
 -- Up Migration
 
 -- A workspace that is not online or degraded forwarded every heartbeat at once (any can bring
--- it online), except right after a register. When the workflows lag (a fleet starting at once:
--- 10,000 workspaces, each about six tasks to set up), every still-provisioning workspace then
+-- it online), except right after a register. When the workflows lag (a whole fleet starting at
+-- once, each workspace several tasks to set up), every still-provisioning workspace then
 -- sent one urgent signal per heartbeat, each adding work to the server that was already behind,
 -- while the API held its answer for the slow signal and refused the rest with 429.
 --

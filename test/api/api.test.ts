@@ -14,11 +14,12 @@ import { BOOT_CREDENTIAL_FILE } from '../../activities/box/driver.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { defaultAdmissionSettings } from '../../api/admission.js';
-import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
-import { newInstanceToken } from '../../api/tokens.js';
+import { buildApi, type ApiSettings } from '../../api/server.js';
+import { newInstanceToken, REVOKED_TOKEN, UNAUTHENTICATED, WRONG_BOOT_CREDENTIAL } from '../../api/tokens.js';
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
+import { apiTestActivities, closeApiTest, TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { FakeActivities } from '../helpers/fake-activities.js';
 import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
@@ -26,7 +27,7 @@ import { heartbeatPayload } from '../helpers/payloads.js';
 import { connectTestStore, ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
-const ADMIN = 'test-admin-token-0123456789';
+const ADMIN = TEST_ADMIN_TOKEN;
 let env: TestWorkflowEnvironment;
 let store: Store;
 let worker: Worker;
@@ -36,20 +37,7 @@ let fake: FakeActivities;
 const taskQueue = uniqueId('api-tests');
 
 function settings(overrides: Partial<ApiSettings> = {}): ApiSettings {
-  return {
-    ...defaultApiSettings,
-    adminToken: ADMIN,
-    taskQueue,
-    logLevel: 'silent',
-    sources: {
-      giteaBaseUrl: 'https://git.example.test',
-      githubBaseUrl: 'https://github.example.test',
-      allowUnpinned: false,
-      sourceHosts: ['plugins.example.test'],
-      fileRoots: ['/srv/plugins'],
-    },
-    ...overrides,
-  };
+  return testApiSettings(taskQueue, { sourceHosts: ['plugins.example.test'] }, overrides);
 }
 
 beforeAll(async () => {
@@ -57,23 +45,12 @@ beforeAll(async () => {
   // Its own database: the bad-input table asserts that no row was written anywhere.
   store = await connectTestStore('api');
   fake = new FakeActivities();
-  // Box activities are mocked; the projection and token revocation are the real store's.
-  worker = await createWorker(env, taskQueue, {
-    ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
-    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
-  });
+  worker = await createWorker(env, taskQueue, apiTestActivities(fake, store));
   running = worker.run();
   api = await buildApi(env.client, store, settings());
 });
 
-afterAll(async () => {
-  await api.close();
-  worker.shutdown();
-  await running;
-  await env.teardown();
-  await store.close();
-});
+afterAll(() => closeApiTest({ api, worker, running, env, store }));
 
 const admin = { authorization: `Bearer ${ADMIN}` };
 const agentUrl = 'http://93.184.216.34:8000'; // a public address literal: passes the SSRF check without DNS
@@ -149,7 +126,7 @@ describe('runtime endpoints', () => {
 
     const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
     const s = await waitForState(handle, (x) => x.counters.registers === 1);
-    expect(s).toMatchObject({ status: 'online', url: agentUrl });
+    expect(s).toMatchObject({ status: 'online', url: new URL(agentUrl).href }); // stored normalised
     const got = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(got.statusCode).toBe(200);
     // Right after a register, a heartbeat that changes nothing is only recorded in the ledger.
@@ -388,6 +365,97 @@ describe('runtime endpoints', () => {
     expect(await heartbeat({ authorization: `Bearer ${a.token}` })).toBe(200);
   });
 
+  it('a call without valid credentials gets one answer whatever the id names, and reads nothing about the workspace', async () => {
+    // The ids: unknown, live with a token, registered then revoked (bootstrap), removed.
+    const live = await createWorkspace();
+    const revoked = await createWorkspace();
+    await store.revokeInstanceTokens(revoked.id);
+    await giveBootCredential(store, revoked.id);
+    const removed = await createWorkspace();
+    expect((await api.inject({ method: 'DELETE', url: `/workspaces/${removed.id}`, headers: admin })).statusCode).toBe(
+      202,
+    );
+    const ids = [uniqueId('api-nobody'), live.id, revoked.id, removed.id];
+    // Which store methods each call reaches, through an API of its own over a recording store.
+    const reached: string[] = [];
+    const recording = new Proxy(store, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          reached.push(String(property));
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const watched = await buildApi(env.client, recording, settings());
+    const wrongToken = `Bearer ${'W'.repeat(43)}`;
+    const credentialSets: [string, Record<string, string>, string[]][] = [
+      ['none', {}, []],
+      ['a malformed bearer', { authorization: 'Bearer short' }, []],
+      ['a wrong token', { authorization: wrongToken }, ['tokenOwner']],
+      ['a wrong boot credential', { 'x-boot-credential': 'B'.repeat(43) }, ['bootCredentialOwners']],
+      ['a malformed boot credential', { 'x-boot-credential': 'no' }, []],
+    ];
+    try {
+      for (const [what, headers, register] of credentialSets) {
+        const answers = new Set<string>();
+        for (const id of ids) {
+          reached.length = 0;
+          const reg = await watched.inject({
+            method: 'POST',
+            url: '/registry/register',
+            headers,
+            payload: registerBody(id),
+          });
+          answers.add(`register ${reg.statusCode} ${reg.body}`);
+          expect({ what, id, reached: [...reached] }).toEqual({ what, id, reached: register });
+          reached.length = 0;
+          const hb = await watched.inject({
+            method: 'POST',
+            url: '/registry/heartbeat',
+            headers,
+            payload: heartbeatPayload(id),
+          });
+          answers.add(`heartbeat ${hb.statusCode} ${hb.body}`);
+          // The heartbeat's one round trip checks the token first; the long way reads it again.
+          const beat = headers.authorization === wrongToken ? ['recordHeartbeat', 'tokenOwner'] : [];
+          expect({ what, id, reached: [...reached] }).toEqual({ what, id, reached: beat });
+        }
+        // One register answer and one heartbeat answer for the four ids, each a 401.
+        expect({ what, answers: [...answers].map((a) => a.split(' ').slice(0, 2).join(' ')) }).toEqual({
+          what,
+          answers: ['register 401', 'heartbeat 401'],
+        });
+      }
+    } finally {
+      await watched.close();
+    }
+  });
+
+  it('a live token of one workspace is 403 for any other id, whether it exists or not', async () => {
+    const a = await createWorkspace();
+    const b = await createWorkspace();
+    const bearer = { authorization: `Bearer ${a.token}` };
+    const answers = new Set<string>();
+    for (const id of [b.id, uniqueId('api-nobody')]) {
+      const hb = await api.inject({
+        method: 'POST',
+        url: '/registry/heartbeat',
+        headers: bearer,
+        payload: heartbeatPayload(id),
+      });
+      const reg = await api.inject({
+        method: 'POST',
+        url: '/registry/register',
+        headers: bearer,
+        payload: registerBody(id),
+      });
+      answers.add(`${hb.statusCode} ${hb.body}`).add(`${reg.statusCode} ${reg.body}`);
+    }
+    expect([...answers]).toEqual(['403 {"error":"token belongs to another workspace"}']);
+  });
+
   it('dead detection revokes the token: the workspace is back in bootstrap and its next register, with the boot credential, mints a new one', async () => {
     const { id, token } = await createWorkspace();
     fake.probeScript.set(id, ['not-running']);
@@ -410,9 +478,13 @@ describe('runtime endpoints', () => {
     await expect.poll(() => store.liveTokenCount(id)).toBe(0);
 
     // Bootstrap is for a register only: a heartbeat with the revoked token, or with none, is 401
-    // and never reaches the workflow.
+    // and never reaches the workflow. The revoked token's holder is told it was revoked.
     const heartbeatsBefore = (await state(id)).counters.heartbeats;
-    for (const headers of [{ authorization: `Bearer ${token}` }, {}]) {
+    const answers: [Record<string, string>, string][] = [
+      [{ authorization: `Bearer ${token}` }, REVOKED_TOKEN],
+      [{}, UNAUTHENTICATED],
+    ];
+    for (const [headers, error] of answers) {
       const hb = await api.inject({
         method: 'POST',
         url: '/registry/heartbeat',
@@ -420,13 +492,13 @@ describe('runtime endpoints', () => {
         payload: heartbeatPayload(id),
       });
       expect(hb.statusCode, hb.body).toBe(401);
-      expect(hb.json()).toEqual({ error: 'the workspace has no live token: register first' });
+      expect(hb.json()).toEqual({ error });
     }
     expect((await state(id)).counters.heartbeats).toBe(heartbeatsBefore);
 
     // The old token no longer counts, and neither does a register without a credential: the
     // restarted runtime registers with the boot credential its box was started with, and gets a new token.
-    for (const headers of [{ authorization: `Bearer ${token}` }, {}]) {
+    for (const [headers, error] of answers) {
       const refused = await api.inject({
         method: 'POST',
         url: '/registry/register',
@@ -434,9 +506,7 @@ describe('runtime endpoints', () => {
         payload: registerBody(id),
       });
       expect(refused.statusCode, refused.body).toBe(401);
-      expect(refused.json<{ error: string }>().error).toMatch(
-        /^the workspace has no live token: register with the boot/,
-      );
+      expect(refused.json()).toEqual({ error });
     }
     const reg = await api.inject({
       method: 'POST',
@@ -455,11 +525,11 @@ describe('runtime endpoints', () => {
     expect(await store.liveTokenCount(id)).toBe(1);
   });
 
-  it('heartbeat and register for an unknown or removed workspace are 404, and start nothing', async () => {
+  it('heartbeat and register for an unknown workspace are 401, for a removed one 404 to its own token, and start nothing', async () => {
     const unknown = uniqueId('api-unknown');
     const hb = await api.inject({ method: 'POST', url: '/registry/heartbeat', payload: heartbeatPayload(unknown) });
-    expect(hb.statusCode).toBe(404);
-    expect(hb.json()).toEqual({ error: `unknown workspace ${unknown}` });
+    expect(hb.statusCode).toBe(401);
+    expect(hb.json()).toEqual({ error: UNAUTHENTICATED });
     await expect(env.client.workflow.getHandle(workspaceWorkflowId(unknown)).describe()).rejects.toThrow();
 
     const { id, token } = await createWorkspace();
@@ -488,9 +558,6 @@ describe('runtime endpoints', () => {
 });
 
 describe('boot credential', () => {
-  const missing =
-    'the workspace has no live token: register with the boot credential its box was started with ' +
-    '(header X-Boot-Credential, from the file boot-credential in the box)';
   let boxesDir: string;
   let driver: LocalBoxDriver;
   beforeAll(async () => {
@@ -541,11 +608,14 @@ describe('boot credential', () => {
 
   it('after a revocation, a register with no credential, the revoked token or a wrong credential is 401', async () => {
     const { id, token } = await revokedWorkspace();
-    const attempts: Record<string, string>[] = [{}, { authorization: `Bearer ${token}` }];
-    for (const headers of attempts) {
+    const attempts: [Record<string, string>, string][] = [
+      [{}, UNAUTHENTICATED],
+      [{ authorization: `Bearer ${token}` }, REVOKED_TOKEN],
+    ];
+    for (const [headers, error] of attempts) {
       const res = await register(id, headers);
       expect(res.statusCode, res.body).toBe(401);
-      expect(res.json()).toEqual({ error: missing });
+      expect(res.json()).toEqual({ error });
     }
     await restartBox(id);
     const wrong = await register(id, { 'x-boot-credential': 'A'.repeat(43) });
@@ -573,9 +643,10 @@ describe('boot credential', () => {
     expect(fresh).not.toBe(token);
     expect(await store.liveTokenCount(id)).toBe(1);
 
-    // One-time: the same credential again (a token is live now, so it is the bearer rule that refuses).
+    // One-time: the same credential again (consumed as the token was minted).
     const again = await register(id, { 'x-boot-credential': credential });
     expect(again.statusCode, again.body).toBe(401);
+    expect(again.json()).toEqual({ error: WRONG_BOOT_CREDENTIAL });
     // Even once the new token is revoked too.
     await store.revokeInstanceTokens(id);
     const used = await register(id, { 'x-boot-credential': credential });
@@ -636,7 +707,7 @@ describe('boot credential', () => {
       stop.abort();
       await served.close();
     }
-    expect(lines.join('\n')).toContain('register refused (401 the workspace has no live token: register with the boot');
+    expect(lines.join('\n')).toContain(`register refused (401 ${REVOKED_TOKEN})`);
     expect(await store.bootCredentialHash(id)).toBeNull();
   });
 
@@ -797,6 +868,16 @@ describe('workspace management', () => {
     expect(await store.liveTokenCount(id)).toBe(1);
   });
 
+  it('a workspace id of the longest valid length (128) is reachable at its path', async () => {
+    const id = `${'a'.repeat(120)}-${process.pid % 10_000_000}`.slice(0, 128).padEnd(128, 'b');
+    const created = await api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+    expect(created.statusCode, created.body).toBe(201);
+    const view = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    expect(view.statusCode, view.body).toBe(200);
+    const removed = await api.inject({ method: 'DELETE', url: `/workspaces/${id}`, headers: admin });
+    expect(removed.statusCode, removed.body).toBe(202);
+  });
+
   it('a duplicate workspace id is 409 and writes nothing', async () => {
     const { id } = await createWorkspace();
     const before = await rowCounts();
@@ -812,6 +893,8 @@ describe('bad input: a clear error, no signal, no row', () => {
     target = await createWorkspace();
   });
   const big = 'x'.repeat(70 * 1024);
+  /** Arrays nested 20,000 deep: 40 KB of JSON, within the body limit. */
+  const deep = '['.repeat(20_000) + ']'.repeat(20_000);
 
   interface BadCase {
     name: string;
@@ -988,7 +1071,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://169.254.169.254/latest' })),
       status: 400,
-      says: 'body.url: resolves to 169.254.169.254, a link-local, metadata',
+      says: 'body.url: resolves to 169.254.169.254, in 169.254.0.0/16 Link Local',
     },
     {
       name: 'url is loopback',
@@ -1004,7 +1087,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://224.0.0.1/' })),
       status: 400,
-      says: 'multicast',
+      says: 'Multicast',
     },
     {
       name: 'url is IPv6 link-local',
@@ -1012,7 +1095,7 @@ describe('bad input: a clear error, no signal, no row', () => {
       url: () => '/registry/register',
       body: register(() => ({ url: 'http://[fe80::1]:8000/' })),
       status: 400,
-      says: 'link-local',
+      says: 'Link-Local',
     },
     {
       name: 'url is private',
@@ -1023,12 +1106,21 @@ describe('bad input: a clear error, no signal, no row', () => {
       says: 'private',
     },
     {
-      name: 'register for an unknown workspace',
+      name: 'register for an unknown workspace with a token of another',
       method: 'POST',
       url: () => '/registry/register',
       body: register(() => ({ id: 'nobody-here' })),
-      status: 404,
-      says: 'unknown workspace nobody-here',
+      status: 403,
+      says: 'token belongs to another workspace',
+    },
+    {
+      name: 'register for an unknown workspace without a token',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ id: 'nobody-here' })),
+      auth: 'none',
+      status: 401,
+      says: 'missing or invalid credentials',
     },
     {
       name: 'oversized body',
@@ -1112,12 +1204,21 @@ describe('bad input: a clear error, no signal, no row', () => {
       says: 'body.runtime_metadata.capabilities.retry',
     },
     {
-      name: 'heartbeat for an unknown workspace',
+      name: 'heartbeat for an unknown workspace with a token of another',
       method: 'POST',
       url: () => '/registry/heartbeat',
       body: heartbeat({ workspace_id: 'nobody-here' }),
-      status: 404,
-      says: 'unknown workspace',
+      status: 403,
+      says: 'token belongs to another workspace',
+    },
+    {
+      name: 'heartbeat for an unknown workspace without a token',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      body: heartbeat({ workspace_id: 'nobody-here' }),
+      auth: 'none',
+      status: 401,
+      says: 'missing or invalid credentials',
     },
     {
       name: 'admin route without a token',
@@ -1274,6 +1375,110 @@ describe('bad input: a clear error, no signal, no row', () => {
       body: () => ({}),
       status: 400,
       says: 'params.id',
+    },
+    {
+      name: 'a path parameter whose percent-encoding is not UTF-8 (a lone surrogate)',
+      method: 'POST',
+      url: () => '/workspaces/ws%ED%A0%80/restart',
+      body: () => ({}),
+      status: 400,
+      says: 'params: a path parameter is not percent-encoded UTF-8',
+    },
+    {
+      name: 'a path parameter past the router limit',
+      method: 'GET',
+      url: () => `/workspaces/${'a'.repeat(600)}`,
+      status: 400,
+      says: 'params: a path parameter is longer than',
+    },
+    {
+      name: 'plugin source ending in NUL (PostgreSQL cannot store it)',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({ id: 'fresh-nul', plugins: [{ name: 'seo', source: 'gitea://acme/seo#main\u0000' }] }),
+      status: 400,
+      says: 'body.plugins.0.source: must not contain control',
+    },
+    {
+      name: 'git+https plugin source with NUL in its path (the URL parser keeps it)',
+      method: 'POST',
+      url: () => '/workspaces',
+      body: () => ({
+        id: 'fresh-nul-path',
+        plugins: [
+          {
+            name: 'seo',
+            source: 'git+https://plugins.example.test/ac\u0000me/seo.git#0123456789abcdef0123456789abcdef01234567',
+          },
+        ],
+      }),
+      status: 400,
+      says: 'body.plugins.0.source: must not contain control',
+    },
+    {
+      name: 'declared plugin source with an escape sequence',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/plugins`,
+      body: () => ({ plugins: [{ name: 'seo', source: 'gitea://acme/seo#\u001b[2Jmain' }] }),
+      status: 400,
+      says: 'body.plugins.0.source: must not contain control',
+    },
+    {
+      name: 'an SSH box command holding NUL',
+      method: 'PUT',
+      url: (id) => `/workspaces/${id}/box`,
+      body: () => ({
+        driver: 'ssh',
+        host: 'box.example.test',
+        user: 'agent',
+        key_ref: 'fleet-key',
+        host_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHcUu9gOeOeNK4Jc8Q6kG0xB9Z9nC9ZkcdYPh6lqfA8x',
+        root: '/srv/boxes/agent',
+        restart_command: 'systemctl restart agent\u0000',
+        running_command: 'systemctl is-active agent',
+      }),
+      status: 400,
+      says: 'body.restart_command: must not contain control',
+    },
+    {
+      name: 'a restart reason holding a line separator',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/restart`,
+      body: () => ({ reason: 'disk full\u2028# Status: online' }),
+      status: 400,
+      says: 'body.reason: must not contain control',
+    },
+    {
+      name: 'a dispatch-failed caller holding NUL',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/dispatch-failed`,
+      body: () => ({ caller: 'a2a\u0000' }),
+      status: 400,
+      says: 'body.caller: must not contain control',
+    },
+    {
+      name: 'register with a URL holding a control character',
+      method: 'POST',
+      url: () => '/registry/register',
+      body: register(() => ({ url: 'http://93.184.216.34:8000/\u0001' })),
+      status: 400,
+      says: 'body.url',
+    },
+    {
+      name: 'register with an agent card nested past the limit',
+      method: 'POST',
+      url: () => '/registry/register',
+      raw: `{"id": "deep-card", "agent_card": {"name": "deep", "extra": ${deep}}}`,
+      status: 400,
+      says: 'body.agent_card: Too deep',
+    },
+    {
+      name: 'heartbeat with an agent card nested past the limit',
+      method: 'POST',
+      url: () => '/registry/heartbeat',
+      raw: `{"workspace_id": "deep-card", "agent_card": {"skills": [${deep}]}}`,
+      status: 400,
+      says: 'body.agent_card: Too deep',
     },
   ];
 

@@ -3,10 +3,11 @@
  * Temporal address): it brings up the dev server with the Web UI, the embedded database, the
  * worker and the API, prints their URLs, stops everything on Ctrl-C, and a second run over the
  * same data folder, as one from before (its dev server database another version made), finds the
- * workspace the first one created, recreated from the database.
+ * workspace the first one created, recreated from the database. The secrets it keeps there (the
+ * admin token, the SSH keys) are its user's alone, even in a data folder others could read before.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,6 +76,7 @@ describe('npm start', () => {
     const first = await start();
     let runtimeToken = '';
     const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8');
+    expect(statSync(join(dataDir, 'admin-token')).mode & 0o777).toBe(0o600);
     const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
     try {
       expect(first.output()).toContain(`start: Web UI     ${first.ui}`);
@@ -100,10 +102,17 @@ describe('npm start', () => {
     // The next run over a data folder from before: its dev server database was made by a version
     // that did not record itself, so it is moved aside. The workspace is still there, in the
     // database and, recreated from it, in Temporal; its runtime's register (with the token it got
-    // at creation) brings it online with a reconcile.
+    // at creation) brings it online with a reconcile. Its secrets were readable by others (made
+    // by hand, or before the modes were set).
     rmSync(join(dataDir, 'temporal.db.server'));
+    chmodSync(dataDir, 0o755);
+    chmodSync(join(dataDir, 'admin-token'), 0o644);
+    mkdirSync(join(dataDir, 'ssh-keys'), { mode: 0o755 });
+    chmodSync(join(dataDir, 'ssh-keys'), 0o755);
     const second = await start();
     try {
+      const mode = (path: string): string => (statSync(join(dataDir, path)).mode & 0o777).toString(8);
+      expect([mode('.'), mode('admin-token'), mode('ssh-keys')]).toEqual(['700', '600', '700']);
       expect(second.output()).toContain('was made by another dev server version');
       // The generated admin token is new.
       const token = readFileSync(join(dataDir, 'admin-token'), 'utf8');

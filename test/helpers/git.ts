@@ -45,6 +45,7 @@ export function localSourceSettings(root: string, maxPluginBytes: number): Sourc
     allowUnpinned: false,
     sourceHosts: null,
     fileRoots: [root],
+    urlPolicy: { allowLoopback: false, allowPrivate: false },
     cacheDir: join(root, 'cache'),
     pluginsDir: join(root, 'plugins'),
     maxPluginBytes,

@@ -27,29 +27,15 @@ import { connectTestStore, ensureWorkspace } from '../helpers/postgres.js';
 import type { Store } from '../../db/store.js';
 import type { SourceSettings } from '../../activities/plugins/source.js';
 import type { StageSettings } from '../../activities/plugins/stage.js';
-import { freePort, keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../../scripts/sshd.js';
+import { freePort, keygen } from '../../scripts/sshd.js';
+import { failure } from '../helpers/failure.js';
+import { startTestSshd } from '../helpers/sshd.js';
 import { BOX_RUNTIME_SCRIPT, boxRuntimeScript } from '../../simulator/ssh.js';
 
 const work = mkdtempSync(join(tmpdir(), 'wl-ssh-test-'));
-const keyDir = join(work, 'keys');
-mkdirSync(keyDir, { mode: 0o700 });
-
-/** Starts the throwaway sshd trusting one fresh client key; a reason when it cannot. */
-async function startSshd(): Promise<ThrowawaySshd | string> {
-  if (!existsSync(SSHD_PATH)) return `${SSHD_PATH} is missing (bash scripts/sshd.sh installs it)`;
-  const clientPublic = keygen(join(keyDir, 'client'), 'wl-ssh-test');
-  return startThrowawaySshd({ dir: join(work, 'sshd'), authorizedKeys: [clientPublic] });
-}
-
-const started = await startSshd().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
-if (typeof started === 'string') {
-  if (process.env['CI']) {
-    rmSync(work, { recursive: true, force: true });
-    throw new Error(`the SSH driver test needs a real sshd: ${started}`);
-  }
-  console.warn(`skipping the SSH box driver tests: ${started}`);
-}
-const sshd = typeof started === 'string' ? null : started;
+const testSshd = await startTestSshd(work, 'the SSH box driver tests');
+const sshd = testSshd?.sshd ?? null;
+const keyDir = testSshd?.keyDir ?? join(work, 'keys');
 
 // Keys nobody trusts: a client key the box does not authorize, a host key the box does not have.
 const strangerKey = sshd === null ? 'ssh-ed25519 AAAA' : keygen(join(keyDir, 'stranger'), 'wl-ssh-test');
@@ -119,16 +105,6 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-/** The error a call rejects with. */
-async function failure(call: Promise<unknown>): Promise<unknown> {
-  try {
-    await call;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected the call to fail');
-}
-
 function stage(name: string, files: Record<string, string | Buffer>): string {
   const dir = join(work, 'staged', `${name}-${randomBytes(4).toString('hex')}`);
   for (const [path, content] of Object.entries(files)) {
@@ -194,7 +170,7 @@ describe.skipIf(sshd === null)('SSH box driver against a real sshd', () => {
     const gone = { pluginName: 'notes', revision: 'c'.repeat(40), path: join(work, 'staged', 'never-staged') };
     const err = await failure(driver.deliverPlugin('ws-main', gone));
     expect(isPermanentBoxError(err)).toBe(false);
-    expect(String(err)).toMatch(/tar of .*never-staged failed/);
+    expect(String(err)).toMatch(/staged plugin notes at .*never-staged: cannot be read/);
     expect(readFileSync(join(plugins, 'notes', '.revision'), 'utf8')).toBe('b'.repeat(40));
   });
 

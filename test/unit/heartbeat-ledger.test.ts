@@ -223,8 +223,9 @@ describe('heartbeat ledger', () => {
   it('records nothing for an unknown or removed workspace, a revoked token, or a token of another workspace', async () => {
     const a = await workspace();
     const b = await workspace();
+    // The token is checked first: for an id it does not belong to, whether or not it exists.
     expect(await store.recordHeartbeat(a.token, 'nobody-here', steady, EVERY_MS)).toMatchObject({
-      outcome: 'not-found',
+      outcome: 'unauthorized',
     });
     expect(await store.recordHeartbeat(b.token, a.id, steady, EVERY_MS)).toMatchObject({ outcome: 'unauthorized' });
     expect(await store.recordHeartbeat(hashSecret('not-a-real-token-at-all'), a.id, steady, EVERY_MS)).toMatchObject({

@@ -1,4 +1,5 @@
 /** What operators see (search attributes, summary, details) and how we connect and register them. */
+import MarkdownIt from 'markdown-it';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,8 @@ import {
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
   currentDetails,
+  MARKDOWN_LITERAL_MAX,
+  markdownLiteral,
   searchAttributeValues,
   workspaceStartMetadata,
   workspaceStatusKey,
@@ -65,12 +68,12 @@ describe('operator view', () => {
     expect(searchAttributeValues(state)).toEqual({ status: 'provisioning', pluginsPending: 1 });
     const details = currentDetails(state);
     expect(details).toContain('**Plugins:** 3 declared, 1 pending');
-    expect(details).toContain('**Restarts:** 1, last: reconcile delivered 1 plugin(s) (by reconcile at ');
+    expect(details).toContain('**Restarts:** 1, last: ` reconcile delivered 1 plugin(s) ` (by ` reconcile ` at ');
     expect(details).toContain('in flight');
-    expect(details).toContain('Last reconcile failed: beta: repository not found');
-    expect(details).toContain(`| alpha | installed | delivered | ${'a'.repeat(12)} |  |`);
+    expect(details).toContain('Last reconcile failed: ` beta: repository not found `');
+    expect(details).toContain(`| alpha | installed | delivered | \` ${'a'.repeat(12)} \` |  |`);
     // A pipe in an error must not break the table.
-    expect(details).toContain('| beta | failed |  |  | repository \\| not found |');
+    expect(details).toContain('| beta | failed |  |  | ` repository \u00A6 not found ` |');
   });
 
   it('removals and drift repairs: planned while the pass runs (pending, search attribute), then what changed', () => {
@@ -80,7 +83,7 @@ describe('operator view', () => {
     ]);
     expect(searchAttributeValues(running)).toEqual({ status: 'online', pluginsPending: 4 });
     expect(currentDetails(running)).toContain(
-      '**Plugins:** 0 declared, 4 pending (reconcile running: provisioning→online (register), verify: 1 to deliver, 2 to remove, 1 drifted)',
+      '**Plugins:** 0 declared, 4 pending (reconcile running: ` provisioning→online (register) `, verify: 1 to deliver, 2 to remove, 1 drifted)',
     );
     const done = run([
       ...reconciled.slice(0, 1),
@@ -103,8 +106,8 @@ describe('operator view', () => {
     expect(details).toContain(
       'Last reconcile changed the box: 0 delivered, 1 removed, 1 repaired after drift, 0 upgraded',
     );
-    expect(details).toContain(`| alpha | installed | delivered (repaired) | ${'b'.repeat(12)} |  |`);
-    expect(details).toContain('**Restarts:** 1, last: reconcile delivered 1 and removed 1 plugin(s)');
+    expect(details).toContain(`| alpha | installed | delivered (repaired) | \` ${'b'.repeat(12)} \` |  |`);
+    expect(details).toContain('**Restarts:** 1, last: ` reconcile delivered 1 and removed 1 plugin(s) `');
   });
 
   it('a dead declaration shows the verdict and the restart it caused', () => {
@@ -114,8 +117,82 @@ describe('operator view', () => {
       { type: 'verdict', verdict: 'dead', detail: 'restart triggered', requester: 'dispatcher' },
     ]);
     const details = currentDetails(state);
-    expect(details).toContain('**Restarts:** 1, last: dead: not running and no recent heartbeat (by dispatcher');
-    expect(details).toContain('Last verdict: dead, restart triggered (for dispatcher');
+    expect(details).toContain(
+      '**Restarts:** 1, last: ` dead: not running and no recent heartbeat ` (by ` dispatcher `',
+    );
+    expect(details).toContain('Last verdict: dead, ` restart triggered ` (for ` dispatcher `');
+  });
+
+  it('text from runtimes and boxes renders as itself: no link, image, HTML, heading or table row of its own', () => {
+    const hostile = [
+      '[x](javascript:alert(1))',
+      '![](http://evil.example/pixel.png)',
+      '<img src=x onerror=alert(1)>',
+      '<script>alert(1)</script>',
+      '`code` and ``more`` and a lone ` backtick',
+      'restart failed:\n# Status: online\n\n| plugin | status |\n| --- | --- |\n| fake | installed |',
+      '> quote\n- list\n```\nfence',
+      'http://evil.example/ and www.evil.example',
+      '**bold** _em_ ~~gone~~ &lt;entity&gt; &amp;',
+      '\u0000NUL \u001b[31mred\u001b[0m \u2028sep \u202eevil \ud800lone',
+      'trailing backslash \\',
+    ];
+    const md = new MarkdownIt({ html: true, linkify: true });
+    // A URL the payload rules accept (no control characters), markdown all the same.
+    const url = 'http://agent.example/[x](javascript:alert(1))/<img src=x onerror=alert(1)>/`tick`/![](http://evil/)';
+    const state = run([
+      { type: 'register', payload: registerPayload(ID, { url }) },
+      { type: 'restartRequested', reason: hostile[1] ?? '', requester: hostile[3] ?? '' },
+      { type: 'restartFinished', outcome: 'failed', error: hostile[5] ?? '' },
+      {
+        type: 'reconcileFinished',
+        outcome: 'failed',
+        error: hostile[0] ?? '',
+        report: {
+          declared: 1,
+          declaredNames: hostile.map((_, i) => `p${i}`),
+          outcomes: hostile.map((error, i) => ({ name: `p${i}`, status: 'failed' as const, error })),
+        },
+      },
+    ]);
+    expect(state.plugins['p0']?.error).toBe(hostile[0]);
+    const html = md.render(currentDetails(state));
+    // Only the view's own markup: paragraphs, bold, code spans and the plugin table.
+    const tags = new Set([...html.matchAll(/<([a-z0-9]+)/g)].map((m) => m[1]));
+    expect([...tags].sort()).toEqual(['code', 'p', 'strong', 'table', 'tbody', 'td', 'th', 'thead', 'tr']);
+    // The URL, while the workspace is online at it.
+    const online = md.render(currentDetails(run([{ type: 'register', payload: registerPayload(ID, { url }) }])));
+    expect(online).toContain(
+      ' at <code>http://agent.example/[x](javascript:alert(1))/&lt;img src=x onerror=alert(1)&gt;/`tick`/![](http://evil/)</code>',
+    );
+    expect(online).not.toMatch(/<(a|img)\b/);
+    // One row per plugin, five cells each: nothing split a row or made one.
+    const rows = [...html.matchAll(/<tr>([\s\S]*?)<\/tr>/g)].map((m) => (m[1] ?? '').match(/<t[dh]/g)?.length);
+    expect(rows).toEqual(new Array(hostile.length + 1).fill(5));
+
+    for (const text of hostile) {
+      const rendered = md.renderInline(markdownLiteral(text));
+      // One code span holding the text itself (one line, unsafe characters shown as U+FFFD).
+      expect(rendered).toMatch(/^<code>[^<]*<\/code>$/);
+      const shown = rendered
+        .slice('<code>'.length, -'</code>'.length)
+        .replaceAll('&lt;', '<')
+        .replaceAll('&gt;', '>')
+        .replaceAll('&quot;', '"')
+        .replaceAll('&amp;', '&');
+      const expected = text
+        .replace(/\r\n|[\t\n\r\u0085\u2028\u2029]/g, ' ')
+        .replace(/[\p{Cc}\p{Cf}\p{Cs}]/gu, '\uFFFD');
+      expect(shown).toBe(expected);
+    }
+  });
+
+  it('a long value is cut; an empty one shows nothing', () => {
+    const long = 'x'.repeat(MARKDOWN_LITERAL_MAX + 50);
+    expect(markdownLiteral(long)).toBe(`\` ${'x'.repeat(MARKDOWN_LITERAL_MAX)}… \``);
+    expect(markdownLiteral('')).toBe('');
+    expect(markdownLiteral('a|b', 'cell')).toBe('` a\u00A6b `');
+    expect(markdownLiteral('a``b')).toBe('``` a``b ```');
   });
 
   it('start metadata: summary, details naming the plugins, first search attribute values', () => {

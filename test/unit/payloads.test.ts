@@ -10,6 +10,13 @@ import { limits, parseHeartbeat, parseRegister, type Parsed } from '../../workfl
 
 const long = (n: number): string => 'x'.repeat(n);
 
+/** Objects and arrays nested `levels` deep (the outer one counts). */
+const nested = (levels: number): unknown => {
+  let value: unknown = 'leaf';
+  for (let level = 0; level < levels; level++) value = level % 2 === 0 ? [value] : { deeper: value };
+  return value;
+};
+
 /** Values of every JSON type, plus those that sit on a limit. */
 const probes: unknown[] = [
   undefined,
@@ -32,6 +39,18 @@ const probes: unknown[] = [
   'http://agent.example:8000',
   'ftp://agent.example',
   'https://',
+  // Control and format characters, separators and a lone surrogate: refused in a URL or an id,
+  // accepted in free text.
+  'x\u0000y',
+  'x\u001b[31my',
+  'x\u2028y',
+  'x\ud800y',
+  'x\u202ey',
+  'http://agent.example:8000/\u0000',
+  'http://agent.example:8000/a\u0085b',
+  'http://agent.example:8000/\u2028',
+  'http://agent.example:8000/\udc00',
+  'http://agent.\u200bexample:8000/',
   long(64),
   long(65),
   [],
@@ -77,11 +96,19 @@ function agree(
 }
 
 const card = { name: 'agent', description: 'd', version: '1', url: 'http://agent.example:8000', skills: [{ id: 's' }] };
-const cardVariants = variants(card, ['name', 'description', 'version', 'url', 'skills'], {
+const cardVariants = variants(card, ['name', 'description', 'version', 'url', 'skills', 'extra'], {
   name: [long(limits.cardName), long(limits.cardName + 1)],
   description: [long(limits.cardDescription), long(limits.cardDescription + 1)],
   url: [`http://a/${long(limits.urlLength - 9)}`, `http://a/${long(limits.urlLength - 8)}`],
-  skills: [new Array(limits.cardSkills).fill(1), new Array(limits.cardSkills + 1).fill(1)],
+  // The card is level 1, its skills level 2: at the depth limit, past it, and far past it.
+  skills: [
+    new Array(limits.cardSkills).fill(1),
+    new Array(limits.cardSkills + 1).fill(1),
+    [nested(limits.cardDepth - 2)],
+    [nested(limits.cardDepth - 1)],
+    [nested(20_000)],
+  ],
+  extra: [nested(limits.cardDepth - 1), nested(limits.cardDepth), nested(20_000)],
 });
 
 describe('the workflow and the API validate payloads alike', () => {
@@ -149,6 +176,25 @@ describe('the workflow and the API validate payloads alike', () => {
       ok: false,
       reason: 'agent_card.url: must be an http(s) URL; delivery_mode: Invalid option: expected one of "push"|"poll"',
     });
+    expect(
+      parseRegister({ id: 'ws-1', url: 'http://agent.example/\u0000', agent_card: { extra: nested(33) } }),
+    ).toEqual({
+      ok: false,
+      reason:
+        'agent_card: Too deep: expected objects and arrays nested at most 32 levels; ' +
+        'url: must not contain control or format characters, line separators or lone surrogates',
+    });
+    for (const [payload, schema] of [
+      [{ id: 'ws-1', url: 'http://agent.example/\u0000', agent_card: {} }, registerPayloadSchema],
+      [{ id: 'ws-1', agent_card: { skills: [nested(20_000)] } }, registerPayloadSchema],
+      [{ workspace_id: 'ws-1', agent_card: { url: 'http://a\u2028b' } }, heartbeatPayloadSchema],
+    ] as const)
+      expect(schema.safeParse(payload).success).toBe(false);
+    // Free text from a runtime is taken as sent, whatever it holds.
+    const text = 'x\u0000\u001b[31m\u2028\ud800<img src=x onerror=alert(1)>';
+    const beat = { workspace_id: 'ws-1', sample_error: text, current_task: text, agent_card: { name: text } };
+    expect(parseHeartbeat(beat)).toMatchObject({ ok: true, value: beat });
+    expect(heartbeatPayloadSchema.parse(beat)).toMatchObject(beat);
     expect(parseHeartbeat('beat')).toEqual({
       ok: false,
       reason: '(body): Invalid input: expected object, received string',

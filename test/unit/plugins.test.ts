@@ -28,6 +28,7 @@ const settings: SourceSettings & StageSettings = {
   allowUnpinned: false,
   sourceHosts: null,
   fileRoots: ['/srv/repos', root],
+  urlPolicy: { allowLoopback: false, allowPrivate: false },
   cacheDir: join(root, 'cache'),
   pluginsDir: join(root, 'plugins'),
   maxPluginBytes: 64 * 1024,
@@ -49,7 +50,8 @@ describe('plugin sources', () => {
     ['git+https://host.test/x/linter.git#sha:0123', 'linter', 'https://host.test/x/linter.git', '0123', null],
     ['git+file:///srv/repos/fmt.git#main', 'fmt', 'file:///srv/repos/fmt.git', 'main', null],
   ])('%s → %s', (raw, name, url, ref, subpath) => {
-    expect(parsePluginSource(raw, settings)).toEqual({ kind: 'git', raw, url, ref, subpath, name });
+    const origin = raw.startsWith('git+') ? 'declared' : 'base-url';
+    expect(parsePluginSource(raw, settings)).toEqual({ kind: 'git', raw, url, ref, subpath, name, origin });
   });
 
   it('local:// and bare names are local plugins', () => {

@@ -271,7 +271,7 @@ describe('operator view', () => {
     await waitForState(handle, (s) => s.status === 'provisioning' && !s.restart.inFlight);
     expect((await handle.describe()).typedSearchAttributes.get(workspaceStatusKey)).toBe('provisioning');
     expect((await handle.query(workflowMetadataQuery)).currentDetails).toContain(
-      '**Restarts:** 1, last: operator drill (by operator',
+      '**Restarts:** 1, last: ` operator drill ` (by ` operator `',
     );
   });
 });
