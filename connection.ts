@@ -7,7 +7,7 @@
  */
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { ConnectionOptions } from '@temporalio/client';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { NativeConnectionOptions } from '@temporalio/worker';
 import { encodeSearchAttributeIndexedValueType } from '@temporalio/common/lib/search-attributes.js';
 import { searchAttributeKeys } from './workflows/operator-view.js';
@@ -105,6 +105,27 @@ export function devServerTaskQueuePartitions(dbFile: string): number {
   if (existsSync(dbFile)) return CLI_TASK_QUEUE_PARTITIONS;
   writeFileSync(recorded, `${DEV_SERVER_TASK_QUEUE_PARTITIONS}\n`);
   return DEV_SERVER_TASK_QUEUE_PARTITIONS;
+}
+
+/**
+ * Makes `dbFile` one the dev server of `serverVersion` can open, and returns where a file it
+ * cannot open was moved, or null. The dev server sets up the schema of a new database file and
+ * never migrates one, so a file another version made (its version is kept beside it, in
+ * `<dbFile>.server`; a file without it predates the record) is moved aside with the files that
+ * belong to it, and the next start makes a new one. The workspaces it ran are then recreated from
+ * the service's database (scripts/recreate-workspaces.ts).
+ */
+export function retireForeignDevServerDatabase(dbFile: string, serverVersion: string): string | null {
+  const recorded = `${dbFile}.server`;
+  const madeBy = existsSync(recorded) ? readFileSync(recorded, 'utf8').trim() : 'unrecorded';
+  let movedTo: string | null = null;
+  if (existsSync(dbFile) && madeBy !== serverVersion) {
+    movedTo = `${dbFile}.${madeBy}-${Date.now()}`;
+    for (const suffix of ['', '-wal', '-shm', '.partitions', '.server'])
+      if (existsSync(dbFile + suffix)) renameSync(dbFile + suffix, movedTo + suffix);
+  }
+  if (!existsSync(dbFile)) writeFileSync(recorded, `${serverVersion}\n`);
+  return movedTo;
 }
 
 /**

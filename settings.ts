@@ -20,6 +20,13 @@ export class SettingsError extends Error {
   override readonly name = 'SettingsError';
 }
 
+/** Which worker deployment version a worker polls as (docs/versioning.md). */
+export interface WorkerVersioningSettings {
+  deploymentName: string;
+  /** Unset: derived from the workflow code (worker.ts workerVersion). */
+  buildId: string | undefined;
+}
+
 /** The worker's settings. */
 export interface WorkerSettings {
   temporal: TemporalSettings;
@@ -42,6 +49,8 @@ export interface WorkerSettings {
   workflowHeapMb: number | null;
   /** Where the SSH box driver finds the private key files workspaces' box settings name. */
   sshKeyDir: string;
+  /** Null: an unversioned worker, for servers without worker deployments (the time-skipping test server). */
+  versioning: WorkerVersioningSettings | null;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -60,6 +69,7 @@ export interface Settings {
   sources: SourceSettings & StageSettings;
   maxCachedWorkflows: number;
   workflowHeapMb: number | null;
+  versioning: WorkerVersioningSettings | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -88,6 +98,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     maxCachedWorkflows: integer(env, 'WL_WORKER_MAX_CACHED_WORKFLOWS', 10_000, 2),
     workflowHeapMb:
       env['WL_WORKER_WORKFLOW_HEAP_MB'] === '0' ? null : integer(env, 'WL_WORKER_WORKFLOW_HEAP_MB', 1536, 256),
+    versioning: versioningFromEnv(env),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -154,6 +165,32 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     maxCachedWorkflows: settings.maxCachedWorkflows,
     workflowHeapMb: settings.workflowHeapMb,
     sshKeyDir: settings.sshKeyDir,
+    versioning: settings.versioning,
+  };
+}
+
+/** The deployment every worker of this service belongs to, unless WL_WORKER_DEPLOYMENT names another. */
+export const DEFAULT_WORKER_DEPLOYMENT = 'workspace-lifecycle';
+
+/**
+ * WL_WORKER_VERSIONING (`true` by default; `false`: an unversioned worker), WL_WORKER_DEPLOYMENT
+ * and WL_WORKER_BUILD_ID. A deployment name or build id holds letters, digits, '-' and '_'.
+ */
+export function versioningFromEnv(env: NodeJS.ProcessEnv): WorkerVersioningSettings | null {
+  const flag = env['WL_WORKER_VERSIONING'] ?? 'true';
+  if (flag !== 'true' && flag !== 'false')
+    throw new SettingsError(`WL_WORKER_VERSIONING must be true or false, got ${JSON.stringify(flag)}`);
+  if (flag === 'false') return null;
+  const name = (variable: string): string | undefined => {
+    const value = env[variable];
+    if (value === undefined || value === '') return undefined;
+    if (!/^[A-Za-z0-9_-]{1,200}$/.test(value))
+      throw new SettingsError(`${variable} must be 1-200 letters, digits, '-' or '_', got ${JSON.stringify(value)}`);
+    return value;
+  };
+  return {
+    deploymentName: name('WL_WORKER_DEPLOYMENT') ?? DEFAULT_WORKER_DEPLOYMENT,
+    buildId: name('WL_WORKER_BUILD_ID'),
   };
 }
 

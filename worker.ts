@@ -1,13 +1,22 @@
 /**
  * The worker: runs workspace workflows and their activities on the task queue. Scale out by
- * running more of these against the same Temporal namespace and database; any worker can
- * serve any workspace. Applies pending database migrations before it starts polling.
+ * running more of these against the same Temporal namespace and database; any worker of a build
+ * can serve any workspace pinned to that build. Applies pending database migrations before it
+ * starts polling.
+ *
+ * Worker Versioning (docs/versioning.md): the worker polls as one version of a worker
+ * deployment, its build id derived from the workflow code it runs. A workspace's run is pinned to
+ * the build that started it and moves to the deployment's current build when it continues as new.
+ * A worker makes its own version current when the deployment has none yet (a first deploy);
+ * otherwise the operator makes a new build current (`npm start` does it for its own worker).
  *
  * `npm run worker` outlives its dependencies: while Temporal or the database cannot be reached
  * at start, or after the worker failed (the SDK stops polling after about a minute of errors),
  * it says why and starts again with backoff, until SIGINT or SIGTERM.
  */
+import type { WorkerDeploymentVersion } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +27,7 @@ import { BoxRouter } from './activities/box/router.js';
 import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
-import { loadSettings, workerSettings, type WorkerSettings } from './settings.js';
+import { loadSettings, workerSettings, type WorkerSettings, type WorkerVersioningSettings } from './settings.js';
 import { bundleInChildProcess } from './workflow-bundle.js';
 
 export interface CreatedWorker {
@@ -26,6 +35,8 @@ export interface CreatedWorker {
   store: Store;
   connection: NativeConnection;
   driver: BoxRouter;
+  /** The deployment version it polls as; null with versioning off. */
+  version: WorkerDeploymentVersion | null;
 }
 
 /**
@@ -88,6 +99,8 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
   const { connectionOptions, namespace } = settings.temporal;
   let connection: NativeConnection | undefined;
   try {
+    const bundleCode = await workflowBundle();
+    const version = settings.versioning === null ? null : workerVersion(settings.versioning, bundleCode.code);
     connection = await NativeConnection.connect(connectionOptions);
     const registered = await ensureSearchAttributes(connection.operatorService, namespace);
     if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
@@ -95,16 +108,83 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       connection,
       namespace,
       taskQueue: settings.taskQueue,
-      workflowBundle: await workflowBundle(),
+      workflowBundle: bundleCode,
       activities: createActivities({ store, driver, sources: settings.sources }),
       maxCachedWorkflows: settings.maxCachedWorkflows,
+      ...(version === null ? {} : { workerDeploymentOptions: pinnedDeployment(version) }),
     });
-    return { worker, store, connection, driver };
+    return { worker, store, connection, driver, version };
   } catch (err) {
     await store.close();
     await connection?.close();
     throw err;
   }
+}
+
+/**
+ * The version a worker polls as: the configured build id, or one derived from the workflow code
+ * (the bundle's SHA-256), so workers running the same workflow code are one version wherever
+ * they run, and any change to it is a new version.
+ */
+export function workerVersion(versioning: WorkerVersioningSettings, bundleCode: string): WorkerDeploymentVersion {
+  const buildId =
+    versioning.buildId ?? `workflows-${createHash('sha256').update(bundleCode).digest('hex').slice(0, 12)}`;
+  return { deploymentName: versioning.deploymentName, buildId };
+}
+
+/** A workspace's run stays on the build that started it; it moves when it continues as new. */
+export function pinnedDeployment(version: WorkerDeploymentVersion) {
+  return { version, useWorkerVersioning: true, defaultVersioningBehavior: 'PINNED' } as const;
+}
+
+/** What became of a request to make a version current. */
+export type MadeCurrent = 'made current' | 'already current' | 'another is current';
+
+const NOT_FOUND = 5;
+const FAILED_PRECONDITION = 9;
+
+/**
+ * Makes `version` its deployment's current version: workspaces created from now on start on it,
+ * and running ones move to it when they next continue as new. With `onlyIfNone`, only when the
+ * deployment has no current version yet. The server knows a version once one of its workers has
+ * polled, so this waits for that, up to `timeoutMs`.
+ */
+export async function makeVersionCurrent(
+  connection: Pick<NativeConnection, 'workflowService'>,
+  namespace: string,
+  version: WorkerDeploymentVersion,
+  options: { onlyIfNone?: boolean; timeoutMs?: number } = {},
+): Promise<MadeCurrent> {
+  const service = connection.workflowService;
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  const { deploymentName, buildId } = version;
+  for (;;) {
+    try {
+      const described = await service.describeWorkerDeployment({ namespace, deploymentName });
+      const current = described.workerDeploymentInfo?.routingConfig?.currentDeploymentVersion?.buildId;
+      if (current === buildId) return 'already current';
+      if (options.onlyIfNone === true && current) return 'another is current';
+      await service.setWorkerDeploymentCurrentVersion({
+        namespace,
+        deploymentName,
+        buildId,
+        conflictToken: described.conflictToken,
+        identity: `workspace-lifecycle worker ${buildId}`,
+      });
+      return 'made current';
+    } catch (err) {
+      // Not known yet (no poll of this version has reached the server), or changed meanwhile.
+      const code = (err as { code?: unknown }).code;
+      const transient = code === NOT_FOUND || code === FAILED_PRECONDITION;
+      if (!transient || Date.now() > deadline) throw err;
+      await sleep(250);
+    }
+  }
+}
+
+/** The CLI command that makes `version` current, for the operator. */
+export function setCurrentVersionCommand(version: WorkerDeploymentVersion, namespace: string): string {
+  return `temporal worker deployment set-current-version --namespace ${namespace} --deployment-name ${version.deploymentName} --build-id ${version.buildId}`;
 }
 
 const RESTART_BACKOFF_START_MS = 1_000;
@@ -131,10 +211,12 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
       continue;
     }
     backoff = RESTART_BACKOFF_START_MS;
-    const { worker, store, connection, driver } = created;
-    console.log(`worker: polling ${settings.taskQueue} on ${where}`);
+    const { worker, store, connection, driver, version } = created;
+    console.log(`worker: polling ${settings.taskQueue} on ${where}${version ? ` as ${describeVersion(version)}` : ''}`);
     try {
-      await worker.run();
+      const running = worker.run();
+      if (version !== null) void reportCurrent(connection, namespace, version);
+      await running;
     } catch (err) {
       console.error(`worker: failed: ${message(err)}; starting again`);
     } finally {
@@ -145,6 +227,28 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
     if (!stopping()) await sleep(backoff, undefined, { signal: stop.signal }).catch(() => undefined);
   }
   console.log('worker: stopped');
+}
+
+function describeVersion(version: WorkerDeploymentVersion): string {
+  return `build ${version.buildId} of deployment ${version.deploymentName}`;
+}
+
+/** A first deploy makes itself current; a later build says how to make it current. */
+async function reportCurrent(
+  connection: NativeConnection,
+  namespace: string,
+  version: WorkerDeploymentVersion,
+): Promise<void> {
+  try {
+    const result = await makeVersionCurrent(connection, namespace, version, { onlyIfNone: true });
+    if (result === 'made current') console.log(`worker: ${describeVersion(version)} is current (the first)`);
+    if (result === 'another is current')
+      console.log(
+        `worker: another build is current; running workspaces stay on it until this one is: ${setCurrentVersionCommand(version, namespace)}`,
+      );
+  } catch (err) {
+    console.warn(`worker: could not read or set the deployment's current version: ${message(err)}`);
+  }
 }
 
 function message(err: unknown): string {

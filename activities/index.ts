@@ -1,13 +1,9 @@
-/**
- * Every activity the worker registers: the reconcile's steps, the lifecycle's effects, and the
- * legacy single-step reconcile that runs started before the per-step activities still call.
- */
-import { reconcilePlugins } from './legacy.js';
+/** Every activity the worker registers: the reconcile's steps and the lifecycle's effects. */
 import { createLifecycleActivities } from './lifecycle.js';
 import { createReconcileActivities, type ActivityDeps } from './reconcile.js';
 
 export function createActivities(deps: ActivityDeps) {
-  return { ...createReconcileActivities(deps), ...createLifecycleActivities(deps), reconcilePlugins };
+  return { ...createReconcileActivities(deps), ...createLifecycleActivities(deps) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

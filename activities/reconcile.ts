@@ -23,14 +23,14 @@ export interface ActivityDeps {
 
 export interface PluginDiff {
   declared: number;
-  /** The declared plugins' names: what a workflow keeps per-plugin state for (absent in older histories). */
-  declaredNames?: string[];
+  /** The declared plugins' names: what a workflow keeps per-plugin state for. */
+  declaredNames: string[];
   /** Declared plugins without a tracking row, in name order. */
   missing: DeclaredPlugin[];
-  /** Declared plugins with a tracking row: what a verify or refresh pass checks (absent in older histories). */
-  tracked?: TrackedPlugin[];
-  /** Tracking rows of plugins no longer declared: to remove from the box (absent in older histories). */
-  undeclared?: TrackedPlugin[];
+  /** Declared plugins with a tracking row: what a verify or refresh pass checks. */
+  tracked: TrackedPlugin[];
+  /** Tracking rows of plugins no longer declared: to remove from the box. */
+  undeclared: TrackedPlugin[];
 }
 
 /** A tracking row as a reconcile pass works with it (its source is the declared one when declared). */

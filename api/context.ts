@@ -10,7 +10,13 @@ import type { Store, WorkspaceAccess } from '../db/store.js';
 import { checkUrl, type CheckedUrl, type UrlPolicy } from '../url-guard.js';
 import { limits } from '../workflows/payloads.js';
 import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
-import { TASK_QUEUE, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import {
+  TASK_QUEUE,
+  stateQuery,
+  workspaceStartInput,
+  workspaceWorkflowId,
+  type WorkspaceWorkflowInput,
+} from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
 import { DeferredWork } from './deferred.js';
@@ -116,9 +122,9 @@ export class ApiContext {
     return this.client.workflow.getHandle(workspaceWorkflowId(id));
   }
 
-  /** What the workflows this API starts get besides their id: the configured lifecycle overrides. */
-  get startInput(): { config?: Partial<LifecycleConfig> } {
-    return Object.keys(this.settings.lifecycle).length > 0 ? { config: this.settings.lifecycle } : {};
+  /** The input a workspace's workflow starts with: what the database says it is, and the lifecycle overrides. */
+  startInput(workspaceId: string, external: boolean): WorkspaceWorkflowInput {
+    return workspaceStartInput(workspaceId, external, this.settings.lifecycle);
   }
 
   /**

@@ -1,14 +1,16 @@
 /**
- * Relays a runtime call to its workspace workflow with signal-with-start: if the workflow
- * is running the signal is delivered to its current run (continue-as-new included); if no
- * workflow exists yet, one is started in `provisioning` and the signal is its first event.
- * So a heartbeat-only runtime needs no separate "create" call to be tracked.
+ * Relays a runtime call to its workspace workflow as a signal to its open run (continue-as-new
+ * included). When no run is open (the workflow was never started, or an operator terminated
+ * it), signal-with-start starts one as the database describes the workspace (an external
+ * runtime's awaits its agent, a managed one provisions) with the signal as its first event. So a
+ * heartbeat-only runtime needs no separate "create" call to be tracked, and a recreated
+ * workflow keeps what the workspace is.
  *
  * A workspace whose workflow completed (deprovisioned) is never restarted by a late call:
  * the id reuse policy only allows a new run after a failed, terminated or timed-out one,
  * and the server answers WorkflowExecutionAlreadyStartedError, which the API maps to 404.
  */
-import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import {
   TASK_QUEUE,
   heartbeatSignal,
@@ -25,8 +27,8 @@ export type RuntimeSignal = keyof typeof signals;
 
 export interface RelayOptions {
   taskQueue?: string;
-  /** Used only when this call starts the workflow. */
-  start?: Omit<WorkspaceWorkflowInput, 'workspaceId' | 'carried'>;
+  /** The input a run starts with, from the database; asked only when no run is open. */
+  start: () => Promise<WorkspaceWorkflowInput>;
 }
 
 export async function relayRuntimeSignal(
@@ -34,17 +36,26 @@ export async function relayRuntimeSignal(
   workspaceId: string,
   signal: RuntimeSignal,
   payload: unknown,
-  options: RelayOptions = {},
+  options: RelayOptions,
   /** A heartbeat forwarded after others were coalesced: how many it stands for. */
   forward?: HeartbeatForward,
 ): Promise<void> {
+  const workflowId = workspaceWorkflowId(workspaceId);
+  const signalArgs: [unknown, HeartbeatForward?] = forward === undefined ? [payload] : [payload, forward];
+  try {
+    await client.workflow.getHandle<typeof workspaceWorkflow>(workflowId).signal(signals[signal], ...signalArgs);
+    return;
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) throw err;
+  }
+  const input = await options.start();
   await client.workflow.signalWithStart<typeof workspaceWorkflow, [unknown, HeartbeatForward?]>('workspaceWorkflow', {
-    workflowId: workspaceWorkflowId(workspaceId),
+    workflowId,
     taskQueue: options.taskQueue ?? TASK_QUEUE,
-    args: [{ workspaceId, ...options.start }],
+    args: [input],
     signal: signals[signal],
-    signalArgs: forward === undefined ? [payload] : [payload, forward],
+    signalArgs,
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-    ...workspaceStartMetadata(workspaceId, options.start?.initialStatus ?? 'provisioning'),
+    ...workspaceStartMetadata(workspaceId, input.initialStatus ?? 'provisioning'),
   });
 }

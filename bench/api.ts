@@ -48,7 +48,7 @@ console.log('bench: starting dev server...');
 const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-api';
 const activities: Partial<Activities> = {
-  listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
+  listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] }),
   writeProjection: (projection) => store.writeProjection(projection),
   readHeartbeatLedger: ({ workspaceId }) => store.heartbeatLedger(workspaceId),
 };

@@ -4,7 +4,7 @@ import type { Activities } from '../activities/index.js';
 /** Heartbeats never run activities; the one boot reconcile finds nothing missing, its projection write succeeds. */
 export function idleBoxActivities(): Partial<Activities> {
   return {
-    listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [] }),
+    listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] }),
     writeProjection: () => Promise.resolve(),
     readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
   };

@@ -174,6 +174,14 @@ export class Store {
     ]);
   }
 
+  /** Every workspace not removed, with who runs its runtime: what recreating their workflows needs. */
+  async liveWorkspaces(): Promise<{ workspaceId: string; external: boolean }[]> {
+    const { rows } = await this.pool.query<{ id: string; external: boolean }>(
+      `SELECT id, external FROM workspaces WHERE removed_at IS NULL AND status <> 'removed' ORDER BY id`,
+    );
+    return rows.map((row) => ({ workspaceId: row.id, external: row.external }));
+  }
+
   async listWorkspaces(status: string | undefined, limit: number): Promise<Projection[]> {
     const { rows } = await this.pool.query<{
       id: string;

@@ -1,16 +1,18 @@
 /**
- * Records a workspace workflow history for the replay test: a full lifecycle on the
- * time-skipping test server (register, a reconcile that delivers and restarts, register again,
- * degraded and back, an invalid payload, liveness expiry with the watchdog's evaluation, recovery,
- * an operator restart, a dispatchFailed evaluation while settling, deprovision).
+ * Records the release's workspace workflow history for the replay test: a full lifecycle on the
+ * time-skipping test server (register, a reconcile that delivers, removes and restarts, register
+ * again with drift repaired, degraded and back, an invalid payload, liveness expiry with the
+ * watchdog's evaluation, recovery, an operator restart, a dispatchFailed evaluation while
+ * settling, a refresh that upgrades, deprovision).
  *
- *   npm run record-history [-- name]   → test/histories/<name>.json (default: lifecycle-v<date>)
+ *   npm run record-history [-- name]   → test/histories/<name>.json (default: release-<package version>)
  *
- * Keep old histories: each one pins the behaviour of the workflows that may still be running.
+ * One history per release (docs/versioning.md): runs are pinned to the build that started them,
+ * so the workflow code replays only what its own release recorded.
  */
 import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import { Worker } from '@temporalio/worker';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { defaultLifecycleConfig } from '../workflows/config.js';
 import {
   deprovisionSignal,
@@ -26,7 +28,10 @@ import { heartbeatPayload, registerPayload } from '../test/helpers/payloads.js';
 import { preloadModules, workflowsPath } from '../workflow-bundle.js';
 import type { Activities } from '../activities/index.js';
 
-const name = process.argv[2] ?? `lifecycle-v${new Date().toISOString().slice(0, 10)}`;
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+const name = process.argv[2] ?? `release-${version}`;
 const env = await createTimeSkippingEnv();
 const taskQueue = 'record-history';
 // Activities that behave like a box missing one plugin until it is delivered, so the history
@@ -43,9 +48,9 @@ const fakeActivities: Activities = {
   listPluginDiff: async () => {
     await pause(50); // long enough for a trigger to coalesce
     const seo = { name: 'seo', source: 'local://seo' };
-    const legacy = {
-      name: 'legacy',
-      source: 'local://legacy',
+    const retired = {
+      name: 'retired',
+      source: 'local://retired',
       revision: 'sha256:old',
       installedVia: 'delivered' as const,
     };
@@ -54,7 +59,7 @@ const fakeActivities: Activities = {
       declaredNames: ['seo'],
       missing: delivered ? [] : [seo],
       tracked: delivered ? [{ ...seo, revision: revisionOf(stages), installedVia: 'delivered' as const }] : [],
-      undeclared: removed ? [] : [legacy],
+      undeclared: removed ? [] : [retired],
     };
   },
   listBoxPlugins: () => {
@@ -82,7 +87,6 @@ const fakeActivities: Activities = {
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),
   readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
-  reconcilePlugins: () => Promise.reject(new Error('legacy activity is not used by new runs')),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,

@@ -9,7 +9,7 @@
  * killed (SIGKILL) is stopped before a new one starts. Settings are loaded once (settings.ts)
  * and passed on as values; nothing here writes `process.env`.
  */
-import { Connection } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +21,7 @@ import {
   devServerFleetArgs,
   devServerSearchAttributeArgs,
   devServerStorageArgs,
+  retireForeignDevServerDatabase,
   withAddress,
   type TemporalSettings,
 } from '../connection.js';
@@ -33,8 +34,9 @@ import {
   workerSettings,
   type Settings,
 } from '../settings.js';
-import { createWorker } from '../worker.js';
-import { temporalCliPath } from './toolchain.js';
+import { createWorker, makeVersionCurrent, type CreatedWorker } from '../worker.js';
+import { recreateWorkspaces } from './recreate-workspaces.js';
+import { temporalCliPath, temporalCliVersion } from './toolchain.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../db/embedded.js';
 
 let loaded: Settings;
@@ -100,6 +102,12 @@ function startDevServer(): ChildProcess {
   mkdirSync(dataDir, { recursive: true });
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort)];
   const dbFile = join(dataDir, 'temporal.db');
+  const retired = retireForeignDevServerDatabase(dbFile, temporalCliVersion());
+  if (retired !== null)
+    console.log(
+      `start: ${dbFile} was made by another dev server version, which cannot open it: moved to ${retired}; ` +
+        'its workspaces are recreated from the database',
+    );
   args.push(
     ...devServerStorageArgs(dbFile),
     ...devServerFleetArgs(dbFile),
@@ -238,13 +246,44 @@ async function run(databaseUrl: string): Promise<void> {
     }
     printUrls(effective, api, generatedAdminToken);
     checkStop();
-    await worker.worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
+    const running = worker.worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
+    // Beside the worker, which it needs; Ctrl-C does not wait for it.
+    void adoptWorkspaces(worker, effective).catch((err: unknown) => {
+      if (stopRequested === 0) console.error(`start: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    await running;
   } finally {
     await api.close();
     await stopBoxRuntimes(effective.boxesDir);
     await worker?.store.close();
     await worker?.connection.close();
   }
+}
+
+/**
+ * This worker's build becomes the deployment's current one, so new workspaces start on it and
+ * running ones move to it as they continue as new. With the dev server this command runs, its
+ * worker is the only one: workspaces whose runs no worker of this build serves are recreated.
+ */
+async function adoptWorkspaces(worker: CreatedWorker, effective: Settings): Promise<void> {
+  const { namespace } = effective.temporal;
+  if (worker.version !== null) {
+    const made = await makeVersionCurrent(worker.connection, namespace, worker.version);
+    console.log(`start: worker build ${worker.version.buildId} is current (${made})`);
+  }
+  if (devServer === undefined) return;
+  const client = new Client({ connection: worker.connection, namespace });
+  const { terminated, recreated } = await recreateWorkspaces({
+    client,
+    store: worker.store,
+    taskQueue: effective.taskQueue,
+    lifecycle: effective.api.lifecycle,
+    version: worker.version,
+  });
+  if (recreated > 0 || terminated > 0)
+    console.log(
+      `start: recreated ${recreated} workspace(s) from the database (${terminated} run(s) of another build terminated)`,
+    );
 }
 
 function printUrls(effective: Settings, api: RunningApi, generatedAdminToken: boolean): void {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provides the offline Temporal toolchain, cached outside the repository:
-#   - the Temporal CLI (dev server with embedded Web UI and SQLite), built with `go install`
+#   - the Temporal dev server (embedded Web UI and SQLite): scripts/dev-server/main.go built with
+#     `go build` inside a download of the Temporal CLI's module, on the CLI's dev server package
 #   - the Java time-skipping test server with its dependencies, fetched with `mvn`
 # Idempotent: a second run finds both in the cache and does nothing.
 # With --print-env it prints `export` lines for the two paths on stdout.
@@ -8,7 +9,11 @@ set -euo pipefail
 
 # shellcheck source=toolchain.env
 source "$(dirname "${BASH_SOURCE[0]}")/toolchain.env"
-# v1.5.1 is the newest CLI tag whose go.mod has no replace directive (go install refuses those).
+# The CLI's own main package cannot be built from the module proxy: its go.mod replaces its
+# `cliext` module with a folder module downloads leave out, and no proxy serves `cliext`
+# (`go install` refuses a replace directive; `go build` finds no folder). Its dev server package
+# needs nothing of `cliext`, so the requirement is dropped in a copy of the module and our main
+# is built there (inside the module, so the package is not `internal` to us).
 CLI_VERSION="$TEMPORAL_CLI_VERSION"
 TEST_SERVER_VERSION="$TEMPORAL_TEST_SERVER_VERSION"
 CACHE="${WL_TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workspace-lifecycle/toolchain}"
@@ -20,18 +25,31 @@ need() {
 
 mkdir -p "$CACHE"
 
-# --- Temporal CLI -----------------------------------------------------------------------
+# --- Temporal dev server ----------------------------------------------------------------
 cli_dir="$CACHE/temporal-cli-$CLI_VERSION"
 cli="$cli_dir/temporal"
-if [[ -x "$cli" ]]; then
-  log "temporal CLI $CLI_VERSION: cached at $cli"
+main="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/dev-server/main.go"
+source_sum=$(sha256sum "$main" | cut -d' ' -f1)
+if [[ -x "$cli" && "$(cat "$cli_dir/source.sha256" 2>/dev/null)" == "$source_sum" ]]; then
+  log "temporal dev server (CLI $CLI_VERSION): cached at $cli"
 else
-  need go "install Go (https://go.dev/dl) to build the Temporal CLI"
-  log "building temporal CLI $CLI_VERSION with go install (about 3 min on 2 cores)..."
-  mkdir -p "$cli_dir"
+  need go "install Go (https://go.dev/dl) to build the Temporal dev server"
+  log "building the temporal dev server on CLI $CLI_VERSION with go build (about 5 min on 2 cores)..."
   start=$(date +%s)
-  GOBIN="$cli_dir" GOFLAGS=-mod=mod go install "github.com/temporalio/cli/cmd/temporal@$CLI_VERSION"
-  log "temporal CLI built in $(( $(date +%s) - start ))s: $cli"
+  module=$(GOFLAGS=-mod=mod go mod download -json "github.com/temporalio/cli@$CLI_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [[ -d "$module" ]] || { log "could not download github.com/temporalio/cli@$CLI_VERSION"; exit 1; }
+  build=$(mktemp -d)
+  trap 'rm -rf "$build"' EXIT
+  cp -r "$module" "$build/cli" && chmod -R u+w "$build/cli"
+  mkdir -p "$build/cli/cmd/wl-dev-server" && cp "$main" "$build/cli/cmd/wl-dev-server/main.go"
+  (
+    cd "$build/cli"
+    go mod edit -dropreplace=github.com/temporalio/cli/cliext -droprequire=github.com/temporalio/cli/cliext
+    GOFLAGS=-mod=mod go build -trimpath -ldflags "-X main.cliVersion=$CLI_VERSION" -o "$build/temporal" ./cmd/wl-dev-server
+  )
+  mkdir -p "$cli_dir" && mv "$build/temporal" "$cli" && echo "$source_sum" >"$cli_dir/source.sha256"
+  rm -rf "$build" && trap - EXIT
+  log "temporal dev server built in $(( $(date +%s) - start ))s: $cli"
 fi
 
 # --- Java time-skipping test server -----------------------------------------------------

@@ -35,10 +35,14 @@ function resolve(override: string, cached: string): string | undefined {
   return existsSync(cached) ? cached : undefined;
 }
 
-/** The Temporal CLI (dev server). */
+/** The version of the Temporal CLI whose dev server the toolchain builds. */
+export function temporalCliVersion(): string {
+  return versions()['TEMPORAL_CLI_VERSION'] ?? '';
+}
+
+/** The Temporal dev server (scripts/dev-server/main.go on the CLI's module). */
 export function temporalCliPath(): string | undefined {
-  const version = versions()['TEMPORAL_CLI_VERSION'] ?? '';
-  return resolve('TEMPORAL_CLI_PATH', join(toolchainDir(), `temporal-cli-${version}`, 'temporal'));
+  return resolve('TEMPORAL_CLI_PATH', join(toolchainDir(), `temporal-cli-${temporalCliVersion()}`, 'temporal'));
 }
 
 /** The Java time-skipping test server wrapper. */

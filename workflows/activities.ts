@@ -40,7 +40,7 @@ export const boxControl = proxyActivities<Activities>({
   retry: { ...retryWithBackoff, maximumAttempts: 5 },
 });
 
-/** Token revocation, and the projection row of runs from before `localStep`: one statement each. */
+/** Token revocation: one statement. */
 export const bookkeeping = proxyActivities<Activities>({
   startToCloseTimeout: '15s',
   retry: { ...retryWithBackoff, maximumAttempts: 5 },
@@ -70,8 +70,3 @@ export const ledger = proxyActivities<Activities>({
 
 /** Dead detection's one look at the box: a transport error means "assume alive", so it is never retried. */
 export const boxProbe = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
-
-/** Runs started before per-step reconcile activities called this single one. */
-export function legacyReconcile(startToCloseTimeoutMs: number) {
-  return proxyActivities<Activities>({ startToCloseTimeout: startToCloseTimeoutMs });
-}

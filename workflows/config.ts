@@ -17,8 +17,6 @@ export interface LifecycleConfig {
   maxSignalsPerRun: number;
   /** Continue as new once this run's history has this many events (server hard limit 50,000). */
   maxEventsPerRun: number;
-  /** Upper bound on one reconcile pass (reference reconcileDeadline 10 min). */
-  reconcileTimeoutMs: number;
   /** After a restart starts, a lone not-running probe is not trusted for this long (reference 30 s). */
   settleWindowMs: number;
   /** A heartbeat this recent means the runtime is alive whatever a probe says (reference 15 s). */
@@ -44,7 +42,6 @@ export const defaultLifecycleConfig: LifecycleConfig = {
   recoverErrorRate: 0.1,
   maxSignalsPerRun: 2_000,
   maxEventsPerRun: 10_000,
-  reconcileTimeoutMs: 10 * 60_000,
   settleWindowMs: 30_000,
   recentHeartbeatMs: 15_000,
   freshHeartbeatWaitMs: 2_000,

@@ -14,17 +14,15 @@ import {
   isSettling,
   type Event,
   type ProbeResult,
-  type Rules,
   type WorkspaceState,
 } from './state-machine.js';
 
 export interface EvaluationContext {
   workspaceId: string;
   config: LifecycleConfig;
-  rules: Rules;
   state: () => WorkspaceState;
   apply: (event: Event) => void;
-  /** Brings the last heartbeat's time up to the heartbeat ledger's (under Rules.heartbeatLedger). */
+  /** Brings the last heartbeat's time up to the heartbeat ledger's. */
   catchUpHeartbeats: () => Promise<void>;
 }
 
@@ -39,7 +37,7 @@ export async function evaluate(ctx: EvaluationContext, requester: string): Promi
 async function decide(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
   const { config } = ctx;
   // 0. An external runtime is not the service's to probe or restart: the caller handles its error.
-  if (ctx.rules.externalRuntimes && ctx.state().runtime === 'external') {
+  if (ctx.state().runtime === 'external') {
     return { verdict: 'alive', detail: 'the runtime is external: the service neither probes nor restarts it' };
   }
   // 1. A restart in flight: nothing to learn from probing a box that is being restarted.
@@ -53,8 +51,8 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   const recent = hasRecentHeartbeat(ctx.state(), now, config);
   const fresh =
     settling &&
-    (hasFreshHeartbeat(ctx.state(), ctx.rules) ||
-      (await condition(() => hasFreshHeartbeat(ctx.state(), ctx.rules), config.freshHeartbeatWaitMs)));
+    (hasFreshHeartbeat(ctx.state()) ||
+      (await condition(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs)));
 
   // 3. Probe: an error means assume alive; running resets the strikes.
   let probe = await probeBox(ctx, requester);

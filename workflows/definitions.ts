@@ -73,3 +73,20 @@ export interface WorkspaceWorkflowInput {
   /** Set only by continue-as-new: the state the previous run ended with. */
   carried?: WorkspaceState;
 }
+
+/**
+ * The input a workspace's workflow starts with, from what the database knows of the workspace,
+ * whoever starts it (its creation, a runtime's call, a recreation): an external runtime's
+ * workspace starts awaiting its agent, a managed one provisioning.
+ */
+export function workspaceStartInput(
+  workspaceId: string,
+  external: boolean,
+  config: Partial<LifecycleConfig> = {},
+): WorkspaceWorkflowInput {
+  return {
+    workspaceId,
+    initialStatus: external ? 'awaiting_agent' : 'provisioning',
+    ...(Object.keys(config).length > 0 ? { config } : {}),
+  };
+}

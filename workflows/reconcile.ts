@@ -12,61 +12,31 @@
  * after deliveries and removals is not here: the state machine requests it once per pass.
  */
 import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
-import { legacyReconcile, localStep, reconcileStep, reconcileTransfer } from './activities.js';
-import { patches, type PatchId } from './patches.js';
+import { localStep, reconcileStep, reconcileTransfer } from './activities.js';
 import { findDrift, type Drift } from './plugin-drift.js';
 import type { DeclaredPlugin } from '../db/store.js';
 import type { TrackedPlugin } from '../activities/reconcile.js';
-import type { LifecycleConfig } from './config.js';
-import type {
-  PluginChange,
-  PluginOutcome,
-  ReconcileMode,
-  ReconcilePlan,
-  ReconcileReport,
-  Rules,
-} from './state-machine.js';
+import type { PluginChange, PluginOutcome, ReconcileMode, ReconcilePlan, ReconcileReport } from './state-machine.js';
 
 export interface ReconcilePass {
   workspaceId: string;
   trigger: string;
-  /** Set by runs under Rules.pluginLifecycle; diff without it. */
-  mode?: ReconcileMode;
+  mode: ReconcileMode;
   /** Plugins not to deliver again if they drifted (state-machine: repairsToHold). */
   holdRepairs?: string[];
 }
 
 export async function runReconcile(
   pass: ReconcilePass,
-  config: LifecycleConfig,
-  rules: Pick<Rules, 'pluginLifecycle'>,
-  /** The run's `patched()` (workspace.ts: the baseline, or the patch's own marker). */
-  patched: (id: PatchId) => boolean,
   /** Told what the pass will change once it has diffed (and listed the box), before it changes anything. */
   onPlan: (plan: ReconcilePlan) => void,
 ): Promise<ReconcileReport> {
-  const request = { workspaceId: pass.workspaceId, trigger: pass.trigger };
-  if (!patched(patches.pluginReconcileActivities)) {
-    // Runs started before per-step activities: the single legacy activity.
-    await legacyReconcile(config.reconcileTimeoutMs).reconcilePlugins(request);
-    return { declared: 0, outcomes: [] };
-  }
-  // Runs that diffed with an activity task before keep doing so until they patch.
-  const diffStep = patched(patches.localActivities) ? localStep : reconcileStep;
-  const diff = await diffStep.listPluginDiff.executeWithOptions(
+  const { workspaceId, mode } = pass;
+  const diff = await localStep.listPluginDiff.executeWithOptions(
     { summary: `diff declared plugins (${pass.trigger})` },
-    [request],
+    [{ workspaceId, trigger: pass.trigger }],
   );
-  const declared = { declared: diff.declared, ...(diff.declaredNames ? { declaredNames: diff.declaredNames } : {}) };
-  const { workspaceId } = pass;
-  if (!rules.pluginLifecycle) {
-    const outcomes = await Promise.all(diff.missing.map((plugin) => reconcilePlugin(workspaceId, plugin)));
-    return { ...declared, outcomes };
-  }
-
-  const mode = pass.mode ?? 'diff';
-  const tracked = diff.tracked ?? [];
-  const undeclared = diff.undeclared ?? [];
+  const { tracked, undeclared } = diff;
   let drift: Drift = { redeliver: [], rerecord: [] };
   let verifyError: string | undefined;
   if (mode !== 'diff' && tracked.length > 0) {
@@ -114,7 +84,8 @@ export async function runReconcile(
       "the box's plugin directory); the next resync or POST /workspaces/:id/reconcile tries again",
   }));
   return {
-    ...declared,
+    declared: diff.declared,
+    declaredNames: diff.declaredNames,
     outcomes: [...outcomes.filter((outcome) => outcome !== null), ...relapses],
     ...(verifyError === undefined ? {} : { verifyError }),
   };

@@ -1,8 +1,10 @@
 /**
  * One long-running workflow per workspace (id `workspace:<workspaceId>`). It owns the
- * workspace's state: signals feed events to the pure state machine, and the workflow runs
- * the effects the machine asks for. Durable timers watch the deadlines (liveness TTL,
- * provisioning timeout). A forwarded heartbeat costs one signal: no activity, no timer (the API coalesces the others).
+ * workspace's state: signals feed events to the pure state machine (state-machine.ts), and the
+ * workflow runs the effects the machine asks for (a reconcile pass, a box restart, the
+ * projection write). Durable timers watch the deadlines (liveness TTL, provisioning timeout). A
+ * forwarded heartbeat costs one signal: no activity, no timer (the API coalesces the others).
+ * The run continues as new when it is full or another build is current (docs/versioning.md).
  */
 import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
@@ -29,7 +31,6 @@ import {
   workspaceStatusKey,
 } from './operator-view.js';
 import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
-import { baselineFor, baselines, patches, type BaselineId, type PatchId } from './patches.js';
 import {
   initialState,
   livenessExpired,
@@ -39,12 +40,11 @@ import {
   type Effect,
   type Event,
   type ReconcileOutcome,
-  type Rules,
   type WorkspaceState,
 } from './state-machine.js';
 
 const { restartBox, stopBox } = boxControl;
-const { writeProjection, revokeInstanceTokens } = bookkeeping;
+const { revokeInstanceTokens } = bookkeeping;
 
 export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
   const config = resolveConfig(input.config);
@@ -53,36 +53,12 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     ? upgradeState(input.carried, input.initialStatus)
     : initialState(workspaceId, input.initialStatus ?? 'provisioning', Date.now());
   let signalsThisRun = 0;
-  // Checked first, latest first, once: a run that records a baseline takes every patch it stands
-  // for without a marker of its own (and every older baseline with it); a run recorded before it
-  // checks each later patch as it always did.
-  const taken = new Map<BaselineId, boolean>();
-  let newer = false;
-  for (const baseline of [...baselines].reverse()) {
-    newer = newer || wf.patched(baseline);
-    taken.set(baseline, newer);
-  }
-  const patched = (id: PatchId): boolean => {
-    const baseline = baselineFor(id);
-    return (baseline !== undefined && taken.get(baseline) === true) || wf.patched(id);
-  };
-  // Decided once for the whole run: a run recorded before a rule replays without it.
-  const rules: Rules = {
-    newRuntimeAfterRestart: patched(patches.newRuntimeAfterRestart),
-    restartAfterAnyDelivery: patched(patches.restartAfterAnyDelivery),
-    durableRecovery: patched(patches.durableRecovery),
-    deliveryModeInProjection: patched(patches.deliveryModeInProjection),
-    externalRuntimes: patched(patches.externalRuntimes),
-    heartbeatLedger: patched(patches.heartbeatLedger),
-    pluginLifecycle: patched(patches.pluginLifecycle),
-  };
   // A dead verdict's revocation finishes before its restart starts, and revokes only the tokens
   // minted before the verdict: the restarted runtime's new token is never revoked.
-  const revokeBeforeRestart = patched(patches.revokeBeforeRestart);
   let revocation: Promise<unknown> = Promise.resolve();
 
   function apply(event: Event): void {
-    const result = transition(state, event, Date.now(), config, rules);
+    const result = transition(state, event, Date.now(), config);
     state = result.state;
     result.effects.forEach(perform);
     showState();
@@ -97,8 +73,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     const current = wf.workflowInfo().typedSearchAttributes;
     if (current.get(workspaceStatusKey) === values.status && current.get(pluginsPendingKey) === values.pluginsPending)
       return;
-    // Runs that predate the search attributes keep their command sequence.
-    if (!patched(patches.searchAttributes)) return;
     wf.upsertSearchAttributes([
       { key: workspaceStatusKey, value: values.status },
       { key: pluginsPendingKey, value: values.pluginsPending },
@@ -122,12 +96,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           {
             workspaceId,
             trigger: effect.trigger,
-            ...(effect.mode ? { mode: effect.mode } : {}),
+            mode: effect.mode,
             ...(effect.holdRepairs ? { holdRepairs: effect.holdRepairs } : {}),
           },
-          config,
-          rules,
-          patched,
           (plan) => apply({ type: 'reconcilePlanned', plan }),
         ).then(
           (report) => {
@@ -144,54 +115,40 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           (err: unknown) => apply({ type: 'reconcileFinished', outcome: 'failed', error: failureMessage(err) }),
         );
         break;
-      case 'writeProjection':
-        // Runs that predate the projection keep their command sequence.
-        if (patched(patches.workspaceProjection)) {
-          const { status, url, statusSince, version, deliveryMode } = effect;
-          // Runs that wrote it with an activity task before keep doing so until they patch.
-          const write = patched(patches.localActivities) ? localStep.writeProjection : writeProjection;
-          track(
-            write
-              .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
-                {
-                  workspaceId,
-                  status,
-                  url,
-                  statusSince,
-                  version,
-                  ...(deliveryMode !== undefined ? { deliveryMode } : {}),
-                },
-              ])
-              .catch((err: unknown) =>
-                wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
-              ),
-          );
-        }
+      case 'writeProjection': {
+        const { status, url, statusSince, version, deliveryMode } = effect;
+        track(
+          localStep.writeProjection
+            .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
+              { workspaceId, status, url, statusSince, version, deliveryMode },
+            ])
+            .catch((err: unknown) =>
+              wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
+            ),
+        );
         break;
+      }
       case 'revokeTokens': {
-        const request = revokeBeforeRestart ? { workspaceId, mintedBefore: effect.mintedBefore } : { workspaceId };
         const work = revokeInstanceTokens
-          .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [request])
+          .executeWithOptions({ summary: 'revoke instance tokens: declared dead' }, [
+            { workspaceId, mintedBefore: effect.mintedBefore },
+          ])
           .catch((err: unknown) => wf.log.error('revoking instance tokens failed', { error: failureMessage(err) }));
-        if (revokeBeforeRestart) revocation = work;
+        revocation = work;
         track(work);
         break;
       }
       case 'retire':
-        // Runs that predate it left the box running and its tokens live; they keep their commands.
-        if (patched(patches.deprovisionRetiresBox)) track(retire());
+        track(retire());
         break;
       case 'evaluate':
-        // Runs that predate the watchdog evaluation keep their command sequence.
-        if (patched(patches.watchdogEvaluation)) void evaluateSerially(effect.requester);
+        void evaluateSerially(effect.requester);
         break;
       case 'restartBox': {
         // The machine numbers restarts per workspace; a run started over (terminate, reset)
         // counts from 1 again, and a box driver skips a restart id it already did. A random
         // suffix (deterministic on replay) makes every restart's id its own.
-        const restartId = patched(patches.uniqueRestartIds)
-          ? `${effect.restartId}-${wf.uuid4().slice(0, 8)}`
-          : effect.restartId;
+        const restartId = `${effect.restartId}-${wf.uuid4().slice(0, 8)}`;
         const restart = (): Promise<void> =>
           // Removed while it waited for the revocation: the box is being stopped, not restarted.
           state.status === 'removed'
@@ -206,7 +163,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
                   (err: unknown) => apply({ type: 'restartFinished', outcome: 'failed', error: failureMessage(err) }),
                 );
         // The revocation in flight (if any) first: it ends with a log, never a rejection.
-        void (revokeBeforeRestart ? revocation.then(restart) : restart());
+        void revocation.then(restart);
         break;
       }
     }
@@ -261,7 +218,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
    * a liveness rule decides. If the ledger cannot be read, the rule decides on what was forwarded.
    */
   async function catchUpHeartbeats(): Promise<void> {
-    if (!rules.heartbeatLedger) return;
     try {
       const { lastSeenAt } = await ledger.readHeartbeatLedger.executeWithOptions(
         { summary: 'heartbeat ledger: last seen' },
@@ -280,7 +236,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   const evaluation: EvaluationContext = {
     workspaceId,
     config,
-    rules,
     state: () => state,
     apply,
     catchUpHeartbeats,
@@ -308,16 +263,20 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       signalsThisRun >= config.maxSignalsPerRun
     );
   };
+  // The run is pinned to the build that started it; once another build is the deployment's
+  // current one, the run moves to it by continuing as new (docs/versioning.md).
+  const newBuildIsCurrent = (): boolean => wf.workflowInfo().targetWorkerDeploymentVersionChanged;
+  const runEnds = (): boolean => removed() || runIsFull() || newBuildIsCurrent();
 
   // Deadline loop: one timer armed at the earliest deadline. Heartbeats only push the liveness
   // deadline later, so they never wake this loop; the timer re-arms once per TTL at most.
-  while (!removed() && !runIsFull()) {
-    const armedAt = nextDeadline(state, config, rules);
+  while (!runEnds()) {
+    const armedAt = nextDeadline(state, config);
     const earlierDeadline = (): boolean => {
-      const next = nextDeadline(state, config, rules);
+      const next = nextDeadline(state, config);
       return next !== null && (armedAt === null || next < armedAt);
     };
-    const woke = (): boolean => removed() || runIsFull() || earlierDeadline();
+    const woke = (): boolean => runEnds() || earlierDeadline();
     if (armedAt === null) {
       await wf.condition(woke);
     } else if (!(await wf.condition(woke, Math.max(1, armedAt - Date.now())))) {
@@ -328,18 +287,20 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   }
 
   // Let signal handlers and in-flight operations finish so nothing is lost at the boundary.
-  // Runs that predate the effect tracking closed without waiting for fire-and-forget writes.
-  const awaitEffects = patched(patches.awaitEffectsBeforeClose);
   await wf.condition(
     () =>
       wf.allHandlersFinished() &&
       !state.reconcile.running &&
       !state.restart.inFlight &&
       evaluationsPending === 0 &&
-      (!awaitEffects || effectsPending === 0),
+      effectsPending === 0,
   );
   if (removed()) return state;
 
   const carried: WorkspaceState = { ...state, counters: { ...state.counters, runs: state.counters.runs + 1 } };
-  return await wf.continueAsNew<typeof workspaceWorkflow>({ ...input, config, carried });
+  // Its first workflow task goes to the current build, which pins the new run to itself.
+  const continueAsNew = wf.makeContinueAsNewFunc<typeof workspaceWorkflow>(
+    newBuildIsCurrent() ? { initialVersioningBehavior: 'AUTO_UPGRADE' } : {},
+  );
+  return await continueAsNew({ ...input, config, carried });
 }

@@ -38,7 +38,6 @@ import {
 
 export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
-  const relayOptions = { taskQueue: settings.taskQueue, start: ctx.startInput };
 
   /**
    * Authenticates the call from its credentials alone (api/tokens.ts), then reads the workspace:
@@ -141,7 +140,11 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           ]);
         const register =
           url === '' ? body : withRegisterUrl(body, (await ctx.checkRuntimeUrl(url, `body.${field}`)).href);
-        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', register, relayOptions), SIGNAL);
+        const relay = {
+          taskQueue: settings.taskQueue,
+          start: () => Promise.resolve(ctx.startInput(body.id, access.external)),
+        };
+        await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', register, relay), SIGNAL);
         // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
         await store
           .noteRegister(body.id)
@@ -181,9 +184,14 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         const recorded = await recordHeartbeat(request, beat);
         // Coalesced: acknowledged and in the ledger, where the liveness rules read it.
         if (!recorded.forward) return { status: 'ok' as const };
+        // No run open (terminated): the one that starts is what the database says the workspace is.
+        const relay = {
+          taskQueue: settings.taskQueue,
+          start: async () => ctx.startInput(id, (await ctx.requireLiveWorkspace(id)).external),
+        };
         const forward = (): Promise<void> =>
           ctx.temporal(
-            () => relayRuntimeSignal(client, id, 'heartbeat', beat, relayOptions, { beats: recorded.beats }),
+            () => relayRuntimeSignal(client, id, 'heartbeat', beat, relay, { beats: recorded.beats }),
             SIGNAL,
           );
         if (!recorded.urgent && ctx.heartbeatForwardEveryMs > 0) {

@@ -119,7 +119,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
           client.workflow.start('workspaceWorkflow', {
             taskQueue: settings.taskQueue,
             workflowId: workspaceWorkflowId(id),
-            args: [{ workspaceId: id, initialStatus, ...ctx.startInput }],
+            args: [ctx.startInput(id, external)],
             workflowIdReusePolicy: 'REJECT_DUPLICATE',
             ...workspaceStartMetadata(
               id,

@@ -1702,3 +1702,59 @@ describe('overload and a database that is down', () => {
     }
   });
 });
+
+/** A workspace created through the API, its workflow then terminated by an operator. */
+async function terminatedWorkspace(initialStatus: 'provisioning' | 'awaiting_agent'): Promise<{
+  id: string;
+  bearer: { authorization: string };
+}> {
+  const id = uniqueId('relay');
+  const created = await api.inject({
+    method: 'POST',
+    url: '/workspaces',
+    headers: admin,
+    payload: { id, plugins: [], initial_status: initialStatus },
+  });
+  expect(created.statusCode, created.body).toBe(201);
+  const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+  await waitForState(handle, (s) => s.status === initialStatus);
+  await handle.terminate('operator: start it over');
+  return { id, bearer: { authorization: `Bearer ${created.json<{ auth_token: string }>().auth_token}` } };
+}
+
+/** A runtime's call with its token; the API answers 200. */
+async function runtimeCall(url: string, bearer: { authorization: string }, payload: object): Promise<unknown> {
+  const res = await api.inject({ method: 'POST', url, headers: bearer, payload });
+  expect(res.statusCode, res.body).toBe(200);
+  return res.json();
+}
+
+// A runtime's call reaches its workspace's workflow as a signal (api/relay.ts); with no run open
+// (an operator terminated it), signal-with-start starts one as the database describes the workspace.
+describe('a workflow recreated by a runtime call', () => {
+  it('keeps an external runtime external, by the register that recreates it: polled, never reconciled', async () => {
+    const { id, bearer } = await terminatedWorkspace('awaiting_agent');
+    const answer = await runtimeCall('/registry/register', bearer, { id, agent_card: { name: 'outside' } });
+    expect(answer).toEqual({ status: 'registered', delivery_mode: 'poll' });
+    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const state = await waitForState(handle, (s) => s.status === 'online');
+    expect(state).toMatchObject({ runtime: 'external', deliveryMode: 'poll' });
+    expect(state.counters.reconcilesStarted).toBe(0);
+  });
+
+  it.each([
+    ['awaiting_agent', 'external', 0],
+    ['provisioning', 'managed', 1],
+  ] as const)(
+    'a workspace created %s stays %s, by the heartbeat that recreates it',
+    async (initial, runtime, passes) => {
+      const { id, bearer } = await terminatedWorkspace(initial);
+      await runtimeCall('/registry/heartbeat', bearer, heartbeatPayload(id));
+      const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+      const state = await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+      expect(state.runtime).toBe(runtime);
+      // Coming online reconciles a managed workspace's plugins; nothing is delivered to an external one.
+      expect(state.counters.reconcilesStarted).toBe(passes);
+    },
+  );
+});

@@ -2,11 +2,12 @@
  * The README's first command, as a newcomer runs it (scripts/start.ts, without DATABASE_URL or a
  * Temporal address): it brings up the dev server with the Web UI, the embedded database, the
  * worker and the API, prints their URLs, stops everything on Ctrl-C, and a second run over the
- * same data folder finds the workspace the first one created. The secrets it keeps there (the
+ * same data folder, as one from before (its dev server database another version made), finds the
+ * workspace the first one created, recreated from the database. The secrets it keeps there (the
  * admin token, the SSH keys) are its user's alone, even in a data folder others could read before.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,8 +72,9 @@ function listening(port: number): Promise<boolean> {
 }
 
 describe('npm start', () => {
-  it('brings up the whole stack, stops it on Ctrl-C, and keeps its state for the next run', async () => {
+  it('brings up the whole stack, stops it on Ctrl-C, and keeps its workspaces over a dev server database from before', async () => {
     const first = await start();
+    let runtimeToken = '';
     const adminToken = readFileSync(join(dataDir, 'admin-token'), 'utf8');
     expect(statSync(join(dataDir, 'admin-token')).mode & 0o777).toBe(0o600);
     const admin = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
@@ -89,6 +91,7 @@ describe('npm start', () => {
         body: JSON.stringify({ id: 'kept-1', plugins: [] }),
       });
       expect(created.status).toBe(201);
+      runtimeToken = ((await created.json()) as { auth_token: string }).auth_token;
     } finally {
       expect(await interrupt(first)).toBe(130);
     }
@@ -96,7 +99,12 @@ describe('npm start', () => {
     // Nothing is left behind: the dev server stopped with the command.
     expect(await listening(first.temporalPort)).toBe(false);
 
-    // A data folder whose secrets others can read (made by hand, or before the modes were set).
+    // The next run over a data folder from before: its dev server database was made by a version
+    // that did not record itself, so it is moved aside. The workspace is still there, in the
+    // database and, recreated from it, in Temporal; its runtime's register (with the token it got
+    // at creation) brings it online with a reconcile. Its secrets were readable by others (made
+    // by hand, or before the modes were set).
+    rmSync(join(dataDir, 'temporal.db.server'));
     chmodSync(dataDir, 0o755);
     chmodSync(join(dataDir, 'admin-token'), 0o644);
     mkdirSync(join(dataDir, 'ssh-keys'), { mode: 0o755 });
@@ -105,16 +113,34 @@ describe('npm start', () => {
     try {
       const mode = (path: string): string => (statSync(join(dataDir, path)).mode & 0o777).toString(8);
       expect([mode('.'), mode('admin-token'), mode('ssh-keys')]).toEqual(['700', '600', '700']);
-      // The generated admin token is new; the workspace is still there, in the database and in Temporal.
+      expect(second.output()).toContain('was made by another dev server version');
+      // The generated admin token is new.
       const token = readFileSync(join(dataDir, 'admin-token'), 'utf8');
       const headers = { authorization: `Bearer ${token}` };
       const listed = await fetch(`${second.api}/workspaces`, { headers });
       expect(((await listed.json()) as { workspaces: { id: string }[] }).workspaces.map((w) => w.id)).toEqual([
         'kept-1',
       ]);
-      const state = await fetch(`${second.api}/workspaces/kept-1`, { headers });
-      expect(state.status).toBe(200);
-      expect(((await state.json()) as { status: string }).status).toBe('provisioning');
+      const deadline = Date.now() + 60_000;
+      while (!second.output().includes('start: recreated') && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(second.output()).toContain('start: recreated 1 workspace(s) from the database');
+      const recreated = await fetch(`${second.api}/workspaces/kept-1`, { headers });
+      expect(recreated.status).toBe(200);
+      expect(((await recreated.json()) as { status: string }).status).toBe('provisioning');
+      const registered = await fetch(`${second.api}/registry/register`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${runtimeToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: 'kept-1', url: 'http://127.0.0.1:9/agent', agent_card: { name: 'kept' } }),
+      });
+      expect(registered.status).toBe(200);
+      let state: { status?: string; reconcile?: { lastFinishedAt: string | null } } = {};
+      while (!(state.status === 'online' && state.reconcile?.lastFinishedAt) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        state = (await (await fetch(`${second.api}/workspaces/kept-1`, { headers })).json()) as typeof state;
+      }
+      expect(state.status).toBe('online');
+      expect(state.reconcile?.lastFinishedAt).toBeTruthy();
     } finally {
       expect(await interrupt(second)).toBe(130);
     }

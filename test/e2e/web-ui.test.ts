@@ -209,9 +209,12 @@ describe('the Web UI shows every workspace', () => {
     expect(body).toContain('Plugins: 2 declared, 0 pending');
     expect(body).toContain('Plugins declared at creation: sim-plugin-1, sim-plugin-2.');
     expect(body).toContain('last: reconcile delivered 2 plugin(s)');
-    // The reconcile's activities are listed by their summaries, naming the plugins.
-    expect(body).toMatch(/deliver plugin sim-plugin-\d+ @[0-9a-f]{12}/);
     await page.screenshot({ path: join(artifacts, 'workflow-page.png'), fullPage: true });
+    // The event history lists the reconcile's activities by their summaries, naming the plugins.
+    await page.getByText('Event History', { exact: false }).first().click();
+    const history = await waitForText(page, 'deliver plugin sim-plugin-');
+    expect(history).toMatch(/deliver plugin sim-plugin-\d+ @[0-9a-f]{12}/);
+    await page.screenshot({ path: join(artifacts, 'workflow-history.png'), fullPage: true });
     await page.close();
   });
 });

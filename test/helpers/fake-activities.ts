@@ -65,7 +65,7 @@ export class FakeActivities {
       listPluginDiff: async (request) => {
         this.reconcileCalls.push(request);
         await this.gate;
-        return { declared: 0, missing: [] };
+        return { declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] };
       },
       restartBox: async ({ workspaceId, restartId }) => {
         this.restarts.push(`${workspaceId}/${restartId}`);
@@ -104,7 +104,6 @@ export class FakeActivities {
       listBoxPlugins: unexpected('listBoxPlugins'),
       removePlugin: unexpected('removePlugin'),
       deleteTrackingRow: unexpected('deleteTrackingRow'),
-      reconcilePlugins: unexpected('reconcilePlugins'),
     };
   }
 }

@@ -1,19 +1,30 @@
 import type { WorkflowHandle } from '@temporalio/client';
+import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { FakeActivities } from './fake-activities.js';
 import type { Activities } from '../../activities/index.js';
 import { stateQuery } from '../../workflows/definitions.js';
+import { pinnedDeployment } from '../../worker.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 
-/** A real worker on a fresh task queue, running the real workflow with the given activities. */
-export async function createWorker(env: TestWorkflowEnvironment, taskQueue: string, acts: Activities): Promise<Worker> {
+/**
+ * A real worker on a fresh task queue, running the real workflow with the given activities:
+ * unversioned, or as `version` of its deployment, its runs pinned (a dev server only).
+ */
+export async function createWorker(
+  env: TestWorkflowEnvironment,
+  taskQueue: string,
+  acts: Activities,
+  version?: WorkerDeploymentVersion,
+): Promise<Worker> {
   return Worker.create({
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: { codePath: inject('workflowBundlePath') },
     activities: acts,
+    ...(version === undefined ? {} : { workerDeploymentOptions: pinnedDeployment(version) }),
   });
 }
 

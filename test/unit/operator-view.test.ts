@@ -42,6 +42,7 @@ const reconciled: Event[] = [
     error: 'beta: repository not found',
     report: {
       declared: 3,
+      declaredNames: ['alpha', 'beta', 'gamma'],
       outcomes: [
         { name: 'alpha', status: 'installed', via: 'delivered', revision: 'a'.repeat(40) },
         { name: 'beta', status: 'failed', error: 'repository | not found' },
@@ -149,6 +150,7 @@ describe('operator view', () => {
         error: hostile[0] ?? '',
         report: {
           declared: 1,
+          declaredNames: hostile.map((_, i) => `p${i}`),
           outcomes: hostile.map((error, i) => ({ name: `p${i}`, status: 'failed' as const, error })),
         },
       },

@@ -1,46 +1,21 @@
-/** The pure state machine on its own: no Temporal, no clocks, every event order. */
+/**
+ * The state machine's entry point (workflows/state-machine.ts) on its own: no Temporal, no clocks,
+ * every order of events; the rule that going online asks for a reconcile; the projection.
+ * Each concern's rules: state-machine-{liveness,reconcile,restart}.test.ts.
+ */
 import { describe, expect, it } from 'vitest';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
-  hasFreshHeartbeat,
-  hasRecentHeartbeat,
   initialState,
-  isSettling,
-  currentRules,
-  heartbeatSignature,
-  lastHeartbeatAt,
   nextDeadline,
-  repairsToHold,
-  statuses,
   transition,
   upgradeState,
   type Event,
-  type ReconcileReport,
   type InitialStatus,
-  type Status,
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
-import { parseHeartbeat, type HeartbeatPayload } from '../../workflows/payloads.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-
-const heartbeatSchemaParse = (payload: unknown): HeartbeatPayload => {
-  const parsed = parseHeartbeat(payload);
-  if (!parsed.ok) throw new Error(parsed.reason);
-  return parsed.value;
-};
-
-const ID = 'ws-1';
-const T0 = Date.parse('2026-01-01T00:00:00Z');
-const iso = (ms: number): string => new Date(ms).toISOString();
-
-/** Deep-freezes so any mutation of the machine's input throws. */
-function frozen<T>(value: T): T {
-  if (value && typeof value === 'object') {
-    Object.values(value).forEach(frozen);
-    Object.freeze(value);
-  }
-  return value;
-}
+import { apply, frozen, ID, iso, start, T0 } from '../helpers/state-machine.js';
 
 interface Step {
   name: string;
@@ -71,6 +46,7 @@ const steps: Step[] = [
       outcome: 'succeeded',
       report: {
         declared: 2,
+        declaredNames: ['a', 'b'],
         outcomes: [
           { name: 'a', status: 'installed', via: 'delivered', revision: 'r1' },
           { name: 'b', status: 'installed', via: 'delivered', revision: 'r2' },
@@ -241,10 +217,6 @@ describe('exhaustive event orders', () => {
 });
 
 describe('transitions', () => {
-  const start = (status: InitialStatus = 'provisioning'): WorkspaceState => frozen(initialState(ID, status, T0));
-  const apply = (state: WorkspaceState, event: Event, at = T0 + 1_000): WorkspaceState =>
-    transition(state, event, at, config).state;
-
   it('register records url, card and delivery mode and comes online with one reconcile', () => {
     const result = transition(start(), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
     expect(result.state).toMatchObject({
@@ -296,97 +268,11 @@ describe('transitions', () => {
     for (let i = 1; i < versions.length; i++) expect(versions[i]).toBeGreaterThan(versions[i - 1] ?? Infinity);
   });
 
-  it('a run carried from before projection versions numbers its next write past every earlier one', () => {
-    const old = { ...start(), counters: { ...start().counters, transitions: 7 } };
-    delete (old.counters as Partial<WorkspaceState['counters']>).projectionWrites;
-    const result = transition(upgradeState(old), { type: 'register', payload: registerPayload(ID) }, T0 + 5, config);
-    const write = result.effects.find((effect) => effect.type === 'writeProjection');
-    expect(write?.version).toBe(9); // 8 transitions + the run's first write: past the 7 it wrote before
-  });
-
-  it('push mode without url or agent_card.url is rejected; poll mode needs none; agent_card.url is the fallback', () => {
-    const noUrl = registerPayload(ID, { url: '', delivery_mode: undefined });
-    const rejected = apply(start(), { type: 'register', payload: noUrl });
-    expect(rejected.status).toBe('provisioning');
-    expect(rejected.recentRejections[0]?.reason).toMatch(/url is required for push-mode/);
-
-    expect(apply(start(), { type: 'register', payload: { ...noUrl, delivery_mode: 'poll' } })).toMatchObject({
-      status: 'online',
-      url: null,
-      deliveryMode: 'poll',
-    });
-    const cardUrl = { ...noUrl, agent_card: { url: 'https://agent.example/a2a' } };
-    expect(apply(start(), { type: 'register', payload: cardUrl }).url).toBe('https://agent.example/a2a');
-  });
-
-  it('the stored delivery mode wins over the push default on a later register', () => {
-    const poll = apply(start(), { type: 'register', payload: registerPayload(ID, { delivery_mode: 'poll', url: '' }) });
-    const again = apply(poll, { type: 'register', payload: { id: ID, agent_card: {} } });
-    expect(again.deliveryMode).toBe('poll');
-    expect(again.counters.registers).toBe(2);
-  });
-
-  it('register never resurrects a removed workspace', () => {
-    const removed = apply(start(), { type: 'deprovision' });
-    const after = apply(removed, { type: 'register', payload: registerPayload(ID) });
-    expect(after.status).toBe('removed');
-    expect(after.counters.reconcilesRequested).toBe(0);
-    expect(after.recentRejections[0]?.reason).toMatch(/removed/);
-    expect(apply(removed, { type: 'heartbeat', payload: heartbeatPayload(ID) }).status).toBe('removed');
-  });
-
-  it('payloads for another workspace and malformed payloads are rejected with the field named', () => {
-    const state = start();
-    expect(apply(state, { type: 'heartbeat', payload: heartbeatPayload('other') }).recentRejections[0]?.reason).toMatch(
-      /workspace_id "other" does not match workspace ws-1/,
-    );
-    const bad = apply(state, { type: 'heartbeat', payload: { workspace_id: ID, active_tasks: -1, error_rate: 2 } });
-    expect(bad.counters.rejected).toBe(1);
-    expect(bad.recentRejections[0]?.reason).toMatch(/error_rate: .*<=1/);
-    expect(bad.recentRejections[0]?.reason).toMatch(/active_tasks: .*>=0/);
-    expect(apply(state, { type: 'register', payload: null }).recentRejections[0]).toMatchObject({ signal: 'register' });
-  });
-
   it('rejections and transitions are kept bounded, newest first', () => {
     let state = start();
     for (let i = 0; i < 15; i++) state = apply(state, { type: 'heartbeat', payload: { workspace_id: i } });
     expect(state.counters.rejected).toBe(15);
     expect(state.recentRejections).toHaveLength(10);
-  });
-
-  it('degrades on error_rate ≥ 0.5 or wedged unless the runtime manages its own status', () => {
-    const online = apply(start(), { type: 'register', payload: registerPayload(ID) });
-    expect(apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.5 }) }).status).toBe(
-      'degraded',
-    );
-    expect(apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.49 }) }).status).toBe(
-      'online',
-    );
-    expect(
-      apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { runtime_state: 'wedged' }) }).status,
-    ).toBe('degraded');
-    const selfManaged = heartbeatPayload(ID, {
-      error_rate: 0.9,
-      runtime_metadata: { capabilities: { status_mgmt: true } },
-    });
-    expect(apply(online, { type: 'heartbeat', payload: selfManaged }).status).toBe('online');
-  });
-
-  it('recovers from degraded only below 0.1 with a clear runtime state, and that recovery reconciles', () => {
-    const online = apply(start(), { type: 'register', payload: registerPayload(ID) });
-    const degraded = frozen(apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.7 }) }));
-    expect(apply(degraded, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.1 }) }).status).toBe(
-      'degraded',
-    );
-    const back = transition(
-      degraded,
-      { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.09 }) },
-      T0 + 9,
-      config,
-    );
-    expect(back.state.status).toBe('online');
-    // The first pass (from register) is still running: the recovery's request coalesces.
-    expect(back.state.counters).toMatchObject({ reconcilesRequested: 2, reconcilesCoalesced: 1 });
   });
 
   it('a heartbeat from offline that is unhealthy comes online (reconcile) and then degrades', () => {
@@ -400,91 +286,6 @@ describe('transitions', () => {
       'offline→online',
     ]);
     expect(sick.counters.reconcilesRequested).toBe(2);
-  });
-
-  it('liveness: offline only after the full TTL of silence; every heartbeat pushes the deadline', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    expect(nextDeadline(state, config)).toBe(T0 + config.livenessTtlMs);
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 100_000);
-    expect(nextDeadline(state, config)).toBe(T0 + 100_000 + config.livenessTtlMs);
-    expect(apply(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs - 1).status).toBe('online');
-    const offline = apply(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs);
-    expect(offline.status).toBe('offline');
-    expect(offline.recentTransitions[0]?.cause).toBe('no heartbeat for 180s');
-    // Offline is never parked: still silent a TTL later (a hung runtime whose box probes running),
-    // the box is restarted.
-    expect(nextDeadline(offline, config)).toBe(T0 + 100_000 + 2 * config.livenessTtlMs);
-    const stillSilent = transition(offline, { type: 'deadline' }, T0 + 100_000 + 2 * config.livenessTtlMs, config);
-    expect(stillSilent.state.status).toBe('provisioning');
-    expect(stillSilent.state.restart).toMatchObject({ count: 1, inFlight: true, lastRequester: 'watchdog' });
-    expect(stillSilent.effects).toContainEqual(expect.objectContaining({ type: 'restartBox' }));
-  });
-
-  it('offline while a restart is in flight has no deadline of its own: the restart answers it (no timer spin)', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 2_000); // restart still in flight
-    state = apply(state, { type: 'deadline' }, T0 + 2_000 + config.livenessTtlMs);
-    expect(state.status).toBe('offline');
-    expect(state.restart.inFlight).toBe(true);
-    expect(nextDeadline(state, config)).toBeNull();
-  });
-
-  it('a failed restart is not asked again once the new runtime registered (unless it was to load plugins)', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    state = apply(state, { type: 'restartFinished', outcome: 'failed', error: 'box unreachable' }, T0 + 2_000);
-    expect(state.restart.retryAt).not.toBeNull();
-    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 3_000);
-    expect(state.restart).toMatchObject({ retryAt: null, failures: 0 });
-    expect(nextDeadline(state, config)).toBe(T0 + 3_000 + config.livenessTtlMs);
-  });
-
-  it('a failed restart is retried with backoff on a durable deadline, shown in the state', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    state = apply(state, { type: 'restartFinished', outcome: 'failed', error: 'box unreachable' }, T0 + 2_000);
-    expect(state.restart).toMatchObject({ inFlight: false, failures: 1, retryAt: iso(T0 + 2_000 + 60_000) });
-    expect(nextDeadline(state, config)).toBe(T0 + 2_000 + 60_000);
-    let retry = transition(state, { type: 'deadline' }, T0 + 62_000, config);
-    expect(retry.state.restart).toMatchObject({
-      inFlight: true,
-      count: 2,
-      retryAt: null,
-      lastRequester: 'operator', // the retry is still the operator's restart
-    });
-    expect(retry.effects).toContainEqual(expect.objectContaining({ type: 'restartBox' }));
-    // A second failure waits twice as long; a success clears the failures.
-    state = apply(retry.state, { type: 'restartFinished', outcome: 'failed', error: 'box unreachable' }, T0 + 63_000);
-    expect(state.restart).toMatchObject({ failures: 2, retryAt: iso(T0 + 63_000 + 120_000) });
-    retry = transition(state, { type: 'deadline' }, T0 + 183_000, config);
-    state = apply(retry.state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 184_000);
-    expect(state.restart).toMatchObject({ failures: 0, retryAt: null });
-  });
-
-  it('provisioning timeout: failed after 12 minutes, and a late heartbeat recovers it with a reconcile', () => {
-    const state = start();
-    expect(nextDeadline(state, config)).toBe(T0 + config.provisioningTimeoutMs);
-    expect(apply(state, { type: 'deadline' }, T0 + config.provisioningTimeoutMs - 1).status).toBe('provisioning');
-    const failed = frozen(apply(state, { type: 'deadline' }, T0 + config.provisioningTimeoutMs));
-    expect(failed.status).toBe('failed');
-    const late = transition(failed, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 800_000, config);
-    expect(late.state.status).toBe('online');
-    expect(late.effects).toEqual([
-      { type: 'startReconcile', trigger: 'failed→online (heartbeat)', mode: 'verify' },
-      {
-        type: 'writeProjection',
-        status: 'online',
-        url: null,
-        statusSince: iso(T0 + 800_000),
-        version: 4, // 2 transitions + 2 writes
-        deliveryMode: null,
-      },
-    ]);
-  });
-
-  it.each<Status>(['failed', 'awaiting_agent', 'removed'])('no deadline applies while %s', (status) => {
-    expect(nextDeadline({ ...start(), status }, config)).toBeNull();
   });
 
   it('an external runtime comes online on its first heartbeat, with nothing delivered to it', () => {
@@ -534,23 +335,7 @@ describe('transitions', () => {
     expect(state.status).toBe('online');
   });
 
-  it('a managed workspace keeps push as its default mode, and an external one under the old rules too', () => {
-    expect(apply(start(), { type: 'register', payload: registerPayload(ID) }, T0).deliveryMode).toBe('push');
-    const old = { ...currentRules, externalRuntimes: false };
-    const before = transition(
-      start('awaiting_agent'),
-      { type: 'heartbeat', payload: heartbeatPayload(ID) },
-      T0,
-      config,
-      old,
-    );
-    expect(before.effects.map((e) => e.type)).toEqual(['startReconcile', 'writeProjection']);
-    const silent = transition(before.state, { type: 'deadline' }, T0 + config.livenessTtlMs, config, old);
-    expect(silent.state.status).toBe('offline');
-    expect(silent.effects.map((e) => e.type)).toContain('evaluate');
-  });
-
-  it('a state carried from a run before the runtime was recorded takes it from the initial status', () => {
+  it('a carried state that lacks a field takes it from a fresh state in the initial status', () => {
     const carried: Partial<WorkspaceState> = { ...start('awaiting_agent') };
     delete carried.runtime;
     expect(upgradeState(carried as WorkspaceState, 'awaiting_agent').runtime).toBe('external');
@@ -584,349 +369,5 @@ describe('transitions', () => {
       config,
     );
     expect(same.effects).toEqual([]);
-  });
-
-  it('strikes: two within 30 s declare dead; a strike after the window starts a new count', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'strike', requester: 'a' }, T0 + 1_000);
-    expect(state.deadDetection.strikes).toMatchObject({ count: 1 });
-    const late = apply(state, { type: 'strike', requester: 'a' }, T0 + 1_000 + config.strikeWindowMs + 1);
-    expect(late.deadDetection.strikes).toMatchObject({
-      count: 1,
-      firstAt: iso(T0 + 1_000 + config.strikeWindowMs + 1),
-    });
-    expect(late.status).toBe('online');
-    const dead = transition(
-      state,
-      { type: 'strike', requester: 'caller-x' },
-      T0 + 1_000 + config.strikeWindowMs,
-      config,
-    );
-    expect(dead.state.status).toBe('provisioning');
-    expect(dead.state.restart).toMatchObject({ count: 1, lastRequester: 'caller-x', inFlight: true });
-    expect(dead.effects.map((e) => e.type)).toEqual(['revokeTokens', 'restartBox', 'writeProjection']);
-  });
-
-  it('a running probe resets strikes', () => {
-    let state = apply(start(), { type: 'strike', requester: 'a' });
-    state = apply(state, { type: 'probed', result: 'running' });
-    expect(state.deadDetection).toMatchObject({ strikes: null, lastProbe: { result: 'running' } });
-  });
-
-  it('settling lasts 30 s from the restart start; fresh means a heartbeat after it; recent means within 15 s', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    expect(isSettling(state, T0, config)).toBe(false);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    expect(isSettling(state, T0 + 1_000 + config.settleWindowMs - 1, config)).toBe(true);
-    expect(isSettling(state, T0 + 1_000 + config.settleWindowMs, config)).toBe(false);
-    expect(hasFreshHeartbeat(state)).toBe(false);
-    state = apply(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 1_500);
-    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 1_800);
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 2_000);
-    expect(hasFreshHeartbeat(state)).toBe(true);
-    expect(hasRecentHeartbeat(state, T0 + 2_000 + config.recentHeartbeatMs, config)).toBe(true);
-    expect(hasRecentHeartbeat(state, T0 + 2_001 + config.recentHeartbeatMs, config)).toBe(false);
-  });
-
-  it('after a restart only the new runtime counts: a heartbeat of the old one neither ends the restart nor is fresh', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    // The old runtime's heartbeat, still in flight while the box restarts.
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200);
-    expect(state.status).toBe('provisioning');
-    expect(state.restart.inFlight).toBe(true);
-    expect(state.counters.heartbeats).toBe(1); // recorded all the same
-    expect(hasFreshHeartbeat(state)).toBe(false);
-    state = apply(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 3_000);
-    // A heartbeat after the restart, but no register of the new runtime yet: not fresh.
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 3_500);
-    expect(hasFreshHeartbeat(state)).toBe(false);
-    state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 4_000);
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 4_500);
-    expect(hasFreshHeartbeat(state)).toBe(true);
-    expect(state.status).toBe('online');
-  });
-
-  it('runs from before that rule keep the old one (their recorded histories replay unchanged)', () => {
-    const oldRules = {
-      newRuntimeAfterRestart: false,
-      restartAfterAnyDelivery: false,
-      durableRecovery: false,
-      deliveryModeInProjection: false,
-      externalRuntimes: false,
-      heartbeatLedger: false,
-      pluginLifecycle: false,
-    };
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
-    state = transition(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_200, config, oldRules).state;
-    expect(state.status).toBe('online');
-    expect(hasFreshHeartbeat(state, oldRules)).toBe(true);
-  });
-
-  it('a restart requested while one is in flight becomes one follow-up; a dead removed workspace is not restarted', () => {
-    let state = apply(start(), { type: 'restartRequested', reason: 'one', requester: 'operator' });
-    state = apply(state, { type: 'restartRequested', reason: 'two', requester: 'operator' });
-    state = apply(state, { type: 'restartRequested', reason: 'three', requester: 'reconcile' });
-    expect(state.restart).toMatchObject({ count: 1, followUp: { reason: 'three', requester: 'reconcile' } });
-    const next = transition(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 5_000, config);
-    expect(next.effects.filter((e) => e.type === 'restartBox')).toEqual([
-      { type: 'restartBox', restartId: 'restart-2', reason: 'three' },
-    ]);
-    const removed = apply(start(), { type: 'deprovision' });
-    expect(transition(removed, { type: 'deadDeclared', reason: 'x', requester: 'y' }, T0, config).effects).toEqual([]);
-  });
-
-  it('a completion with a queued follow-up starts exactly one more pass; a failure is recorded', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) });
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) });
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) });
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) });
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) });
-    expect(state.reconcile).toMatchObject({ running: true, followUp: true });
-    const done = transition(
-      state,
-      { type: 'reconcileFinished', outcome: 'failed', error: 'box unreachable' },
-      T0 + 2,
-      config,
-    );
-    expect(done.effects).toEqual([
-      { type: 'startReconcile', trigger: 'follow-up of coalesced triggers', mode: 'verify' },
-    ]);
-    expect(done.state.reconcile).toMatchObject({
-      running: true,
-      followUp: false,
-      lastOutcome: 'failed',
-      lastError: 'box unreachable',
-    });
-    expect(done.state.counters.reconcilesFailed).toBe(1);
-    const idle = transition(done.state, { type: 'reconcileFinished', outcome: 'succeeded' }, T0 + 3, config);
-    expect(idle.effects).toEqual([]);
-    expect(idle.state.reconcile).toMatchObject({ running: false, lastOutcome: 'succeeded', lastError: null });
-  });
-
-  it('a plugin no longer declared leaves the state; a pass recorded without names prunes nothing', () => {
-    const installed = (name: string) => ({
-      name,
-      status: 'installed' as const,
-      via: 'delivered' as const,
-      revision: 'r1',
-    });
-    const finish = (state: WorkspaceState, report: ReconcileReport): WorkspaceState => {
-      const running = { ...state, reconcile: { ...state.reconcile, running: true } };
-      return transition(running, { type: 'reconcileFinished', outcome: 'succeeded', report }, T0 + 1, config).state;
-    };
-    let state = finish(start(), {
-      declared: 3,
-      declaredNames: ['a', 'b', 'c'],
-      outcomes: ['a', 'b', 'c'].map(installed),
-    });
-    expect(Object.keys(state.plugins)).toEqual(['a', 'b', 'c']);
-    // An older pass (no names reported) keeps what it had.
-    state = finish(state, { declared: 1, outcomes: [] });
-    expect(Object.keys(state.plugins)).toEqual(['a', 'b', 'c']);
-    state = finish(state, { declared: 2, declaredNames: ['c', 'd'], outcomes: [installed('d')] });
-    expect(Object.keys(state.plugins).sort()).toEqual(['c', 'd']);
-    expect(state.pluginsDeclaredCount).toBe(2);
-  });
-
-  it('a forwarded heartbeat counts the ones coalesced before it; the ledger moves the last heartbeat time up, never past now', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 1_000);
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID), beats: 4 }, T0 + 120_000);
-    expect(state.counters.heartbeats).toBe(5);
-    // A malformed count counts the one heartbeat.
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID), beats: -3 }, T0 + 121_000);
-    expect(state.counters.heartbeats).toBe(6);
-    const seen = (lastSeenAt: string | null, now: number): WorkspaceState =>
-      transition(state, { type: 'heartbeatsSeen', lastSeenAt }, now, config).state;
-    const known = (s: WorkspaceState): number | null => lastHeartbeatAt(s);
-    expect(known(seen(iso(T0 + 150_000), T0 + 170_000))).toBe(T0 + 150_000);
-    expect(known(seen(iso(T0 + 100_000), T0 + 170_000))).toBe(T0 + 121_000); // older: kept
-    expect(known(seen(iso(T0 + 500_000), T0 + 170_000))).toBe(T0 + 170_000); // clamped to now
-    expect(seen(null, T0 + 170_000)).toEqual(state);
-    // The forwarded heartbeat itself stays what it was.
-    expect(seen(iso(T0 + 150_000), T0 + 170_000).lastHeartbeat).toEqual(state.lastHeartbeat);
-    // Only the time moves: counts and health fields stay the forwarded heartbeat's.
-    expect(seen(iso(T0 + 150_000), T0 + 170_000).counters).toEqual(state.counters);
-    // The liveness deadline follows the ledger.
-    const caughtUp = seen(iso(T0 + 150_000), T0 + 170_000);
-    expect(nextDeadline(caughtUp, config)).toBe(T0 + 150_000 + config.livenessTtlMs);
-  });
-
-  it('heartbeats only in the ledger (none forwarded since the register) still count: recent, fresh, and for the TTL', () => {
-    let state = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    expect(state.lastHeartbeat).toBeNull();
-    state = transition(state, { type: 'heartbeatsSeen', lastSeenAt: iso(T0 + 100_000) }, T0 + 110_000, config).state;
-    expect(state.lastHeartbeat).toBeNull();
-    expect(hasRecentHeartbeat(state, T0 + 110_000, config)).toBe(true);
-    expect(nextDeadline(state, config)).toBe(T0 + 100_000 + config.livenessTtlMs);
-    const silent = transition(state, { type: 'deadline' }, T0 + 100_000 + config.livenessTtlMs, config).state;
-    expect(silent.status).toBe('offline');
-  });
-
-  it('heartbeats with one signature lead to the same transitions from every status; the signature tells the classes apart', () => {
-    const sign = (overrides: Parameters<typeof heartbeatPayload>[1]): string =>
-      heartbeatSignature(heartbeatSchemaParse(heartbeatPayload(ID, overrides)), config).signature;
-    expect(sign({ error_rate: 0.2, uptime_seconds: 5 })).toBe(
-      sign({ error_rate: 0.3, uptime_seconds: 9, active_tasks: 4 }),
-    );
-    expect(sign({ error_rate: 0 })).not.toBe(sign({ error_rate: 0.2 })); // recovers vs holds
-    expect(sign({ error_rate: 0.2 })).not.toBe(sign({ error_rate: 0.6 })); // holds vs degrades
-    expect(sign({ runtime_state: 'wedged' })).not.toBe(sign({}));
-    expect(sign({ runtime_metadata: { capabilities: { status_mgmt: true } } })).not.toBe(sign({}));
-    expect(sign({ agent_card: { name: 'a' } })).not.toBe(sign({}));
-    // Same signature, same outcome: from each status, two heartbeats of a class do the same thing.
-    for (const status of statuses.filter((s) => s !== 'removed')) {
-      const from = { ...start(), status };
-      const outcome = (rate: number): Status =>
-        transition(from, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: rate }) }, T0 + 1, config)
-          .state.status;
-      expect(outcome(0.2)).toBe(outcome(0.3));
-      expect(outcome(0.6)).toBe(outcome(0.9));
-      expect(outcome(0)).toBe(outcome(0.05));
-    }
-  });
-
-  it('monthly spend 0 means no update; values are clamped to the reference cap', () => {
-    let state = apply(start(), { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 1234 }) });
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 0 }) });
-    expect(state.lastHeartbeat?.monthlySpend).toBe(1234);
-    state = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { monthly_spend: 5e15 }) });
-    expect(state.lastHeartbeat?.monthlySpend).toBe(1e12);
-  });
-});
-
-describe('plugin lifecycle', () => {
-  const start = (): WorkspaceState => frozen(initialState(ID, 'provisioning', T0));
-  const step = (state: WorkspaceState, event: Event, at: number, rules = currentRules) =>
-    transition(state, event, at, config, rules);
-  const finish = (report: ReconcileReport) => ({ type: 'reconcileFinished', outcome: 'succeeded', report }) as const;
-  /** Online, its first (verify) pass finished with one plugin installed. */
-  const online = (): WorkspaceState => {
-    const registered = step(start(), { type: 'register', payload: registerPayload(ID) }, T0).state;
-    const report: ReconcileReport = {
-      declared: 1,
-      declaredNames: ['a'],
-      outcomes: [{ name: 'a', status: 'installed', via: 'boot', revision: 'version:1' }],
-    };
-    return frozen(step(registered, finish(report), T0 + 1_000).state);
-  };
-
-  it('every register verifies the box, even one that finds the workspace online; the follow-up keeps the deepest mode', () => {
-    // The same boot's register repeated within the settle window asks nothing more.
-    const repeated = step(online(), { type: 'register', payload: registerPayload(ID) }, T0 + 2_000);
-    expect(repeated.effects.filter((e) => e.type === 'startReconcile')).toEqual([]);
-    const later = T0 + config.settleWindowMs;
-    const again = step(online(), { type: 'register', payload: registerPayload(ID) }, later);
-    expect(again.effects).toContainEqual({
-      type: 'startReconcile',
-      trigger: 'register (runtime booted)',
-      mode: 'verify',
-    });
-    // While that pass runs: a refresh, then a plain declaration: one follow-up, in refresh mode.
-    let state = step(
-      again.state,
-      { type: 'reconcileRequested', mode: 'refresh', requester: 'operator' },
-      later + 100,
-    ).state;
-    state = step(state, { type: 'pluginsDeclared' }, later + 200).state;
-    expect(state.reconcile).toMatchObject({ running: true, followUp: true, followUpMode: 'refresh' });
-    const done = step(state, finish({ declared: 1, outcomes: [] }), later + 1_000);
-    expect(done.effects).toEqual([
-      { type: 'startReconcile', trigger: 'follow-up of coalesced triggers', mode: 'refresh' },
-    ]);
-    expect(done.state.reconcile.followUpMode).toBe('diff');
-  });
-
-  it('removals and drift repairs: pending while the pass runs, one restart for the batch, counted after', () => {
-    const running = step(online(), { type: 'pluginsDeclared' }, T0 + 2_000).state;
-    const planned = step(
-      running,
-      { type: 'reconcilePlanned', plan: { deliveries: 0, removals: 2, repairs: 1, refreshes: 0 } },
-      T0 + 2_100,
-    ).state;
-    expect(planned.pluginsPending).toBe(3);
-    expect(planned.reconcile.plan).toEqual({ deliveries: 0, removals: 2, repairs: 1, refreshes: 0 });
-    const done = step(
-      planned,
-      finish({
-        declared: 1,
-        declaredNames: ['a'],
-        outcomes: [
-          { name: 'old', status: 'removed' },
-          { name: 'older', status: 'failed', error: 'box unreachable', delivered: true },
-          { name: 'a', status: 'installed', via: 'delivered', revision: 'r2', change: 'repaired' },
-        ],
-      }),
-      T0 + 3_000,
-    );
-    expect(done.effects.filter((e) => e.type === 'restartBox')).toEqual([
-      { type: 'restartBox', restartId: 'restart-1', reason: 'reconcile delivered 2 and removed 1 plugin(s)' },
-    ]);
-    expect(done.state.pluginsPending).toBe(1); // the failed removal is still owed
-    expect(done.state.plugins['a']).toMatchObject({ revision: 'r2', change: 'repaired' });
-    // The failed removal shows until a pass removes it.
-    expect(Object.keys(done.state.plugins).sort()).toEqual(['a', 'older']);
-    expect(done.state.plugins['older']).toMatchObject({ status: 'failed', error: 'box unreachable' });
-    expect(done.state.counters).toMatchObject({ pluginsRemoved: 1, driftRepairs: 1, pluginUpgrades: 0 });
-    expect(done.state.reconcile).toMatchObject({
-      plan: null,
-      lastChanges: { delivered: 0, removed: 1, repaired: 1, upgraded: 0 },
-    });
-  });
-
-  it('the resync is a durable deadline while the runtime is up, counted from the last verify; 0 switches it off', () => {
-    const state = online();
-    const due = T0 + config.resyncPeriodMs; // the register's verify pass was asked at T0
-    // Heartbeats keep the liveness deadline later than the resync.
-    const beating = step(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, due - 1_000).state;
-    expect(nextDeadline(beating, config)).toBe(due);
-    const fired = step(beating, { type: 'deadline' }, due);
-    expect(fired.effects).toContainEqual({ type: 'startReconcile', trigger: 'periodic resync', mode: 'verify' });
-    expect(nextDeadline(fired.state, config)).toBe(
-      Date.parse(fired.state.lastHeartbeat?.at ?? '') + config.livenessTtlMs,
-    );
-    expect(fired.state.reconcile.lastVerifyAt).toBe(iso(due));
-
-    expect(nextDeadline(beating, { ...config, resyncPeriodMs: 0 })).toBe(due - 1_000 + config.livenessTtlMs);
-    const oldRules = { ...currentRules, pluginLifecycle: false };
-    expect(nextDeadline(beating, config, oldRules)).toBe(due - 1_000 + config.livenessTtlMs);
-    // Not while the runtime is down: its register will verify.
-    expect(nextDeadline({ ...beating, status: 'offline', statusSince: iso(due) }, config)).toBe(
-      due + config.livenessTtlMs,
-    );
-  });
-
-  it('a repaired plugin is held (not delivered again) only by the first pass after the restart its repair asked', () => {
-    const running = step(online(), { type: 'pluginsDeclared' }, T0 + 2_000).state;
-    const repaired = step(
-      running,
-      finish({
-        declared: 1,
-        declaredNames: ['a'],
-        outcomes: [{ name: 'a', status: 'installed', via: 'delivered', revision: 'r2', change: 'repaired' }],
-      }),
-      T0 + 3_000,
-    ).state;
-    expect(repaired.restart.inFlight).toBe(true);
-    const back = step(repaired, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 4_000).state;
-    const first = step(back, { type: 'register', payload: registerPayload(ID) }, T0 + 5_000);
-    expect(first.effects).toContainEqual(expect.objectContaining({ type: 'startReconcile', holdRepairs: ['a'] }));
-    const clean = step(first.state, finish({ declared: 1, declaredNames: ['a'], outcomes: [] }), T0 + 6_000).state;
-    expect(repairsToHold(clean)).toEqual([]);
-    const later = step(clean, { type: 'reconcileRequested', mode: 'verify', requester: 'operator' }, T0 + 60_000);
-    const started = later.effects.find((e) => e.type === 'startReconcile');
-    expect(started).toBeDefined();
-    expect(started).not.toHaveProperty('holdRepairs');
-  });
-
-  it('runs from before the rule: a register while online asks nothing, passes carry no mode', () => {
-    const oldRules = { ...currentRules, pluginLifecycle: false };
-    const registered = step(start(), { type: 'register', payload: registerPayload(ID) }, T0, oldRules);
-    expect(registered.effects).toContainEqual({ type: 'startReconcile', trigger: 'provisioning→online (register)' });
-    const settled = step(registered.state, finish({ declared: 0, outcomes: [] }), T0 + 1, oldRules).state;
-    const again = step(settled, { type: 'register', payload: registerPayload(ID) }, T0 + 2, oldRules);
-    expect(again.effects.filter((e) => e.type === 'startReconcile')).toEqual([]);
   });
 });

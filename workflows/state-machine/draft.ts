@@ -1,0 +1,66 @@
+/**
+ * The working copy one transition changes: the next state, the effects it asks for, and the
+ * status changes it made. The input state is never mutated.
+ */
+import type { LifecycleConfig } from '../config.js';
+import { MAX_RECENT, type Effect, type SignalName, type Status, type WorkspaceState } from './types.js';
+
+export class Draft {
+  readonly state: WorkspaceState;
+  readonly effects: Effect[] = [];
+  /** Each move into online this step made, in order: each asks for a reconcile (transition). */
+  readonly cameOnline: { from: Status; cause: string }[] = [];
+
+  constructor(
+    previous: WorkspaceState,
+    readonly now: number,
+    readonly config: LifecycleConfig,
+  ) {
+    this.state = {
+      ...previous,
+      counters: { ...previous.counters },
+      reconcile: { ...previous.reconcile },
+      restart: { ...previous.restart },
+      deadDetection: { ...previous.deadDetection },
+    };
+  }
+
+  get at(): string {
+    return iso(this.now);
+  }
+
+  /** The runtime is someone else's to run. */
+  get external(): boolean {
+    return this.state.runtime === 'external';
+  }
+
+  /** Changes status, recording the change and its cause. */
+  moveTo(to: Status, cause: string): void {
+    const from = this.state.status;
+    if (from === to) return;
+    this.state.status = to;
+    this.state.statusSince = this.at;
+    this.state.counters.transitions++;
+    this.state.recentTransitions = [{ from, to, cause, at: this.at }, ...this.state.recentTransitions].slice(
+      0,
+      MAX_RECENT,
+    );
+    if (to === 'online') this.cameOnline.push({ from, cause });
+  }
+
+  reject(signal: SignalName | 'restart', reason: string): void {
+    this.state.counters.rejected++;
+    this.state.recentRejections = [{ signal, reason, at: this.at }, ...this.state.recentRejections].slice(
+      0,
+      MAX_RECENT,
+    );
+  }
+}
+
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+export function seconds(ms: number): string {
+  return `${ms / 1000}s`;
+}

@@ -1,0 +1,379 @@
+/**
+ * The workspace's state, the events that change it and the effects a change asks for: what
+ * every module of the state machine works on, and what the workflow keeps and carries across
+ * continue-as-new.
+ */
+import type { DeliveryMode, WorkspaceKind } from '../payloads.js';
+
+/**
+ * Workspace statuses, each with one meaning:
+ * - provisioning: the box is being created or restarted; no runtime has checked in since.
+ * - online: the runtime checked in and its last heartbeat was healthy.
+ * - degraded: the runtime beats but reports itself unhealthy (high error rate or wedged).
+ * - offline: the runtime went silent for longer than the liveness TTL.
+ * - awaiting_agent: an external runtime (see Runtime) that has not checked in, or went silent.
+ * - failed: provisioning did not complete within the provisioning timeout.
+ * - removed: deprovisioned; terminal, nothing resurrects it.
+ */
+export const statuses = [
+  'provisioning',
+  'online',
+  'degraded',
+  'offline',
+  'awaiting_agent',
+  'failed',
+  'removed',
+] as const;
+export type Status = (typeof statuses)[number];
+
+/** Statuses a workflow may be started in. */
+export type InitialStatus = Extract<Status, 'provisioning' | 'awaiting_agent'>;
+
+export type SignalName = 'register' | 'heartbeat';
+
+/**
+ * Who runs the workspace's runtime. `managed`: the service's box driver, so the service probes,
+ * restarts and delivers plugins to it. `external`: someone else, somewhere the service does not
+ * reach (a workspace created awaiting its agent): never probed, never declared dead, never
+ * restarted, never delivered to; a silent one goes back to awaiting_agent.
+ */
+export type Runtime = 'managed' | 'external';
+
+export interface AgentCardSummary {
+  name: string | null;
+  description: string | null;
+  version: string | null;
+  skills: number;
+}
+
+export interface LastHeartbeat {
+  at: string;
+  errorRate: number;
+  sampleError: string;
+  activeTasks: number;
+  currentTask: string;
+  uptimeSeconds: number;
+  monthlySpend: number;
+  runtimeState: string;
+  /** The runtime manages its own status: error rates do not degrade it (reference `status_mgmt`). */
+  managesOwnStatus: boolean;
+}
+
+export interface Rejection {
+  /** The signal refused, or `restart` for a restart request the workspace cannot take. */
+  signal: SignalName | 'restart';
+  reason: string;
+  at: string;
+}
+
+export interface StatusChange {
+  from: Status;
+  to: Status;
+  cause: string;
+  at: string;
+}
+
+export type ReconcileOutcome = 'succeeded' | 'failed';
+
+/**
+ * How deep a reconcile pass looks, each mode doing what the one before does and more:
+ * - diff: declared against tracked (deliver what is missing, remove what is no longer declared);
+ * - verify: also one listing of the box's plugins, to repair drift (a tracked plugin that is
+ *   gone from the box or at another revision: the box was rebuilt, or someone deleted it);
+ * - refresh: also stage every declared plugin again and deliver a newer revision (a branch's new head).
+ */
+export type ReconcileMode = 'diff' | 'verify' | 'refresh';
+
+/** What a reconcile pass set out to change on the box (known once it has diffed and listed). */
+export interface ReconcilePlan {
+  /** Declared plugins without a tracking row. */
+  deliveries: number;
+  /** Tracked plugins no longer declared. */
+  removals: number;
+  /** Tracked plugins gone from the box or at another revision there. */
+  repairs: number;
+  /** Declared plugins staged again for a newer revision (refresh). */
+  refreshes: number;
+}
+
+export interface ReconcileState {
+  /** A reconcile pass is executing now. */
+  running: boolean;
+  /** A trigger arrived while running: exactly one more pass follows. */
+  followUp: boolean;
+  lastTrigger: string | null;
+  lastStartedAt: string | null;
+  lastFinishedAt: string | null;
+  lastOutcome: ReconcileOutcome | null;
+  lastError: string | null;
+  /** The running (or last) pass's mode. */
+  mode: ReconcileMode;
+  /** The deepest mode the follow-up must run in. */
+  followUpMode: ReconcileMode;
+  /** When a verify (or refresh) pass was last asked for: the periodic resync counts from it. */
+  lastVerifyAt: string | null;
+  /** The running pass's plan; null before it has diffed, and between passes. */
+  plan: ReconcilePlan | null;
+  /** What the last finished pass changed on the box. */
+  lastChanges: { delivered: number; removed: number; repaired: number; upgraded: number } | null;
+}
+
+/** How a tracked plugin got onto the box: found there by the probe, or delivered by the reconcile. */
+export type InstalledVia = 'boot' | 'delivered';
+
+/** Why a tracked plugin was delivered again: it drifted on the box, or its source has a newer revision. */
+export type PluginChange = 'repaired' | 'upgraded';
+
+/** What one reconcile pass did with one plugin. */
+export type PluginOutcome =
+  | { name: string; status: 'installed'; via: InstalledVia; revision: string; change?: PluginChange }
+  /** No longer declared: gone from the box, its tracking row deleted. */
+  | { name: string; status: 'removed' }
+  /** `delivered`: the box changed (a delivery or removal reached it), but a later step (its tracking row) failed. */
+  | { name: string; status: 'failed'; error: string; delivered?: true };
+
+export interface ReconcileReport {
+  declared: number;
+  /** The declared plugins' names. */
+  declaredNames: string[];
+  outcomes: PluginOutcome[];
+  /** A verify pass could not list the box's plugins: drift was not looked for. */
+  verifyError?: string;
+}
+
+export interface PluginState {
+  status: 'installed' | 'failed';
+  via: InstalledVia | null;
+  revision: string | null;
+  error: string | null;
+  /** Reconcile passes that worked on this plugin. */
+  attempts: number;
+  /** Set when the last pass delivered it again: repaired after drift, or upgraded. */
+  change?: PluginChange | null;
+  updatedAt: string;
+}
+
+export interface RestartState {
+  inFlight: boolean;
+  /** A request arrived while one was in flight: exactly one more restart follows. */
+  followUp: { reason: string; requester: string } | null;
+  count: number;
+  lastReason: string | null;
+  lastRequester: string | null;
+  lastStartedAt: string | null;
+  /** End of the settle window of the last restart: a lone not-running probe before it is not trusted. */
+  settleUntil: string | null;
+  lastFinishedAt: string | null;
+  lastError: string | null;
+  /** Restarts that failed in a row (after their activity's own retries); 0 after a success. */
+  failures: number;
+  /** When the failed restart is asked again (a durable deadline), or null. */
+  retryAt: string | null;
+}
+
+export type ProbeResult = 'running' | 'not-running' | 'error';
+
+export interface DeadDetectionState {
+  /** Strikes in the current window: not-running probes while settling with no heartbeat. */
+  strikes: { count: number; firstAt: string; lastAt: string } | null;
+  lastProbe: { result: ProbeResult; at: string } | null;
+  lastVerdict: { verdict: string; detail: string; requester: string; at: string } | null;
+  deadDeclarations: number;
+}
+
+export interface Counters {
+  registers: number;
+  heartbeats: number;
+  rejected: number;
+  /** Transitions into online (or other causes) that asked for a reconcile. */
+  reconcilesRequested: number;
+  /** Passes actually started; requested minus coalesced. */
+  reconcilesStarted: number;
+  /** Requests folded into a follow-up because a pass was already running or queued. */
+  reconcilesCoalesced: number;
+  reconcilesFailed: number;
+  /** Status changes so far. */
+  transitions: number;
+  /**
+   * Projection writes so far (a status, URL or mode change each); with `transitions` it numbers
+   * them, so every change is newer than the row it replaces, a URL change alone too.
+   */
+  projectionWrites: number;
+  /** Completed runs of this workflow (continue-as-new count). */
+  runs: number;
+  /** Plugins removed from the box because they were no longer declared. */
+  pluginsRemoved: number;
+  /** Tracked plugins delivered again because the box had lost or changed them. */
+  driftRepairs: number;
+  /** Plugins delivered at a newer revision of their source by a refresh. */
+  pluginUpgrades: number;
+}
+
+export interface WorkspaceState {
+  workspaceId: string;
+  status: Status;
+  statusSince: string;
+  url: string | null;
+  deliveryMode: DeliveryMode | null;
+  kind: WorkspaceKind;
+  runtime: Runtime;
+  agentCard: AgentCardSummary | null;
+  lastRegisterAt: string | null;
+  /** The last heartbeat forwarded to the workflow: its time and the fields the rules read. */
+  lastHeartbeat: LastHeartbeat | null;
+  /**
+   * The latest heartbeat time known, forwarded or only recorded in the heartbeat ledger (the API
+   * may coalesce heartbeats that change nothing, even before one was forwarded). Liveness reads
+   * this: lastHeartbeatAt().
+   */
+  heartbeatSeenAt: string | null;
+  counters: Counters;
+  reconcile: ReconcileState;
+  /** Per declared plugin that a reconcile worked on: how it got installed, or why it failed. */
+  plugins: Record<string, PluginState>;
+  /** Declared plugins as of the last reconcile pass. */
+  pluginsDeclaredCount: number;
+  /** Declared plugins without a tracking row after the last reconcile pass. */
+  pluginsPending: number;
+  restart: RestartState;
+  deadDetection: DeadDetectionState;
+  /** Most recent first, bounded. */
+  recentRejections: Rejection[];
+  /** Most recent first, bounded. */
+  recentTransitions: StatusChange[];
+}
+
+export type Event =
+  | { type: 'register'; payload: unknown }
+  /** `beats`: the acknowledged heartbeats this one stands for (itself and those coalesced before it). */
+  | { type: 'heartbeat'; payload: unknown; beats?: number }
+  /** The heartbeat ledger's last-seen time, read when a liveness rule decides. */
+  | { type: 'heartbeatsSeen'; lastSeenAt: string | null }
+  /** A durable timer fired; deadlines that have passed take effect. */
+  | { type: 'deadline' }
+  | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string; report?: ReconcileReport }
+  | { type: 'restartFinished'; outcome: 'succeeded' | 'failed'; error?: string }
+  /** An operator (or another requester) asks for a restart. */
+  | { type: 'restartRequested'; reason: string; requester: string }
+  | { type: 'pluginsDeclared' }
+  /** An operator asks for a reconcile pass (verify, or refresh to take a branch's new head). */
+  | { type: 'reconcileRequested'; mode: ReconcileMode; requester: string }
+  /** The running pass has diffed (and listed the box): what it will change. */
+  | { type: 'reconcilePlanned'; plan: ReconcilePlan }
+  | { type: 'probed'; result: ProbeResult }
+  /** A not-running probe while settling with no recent or fresh heartbeat. */
+  | { type: 'strike'; requester: string }
+  | { type: 'deadDeclared'; reason: string; requester: string }
+  | { type: 'verdict'; verdict: string; detail: string; requester: string }
+  | { type: 'deprovision' };
+
+export type Effect =
+  /**
+   * `holdRepairs`: plugins repaired just before the last restart, not delivered again if they
+   * drifted again (see repairsToHold).
+   */
+  | { type: 'startReconcile'; trigger: string; mode: ReconcileMode; holdRepairs?: string[] }
+  /** `restartId` is unique per workspace, so the box restarts at most once per request. */
+  | { type: 'restartBox'; restartId: string; reason: string }
+  /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
+  | { type: 'revokeTokens'; mintedBefore: string }
+  /** Removed: the box's runtime stops for good and the workspace's tokens are revoked. */
+  | { type: 'retire' }
+  /** Heartbeat silence: run the dead-detection evaluation. */
+  | { type: 'evaluate'; requester: string }
+  /** Status or URL changed: the SQL projection gets the final values of this step. */
+  | {
+      type: 'writeProjection';
+      status: Status;
+      url: string | null;
+      statusSince: string;
+      version: number;
+      deliveryMode: DeliveryMode | null;
+    };
+
+export interface Transition {
+  state: WorkspaceState;
+  effects: Effect[];
+}
+
+export const MAX_RECENT = 10;
+
+export function initialState(workspaceId: string, status: InitialStatus, now: number): WorkspaceState {
+  return {
+    workspaceId,
+    status,
+    statusSince: new Date(now).toISOString(),
+    url: null,
+    deliveryMode: null,
+    kind: 'workspace',
+    runtime: status === 'awaiting_agent' ? 'external' : 'managed',
+    agentCard: null,
+    lastRegisterAt: null,
+    lastHeartbeat: null,
+    heartbeatSeenAt: null,
+    counters: {
+      registers: 0,
+      heartbeats: 0,
+      rejected: 0,
+      reconcilesRequested: 0,
+      reconcilesStarted: 0,
+      reconcilesCoalesced: 0,
+      reconcilesFailed: 0,
+      transitions: 0,
+      projectionWrites: 0,
+      runs: 0,
+      pluginsRemoved: 0,
+      driftRepairs: 0,
+      pluginUpgrades: 0,
+    },
+    reconcile: {
+      running: false,
+      followUp: false,
+      lastTrigger: null,
+      lastStartedAt: null,
+      lastFinishedAt: null,
+      lastOutcome: null,
+      lastError: null,
+      mode: 'diff',
+      followUpMode: 'diff',
+      lastVerifyAt: null,
+      plan: null,
+      lastChanges: null,
+    },
+    plugins: {},
+    pluginsDeclaredCount: 0,
+    pluginsPending: 0,
+    restart: {
+      inFlight: false,
+      followUp: null,
+      count: 0,
+      lastReason: null,
+      lastRequester: null,
+      lastStartedAt: null,
+      settleUntil: null,
+      lastFinishedAt: null,
+      lastError: null,
+      failures: 0,
+      retryAt: null,
+    },
+    deadDetection: { strikes: null, lastProbe: null, lastVerdict: null, deadDeclarations: 0 },
+    recentRejections: [],
+    recentTransitions: [],
+  };
+}
+
+/**
+ * Fills in fields that a state carried from a run of an earlier build may lack; `initialStatus` is the one
+ * the workflow was first started in (it says who runs the runtime).
+ */
+export function upgradeState(carried: WorkspaceState, initialStatus: InitialStatus = 'provisioning'): WorkspaceState {
+  const fresh = initialState(carried.workspaceId, initialStatus, Date.parse(carried.statusSince));
+  return {
+    ...fresh,
+    ...carried,
+    counters: { ...fresh.counters, ...carried.counters },
+    reconcile: { ...fresh.reconcile, ...carried.reconcile },
+    restart: { ...fresh.restart, ...carried.restart },
+    deadDetection: { ...fresh.deadDetection, ...carried.deadDetection },
+  };
+}
