@@ -86,12 +86,17 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   const before = ctx.state().deadDetection.deadDeclarations;
   ctx.apply({ type: 'strike', requester });
   if (ctx.state().deadDetection.deadDeclarations > before) {
-    return { verdict: 'dead', detail: `${config.strikeThreshold} strikes while settling: restart triggered` };
+    return {
+      verdict: 'dead',
+      detail: `${config.strikeThreshold} strikes while settling: restart triggered`,
+      strikes: config.strikeThreshold,
+    };
   }
   const strikes = ctx.state().deadDetection.strikes?.count ?? 0;
   return {
     verdict: 'queued',
     detail: `settling after a restart: strike ${strikes}/${config.strikeThreshold}, retry later`,
+    strikes,
   };
 }
 

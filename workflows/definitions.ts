@@ -13,6 +13,11 @@ export function workspaceWorkflowId(workspaceId: string): string {
   return `workspace:${workspaceId}`;
 }
 
+/** The workspace a workflow id names (the id itself when it is not a workspace's). */
+export function workspaceIdOfWorkflow(workflowId: string): string {
+  return workflowId.startsWith('workspace:') ? workflowId.slice('workspace:'.length) : workflowId;
+}
+
 /** Payloads arrive unvalidated: the workflow validates them and records rejections in state. */
 export const registerSignal = defineSignal<[payload: unknown]>('register');
 /**
@@ -60,6 +65,8 @@ export interface DispatchFailure {
 export interface DispatchVerdict {
   verdict: Verdict;
   detail: string;
+  /** Set when this evaluation struck the settling box: its strikes in the window, this one included. */
+  strikes?: number;
 }
 export const dispatchFailedUpdate = defineUpdate<DispatchVerdict, [failure: DispatchFailure]>('dispatchFailed');
 

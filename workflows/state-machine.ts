@@ -89,7 +89,7 @@ function applyEvent(draft: Draft, event: Event): void {
     case 'restartFinished':
       return onRestartFinished(draft, event.outcome, event.error);
     case 'restartRequested':
-      return requestRestart(draft, event.reason, event.requester);
+      return requestRestart(draft, event.reason, event.requester, 'requested');
     case 'pluginsDeclared':
       return onPluginsDeclared(draft);
     case 'reconcileRequested':
@@ -113,7 +113,10 @@ function applyEvent(draft: Draft, event: Event): void {
   }
 }
 
-/** Status, URL or delivery mode changed: the SQL projection gets the final values of the step. */
+/**
+ * Status, URL or delivery mode changed: the SQL projection gets the final values of the step, with
+ * the status changes the step made (a step can make two: dead, then provisioning for the restart).
+ */
 function projectChanges(draft: Draft, previous: WorkspaceState): void {
   const next = draft.state;
   if (next.status === previous.status && next.url === previous.url && next.deliveryMode === previous.deliveryMode)
@@ -127,6 +130,7 @@ function projectChanges(draft: Draft, previous: WorkspaceState): void {
     // Both counts only grow, so the sum grows with every write.
     version: next.counters.transitions + next.counters.projectionWrites,
     deliveryMode: next.deliveryMode,
+    transitions: draft.moves,
   });
 }
 

@@ -148,6 +148,7 @@ describe('liveness', () => {
         statusSince: iso(T0 + 800_000),
         version: 4, // 2 transitions + 2 writes
         deliveryMode: null,
+        transitions: [{ from: 'failed', to: 'online', cause: 'heartbeat', at: iso(T0 + 800_000) }],
       },
     ]);
   });

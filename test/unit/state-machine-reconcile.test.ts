@@ -130,7 +130,12 @@ describe('plugin lifecycle', () => {
       T0 + 3_000,
     );
     expect(done.effects.filter((e) => e.type === 'restartBox')).toEqual([
-      { type: 'restartBox', restartId: 'restart-1', reason: 'reconcile delivered 2 and removed 1 plugin(s)' },
+      {
+        type: 'restartBox',
+        restartId: 'restart-1',
+        reason: 'reconcile delivered 2 and removed 1 plugin(s)',
+        cause: 'reconcile',
+      },
     ]);
     expect(done.state.pluginsPending).toBe(1); // the failed removal is still owed
     expect(done.state.plugins['a']).toMatchObject({ revision: 'r2', change: 'repaired' });

@@ -115,9 +115,44 @@ describe('restarts and dead detection', () => {
     expect(state.restart).toMatchObject({ count: 1, followUp: { reason: 'three', requester: 'reconcile' } });
     const next = transition(state, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 5_000, config);
     expect(next.effects.filter((e) => e.type === 'restartBox')).toEqual([
-      { type: 'restartBox', restartId: 'restart-2', reason: 'three' },
+      { type: 'restartBox', restartId: 'restart-2', reason: 'three', cause: 'requested' },
     ]);
     const removed = apply(start(), { type: 'deprovision' });
     expect(transition(removed, { type: 'deadDeclared', reason: 'x', requester: 'y' }, T0, config).effects).toEqual([]);
+  });
+
+  it('each restart says why in a word: dead, silent, reconcile, retry, requested (a follow-up keeps its own)', () => {
+    const causes = (result: ReturnType<typeof transition>): string[] =>
+      result.effects.flatMap((e) => (e.type === 'restartBox' ? [e.cause] : []));
+    const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    expect(causes(transition(online, { type: 'deadDeclared', reason: 'x', requester: 'caller' }, T0, config))).toEqual([
+      'dead',
+    ]);
+    const offline = apply(online, { type: 'deadline' }, T0 + config.livenessTtlMs);
+    expect(offline.status).toBe('offline');
+    const silent = transition(offline, { type: 'deadline' }, T0 + 2 * config.livenessTtlMs, config);
+    expect(causes(silent)).toEqual(['silent']);
+    const requested = apply(online, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
+    // A dead declaration while that restart runs becomes its follow-up, which keeps its cause.
+    const pending = apply(requested, { type: 'deadDeclared', reason: 'x', requester: 'caller' }, T0 + 2_000);
+    expect(causes(transition(pending, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 3_000, config))).toEqual(
+      ['dead'],
+    );
+    const failed = apply(requested, { type: 'restartFinished', outcome: 'failed', error: 'no box' }, T0 + 2_000);
+    expect(causes(transition(failed, { type: 'deadline' }, T0 + 62_000, config))).toEqual(['retry']);
+  });
+
+  it('a dead declaration reports both status changes of its step to the projection: offline, then provisioning', () => {
+    const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    const dead = transition(online, { type: 'deadDeclared', reason: 'not running', requester: 'caller' }, T0 + 9, config);
+    expect(dead.effects.filter((e) => e.type === 'writeProjection')).toEqual([
+      expect.objectContaining({
+        status: 'provisioning',
+        transitions: [
+          { from: 'online', to: 'offline', cause: 'dead: not running', at: iso(T0 + 9) },
+          { from: 'offline', to: 'provisioning', cause: 'restart: dead: not running', at: iso(T0 + 9) },
+        ],
+      }),
+    ]);
   });
 });

@@ -234,6 +234,7 @@ describe('transitions', () => {
         statusSince: iso(T0 + 5),
         version: 2, // 1 transition + 1 write
         deliveryMode: 'push',
+        transitions: [{ from: 'provisioning', to: 'online', cause: 'register', at: iso(T0 + 5) }],
       },
     ]);
   });
@@ -345,7 +346,7 @@ describe('transitions', () => {
   it('a step writes the projection once, with its final values, only when status or url changed', () => {
     const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
     const offline = transition(online, { type: 'deadline' }, T0 + config.livenessTtlMs, config);
-    // offline → online → degraded in one heartbeat: one write, of the final status.
+    // offline → online → degraded in one heartbeat: one write, of the final status, reporting both changes.
     const sick = transition(
       offline.state,
       { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) },
@@ -360,6 +361,10 @@ describe('transitions', () => {
         statusSince: iso(T0 + 200_000),
         version: 7, // 4 transitions + the workspace's third projection write
         deliveryMode: 'push',
+        transitions: [
+          { from: 'offline', to: 'online', cause: 'heartbeat', at: iso(T0 + 200_000) },
+          { from: 'online', to: 'degraded', cause: 'error rate 0.9 ≥ 0.5', at: iso(T0 + 200_000) },
+        ],
       },
     ]);
     const same = transition(

@@ -3,13 +3,15 @@
  * status changes it made. The input state is never mutated.
  */
 import type { LifecycleConfig } from '../config.js';
-import { MAX_RECENT, type Effect, type SignalName, type Status, type WorkspaceState } from './types.js';
+import { MAX_RECENT, type Effect, type SignalName, type Status, type StatusChange, type WorkspaceState } from './types.js';
 
 export class Draft {
   readonly state: WorkspaceState;
   readonly effects: Effect[] = [];
   /** Each move into online this step made, in order: each asks for a reconcile (transition). */
   readonly cameOnline: { from: Status; cause: string }[] = [];
+  /** Every status change this step made, in order: the projection write reports them all. */
+  readonly moves: StatusChange[] = [];
 
   constructor(
     previous: WorkspaceState,
@@ -41,10 +43,9 @@ export class Draft {
     this.state.status = to;
     this.state.statusSince = this.at;
     this.state.counters.transitions++;
-    this.state.recentTransitions = [{ from, to, cause, at: this.at }, ...this.state.recentTransitions].slice(
-      0,
-      MAX_RECENT,
-    );
+    const change = { from, to, cause, at: this.at };
+    this.moves.push(change);
+    this.state.recentTransitions = [change, ...this.state.recentTransitions].slice(0, MAX_RECENT);
     if (to === 'online') this.cameOnline.push({ from, cause });
   }
 

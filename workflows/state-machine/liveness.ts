@@ -119,7 +119,7 @@ export function onStatusDeadline(draft: Draft): void {
     draft.moveTo('failed', `still provisioning after ${seconds(config.provisioningTimeoutMs)}`);
   } else if (state.status === 'offline') {
     // Offline for a TTL and still silent: the box may run, its runtime does not answer.
-    requestRestart(draft, `offline and silent for ${seconds(config.livenessTtlMs)} more`, 'watchdog');
+    requestRestart(draft, `offline and silent for ${seconds(config.livenessTtlMs)} more`, 'watchdog', 'silent');
   } else if (draft.external) {
     // Nothing to probe or restart: the workspace waits for its agent to check in again.
     draft.moveTo('awaiting_agent', `no heartbeat for ${seconds(config.livenessTtlMs)}`);

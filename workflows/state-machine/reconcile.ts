@@ -86,7 +86,7 @@ export function onReconcileFinished(
       o.status === 'installed' ? o.via === 'delivered' : o.status === 'removed' || o.delivered === true,
     ).length;
     // One restart per reconcile batch, however many plugins were delivered or removed.
-    if (changed > 0) requestRestart(draft, restartReason(report, changed), 'reconcile');
+    if (changed > 0) requestRestart(draft, restartReason(report, changed), 'reconcile', 'reconcile');
   }
   const owed = reconcile.followUp;
   const owedMode = reconcile.followUpMode;

@@ -6,19 +6,19 @@
  */
 import type { LifecycleConfig } from '../config.js';
 import { iso, seconds, type Draft } from './draft.js';
-import type { Event, ProbeResult, WorkspaceState } from './types.js';
+import type { Event, ProbeResult, RestartCause, WorkspaceState } from './types.js';
 
 /**
  * The one restart operation, whoever asks: stamps the start, clears the URL, goes
  * provisioning and restarts the box. A request while one is in flight becomes exactly one
  * follow-up; none is dropped.
  */
-export function requestRestart(draft: Draft, reason: string, requester: string): void {
+export function requestRestart(draft: Draft, reason: string, requester: string, cause: RestartCause): void {
   const restart = draft.state.restart;
   if (draft.state.status === 'removed') return;
   if (draft.external) return draft.reject('restart', `${reason}: the runtime is external; restart it where it runs`);
   if (restart.inFlight) {
-    restart.followUp = { reason, requester };
+    restart.followUp = { reason, requester, cause };
     return;
   }
   restart.inFlight = true;
@@ -29,7 +29,7 @@ export function requestRestart(draft: Draft, reason: string, requester: string):
   restart.settleUntil = iso(draft.now + draft.config.settleWindowMs);
   draft.state.url = null;
   draft.moveTo('provisioning', `restart: ${reason}`);
-  draft.effects.push({ type: 'restartBox', restartId: `restart-${restart.count}`, reason });
+  draft.effects.push({ type: 'restartBox', restartId: `restart-${restart.count}`, reason, cause });
 }
 
 export function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed', error: string | undefined): void {
@@ -43,7 +43,7 @@ export function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed',
   restart.retryAt = retry ? iso(draft.now + restartRetryDelayMs(restart.failures)) : null;
   const followUp = restart.followUp;
   restart.followUp = null;
-  if (followUp) requestRestart(draft, followUp.reason, followUp.requester);
+  if (followUp) requestRestart(draft, followUp.reason, followUp.requester, followUp.cause ?? 'requested');
 }
 
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */
@@ -67,6 +67,7 @@ export function retryRestartIfDue(draft: Draft): void {
     draft,
     `retry ${restart.failures} after a failed restart (${restart.lastError ?? '?'}): ${restart.lastReason ?? ''}`,
     restart.lastRequester ?? 'restart-retry',
+    'retry',
   );
 }
 
@@ -82,7 +83,7 @@ export function declareDead(draft: Draft, reason: string, requester: string): vo
   if (state.status !== 'provisioning') draft.moveTo('offline', `dead: ${reason}`);
   state.url = null;
   draft.effects.push({ type: 'revokeTokens', mintedBefore: draft.at });
-  requestRestart(draft, `dead: ${reason}`, requester);
+  requestRestart(draft, `dead: ${reason}`, requester, 'dead');
 }
 
 /** A probe's result is recorded; a running box resets the strikes. */

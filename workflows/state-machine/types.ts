@@ -153,10 +153,21 @@ export interface PluginState {
   updatedAt: string;
 }
 
+/**
+ * Why a restart was asked, in a word (the metrics' label; the reason says the rest):
+ * - dead: dead detection declared the box dead;
+ * - silent: offline and still silent a liveness TTL later (the watchdog);
+ * - reconcile: the reconcile delivered or removed plugins, which load at start;
+ * - retry: a failed restart asked again;
+ * - requested: an operator or another caller of the API asked.
+ */
+export type RestartCause = 'dead' | 'silent' | 'reconcile' | 'retry' | 'requested';
+export const restartCauses: readonly RestartCause[] = ['dead', 'silent', 'reconcile', 'retry', 'requested'];
+
 export interface RestartState {
   inFlight: boolean;
   /** A request arrived while one was in flight: exactly one more restart follows. */
-  followUp: { reason: string; requester: string } | null;
+  followUp: { reason: string; requester: string; cause?: RestartCause } | null;
   count: number;
   lastReason: string | null;
   lastRequester: string | null;
@@ -274,14 +285,17 @@ export type Effect =
    */
   | { type: 'startReconcile'; trigger: string; mode: ReconcileMode; holdRepairs?: string[] }
   /** `restartId` is unique per workspace, so the box restarts at most once per request. */
-  | { type: 'restartBox'; restartId: string; reason: string }
+  | { type: 'restartBox'; restartId: string; reason: string; cause: RestartCause }
   /** Dead: the workspace's instance tokens stop working; the next register mints a new one. */
   | { type: 'revokeTokens'; mintedBefore: string }
   /** Removed: the box's runtime stops for good and the workspace's tokens are revoked. */
   | { type: 'retire' }
   /** Heartbeat silence: run the dead-detection evaluation. */
   | { type: 'evaluate'; requester: string }
-  /** Status or URL changed: the SQL projection gets the final values of this step. */
+  /**
+   * Status or URL changed: the SQL projection gets the final values of this step, and the status
+   * changes it made (each written once to the event outbox).
+   */
   | {
       type: 'writeProjection';
       status: Status;
@@ -289,6 +303,7 @@ export type Effect =
       statusSince: string;
       version: number;
       deliveryMode: DeliveryMode | null;
+      transitions: StatusChange[];
     };
 
 export interface Transition {
