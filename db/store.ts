@@ -44,6 +44,16 @@ export interface Projection {
   version: number;
   /** Absent (runs from before it was projected) or null (not registered yet): the row keeps its own. */
   deliveryMode?: DeliveryMode | null;
+  /** The status changes this write reports, in order: each becomes an event of the outbox. */
+  transitions?: StatusTransition[];
+}
+
+/** One status change as the workflow made it (the state machine's StatusChange). */
+export interface StatusTransition {
+  from: string;
+  to: string;
+  cause: string;
+  at: string;
 }
 
 /** What every runtime call checks first: whether the workspace is live, its tokens, its delivery mode. */
@@ -254,16 +264,25 @@ export class Store {
     }));
   }
 
-  async writeProjection(p: Projection): Promise<void> {
-    await this.pool.query(
-      `INSERT INTO workspaces (id, status, url, status_since, version, delivery_mode) VALUES ($1, $2, $3, $4, $5, $6)
-       ON CONFLICT (id) DO UPDATE
-         SET status = EXCLUDED.status, url = EXCLUDED.url, status_since = EXCLUDED.status_since,
-             version = EXCLUDED.version, updated_at = now(),
-             delivery_mode = coalesce(EXCLUDED.delivery_mode, workspaces.delivery_mode)
-         WHERE workspaces.version < EXCLUDED.version`,
-      [p.workspaceId, p.status, p.url, p.statusSince, p.version, p.deliveryMode ?? null],
+  /**
+   * The projection (only a newer version overwrites the row) and, in the same transaction, the
+   * status changes it reports into the event outbox (db/events.ts); returns how many events it
+   * added (none for a retried write).
+   */
+  async writeProjection(p: Projection): Promise<number> {
+    const { rows } = await this.pool.query<{ added: number }>(
+      'SELECT write_projection($1, $2, $3, $4, $5, $6, $7) AS added',
+      [
+        p.workspaceId,
+        p.status,
+        p.url,
+        p.statusSince,
+        p.version,
+        p.deliveryMode ?? null,
+        JSON.stringify(p.transitions ?? []),
+      ],
     );
+    return rows[0]?.added ?? 0;
   }
 
   /**

@@ -33,7 +33,9 @@ beforeAll(async () => {
   const fake = new FakeActivities();
   worker = await createWorker(env, taskQueue, {
     ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
+    writeProjection: async (projection) => {
+      await store.writeProjection(projection);
+    },
   });
   running = worker.run();
   open = await buildApi(env.client, store, testApiSettings(taskQueue));

@@ -40,7 +40,9 @@ export function testApiSettings(
 export function apiTestActivities(fake: FakeActivities, store: Store): Activities {
   return {
     ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
+    writeProjection: async (projection) => {
+      await store.writeProjection(projection);
+    },
     revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
   };
 }
