@@ -51,6 +51,16 @@ export interface WorkerSettings {
   sshKeyDir: string;
   /** Null: an unversioned worker, for servers without worker deployments (the time-skipping test server). */
   versioning: WorkerVersioningSettings | null;
+  /** Where the worker serves its Prometheus metrics (`host:port`); null: not served. */
+  metricsAddress: string | null;
+  /** Where traces go; null: tracing is off. */
+  tracing: TracingSettings | null;
+}
+
+/** Where a process sends its traces: an OTLP/HTTP endpoint. */
+export interface TracingSettings {
+  /** The traces URL (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/traces`). */
+  url: string;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -70,6 +80,8 @@ export interface Settings {
   maxCachedWorkflows: number;
   workflowHeapMb: number | null;
   versioning: WorkerVersioningSettings | null;
+  metricsAddress: string | null;
+  tracing: TracingSettings | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -99,6 +111,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     workflowHeapMb:
       env['WL_WORKER_WORKFLOW_HEAP_MB'] === '0' ? null : integer(env, 'WL_WORKER_WORKFLOW_HEAP_MB', 1536, 256),
     versioning: versioningFromEnv(env),
+    metricsAddress: metricsAddressFromEnv(env),
+    tracing: tracingFromEnv(env),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -109,6 +123,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       lifecycle: lifecycleOverrides(env),
       bootstrapWithoutCredential: env['WL_BOOTSTRAP_WITHOUT_CREDENTIAL'] === 'true',
       deferredForwards: integer(env, 'WL_HEARTBEAT_DEFERRED_FORWARDS', defaultApiSettings.deferredForwards, 1),
+      events: {
+        retentionHours: integer(env, 'WL_EVENTS_RETENTION_HOURS', defaultApiSettings.events.retentionHours, 1),
+        maxStreams: integer(env, 'WL_EVENTS_MAX_STREAMS', defaultApiSettings.events.maxStreams, 1),
+      },
       ...(env['WL_HEARTBEAT_FORWARD_EVERY_MS']
         ? { heartbeatForwardEveryMs: integer(env, 'WL_HEARTBEAT_FORWARD_EVERY_MS', 0, 0) }
         : {}),
@@ -133,7 +151,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 /** The API's settings; it needs the admin token and a database. */
 export function apiSettings(settings: Settings): ApiSettings {
   const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
-  const { heartbeatForwardEveryMs, bootstrapWithoutCredential, deferredForwards } = settings.api;
+  const { heartbeatForwardEveryMs, bootstrapWithoutCredential, deferredForwards, events } = settings.api;
   if (adminToken === undefined) throw new SettingsError('WL_ADMIN_TOKEN must be set (16 characters or more)');
   const { taskQueue, sources } = settings;
   return {
@@ -148,6 +166,7 @@ export function apiSettings(settings: Settings): ApiSettings {
     lifecycle,
     bootstrapWithoutCredential,
     deferredForwards,
+    events,
     ...(heartbeatForwardEveryMs === undefined ? {} : { heartbeatForwardEveryMs }),
   };
 }
@@ -166,7 +185,52 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     workflowHeapMb: settings.workflowHeapMb,
     sshKeyDir: settings.sshKeyDir,
     versioning: settings.versioning,
+    metricsAddress: settings.metricsAddress,
+    tracing: settings.tracing,
   };
+}
+
+/** Where a worker serves its Prometheus metrics unless WL_WORKER_METRICS_ADDR says otherwise. */
+export const DEFAULT_WORKER_METRICS_ADDRESS = '127.0.0.1:9464';
+
+/**
+ * WL_WORKER_METRICS_ADDR: `host:port` (an IPv6 host in brackets) where the worker serves its
+ * Prometheus metrics, or `off`. Each worker on one host needs a port of its own.
+ */
+export function metricsAddressFromEnv(env: NodeJS.ProcessEnv): string | null {
+  const value = env['WL_WORKER_METRICS_ADDR'] || DEFAULT_WORKER_METRICS_ADDRESS;
+  if (value === 'off') return null;
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[2]);
+  if (match === null || port > 65_535)
+    throw new SettingsError(
+      `WL_WORKER_METRICS_ADDR must be host:port (e.g. 0.0.0.0:9464) or off, got ${JSON.stringify(value)}`,
+    );
+  return value;
+}
+
+/**
+ * Tracing is on when an OTLP endpoint is set, the OpenTelemetry way: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+ * (the traces URL itself) or OTEL_EXPORTER_OTLP_ENDPOINT (its base; `/v1/traces` is appended).
+ */
+export function tracingFromEnv(env: NodeJS.ProcessEnv): TracingSettings | null {
+  const traces = env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'];
+  const base = env['OTEL_EXPORTER_OTLP_ENDPOINT'];
+  const [variable, url] = traces
+    ? ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', traces]
+    : base
+      ? ['OTEL_EXPORTER_OTLP_ENDPOINT', `${base.replace(/\/+$/, '')}/v1/traces`]
+      : [null, null];
+  if (variable === null) return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new SettingsError(`${variable} must be an http(s) URL, got ${JSON.stringify(env[variable])}`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
+    throw new SettingsError(`${variable} must be an http(s) URL, got ${JSON.stringify(env[variable])}`);
+  return { url: parsed.href };
 }
 
 /** The deployment every worker of this service belongs to, unless WL_WORKER_DEPLOYMENT names another. */

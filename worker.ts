@@ -13,21 +13,27 @@
  * `npm run worker` outlives its dependencies: while Temporal or the database cannot be reached
  * at start, or after the worker failed (the SDK stops polling after about a minute of errors),
  * it says why and starts again with backoff, until SIGINT or SIGTERM.
+ *
+ * Observability (docs/metrics.md, docs/tracing.md): the SDK's metrics and the fleet's domain
+ * counters on one Prometheus endpoint (WL_WORKER_METRICS_ADDR), a span per activity when tracing
+ * is on, and `workspace_id` (and `trace_id`) on every activity's and workflow's log line.
  */
 import type { WorkerDeploymentVersion } from '@temporalio/common';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, type WorkerInterceptors } from '@temporalio/worker';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { createActivities } from './activities/index.js';
+import { LifecycleMetrics, ReconcileFailureCounter } from './activities/metrics.js';
 import { LocalBoxDriver } from './activities/box/local.js';
 import { BoxRouter } from './activities/box/router.js';
 import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
 import { loadSettings, workerSettings, type WorkerSettings, type WorkerVersioningSettings } from './settings.js';
+import { activityInterceptors, startTracing, type Tracing } from './tracing.js';
 import { bundleInChildProcess } from './workflow-bundle.js';
 
 export interface CreatedWorker {
@@ -61,6 +67,38 @@ function reportAllocator(): void {
       "worker: on the C library's malloc, each cached workflow takes about 1.7x the memory it takes on jemalloc; start the worker with scripts/jemalloc.sh (npm run worker does)",
     );
   else if (allocator !== null) console.log(`worker: memory allocator ${allocator}`);
+}
+
+let runtimeInstalled = false;
+
+/**
+ * Installs the process's Temporal runtime, once and before any connection: the SDK's own metrics
+ * and the domain counters of the activities (activities/metrics.ts) on a Prometheus endpoint at
+ * `address` (`/metrics`), in base units (seconds) with units and `_total` in the names. Returns
+ * the metrics URL, or null when none is served: `address` is null, or it cannot be bound (said
+ * once; the worker runs on without it: `up` of its scrape job tells the operator).
+ */
+export function installWorkerRuntime(address: string | null): string | null {
+  if (runtimeInstalled || address === null) return null;
+  runtimeInstalled = true;
+  try {
+    Runtime.install({
+      telemetryOptions: {
+        metrics: {
+          prometheus: {
+            bindAddress: address,
+            countersTotalSuffix: true,
+            unitSuffix: true,
+            useSecondsForDurations: true,
+          },
+        },
+      },
+    });
+  } catch (err) {
+    console.warn(`worker: metrics not served: ${message(err)} at ${address} (WL_WORKER_METRICS_ADDR)`);
+    return null;
+  }
+  return `http://${address}/metrics`;
 }
 
 // Built once per process, however often the supervisor starts the worker again.
@@ -104,12 +142,16 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     connection = await NativeConnection.connect(connectionOptions);
     const registered = await ensureSearchAttributes(connection.operatorService, namespace);
     if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
+    // The runtime's meter: the installed one's endpoint, or nowhere when none was installed.
+    const metrics = new LifecycleMetrics(Runtime.instance().metricMeter);
+    const tracing = startTracing('workspace-lifecycle-worker', settings.tracing);
     const worker = await Worker.create({
       connection,
       namespace,
       taskQueue: settings.taskQueue,
       workflowBundle: bundleCode,
-      activities: createActivities({ store, driver, sources: settings.sources }),
+      activities: createActivities({ store, driver, sources: settings.sources, metrics }),
+      interceptors: workerInterceptors(metrics, tracing),
       maxCachedWorkflows: settings.maxCachedWorkflows,
       ...(version === null ? {} : { workerDeploymentOptions: pinnedDeployment(version) }),
     });
@@ -119,6 +161,13 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     await connection?.close();
     throw err;
   }
+}
+
+/** The worker's activity interceptors: reconcile failures counted, and traces and log attributes. */
+export function workerInterceptors(metrics: LifecycleMetrics, tracing: Tracing | null): WorkerInterceptors {
+  return {
+    activity: [(ctx) => ({ inbound: new ReconcileFailureCounter(metrics, ctx) }), ...activityInterceptors(tracing)],
+  };
 }
 
 /**
@@ -192,6 +241,8 @@ const RESTART_BACKOFF_MAX_MS = 30_000;
 
 /** Runs a worker until SIGINT/SIGTERM, starting it again whenever it cannot start or fails. */
 export async function superviseWorker(settings: WorkerSettings): Promise<void> {
+  const metricsUrl = installWorkerRuntime(settings.metricsAddress);
+  if (metricsUrl !== null) console.log(`worker: metrics at ${metricsUrl}`);
   const stop = new AbortController();
   // The SDK's own handlers drain a running worker on these signals; this ends the loop.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => stop.abort());

@@ -13,7 +13,10 @@ import { fileURLToPath } from 'node:url';
 
 export const workflowsPath = fileURLToPath(new URL('./workflows/index.ts', import.meta.url));
 
-export const preloadModules = [workflowsPath];
+/** The workflow interceptors: a caller's trace carried to the activities it causes, and log attributes. */
+export const workflowInterceptorModules = [fileURLToPath(new URL('./workflows/tracing.ts', import.meta.url))];
+
+export const preloadModules = [workflowsPath, ...workflowInterceptorModules];
 
 /**
  * The bundle, built in a child process. The bundler's heap, and what the allocator keeps after
@@ -37,6 +40,6 @@ export function bundleInChildProcess(): Promise<{ code: string }> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules });
+  const { code } = await bundleWorkflowCode({ workflowsPath, workflowInterceptorModules, preloadModules });
   process.send?.(code, () => process.disconnect());
 }

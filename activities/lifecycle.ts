@@ -7,14 +7,24 @@
 import { log } from '@temporalio/activity';
 import { hashSecret, newSecret } from '../db/secrets.js';
 import type { Projection } from '../db/store.js';
+import type { RestartCause } from '../workflows/state-machine.js';
 import { heartbeating } from './heartbeating.js';
+import { LifecycleMetrics } from './metrics.js';
 import type { ActivityDeps } from './reconcile.js';
 
-export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 'store' | 'driver'>) {
+export function createLifecycleActivities({
+  store,
+  driver,
+  metrics = new LifecycleMetrics(),
+}: Pick<ActivityDeps, 'store' | 'driver' | 'metrics'>) {
   return {
-    /** The SQL readers' view of the workspace; ordered by the workflow's count of projection writes. */
+    /**
+     * The SQL readers' view of the workspace, ordered by the workflow's count of projection
+     * writes, and its status changes into the event outbox (counted once: a retry adds none).
+     */
     async writeProjection(projection: Projection): Promise<void> {
-      await store.writeProjection(projection);
+      const added = await store.writeProjection(projection);
+      if (added > 0) for (const { from, to } of projection.transitions ?? []) metrics.transitioned(from, to);
     },
 
     /** When the runtime last heartbeat, as the API recorded it (heartbeats it coalesced included). */
@@ -28,7 +38,10 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       return driver.isRunning(workspaceId);
     },
 
-    /** Revokes the workspace's tokens minted before `mintedBefore` (all of them without it). */
+    /**
+     * Revokes the workspace's tokens minted before `mintedBefore` (all of them without it). Only a
+     * dead verdict revokes up to a moment (the verdict's), so that is where dead verdicts are counted.
+     */
     async revokeInstanceTokens({
       workspaceId,
       mintedBefore,
@@ -38,6 +51,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
     }): Promise<number> {
       const revoked = await store.revokeInstanceTokens(workspaceId, mintedBefore);
       log.info('revoked instance tokens', { workspaceId, mintedBefore, revoked });
+      if (mintedBefore !== undefined) metrics.declaredDead();
       return revoked;
     },
 
@@ -48,7 +62,16 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       return result;
     },
 
-    async restartBox({ workspaceId, restartId }: { workspaceId: string; restartId: string }): Promise<string> {
+    /** `cause` (absent from runs of an earlier build): why it was asked, counted by it once done. */
+    async restartBox({
+      workspaceId,
+      restartId,
+      cause = 'requested',
+    }: {
+      workspaceId: string;
+      restartId: string;
+      cause?: RestartCause;
+    }): Promise<string> {
       // Written into the box, then stored, then restarted. The box first: a box that cannot be
       // reached keeps the credential it holds valid (nothing new is stored). A crash between the
       // write and the store leaves the two disagreeing until the retry writes and stores another;
@@ -60,7 +83,8 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
         await store.setBootCredential(workspaceId, hashSecret(credential));
         return driver.restart(workspaceId, restartId);
       });
-      log.info('restart box', { workspaceId, restartId, result });
+      log.info('restart box', { workspaceId, restartId, cause, result });
+      metrics.restarted(cause);
       return result;
     },
   };

@@ -7,9 +7,10 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
-import type { InstalledVia } from '../workflows/state-machine.js';
+import type { InstalledVia, PluginChange, ReconcileMode } from '../workflows/state-machine.js';
 import { isPermanentBoxError, type BoxDriver } from './box/driver.js';
 import { heartbeating } from './heartbeating.js';
+import { LifecycleMetrics } from './metrics.js';
 import { isSafePluginName, PermanentPluginError } from './plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from './plugins/source.js';
 import { parseManifest, stagePlugin as stage, type StagedPlugin, type StageSettings } from './plugins/stage.js';
@@ -19,6 +20,8 @@ export interface ActivityDeps {
   store: Store;
   driver: BoxDriver;
   sources: SourceSettings & StageSettings;
+  /** The domain counters (activities/metrics.ts); none counted without. */
+  metrics?: LifecycleMetrics;
 }
 
 export interface PluginDiff {
@@ -58,6 +61,7 @@ export type Probe =
 
 export function createReconcileActivities(deps: ActivityDeps) {
   const { store, driver, sources } = deps;
+  const metrics = deps.metrics ?? new LifecycleMetrics();
 
   async function permanentAsFailure<T>(work: () => Promise<T>): Promise<T> {
     try {
@@ -71,9 +75,20 @@ export function createReconcileActivities(deps: ActivityDeps) {
   }
 
   return {
-    /** Declared minus tracked: the only query a reconcile with nothing to do makes. */
-    async listPluginDiff({ workspaceId, trigger }: { workspaceId: string; trigger: string }): Promise<PluginDiff> {
-      log.info('reconcile pass', { workspaceId, trigger });
+    /**
+     * Declared minus tracked: the only query a reconcile with nothing to do makes. Every pass
+     * starts here, so passes are counted here (by `mode`; absent from runs of an earlier build).
+     */
+    async listPluginDiff({
+      workspaceId,
+      trigger,
+      mode,
+    }: {
+      workspaceId: string;
+      trigger: string;
+      mode?: ReconcileMode;
+    }): Promise<PluginDiff> {
+      log.info('reconcile pass', { workspaceId, trigger, mode });
       const [declared, tracked] = await Promise.all([
         store.listDeclaredPlugins(workspaceId),
         store.listTrackingRows(workspaceId),
@@ -86,6 +101,7 @@ export function createReconcileActivities(deps: ActivityDeps) {
         revision: row.revision,
         installedVia: row.installedVia,
       });
+      metrics.reconcileStarted(mode ?? 'diff');
       return {
         declared: declared.length,
         declaredNames: declared.map((plugin) => plugin.name),
@@ -153,21 +169,34 @@ export function createReconcileActivities(deps: ActivityDeps) {
       });
     },
 
-    async deliverPlugin({ workspaceId, plugin }: { workspaceId: string; plugin: StagedPlugin }): Promise<string> {
+    /** `change`: set when a tracked plugin is delivered again (drift, a newer revision). */
+    async deliverPlugin({
+      workspaceId,
+      plugin,
+      change,
+    }: {
+      workspaceId: string;
+      plugin: StagedPlugin;
+      change?: PluginChange;
+    }): Promise<string> {
       // A staged tree the driver refuses (one that holds a link) will not change by retrying.
       const result = await permanentAsFailure(() => heartbeating(() => driver.deliverPlugin(workspaceId, plugin)));
       log.info('deliver plugin', { workspaceId, pluginName: plugin.pluginName, revision: plugin.revision, result });
+      metrics.delivered(change ?? 'missing');
       return result;
     },
 
-    async recordInstalled(row: TrackingRow): Promise<void> {
+    /** `change: 'repaired'`: the row completes a drift repair, which is counted here. */
+    async recordInstalled(row: TrackingRow & { change?: PluginChange }): Promise<void> {
       await store.recordInstalled(row);
+      if (row.change === 'repaired') metrics.repaired(row.installedVia);
     },
 
     /** Takes a plugin no longer declared off the box, whole; already gone is done. */
     async removePlugin({ workspaceId, pluginName }: { workspaceId: string; pluginName: string }): Promise<string> {
       const result = await heartbeating(() => driver.removePlugin(workspaceId, pluginName));
       log.info('remove plugin', { workspaceId, pluginName, result });
+      metrics.removed();
       return result;
     },
 

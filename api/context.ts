@@ -20,6 +20,7 @@ import {
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
 import { DeferredWork } from './deferred.js';
+import { Metrics } from './metrics.js';
 import { DEPENDENCY_RETRY_AFTER_SECONDS, HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
 import { validatePluginSources } from './plugins.js';
 
@@ -53,6 +54,15 @@ export interface ApiSettings {
    * first use: whoever reaches the API first after a revocation gets the token). Off by default.
    */
   bootstrapWithoutCredential: boolean;
+  /** The status-change stream (GET /events, api/routes/events.ts). */
+  events: EventStreamSettings;
+}
+
+export interface EventStreamSettings {
+  /** Events older than this are deleted from the outbox; a stream resumed from before them is told so. */
+  retentionHours: number;
+  /** Streams open at once per API process; one more is refused (503). */
+  maxStreams: number;
 }
 
 export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
@@ -65,6 +75,7 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   lifecycle: {},
   deferredForwards: 16,
   bootstrapWithoutCredential: false,
+  events: { retentionHours: 168, maxStreams: 64 },
 };
 
 /** What a Temporal call is, for the answer when it fails. */
@@ -82,6 +93,8 @@ export class ApiContext {
   readonly lifecycle: LifecycleConfig;
   readonly heartbeatForwardEveryMs: number;
   readonly deferredForwards: DeferredWork;
+  /** The API's metrics; routes count what they see (api/metrics.ts). */
+  readonly metrics = new Metrics();
 
   constructor(
     readonly client: Client,

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { clientConnectionOptions } from '../connection.js';
 import { Store } from '../db/store.js';
 import { apiSettings, loadSettings, requireDatabaseUrl, type Settings } from '../settings.js';
+import { clientInterceptors, startTracing } from '../tracing.js';
 import { buildApi } from './server.js';
 
 /** Attempts per Temporal call (the SDK's default is 10, with backoff up to 5 s). */
@@ -27,12 +28,18 @@ export async function startApi(settings: Settings): Promise<RunningApi> {
     ...clientConnectionOptions(settings.temporal),
     interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: API_GRPC_ATTEMPTS }))],
   });
-  const client = new Client({ connection, namespace: settings.temporal.namespace });
+  // Traced (when on): each signal's or update's span, its context in the call's headers.
+  const tracing = startTracing('workspace-lifecycle-api', settings.tracing);
+  const client = new Client({
+    connection,
+    namespace: settings.temporal.namespace,
+    interceptors: clientInterceptors(tracing),
+  });
   const store = Store.connect(databaseUrl, {
     onIdleError: (err) =>
       app.log.warn({ err: err.message }, 'database: an idle connection failed; the next query reconnects'),
   });
-  const app = await buildApi(client, store, api);
+  const app = await buildApi(client, store, api, { tracing });
   const url = await app.listen({ host: settings.api.host, port: settings.api.port });
   return {
     url,
@@ -46,8 +53,13 @@ export async function startApi(settings: Settings): Promise<RunningApi> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
-    const api = await startApi(loadSettings());
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void api.close());
+    const settings = loadSettings();
+    const api = await startApi(settings);
+    const stop = async (): Promise<void> => {
+      await api.close();
+      await startTracing('workspace-lifecycle-api', settings.tracing)?.shutdown();
+    };
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stop());
   } catch (err) {
     console.error(`api: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);

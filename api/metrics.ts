@@ -1,8 +1,26 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { fleetByStatus, type StatusSummary } from '../db/fleet.js';
+import type { Store } from '../db/store.js';
+import { statuses } from '../workflows/state-machine.js';
+import type { Verdict } from '../workflows/definitions.js';
 import type { Admission } from './admission.js';
 import type { DeferredWork } from './deferred.js';
 
-/** Request counts and latencies per route, plus the process's default metrics. */
+/** Why a register's boot credential was refused (api/tokens.ts). */
+export type BootCredentialRefusal = 'wrong_or_used' | 'live_token_exists' | 'lost_race';
+const bootCredentialRefusals: readonly BootCredentialRefusal[] = ['wrong_or_used', 'live_token_exists', 'lost_race'];
+const verdicts: readonly Verdict[] = ['alive', 'queued', 'dead', 'restarting'];
+const streamCuts = ['slow', 'closing', 'error'] as const;
+
+/** How long one read of the fleet serves scrapes: Prometheus scrapes every 15-60 s, several may scrape. */
+export const FLEET_CACHE_MS = 10_000;
+
+/**
+ * The API's metrics (docs/metrics.md): request counts and latencies per route, admission, the
+ * fleet's gauges (read from the database at scrape time, cached briefly), the domain events the
+ * API sees (boot-credential refusals, dead-detection verdicts and strikes), the event streams,
+ * and the process's default metrics. Every labelled counter starts at 0 for each value.
+ */
 export class Metrics {
   private readonly registry = new Registry();
   private readonly requests = new Counter({
@@ -19,8 +37,116 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private readonly bootCredentialRefusals = new Counter({
+    name: 'api_boot_credential_refusals_total',
+    help: 'Registers refused for their boot credential: wrong or used already, the workspace has a live token, or another register with it minted first',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly verdicts = new Counter({
+    name: 'workspace_dispatch_verdicts_total',
+    help: 'Dead-detection verdicts answered to callers that could not reach a box (POST /workspaces/:id/dispatch-failed), by verdict',
+    labelNames: ['verdict'] as const,
+    registers: [this.registry],
+  });
+  private readonly strikes = new Counter({
+    name: 'workspace_strikes_total',
+    help: 'Strikes: not-running probes of a settling box with no heartbeat, as dispatch-failed verdicts report them',
+    registers: [this.registry],
+  });
+  private readonly streamsOpen = new Gauge({
+    name: 'api_event_streams',
+    help: 'GET /events streams open',
+    registers: [this.registry],
+  });
+  private readonly streamsCut = new Counter({
+    name: 'api_event_streams_cut_total',
+    help: 'GET /events streams the API ended: the client took nothing for too long (slow), the API closed, or an error',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    for (const reason of bootCredentialRefusals) this.bootCredentialRefusals.inc({ reason }, 0);
+    for (const verdict of verdicts) this.verdicts.inc({ verdict }, 0);
+    for (const reason of streamCuts) this.streamsCut.inc({ reason }, 0);
+  }
+
+  bootCredentialRefused(reason: BootCredentialRefusal): void {
+    this.bootCredentialRefusals.inc({ reason });
+  }
+
+  /** A verdict answered; `strikes` is set when the evaluation struck the box. */
+  dispatchVerdict(verdict: Verdict, strikes: number | undefined): void {
+    this.verdicts.inc({ verdict });
+    if (strikes !== undefined) this.strikes.inc();
+  }
+
+  eventStreamOpened(): void {
+    this.streamsOpen.inc();
+  }
+
+  eventStreamClosed(cut: (typeof streamCuts)[number] | null): void {
+    this.streamsOpen.dec();
+    if (cut !== null) this.streamsCut.inc({ reason: cut });
+  }
+
+  /**
+   * The fleet's gauges, from one aggregate query (db/fleet.ts) shared by the scrapes of
+   * FLEET_CACHE_MS: workspaces per status, and per status the age of its oldest last heartbeat.
+   * A read that fails leaves both gauges empty (no stale values) and counts the failure.
+   *
+   * Issue 30 (cordoning, crash loops) adds its gauges here, from the same read:
+   * `workspaces_cordoned` and `workspaces_crash_looping` (ops/prometheus/rules.yml already
+   * alerts on the latter).
+   */
+  watchFleet(store: Store): void {
+    let cached: { at: number; read: Promise<StatusSummary[] | null> } | undefined;
+    const failures = new Counter({
+      name: 'api_fleet_read_failures_total',
+      help: "Scrapes whose read of the fleet's gauges from the database failed (those gauges were left empty)",
+      registers: [this.registry],
+    });
+    const read = (): Promise<StatusSummary[] | null> => {
+      const now = Date.now();
+      if (cached === undefined || now - cached.at >= FLEET_CACHE_MS) {
+        cached = {
+          at: now,
+          read: fleetByStatus(store.pool).catch(() => {
+            failures.inc();
+            cached = undefined;
+            return null;
+          }),
+        };
+      }
+      return cached.read;
+    };
+    const live = statuses.filter((status) => status !== 'removed');
+    new Gauge({
+      name: 'workspaces',
+      help: 'Live workspaces by status (the projection; removed ones are not counted)',
+      labelNames: ['status'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        const fleet = await read();
+        if (fleet === null) return;
+        for (const status of live) this.set({ status }, fleet.find((row) => row.status === status)?.workspaces ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'workspace_oldest_heartbeat_age_seconds',
+      help: 'Per status, seconds since the last heartbeat of its most silent workspace (the heartbeat ledger)',
+      labelNames: ['status'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        const fleet = await read();
+        for (const row of fleet ?? [])
+          if (row.oldestHeartbeatAgeSeconds !== null) this.set({ status: row.status }, row.oldestHeartbeatAgeSeconds);
+      },
+    });
   }
 
   /** The admission limiter's load and refusals, read at scrape time. */

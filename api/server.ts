@@ -17,9 +17,11 @@ import {
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import type { Store } from '../db/store.js';
+import type { Tracing } from '../tracing.js';
 import { ApiContext, type ApiSettings } from './context.js';
 import { HttpError } from './errors.js';
-import { Metrics } from './metrics.js';
+import { eventRoutes } from './routes/events.js';
+import { traceRequests } from './tracing.js';
 import { healthRoutes, operationsPaths } from './routes/health.js';
 import { registryRoutes } from './routes/registry.js';
 import { workspaceRoutes } from './routes/workspaces.js';
@@ -29,9 +31,23 @@ export { defaultApiSettings, type ApiSettings } from './context.js';
 /** The longest path parameter the router hands to a route, percent-encoded. */
 const MAX_PATH_PARAMETER = 512;
 
-export async function buildApi(client: Client, store: Store, settings: ApiSettings): Promise<FastifyInstance> {
+/** How the API is observed beyond its settings: traces, and where its log lines go (stdout by default). */
+export interface ApiObservability {
+  tracing?: Tracing | null;
+  logStream?: { write: (line: string) => void };
+}
+
+export async function buildApi(
+  client: Client,
+  store: Store,
+  settings: ApiSettings,
+  observability: ApiObservability = {},
+): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: settings.logLevel },
+    logger: {
+      level: settings.logLevel,
+      ...(observability.logStream === undefined ? {} : { stream: observability.logStream }),
+    },
     bodyLimit: settings.bodyLimitBytes,
     // Room for any valid id (128 characters), so a long one reaches validation, which names it.
     routerOptions: { maxParamLength: MAX_PATH_PARAMETER },
@@ -67,9 +83,11 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
   });
 
   const ctx = new ApiContext(client, store, settings);
-  const metrics = new Metrics();
+  const { metrics } = ctx;
   metrics.watchAdmission(ctx.admission);
   metrics.watchDeferredForwards(ctx.deferredForwards);
+  metrics.watchFleet(store);
+  traceRequests(app, observability.tracing?.tracer ?? null);
   // Forwards answered before they were sent finish before the store and the client close.
   app.addHook('onClose', () => ctx.deferredForwards.drain());
   app.addHook('onResponse', async (request, reply) => {
@@ -120,6 +138,7 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
   await app.register(registryRoutes, { ctx });
   await app.register(workspaceRoutes, { ctx });
   await app.register(healthRoutes, { ctx, metrics });
+  await app.register(eventRoutes, { ctx });
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
   return app;

@@ -27,7 +27,7 @@ import { freePort } from '../scripts/ports.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
-import { preloadModules, workflowsPath } from '../workflow-bundle.js';
+import { preloadModules, workflowInterceptorModules, workflowsPath } from '../workflow-bundle.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,13 +49,16 @@ const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-api';
 const activities: Partial<Activities> = {
   listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] }),
-  writeProjection: (projection) => store.writeProjection(projection),
+  writeProjection: async (projection) => {
+    await store.writeProjection(projection);
+  },
   readHeartbeatLedger: ({ workspaceId }) => store.heartbeatLedger(workspaceId),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
   workflowsPath,
+  interceptors: { workflowModules: workflowInterceptorModules },
   bundlerOptions: { preloadModules },
   activities,
 });

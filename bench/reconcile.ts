@@ -25,7 +25,7 @@ import { localDatabaseUrl } from '../scripts/postgres.js';
 import { createPluginRepo, localSourceSettings } from '../test/helpers/git.js';
 import { registerSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
-import { preloadModules, workflowsPath } from '../workflow-bundle.js';
+import { preloadModules, workflowInterceptorModules, workflowsPath } from '../workflow-bundle.js';
 
 const { values } = parseArgs({ options: { plugins: { type: 'string', default: '20' } } });
 const count = Number(values.plugins);
@@ -48,6 +48,7 @@ const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
   workflowsPath,
+  interceptors: { workflowModules: workflowInterceptorModules },
   bundlerOptions: { preloadModules },
   activities: createActivities({
     store,

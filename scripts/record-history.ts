@@ -25,7 +25,7 @@ import {
 } from '../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../test/helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../test/helpers/payloads.js';
-import { preloadModules, workflowsPath } from '../workflow-bundle.js';
+import { preloadModules, workflowInterceptorModules, workflowsPath } from '../workflow-bundle.js';
 import type { Activities } from '../activities/index.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -92,6 +92,7 @@ const worker = await Worker.create({
   connection: env.nativeConnection,
   taskQueue,
   workflowsPath,
+  interceptors: { workflowModules: workflowInterceptorModules },
   bundlerOptions: { preloadModules },
   activities: fakeActivities,
 });

@@ -34,7 +34,8 @@ import {
   workerSettings,
   type Settings,
 } from '../settings.js';
-import { createWorker, makeVersionCurrent, type CreatedWorker } from '../worker.js';
+import { startTracing } from '../tracing.js';
+import { createWorker, installWorkerRuntime, makeVersionCurrent, type CreatedWorker } from '../worker.js';
 import { recreateWorkspaces } from './recreate-workspaces.js';
 import { temporalCliPath, temporalCliVersion } from './toolchain.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../db/embedded.js';
@@ -233,6 +234,9 @@ async function run(databaseUrl: string): Promise<void> {
   await waitForTemporal(temporal, 60_000);
   checkStop();
   await migrate(databaseUrl);
+  // Before the API and the worker, which both trace: one service here.
+  const tracing = startTracing('workspace-lifecycle', effective.tracing);
+  const workerMetrics = installWorkerRuntime(effective.metricsAddress);
   // The API first: the runtimes the worker starts in local boxes need its URL.
   const api = await startApi(effective);
   let worker: Awaited<ReturnType<typeof createWorker>> | undefined;
@@ -244,7 +248,7 @@ async function run(databaseUrl: string): Promise<void> {
       rmSync(adminTokenPath(), { force: true });
       writeFileSync(adminTokenPath(), effective.api.adminToken ?? '', { mode: 0o600, flag: 'wx' });
     }
-    printUrls(effective, api, generatedAdminToken);
+    printUrls(effective, api, generatedAdminToken, workerMetrics);
     checkStop();
     const running = worker.worker.run(); // returns after SIGINT/SIGTERM once in-flight tasks drained
     // Beside the worker, which it needs; Ctrl-C does not wait for it.
@@ -257,6 +261,7 @@ async function run(databaseUrl: string): Promise<void> {
     await stopBoxRuntimes(effective.boxesDir);
     await worker?.store.close();
     await worker?.connection.close();
+    await tracing?.shutdown();
   }
 }
 
@@ -286,7 +291,12 @@ async function adoptWorkspaces(worker: CreatedWorker, effective: Settings): Prom
     );
 }
 
-function printUrls(effective: Settings, api: RunningApi, generatedAdminToken: boolean): void {
+function printUrls(
+  effective: Settings,
+  api: RunningApi,
+  generatedAdminToken: boolean,
+  workerMetrics: string | null,
+): void {
   const { temporal } = effective;
   console.log(`start: Temporal   ${temporal.address ?? ''} (namespace ${temporal.namespace})`);
   console.log(
@@ -294,6 +304,11 @@ function printUrls(effective: Settings, api: RunningApi, generatedAdminToken: bo
   );
   if (devServer) console.log(`start: Web UI     http://127.0.0.1:${uiPort}`);
   console.log(`start: API        ${api.url} (OpenAPI at ${api.url}/openapi.json)`);
+  console.log(
+    `start: metrics    ${api.url}/metrics (API)${workerMetrics === null ? '' : `, ${workerMetrics} (worker)`}`,
+  );
+  console.log(`start: events     ${api.url}/events (status changes, admin token)`);
+  if (effective.tracing !== null) console.log(`start: traces     ${effective.tracing.url}`);
   if (generatedAdminToken)
     console.log(`start: admin token ${effective.api.adminToken ?? ''} (set WL_ADMIN_TOKEN to choose one)`);
   console.log(`start: worker     polling task queue ${effective.taskQueue}; Ctrl-C to stop`);

@@ -34,7 +34,7 @@ export async function runReconcile(
   const { workspaceId, mode } = pass;
   const diff = await localStep.listPluginDiff.executeWithOptions(
     { summary: `diff declared plugins (${pass.trigger})` },
-    [{ workspaceId, trigger: pass.trigger }],
+    [{ workspaceId, trigger: pass.trigger, mode }],
   );
   const { tracked, undeclared } = diff;
   let drift: Drift = { redeliver: [], rerecord: [] };
@@ -133,12 +133,12 @@ async function deliverAgain(
     const revision = staged.revision.slice(0, 12);
     await reconcileTransfer.deliverPlugin.executeWithOptions(
       { summary: `deliver plugin ${name} @${revision} (${change})` },
-      [{ workspaceId, plugin: staged }],
+      [{ workspaceId, plugin: staged, change }],
     );
     delivered = true;
     await reconcileStep.recordInstalled.executeWithOptions(
       { summary: `record plugin ${name} ${change} @${revision}` },
-      [{ workspaceId, pluginName: name, source, revision: staged.revision, installedVia: 'delivered' }],
+      [{ workspaceId, pluginName: name, source, revision: staged.revision, installedVia: 'delivered', change }],
     );
     return { name, status: 'installed', via: 'delivered', revision: staged.revision, change };
   } catch (err) {
@@ -152,7 +152,7 @@ async function rerecord(workspaceId: string, plugin: TrackedPlugin, revision: st
   try {
     await reconcileStep.recordInstalled.executeWithOptions(
       { summary: `record plugin ${name} at ${revision} (changed in the box's image)` },
-      [{ workspaceId, pluginName: name, source, revision, installedVia: 'boot' }],
+      [{ workspaceId, pluginName: name, source, revision, installedVia: 'boot', change: 'repaired' }],
     );
     return { name, status: 'installed', via: 'boot', revision, change: 'repaired' };
   } catch (err) {

@@ -116,11 +116,11 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         );
         break;
       case 'writeProjection': {
-        const { status, url, statusSince, version, deliveryMode } = effect;
+        const { status, url, statusSince, version, deliveryMode, transitions } = effect;
         track(
           localStep.writeProjection
             .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
-              { workspaceId, status, url, statusSince, version, deliveryMode },
+              { workspaceId, status, url, statusSince, version, deliveryMode, transitions },
             ])
             .catch((err: unknown) =>
               wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
@@ -156,7 +156,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
             : restartBox
                 // The reason may quote a failed restart's output (a box's text): the UI renders summaries.
                 .executeWithOptions({ summary: `restart box (${restartId}): ${markdownLiteral(effect.reason)}` }, [
-                  { workspaceId, restartId },
+                  { workspaceId, restartId, cause: effect.cause },
                 ])
                 .then(
                   () => apply({ type: 'restartFinished', outcome: 'succeeded' }),

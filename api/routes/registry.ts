@@ -57,6 +57,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       authorizeRuntime(store, id, call, credentials, settings.bootstrapWithoutCredential),
     );
     if (!outcome.ok) {
+      if (outcome.reason === WRONG_BOOT_CREDENTIAL) ctx.metrics.bootCredentialRefused('wrong_or_used');
       // The holder of a revoked token of this workspace had its token: it is told a removal, so its runtime stops.
       if (outcome.revokedOwnToken) await ctx.requireLiveWorkspace(id);
       throw new HttpError(outcome.status, outcome.reason);
@@ -74,7 +75,10 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     }
     const access = await ctx.requireLiveWorkspace(id);
     if (outcome.bootCredential === undefined) return { access };
-    if (access.liveTokens > 0) throw new HttpError(401, LIVE_TOKEN_EXISTS);
+    if (access.liveTokens > 0) {
+      ctx.metrics.bootCredentialRefused('live_token_exists');
+      throw new HttpError(401, LIVE_TOKEN_EXISTS);
+    }
     return { access, bootCredential: outcome.bootCredential };
   }
 
@@ -158,7 +162,10 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           : bootCredential === undefined
             ? null
             : await ctx.db(() => mintTokenWithBootCredential(store, body.id, bootCredential));
-        if (bootCredential !== undefined && token === null) throw new HttpError(401, WRONG_BOOT_CREDENTIAL);
+        if (bootCredential !== undefined && token === null) {
+          ctx.metrics.bootCredentialRefused('lost_race');
+          throw new HttpError(401, WRONG_BOOT_CREDENTIAL);
+        }
         return { status: 'registered' as const, delivery_mode: deliveryMode, ...(token ? { auth_token: token } : {}) };
       }),
   );

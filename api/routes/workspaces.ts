@@ -346,6 +346,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
           }),
         { signal: false, timeoutMs: settings.temporalTimeoutMs + 10_000 },
       );
+      ctx.metrics.dispatchVerdict(result.verdict, result.strikes);
       switch (result.verdict) {
         case 'alive':
           return reply.status(200).send({ verdict: 'alive' as const, detail: result.detail });

@@ -8,6 +8,7 @@
 import { Client, Connection } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import { connect } from 'node:net';
+import type { ReadableStreamReadResult } from 'node:stream/web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi } from '../../api/server.js';
 import { STREAM_STALL_MS } from '../../api/routes/events.js';
@@ -64,7 +65,7 @@ async function readStream(
   const deadline = setTimeout(() => abort.abort(), 10_000);
   try {
     while (!until(received)) {
-      const { value, done } = await reader.read();
+      const { value, done } = (await reader.read()) as ReadableStreamReadResult<Uint8Array>;
       if (done) break;
       text += decoder.decode(value, { stream: true });
       let end: number;
@@ -284,7 +285,9 @@ describe('GET /events', () => {
           `GET /events?after=${before} HTTP/1.1\r\nHost: x\r\nAuthorization: ${admin.authorization}\r\n\r\n`,
         );
         const metrics = async (): Promise<string> => (await fetch(`${url}/metrics`)).text();
-        await expect.poll(metrics, { timeout: STREAM_STALL_MS + 15_000, interval: 500 }).toMatch(/^api_event_streams 1$/m);
+        await expect
+          .poll(metrics, { timeout: STREAM_STALL_MS + 15_000, interval: 500 })
+          .toMatch(/^api_event_streams 1$/m);
         await expect
           .poll(metrics, { timeout: STREAM_STALL_MS + 15_000, interval: 500 })
           .toMatch(/^api_event_streams_cut_total\{reason="slow"\} 1$/m);

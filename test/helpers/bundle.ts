@@ -1,8 +1,13 @@
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { preloadModules, workflowsPath } from '../../workflow-bundle.js';
+import { preloadModules, workflowInterceptorModules, workflowsPath } from '../../workflow-bundle.js';
 
 export async function bundleWorkflows(): Promise<string> {
-  const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules, logger: quietLogger });
+  const { code } = await bundleWorkflowCode({
+    workflowsPath,
+    workflowInterceptorModules,
+    preloadModules,
+    logger: quietLogger,
+  });
   return code;
 }
 

@@ -1,14 +1,17 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Logger } from '@temporalio/worker';
 import { ensureSearchAttributes } from '../../connection.js';
 import { devServerEnvOptions, existingPath, testServerPath } from '../../scripts/toolchain.js';
 
 let runtimeInstalled = false;
 
-/** Workers log warnings and errors only, so test output stays readable. Must precede any connection. */
-export function installQuietRuntime(): void {
+/**
+ * Workers log warnings and errors only, so test output stays readable, or to `logger` (a test
+ * that reads the log lines). Must precede any connection; the first call decides.
+ */
+export function installQuietRuntime(logger: Logger = new DefaultLogger('WARN')): void {
   if (runtimeInstalled) return;
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger });
   runtimeInstalled = true;
 }
 

@@ -135,16 +135,21 @@ describe('restarts and dead detection', () => {
     const requested = apply(online, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
     // A dead declaration while that restart runs becomes its follow-up, which keeps its cause.
     const pending = apply(requested, { type: 'deadDeclared', reason: 'x', requester: 'caller' }, T0 + 2_000);
-    expect(causes(transition(pending, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 3_000, config))).toEqual(
-      ['dead'],
-    );
+    expect(causes(transition(pending, { type: 'restartFinished', outcome: 'succeeded' }, T0 + 3_000, config))).toEqual([
+      'dead',
+    ]);
     const failed = apply(requested, { type: 'restartFinished', outcome: 'failed', error: 'no box' }, T0 + 2_000);
     expect(causes(transition(failed, { type: 'deadline' }, T0 + 62_000, config))).toEqual(['retry']);
   });
 
   it('a dead declaration reports both status changes of its step to the projection: offline, then provisioning', () => {
     const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    const dead = transition(online, { type: 'deadDeclared', reason: 'not running', requester: 'caller' }, T0 + 9, config);
+    const dead = transition(
+      online,
+      { type: 'deadDeclared', reason: 'not running', requester: 'caller' },
+      T0 + 9,
+      config,
+    );
     expect(dead.effects.filter((e) => e.type === 'writeProjection')).toEqual([
       expect.objectContaining({
         status: 'provisioning',

@@ -3,7 +3,14 @@
  * status changes it made. The input state is never mutated.
  */
 import type { LifecycleConfig } from '../config.js';
-import { MAX_RECENT, type Effect, type SignalName, type Status, type StatusChange, type WorkspaceState } from './types.js';
+import {
+  MAX_RECENT,
+  type Effect,
+  type SignalName,
+  type Status,
+  type StatusChange,
+  type WorkspaceState,
+} from './types.js';
 
 export class Draft {
   readonly state: WorkspaceState;
