@@ -41,7 +41,8 @@ export interface CreatedWorker {
 
 /**
  * Which allocator this process runs on, from its mapped libraries (Linux), or null where that
- * cannot be read. The cached workflows need about 1.7x the memory on the C library's malloc.
+ * cannot be read. The cached workflows need much more memory on the C library's malloc
+ * (docs/performance.md).
  */
 export function memoryAllocator(): 'jemalloc' | 'libc malloc' | null {
   try {
@@ -80,8 +81,8 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
   // live size; with it, collections keep the process near what the cache needs.
   if (settings.workflowHeapMb !== null) setFlagsFromString(`--max-old-space-size=${settings.workflowHeapMb}`);
   // The SDK keeps each cached workflow's last encoded completion, a small Buffer that, from
-  // Node's 8 KB pool, pins the whole slab: a heap snapshot of 1,000 cached workspaces held 737
-  // slabs (6 MB). Unpooled, each keeps only its own bytes.
+  // Node's 8 KB pool, pins the whole slab for as long as the workflow stays cached. Unpooled,
+  // each keeps only its own bytes.
   Buffer.poolSize = 0;
   const applied = await migrate(settings.databaseUrl);
   if (applied.length > 0) console.log(`worker: applied migrations ${applied.join(', ')}`);
