@@ -96,7 +96,7 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     runtimeCommand: settings.runtimeCommand,
     runtimeEnv: settings.runtimeEnv,
   });
-  const driver = new BoxRouter(local, (workspaceId) => store.boxSettings(workspaceId), settings.sshKeyDir);
+  const driver = new BoxRouter(local, (workspaceId) => store.boxSettings.read(workspaceId), settings.sshKeyDir);
   const { connectionOptions, namespace } = settings.temporal;
   let connection: NativeConnection | undefined;
   try {

@@ -6,7 +6,7 @@
  */
 import { log } from '@temporalio/activity';
 import { hashSecret, newSecret } from '../db/secrets.js';
-import type { Projection } from '../db/store.js';
+import type { Projection } from '../db/tables/workspaces.js';
 import { heartbeating } from './heartbeating.js';
 import type { ActivityDeps } from './reconcile.js';
 
@@ -14,12 +14,12 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
   return {
     /** The SQL readers' view of the workspace; ordered by the workflow's count of projection writes. */
     async writeProjection(projection: Projection): Promise<void> {
-      await store.writeProjection(projection);
+      await store.workspaces.writeProjection(projection);
     },
 
     /** When the runtime last heartbeat, as the API recorded it (heartbeats it coalesced included). */
     async readHeartbeatLedger({ workspaceId }: { workspaceId: string }): Promise<{ lastSeenAt: string | null }> {
-      const { lastSeenAt } = await store.heartbeatLedger(workspaceId);
+      const { lastSeenAt } = await store.heartbeats.read(workspaceId);
       return { lastSeenAt };
     },
 
@@ -36,7 +36,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       workspaceId: string;
       mintedBefore?: string;
     }): Promise<number> {
-      const revoked = await store.revokeInstanceTokens(workspaceId, mintedBefore);
+      const revoked = await store.tokens.revoke(workspaceId, mintedBefore);
       log.info('revoked instance tokens', { workspaceId, mintedBefore, revoked });
       return revoked;
     },
@@ -57,7 +57,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       const result = await heartbeating(async () => {
         const credential = newSecret();
         await driver.writeBootCredential(workspaceId, credential);
-        await store.setBootCredential(workspaceId, hashSecret(credential));
+        await store.bootCredentials.set(workspaceId, hashSecret(credential));
         return driver.restart(workspaceId, restartId);
       });
       log.info('restart box', { workspaceId, restartId, result });

@@ -49,8 +49,8 @@ const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-api';
 const activities: Partial<Activities> = {
   listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] }),
-  writeProjection: (projection) => store.writeProjection(projection),
-  readHeartbeatLedger: ({ workspaceId }) => store.heartbeatLedger(workspaceId),
+  writeProjection: (projection) => store.workspaces.writeProjection(projection),
+  readHeartbeatLedger: ({ workspaceId }) => store.heartbeats.read(workspaceId),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
@@ -182,7 +182,7 @@ const results = await worker.runUntil(async () => {
   // or (coalesced, not forwarded yet) in the ledger.
   for (const { id, handle } of handles) {
     for (;;) {
-      const { pending } = await store.heartbeatLedger(id);
+      const { pending } = await store.heartbeats.read(id);
       const state = await handle.query(stateQuery);
       if (pending + state.counters.heartbeats >= (3 * requests) / workspaceCount - 1) break;
       await new Promise((resolve) => setTimeout(resolve, 50));

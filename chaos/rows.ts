@@ -116,7 +116,7 @@ async function lostHeartbeats(
   try {
     for (const [id, count] of ackedById) {
       // The ledger first: a forward between the two reads is then counted twice, never missed.
-      const { pending } = await store.heartbeatLedger(id);
+      const { pending } = await store.heartbeats.read(id);
       const seen = pending + (await state(stack, id)).counters.heartbeats;
       acked += count;
       recorded += seen;
@@ -295,7 +295,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
         'a first tracking row',
         120_000,
         async () => {
-          const rows = (await store.listTrackingRows(runtime.id)).length;
+          const rows = (await store.trackingRows.list(runtime.id)).length;
           return rows > 0 ? `${rows}/${o.plugins} tracking rows written` : undefined;
         },
         5,
@@ -309,7 +309,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
 
     const settled = await waitFor('the reconcile to converge', 180_000, async () => {
       const st = await state(stack, runtime.id);
-      const rows = (await store.listTrackingRows(runtime.id)).length;
+      const rows = (await store.trackingRows.list(runtime.id)).length;
       return !st.reconcile.running && !st.restart.inFlight && st.restart.count >= 1 && rows === o.plugins
         ? st
         : undefined;
