@@ -95,7 +95,8 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       connection,
       namespace,
       taskQueue: settings.taskQueue,
-      workflowBundle: await workflowBundle(),
+      workflowBundle:
+        settings.workflowBundlePath === null ? await workflowBundle() : { codePath: settings.workflowBundlePath },
       activities: createActivities({ store, driver, sources: settings.sources }),
       maxCachedWorkflows: settings.maxCachedWorkflows,
     });
