@@ -172,8 +172,9 @@ export function statusKey(answer: { status: number }): string {
 /**
  * How the generator paces each workspace's heartbeats:
  * - `open`: every beat on its slot, whatever came of the ones before (an open loop: the offered
- *   rate holds however slow the answers get); a beat due while `maxInFlight` calls are in flight
- *   is skipped and counted, so the generator never queues on its own side.
+ *   rate holds however slow the answers get), to the workspaces in turn; a beat due while
+ *   `maxInFlight` calls are in flight is skipped and counted, so the generator never queues on
+ *   its own side, and the workspace whose turn it was gets the next one.
  * - `runtime`: as runtimes send them: a workspace's next beat waits for the answer to its last;
  *   a 429 or 503 is sent again after its Retry-After (±50% jitter) unless the next beat is due
  *   first; a beat due while `maxInFlight` calls are in flight waits for one and is sent late.
@@ -217,6 +218,8 @@ export class HeartbeatLoad {
   private periodMs: number;
   private startedAt = 0;
   private nextApi = 0;
+  /** `open` pace: the workspace whose turn is next. */
+  private nextInTurn = 0;
   private running: Promise<void> | undefined;
   private stopping = false;
   private readonly drained: (() => void)[] = [];
@@ -308,7 +311,7 @@ export class HeartbeatLoad {
   }
 
   private send(item: Due): void {
-    const runtime = this.o.runtimes[item.index];
+    const runtime = this.o.runtimes[this.o.pace === 'open' ? this.nextInTurn++ % this.o.runtimes.length : item.index];
     if (runtime === undefined) return;
     const at = this.now();
     const lagMs = at - item.due;
