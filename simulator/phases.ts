@@ -190,12 +190,49 @@ export function newKillReport(target: Tracked): KillReport {
  * it restart and come back online. Fills in `report` on the way.
  */
 export async function kill(sim: Simulation, target: Tracked, report: KillReport, deadline: number): Promise<void> {
-  const { options, api, driver, abort } = sim;
+  const { driver } = sim;
+  await untilHeartbeatOld(sim, target, deadline);
+  const pid = await driver.runtimePid(target.id);
+  if (pid === null || !processAlive(pid))
+    throw new Error(`no running runtime process for ${target.id} (${driver.boxDir(target.id)}/runtime.pid)`);
+  const before: Before = {
+    pid,
+    restarts: target.state?.restart.count ?? 0,
+    deadDeclarations: target.state?.deadDetection.deadDeclarations ?? 0,
+  };
+  process.kill(pid, 'SIGKILL');
+  report.killedPid = pid;
+  sim.say(
+    `${sim.pad(target.id)} SIGKILL runtime pid ${pid} (last heartbeat ${((heartbeatAge(target) ?? 0) / 1000).toFixed(1)}s ago)`,
+  );
+  await reportUntilDead(sim, target, report, before, deadline);
+  await untilBackOnline(sim, target, report, before, deadline);
+}
+
+/** The target as the kill found it. */
+interface Before {
+  pid: number;
+  restarts: number;
+  deadDeclarations: number;
+}
+
+/** Milliseconds since the target's last heartbeat, as the last poll saw it; null before any. */
+function heartbeatAge(target: Tracked): number | null {
+  // The ledger's time counts the heartbeats the API coalesced; dead detection reads it too.
+  const times = [target.state?.lastHeartbeat?.at, target.state?.heartbeatLedger.lastSeenAt]
+    .filter((at): at is string => typeof at === 'string')
+    .map((at) => Date.parse(at));
+  return times.length === 0 ? null : Date.now() - Math.max(...times);
+}
+
+/**
+ * Waits until the target is ready and its last heartbeat is older than dead detection's "recent"
+ * window: a recent heartbeat makes dead detection answer `queued` (the box may just be busy).
+ */
+async function untilHeartbeatOld(sim: Simulation, target: Tracked, deadline: number): Promise<void> {
   const recentMs = defaultLifecycleConfig.recentHeartbeatMs;
-  // A recent heartbeat makes dead detection answer `queued` (the box may just be busy), so the
-  // kill waits until the last one is older than the "recent" window.
   const oldEnoughMs = recentMs + KILL_MARGIN_MS;
-  const beatMs = options.runtimeHeartbeatMs;
+  const beatMs = sim.options.runtimeHeartbeatMs;
   if (beatMs !== undefined && beatMs <= oldEnoughMs)
     throw new Error(
       `the runtimes heartbeat every ${beatMs / 1000}s (WL_SIM_HEARTBEAT_MS of the simulator), within dead ` +
@@ -204,17 +241,6 @@ export async function kill(sim: Simulation, target: Tracked, report: KillReport,
         `\`queued\`. Set WL_SIM_HEARTBEAT_MS above ${oldEnoughMs} for both \`npm start\` and the simulator, or ` +
         'pass --no-kill',
     );
-  const heartbeatAge = (): number | null => {
-    // The ledger's time counts the heartbeats the API coalesced; dead detection reads it too.
-    const times = [target.state?.lastHeartbeat?.at, target.state?.heartbeatLedger.lastSeenAt]
-      .filter((at): at is string => typeof at === 'string')
-      .map((at) => Date.parse(at));
-    return times.length === 0 ? null : Date.now() - Math.max(...times);
-  };
-  const settleLeft = (): number => {
-    const until = target.state?.restart.settleUntil;
-    return until === null || until === undefined ? 0 : Date.parse(until) - Date.now();
-  };
   sim.say(
     `${sim.pad(target.id)} waiting until its last heartbeat is older than ${recentMs / 1000}s: a recent heartbeat ` +
       'makes dead detection answer `queued` to a failed dispatch (the box may just be busy)',
@@ -227,28 +253,32 @@ export async function kill(sim: Simulation, target: Tracked, report: KillReport,
       '(its runtime was restarted by the stack: it heartbeats at the WL_SIM_HEARTBEAT_MS of `npm start`, ' +
       `which must be above ${oldEnoughMs})`,
     () => {
-      const age = heartbeatAge();
+      const age = heartbeatAge(target);
       return ready(sim, target) && (age === null || age > oldEnoughMs);
     },
   );
-  if (settleLeft() > 0)
+  const until = target.state?.restart.settleUntil;
+  const settleLeft = until === null || until === undefined ? 0 : Date.parse(until) - Date.now();
+  if (settleLeft > 0)
     sim.say(
-      `${sim.pad(target.id)} its last restart's settle window ends in ${(settleLeft() / 1000).toFixed(1)}s: until ` +
+      `${sim.pad(target.id)} its last restart's settle window ends in ${(settleLeft / 1000).toFixed(1)}s: until ` +
         'then a heartbeat since that restart still answers `queued`',
     );
-  const pid = await driver.runtimePid(target.id);
-  if (pid === null || !processAlive(pid))
-    throw new Error(`no running runtime process for ${target.id} (${driver.boxDir(target.id)}/runtime.pid)`);
-  const restartsBefore = target.state?.restart.count ?? 0;
-  const deadBefore = target.state?.deadDetection.deadDeclarations ?? 0;
-  process.kill(pid, 'SIGKILL');
-  report.killedPid = pid;
-  sim.say(
-    `${sim.pad(target.id)} SIGKILL runtime pid ${pid} (last heartbeat ${((heartbeatAge() ?? 0) / 1000).toFixed(1)}s ago)`,
-  );
+}
 
-  // A dispatcher that cannot reach the box reports each failure until it is declared dead: by
-  // the verdict of its own report, or by someone else (the watchdog, another dispatcher).
+/**
+ * A dispatcher that cannot reach the box reports each failure, one every DISPATCH_MS, until the
+ * target is declared dead: by the verdict of its own report, or by someone else (the watchdog,
+ * another dispatcher).
+ */
+async function reportUntilDead(
+  sim: Simulation,
+  target: Tracked,
+  report: KillReport,
+  before: Before,
+  deadline: number,
+): Promise<void> {
+  const { api, abort } = sim;
   while (!report.declaredDead) {
     sim.checkAbort();
     if (Date.now() > deadline)
@@ -277,12 +307,13 @@ export async function kill(sim: Simulation, target: Tracked, report: KillReport,
     if (report.declaredDead) break;
     await pollAll(sim);
     const declarations = target.state?.deadDetection.deadDeclarations ?? 0;
-    if (declarations > deadBefore) {
+    if (declarations > before.deadDeclarations) {
       report.declaredDead = true;
       const last = target.state?.deadDetection.lastVerdict;
       sim.say(
-        `${sim.pad(target.id)} declared dead by someone else (dead declarations ${deadBefore} → ${declarations}; ` +
-          `last verdict ${last?.verdict ?? '?'} by ${last?.requester ?? '?'}): no more failed-dispatch reports`,
+        `${sim.pad(target.id)} declared dead by someone else (dead declarations ${before.deadDeclarations} → ` +
+          `${declarations}; last verdict ${last?.verdict ?? '?'} by ${last?.requester ?? '?'}): no more ` +
+          'failed-dispatch reports',
       );
       break;
     }
@@ -290,7 +321,16 @@ export async function kill(sim: Simulation, target: Tracked, report: KillReport,
     const wait = DISPATCH_MS - (Date.now() - sent);
     if (wait > 0) await sleep(wait, undefined, abort ? { signal: abort } : {}).catch(() => undefined);
   }
+}
 
+/** Watches the target restart (a new runtime process) and come back online after its dead declaration. */
+async function untilBackOnline(
+  sim: Simulation,
+  target: Tracked,
+  report: KillReport,
+  before: Before,
+  deadline: number,
+): Promise<void> {
   await waitUntil(
     sim,
     deadline,
@@ -298,17 +338,17 @@ export async function kill(sim: Simulation, target: Tracked, report: KillReport,
       const s = target.state;
       return (
         `${target.id} did not come back after the dead declaration: status ${s?.status ?? 'unknown'}, ` +
-        `restarts ${s?.restart.count ?? 0} (before ${restartsBefore}), runtime pid ${target.pid ?? '-'} ` +
-        `(killed ${pid}), dead declarations ${s?.deadDetection.deadDeclarations ?? 0}`
+        `restarts ${s?.restart.count ?? 0} (before ${before.restarts}), runtime pid ${target.pid ?? '-'} ` +
+        `(killed ${before.pid}), dead declarations ${s?.deadDetection.deadDeclarations ?? 0}`
       );
     },
     () => {
       const s = target.state;
       if (s === null) return false;
-      report.restarted = s.restart.count > restartsBefore && !s.restart.inFlight;
-      report.newPid = target.pid !== null && target.pid !== pid && processAlive(target.pid) ? target.pid : null;
+      report.restarted = s.restart.count > before.restarts && !s.restart.inFlight;
+      report.newPid = target.pid !== null && target.pid !== before.pid && processAlive(target.pid) ? target.pid : null;
       report.backOnline = report.restarted && ready(sim, target) && report.newPid !== null;
-      return report.backOnline && s.deadDetection.deadDeclarations > deadBefore;
+      return report.backOnline && s.deadDetection.deadDeclarations > before.deadDeclarations;
     },
   );
 }
