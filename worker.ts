@@ -18,6 +18,7 @@ import type { WorkerDeploymentVersion } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
@@ -100,7 +101,10 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
   const { connectionOptions, namespace } = settings.temporal;
   let connection: NativeConnection | undefined;
   try {
-    const bundleCode = await workflowBundle();
+    const bundleCode =
+      settings.workflowBundlePath === null
+        ? await workflowBundle()
+        : { code: await readFile(settings.workflowBundlePath, 'utf8') };
     const version = settings.versioning === null ? null : workerVersion(settings.versioning, bundleCode.code);
     connection = await NativeConnection.connect(connectionOptions);
     const registered = await ensureSearchAttributes(connection.operatorService, namespace);
