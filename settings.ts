@@ -4,6 +4,7 @@
  * so no module reads `process.env` behind the caller's back. Each variable is in the README's
  * configuration table. A bad value is a SettingsError whose message names the variable.
  */
+import { existsSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SourceSettings } from './activities/plugins/source.js';
@@ -51,6 +52,11 @@ export interface WorkerSettings {
   sshKeyDir: string;
   /** Null: an unversioned worker, for servers without worker deployments (the time-skipping test server). */
   versioning: WorkerVersioningSettings | null;
+  /**
+   * A workflow bundle built beforehand (WL_WORKFLOW_BUNDLE), for a harness that starts many
+   * workers of one build; null: the worker bundles workflows/ as it starts.
+   */
+  workflowBundlePath: string | null;
   /** Where the worker serves its Prometheus metrics (`host:port`); null: not served. */
   metricsAddress: string | null;
   /** Where traces go; null: tracing is off. */
@@ -82,6 +88,7 @@ export interface Settings {
   versioning: WorkerVersioningSettings | null;
   metricsAddress: string | null;
   tracing: TracingSettings | null;
+  workflowBundlePath: string | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -113,6 +120,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     versioning: versioningFromEnv(env),
     metricsAddress: metricsAddressFromEnv(env),
     tracing: tracingFromEnv(env),
+    workflowBundlePath: existingFile(env, 'WL_WORKFLOW_BUNDLE'),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -187,6 +195,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     versioning: settings.versioning,
     metricsAddress: settings.metricsAddress,
     tracing: settings.tracing,
+    workflowBundlePath: settings.workflowBundlePath,
   };
 }
 
@@ -289,6 +298,15 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   if (!Number.isInteger(value) || value < min)
     throw new SettingsError(`${name} must be an integer >= ${min}, got ${raw}`);
   return value;
+}
+
+/** An absolute path to a file that exists; null when the variable is unset or empty. */
+function existingFile(env: NodeJS.ProcessEnv, name: string): string | null {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return null;
+  if (!isAbsolute(raw)) throw new SettingsError(`${name} must be an absolute path, got ${raw}`);
+  if (!existsSync(raw)) throw new SettingsError(`${name} names ${raw}, which does not exist`);
+  return raw;
 }
 
 /** Where local state lives (dev server database, boxes, plugin cache): `WL_DATA_DIR` or `data/`. */

@@ -6,7 +6,7 @@
  */
 import { log } from '@temporalio/activity';
 import { hashSecret, newSecret } from '../db/secrets.js';
-import type { Projection } from '../db/store.js';
+import type { Projection } from '../db/tables/workspaces.js';
 import type { RestartCause } from '../workflows/state-machine.js';
 import { heartbeating } from './heartbeating.js';
 import { LifecycleMetrics } from './metrics.js';
@@ -23,13 +23,13 @@ export function createLifecycleActivities({
      * writes, and its status changes into the event outbox (counted once: a retry adds none).
      */
     async writeProjection(projection: Projection): Promise<void> {
-      const added = await store.writeProjection(projection);
+      const added = await store.workspaces.writeProjection(projection);
       if (added > 0) for (const { from, to } of projection.transitions ?? []) metrics.transitioned(from, to);
     },
 
     /** When the runtime last heartbeat, as the API recorded it (heartbeats it coalesced included). */
     async readHeartbeatLedger({ workspaceId }: { workspaceId: string }): Promise<{ lastSeenAt: string | null }> {
-      const { lastSeenAt } = await store.heartbeatLedger(workspaceId);
+      const { lastSeenAt } = await store.heartbeats.read(workspaceId);
       return { lastSeenAt };
     },
 
@@ -49,7 +49,7 @@ export function createLifecycleActivities({
       workspaceId: string;
       mintedBefore?: string;
     }): Promise<number> {
-      const revoked = await store.revokeInstanceTokens(workspaceId, mintedBefore);
+      const revoked = await store.tokens.revoke(workspaceId, mintedBefore);
       log.info('revoked instance tokens', { workspaceId, mintedBefore, revoked });
       if (mintedBefore !== undefined) metrics.declaredDead();
       return revoked;
@@ -80,7 +80,7 @@ export function createLifecycleActivities({
       const result = await heartbeating(async () => {
         const credential = newSecret();
         await driver.writeBootCredential(workspaceId, credential);
-        await store.setBootCredential(workspaceId, hashSecret(credential));
+        await store.bootCredentials.set(workspaceId, hashSecret(credential));
         return driver.restart(workspaceId, restartId);
       });
       log.info('restart box', { workspaceId, restartId, cause, result });

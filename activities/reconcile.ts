@@ -6,7 +6,9 @@
  */
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
+import type { Store } from '../db/store.js';
+import type { DeclaredPlugin } from '../db/tables/declared-plugins.js';
+import type { TrackingRow } from '../db/tables/tracking-rows.js';
 import type { InstalledVia, PluginChange, ReconcileMode } from '../workflows/state-machine.js';
 import { isPermanentBoxError, type BoxDriver } from './box/driver.js';
 import { heartbeating } from './heartbeating.js';
@@ -90,8 +92,8 @@ export function createReconcileActivities(deps: ActivityDeps) {
     }): Promise<PluginDiff> {
       log.info('reconcile pass', { workspaceId, trigger, mode });
       const [declared, tracked] = await Promise.all([
-        store.listDeclaredPlugins(workspaceId),
-        store.listTrackingRows(workspaceId),
+        store.declaredPlugins.list(workspaceId),
+        store.trackingRows.list(workspaceId),
       ]);
       const rows = new Map(tracked.map((row) => [row.pluginName, row]));
       const declaredNames = new Set(declared.map((plugin) => plugin.name));
@@ -188,7 +190,7 @@ export function createReconcileActivities(deps: ActivityDeps) {
 
     /** `change: 'repaired'`: the row completes a drift repair, which is counted here. */
     async recordInstalled(row: TrackingRow & { change?: PluginChange }): Promise<void> {
-      await store.recordInstalled(row);
+      await store.trackingRows.record(row);
       if (row.change === 'repaired') metrics.repaired(row.installedVia);
     },
 
@@ -205,7 +207,7 @@ export function createReconcileActivities(deps: ActivityDeps) {
      * again meanwhile is then missing, and the pass its declaration asked for delivers it.
      */
     async deleteTrackingRow({ workspaceId, pluginName }: { workspaceId: string; pluginName: string }): Promise<void> {
-      await store.deleteTrackingRow(workspaceId, pluginName);
+      await store.trackingRows.delete(workspaceId, pluginName);
     },
   };
 }

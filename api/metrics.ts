@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { fleetByStatus, type StatusSummary } from '../db/fleet.js';
+import type { StatusSummary } from '../db/tables/workspaces.js';
 import type { Store } from '../db/store.js';
 import { statuses } from '../workflows/state-machine.js';
 import type { Verdict } from '../workflows/definitions.js';
@@ -113,7 +113,7 @@ export class Metrics {
       if (cached === undefined || now - cached.at >= FLEET_CACHE_MS) {
         cached = {
           at: now,
-          read: fleetByStatus(store.pool).catch(() => {
+          read: store.workspaces.byStatus().catch(() => {
             failures.inc();
             cached = undefined;
             return null;

@@ -1,5 +1,5 @@
 /**
- * Dead-detection evaluation, in a fixed order of steps (numbered as in the README), on durable
+ * Dead-detection evaluation, in a fixed order of steps (numbered as in docs/restarts.md), on durable
  * timers. Entered by a caller that could not reach the box (the `dispatchFailed` Update) or by
  * the heartbeat watchdog. The decisions that change state (strikes, dead declaration) are
  * events of the pure state machine; this module only sequences probes and waits.

@@ -19,7 +19,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
-import { EventOutbox, type StatusEvent } from '../../db/events.js';
+import type { EventOutbox, StatusEvent } from '../../db/tables/events.js';
 import type { ApiContext } from '../context.js';
 import { DEPENDENCY_RETRY_AFTER_SECONDS, HttpError } from '../errors.js';
 import { workspaceIdSchema } from '../payload-schemas.js';
@@ -135,7 +135,7 @@ const lastEventId = z
 
 export const eventRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { settings, metrics } = ctx;
-  const outbox = new EventOutbox(ctx.store.pool);
+  const outbox = ctx.store.events;
   const feed = new EventFeed(outbox, (err) => app.log.warn({ err: String(err) }, 'events: reading the outbox failed'));
   const streams = new Set<ServerResponse>();
   // A function, not the flag: the preClose hook sets it while a stream awaits.

@@ -18,7 +18,8 @@ import {
 } from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
 import { heartbeatSignature } from '../../workflows/state-machine.js';
-import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
+import type { HeartbeatRecord } from '../../db/tables/heartbeat-ledger.js';
+import type { WorkspaceAccess } from '../../db/tables/workspaces.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
@@ -64,7 +65,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     }
     if (outcome.trustOnFirstUse) {
       // Anonymous: any workspace it may not bootstrap gets the answer an unknown one gets.
-      const access = await ctx.db(() => store.workspaceAccess(id));
+      const access = await ctx.db(() => store.workspaces.access(id));
       if (access === null || access.status === 'removed' || access.liveTokens > 0)
         throw new HttpError(401, UNAUTHENTICATED);
       request.log.warn(
@@ -95,7 +96,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       bearer === undefined
         ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0, urgent: false })
         : ctx.db(() =>
-            store.recordHeartbeat(hashSecret(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
+            store.heartbeats.record(hashSecret(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
           );
     const first = await record();
     if (first.outcome === 'ok') return first;
@@ -150,7 +151,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         };
         await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', register, relay), SIGNAL);
         // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
-        await store
+        await store.heartbeats
           .noteRegister(body.id)
           .catch((err: unknown) => request.log.warn({ err }, 'noting the register failed'));
         // A live token let it in: none is minted. A boot credential did: it is consumed as the token
@@ -208,7 +209,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           // Not forwarded (no slot, or the signal failed): its heartbeats wait in the ledger, and
           // the workspace's next heartbeat forwards them, deferred again.
           const giveBack = (): Promise<void> =>
-            store
+            store.heartbeats
               .postponeForward(id, recorded.beats, ctx.heartbeatForwardEveryMs)
               .catch((err: unknown) => request.log.warn({ err }, 'returning the heartbeats to the ledger failed'));
           const started = ctx.deferredForwards.tryStart(() =>
@@ -228,7 +229,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         } catch (err) {
           // Not (known to be) delivered: the coalesced heartbeats it carried wait for the next forward,
           // which is the next heartbeat; this one is refused (503), and the runtime sends it again.
-          await store.returnHeartbeats(id, recorded.beats - 1).catch(() => undefined);
+          await store.heartbeats.returnToPending(id, recorded.beats - 1).catch(() => undefined);
           throw err;
         }
         return { status: 'ok' as const };

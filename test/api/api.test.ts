@@ -79,7 +79,7 @@ async function registeredOnline(): Promise<{
   const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
   await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
   await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-  await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+  await expect.poll(async () => (await store.workspaces.access(id))?.status).toBe('online');
   return { id, bearer, handle };
 }
 
@@ -104,7 +104,7 @@ describe('runtime endpoints', () => {
   it('create, register with the issued token, heartbeat: the register reaches the workflow, the heartbeat is counted', async () => {
     const { id, token } = await createWorkspace([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(await store.listDeclaredPlugins(id)).toEqual([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
+    expect(await store.declaredPlugins.list(id)).toEqual([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
     const bearer = { authorization: `Bearer ${token}` };
 
     const reg = await api.inject({
@@ -181,7 +181,7 @@ describe('runtime endpoints', () => {
     expect(first.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
     await waitForState(env.client.workflow.getHandle(workspaceWorkflowId(id)), (s) => s.deliveryMode === 'poll');
     // The API reads the stored mode from the projection the workflow writes (no worker needed).
-    await expect.poll(async () => (await store.workspaceAccess(id))?.deliveryMode).toBe('poll');
+    await expect.poll(async () => (await store.workspaces.access(id))?.deliveryMode).toBe('poll');
     const again = await api.inject({
       method: 'POST',
       url: '/registry/register',
@@ -246,7 +246,7 @@ describe('runtime endpoints', () => {
     expect(s.restart.count).toBe(0);
     expect(fake.probes.filter((p) => p === id)).toEqual([]);
     expect(fake.reconcileCalls.filter((c) => c.workspaceId === id)).toEqual([]);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('heartbeats that change nothing are recorded in the ledger and coalesced; one that can change state is forwarded at once', async () => {
@@ -264,14 +264,14 @@ describe('runtime endpoints', () => {
     for (let i = 0; i < 6; i++) await beat({ error_rate: 0.01 * i, uptime_seconds: i });
     // Right after the register (which brings it online), none of these changes anything: only recorded.
     expect(await signalsReceived(id)).toBe(signalsBefore);
-    expect((await store.heartbeatLedger(id)).pending).toBe(6);
+    expect((await store.heartbeats.read(id)).pending).toBe(6);
 
     // A heartbeat that degrades the workspace goes at once, carrying the six.
     await beat({ error_rate: 0.9 });
     const degraded = await waitForState(handle, (s) => s.status === 'degraded');
     expect(degraded.counters.heartbeats).toBe(7);
     expect(degraded.lastHeartbeat?.errorRate).toBe(0.9);
-    expect((await store.heartbeatLedger(id)).pending).toBe(0);
+    expect((await store.heartbeats.read(id)).pending).toBe(0);
 
     // What an operator reads: the workflow's state and the ledger, which together count every acknowledged heartbeat.
     await beat({ error_rate: 0.9 });
@@ -302,7 +302,7 @@ describe('runtime endpoints', () => {
     } finally {
       await broken.close();
     }
-    expect((await store.heartbeatLedger(id)).pending).toBe(2);
+    expect((await store.heartbeats.read(id)).pending).toBe(2);
     expect((await send({ error_rate: 0.9 })).statusCode).toBe(200);
     const degraded = await waitForState(handle, (s) => s.status === 'degraded');
     // The one refused with 503 was not acknowledged and is not counted; the three acknowledged are.
@@ -319,7 +319,7 @@ describe('runtime endpoints', () => {
         payload: heartbeatPayload(id, extra),
       });
     for (let i = 0; i < 3; i++) expect((await send(api)).statusCode).toBe(200);
-    expect((await store.heartbeatLedger(id)).pending).toBe(3);
+    expect((await store.heartbeats.read(id)).pending).toBe(3);
 
     // An API whose forward is due at every heartbeat and whose Temporal calls all fail: a heartbeat
     // that changes nothing is still 200 (it is in the ledger), and its forward, sent after the
@@ -334,7 +334,7 @@ describe('runtime endpoints', () => {
     const answered = await send(broken);
     await broken.close(); // waits for the deferred forward
     expect(answered.statusCode, answered.body).toBe(200);
-    expect((await store.heartbeatLedger(id)).pending).toBe(4);
+    expect((await store.heartbeats.read(id)).pending).toBe(4);
 
     // The next heartbeat that must reach the workflow carries them.
     expect((await send(api, { error_rate: 0.9 })).statusCode).toBe(200);
@@ -345,7 +345,7 @@ describe('runtime endpoints', () => {
     try {
       expect((await send(eager, { error_rate: 0.9 })).statusCode).toBe(200);
       await waitForState(handle, (s) => s.counters.heartbeats === 6);
-      expect((await store.heartbeatLedger(id)).pending).toBe(0);
+      expect((await store.heartbeats.read(id)).pending).toBe(0);
     } finally {
       await eager.close();
     }
@@ -369,32 +369,23 @@ describe('runtime endpoints', () => {
     // The ids: unknown, live with a token, registered then revoked (bootstrap), removed.
     const live = await createWorkspace();
     const revoked = await createWorkspace();
-    await store.revokeInstanceTokens(revoked.id);
+    await store.tokens.revoke(revoked.id);
     await giveBootCredential(store, revoked.id);
     const removed = await createWorkspace();
     expect((await api.inject({ method: 'DELETE', url: `/workspaces/${removed.id}`, headers: admin })).statusCode).toBe(
       202,
     );
     const ids = [uniqueId('api-nobody'), live.id, revoked.id, removed.id];
-    // Which store methods each call reaches, through an API of its own over a recording store.
+    // Which store methods each call reaches (`table.method`), through an API of its own over a recording store.
     const reached: string[] = [];
-    const recording = new Proxy(store, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver);
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          reached.push(String(property));
-          return (value as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      },
-    });
+    const recording = recordingProxy(store, '', reached);
     const watched = await buildApi(env.client, recording, settings());
     const wrongToken = `Bearer ${'W'.repeat(43)}`;
     const credentialSets: [string, Record<string, string>, string[]][] = [
       ['none', {}, []],
       ['a malformed bearer', { authorization: 'Bearer short' }, []],
-      ['a wrong token', { authorization: wrongToken }, ['tokenOwner']],
-      ['a wrong boot credential', { 'x-boot-credential': 'B'.repeat(43) }, ['bootCredentialOwners']],
+      ['a wrong token', { authorization: wrongToken }, ['tokens.owner']],
+      ['a wrong boot credential', { 'x-boot-credential': 'B'.repeat(43) }, ['bootCredentials.owners']],
       ['a malformed boot credential', { 'x-boot-credential': 'no' }, []],
     ];
     try {
@@ -419,7 +410,7 @@ describe('runtime endpoints', () => {
           });
           answers.add(`heartbeat ${hb.statusCode} ${hb.body}`);
           // The heartbeat's one round trip checks the token first; the long way reads it again.
-          const beat = headers.authorization === wrongToken ? ['recordHeartbeat', 'tokenOwner'] : [];
+          const beat = headers.authorization === wrongToken ? ['heartbeats.record', 'tokens.owner'] : [];
           expect({ what, id, reached: [...reached] }).toEqual({ what, id, reached: beat });
         }
         // One register answer and one heartbeat answer for the four ids, each a 401.
@@ -475,7 +466,7 @@ describe('runtime endpoints', () => {
     expect(res.statusCode, res.body).toBe(503);
     expect(res.headers['retry-after']).toBe('15');
     expect(res.json()).toMatchObject({ verdict: 'dead' });
-    await expect.poll(() => store.liveTokenCount(id)).toBe(0);
+    await expect.poll(() => store.tokens.liveCount(id)).toBe(0);
 
     // Bootstrap is for a register only: a heartbeat with the revoked token, or with none, is 401
     // and never reaches the workflow. The revoked token's holder is told it was revoked.
@@ -518,11 +509,11 @@ describe('runtime endpoints', () => {
     const fresh = reg.json<{ auth_token?: string }>().auth_token;
     expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(fresh).not.toBe(token);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
     // A late retry of that verdict's revocation leaves the token minted after it alone.
     const verdictAt = (await state(id)).deadDetection.lastVerdict?.at ?? '';
-    expect(await store.revokeInstanceTokens(id, verdictAt)).toBe(0);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.revoke(id, verdictAt)).toBe(0);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('heartbeat and register for an unknown workspace are 401, for a removed one 404 to its own token, and start nothing', async () => {
@@ -575,7 +566,7 @@ describe('boot credential', () => {
   async function revokedWorkspace(): Promise<{ id: string; token: string }> {
     const created = await createWorkspace();
     expect((await register(created.id, { authorization: `Bearer ${created.token}` })).statusCode).toBe(200);
-    expect(await store.revokeInstanceTokens(created.id)).toBe(1);
+    expect(await store.tokens.revoke(created.id)).toBe(1);
     return created;
   }
 
@@ -621,7 +612,7 @@ describe('boot credential', () => {
     const wrong = await register(id, { 'x-boot-credential': 'A'.repeat(43) });
     expect(wrong.statusCode, wrong.body).toBe(401);
     expect(wrong.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
-    expect(await store.liveTokenCount(id)).toBe(0);
+    expect(await store.tokens.liveCount(id)).toBe(0);
   });
 
   it('the credential the restart wrote into the box registers once, and mints a new token', async () => {
@@ -641,14 +632,14 @@ describe('boot credential', () => {
     const fresh = first.json<{ auth_token?: string }>().auth_token;
     expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(fresh).not.toBe(token);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
 
     // One-time: the same credential again (consumed as the token was minted).
     const again = await register(id, { 'x-boot-credential': credential });
     expect(again.statusCode, again.body).toBe(401);
     expect(again.json()).toEqual({ error: WRONG_BOOT_CREDENTIAL });
     // Even once the new token is revoked too.
-    await store.revokeInstanceTokens(id);
+    await store.tokens.revoke(id);
     const used = await register(id, { 'x-boot-credential': credential });
     expect(used.statusCode, used.body).toBe(401);
     expect(used.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
@@ -676,7 +667,7 @@ describe('boot credential', () => {
     expect(tokens).toHaveLength(1);
     expect(tokens[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(answers.filter((a) => a.statusCode === 401)).toHaveLength(2);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('the simulated runtime, its token revoked, registers again with the credential the restart left in its box', async () => {
@@ -696,7 +687,7 @@ describe('boot credential', () => {
         (l) => lines.push(l),
       );
       const running = runtime.run();
-      await expect.poll(() => store.liveTokenCount(id), { timeout: 10_000 }).toBe(1);
+      await expect.poll(() => store.tokens.liveCount(id), { timeout: 10_000 }).toBe(1);
       await expect
         .poll(async () => (await readFile(join(workspaceDir, TOKEN_FILE), 'utf8')).trim(), { timeout: 10_000 })
         .not.toBe(token);
@@ -708,7 +699,7 @@ describe('boot credential', () => {
       await served.close();
     }
     expect(lines.join('\n')).toContain(`register refused (401 ${REVOKED_TOKEN})`);
-    expect(await store.bootCredentialHash(id)).toBeNull();
+    expect(await store.bootCredentials.hash(id)).toBeNull();
   });
 
   it('a live bearer token still registers, with or without a pending credential', async () => {
@@ -719,7 +710,7 @@ describe('boot credential', () => {
     const res = await register(id, { ...bearer, 'x-boot-credential': credential });
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json()).toEqual({ status: 'registered', delivery_mode: 'push' });
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
     const view = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(view.json<{ bootCredentialPending?: boolean }>().bootCredentialPending).toBe(true);
   });
@@ -741,7 +732,7 @@ describe('workspace management', () => {
     const set = await api.inject({ method: 'PUT', url: `/workspaces/${id}/box`, headers: admin, payload: ssh });
     expect(set.statusCode, set.body).toBe(200);
     expect(set.json()).toEqual({ status: 'box set', box: { ...ssh, port: 22 } });
-    expect(await store.boxSettings(id)).toEqual({
+    expect(await store.boxSettings.read(id)).toEqual({
       driver: 'ssh',
       host: '10.0.0.5',
       port: 22,
@@ -772,7 +763,7 @@ describe('workspace management', () => {
       expect(bad.statusCode, `${field}: ${bad.body}`).toBe(400);
       expect(bad.body).toContain(says);
     }
-    expect(await store.boxSettings(id)).toMatchObject({ host: '10.0.0.5' });
+    expect(await store.boxSettings.read(id)).toMatchObject({ host: '10.0.0.5' });
 
     const local = await api.inject({
       method: 'PUT',
@@ -781,7 +772,7 @@ describe('workspace management', () => {
       payload: { driver: 'local' },
     });
     expect(local.statusCode, local.body).toBe(200);
-    expect(await store.boxSettings(id)).toBeNull();
+    expect(await store.boxSettings.read(id)).toBeNull();
     const unknown = await api.inject({
       method: 'PUT',
       url: '/workspaces/nobody-here/box',
@@ -809,7 +800,7 @@ describe('workspace management', () => {
       payload: { plugins: [{ name: 'writer', source: 'github://acme/writer#v1' }] },
     });
     expect(put.statusCode, put.body).toBe(202);
-    expect(await store.listDeclaredPlugins(id)).toEqual([{ name: 'writer', source: 'github://acme/writer#v1' }]);
+    expect(await store.declaredPlugins.list(id)).toEqual([{ name: 'writer', source: 'github://acme/writer#v1' }]);
     await waitForState(handle, (s) => s.counters.reconcilesStarted === 2 && !s.reconcile.running);
     expect(fake.reconcileCalls.filter((c) => c.workspaceId === id).at(-1)?.trigger).toBe('plugins declared');
 
@@ -852,20 +843,20 @@ describe('workspace management', () => {
       { name: 'lint', source: 'local://lint' },
     ];
     const { id } = await createWorkspace(plugins);
-    expect(await store.liveTokenCount(id)).toBe(1);
-    expect(await store.listDeclaredPlugins(id)).toEqual(expect.arrayContaining(plugins));
+    expect(await store.tokens.liveCount(id)).toBe(1);
+    expect(await store.declaredPlugins.list(id)).toEqual(expect.arrayContaining(plugins));
 
     const before = await rowCounts();
     const refused = `${id}-refused`;
     const token = newInstanceToken().stored;
     // A plugin name the table's check refuses (the API's schema refuses it first).
     const bad = [...plugins, { name: '../escape', source: 'local://x' }];
-    await expect(store.createWorkspace(refused, bad, false, token)).rejects.toThrow(/check constraint/);
-    expect(await store.workspaceAccess(refused)).toBeNull();
+    await expect(store.workspaces.create(refused, bad, false, token)).rejects.toThrow(/check constraint/);
+    expect(await store.workspaces.access(refused)).toBeNull();
     // The id taken: nothing written either, the first token still the only one.
-    expect(await store.createWorkspace(id, [], false, newInstanceToken().stored)).toBe(false);
+    expect(await store.workspaces.create(id, [], false, newInstanceToken().stored)).toBe(false);
     expect(await rowCounts()).toBe(before);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('a workspace id of the longest valid length (128) is reachable at its path', async () => {
@@ -1667,7 +1658,7 @@ describe('overload and a database that is down', () => {
       }
       // Every accepted heartbeat counted: forwarded to the workflow, or waiting in the ledger (the
       // first forward of a workspace not yet online stands for the ones after it).
-      const { pending } = await store.heartbeatLedger(id);
+      const { pending } = await store.heartbeats.read(id);
       expect((await state(id)).counters.heartbeats + pending).toBe(accepted);
       const metrics = await limited.inject({ method: 'GET', url: '/metrics' });
       expect(metrics.body).toContain('api_admission_refused{reason="queue_full"} 9');
@@ -1758,3 +1749,20 @@ describe('a workflow recreated by a runtime call', () => {
     },
   );
 });
+
+/** `target` with every method call, its tables' too, pushed to `reached` by name (`tokens.owner`). */
+function recordingProxy<T extends object>(target: T, prefix: string, reached: string[]): T {
+  return new Proxy(target, {
+    get(object, property, receiver) {
+      const value: unknown = Reflect.get(object, property, receiver);
+      const name = `${prefix}${String(property)}`;
+      if (typeof value === 'function') {
+        return (...args: unknown[]) => {
+          reached.push(name);
+          return (value as (...a: unknown[]) => unknown).apply(object, args);
+        };
+      }
+      return typeof value === 'object' && value !== null ? recordingProxy(value, `${name}.`, reached) : value;
+    },
+  });
+}

@@ -12,8 +12,8 @@ import type { ReadableStreamReadResult } from 'node:stream/web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi } from '../../api/server.js';
 import { STREAM_STALL_MS } from '../../api/routes/events.js';
-import { EventOutbox } from '../../db/events.js';
-import type { Store, StatusTransition } from '../../db/store.js';
+import type { Store } from '../../db/store.js';
+import type { StatusTransition } from '../../db/tables/workspaces.js';
 import { TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { uniqueId } from '../helpers/worker.js';
@@ -101,7 +101,7 @@ const statusEvents = (received: Received[]): Received[] => received.filter((r) =
 async function project(workspaceId: string, version: number, transitions: [string, string][]): Promise<number> {
   const at = new Date().toISOString();
   const changes: StatusTransition[] = transitions.map(([from, to]) => ({ from, to, cause: `test ${version}`, at }));
-  return store.writeProjection({
+  return store.workspaces.writeProjection({
     workspaceId,
     status: transitions[transitions.length - 1]?.[1] ?? 'provisioning',
     url: null,
@@ -112,7 +112,7 @@ async function project(workspaceId: string, version: number, transitions: [strin
 }
 
 async function lastSequence(): Promise<number> {
-  return new EventOutbox(store.pool).lastSequence();
+  return store.events.lastSequence();
 }
 
 describe('the event outbox', () => {
@@ -133,7 +133,7 @@ describe('the event outbox', () => {
     ).toBe(0);
     // A late write of an older version still reports its change, after the newer ones.
     expect(await project(id, 2, [['provisioning', 'online']])).toBe(1);
-    const events = await new EventOutbox(store.pool).read(before, id, 10, await lastSequence());
+    const events = await store.events.read(before, id, 10, await lastSequence());
     expect(events.map((e) => [e.seq - before, e.version, e.from, e.to])).toEqual([
       [1, 3, 'online', 'offline'],
       [2, 3, 'offline', 'provisioning'],
@@ -148,7 +148,7 @@ describe('the event outbox', () => {
     const before = await lastSequence();
     const ids = Array.from({ length: 20 }, () => uniqueId('concurrent'));
     await Promise.all(ids.map((id) => project(id, 1, [['provisioning', 'online']])));
-    const events = await new EventOutbox(store.pool).read(before, null, 100, await lastSequence());
+    const events = await store.events.read(before, null, 100, await lastSequence());
     expect(events.map((e) => e.seq)).toEqual(ids.map((_, i) => before + i + 1));
     expect(new Set(events.map((e) => e.workspaceId))).toEqual(new Set(ids));
   });
@@ -248,7 +248,7 @@ describe('GET /events', () => {
       await expect
         .poll(async () => (await store.pool.query('SELECT 1 FROM workspace_events WHERE seq = $1', [expired])).rowCount)
         .toBe(0);
-      const oldest = (await new EventOutbox(store.pool).oldestSequence()) ?? 0;
+      const oldest = (await store.events.oldestSequence()) ?? 0;
       const received = await readStream(
         `${url}/events?workspace=${id}`,
         { ...admin, 'last-event-id': '0' },

@@ -34,7 +34,7 @@ beforeAll(async () => {
   worker = await createWorker(env, taskQueue, {
     ...fake.activities,
     writeProjection: async (projection) => {
-      await store.writeProjection(projection);
+      await store.workspaces.writeProjection(projection);
     },
   });
   running = worker.run();

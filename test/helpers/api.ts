@@ -41,9 +41,9 @@ export function apiTestActivities(fake: FakeActivities, store: Store): Activitie
   return {
     ...fake.activities,
     writeProjection: async (projection) => {
-      await store.writeProjection(projection);
+      await store.workspaces.writeProjection(projection);
     },
-    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
+    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.tokens.revoke(workspaceId, mintedBefore),
   };
 }
 

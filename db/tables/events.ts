@@ -1,8 +1,8 @@
 /**
- * The event outbox's reads and its retention: the status changes the workflows made, written
- * with their projection writes (Store.writeProjection; the table and its guarantees are in the
- * migration `workspace-events`). Sequence numbers are gap-free and commit in order, so a reader
- * that has seen N has seen every event up to N.
+ * The `workspace_events` outbox's reads and its retention: the status changes the workflows made,
+ * written with their projection writes (WorkspacesTable.writeProjection; the table and its
+ * guarantees are in the migration `workspace-events`). Sequence numbers are gap-free and commit
+ * in order, so a reader that has seen N has seen every event up to N.
  */
 import type pg from 'pg';
 

@@ -1,0 +1,196 @@
+/**
+ * The `workspaces` table: a workspace's row from its creation to its removal, and the projection
+ * of its workflow's state (status, URL, delivery mode) written on transitions for SQL readers.
+ * Temporal holds the live state; a projection write lands only when it is newer than the row.
+ */
+import type pg from 'pg';
+import type { DeliveryMode } from '../../workflows/payloads.js';
+import type { DeclaredPlugin } from './declared-plugins.js';
+import type { StoredToken } from './tokens.js';
+
+export interface Projection {
+  workspaceId: string;
+  status: string;
+  url: string | null;
+  statusSince: string;
+  /** The workflow's count of projection writes: only a newer version overwrites the row. */
+  version: number;
+  /** Absent (runs from before it was projected) or null (not registered yet): the row keeps its own. */
+  deliveryMode?: DeliveryMode | null;
+  /** The status changes this write reports, in order: each becomes an event of the outbox. */
+  transitions?: StatusTransition[];
+}
+
+/** One status change as the workflow made it (the state machine's StatusChange). */
+export interface StatusTransition {
+  from: string;
+  to: string;
+  cause: string;
+  at: string;
+}
+
+/** Live workspaces in one status, for the API's fleet gauges (api/metrics.ts). */
+export interface StatusSummary {
+  status: string;
+  workspaces: number;
+  /** Seconds since the oldest last heartbeat among them; null when none of them has beaten. */
+  oldestHeartbeatAgeSeconds: number | null;
+}
+
+/** What every runtime call checks first: whether the workspace is live, its tokens, its delivery mode. */
+export interface WorkspaceAccess {
+  /** `removed` from the moment the API accepted the removal. */
+  status: string;
+  liveTokens: number;
+  /** As the workflow last projected it; null before the first register (or from older runs). */
+  deliveryMode: DeliveryMode | null;
+  /** Whether the workflow has written the projection at all (its version is above 0). */
+  projected: boolean;
+  /** The runtime runs outside the service (created awaiting its agent). */
+  external: boolean;
+}
+
+export class WorkspacesTable {
+  constructor(private readonly pool: pg.Pool) {}
+
+  /**
+   * Creates the workspace row, its declared plugins and, when given, its first instance token, in
+   * one statement: atomic and one round trip. False, and nothing written, when the id is taken.
+   * No other token can exist for a row this statement inserts, so the token takes no lock.
+   */
+  async create(
+    workspaceId: string,
+    plugins: DeclaredPlugin[],
+    external = false,
+    token?: StoredToken,
+  ): Promise<boolean> {
+    const { rows } = await this.pool.query<{ created: number }>(
+      `WITH created AS (
+         INSERT INTO workspaces (id, external) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id
+       ), declared AS (
+         INSERT INTO declared_plugins (workspace_id, plugin_name, source)
+         SELECT created.id, p.name, p.source FROM created, unnest($3::text[], $4::text[]) AS p (name, source)
+       ), minted AS (
+         INSERT INTO workspace_tokens (workspace_id, token_hash, prefix)
+         SELECT created.id, $5::bytea, $6::text FROM created WHERE $5::bytea IS NOT NULL
+       )
+       SELECT count(*)::int AS created FROM created`,
+      [
+        workspaceId,
+        external,
+        plugins.map((plugin) => plugin.name),
+        plugins.map((plugin) => plugin.source),
+        token?.hash ?? null,
+        token?.prefix ?? null,
+      ],
+    );
+    return rows[0]?.created === 1;
+  }
+
+  /**
+   * Status and live-token count in one round trip: what every runtime call checks first. A
+   * workspace whose removal the API accepted reads `removed` at once.
+   */
+  async access(workspaceId: string): Promise<WorkspaceAccess | null> {
+    const { rows } = await this.pool.query<{
+      status: string;
+      live: string;
+      delivery_mode: DeliveryMode | null;
+      version: string;
+      external: boolean;
+    }>(
+      `SELECT CASE WHEN w.removed_at IS NULL THEN w.status ELSE 'removed' END AS status, w.delivery_mode, w.version,
+              w.external,
+              (SELECT count(*) FROM workspace_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL) AS live
+       FROM workspaces w WHERE w.id = $1`,
+      [workspaceId],
+    );
+    const row = rows[0];
+    return row
+      ? {
+          status: row.status,
+          liveTokens: Number(row.live),
+          deliveryMode: row.delivery_mode,
+          projected: Number(row.version) > 0,
+          external: row.external,
+        }
+      : null;
+  }
+
+  /** Records that the API accepted the workspace's removal; idempotent. */
+  async markRemoved(workspaceId: string): Promise<void> {
+    await this.pool.query('UPDATE workspaces SET removed_at = coalesce(removed_at, now()) WHERE id = $1', [
+      workspaceId,
+    ]);
+  }
+
+  /** Every workspace not removed, with who runs its runtime: what recreating their workflows needs. */
+  async live(): Promise<{ workspaceId: string; external: boolean }[]> {
+    const { rows } = await this.pool.query<{ id: string; external: boolean }>(
+      `SELECT id, external FROM workspaces WHERE removed_at IS NULL AND status <> 'removed' ORDER BY id`,
+    );
+    return rows.map((row) => ({ workspaceId: row.id, external: row.external }));
+  }
+
+  async list(status: string | undefined, limit: number): Promise<Projection[]> {
+    const { rows } = await this.pool.query<{
+      id: string;
+      status: string;
+      url: string | null;
+      status_since: Date;
+      version: string;
+    }>(
+      `SELECT id, status, url, status_since, version FROM workspaces
+       WHERE ($1::text IS NULL OR status = $1) ORDER BY id LIMIT $2`,
+      [status ?? null, limit],
+    );
+    return rows.map((row) => ({
+      workspaceId: row.id,
+      status: row.status,
+      url: row.url,
+      statusSince: row.status_since.toISOString(),
+      version: Number(row.version),
+    }));
+  }
+
+  /**
+   * The projection (only a newer version overwrites the row) and, in the same transaction, the
+   * status changes it reports into the event outbox (db/tables/events.ts); returns how many
+   * events it added (none for a retried write).
+   */
+  async writeProjection(p: Projection): Promise<number> {
+    const { rows } = await this.pool.query<{ added: number }>(
+      'SELECT write_projection($1, $2, $3, $4, $5, $6, $7) AS added',
+      [
+        p.workspaceId,
+        p.status,
+        p.url,
+        p.statusSince,
+        p.version,
+        p.deliveryMode ?? null,
+        JSON.stringify(p.transitions ?? []),
+      ],
+    );
+    return rows[0]?.added ?? 0;
+  }
+
+  /**
+   * The fleet at a glance: how many live workspaces are in each status (the projection), and how
+   * long ago the most silent of them last beat (the heartbeat ledger). One aggregate over both
+   * tables; the API reads it at most once per scrape interval.
+   */
+  async byStatus(): Promise<StatusSummary[]> {
+    const { rows } = await this.pool.query<{ status: string; workspaces: number; oldest: number | null }>(
+      `SELECT w.status, count(*)::int AS workspaces,
+              extract(epoch FROM now() - min(h.last_seen_at))::float8 AS oldest
+       FROM workspaces w LEFT JOIN workspace_heartbeats h ON h.workspace_id = w.id
+       WHERE w.removed_at IS NULL AND w.status <> 'removed'
+       GROUP BY w.status`,
+    );
+    return rows.map((row) => ({
+      status: row.status,
+      workspaces: row.workspaces,
+      oldestHeartbeatAgeSeconds: row.oldest === null ? null : Math.max(0, row.oldest),
+    }));
+  }
+}
