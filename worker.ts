@@ -14,7 +14,7 @@
  * at start, or after the worker failed (the SDK stops polling after about a minute of errors),
  * it says why and starts again with backoff, until SIGINT or SIGTERM.
  *
- * Observability (docs/metrics.md, docs/tracing.md): the SDK's metrics and the fleet's domain
+ * Observability (docs/metrics.md): the SDK's metrics and the fleet's domain
  * counters on one Prometheus endpoint (WL_WORKER_METRICS_ADDR), a span per activity when tracing
  * is on, and `workspace_id` (and `trace_id`) on every activity's and workflow's log line.
  */

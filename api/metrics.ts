@@ -93,7 +93,7 @@ export class Metrics {
   }
 
   /**
-   * The fleet's gauges, from one aggregate query (db/fleet.ts) shared by the scrapes of
+   * The fleet's gauges, from one aggregate query (WorkspacesTable.byStatus) shared by the scrapes of
    * FLEET_CACHE_MS: workspaces per status, and per status the age of its oldest last heartbeat.
    * A read that fails leaves both gauges empty (no stale values) and counts the failure.
    *

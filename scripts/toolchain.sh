@@ -3,8 +3,10 @@
 #   - the Temporal dev server (embedded Web UI and SQLite): scripts/dev-server/main.go built with
 #     `go build` inside a download of the Temporal CLI's module, on the CLI's dev server package
 #   - the Java time-skipping test server with its dependencies, fetched with `mvn`
-# Idempotent: a second run finds both in the cache and does nothing.
-# With --print-env it prints `export` lines for the two paths on stdout.
+#   - with --promtool, also promtool (`promtool check rules` for ops/prometheus/rules.yml), built
+#     with `go install` from the Prometheus module: far longer than the rest, so only when asked
+# Idempotent: a second run finds them in the cache and does nothing.
+# With --print-env it prints `export` lines for the paths on stdout.
 set -euo pipefail
 
 # shellcheck source=toolchain.env
@@ -109,7 +111,23 @@ WRAP
   log "temporal test server ready: $ts"
 fi
 
-if [[ "${1:-}" == "--print-env" ]]; then
+# --- promtool (--promtool) --------------------------------------------------------------
+pt_dir="$CACHE/promtool-$PROMTOOL_VERSION"
+pt="$pt_dir/promtool"
+if [[ -x "$pt" ]]; then
+  log "promtool $PROMTOOL_VERSION: cached at $pt"
+elif [[ " $* " == *" --promtool "* ]]; then
+  need go "install Go (https://go.dev/dl) to build promtool"
+  log "building promtool $PROMTOOL_VERSION with go install (the whole Prometheus module: long on 2 cores)..."
+  start=$(date +%s)
+  rm -rf "$pt_dir.tmp"
+  GOBIN="$pt_dir.tmp" go install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+  mkdir -p "$pt_dir" && mv "$pt_dir.tmp/promtool" "$pt" && rm -rf "$pt_dir.tmp"
+  log "promtool built in $(( $(date +%s) - start ))s: $pt"
+fi
+
+if [[ " $* " == *" --print-env "* ]]; then
   echo "export TEMPORAL_CLI_PATH=$cli"
   echo "export TEMPORAL_TEST_SERVER_PATH=$ts"
+  if [[ -x "$pt" ]]; then echo "export PROMTOOL_PATH=$pt"; fi
 fi

@@ -45,6 +45,15 @@ export function temporalCliPath(): string | undefined {
   return resolve('TEMPORAL_CLI_PATH', join(toolchainDir(), `temporal-cli-${temporalCliVersion()}`, 'temporal'));
 }
 
+/**
+ * promtool, built from the Prometheus module by `scripts/toolchain.sh --promtool`; undefined
+ * when it was not built (the rules check of test/helpers/prometheus.ts stands in).
+ */
+export function promtoolPath(): string | undefined {
+  const version = versions()['PROMTOOL_VERSION'] ?? '';
+  return resolve('PROMTOOL_PATH', join(toolchainDir(), `promtool-${version}`, 'promtool'));
+}
+
 /** The Java time-skipping test server wrapper. */
 export function testServerPath(): string | undefined {
   const version = versions()['TEMPORAL_TEST_SERVER_VERSION'] ?? '';

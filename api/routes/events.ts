@@ -1,6 +1,6 @@
 /**
  * `GET /events`: the workspaces' status changes as Server-Sent Events, from the event outbox
- * (db/events.ts), with the admin token. docs/events.md describes the stream for its consumers.
+ * (db/tables/events.ts), with the admin token. docs/events.md describes the stream for its consumers.
  *
  * - Each event's `id` is its sequence number: gap-free and in commit order, so a client that
  *   reconnects with `Last-Event-ID` (browsers' EventSource does) gets exactly what follows, from

@@ -297,6 +297,8 @@ export class Stack {
       WL_ADMIN_TOKEN: this.adminToken,
       WL_WORKFLOW_BUNDLE: this.workflowBundle,
       WL_API_PORT: String(this.apiPorts[0] ?? 0),
+      // The runtimes the worker restarts find the (first) API through it.
+      WL_API_URL: this.apiUrl,
       WL_ALLOW_LOOPBACK_URLS: 'true',
       // The plugin repositories of the run (chaos/rows.ts).
       WL_PLUGIN_SOURCE_FILE_ROOTS: join(this.options.dir, 'repos'),
