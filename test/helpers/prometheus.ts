@@ -217,20 +217,34 @@ export function opsExpressions(): { name: string; expr: string }[] {
   ];
 }
 
+/** One sample of a scrape in Prometheus's text format. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** A scrape's samples (`name{labels} value [timestamp]`), comments and blank lines left out. */
+export function parseScrape(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (match === null) continue;
+    const [, name = '', labelText = '', value = ''] = match;
+    const labels: Record<string, string> = {};
+    for (const [, key = '', raw = ''] of labelText.matchAll(/([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      labels[key] = raw.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    samples.push({ name, labels, value: Number(value) });
+  }
+  return samples;
+}
+
 /**
  * A scrape's samples by metric name as exposed (a histogram's `_bucket`, `_sum`, `_count`
  * apart): the values of its series.
  */
 export function scrapedSamples(text: string): Map<string, number[]> {
   const samples = new Map<string, number[]>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const name = /^[A-Za-z_:][A-Za-z0-9_:]*/.exec(line)?.[0];
-    if (name === undefined) continue;
-    // `name{labels} value [timestamp]`: the value is the first field after the labels.
-    const rest = line.slice(name.length);
-    const value = Number((rest.startsWith('{') ? rest.slice(rest.lastIndexOf('}') + 1) : rest).trim().split(/\s+/)[0]);
-    samples.set(name, [...(samples.get(name) ?? []), value]);
-  }
+  for (const { name, value } of parseScrape(text)) samples.set(name, [...(samples.get(name) ?? []), value]);
   return samples;
 }
