@@ -25,6 +25,7 @@ import { FakeActivities } from '../helpers/fake-activities.js';
 import { SimulatedRuntime, TOKEN_FILE } from '../../simulator/runtime.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
 import { connectTestStore, ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
+import { parseScrape, total } from '../helpers/prometheus.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 const ADMIN = TEST_ADMIN_TOKEN;
@@ -81,6 +82,11 @@ async function registeredOnline(): Promise<{
   await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
   await expect.poll(async () => (await store.workspaces.access(id))?.status).toBe('online');
   return { id, bearer, handle };
+}
+
+/** The API's metric, summed over its series whose labels include `labels`. */
+async function apiMetric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  return total(parseScrape((await api.inject({ method: 'GET', url: '/metrics' })).body), name, labels);
 }
 
 async function state(id: string): Promise<WorkspaceState> {
@@ -609,9 +615,12 @@ describe('boot credential', () => {
       expect(res.json()).toEqual({ error });
     }
     await restartBox(id);
+    const refused = await apiMetric('api_boot_credential_refusals_total', { reason: 'wrong_or_used' });
     const wrong = await register(id, { 'x-boot-credential': 'A'.repeat(43) });
     expect(wrong.statusCode, wrong.body).toBe(401);
     expect(wrong.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
+    // Counted by reason; the registers without a credential above are not credential refusals.
+    expect(await apiMetric('api_boot_credential_refusals_total', { reason: 'wrong_or_used' })).toBe(refused + 1);
     expect(await store.tokens.liveCount(id)).toBe(0);
   });
 
@@ -660,6 +669,7 @@ describe('boot credential', () => {
   it('two registers racing with the same credential: exactly one gets a token', async () => {
     const { id } = await revokedWorkspace();
     const credential = await restartBox(id);
+    const refused = await apiMetric('api_boot_credential_refusals_total');
     const answers = await Promise.all([1, 2, 3].map(() => register(id, { 'x-boot-credential': credential })));
     const tokens = answers.flatMap((a) =>
       a.statusCode === 200 ? [a.json<{ auth_token?: string }>().auth_token ?? 'none'] : [],
@@ -668,6 +678,8 @@ describe('boot credential', () => {
     expect(tokens[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(answers.filter((a) => a.statusCode === 401)).toHaveLength(2);
     expect(await store.tokens.liveCount(id)).toBe(1);
+    // Each loser counted once, as a lost race or a credential already used.
+    expect(await apiMetric('api_boot_credential_refusals_total')).toBe(refused + 2);
   });
 
   it('the simulated runtime, its token revoked, registers again with the credential the restart left in its box', async () => {
@@ -804,6 +816,7 @@ describe('workspace management', () => {
     await waitForState(handle, (s) => s.counters.reconcilesStarted === 2 && !s.reconcile.running);
     expect(fake.reconcileCalls.filter((c) => c.workspaceId === id).at(-1)?.trigger).toBe('plugins declared');
 
+    const verdicts = await apiMetric('workspace_dispatch_verdicts_total', { verdict: 'alive' });
     const alive = await api.inject({
       method: 'POST',
       url: `/workspaces/${id}/dispatch-failed`,
@@ -812,6 +825,7 @@ describe('workspace management', () => {
     });
     expect(alive.statusCode, alive.body).toBe(200);
     expect(alive.json()).toEqual({ verdict: 'alive', detail: 'the box is running' });
+    expect(await apiMetric('workspace_dispatch_verdicts_total', { verdict: 'alive' })).toBe(verdicts + 1);
 
     const restart = await api.inject({
       method: 'POST',
@@ -1517,6 +1531,18 @@ describe('operations', () => {
     const metrics = await api.inject({ method: 'GET', url: '/metrics' });
     expect(metrics.body).toMatch(/http_requests_total\{method="GET",route="\/readyz",status="200"\} \d+/);
     expect(metrics.body).toContain('http_request_duration_seconds_bucket');
+    // The fleet's gauge has a series for every live status, from the projection, which holds
+    // this file's workspaces.
+    const fleet = parseScrape(metrics.body).filter((sample) => sample.name === 'workspaces');
+    expect(fleet.map((sample) => sample.labels['status'])).toEqual([
+      'provisioning',
+      'online',
+      'degraded',
+      'offline',
+      'awaiting_agent',
+      'failed',
+    ]);
+    expect(total(fleet, 'workspaces')).toBeGreaterThan(0);
   });
 
   it('the OpenAPI document is served and lists every route', async () => {
@@ -1541,6 +1567,7 @@ describe('operations', () => {
         'PUT /workspaces/{id}/box',
         'POST /workspaces/{id}/dispatch-failed',
         'DELETE /workspaces/{id}',
+        'GET /events',
         'GET /healthz',
         'GET /readyz',
       ].sort(),

@@ -17,7 +17,7 @@ import { freePort } from '../../scripts/ports.js';
 import { defaultRuntimeCommand, simulatorReposDir } from '../../settings.js';
 import { TOKEN_FILE } from '../../simulator/runtime.js';
 import { runSimulation, type SimulationResult } from '../../simulator/simulate.js';
-import { opsExpressions, scrapedSamples, metricNames } from '../helpers/prometheus.js';
+import { metricNames, opsExpressions, parseScrape, scrapedSamples, total } from '../helpers/prometheus.js';
 
 /**
  * Named by the rules but exported only once what they count exists, each for its reason: the
@@ -43,14 +43,10 @@ async function scrape(url: string): Promise<Map<string, number[]>> {
   return scrapedSamples(await response.text());
 }
 
-/** The sum of a counter's series whose labels include `labels` (`k="v"` pairs), from a raw scrape. */
-async function counter(url: string, name: string, labels: string[] = []): Promise<number> {
+/** The sum of a metric's series at `url` whose labels include `labels`. */
+async function counter(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
   const text = await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
-    .filter((line) => labels.every((label) => line.includes(label)))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+  return total(parseScrape(text), name, labels);
 }
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
@@ -119,7 +115,7 @@ beforeAll(async () => {
   await driver.startRuntime(BROKEN);
   await until(
     'the requested restart',
-    async () => (await counter(workerMetricsUrl, 'workspace_restarts_total', ['cause="requested"'])) >= 1,
+    async () => (await counter(workerMetricsUrl, 'workspace_restarts_total', { cause: 'requested' })) >= 1,
   );
   await until(
     'the broken plugin’s reconcile failure',
@@ -158,16 +154,16 @@ describe('a live scrape of the worker and the API', () => {
     const apiUrl = `${stack?.apiUrl ?? ''}/metrics`;
     // Two simulated workspaces: each delivered its plugin (a restart for the reconcile), one was
     // restarted by request; the broken one's reconcile failed for good in a step of its pass.
-    expect(await counter(url, 'workspace_plugin_deliveries_total', ['reason="missing"'])).toBeGreaterThanOrEqual(2);
-    expect(await counter(url, 'workspace_restarts_total', ['cause="reconcile"'])).toBeGreaterThanOrEqual(2);
-    expect(await counter(url, 'workspace_restarts_total', ['cause="requested"'])).toBeGreaterThanOrEqual(1);
+    expect(await counter(url, 'workspace_plugin_deliveries_total', { reason: 'missing' })).toBeGreaterThanOrEqual(2);
+    expect(await counter(url, 'workspace_restarts_total', { cause: 'reconcile' })).toBeGreaterThanOrEqual(2);
+    expect(await counter(url, 'workspace_restarts_total', { cause: 'requested' })).toBeGreaterThanOrEqual(1);
     expect(await counter(url, 'workspace_reconcile_passes_total')).toBeGreaterThanOrEqual(3);
     expect(
-      await counter(url, 'workspace_status_transitions_total', ['from="provisioning"', 'to="online"']),
+      await counter(url, 'workspace_status_transitions_total', { from: 'provisioning', to: 'online' }),
     ).toBeGreaterThanOrEqual(4);
     expect(await counter(url, 'temporal_activity_execution_failed_total')).toBeGreaterThanOrEqual(1);
     expect(
-      await counter(apiUrl, 'http_requests_total', ['route="/registry/register"', 'status="200"']),
+      await counter(apiUrl, 'http_requests_total', { route: '/registry/register', status: '200' }),
     ).toBeGreaterThanOrEqual(5);
     // The fleet's gauge: the three workspaces, every one of them live.
     expect(await counter(apiUrl, 'workspaces')).toBe(3);

@@ -248,3 +248,10 @@ export function scrapedSamples(text: string): Map<string, number[]> {
   for (const { name, value } of parseScrape(text)) samples.set(name, [...(samples.get(name) ?? []), value]);
   return samples;
 }
+
+/** The sum of a metric's series whose labels include `labels`. */
+export function total(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([key, value]) => s.labels[key] === value))
+    .reduce((sum, s) => sum + s.value, 0);
+}

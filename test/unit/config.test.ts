@@ -1,4 +1,4 @@
-/** Lifecycle overrides (WL_LIFECYCLE_CONFIG) and the worker's bundle setting: every bad value refused with the reason. */
+/** Lifecycle overrides (WL_LIFECYCLE_CONFIG), the worker's bundle and metrics settings, tracing: every bad value refused with the reason. */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,40 @@ describe('WL_WORKFLOW_BUNDLE', () => {
     );
     expect(() => loadSettings({ WL_WORKFLOW_BUNDLE: `${file}.missing` })).toThrow(
       /WL_WORKFLOW_BUNDLE names .*workflows\.js\.missing, which does not exist/,
+    );
+  });
+});
+
+describe('WL_WORKER_METRICS_ADDR', () => {
+  it('is 127.0.0.1:9464 unless set, null when off, and refused when it is not host:port', () => {
+    expect(loadSettings({}).metricsAddress).toBe('127.0.0.1:9464');
+    expect(loadSettings({ WL_WORKER_METRICS_ADDR: '0.0.0.0:9500' }).metricsAddress).toBe('0.0.0.0:9500');
+    expect(loadSettings({ WL_WORKER_METRICS_ADDR: '[::1]:9464' }).metricsAddress).toBe('[::1]:9464');
+    expect(loadSettings({ WL_WORKER_METRICS_ADDR: 'off' }).metricsAddress).toBeNull();
+    for (const bad of ['9464', 'localhost', 'host:99999', 'http://host:9464', ' host:9464'])
+      expect(() => loadSettings({ WL_WORKER_METRICS_ADDR: bad }), bad).toThrow(
+        /WL_WORKER_METRICS_ADDR must be host:port \(e\.g\. 0\.0\.0\.0:9464\) or off/,
+      );
+  });
+});
+
+describe('tracing', () => {
+  it('is off without an OTLP endpoint, on with either variable, the traces URL winning', () => {
+    expect(loadSettings({}).tracing).toBeNull();
+    expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).tracing).toEqual({
+      url: 'http://collector:4318/v1/traces',
+    });
+    expect(
+      loadSettings({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://traces.example/otlp',
+      }).tracing,
+    ).toEqual({ url: 'https://traces.example/otlp' });
+    expect(() => loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toThrow(
+      /OTEL_EXPORTER_OTLP_ENDPOINT must be an http\(s\) URL, got "collector:4318"/,
+    );
+    expect(() => loadSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'not a url' })).toThrow(
+      /OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must be an http\(s\) URL/,
     );
   });
 });
