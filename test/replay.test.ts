@@ -17,7 +17,7 @@ const { version } = JSON.parse(readFileSync(new URL('../package.json', import.me
   version: string;
 };
 
-beforeAll(installQuietRuntime);
+beforeAll(() => installQuietRuntime());
 
 it("the release's history is committed", () => {
   expect(files).toContain(`release-${version}.json`);

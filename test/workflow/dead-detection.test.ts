@@ -92,7 +92,11 @@ describe('settle window', () => {
     harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
 
     const first = await dispatchFailed(handle);
-    expect(first).toEqual({ verdict: 'queued', detail: 'settling after a restart: strike 1/2, retry later' });
+    expect(first).toEqual({
+      verdict: 'queued',
+      detail: 'settling after a restart: strike 1/2, retry later',
+      strikes: 1,
+    });
     let state = await waitForState(handle, (s) => s.deadDetection.strikes?.count === 1);
     expect(state.restart.count).toBe(1);
 
@@ -118,7 +122,11 @@ describe('settle window', () => {
     await restartAndSettle(handle, 2);
     await harness.env.sleep(31_000 - 28_000 - config.freshHeartbeatWaitMs - config.reprobeDelayMs);
     const verdict = await dispatchFailed(handle);
-    expect(verdict).toEqual({ verdict: 'queued', detail: 'settling after a restart: strike 1/2, retry later' });
+    expect(verdict).toEqual({
+      verdict: 'queued',
+      detail: 'settling after a restart: strike 1/2, retry later',
+      strikes: 1,
+    });
     const state = await waitForState(handle, (s) => s.deadDetection.strikes?.firstAt !== firstStrike?.firstAt);
     expect(state.deadDetection.strikes?.count).toBe(1);
     expect(state.restart.count).toBe(2);
