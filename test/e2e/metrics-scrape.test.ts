@@ -20,13 +20,20 @@ import { runSimulation, type SimulationResult } from '../../simulator/simulate.j
 import { metricNames, opsExpressions, parseScrape, scrapedSamples, total } from '../helpers/prometheus.js';
 
 /**
- * Named by the rules but exported only once what they count exists, each for its reason: the
- * scrape cannot show them on a healthy run.
+ * Named by the rules but not in the service's scrape, each for its reason. `never`: not exported
+ * by this code at all (the test fails once one is, so it leaves this list); otherwise exported
+ * only once what it counts happens, which a healthy run does not make happen.
  */
 const NOT_YET_EXPORTED = new Map([
-  ['up', "Prometheus's own series for each scrape target, not the service's"],
-  ['workspaces_crash_looping', 'the crash-loop gauge comes with issue 30 (api/metrics.ts watchFleet)'],
-  ['temporal_workflow_task_execution_failed_total', 'the SDK exports it from the first failed workflow task'],
+  ['up', { never: true, why: "Prometheus's own series for each scrape target, not the service's" }],
+  [
+    'workspaces_crash_looping',
+    { never: true, why: 'the crash-loop gauge comes with issue 30 (api/metrics.ts watchFleet)' },
+  ],
+  [
+    'temporal_workflow_task_execution_failed_total',
+    { never: false, why: 'the SDK exports it from the first failed workflow task' },
+  ],
 ]);
 
 const dir = mkdtempSync(join(tmpdir(), 'wl-metrics-'));
@@ -142,10 +149,11 @@ describe('a live scrape of the worker and the API', () => {
       .filter(([metric]) => !(worker.get(metric) ?? api.get(metric) ?? []).some(Number.isFinite))
       .map(([metric, users]) => `${metric} (named by ${users.join(', ')})`);
     expect(missing).toEqual([]);
-    // The list of exceptions stays short and true: a metric there is named, and absent.
-    for (const metric of NOT_YET_EXPORTED.keys()) {
+    // The list of exceptions stays short and true: a metric there is named, and one never
+    // exported is absent.
+    for (const [metric, { never }] of NOT_YET_EXPORTED) {
       expect(named.has(metric), metric).toBe(true);
-      expect(worker.has(metric) || api.has(metric), metric).toBe(false);
+      if (never) expect(worker.has(metric) || api.has(metric), metric).toBe(false);
     }
   });
 
