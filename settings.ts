@@ -13,7 +13,7 @@ import { defaultApiSettings, type ApiSettings } from './api/context.js';
 import type { UrlPolicy } from './url-guard.js';
 import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { parseLifecycleOverrides } from './workflows/config.js';
-import { TASK_QUEUE } from './workflows/definitions.js';
+import { TASK_QUEUE, defaultFleetLivenessSettings } from './workflows/definitions.js';
 
 /** A setting is missing or malformed; the message names the variable and what it needs. */
 export class SettingsError extends Error {
@@ -51,6 +51,8 @@ export interface WorkerSettings {
   sshKeyDir: string;
   /** Null: an unversioned worker, for servers without worker deployments (the time-skipping test server). */
   versioning: WorkerVersioningSettings | null;
+  /** How often the fleet liveness controller the worker starts sweeps the heartbeat ledger. */
+  livenessSweepEveryMs: number;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -70,6 +72,7 @@ export interface Settings {
   maxCachedWorkflows: number;
   workflowHeapMb: number | null;
   versioning: WorkerVersioningSettings | null;
+  livenessSweepEveryMs: number;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -99,6 +102,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     workflowHeapMb:
       env['WL_WORKER_WORKFLOW_HEAP_MB'] === '0' ? null : integer(env, 'WL_WORKER_WORKFLOW_HEAP_MB', 1536, 256),
     versioning: versioningFromEnv(env),
+    livenessSweepEveryMs: integer(
+      env,
+      'WL_LIVENESS_SWEEP_EVERY_MS',
+      defaultFleetLivenessSettings.sweepEveryMs,
+      MIN_LIVENESS_SWEEP_EVERY_MS,
+    ),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -108,10 +117,6 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       logLevel: env['LOG_LEVEL'] ?? 'info',
       lifecycle: lifecycleOverrides(env),
       bootstrapWithoutCredential: env['WL_BOOTSTRAP_WITHOUT_CREDENTIAL'] === 'true',
-      deferredForwards: integer(env, 'WL_HEARTBEAT_DEFERRED_FORWARDS', defaultApiSettings.deferredForwards, 1),
-      ...(env['WL_HEARTBEAT_FORWARD_EVERY_MS']
-        ? { heartbeatForwardEveryMs: integer(env, 'WL_HEARTBEAT_FORWARD_EVERY_MS', 0, 0) }
-        : {}),
       admission: {
         ...defaultAdmissionSettings,
         maxInFlight: integer(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight, 1),
@@ -133,7 +138,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 /** The API's settings; it needs the admin token and a database. */
 export function apiSettings(settings: Settings): ApiSettings {
   const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
-  const { heartbeatForwardEveryMs, bootstrapWithoutCredential, deferredForwards } = settings.api;
+  const { bootstrapWithoutCredential } = settings.api;
   if (adminToken === undefined) throw new SettingsError('WL_ADMIN_TOKEN must be set (16 characters or more)');
   const { taskQueue, sources } = settings;
   return {
@@ -147,8 +152,6 @@ export function apiSettings(settings: Settings): ApiSettings {
     admission,
     lifecycle,
     bootstrapWithoutCredential,
-    deferredForwards,
-    ...(heartbeatForwardEveryMs === undefined ? {} : { heartbeatForwardEveryMs }),
   };
 }
 
@@ -166,8 +169,12 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     workflowHeapMb: settings.workflowHeapMb,
     sshKeyDir: settings.sshKeyDir,
     versioning: settings.versioning,
+    livenessSweepEveryMs: settings.livenessSweepEveryMs,
   };
 }
+
+/** The shortest sweep period an operator may set: a sweep reads the whole heartbeat ledger. */
+export const MIN_LIVENESS_SWEEP_EVERY_MS = 1_000;
 
 /** The deployment every worker of this service belongs to, unless WL_WORKER_DEPLOYMENT names another. */
 export const DEFAULT_WORKER_DEPLOYMENT = 'workspace-lifecycle';

@@ -10,10 +10,14 @@
  * A worker makes its own version current when the deployment has none yet (a first deploy);
  * otherwise the operator makes a new build current (`npm start` does it for its own worker).
  *
+ * Every worker starts the fleet liveness controller, or tells the running one its sweep period
+ * (startFleetLiveness: idempotent).
+ *
  * `npm run worker` outlives its dependencies: while Temporal or the database cannot be reached
  * at start, or after the worker failed (the SDK stops polling after about a minute of errors),
  * it says why and starts again with backoff, until SIGINT or SIGTERM.
  */
+import { Client } from '@temporalio/client';
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createHash } from 'node:crypto';
@@ -29,11 +33,15 @@ import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
 import { loadSettings, workerSettings, type WorkerSettings, type WorkerVersioningSettings } from './settings.js';
 import { bundleInChildProcess } from './workflow-bundle.js';
+import { FLEET_LIVENESS_WORKFLOW_ID, configureSignal, type FleetLivenessSettings } from './workflows/definitions.js';
+import type { fleetLivenessWorkflow } from './workflows/fleet-liveness.js';
 
 export interface CreatedWorker {
   worker: Worker;
   store: Store;
   connection: NativeConnection;
+  /** A client on the worker's connection: the fleet liveness controller's activities signal with it. */
+  client: Client;
   driver: BoxRouter;
   /** The deployment version it polls as; null with versioning off. */
   version: WorkerDeploymentVersion | null;
@@ -102,6 +110,7 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     const bundleCode = await workflowBundle();
     const version = settings.versioning === null ? null : workerVersion(settings.versioning, bundleCode.code);
     connection = await NativeConnection.connect(connectionOptions);
+    const client = new Client({ connection, namespace });
     const registered = await ensureSearchAttributes(connection.operatorService, namespace);
     if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
     const worker = await Worker.create({
@@ -109,16 +118,42 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       namespace,
       taskQueue: settings.taskQueue,
       workflowBundle: bundleCode,
-      activities: createActivities({ store, driver, sources: settings.sources }),
+      activities: createActivities({ store, driver, sources: settings.sources, temporal: client }),
       maxCachedWorkflows: settings.maxCachedWorkflows,
       ...(version === null ? {} : { workerDeploymentOptions: pinnedDeployment(version) }),
     });
-    return { worker, store, connection, driver, version };
+    return { worker, store, connection, client, driver, version };
   } catch (err) {
     await store.close();
     await connection?.close();
     throw err;
   }
+}
+
+/**
+ * Starts the fleet liveness controller, or gives the running one these settings: a
+ * signal-with-start of `configure`, so any worker may do it at any time, and the last one started
+ * sets the sweep period.
+ */
+export async function startFleetLiveness(
+  client: Client,
+  taskQueue: string,
+  settings: Partial<FleetLivenessSettings>,
+): Promise<void> {
+  await client.workflow.signalWithStart<typeof fleetLivenessWorkflow, [Partial<FleetLivenessSettings>]>(
+    'fleetLivenessWorkflow',
+    {
+      workflowId: FLEET_LIVENESS_WORKFLOW_ID,
+      taskQueue,
+      args: [{ settings }],
+      signal: configureSignal,
+      signalArgs: [settings],
+      staticSummary: 'Fleet liveness controller',
+      staticDetails:
+        'Sweeps the heartbeat ledger every few seconds for leases that expired, and signals each of those ' +
+        'workspaces `leaseExpired` (docs/fleet-liveness.md). The last sweep: Current Details; everything: the `state` query.',
+    },
+  );
 }
 
 /**
@@ -211,11 +246,17 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
       continue;
     }
     backoff = RESTART_BACKOFF_START_MS;
-    const { worker, store, connection, driver, version } = created;
+    const { worker, store, connection, client, driver, version } = created;
     console.log(`worker: polling ${settings.taskQueue} on ${where}${version ? ` as ${describeVersion(version)}` : ''}`);
     try {
       const running = worker.run();
       if (version !== null) void reportCurrent(connection, namespace, version);
+      startFleetLiveness(client, settings.taskQueue, { sweepEveryMs: settings.livenessSweepEveryMs }).catch(
+        (err: unknown) =>
+          console.warn(
+            `worker: could not start the fleet liveness controller (${message(err)}); the next worker start tries again`,
+          ),
+      );
       await running;
     } catch (err) {
       console.error(`worker: failed: ${message(err)}; starting again`);

@@ -1,26 +1,35 @@
 /**
  * The lifecycle's effects outside the reconcile: restart the box and probe whether it runs (the
- * box driver), revoke a dead runtime's tokens and write the SQL projection (the store). Each is
+ * box driver), revoke a dead runtime's tokens, write the SQL projection with the liveness contract
+ * and read the heartbeat ledger (the store). Each is
  * idempotent for its key: a restart for its restart id, a revocation and a projection version.
  * A restart also hands the box a new one-time boot credential (api/tokens.ts).
  */
 import { log } from '@temporalio/activity';
 import { hashSecret, newSecret } from '../db/secrets.js';
-import type { Projection } from '../db/store.js';
+import type { LedgerReading, Publication } from '../db/store.js';
 import { heartbeating } from './heartbeating.js';
 import type { ActivityDeps } from './reconcile.js';
 
 export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 'store' | 'driver'>) {
   return {
-    /** The SQL readers' view of the workspace; ordered by the workflow's count of projection writes. */
-    async writeProjection(projection: Projection): Promise<void> {
-      await store.writeProjection(projection);
+    /**
+     * The SQL readers' view of the workspace and the liveness contract the API forwards by;
+     * ordered by the workflow's count of projection writes.
+     */
+    async writeProjection(publication: Publication): Promise<void> {
+      await store.writeProjection(publication);
     },
 
-    /** When the runtime last heartbeat, as the API recorded it (heartbeats it coalesced included). */
-    async readHeartbeatLedger({ workspaceId }: { workspaceId: string }): Promise<{ lastSeenAt: string | null }> {
-      const { lastSeenAt } = await store.heartbeatLedger(workspaceId);
-      return { lastSeenAt };
+    /** The heartbeat ledger as dead detection reads it: the database's ages, on its clock. */
+    async readHeartbeatLedger({
+      workspaceId,
+      restartKey,
+    }: {
+      workspaceId: string;
+      restartKey: string;
+    }): Promise<LedgerReading> {
+      return store.readLedger(workspaceId, restartKey);
     },
 
     /** One probe for dead detection; an error is the caller's to interpret (assume alive). */

@@ -9,7 +9,7 @@ import type { SourceSettings } from '../activities/plugins/source.js';
 import type { Store, WorkspaceAccess } from '../db/store.js';
 import { checkUrl, type CheckedUrl, type UrlPolicy } from '../url-guard.js';
 import { limits } from '../workflows/payloads.js';
-import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
+import type { LifecycleConfig } from '../workflows/config.js';
 import {
   TASK_QUEUE,
   stateQuery,
@@ -19,7 +19,6 @@ import {
 } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
-import { DeferredWork } from './deferred.js';
 import { DEPENDENCY_RETRY_AFTER_SECONDS, HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
 import { validatePluginSources } from './plugins.js';
 
@@ -37,17 +36,6 @@ export interface ApiSettings {
   /** Lifecycle durations and thresholds for the workflows this API starts (defaults otherwise). */
   lifecycle: Partial<LifecycleConfig>;
   /**
-   * A heartbeat that changes nothing the rules read is forwarded to the workflow at most this
-   * often per workspace (the others are recorded in the heartbeat ledger); 0 forwards every one.
-   * Unset: two thirds of the liveness TTL.
-   */
-  heartbeatForwardEveryMs?: number;
-  /**
-   * Forwards due only by that interval are sent after the heartbeat is answered, at most this
-   * many at once; one more waits in the ledger for the workspace's next heartbeat.
-   */
-  deferredForwards: number;
-  /**
    * For a rollout only, while runtimes that do not send X-Boot-Credential are still deployed: a
    * register with no credential at all passes while the workspace has no live token (trust on
    * first use: whoever reaches the API first after a revocation gets the token). Off by default.
@@ -63,7 +51,6 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   logLevel: 'info',
   admission: defaultAdmissionSettings,
   lifecycle: {},
-  deferredForwards: 16,
   bootstrapWithoutCredential: false,
 };
 
@@ -78,10 +65,6 @@ export const SIGNAL: TemporalCall = { signal: true };
 
 export class ApiContext {
   readonly admission: Admission;
-  /** The lifecycle config of the workflows this API starts: the heartbeat rules' thresholds. */
-  readonly lifecycle: LifecycleConfig;
-  readonly heartbeatForwardEveryMs: number;
-  readonly deferredForwards: DeferredWork;
 
   constructor(
     readonly client: Client,
@@ -89,10 +72,6 @@ export class ApiContext {
     readonly settings: ApiSettings,
   ) {
     this.admission = new Admission(settings.admission);
-    this.deferredForwards = new DeferredWork(settings.deferredForwards);
-    this.lifecycle = resolveConfig(settings.lifecycle);
-    this.heartbeatForwardEveryMs =
-      settings.heartbeatForwardEveryMs ?? Math.round((this.lifecycle.livenessTtlMs * 2) / 3);
   }
 
   /** Runs `work` in an admission slot (429 when none is free). */

@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Admission } from './admission.js';
-import type { DeferredWork } from './deferred.js';
 
 /** Request counts and latencies per route, plus the process's default metrics. */
 export class Metrics {
@@ -57,28 +56,6 @@ export class Metrics {
       collect() {
         this.set({ reason: 'queue_full' }, admission.refused.queueFull);
         this.set({ reason: 'waited_too_long' }, admission.refused.waitedTooLong);
-      },
-    });
-  }
-
-  /** Heartbeat forwards sent after their answer: running now, and started or skipped (no slot) since start. */
-  watchDeferredForwards(forwards: DeferredWork): void {
-    new Gauge({
-      name: 'api_deferred_forwards_in_flight',
-      help: 'Heartbeat forwards due only by the interval, sent after their heartbeat was answered',
-      registers: [this.registry],
-      collect() {
-        this.set(forwards.inFlight);
-      },
-    });
-    new Gauge({
-      name: 'api_deferred_forwards',
-      help: 'Deferred heartbeat forwards since start: started, or skipped (every slot taken; the next heartbeat carries them)',
-      labelNames: ['outcome'] as const,
-      registers: [this.registry],
-      collect() {
-        this.set({ outcome: 'started' }, forwards.counts.started);
-        this.set({ outcome: 'skipped' }, forwards.counts.skipped);
       },
     });
   }

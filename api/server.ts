@@ -69,9 +69,6 @@ export async function buildApi(client: Client, store: Store, settings: ApiSettin
   const ctx = new ApiContext(client, store, settings);
   const metrics = new Metrics();
   metrics.watchAdmission(ctx.admission);
-  metrics.watchDeferredForwards(ctx.deferredForwards);
-  // Forwards answered before they were sent finish before the store and the client close.
-  app.addHook('onClose', () => ctx.deferredForwards.drain());
   app.addHook('onResponse', async (request, reply) => {
     metrics.observe(
       request.method,

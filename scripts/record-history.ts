@@ -86,7 +86,9 @@ const fakeActivities: Activities = {
   writeProjection: () => Promise.resolve(),
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),
-  readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
+  readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false }),
+  findExpiredLeases: () => Promise.resolve({ watched: 0, expired: 0, leases: [] }),
+  signalExpiredLeases: () => Promise.resolve({ signalled: 0, gone: 0, failed: 0 }),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
@@ -111,7 +113,7 @@ await worker.runUntil(async () => {
   await handle.signal(heartbeatSignal, { workspace_id: id, error_rate: 'bad' }); // rejected
   await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000); // offline
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // offline → online
-  await handle.signal(heartbeatSignal, heartbeatPayload(id), { beats: 3 }); // forwarded after two coalesced
+  await handle.signal(heartbeatSignal, heartbeatPayload(id, { error_rate: 0.05 }));
   await env.sleep(5_000);
   await handle.signal(restartSignal, { reason: 'config changed' }); // operator restart, settle window
   const update = await handle.startUpdate(dispatchFailedUpdate, {

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
 import { hashSecret, newSecret } from '../../db/secrets.js';
-import { Store, type Projection } from '../../db/store.js';
+import { Store, type Projection, type Publication } from '../../db/store.js';
 
 /**
  * The test database (DATABASE_URL, or the local cluster the global setup started), migrated.
@@ -55,5 +55,23 @@ export async function readProjection(store: Store, workspaceId: string): Promise
     url: row.url,
     statusSince: row.status_since.toISOString(),
     version: Number(row.version),
+  };
+}
+
+/** A projection write as a workflow makes it, with the contract of an online workspace unless given. */
+export function publication(projection: Projection, overrides: Partial<Publication> = {}): Publication {
+  return {
+    ...projection,
+    contract: {
+      want: 'degrading',
+      degradeErrorRate: 0.5,
+      recoverErrorRate: 0.1,
+      hasCard: true,
+      leaseWatched: true,
+      leaseTtlMs: 180_000,
+    },
+    leaseAgeMs: 0,
+    restart: null,
+    ...overrides,
   };
 }

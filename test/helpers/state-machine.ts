@@ -30,3 +30,16 @@ export function start(status: InitialStatus = 'provisioning'): WorkspaceState {
 export function apply(state: WorkspaceState, event: Event, at = T0 + 1_000): WorkspaceState {
   return transition(state, event, at, config).state;
 }
+
+/**
+ * What the fleet liveness controller does once it finds the lease expired: a `leaseExpired` for
+ * the contract the workspace last published.
+ */
+export function expireLease(state: WorkspaceState, at: number): WorkspaceState {
+  const event: Event = {
+    type: 'leaseExpired',
+    version: state.livenessContract?.version ?? 0,
+    silentForMs: config.livenessTtlMs,
+  };
+  return transition(state, event, at, config).state;
+}

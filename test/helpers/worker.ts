@@ -5,7 +5,7 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { FakeActivities } from './fake-activities.js';
 import type { Activities } from '../../activities/index.js';
-import { stateQuery } from '../../workflows/definitions.js';
+import { leaseExpiredSignal, stateQuery } from '../../workflows/definitions.js';
 import { pinnedDeployment } from '../../worker.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 
@@ -44,6 +44,18 @@ export async function waitForState(
   throw new Error(`state never matched; last state: ${JSON.stringify(last, null, 2)}`);
 }
 
+/**
+ * What the fleet liveness controller does once it finds the workspace's lease expired: signals
+ * `leaseExpired` for the contract the workspace last published.
+ */
+export async function expireLease(handle: WorkflowHandle): Promise<void> {
+  const { livenessContract } = await handle.query(stateQuery);
+  await handle.signal(leaseExpiredSignal, {
+    version: livenessContract?.version ?? 0,
+    silentForMs: livenessContract?.leaseTtlMs ?? 0,
+  });
+}
+
 let sequence = 0;
 export function uniqueId(prefix: string): string {
   sequence++;
@@ -71,7 +83,8 @@ export function useWorkerHarness(
   let running: Promise<void>;
   beforeAll(async () => {
     harness.env = await createEnv();
-    harness.fake = new FakeActivities();
+    const env = harness.env;
+    harness.fake = new FakeActivities({ clock: () => env.currentTimeMs(), client: env.client });
     worker = await createWorker(harness.env, harness.taskQueue, activities(harness.fake));
     running = worker.run();
   });

@@ -27,7 +27,7 @@ import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { commitAll, createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { connectTestStore, readProjection } from '../helpers/postgres.js';
+import { connectTestStore, publication, readProjection } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
 
 let env: TestWorkflowEnvironment;
@@ -230,20 +230,12 @@ describe('declared-plugin reconcile', () => {
 
   it('the projection never goes back to an older version', async () => {
     const id = uniqueId('rc-projection');
-    await store.writeProjection({
-      workspaceId: id,
-      status: 'online',
-      url: 'http://a',
-      statusSince: new Date().toISOString(),
-      version: 5,
-    });
-    await store.writeProjection({
-      workspaceId: id,
-      status: 'provisioning',
-      url: null,
-      statusSince: new Date().toISOString(),
-      version: 4,
-    });
+    await store.writeProjection(
+      publication({ workspaceId: id, status: 'online', url: 'http://a', statusSince: new Date().toISOString(), version: 5 }),
+    );
+    await store.writeProjection(
+      publication({ workspaceId: id, status: 'provisioning', url: null, statusSince: new Date().toISOString(), version: 4 }),
+    );
     expect(await readProjection(store, id)).toMatchObject({ status: 'online', url: 'http://a', version: 5 });
   });
 

@@ -10,6 +10,8 @@ export class Draft {
   readonly effects: Effect[] = [];
   /** Each move into online this step made, in order: each asks for a reconcile (transition). */
   readonly cameOnline: { from: Status; cause: string }[] = [];
+  /** Publish the liveness contract even if unchanged: the lease must be written again (onLeaseExpired). */
+  republish = false;
 
   constructor(
     previous: WorkspaceState,
