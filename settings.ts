@@ -4,6 +4,7 @@
  * so no module reads `process.env` behind the caller's back. Each variable is in the README's
  * configuration table. A bad value is a SettingsError whose message names the variable.
  */
+import { existsSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { SourceSettings } from './activities/plugins/source.js';
@@ -53,6 +54,11 @@ export interface WorkerSettings {
   versioning: WorkerVersioningSettings | null;
   /** How often the fleet liveness controller the worker starts sweeps the heartbeat ledger. */
   livenessSweepEveryMs: number;
+  /**
+   * A workflow bundle built beforehand (WL_WORKFLOW_BUNDLE), for a harness that starts many
+   * workers of one build; null: the worker bundles workflows/ as it starts.
+   */
+  workflowBundlePath: string | null;
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -73,6 +79,7 @@ export interface Settings {
   workflowHeapMb: number | null;
   versioning: WorkerVersioningSettings | null;
   livenessSweepEveryMs: number;
+  workflowBundlePath: string | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
   api: Omit<ApiSettings, 'adminToken' | 'sources' | 'taskQueue'> & {
@@ -108,6 +115,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       defaultFleetLivenessSettings.sweepEveryMs,
       MIN_LIVENESS_SWEEP_EVERY_MS,
     ),
+    workflowBundlePath: existingFile(env, 'WL_WORKFLOW_BUNDLE'),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
       ...defaultApiSettings,
@@ -170,6 +178,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     sshKeyDir: settings.sshKeyDir,
     versioning: settings.versioning,
     livenessSweepEveryMs: settings.livenessSweepEveryMs,
+    workflowBundlePath: settings.workflowBundlePath,
   };
 }
 
@@ -232,6 +241,15 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   if (!Number.isInteger(value) || value < min)
     throw new SettingsError(`${name} must be an integer >= ${min}, got ${raw}`);
   return value;
+}
+
+/** An absolute path to a file that exists; null when the variable is unset or empty. */
+function existingFile(env: NodeJS.ProcessEnv, name: string): string | null {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return null;
+  if (!isAbsolute(raw)) throw new SettingsError(`${name} must be an absolute path, got ${raw}`);
+  if (!existsSync(raw)) throw new SettingsError(`${name} names ${raw}, which does not exist`);
+  return raw;
 }
 
 /** Where local state lives (dev server database, boxes, plugin cache): `WL_DATA_DIR` or `data/`. */

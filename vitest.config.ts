@@ -1,11 +1,37 @@
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
+
+/**
+ * Order of the files. First the worker-kill rows, which take longest and mostly wait on their
+ * processes (timeouts, restarts), so the rest runs beside them instead of after them. `npm start`
+ * end to end, the other long one, goes fourth: it starts once one of the first three is done,
+ * not beside the worker-kill rows' own stack starting (two stacks and a test server starting at
+ * once leave a 2-core box too busy for either to come up in time). Last the PostgreSQL row,
+ * whose refusals must stay fast (p50 < 100 ms) and so want the cores the end of the run leaves
+ * free. The others keep vitest's order (without its cache: the largest first).
+ */
+const FIRST = 'test/chaos/worker-kill.test.ts';
+const FOURTH = 'test/e2e/start.test.ts';
+const LAST = 'test/chaos/postgres.test.ts';
+
+class FileOrder extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const is = (path: string) => (file: TestSpecification) => file.moduleId.endsWith(`/${path}`);
+    const sorted = await super.sort(files);
+    const rest = sorted.filter((file) => ![FIRST, FOURTH, LAST].some((path) => is(path)(file)));
+    const named = (path: string): TestSpecification[] => sorted.filter(is(path));
+    return [...named(FIRST), ...rest.slice(0, 2), ...named(FOURTH), ...rest.slice(2), ...named(LAST)];
+  }
+}
 
 export default defineConfig({
   test: {
     // The Temporal SDK's native bridge must not be loaded into worker threads.
     pool: 'forks',
-    // Each workflow test file starts its own Java test server; two cores run two at a time.
-    maxWorkers: 2,
+    // Three files at a time on two cores: the worker-kill rows and `npm start` mostly wait on
+    // their processes, and a third file keeps both cores busy meanwhile.
+    maxWorkers: 3,
+    sequence: { sequencer: FileOrder },
     globalSetup: ['test/helpers/global-setup.ts'],
     include: ['test/**/*.test.ts'],
     testTimeout: 60_000,

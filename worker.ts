@@ -22,6 +22,7 @@ import type { WorkerDeploymentVersion } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
@@ -49,7 +50,8 @@ export interface CreatedWorker {
 
 /**
  * Which allocator this process runs on, from its mapped libraries (Linux), or null where that
- * cannot be read. The cached workflows need about 1.7x the memory on the C library's malloc.
+ * cannot be read. The cached workflows need much more memory on the C library's malloc
+ * (docs/performance.md).
  */
 export function memoryAllocator(): 'jemalloc' | 'libc malloc' | null {
   try {
@@ -88,8 +90,8 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
   // live size; with it, collections keep the process near what the cache needs.
   if (settings.workflowHeapMb !== null) setFlagsFromString(`--max-old-space-size=${settings.workflowHeapMb}`);
   // The SDK keeps each cached workflow's last encoded completion, a small Buffer that, from
-  // Node's 8 KB pool, pins the whole slab: a heap snapshot of 1,000 cached workspaces held 737
-  // slabs (6 MB). Unpooled, each keeps only its own bytes.
+  // Node's 8 KB pool, pins the whole slab for as long as the workflow stays cached. Unpooled,
+  // each keeps only its own bytes.
   Buffer.poolSize = 0;
   const applied = await migrate(settings.databaseUrl);
   if (applied.length > 0) console.log(`worker: applied migrations ${applied.join(', ')}`);
@@ -103,11 +105,14 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
     runtimeCommand: settings.runtimeCommand,
     runtimeEnv: settings.runtimeEnv,
   });
-  const driver = new BoxRouter(local, (workspaceId) => store.boxSettings(workspaceId), settings.sshKeyDir);
+  const driver = new BoxRouter(local, (workspaceId) => store.boxSettings.read(workspaceId), settings.sshKeyDir);
   const { connectionOptions, namespace } = settings.temporal;
   let connection: NativeConnection | undefined;
   try {
-    const bundleCode = await workflowBundle();
+    const bundleCode =
+      settings.workflowBundlePath === null
+        ? await workflowBundle()
+        : { code: await readFile(settings.workflowBundlePath, 'utf8') };
     const version = settings.versioning === null ? null : workerVersion(settings.versioning, bundleCode.code);
     connection = await NativeConnection.connect(connectionOptions);
     const client = new Client({ connection, namespace });

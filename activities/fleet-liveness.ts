@@ -6,7 +6,7 @@
  */
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { ExpiredLease, ExpiredLeases } from '../db/store.js';
+import type { ExpiredLease, ExpiredLeases } from '../db/tables/heartbeat-ledger.js';
 import { leaseExpiredSignal, workspaceWorkflowId } from '../workflows/definitions.js';
 import { heartbeating } from './heartbeating.js';
 import type { ActivityDeps } from './reconcile.js';
@@ -27,7 +27,7 @@ export function createFleetLivenessActivities({ store, temporal }: Pick<Activity
   return {
     /** The watched leases, and up to `limit` expired ones not yet signalled for their contract. */
     async findExpiredLeases({ limit }: { limit: number }): Promise<ExpiredLeases> {
-      return store.findExpiredLeases(limit);
+      return store.heartbeats.findExpired(limit);
     },
 
     /** Tells each workspace its lease expired, a few at once, and marks the ones told. */
@@ -65,7 +65,7 @@ export function createFleetLivenessActivities({ store, temporal }: Pick<Activity
       };
       await heartbeating(async () => {
         await Promise.all(Array.from({ length: Math.min(SIGNAL_CONCURRENCY, leases.length) }, signalNext));
-        await store.markLeasesSignalled(marked);
+        await store.heartbeats.markSignalled(marked);
       });
       return result;
     },

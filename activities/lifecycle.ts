@@ -7,7 +7,8 @@
  */
 import { log } from '@temporalio/activity';
 import { hashSecret, newSecret } from '../db/secrets.js';
-import type { LedgerReading, Publication } from '../db/store.js';
+import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
+import type { Publication } from '../db/tables/workspaces.js';
 import { heartbeating } from './heartbeating.js';
 import type { ActivityDeps } from './reconcile.js';
 
@@ -18,7 +19,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
      * ordered by the workflow's count of projection writes.
      */
     async writeProjection(publication: Publication): Promise<void> {
-      await store.writeProjection(publication);
+      await store.workspaces.writeProjection(publication);
     },
 
     /** The heartbeat ledger as dead detection reads it: the database's ages, on its clock. */
@@ -29,7 +30,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       workspaceId: string;
       restartKey: string;
     }): Promise<LedgerReading> {
-      return store.readLedger(workspaceId, restartKey);
+      return store.heartbeats.readForVerdict(workspaceId, restartKey);
     },
 
     /** One probe for dead detection; an error is the caller's to interpret (assume alive). */
@@ -45,7 +46,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       workspaceId: string;
       mintedBefore?: string;
     }): Promise<number> {
-      const revoked = await store.revokeInstanceTokens(workspaceId, mintedBefore);
+      const revoked = await store.tokens.revoke(workspaceId, mintedBefore);
       log.info('revoked instance tokens', { workspaceId, mintedBefore, revoked });
       return revoked;
     },
@@ -66,7 +67,7 @@ export function createLifecycleActivities({ store, driver }: Pick<ActivityDeps, 
       const result = await heartbeating(async () => {
         const credential = newSecret();
         await driver.writeBootCredential(workspaceId, credential);
-        await store.setBootCredential(workspaceId, hashSecret(credential));
+        await store.bootCredentials.set(workspaceId, hashSecret(credential));
         return driver.restart(workspaceId, restartId);
       });
       log.info('restart box', { workspaceId, restartId, result });

@@ -7,7 +7,9 @@
 import type { Client } from '@temporalio/client';
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
-import type { DeclaredPlugin, Store, TrackingRow } from '../db/store.js';
+import type { Store } from '../db/store.js';
+import type { DeclaredPlugin } from '../db/tables/declared-plugins.js';
+import type { TrackingRow } from '../db/tables/tracking-rows.js';
 import type { InstalledVia } from '../workflows/state-machine.js';
 import { isPermanentBoxError, type BoxDriver } from './box/driver.js';
 import { heartbeating } from './heartbeating.js';
@@ -78,8 +80,8 @@ export function createReconcileActivities(deps: ActivityDeps) {
     async listPluginDiff({ workspaceId, trigger }: { workspaceId: string; trigger: string }): Promise<PluginDiff> {
       log.info('reconcile pass', { workspaceId, trigger });
       const [declared, tracked] = await Promise.all([
-        store.listDeclaredPlugins(workspaceId),
-        store.listTrackingRows(workspaceId),
+        store.declaredPlugins.list(workspaceId),
+        store.trackingRows.list(workspaceId),
       ]);
       const rows = new Map(tracked.map((row) => [row.pluginName, row]));
       const declaredNames = new Set(declared.map((plugin) => plugin.name));
@@ -164,7 +166,7 @@ export function createReconcileActivities(deps: ActivityDeps) {
     },
 
     async recordInstalled(row: TrackingRow): Promise<void> {
-      await store.recordInstalled(row);
+      await store.trackingRows.record(row);
     },
 
     /** Takes a plugin no longer declared off the box, whole; already gone is done. */
@@ -179,7 +181,7 @@ export function createReconcileActivities(deps: ActivityDeps) {
      * again meanwhile is then missing, and the pass its declaration asked for delivers it.
      */
     async deleteTrackingRow({ workspaceId, pluginName }: { workspaceId: string; pluginName: string }): Promise<void> {
-      await store.deleteTrackingRow(workspaceId, pluginName);
+      await store.trackingRows.delete(workspaceId, pluginName);
     },
   };
 }

@@ -6,7 +6,8 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { ResolverUnavailableError } from '../activities/plugins/errors.js';
 import type { SourceSettings } from '../activities/plugins/source.js';
-import type { Store, WorkspaceAccess } from '../db/store.js';
+import type { Store } from '../db/store.js';
+import type { WorkspaceAccess } from '../db/tables/workspaces.js';
 import { checkUrl, type CheckedUrl, type UrlPolicy } from '../url-guard.js';
 import { limits } from '../workflows/payloads.js';
 import type { LifecycleConfig } from '../workflows/config.js';
@@ -133,7 +134,7 @@ export class ApiContext {
 
   /** 404 unless the workspace exists and is not removed; returns what the database knows of it. */
   async requireLiveWorkspace(id: string): Promise<WorkspaceAccess> {
-    const access = await this.db(() => this.store.workspaceAccess(id));
+    const access = await this.db(() => this.store.workspaces.access(id));
     if (access === null) throw new HttpError(404, `unknown workspace ${id}`);
     if (access.status === 'removed') throw new HttpError(404, `workspace ${id} is removed`);
     return access;

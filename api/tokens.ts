@@ -8,7 +8,8 @@
  * writes it into the box); the register it lets through consumes it and mints the new token.
  */
 import { timingSafeEqual } from 'node:crypto';
-import type { Store, StoredToken } from '../db/store.js';
+import type { Store } from '../db/store.js';
+import type { StoredToken } from '../db/tables/tokens.js';
 import { hashSecret, newSecret } from '../db/secrets.js';
 
 /** The header a register carries the boot credential in. */
@@ -34,7 +35,7 @@ export function newInstanceToken(): { token: string; stored: StoredToken } {
 /** Mints a token for a workspace that has no live one; null when it already has one. */
 export async function mintTokenIfNone(store: Store, workspaceId: string): Promise<string | null> {
   const { token, stored } = newInstanceToken();
-  return (await store.addTokenIfNone(workspaceId, stored.hash, stored.prefix)) ? token : null;
+  return (await store.tokens.addIfNone(workspaceId, stored.hash, stored.prefix)) ? token : null;
 }
 
 /**
@@ -47,7 +48,7 @@ export async function mintTokenWithBootCredential(
   credentialHash: Buffer,
 ): Promise<string | null> {
   const { token, stored } = newInstanceToken();
-  const minted = await store.addTokenWithBootCredential(workspaceId, credentialHash, stored.hash, stored.prefix);
+  const minted = await store.tokens.addWithBootCredential(workspaceId, credentialHash, stored.hash, stored.prefix);
   return minted ? token : null;
 }
 
@@ -127,7 +128,7 @@ export async function authorizeRuntime(
   let revokedOwnToken = false;
   if (bearer !== undefined) {
     const hash = hashSecret(bearer);
-    const owner = await store.tokenOwner(hash);
+    const owner = await store.tokens.owner(hash);
     if (owner !== null && timingSafeEqual(owner.tokenHash, hash)) {
       if (!owner.revoked)
         return owner.workspaceId === workspaceId
@@ -155,7 +156,7 @@ async function checkBootCredential(store: Store, workspaceId: string, header: st
   const credential = bootCredential(header);
   if (credential === undefined) return { ok: false, status: 401, reason: WRONG_BOOT_CREDENTIAL };
   const hash = hashSecret(credential);
-  const owners = await store.bootCredentialOwners(hash);
+  const owners = await store.bootCredentials.owners(hash);
   const own = owners.some((owner) => owner.workspaceId === workspaceId && timingSafeEqual(owner.credentialHash, hash));
   return own ? { ok: true, bootCredential: hash } : { ok: false, status: 401, reason: WRONG_BOOT_CREDENTIAL };
 }

@@ -20,14 +20,18 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Activities } from '../activities/index.js';
-import { rssMb, untilApiAnswers } from '../chaos/stack.js';
 import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
 import { freePort } from '../scripts/ports.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import { idleHeartbeat } from '../workflows/payloads.js';
 import { preloadModules, workflowsPath } from '../workflow-bundle.js';
+import { createWorkspaces } from './harness/load.js';
+import { rssMb } from './harness/processes.js';
+import { untilApiAnswers } from './harness/stack.js';
+import { percentile } from './harness/stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,8 +53,8 @@ const env = await TestWorkflowEnvironment.createLocal(devServerEnvOptions());
 const taskQueue = 'bench-api';
 const activities: Partial<Activities> = {
   listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] }),
-  writeProjection: (projection) => store.writeProjection(projection),
-  readHeartbeatLedger: ({ workspaceId, restartKey }) => store.readLedger(workspaceId, restartKey),
+  writeProjection: (projection) => store.workspaces.writeProjection(projection),
+  readHeartbeatLedger: ({ workspaceId, restartKey }) => store.heartbeats.readForVerdict(workspaceId, restartKey),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
@@ -95,25 +99,17 @@ interface Figures {
   p99: number;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
-}
-
 const results = await worker.runUntil(async () => {
   const run = Date.now();
-  const workspaces = await Promise.all(
-    Array.from({ length: workspaceCount }, async (_, i) => {
-      const id = `bench-api-${run}-${i}`;
-      const res = await fetch(`${apiUrl}/workspaces`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ id }),
-      });
-      if (!res.ok) throw new Error(`creating ${id}: ${res.status} ${await res.text()}`);
-      return { id, token: ((await res.json()) as { auth_token: string }).auth_token };
-    }),
-  );
-  const beat = (id: string): string => JSON.stringify({ workspace_id: id, error_rate: 0, uptime_seconds: 1 });
+  const { runtimes: workspaces, failures } = await createWorkspaces({
+    apiUrls: [apiUrl],
+    adminToken,
+    ids: Array.from({ length: workspaceCount }, (_, i) => `bench-api-${run}-${i}`),
+    concurrency: workspaceCount,
+    retryOn: [],
+  });
+  const [failed] = failures;
+  if (failed !== undefined) throw new Error(`creating ${failed.id}: ${failed.status} ${JSON.stringify(failed.body)}`);
 
   // Through the API: HTTP, auth, validation, the ledger, a signal-with-start when forwarded.
   async function throughApi(name: string, url: string): Promise<Figures> {
@@ -130,7 +126,7 @@ const results = await worker.runUntil(async () => {
             return {
               ...request,
               headers: { 'content-type': 'application/json', authorization: `Bearer ${target?.token ?? ''}` },
-              body: beat(target?.id ?? ''),
+              body: JSON.stringify(idleHeartbeat(target?.id ?? '', 1)),
             };
           },
         },
@@ -161,13 +157,12 @@ const results = await worker.runUntil(async () => {
         const target = handles[sent++ % handles.length];
         if (!target) continue;
         const start = performance.now();
-        await target.handle.signal(heartbeatSignal, JSON.parse(beat(target.id)) as unknown);
+        await target.handle.signal(heartbeatSignal, idleHeartbeat(target.id, 1));
         latencies.push(performance.now() - start);
       }
     }),
   );
   const seconds = (performance.now() - t0) / 1000;
-  latencies.sort((a, b) => a - b);
   const direct: Figures = {
     name: 'direct',
     perSecond: requests / seconds,
@@ -179,7 +174,7 @@ const results = await worker.runUntil(async () => {
   // ledger, the direct signals in its workflow.
   for (const { id, handle } of handles) {
     for (;;) {
-      const { beats } = await store.heartbeatLedger(id);
+      const { beats } = await store.heartbeats.read(id);
       const state = await handle.query(stateQuery);
       if (beats + state.counters.heartbeats >= (2 * requests) / workspaceCount - 1) break;
       await new Promise((resolve) => setTimeout(resolve, 50));

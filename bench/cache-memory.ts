@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, registerSignal, stateQuery } from '../workflows/definitions.js';
-import { heartbeatPayload } from './fixtures.js';
+import { idleHeartbeat } from '../workflows/payloads.js';
 import { signalCountQuery } from './workflows.js';
 
 const { values } = parseArgs({
@@ -91,7 +91,7 @@ async function cache(kind: (typeof kinds)[number]): Promise<void> {
     const id = `${run}-${i}`;
     if (kind === 'noop') {
       const handle = await client.workflow.start('countSignalsWorkflow', { taskQueue, workflowId: id });
-      for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, heartbeatPayload(id, b));
+      for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, idleHeartbeat(id, b));
       return handle;
     }
     const handle = await client.workflow.start('workspaceWorkflow', {
@@ -100,7 +100,7 @@ async function cache(kind: (typeof kinds)[number]): Promise<void> {
       args: [{ workspaceId: id }],
     });
     await handle.signal(registerSignal, { id, url: 'http://127.0.0.1:9000', agent_card: { name: id } });
-    for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, heartbeatPayload(id, b));
+    for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, idleHeartbeat(id, b));
     return handle;
   });
   // Every workflow has run its tasks once each answers its query with all its heartbeats seen.

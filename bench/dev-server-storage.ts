@@ -21,12 +21,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { untilTemporalAnswers } from '../chaos/stack.js';
 import { devServerFleetArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
 import { temporalCliPath } from '../scripts/toolchain.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
 import { freePort } from '../scripts/ports.js';
-import { CLOCK_TICKS, procStat } from './fleet.js';
+import { cpuMs } from './harness/processes.js';
+import { untilTemporalAnswers } from './harness/stack.js';
 
 const { values } = parseArgs({
   options: {
@@ -65,13 +65,6 @@ if (baseline === undefined)
   throw new Error(`--baseline must be one of ${Object.keys(baselines).join(', ')} (got ${values.baseline})`);
 const variants = { project, baseline } as const;
 type Variant = keyof typeof variants;
-
-/** CPU time (user + system) of a process so far, in ms. */
-function cpuMs(pid: number): number {
-  const ticks = procStat(pid)?.ticks;
-  if (ticks === undefined) throw new Error(`process ${pid} is gone`);
-  return (ticks / CLOCK_TICKS) * 1000;
-}
 
 async function measure(variant: Variant): Promise<{ perSecond: number; cpuMsPerStart: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'wl-dev-server-'));

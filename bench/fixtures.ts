@@ -1,4 +1,4 @@
-/** What the signal and memory benchmarks share: the activities of an idle box and a heartbeat payload. */
+/** What the signal and memory benchmarks share: the activities of an idle box. */
 import type { Activities } from '../activities/index.js';
 
 /** Heartbeats never run activities; the one boot reconcile finds nothing missing, its projection write succeeds. */
@@ -8,9 +8,4 @@ export function idleBoxActivities(): Partial<Activities> {
     writeProjection: () => Promise.resolve(),
     readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false }),
   };
-}
-
-/** A healthy runtime's heartbeat, its uptime `i`. */
-export function heartbeatPayload(id: string, i: number): Record<string, unknown> {
-  return { workspace_id: id, error_rate: 0, sample_error: '', active_tasks: 0, current_task: '', uptime_seconds: i };
 }

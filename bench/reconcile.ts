@@ -94,7 +94,7 @@ async function pass(
   prepare: (boxDir: string) => void,
 ): Promise<{ row: Row; handle: WorkflowHandle; id: string }> {
   const id = `bench-${shape}-${Date.now()}`;
-  await store.setDeclaredPlugins(id, declared);
+  await store.declaredPlugins.set(id, declared);
   prepare(await driver.createBox(id));
   const t0 = performance.now();
   const handle = await env.client.workflow.start('workspaceWorkflow', {

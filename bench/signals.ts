@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
 import { heartbeatSignal, registerSignal, stateQuery } from '../workflows/definitions.js';
-import { heartbeatPayload, idleBoxActivities } from './fixtures.js';
+import { idleHeartbeat } from '../workflows/payloads.js';
+import { idleBoxActivities } from './fixtures.js';
 import { signalCountQuery } from './workflows.js';
 
 const { values } = parseArgs({
@@ -55,7 +56,7 @@ async function send(handles: { id: string; handle: WorkflowHandle }[]): Promise<
       while (next < heartbeats) {
         const i = next++;
         const target = handles[i % handles.length];
-        if (target) await target.handle.signal(heartbeatSignal, heartbeatPayload(target.id, i));
+        if (target) await target.handle.signal(heartbeatSignal, idleHeartbeat(target.id, i));
       }
     }),
   );

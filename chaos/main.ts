@@ -23,7 +23,7 @@ import {
   type Row,
   type RowContext,
 } from './rows.js';
-import { Stack } from './stack.js';
+import { Stack } from '../bench/harness/stack.js';
 
 export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'overload'] as const;
 export type RowName = (typeof rowNames)[number];
@@ -38,8 +38,23 @@ export interface ChaosOptions {
   floodSeconds: number;
   /** Keep the run folder (logs, boxes, the dev server's database) afterwards. */
   keep: boolean;
+  /** A workflow bundle built beforehand, for the stack's workers (see StackOptions). */
+  workflowBundle?: string;
   log: (line: string) => void;
 }
+
+/** Each row's settings unless told otherwise (the CLI's defaults). */
+export const defaultRowSettings: Pick<
+  ChaosOptions,
+  'plugins' | 'pluginMb' | 'moments' | 'outageMs' | 'floodRate' | 'floodSeconds'
+> = {
+  plugins: 8,
+  pluginMb: 20,
+  moments: [...moments],
+  outageMs: 20_000,
+  floodRate: 1_000,
+  floodSeconds: 30,
+};
 
 /**
  * A box runtime that takes a moment to stop, as a real one drains its work: a restart is then
@@ -50,7 +65,12 @@ const slowToStopRuntime = ['/bin/sh', '-c', 'trap "sleep 2; exit 0" TERM; while 
 export async function runChaos(options: ChaosOptions): Promise<Row[]> {
   const dir = mkdtempSync(join(tmpdir(), 'wl-chaos-'));
   const { log } = options;
-  const stack = new Stack({ dir, runtimeCommand: slowToStopRuntime, log });
+  const stack = new Stack({
+    dir,
+    runtimeCommand: slowToStopRuntime,
+    log,
+    ...(options.workflowBundle === undefined ? {} : { workflowBundle: options.workflowBundle }),
+  });
   const rows: Row[] = [];
   const ctx: RowContext = { stack, log };
   const record = (row: Row): void => {
@@ -132,12 +152,12 @@ function parseOptions(): ChaosOptions {
   const { values } = parseArgs({
     options: {
       rows: { type: 'string', default: rowNames.join(',') },
-      moments: { type: 'string', default: moments.join(',') },
-      plugins: { type: 'string', default: '8' },
-      'plugin-mb': { type: 'string', default: '20' },
-      outage: { type: 'string', default: '20' },
-      'flood-rate': { type: 'string', default: '1000' },
-      'flood-seconds': { type: 'string', default: '30' },
+      moments: { type: 'string', default: defaultRowSettings.moments.join(',') },
+      plugins: { type: 'string', default: String(defaultRowSettings.plugins) },
+      'plugin-mb': { type: 'string', default: String(defaultRowSettings.pluginMb) },
+      outage: { type: 'string', default: String(defaultRowSettings.outageMs / 1_000) },
+      'flood-rate': { type: 'string', default: String(defaultRowSettings.floodRate) },
+      'flood-seconds': { type: 'string', default: String(defaultRowSettings.floodSeconds) },
       keep: { type: 'boolean', default: false },
     },
   });

@@ -15,15 +15,16 @@ import type { WorkspaceState } from '../workflows/state-machine.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
 import {
   HeartbeatLoad,
-  admissionRefusals,
   byStatus,
   call,
-  percentile,
-  refusedText,
+  createWorkspaces as create,
   type Answer,
   type Runtime,
-} from './load.js';
-import { rssMb, type Stack } from './stack.js';
+} from '../bench/harness/load.js';
+import { admissionRefusals } from '../bench/harness/metrics.js';
+import { rssMb } from '../bench/harness/processes.js';
+import type { Stack } from '../bench/harness/stack.js';
+import { countsText, percentile } from '../bench/harness/stats.js';
 
 export interface Row {
   fault: string;
@@ -54,27 +55,23 @@ async function createWorkspaces(
   plugins: { name: string; source: string }[] = [],
 ): Promise<Runtime[]> {
   const run = `${process.pid.toString(36)}${(sequence++).toString(36)}`;
-  const created: Runtime[] = [];
-  for (let i = 0; i < n; i += 20) {
-    const batch = Array.from({ length: Math.min(20, n - i) }, (_, k) => `chaos-${run}-${i + k}`);
-    const answers = await Promise.all(batch.map((id) => createOne(stack, id, plugins)));
-    answers.forEach((answer, k) => {
-      const token = (answer.body as { auth_token?: unknown } | null)?.auth_token;
-      if (answer.status !== 201 || typeof token !== 'string')
-        throw new Error(`creating ${batch[k]}: ${answer.status} ${JSON.stringify(answer.body)}`);
-      created.push({ id: batch[k] ?? '', token });
-    });
-  }
-  return created;
+  const { runtimes, failures } = await create({
+    apiUrls: [stack.apiUrl],
+    adminToken: stack.adminToken,
+    ids: Array.from({ length: n }, (_, i) => `chaos-${run}-${i}`),
+    plugins,
+    concurrency: 20,
+    // 429: refused as overloaded, nothing was done. Anything else is the row's failure.
+    retryOn: [429],
+  });
+  const [failed] = failures;
+  if (failed !== undefined) throw new Error(`creating ${failed.id}: ${failed.status} ${JSON.stringify(failed.body)}`);
+  return runtimes;
 }
 
-/** One create, retried after Retry-After while the API refuses it as overloaded (429: nothing was done). */
-async function createOne(stack: Stack, id: string, plugins: { name: string; source: string }[]) {
-  for (;;) {
-    const answer = await admin(stack, 'POST', '/workspaces', { id, plugins });
-    if (answer.status !== 429) return answer;
-    await sleep(1_000 * (0.5 + Math.random()));
-  }
+/** An open-loop heartbeat load on the stack's API (the offered rate holds, whatever the answers). */
+function heartbeats(stack: Stack, runtimes: Runtime[], rate: number): HeartbeatLoad {
+  return new HeartbeatLoad({ apiUrls: [stack.apiUrl], runtimes, rate, maxInFlight: 2_000, pace: 'open' });
 }
 
 function handle(client: Client, id: string): WorkflowHandle {
@@ -115,7 +112,7 @@ async function lostHeartbeats(
   const store = Store.connect(stack.databaseUrl);
   try {
     for (const [id, count] of ackedById) {
-      const { beats: seen } = await store.heartbeatLedger(id);
+      const { beats: seen } = await store.heartbeats.read(id);
       acked += count;
       recorded += seen;
       lost += Math.max(0, count - seen);
@@ -151,7 +148,7 @@ export async function postgresRestart(ctx: RowContext, o: PostgresRestartOptions
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
   const runtimes = await createWorkspaces(stack, o.workspaces);
-  const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
+  const load = heartbeats(stack, runtimes, o.rate);
   load.start();
   await sleep(4_000);
   log(`postgres: stopping it for ${s(o.outageMs)} under ${o.rate} heartbeats/s`);
@@ -164,7 +161,11 @@ export async function postgresRestart(ctx: RowContext, o: PostgresRestartOptions
   const up = load.now();
   stack.startPostgres();
   log('postgres: started again');
-  await sleep(8_000);
+  // The load runs on until service is back (a heartbeat sent after the start acknowledged) and
+  // 2 s past it, 8 s at most: heartbeats acknowledged after the outage are counted too.
+  const tailEnd = up + 8_000;
+  while (load.now() < tailEnd && firstOkAfter(load.answers, up) === undefined) await sleep(100);
+  await sleep(Math.max(0, Math.min(2_000, tailEnd - load.now())));
   await load.stop();
 
   const during = load.between(down + 500, up);
@@ -293,7 +294,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
         'a first tracking row',
         120_000,
         async () => {
-          const rows = (await store.listTrackingRows(runtime.id)).length;
+          const rows = (await store.trackingRows.list(runtime.id)).length;
           return rows > 0 ? `${rows}/${o.plugins} tracking rows written` : undefined;
         },
         5,
@@ -307,7 +308,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
 
     const settled = await waitFor('the reconcile to converge', 180_000, async () => {
       const st = await state(stack, runtime.id);
-      const rows = (await store.listTrackingRows(runtime.id)).length;
+      const rows = (await store.trackingRows.list(runtime.id)).length;
       return !st.reconcile.running && !st.restart.inFlight && st.restart.count >= 1 && rows === o.plugins
         ? st
         : undefined;
@@ -486,7 +487,7 @@ export async function apiRestart(ctx: RowContext, o: ApiRestartOptions): Promise
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
   const runtimes = await createWorkspaces(stack, o.workspaces);
-  const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
+  const load = heartbeats(stack, runtimes, o.rate);
   load.start();
   await sleep(4_000);
   log('api-restart: SIGKILL the API under load');
@@ -529,13 +530,13 @@ export async function overload(ctx: RowContext, o: OverloadOptions): Promise<Row
   const rssBefore = rssMb(apiPid);
   let rssPeak = rssBefore;
   const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssMb(apiPid))), 250);
-  const load = new HeartbeatLoad(stack.apiUrl, runtimes, o.rate);
+  const load = heartbeats(stack, runtimes, o.rate);
   log(`overload: ${o.rate} heartbeats/s for ${o.seconds} s over ${o.workspaces} workspaces`);
   const refusalsBefore = await admissionRefusals([stack.apiUrl]);
   load.start();
   await sleep(o.seconds * 1_000);
   const floodEnd = load.now();
-  const refusalsByReason = refusedText(await admissionRefusals([stack.apiUrl]), refusalsBefore);
+  const refusalsByReason = countsText(await admissionRefusals([stack.apiUrl]), refusalsBefore);
   load.setRate(o.normalRate);
   await sleep(10_000);
   await load.stop();

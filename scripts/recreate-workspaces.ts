@@ -57,7 +57,7 @@ export async function recreateWorkspaces(options: RecreateOptions): Promise<Recr
     for await (const execution of client.workflow.list({ query })) served.add(execution.workflowId);
   }
 
-  const stale = (await store.liveWorkspaces()).filter(
+  const stale = (await store.workspaces.live()).filter(
     ({ workspaceId }) => !served.has(workspaceWorkflowId(workspaceId)),
   );
   const result: Recreated = { terminated: 0, recreated: 0 };

@@ -6,7 +6,7 @@
  * the caller provides: the workflow on durable timers and activities, the coalescing model in
  * its simulated time.
  */
-import type { LedgerReading } from '../db/store.js';
+import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
 import type { LifecycleConfig } from './config.js';
 import type { DispatchVerdict } from './definitions.js';
 import {

@@ -3,13 +3,9 @@
  * what a sweep leaves in the controller's state, and what the Web UI shows of it. The workflow
  * (fleet-liveness.ts) runs the sweep's activities around them.
  */
-import type { ExpiredLease, ExpiredLeases } from '../db/store.js';
+import type { ExpiredLease, ExpiredLeases } from '../db/tables/heartbeat-ledger.js';
 import type { SignalledLeases } from '../activities/fleet-liveness.js';
-import {
-  defaultFleetLivenessSettings,
-  type FleetLivenessSettings,
-  type FleetLivenessState,
-} from './definitions.js';
+import { defaultFleetLivenessSettings, type FleetLivenessSettings, type FleetLivenessState } from './definitions.js';
 import { markdownLiteral } from './operator-view.js';
 
 export function initialFleetLivenessState(settings: Partial<FleetLivenessSettings> = {}): FleetLivenessState {
@@ -28,7 +24,8 @@ export function configuredSettings(
   current: FleetLivenessSettings,
   asked: Partial<FleetLivenessSettings>,
 ): FleetLivenessSettings {
-  const valid = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
+  const valid = (value: unknown): value is number =>
+    typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
   return {
     sweepEveryMs: valid(asked.sweepEveryMs) ? asked.sweepEveryMs : current.sweepEveryMs,
     batch: valid(asked.batch) ? asked.batch : current.batch,

@@ -14,7 +14,7 @@
 import { ActivityFailure, ApplicationFailure } from '@temporalio/workflow';
 import { localStep, reconcileStep, reconcileTransfer } from './activities.js';
 import { findDrift, type Drift } from './plugin-drift.js';
-import type { DeclaredPlugin } from '../db/store.js';
+import type { DeclaredPlugin } from '../db/tables/declared-plugins.js';
 import type { TrackedPlugin } from '../activities/reconcile.js';
 import type { PluginChange, PluginOutcome, ReconcileMode, ReconcilePlan, ReconcileReport } from './state-machine.js';
 

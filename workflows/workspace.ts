@@ -10,7 +10,7 @@
  */
 import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
-import type { LedgerReading } from '../db/store.js';
+import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
 import { evaluate, type EvaluationContext } from './dead-detection.js';
 import {
   declarePluginsSignal,
@@ -117,7 +117,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       const publication = unpublished;
       try {
         await localStep.writeProjection.executeWithOptions(
-          { summary: `projection: ${publication.status}, wants ${publication.contract.want} (v${publication.version})` },
+          {
+            summary: `projection: ${publication.status}, wants ${publication.contract.want} (v${publication.version})`,
+          },
           [{ workspaceId, ...publication }],
         );
         if (unpublished === publication) unpublished = null;
@@ -157,8 +159,8 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         );
         break;
       case 'writeProjection': {
-        const { type: _type, ...publication } = effect;
-        publish(publication);
+        const { status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart } = effect;
+        publish({ status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart });
         break;
       }
       case 'revokeTokens': {

@@ -14,7 +14,8 @@ import { z } from 'zod';
 import { effectiveDeliveryMode, registerUrl, withRegisterUrl } from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
 import { heartbeatFacts, type HeartbeatFacts } from '../../workflows/state-machine.js';
-import type { HeartbeatRecord, WorkspaceAccess } from '../../db/store.js';
+import type { HeartbeatRecord } from '../../db/tables/heartbeat-ledger.js';
+import type { WorkspaceAccess } from '../../db/tables/workspaces.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError, badRequest } from '../errors.js';
 import { relayRuntimeSignal } from '../relay.js';
@@ -59,7 +60,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     }
     if (outcome.trustOnFirstUse) {
       // Anonymous: any workspace it may not bootstrap gets the answer an unknown one gets.
-      const access = await ctx.db(() => store.workspaceAccess(id));
+      const access = await ctx.db(() => store.workspaces.access(id));
       if (access === null || access.status === 'removed' || access.liveTokens > 0)
         throw new HttpError(401, UNAUTHENTICATED);
       request.log.warn(
@@ -83,13 +84,15 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
   async function recordHeartbeat(request: FastifyRequest, id: string, beat: HeartbeatFacts): Promise<HeartbeatRecord> {
     const bearer = bearerToken(request.headers.authorization);
     const record = (): Promise<HeartbeatRecord | null> =>
-      bearer === undefined ? Promise.resolve(null) : ctx.db(() => store.recordHeartbeat(hashSecret(bearer), id, beat));
+      bearer === undefined
+        ? Promise.resolve(null)
+        : ctx.db(() => store.heartbeats.record(hashSecret(bearer), id, beat));
     const first = await record();
     if (first !== null) return first;
     await requireRuntime(request, id, 'heartbeat');
     // Authorized after all: the token or the workspace changed between the two reads, or the
     // workspace has no ledger row yet.
-    await ctx.db(() => store.ensureLedgerRow(id));
+    await ctx.db(() => store.heartbeats.ensureRow(id));
     const second = await record();
     if (second !== null) return second;
     throw new HttpError(401, 'invalid token');
@@ -181,7 +184,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           start: async () => ctx.startInput(id, (await ctx.requireLiveWorkspace(id)).external),
         };
         await ctx.temporal(() => relayRuntimeSignal(client, id, 'heartbeat', beat, relay), SIGNAL);
-        await ctx.db(() => store.heartbeatDelivered(id, recorded.wantVersion));
+        await ctx.db(() => store.heartbeats.delivered(id, recorded.wantVersion));
         return { status: 'ok' as const };
       }),
   );

@@ -18,7 +18,7 @@ import {
 import { workspaceStartMetadata } from '../../workflows/operator-view.js';
 import { safeText, workspaceIdSchema } from '../payload-schemas.js';
 import { statuses, type WorkspaceState } from '../../workflows/state-machine.js';
-import type { HeartbeatLedger } from '../../db/store.js';
+import type { HeartbeatLedger } from '../../db/tables/heartbeat-ledger.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError } from '../errors.js';
 import {
@@ -113,7 +113,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         // The row, its plugins and its token in one statement, before the workflow exists: no
         // register can find the workspace without its token already live.
         const { token, stored } = newInstanceToken();
-        if (!(await ctx.db(() => store.createWorkspace(id, plugins, external, stored))))
+        if (!(await ctx.db(() => store.workspaces.create(id, plugins, external, stored))))
           throw new HttpError(409, `workspace ${id} already exists`);
         await ctx.temporal(() =>
           client.workflow.start('workspaceWorkflow', {
@@ -154,7 +154,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     },
     async (request) =>
       ctx.admitted(async () => {
-        const rows = await ctx.db(() => store.listWorkspaces(request.query.status, request.query.limit));
+        const rows = await ctx.db(() => store.workspaces.list(request.query.status, request.query.limit));
         return {
           workspaces: rows.map((row) => ({
             id: row.workspaceId,
@@ -183,13 +183,13 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     async (request) =>
       ctx.admitted(async () => {
         const id = request.params.id;
-        if ((await ctx.db(() => store.workspaceAccess(id))) === null)
+        if ((await ctx.db(() => store.workspaces.access(id))) === null)
           throw new HttpError(404, `unknown workspace ${id}`);
         const [state, heartbeatLedger, bootCredential, box] = await Promise.all([
           ctx.queryState(id),
-          ctx.db(() => store.heartbeatLedger(id)),
-          ctx.db(() => store.bootCredentialHash(id)),
-          ctx.db(() => store.boxSettings(id)),
+          ctx.db(() => store.heartbeats.read(id)),
+          ctx.db(() => store.bootCredentials.hash(id)),
+          ctx.db(() => store.boxSettings.read(id)),
         ]);
         const view: WorkspaceView = {
           ...state,
@@ -221,7 +221,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const { plugins } = request.body;
         await ctx.checkPluginSources(plugins, 'body.plugins');
         await ctx.requireLiveWorkspace(id);
-        await ctx.db(() => store.setDeclaredPlugins(id, plugins));
+        await ctx.db(() => store.declaredPlugins.set(id, plugins));
         await ctx.temporal(() => ctx.handle(id).signal(declarePluginsSignal), SIGNAL);
         return reply.status(202).send({ status: 'declared' as const, plugins });
       }),
@@ -247,7 +247,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const id = request.params.id;
         await requireManagedWorkspace(id, 'the service does not reach its box');
         const box = request.body;
-        if (!(await ctx.db(() => store.setBoxSettings(id, storedBox(box)))))
+        if (!(await ctx.db(() => store.boxSettings.set(id, storedBox(box)))))
           throw new HttpError(404, `unknown workspace ${id}`);
         return { status: 'box set' as const, box };
       }),
@@ -390,7 +390,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         );
         // From this answer on, every call for the workspace is 404, before the workflow has
         // written its `removed` projection.
-        await ctx.db(() => store.markRemoved(id));
+        await ctx.db(() => store.workspaces.markRemoved(id));
         return reply.status(202).send({ status: 'removing' as const });
       }),
   );

@@ -16,6 +16,7 @@ import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { defaultAdmissionSettings } from '../../api/admission.js';
 import { buildApi, type ApiSettings } from '../../api/server.js';
 import { newInstanceToken, REVOKED_TOKEN, UNAUTHENTICATED, WRONG_BOOT_CREDENTIAL } from '../../api/tokens.js';
+import { hashSecret } from '../../db/secrets.js';
 import { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
@@ -79,7 +80,7 @@ async function registeredOnline(): Promise<{
   const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
   await api.inject({ method: 'POST', url: '/registry/register', headers: bearer, payload: registerBody(id) });
   await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-  await expect.poll(async () => (await store.workspaceAccess(id))?.status).toBe('online');
+  await expect.poll(async () => (await store.workspaces.access(id))?.status).toBe('online');
   return { id, bearer, handle };
 }
 
@@ -104,7 +105,7 @@ describe('runtime endpoints', () => {
   it('create, register with the issued token, heartbeat: the register reaches the workflow, the heartbeat is counted', async () => {
     const { id, token } = await createWorkspace([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    expect(await store.listDeclaredPlugins(id)).toEqual([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
+    expect(await store.declaredPlugins.list(id)).toEqual([{ name: 'seo', source: 'gitea://acme/seo#main' }]);
     const bearer = { authorization: `Bearer ${token}` };
 
     const reg = await api.inject({
@@ -129,10 +130,10 @@ describe('runtime endpoints', () => {
     expect(s).toMatchObject({ status: 'online', url: new URL(agentUrl).href }); // stored normalised
     const got = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(got.statusCode).toBe(200);
-    // Right after a register, a heartbeat that changes nothing is only recorded in the ledger.
-    const view = got.json<WorkspaceState & { heartbeatLedger: { pending: number } }>();
+    // Forwarded or only recorded, the heartbeat is in the ledger.
+    const view = got.json<WorkspaceState & { heartbeatLedger: { beats: number } }>();
     expect(view).toMatchObject({ workspaceId: id, status: 'online' });
-    expect(view.counters.heartbeats + view.heartbeatLedger.pending).toBe(1);
+    expect(view.heartbeatLedger.beats).toBe(1);
     await expect.poll(async () => (await readProjection(store, id))?.status).toBe('online');
     const list = await api.inject({ method: 'GET', url: '/workspaces?status=online&limit=1000', headers: admin });
     expect(list.json<{ workspaces: { id: string }[] }>().workspaces.map((w) => w.id)).toContain(id);
@@ -181,7 +182,7 @@ describe('runtime endpoints', () => {
     expect(first.json()).toEqual({ status: 'registered', delivery_mode: 'poll' });
     await waitForState(env.client.workflow.getHandle(workspaceWorkflowId(id)), (s) => s.deliveryMode === 'poll');
     // The API reads the stored mode from the projection the workflow writes (no worker needed).
-    await expect.poll(async () => (await store.workspaceAccess(id))?.deliveryMode).toBe('poll');
+    await expect.poll(async () => (await store.workspaces.access(id))?.deliveryMode).toBe('poll');
     const again = await api.inject({
       method: 'POST',
       url: '/registry/register',
@@ -246,10 +247,10 @@ describe('runtime endpoints', () => {
     expect(s.restart.count).toBe(0);
     expect(fake.probes.filter((p) => p === id)).toEqual([]);
     expect(fake.reconcileCalls.filter((c) => c.workspaceId === id)).toEqual([]);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
-  it('heartbeats that change nothing are recorded in the ledger and coalesced; one that can change state is forwarded at once', async () => {
+  it('a heartbeat the workflow does not want is recorded and answered at once; one it wants is forwarded, answered once Temporal has it', async () => {
     const { id, bearer, handle } = await registeredOnline();
     const beat = async (overrides: Record<string, unknown> = {}): Promise<void> => {
       const res = await api.inject({
@@ -260,28 +261,36 @@ describe('runtime endpoints', () => {
       });
       expect(res.statusCode, res.body).toBe(200);
     };
+    // Online, the workflow wants a heartbeat that degrades it: the healthy ones are only recorded.
+    await expect.poll(async () => (await store.heartbeats.read(id)).want).toBe('degrading');
     const signalsBefore = await signalsReceived(id);
     for (let i = 0; i < 6; i++) await beat({ error_rate: 0.01 * i, uptime_seconds: i });
-    // Right after the register (which brings it online), none of these changes anything: only recorded.
     expect(await signalsReceived(id)).toBe(signalsBefore);
-    expect((await store.heartbeatLedger(id)).pending).toBe(6);
+    expect((await store.heartbeats.read(id)).beats).toBe(6);
 
-    // A heartbeat that degrades the workspace goes at once, carrying the six.
+    // A degrading heartbeat is forwarded: answered once Temporal has it, then recorded.
     await beat({ error_rate: 0.9 });
+    expect(await signalsReceived(id)).toBe(signalsBefore + 1);
     const degraded = await waitForState(handle, (s) => s.status === 'degraded');
-    expect(degraded.counters.heartbeats).toBe(7);
+    expect(degraded.counters.heartbeats).toBe(1);
     expect(degraded.lastHeartbeat?.errorRate).toBe(0.9);
-    expect((await store.heartbeatLedger(id)).pending).toBe(0);
+    expect((await store.heartbeats.read(id)).beats).toBe(7);
 
-    // What an operator reads: the workflow's state and the ledger, which together count every acknowledged heartbeat.
+    // Degraded, it wants one that recovers: another degrading one is only recorded.
+    await expect.poll(async () => (await store.heartbeats.read(id)).want).toBe('recovering');
     await beat({ error_rate: 0.9 });
+    expect(await signalsReceived(id)).toBe(signalsBefore + 1);
+    await beat({ error_rate: 0 });
+    expect((await waitForState(handle, (s) => s.status === 'online')).counters.heartbeats).toBe(2);
+
+    // What an operator reads: every acknowledged heartbeat in the ledger, and what the workflow wants.
     const read = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
-    const body = read.json<WorkspaceState & { heartbeatLedger: { lastSeenAt: string; pending: number } }>();
-    expect(body.counters.heartbeats + body.heartbeatLedger.pending).toBe(8);
+    const body = read.json<WorkspaceState & { heartbeatLedger: { lastSeenAt: string; beats: number } }>();
+    expect(body.heartbeatLedger.beats).toBe(9);
     expect(Date.now() - Date.parse(body.heartbeatLedger.lastSeenAt)).toBeLessThan(10_000);
   });
 
-  it('a forward that does not reach the workflow is 503, and its heartbeats are forwarded with the next one', async () => {
+  it('issue 29 case 2: a wanted heartbeat that does not reach the workflow is 503 and records nothing; its retry is wanted again', async () => {
     const { id, bearer, handle } = await registeredOnline();
     const send = (extra: Record<string, unknown> = {}, server = api) =>
       server.inject({
@@ -290,9 +299,11 @@ describe('runtime endpoints', () => {
         headers: bearer,
         payload: heartbeatPayload(id, extra),
       });
+    await expect.poll(async () => (await store.heartbeats.read(id)).want).toBe('degrading');
     expect((await send()).statusCode).toBe(200);
     expect((await send()).statusCode).toBe(200);
-    // An API whose Temporal calls all fail: the degrading heartbeat (forwarded at once) is 503.
+    const before = await store.heartbeats.read(id);
+    // An API whose Temporal calls all fail: the degrading heartbeat is 503, and nothing is recorded.
     const doomed = await createTimeSkippingEnv();
     const broken = await buildApi(doomed.client, store, settings({ temporalTimeoutMs: 2_000 }));
     await doomed.teardown();
@@ -302,53 +313,20 @@ describe('runtime endpoints', () => {
     } finally {
       await broken.close();
     }
-    expect((await store.heartbeatLedger(id)).pending).toBe(2);
+    expect(await store.heartbeats.read(id)).toEqual(before);
+    // An API that stopped between deciding and signalling: the statement decided, nothing followed.
+    const decided = await store.heartbeats.record(hashSecret(bearer.authorization.slice('Bearer '.length)), id, {
+      errorRate: 0.9,
+      runtimeState: '',
+      managesOwnStatus: false,
+      bringsCard: false,
+    });
+    expect(decided).toMatchObject({ wanted: true });
+    // The runtime's retry is wanted again, forwarded, and degrades the workspace.
     expect((await send({ error_rate: 0.9 })).statusCode).toBe(200);
     const degraded = await waitForState(handle, (s) => s.status === 'degraded');
-    // The one refused with 503 was not acknowledged and is not counted; the three acknowledged are.
-    expect(degraded.counters.heartbeats).toBe(3);
-  });
-
-  it('a forward due only by the interval is answered at once; one that cannot reach the workflow leaves its heartbeats in the ledger', async () => {
-    const { id, bearer, handle } = await registeredOnline();
-    const send = (server: typeof api, extra: Record<string, unknown> = {}) =>
-      server.inject({
-        method: 'POST',
-        url: '/registry/heartbeat',
-        headers: bearer,
-        payload: heartbeatPayload(id, extra),
-      });
-    for (let i = 0; i < 3; i++) expect((await send(api)).statusCode).toBe(200);
-    expect((await store.heartbeatLedger(id)).pending).toBe(3);
-
-    // An API whose forward is due at every heartbeat and whose Temporal calls all fail: a heartbeat
-    // that changes nothing is still 200 (it is in the ledger), and its forward, sent after the
-    // answer, fails and gives the four heartbeats back to the ledger.
-    const doomed = await createTimeSkippingEnv();
-    const broken = await buildApi(
-      doomed.client,
-      store,
-      settings({ temporalTimeoutMs: 2_000, heartbeatForwardEveryMs: 1 }),
-    );
-    await doomed.teardown();
-    const answered = await send(broken);
-    await broken.close(); // waits for the deferred forward
-    expect(answered.statusCode, answered.body).toBe(200);
-    expect((await store.heartbeatLedger(id)).pending).toBe(4);
-
-    // The next heartbeat that must reach the workflow carries them.
-    expect((await send(api, { error_rate: 0.9 })).statusCode).toBe(200);
-    expect((await waitForState(handle, (s) => s.status === 'degraded')).counters.heartbeats).toBe(5);
-
-    // With Temporal up, a deferred forward reaches the workflow after its answer.
-    const eager = await buildApi(env.client, store, settings({ heartbeatForwardEveryMs: 1 }));
-    try {
-      expect((await send(eager, { error_rate: 0.9 })).statusCode).toBe(200);
-      await waitForState(handle, (s) => s.counters.heartbeats === 6);
-      expect((await store.heartbeatLedger(id)).pending).toBe(0);
-    } finally {
-      await eager.close();
-    }
+    expect(degraded.counters.heartbeats).toBe(1);
+    expect((await store.heartbeats.read(id)).beats).toBe(3);
   });
 
   it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {
@@ -369,32 +347,23 @@ describe('runtime endpoints', () => {
     // The ids: unknown, live with a token, registered then revoked (bootstrap), removed.
     const live = await createWorkspace();
     const revoked = await createWorkspace();
-    await store.revokeInstanceTokens(revoked.id);
+    await store.tokens.revoke(revoked.id);
     await giveBootCredential(store, revoked.id);
     const removed = await createWorkspace();
     expect((await api.inject({ method: 'DELETE', url: `/workspaces/${removed.id}`, headers: admin })).statusCode).toBe(
       202,
     );
     const ids = [uniqueId('api-nobody'), live.id, revoked.id, removed.id];
-    // Which store methods each call reaches, through an API of its own over a recording store.
+    // Which store methods each call reaches (`table.method`), through an API of its own over a recording store.
     const reached: string[] = [];
-    const recording = new Proxy(store, {
-      get(target, property, receiver) {
-        const value: unknown = Reflect.get(target, property, receiver);
-        if (typeof value !== 'function') return value;
-        return (...args: unknown[]) => {
-          reached.push(String(property));
-          return (value as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      },
-    });
+    const recording = recordingProxy(store, '', reached);
     const watched = await buildApi(env.client, recording, settings());
     const wrongToken = `Bearer ${'W'.repeat(43)}`;
     const credentialSets: [string, Record<string, string>, string[]][] = [
       ['none', {}, []],
       ['a malformed bearer', { authorization: 'Bearer short' }, []],
-      ['a wrong token', { authorization: wrongToken }, ['tokenOwner']],
-      ['a wrong boot credential', { 'x-boot-credential': 'B'.repeat(43) }, ['bootCredentialOwners']],
+      ['a wrong token', { authorization: wrongToken }, ['tokens.owner']],
+      ['a wrong boot credential', { 'x-boot-credential': 'B'.repeat(43) }, ['bootCredentials.owners']],
       ['a malformed boot credential', { 'x-boot-credential': 'no' }, []],
     ];
     try {
@@ -419,7 +388,7 @@ describe('runtime endpoints', () => {
           });
           answers.add(`heartbeat ${hb.statusCode} ${hb.body}`);
           // The heartbeat's one round trip checks the token first; the long way reads it again.
-          const beat = headers.authorization === wrongToken ? ['recordHeartbeat', 'tokenOwner'] : [];
+          const beat = headers.authorization === wrongToken ? ['heartbeats.record', 'tokens.owner'] : [];
           expect({ what, id, reached: [...reached] }).toEqual({ what, id, reached: beat });
         }
         // One register answer and one heartbeat answer for the four ids, each a 401.
@@ -475,7 +444,7 @@ describe('runtime endpoints', () => {
     expect(res.statusCode, res.body).toBe(503);
     expect(res.headers['retry-after']).toBe('15');
     expect(res.json()).toMatchObject({ verdict: 'dead' });
-    await expect.poll(() => store.liveTokenCount(id)).toBe(0);
+    await expect.poll(() => store.tokens.liveCount(id)).toBe(0);
 
     // Bootstrap is for a register only: a heartbeat with the revoked token, or with none, is 401
     // and never reaches the workflow. The revoked token's holder is told it was revoked.
@@ -518,11 +487,11 @@ describe('runtime endpoints', () => {
     const fresh = reg.json<{ auth_token?: string }>().auth_token;
     expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(fresh).not.toBe(token);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
     // A late retry of that verdict's revocation leaves the token minted after it alone.
     const verdictAt = (await state(id)).deadDetection.lastVerdict?.at ?? '';
-    expect(await store.revokeInstanceTokens(id, verdictAt)).toBe(0);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.revoke(id, verdictAt)).toBe(0);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('heartbeat and register for an unknown workspace are 401, for a removed one 404 to its own token, and start nothing', async () => {
@@ -575,7 +544,7 @@ describe('boot credential', () => {
   async function revokedWorkspace(): Promise<{ id: string; token: string }> {
     const created = await createWorkspace();
     expect((await register(created.id, { authorization: `Bearer ${created.token}` })).statusCode).toBe(200);
-    expect(await store.revokeInstanceTokens(created.id)).toBe(1);
+    expect(await store.tokens.revoke(created.id)).toBe(1);
     return created;
   }
 
@@ -621,7 +590,7 @@ describe('boot credential', () => {
     const wrong = await register(id, { 'x-boot-credential': 'A'.repeat(43) });
     expect(wrong.statusCode, wrong.body).toBe(401);
     expect(wrong.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
-    expect(await store.liveTokenCount(id)).toBe(0);
+    expect(await store.tokens.liveCount(id)).toBe(0);
   });
 
   it('the credential the restart wrote into the box registers once, and mints a new token', async () => {
@@ -641,14 +610,14 @@ describe('boot credential', () => {
     const fresh = first.json<{ auth_token?: string }>().auth_token;
     expect(fresh).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(fresh).not.toBe(token);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
 
     // One-time: the same credential again (consumed as the token was minted).
     const again = await register(id, { 'x-boot-credential': credential });
     expect(again.statusCode, again.body).toBe(401);
     expect(again.json()).toEqual({ error: WRONG_BOOT_CREDENTIAL });
     // Even once the new token is revoked too.
-    await store.revokeInstanceTokens(id);
+    await store.tokens.revoke(id);
     const used = await register(id, { 'x-boot-credential': credential });
     expect(used.statusCode, used.body).toBe(401);
     expect(used.json<{ error: string }>().error).toMatch(/boot credential is wrong or already used/);
@@ -676,7 +645,7 @@ describe('boot credential', () => {
     expect(tokens).toHaveLength(1);
     expect(tokens[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(answers.filter((a) => a.statusCode === 401)).toHaveLength(2);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('the simulated runtime, its token revoked, registers again with the credential the restart left in its box', async () => {
@@ -696,7 +665,7 @@ describe('boot credential', () => {
         (l) => lines.push(l),
       );
       const running = runtime.run();
-      await expect.poll(() => store.liveTokenCount(id), { timeout: 10_000 }).toBe(1);
+      await expect.poll(() => store.tokens.liveCount(id), { timeout: 10_000 }).toBe(1);
       await expect
         .poll(async () => (await readFile(join(workspaceDir, TOKEN_FILE), 'utf8')).trim(), { timeout: 10_000 })
         .not.toBe(token);
@@ -708,7 +677,7 @@ describe('boot credential', () => {
       await served.close();
     }
     expect(lines.join('\n')).toContain(`register refused (401 ${REVOKED_TOKEN})`);
-    expect(await store.bootCredentialHash(id)).toBeNull();
+    expect(await store.bootCredentials.hash(id)).toBeNull();
   });
 
   it('a live bearer token still registers, with or without a pending credential', async () => {
@@ -719,7 +688,7 @@ describe('boot credential', () => {
     const res = await register(id, { ...bearer, 'x-boot-credential': credential });
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json()).toEqual({ status: 'registered', delivery_mode: 'push' });
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
     const view = await api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(view.json<{ bootCredentialPending?: boolean }>().bootCredentialPending).toBe(true);
   });
@@ -741,7 +710,7 @@ describe('workspace management', () => {
     const set = await api.inject({ method: 'PUT', url: `/workspaces/${id}/box`, headers: admin, payload: ssh });
     expect(set.statusCode, set.body).toBe(200);
     expect(set.json()).toEqual({ status: 'box set', box: { ...ssh, port: 22 } });
-    expect(await store.boxSettings(id)).toEqual({
+    expect(await store.boxSettings.read(id)).toEqual({
       driver: 'ssh',
       host: '10.0.0.5',
       port: 22,
@@ -772,7 +741,7 @@ describe('workspace management', () => {
       expect(bad.statusCode, `${field}: ${bad.body}`).toBe(400);
       expect(bad.body).toContain(says);
     }
-    expect(await store.boxSettings(id)).toMatchObject({ host: '10.0.0.5' });
+    expect(await store.boxSettings.read(id)).toMatchObject({ host: '10.0.0.5' });
 
     const local = await api.inject({
       method: 'PUT',
@@ -781,7 +750,7 @@ describe('workspace management', () => {
       payload: { driver: 'local' },
     });
     expect(local.statusCode, local.body).toBe(200);
-    expect(await store.boxSettings(id)).toBeNull();
+    expect(await store.boxSettings.read(id)).toBeNull();
     const unknown = await api.inject({
       method: 'PUT',
       url: '/workspaces/nobody-here/box',
@@ -809,7 +778,7 @@ describe('workspace management', () => {
       payload: { plugins: [{ name: 'writer', source: 'github://acme/writer#v1' }] },
     });
     expect(put.statusCode, put.body).toBe(202);
-    expect(await store.listDeclaredPlugins(id)).toEqual([{ name: 'writer', source: 'github://acme/writer#v1' }]);
+    expect(await store.declaredPlugins.list(id)).toEqual([{ name: 'writer', source: 'github://acme/writer#v1' }]);
     await waitForState(handle, (s) => s.counters.reconcilesStarted === 2 && !s.reconcile.running);
     expect(fake.reconcileCalls.filter((c) => c.workspaceId === id).at(-1)?.trigger).toBe('plugins declared');
 
@@ -852,20 +821,20 @@ describe('workspace management', () => {
       { name: 'lint', source: 'local://lint' },
     ];
     const { id } = await createWorkspace(plugins);
-    expect(await store.liveTokenCount(id)).toBe(1);
-    expect(await store.listDeclaredPlugins(id)).toEqual(expect.arrayContaining(plugins));
+    expect(await store.tokens.liveCount(id)).toBe(1);
+    expect(await store.declaredPlugins.list(id)).toEqual(expect.arrayContaining(plugins));
 
     const before = await rowCounts();
     const refused = `${id}-refused`;
     const token = newInstanceToken().stored;
     // A plugin name the table's check refuses (the API's schema refuses it first).
     const bad = [...plugins, { name: '../escape', source: 'local://x' }];
-    await expect(store.createWorkspace(refused, bad, false, token)).rejects.toThrow(/check constraint/);
-    expect(await store.workspaceAccess(refused)).toBeNull();
+    await expect(store.workspaces.create(refused, bad, false, token)).rejects.toThrow(/check constraint/);
+    expect(await store.workspaces.access(refused)).toBeNull();
     // The id taken: nothing written either, the first token still the only one.
-    expect(await store.createWorkspace(id, [], false, newInstanceToken().stored)).toBe(false);
+    expect(await store.workspaces.create(id, [], false, newInstanceToken().stored)).toBe(false);
     expect(await rowCounts()).toBe(before);
-    expect(await store.liveTokenCount(id)).toBe(1);
+    expect(await store.tokens.liveCount(id)).toBe(1);
   });
 
   it('a workspace id of the longest valid length (128) is reachable at its path', async () => {
@@ -1665,10 +1634,8 @@ describe('overload and a database that is down', () => {
         expect(r.headers['retry-after']).toBe('1');
         expect(r.json<{ error: string }>().error).toMatch(/^overloaded: too many calls in flight/);
       }
-      // Every accepted heartbeat counted: forwarded to the workflow, or waiting in the ledger (the
-      // first forward of a workspace not yet online stands for the ones after it).
-      const { pending } = await store.heartbeatLedger(id);
-      expect((await state(id)).counters.heartbeats + pending).toBe(accepted);
+      // Every accepted heartbeat is in the ledger, forwarded or not.
+      expect((await store.heartbeats.read(id)).beats).toBe(accepted);
       const metrics = await limited.inject({ method: 'GET', url: '/metrics' });
       expect(metrics.body).toContain('api_admission_refused{reason="queue_full"} 9');
     } finally {
@@ -1758,3 +1725,20 @@ describe('a workflow recreated by a runtime call', () => {
     },
   );
 });
+
+/** `target` with every method call, its tables' too, pushed to `reached` by name (`tokens.owner`). */
+function recordingProxy<T extends object>(target: T, prefix: string, reached: string[]): T {
+  return new Proxy(target, {
+    get(object, property, receiver) {
+      const value: unknown = Reflect.get(object, property, receiver);
+      const name = `${prefix}${String(property)}`;
+      if (typeof value === 'function') {
+        return (...args: unknown[]) => {
+          reached.push(name);
+          return (value as (...a: unknown[]) => unknown).apply(object, args);
+        };
+      }
+      return typeof value === 'object' && value !== null ? recordingProxy(value, `${name}.`, reached) : value;
+    },
+  });
+}

@@ -33,7 +33,7 @@ beforeAll(async () => {
   const fake = new FakeActivities();
   worker = await createWorker(env, taskQueue, {
     ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
+    writeProjection: (projection) => store.workspaces.writeProjection(projection),
   });
   running = worker.run();
   open = await buildApi(env.client, store, testApiSettings(taskQueue));

@@ -40,8 +40,8 @@ export function testApiSettings(
 export function apiTestActivities(fake: FakeActivities, store: Store): Activities {
   return {
     ...fake.activities,
-    writeProjection: (projection) => store.writeProjection(projection),
-    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.revokeInstanceTokens(workspaceId, mintedBefore),
+    writeProjection: (projection) => store.workspaces.writeProjection(projection),
+    revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.tokens.revoke(workspaceId, mintedBefore),
   };
 }
 

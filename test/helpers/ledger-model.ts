@@ -6,7 +6,8 @@
  * test/unit/heartbeat-ledger.test.ts checks against the SQL function. What the workflow tests'
  * fake activities and the coalescing property test run against.
  */
-import type { ExpiredLeases, HeartbeatRecord, LedgerReading, Publication } from '../../db/store.js';
+import type { ExpiredLeases, HeartbeatRecord, LedgerReading } from '../../db/tables/heartbeat-ledger.js';
+import type { Publication } from '../../db/tables/workspaces.js';
 import { heartbeatWanted, type HeartbeatFacts, type HeartbeatWant } from '../../workflows/state-machine.js';
 
 export interface LedgerRow {

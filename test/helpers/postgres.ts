@@ -2,7 +2,8 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
 import { hashSecret, newSecret } from '../../db/secrets.js';
-import { Store, type Projection, type Publication } from '../../db/store.js';
+import { Store } from '../../db/store.js';
+import type { Projection, Publication } from '../../db/tables/workspaces.js';
 
 /**
  * The test database (DATABASE_URL, or the local cluster the global setup started), migrated.
@@ -37,7 +38,7 @@ export async function ensureWorkspace(store: Store, workspaceId: string): Promis
 /** A new boot credential for the workspace, as a restart hands its box one; returns the credential. */
 export async function giveBootCredential(store: Store, workspaceId: string): Promise<string> {
   const credential = newSecret();
-  await store.setBootCredential(workspaceId, hashSecret(credential));
+  await store.bootCredentials.set(workspaceId, hashSecret(credential));
   return credential;
 }
 

@@ -355,19 +355,19 @@ describe.skipIf(sshd === null)("the worker's box router", () => {
   it('a workspace whose stored settings say ssh is restarted over SSH, its boot credential written there; others stay local', async () => {
     const store = await connectTestStore();
     const local = new LocalBoxDriver({ root: join(work, 'local-boxes'), runtimeCommand: null });
-    const router = new BoxRouter(local, (workspaceId) => store.boxSettings(workspaceId), keyDir);
+    const router = new BoxRouter(local, (workspaceId) => store.boxSettings.read(workspaceId), keyDir);
     try {
       const id = `ssh-routed-${randomBytes(4).toString('hex')}`;
       const root = box('routed');
       await ensureWorkspace(store, id);
-      expect(await store.setBoxSettings(id, { driver: 'ssh', ...settingsFor({ root }) })).toBe(true);
+      expect(await store.boxSettings.set(id, { driver: 'ssh', ...settingsFor({ root }) })).toBe(true);
       const lifecycle = createLifecycleActivities({ store, driver: router });
       const input = { workspaceId: id, restartId: 'restart-routed' };
       const restarted = await new MockActivityEnvironment().run((i: typeof input) => lifecycle.restartBox(i), input);
       expect(restarted).toBe('restarted');
       expect(readFileSync(join(root, 'restarts.txt'), 'utf8')).toBe('restarted\n');
       const credential = readFileSync(join(root, 'boot-credential'), 'utf8').trim();
-      expect(await store.bootCredentialHash(id)).toEqual(hashSecret(credential));
+      expect(await store.bootCredentials.hash(id)).toEqual(hashSecret(credential));
       expect(await router.isRunning(id)).toBe(true);
       expect(await router.stop(id)).toBe('stopped');
 
@@ -376,7 +376,7 @@ describe.skipIf(sshd === null)("the worker's box router", () => {
       expect(await router.driverFor(other)).toBe(local);
 
       // Settings stored by hand that do not hold: a permanent error naming the route that fixes them.
-      await store.setBoxSettings(other, { driver: 'ssh', host: '127.0.0.1' });
+      await store.boxSettings.set(other, { driver: 'ssh', host: '127.0.0.1' });
       const err = await failure(router.listPlugins(other));
       expect(err).toMatchObject({ type: 'BoxSettingsInvalid', nonRetryable: true });
       expect((err as Error).message).toContain(`PUT /workspaces/${other}/box`);

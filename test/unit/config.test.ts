@@ -1,5 +1,9 @@
-/** Lifecycle overrides (WL_LIFECYCLE_CONFIG): every key named, every bad value refused with the reason. */
+/** Lifecycle overrides (WL_LIFECYCLE_CONFIG) and the worker's bundle setting: every bad value refused with the reason. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadSettings } from '../../settings.js';
 import { parseLifecycleOverrides } from '../../workflows/config.js';
 
 describe('parseLifecycleOverrides', () => {
@@ -14,5 +18,21 @@ describe('parseLifecycleOverrides', () => {
     expect(() => parseLifecycleOverrides('{"livenessTtl": 5}')).toThrow(/unknown lifecycle setting livenessTtl/);
     expect(() => parseLifecycleOverrides('{"strikeThreshold": "2"}')).toThrow(/must be a number/);
     expect(() => parseLifecycleOverrides('[1]')).toThrow(/must be a JSON object/);
+  });
+});
+
+describe('WL_WORKFLOW_BUNDLE', () => {
+  it('is null when unset or empty, the path when it names an existing file, and refused otherwise', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'wl-bundle-setting-')), 'workflows.js');
+    writeFileSync(file, '');
+    expect(loadSettings({}).workflowBundlePath).toBeNull();
+    expect(loadSettings({ WL_WORKFLOW_BUNDLE: '' }).workflowBundlePath).toBeNull();
+    expect(loadSettings({ WL_WORKFLOW_BUNDLE: file }).workflowBundlePath).toBe(file);
+    expect(() => loadSettings({ WL_WORKFLOW_BUNDLE: 'workflows.js' })).toThrow(
+      /WL_WORKFLOW_BUNDLE must be an absolute path, got workflows\.js/,
+    );
+    expect(() => loadSettings({ WL_WORKFLOW_BUNDLE: `${file}.missing` })).toThrow(
+      /WL_WORKFLOW_BUNDLE names .*workflows\.js\.missing, which does not exist/,
+    );
   });
 });

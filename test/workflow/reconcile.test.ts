@@ -134,7 +134,7 @@ async function bootWorkspace(
 ): Promise<{ id: string; handle: WorkflowHandle }> {
   const id = uniqueId('rc');
   workspaces.push(id);
-  await store.setDeclaredPlugins(id, declared);
+  await store.declaredPlugins.set(id, declared);
   const boxDir = await driver.createBox(id);
   await driver.startRuntime(id);
   prepare(id, boxDir);
@@ -163,7 +163,7 @@ describe('declared-plugin reconcile', () => {
     expect(state.plugins['seo']).toMatchObject({ status: 'installed', via: 'boot', revision: 'version:2.1.0' });
     expect(state.status).toBe('online');
     expect(state.restart.count).toBe(0);
-    expect(await store.listTrackingRows(id)).toEqual([
+    expect(await store.trackingRows.list(id)).toEqual([
       {
         workspaceId: id,
         pluginName: 'seo',
@@ -200,7 +200,7 @@ describe('declared-plugin reconcile', () => {
       expect(state.plugins[name]).toMatchObject({ status: 'installed', via: 'delivered', revision: commits[i] });
       expect(readFileSync(join(driver.boxDir(id), 'configs', 'plugins', name, 'plugin.yaml'), 'utf8')).toContain(name);
     }
-    const rows = await store.listTrackingRows(id);
+    const rows = await store.trackingRows.list(id);
     expect(rows.map((r) => [r.pluginName, r.revision, r.installedVia])).toEqual([
       ['alpha', commits[0], 'delivered'],
       ['beta', commits[1], 'delivered'],
@@ -230,11 +230,23 @@ describe('declared-plugin reconcile', () => {
 
   it('the projection never goes back to an older version', async () => {
     const id = uniqueId('rc-projection');
-    await store.writeProjection(
-      publication({ workspaceId: id, status: 'online', url: 'http://a', statusSince: new Date().toISOString(), version: 5 }),
+    await store.workspaces.writeProjection(
+      publication({
+        workspaceId: id,
+        status: 'online',
+        url: 'http://a',
+        statusSince: new Date().toISOString(),
+        version: 5,
+      }),
     );
-    await store.writeProjection(
-      publication({ workspaceId: id, status: 'provisioning', url: null, statusSince: new Date().toISOString(), version: 4 }),
+    await store.workspaces.writeProjection(
+      publication({
+        workspaceId: id,
+        status: 'provisioning',
+        url: null,
+        statusSince: new Date().toISOString(),
+        version: 4,
+      }),
     );
     expect(await readProjection(store, id)).toMatchObject({ status: 'online', url: 'http://a', version: 5 });
   });
@@ -275,10 +287,10 @@ describe('declared-plugin reconcile', () => {
     expect(state.reconcile.lastOutcome).toBe('failed');
     // Non-retryable: one stage attempt per plugin in this pass, not a retry loop.
     expect(callsFor(id, 'stagePlugin')).toBe(5);
-    expect((await store.listTrackingRows(id)).map((r) => r.pluginName)).toEqual(['good']);
+    expect((await store.trackingRows.list(id)).map((r) => r.pluginName)).toEqual(['good']);
 
     // Declared down to the one that works: the next pass drops the others from the state.
-    await store.setDeclaredPlugins(id, [{ name: 'good', source: 'gitea://acme/good#main' }]);
+    await store.declaredPlugins.set(id, [{ name: 'good', source: 'gitea://acme/good#main' }]);
     await handle.signal(registerSignal, registerPayload(id));
     const pruned = await waitForState(
       handle,
@@ -308,7 +320,7 @@ describe('declared-plugin reconcile', () => {
     expect(state.plugins['fragile']).toMatchObject({ status: 'installed', via: 'delivered' });
     expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(1);
     expect(boxEvents(id).filter((e) => e.startsWith('restart'))).toHaveLength(1);
-    expect(await store.listTrackingRows(id)).toHaveLength(1);
+    expect(await store.trackingRows.list(id)).toHaveLength(1);
   });
 
   it('delivered but never recorded: the plugin shows failed, and the batch still restarts the box to load it', async () => {
@@ -322,7 +334,7 @@ describe('declared-plugin reconcile', () => {
     expect(state.restart.lastReason).toBe('reconcile delivered 1 plugin(s)');
     expect(boxEvents(id).filter((e) => e.startsWith('deliver'))).toHaveLength(1);
     expect(boxEvents(id).filter((e) => e.startsWith('restart'))).toHaveLength(1);
-    expect(await store.listTrackingRows(id)).toHaveLength(0);
+    expect(await store.trackingRows.list(id)).toHaveLength(0);
   });
 
   it('second reconcile with nothing missing: no activity beyond the diff and one listing of the box', async () => {
@@ -374,7 +386,7 @@ describe('plugin lifecycle: removal, drift, upgrades', () => {
     expect(existsSync(pluginDir(id, 'drop'))).toBe(true);
 
     failDeleteRowOnceFor.add(`${id}/drop`);
-    await store.setDeclaredPlugins(id, [{ name: 'keep', source: 'gitea://acme/keep#main' }]);
+    await store.declaredPlugins.set(id, [{ name: 'keep', source: 'gitea://acme/keep#main' }]);
     await handle.signal(declarePluginsSignal);
     const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
     expect(state.restart).toMatchObject({
@@ -383,7 +395,7 @@ describe('plugin lifecycle: removal, drift, upgrades', () => {
     });
     expect(existsSync(pluginDir(id, 'drop'))).toBe(false);
     expect(existsSync(pluginDir(id, 'keep'))).toBe(true);
-    expect((await store.listTrackingRows(id)).map((row) => row.pluginName)).toEqual(['keep']);
+    expect((await store.trackingRows.list(id)).map((row) => row.pluginName)).toEqual(['keep']);
     expect(Object.keys(state.plugins)).toEqual(['keep']);
     expect(state.counters.pluginsRemoved).toBe(1);
     expect(state.reconcile.lastChanges).toEqual({ delivered: 0, removed: 1, repaired: 0, upgraded: 0 });
@@ -489,7 +501,7 @@ describe('plugin lifecycle: removal, drift, upgrades', () => {
     const state = await waitForState(handle, (s) => settled(s) && s.restart.count === 2);
     expect(state.plugins['moving']).toMatchObject({ status: 'installed', revision: head, change: 'upgraded' });
     expect(state.counters.pluginUpgrades).toBe(1);
-    expect((await store.listTrackingRows(id))[0]?.revision).toBe(head);
+    expect((await store.trackingRows.list(id))[0]?.revision).toBe(head);
     expect(readFileSync(join(pluginDir(id, 'moving'), 'SKILL.md'), 'utf8')).toContain('second edition');
   });
 });

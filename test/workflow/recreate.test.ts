@@ -58,9 +58,9 @@ describe('recreating workspaces from the database', () => {
     const missing = uniqueId('missing');
     const external = uniqueId('external');
     const removed = uniqueId('removed');
-    for (const id of [stranded, missing, removed]) await store.createWorkspace(id, []);
-    await store.createWorkspace(external, [], true);
-    await store.markRemoved(removed);
+    for (const id of [stranded, missing, removed]) await store.workspaces.create(id, []);
+    await store.workspaces.create(external, [], true);
+    await store.workspaces.markRemoved(removed);
     for (const id of [stranded, missing]) fake.probeScript.set(id, ['not-running']);
 
     // A run of the old build, whose worker then goes away.

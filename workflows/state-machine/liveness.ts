@@ -17,13 +17,7 @@ import {
 import { seconds, type Draft } from './draft.js';
 import { requestReconcile } from './reconcile.js';
 import { isSettling, requestRestart, settleDeadline } from './restart.js';
-import type {
-  AgentCardSummary,
-  HeartbeatWant,
-  LastHeartbeat,
-  LivenessContract,
-  WorkspaceState,
-} from './types.js';
+import type { AgentCardSummary, HeartbeatWant, LastHeartbeat, LivenessContract, WorkspaceState } from './types.js';
 
 /** A runtime checked in (it booted): its URL, card and delivery mode are recorded, and it is online. */
 export function onRegister(draft: Draft, payload: unknown): void {

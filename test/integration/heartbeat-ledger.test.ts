@@ -6,7 +6,8 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Publication, Store } from '../../db/store.js';
+import type { Store } from '../../db/store.js';
+import type { Publication } from '../../db/tables/workspaces.js';
 import { mintTokenIfNone } from '../../api/tokens.js';
 import { hashSecret } from '../../db/secrets.js';
 import {
@@ -40,7 +41,7 @@ const contract = (overrides: Partial<LivenessContract> = {}): LivenessContract =
 /** A workspace as the API creates it (its ledger row included), with a live token. */
 async function workspace(): Promise<{ id: string; token: Buffer }> {
   const id = uniqueId('ledger');
-  await store.createWorkspace(id, []);
+  await store.workspaces.create(id, []);
   const token = await mintTokenIfNone(store, id);
   if (token === null) throw new Error('no token minted');
   return { id, token: hashSecret(token) };
@@ -50,7 +51,7 @@ let versions = 1_000;
 /** The workflow's projection write with its contract, a newer version each time unless given. */
 async function publish(id: string, overrides: Partial<Publication> = {}): Promise<number> {
   const version = overrides.version ?? ++versions;
-  await store.writeProjection({
+  await store.workspaces.writeProjection({
     workspaceId: id,
     status: 'online',
     url: null,
@@ -137,18 +138,18 @@ describe('the heartbeat: one statement', () => {
   it('a heartbeat not wanted is recorded at once; a wanted one only once delivered, which closes the contract', async () => {
     const { id, token } = await workspace();
     // A new workspace wants its first heartbeat, whatever it says.
-    expect(await store.recordHeartbeat(token, id, healthy)).toEqual({ wanted: true, wantVersion: 1 });
-    expect(await store.heartbeatLedger(id)).toMatchObject({ lastSeenAt: null, beats: 0, want: 'any' });
+    expect(await store.heartbeats.record(token, id, healthy)).toEqual({ wanted: true, wantVersion: 1 });
+    expect(await store.heartbeats.read(id)).toMatchObject({ lastSeenAt: null, beats: 0, want: 'any' });
     // Its retry (the signal failed) is wanted again.
-    expect(await store.recordHeartbeat(token, id, healthy)).toMatchObject({ wanted: true });
-    await store.heartbeatDelivered(id, 1);
-    expect(await store.heartbeatLedger(id)).toMatchObject({ beats: 1, deliveredVersion: 1 });
+    expect(await store.heartbeats.record(token, id, healthy)).toMatchObject({ wanted: true });
+    await store.heartbeats.delivered(id, 1);
+    expect(await store.heartbeats.read(id)).toMatchObject({ beats: 1, deliveredVersion: 1 });
     // The workflow has one for this contract: the next wait for what it publishes next.
-    expect(await store.recordHeartbeat(token, id, degrading)).toEqual({ wanted: false, wantVersion: 1 });
+    expect(await store.heartbeats.record(token, id, degrading)).toEqual({ wanted: false, wantVersion: 1 });
     const version = await publish(id);
-    expect(await store.recordHeartbeat(token, id, holding)).toEqual({ wanted: false, wantVersion: version });
-    expect(await store.recordHeartbeat(token, id, degrading)).toEqual({ wanted: true, wantVersion: version });
-    const ledger = await store.heartbeatLedger(id);
+    expect(await store.heartbeats.record(token, id, holding)).toEqual({ wanted: false, wantVersion: version });
+    expect(await store.heartbeats.record(token, id, degrading)).toEqual({ wanted: true, wantVersion: version });
+    const ledger = await store.heartbeats.read(id);
     expect(ledger).toMatchObject({ beats: 3, want: 'degrading', wantVersion: version, deliveredVersion: 1 });
     expect(Date.now() - Date.parse(ledger.lastSeenAt ?? '')).toBeLessThan(10_000);
   });
@@ -157,17 +158,17 @@ describe('the heartbeat: one statement', () => {
     const { id, token } = await workspace();
     const first = await publish(id);
     const second = await publish(id, { contract: contract({ want: 'recovering' }) });
-    await store.heartbeatDelivered(id, first);
+    await store.heartbeats.delivered(id, first);
     expect(await row(id)).toMatchObject({ delivered_version: String(first), want_version: String(second) });
-    expect(await store.recordHeartbeat(token, id, healthy)).toEqual({ wanted: true, wantVersion: second });
+    expect(await store.heartbeats.record(token, id, healthy)).toEqual({ wanted: true, wantVersion: second });
   });
 
   it("the thresholds are the workflow's, from its row", async () => {
     const { id, token } = await workspace();
     await publish(id, { contract: contract({ degradeErrorRate: 0.9 }) });
-    expect(await store.recordHeartbeat(token, id, degrading)).toMatchObject({ wanted: true });
+    expect(await store.heartbeats.record(token, id, degrading)).toMatchObject({ wanted: true });
     await publish(id, { contract: contract({ degradeErrorRate: 0.95 }) });
-    expect(await store.recordHeartbeat(token, id, degrading)).toMatchObject({ wanted: false });
+    expect(await store.heartbeats.record(token, id, degrading)).toMatchObject({ wanted: false });
   });
 
   it('records nothing for an unknown or removed workspace, a revoked token, or a token of another workspace', async () => {
@@ -175,32 +176,32 @@ describe('the heartbeat: one statement', () => {
     const b = await workspace();
     await publish(a.id);
     await publish(b.id);
-    expect(await store.recordHeartbeat(a.token, 'nobody-here', healthy)).toBeNull();
-    expect(await store.recordHeartbeat(b.token, a.id, healthy)).toBeNull();
-    expect(await store.recordHeartbeat(hashSecret('not-a-real-token-at-all'), a.id, healthy)).toBeNull();
-    await store.revokeInstanceTokens(a.id);
-    expect(await store.recordHeartbeat(a.token, a.id, healthy)).toBeNull();
-    await store.markRemoved(b.id);
-    expect(await store.recordHeartbeat(b.token, b.id, healthy)).toBeNull();
-    expect(await store.heartbeatLedger(a.id)).toMatchObject({ lastSeenAt: null, beats: 0 });
-    expect(await store.heartbeatLedger(b.id)).toMatchObject({ lastSeenAt: null, beats: 0 });
+    expect(await store.heartbeats.record(a.token, 'nobody-here', healthy)).toBeNull();
+    expect(await store.heartbeats.record(b.token, a.id, healthy)).toBeNull();
+    expect(await store.heartbeats.record(hashSecret('not-a-real-token-at-all'), a.id, healthy)).toBeNull();
+    await store.tokens.revoke(a.id);
+    expect(await store.heartbeats.record(a.token, a.id, healthy)).toBeNull();
+    await store.workspaces.markRemoved(b.id);
+    expect(await store.heartbeats.record(b.token, b.id, healthy)).toBeNull();
+    expect(await store.heartbeats.read(a.id)).toMatchObject({ lastSeenAt: null, beats: 0 });
+    expect(await store.heartbeats.read(b.id)).toMatchObject({ lastSeenAt: null, beats: 0 });
   });
 
   it('a workspace made without a ledger row gets one that wants its first heartbeat', async () => {
     const id = uniqueId('ledger-bare');
     await store.pool.query('INSERT INTO workspaces (id) VALUES ($1)', [id]);
     const token = await mintTokenIfNone(store, id);
-    expect(await store.recordHeartbeat(hashSecret(token ?? ''), id, healthy)).toBeNull();
-    await store.ensureLedgerRow(id);
-    expect(await store.recordHeartbeat(hashSecret(token ?? ''), id, healthy)).toMatchObject({ wanted: true });
+    expect(await store.heartbeats.record(hashSecret(token ?? ''), id, healthy)).toBeNull();
+    await store.heartbeats.ensureRow(id);
+    expect(await store.heartbeats.record(hashSecret(token ?? ''), id, healthy)).toMatchObject({ wanted: true });
   });
 
   it('concurrent heartbeats of one workspace (several API replicas) are each counted once: nothing is given back', async () => {
     const { id, token } = await workspace();
     await publish(id);
-    const results = await Promise.all(Array.from({ length: 20 }, () => store.recordHeartbeat(token, id, healthy)));
+    const results = await Promise.all(Array.from({ length: 20 }, () => store.heartbeats.record(token, id, healthy)));
     expect(results.every((r) => r?.wanted === false)).toBe(true);
-    expect((await store.heartbeatLedger(id)).beats).toBe(20);
+    expect((await store.heartbeats.read(id)).beats).toBe(20);
   });
 
   it('the ledger has no index a heartbeat writes: its only index is the primary key', async () => {
@@ -214,7 +215,10 @@ describe('the heartbeat: one statement', () => {
 describe('the contract', () => {
   it('a write lands only from a newer version; the lease runs from the age the workflow gave', async () => {
     const { id } = await workspace();
-    const version = await publish(id, { contract: contract({ want: 'recovering', leaseTtlMs: 60_000 }), leaseAgeMs: 30_000 });
+    const version = await publish(id, {
+      contract: contract({ want: 'recovering', leaseTtlMs: 60_000 }),
+      leaseAgeMs: 30_000,
+    });
     const written = await row(id);
     expect(written).toMatchObject({ want: 'recovering', want_version: String(version), ttl_ms: 60_000 });
     const leaseAge = Date.now() - (written['lease_since'] as Date).getTime();
@@ -233,25 +237,25 @@ describe('the contract', () => {
     const stamped = (await row(id))['restart_at'] as Date;
     await publish(id, { contract: contract({ want: 'any' }), restart: { key: 'r-1', ageMs: 0 } });
     expect(((await row(id))['restart_at'] as Date).getTime()).toBe(stamped.getTime());
-    expect(await store.readLedger(id, 'r-1')).toEqual({ lastSeenAgeMs: null, seenSinceRestart: false });
+    expect(await store.heartbeats.readForVerdict(id, 'r-1')).toEqual({ lastSeenAgeMs: null, seenSinceRestart: false });
     await age(id, 5_000); // the restart began 5 s ago
-    expect(await store.recordHeartbeat(token, id, healthy)).toMatchObject({ wanted: true });
-    await store.heartbeatDelivered(id, (await store.heartbeatLedger(id)).wantVersion);
-    const reading = await store.readLedger(id, 'r-1');
+    expect(await store.heartbeats.record(token, id, healthy)).toMatchObject({ wanted: true });
+    await store.heartbeats.delivered(id, (await store.heartbeats.read(id)).wantVersion);
+    const reading = await store.heartbeats.readForVerdict(id, 'r-1');
     expect(reading.seenSinceRestart).toBe(true);
     expect(reading.lastSeenAgeMs).toBeLessThan(5_000);
     // Another restart's key: the ledger cannot say.
-    expect((await store.readLedger(id, 'r-2')).seenSinceRestart).toBe(false);
+    expect((await store.heartbeats.readForVerdict(id, 'r-2')).seenSinceRestart).toBe(false);
     await publish(id, { contract: contract({ want: 'none' }), restart: { key: 'r-2', ageMs: 0 } });
-    expect((await store.readLedger(id, 'r-2')).seenSinceRestart).toBe(false);
+    expect((await store.heartbeats.readForVerdict(id, 'r-2')).seenSinceRestart).toBe(false);
   });
 
-  it('the age the read gives is the database\'s: a heartbeat 10 s old reads 10 s old', async () => {
+  it("the age the read gives is the database's: a heartbeat 10 s old reads 10 s old", async () => {
     const { id, token } = await workspace();
     await publish(id);
-    await store.recordHeartbeat(token, id, healthy);
+    await store.heartbeats.record(token, id, healthy);
     await age(id, 10_000);
-    const { lastSeenAgeMs } = await store.readLedger(id, 'none');
+    const { lastSeenAgeMs } = await store.heartbeats.readForVerdict(id, 'none');
     expect(lastSeenAgeMs).toBeGreaterThanOrEqual(10_000);
     expect(lastSeenAgeMs).toBeLessThan(15_000);
   });
@@ -260,8 +264,10 @@ describe('the contract', () => {
 describe('the sweep', () => {
   /** Every lease of the test database expired now, and those of `ids`. */
   async function expiredAmong(ids: string[]): Promise<{ workspaceId: string; version: number }[]> {
-    const found = await store.findExpiredLeases(100_000);
-    return found.leases.filter((l) => ids.includes(l.workspaceId)).map(({ workspaceId, version }) => ({ workspaceId, version }));
+    const found = await store.heartbeats.findExpired(100_000);
+    return found.leases
+      .filter((l) => ids.includes(l.workspaceId))
+      .map(({ workspaceId, version }) => ({ workspaceId, version }));
   }
 
   it('finds the watched leases silent for their TTL on the database clock, once per contract', async () => {
@@ -277,14 +283,14 @@ describe('the sweep', () => {
     for (const w of [silent, unwatched, renewed]) await age(w.id, 181_000);
     await age(fresh.id, 179_000);
     // A heartbeat recorded renews the lease, whatever the contract's start.
-    await store.recordHeartbeat(renewed.token, renewed.id, healthy);
+    await store.heartbeats.record(renewed.token, renewed.id, healthy);
     expect(await expiredAmong(ids)).toEqual([{ workspaceId: silent.id, version: silentVersion }]);
-    const counted = await store.findExpiredLeases(0);
+    const counted = await store.heartbeats.findExpired(0);
     expect(counted.leases).toEqual([]);
     expect(counted.expired).toBeGreaterThanOrEqual(1);
     expect(counted.watched).toBeGreaterThanOrEqual(3);
 
-    await store.markLeasesSignalled([{ workspaceId: silent.id, version: silentVersion }]);
+    await store.heartbeats.markSignalled([{ workspaceId: silent.id, version: silentVersion }]);
     expect(await expiredAmong(ids)).toEqual([]);
     // The workflow publishes again (offline, say), its lease from then: watched anew.
     const offline = await publish(silent.id, { status: 'offline' });
@@ -300,11 +306,11 @@ describe('the sweep', () => {
     await publish(b.id);
     await age(a.id, 200_000);
     await age(b.id, 300_000);
-    const found = await store.findExpiredLeases(100_000);
+    const found = await store.heartbeats.findExpired(100_000);
     const order = found.leases.map((l) => l.workspaceId).filter((w) => w === a.id || w === b.id);
     expect(order).toEqual([b.id, a.id]);
     const silentFor = found.leases.find((l) => l.workspaceId === b.id)?.silentForMs ?? 0;
     expect(silentFor).toBeGreaterThanOrEqual(300_000);
-    expect((await store.findExpiredLeases(1)).leases).toHaveLength(1);
+    expect((await store.heartbeats.findExpired(1)).leases).toHaveLength(1);
   });
 });

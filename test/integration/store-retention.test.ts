@@ -1,6 +1,7 @@
 /** What the store keeps bounded: revoked instance tokens age out after their retention. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REVOKED_TOKEN_RETENTION_DAYS, type Store } from '../../db/store.js';
+import type { Store } from '../../db/store.js';
+import { REVOKED_TOKEN_RETENTION_DAYS } from '../../db/tables/tokens.js';
 import { connectTestStore, ensureWorkspace } from '../helpers/postgres.js';
 
 let store: Store;
@@ -38,10 +39,10 @@ describe('revoked token retention', () => {
     await token(old, 'live', null);
     await token(other, 'current', null);
 
-    expect(await store.revokeInstanceTokens(other)).toBe(1);
+    expect(await store.tokens.revoke(other)).toBe(1);
     expect(await tokens(old)).toEqual(['live', 'recent']);
     // The revoked token of the other workspace is kept for its retention.
     expect(await tokens(other)).toEqual(['current']);
-    expect(await store.liveTokenCount(other)).toBe(0);
+    expect(await store.tokens.liveCount(other)).toBe(0);
   });
 });

@@ -1,25 +1,29 @@
 /**
- * The real pieces, each its own process on free loopback ports, for the fault-injection run:
- * a PostgreSQL cluster of its own (scripts/postgres.sh), a Temporal dev server on a SQLite
- * file, the worker (`worker.ts`) and the API (`api/main.ts`). Each can be stopped, killed and
- * started again; exits nobody asked for are recorded, so a row can say "no process crashed".
- * The fleet bench runs several workers and APIs (`workers`, `apis`) against the one dev server
- * and the one PostgreSQL; each API listens on its own port (`apiUrls`).
+ * The real pieces, each its own process on free loopback ports, for the fault-injection rows
+ * (chaos/) and the fleet bench: a PostgreSQL cluster of its own (scripts/postgres.sh), a Temporal
+ * dev server on a SQLite file, the worker (`worker.ts`) and the API (`api/main.ts`). Each can be
+ * stopped, killed and started again; exits nobody asked for are recorded, so a row can say "no
+ * process crashed". Several workers and APIs (`workers`, `apis`) share the one dev server and the
+ * one PostgreSQL; each API listens on its own port (`apiUrls`).
  */
 import { Client, Connection } from '@temporalio/client';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { devServerFleetArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../connection.js';
-import { migrate } from '../db/migrate.js';
-import { temporalCliPath } from '../scripts/toolchain.js';
-import { freePort } from '../scripts/ports.js';
+import { devServerFleetArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../../connection.js';
+import { migrate } from '../../db/migrate.js';
+import { temporalCliPath } from '../../scripts/toolchain.js';
+import { freePort } from '../../scripts/ports.js';
+import { bundleWorkflows } from '../../test/helpers/bundle.js';
 
-const root = fileURLToPath(new URL('../', import.meta.url));
+const root = fileURLToPath(new URL('../../', import.meta.url));
 
 export type Piece = 'temporal' | 'worker' | 'api';
+
+/** How long the dev server or an API may take to answer after its start (a busy machine is slow to start Node). */
+const START_TIMEOUT_MS = 60_000;
 
 export interface Exit {
   piece: Piece;
@@ -48,6 +52,11 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Extra arguments for the dev server, after the project's (e.g. a dynamic config value to try). */
   devServerArgs?: string[];
+  /**
+   * A workflow bundle built beforehand (a file), which every worker start loads; without it the
+   * stack bundles workflows/ once as it starts. Either way no worker start bundles again.
+   */
+  workflowBundle?: string;
   log: (line: string) => void;
 }
 
@@ -76,6 +85,7 @@ export class Stack {
   private client: Client | undefined;
   /** Extra environment of the API only (see restartApi). */
   private apiEnv: Record<string, string> = {};
+  private workflowBundle = '';
 
   constructor(readonly options: StackOptions) {
     mkdirSync(join(options.dir, 'logs'), { recursive: true });
@@ -130,20 +140,27 @@ export class Stack {
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
     this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
     this.apiUrl = this.apiUrls[0] ?? '';
+    // Bundled in a child process while the servers start.
+    const bundling = this.options.workflowBundle ?? this.bundleWorkflows();
+    [this.workflowBundle] = await Promise.all([bundling, this.startServers()]);
+    this.startWorker();
+    await this.startApi();
+  }
+
+  /** PostgreSQL with the schema, and the dev server. */
+  private async startServers(): Promise<void> {
     this.startPostgres();
     // The schema first, as a deploy's migration step would: the worker also migrates at start,
     // but the API may answer before a slow worker has, and find no tables.
     await migrate(this.databaseUrl);
     await this.startTemporal();
-    this.startWorker();
-    await this.startApi();
   }
 
   async stop(): Promise<void> {
     for (const piece of ['api', 'worker', 'temporal'] as const) await this.terminate(piece, 'SIGTERM');
     await this.client?.connection.close().catch(() => undefined);
     this.stopPostgres();
-    // The run's cluster is of no use afterwards; a cluster a run leaves behind is about 40 MB.
+    // The run's cluster is of no use afterwards.
     rmSync(this.postgresDir, { recursive: true, force: true });
   }
 
@@ -159,6 +176,12 @@ export class Stack {
       this.client = new Client({ connection });
     }
     return this.client;
+  }
+
+  private async bundleWorkflows(): Promise<string> {
+    const file = join(this.options.dir, 'workflow-bundle.js');
+    writeFileSync(file, await bundleWorkflows());
+    return file;
   }
 
   // --- PostgreSQL -------------------------------------------------------------------------
@@ -198,7 +221,7 @@ export class Stack {
     const dbFile = join(this.options.dir, 'temporal.db');
     args.push(...devServerStorageArgs(dbFile), ...devServerFleetArgs(dbFile), '--log-level', 'error');
     this.spawn('temporal', 0, cli, [...args, ...devServerSearchAttributeArgs(), ...(this.options.devServerArgs ?? [])]);
-    await (await untilTemporalAnswers(this.temporalAddress, Date.now() + 60_000)).close();
+    await (await untilTemporalAnswers(this.temporalAddress, Date.now() + START_TIMEOUT_MS)).close();
   }
 
   /** Starts every worker process (`workers`). */
@@ -213,7 +236,7 @@ export class Stack {
   async startApi(): Promise<void> {
     const args = [...(this.options.nodeArgs?.api ?? []), '--import', 'tsx', join(root, 'api/main.ts')];
     this.apiPorts.forEach((port, i) => this.spawn('api', i, process.execPath, args, { WL_API_PORT: String(port) }));
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + START_TIMEOUT_MS;
     for (const url of this.apiUrls) await untilApiAnswers(url, deadline);
   }
 
@@ -272,6 +295,7 @@ export class Stack {
       WL_BOXES_DIR: this.boxesDir,
       WL_RUNTIME_COMMAND: this.options.runtimeCommand === null ? '' : JSON.stringify(this.options.runtimeCommand),
       WL_ADMIN_TOKEN: this.adminToken,
+      WL_WORKFLOW_BUNDLE: this.workflowBundle,
       WL_API_PORT: String(this.apiPorts[0] ?? 0),
       WL_ALLOW_LOOPBACK_URLS: 'true',
       // The plugin repositories of the run (chaos/rows.ts).
@@ -314,16 +338,5 @@ export async function untilApiAnswers(
     if (up) return;
     if (Date.now() > deadline) throw new Error(`the API at ${url} did not come up in time`);
     await sleep(50);
-  }
-}
-
-/** Resident memory of a process in MB, from /proc; 0 when it is gone. */
-export function rssMb(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return kb === undefined ? 0 : Number(kb) / 1024;
-  } catch {
-    return 0;
   }
 }

@@ -33,9 +33,9 @@ describe('embedded database', () => {
       await Promise.all(
         ids.map(async (id, i) => {
           const plugins = Array.from({ length: (i % 3) + 1 }, (_, p) => ({ name: `p${p}`, source: `local://p${p}` }));
-          expect(await api.createWorkspace(id, plugins)).toBe(true);
+          expect(await api.workspaces.create(id, plugins)).toBe(true);
           await Promise.all([
-            worker.writeProjection(
+            worker.workspaces.writeProjection(
               publication({
                 workspaceId: id,
                 status: 'online',
@@ -44,9 +44,9 @@ describe('embedded database', () => {
                 version: i + 1,
               }),
             ),
-            api.addTokenIfNone(id, randomBytes(32), `tok${i}`.padEnd(8, '0')),
-            api.addTokenIfNone(id, randomBytes(32), `dup${i}`.padEnd(8, '0')),
-            worker.recordInstalled({
+            api.tokens.addIfNone(id, randomBytes(32), `tok${i}`.padEnd(8, '0')),
+            api.tokens.addIfNone(id, randomBytes(32), `dup${i}`.padEnd(8, '0')),
+            worker.trackingRows.record({
               workspaceId: id,
               pluginName: 'p0',
               source: 'local://p0',
@@ -54,16 +54,16 @@ describe('embedded database', () => {
               installedVia: 'delivered',
             }),
           ]);
-          expect(await worker.listDeclaredPlugins(id)).toHaveLength((i % 3) + 1);
-          expect(await api.workspaceAccess(id)).toMatchObject({ status: 'online', liveTokens: 1 });
-          expect((await worker.listTrackingRows(id)).map((row) => row.revision)).toEqual([`rev-${id}`]);
+          expect(await worker.declaredPlugins.list(id)).toHaveLength((i % 3) + 1);
+          expect(await api.workspaces.access(id)).toMatchObject({ status: 'online', liveTokens: 1 });
+          expect((await worker.trackingRows.list(id)).map((row) => row.revision)).toEqual([`rev-${id}`]);
           expect((await readProjection(worker, id))?.version).toBe(i + 1);
         }),
       );
       // A failing transaction rolls back alone; the others are untouched.
-      await expect(api.createWorkspace('emb-bad', [{ name: '../escape', source: 'local://x' }])).rejects.toThrow();
-      expect(await api.workspaceAccess('emb-bad')).toBeNull();
-      expect((await api.listWorkspaces(undefined, 1000)).length).toBe(ids.length);
+      await expect(api.workspaces.create('emb-bad', [{ name: '../escape', source: 'local://x' }])).rejects.toThrow();
+      expect(await api.workspaces.access('emb-bad')).toBeNull();
+      expect((await api.workspaces.list(undefined, 1000)).length).toBe(ids.length);
     } finally {
       await Promise.all([worker.close(), api.close()]);
     }
@@ -76,7 +76,7 @@ describe('embedded database', () => {
     expect(await migrate(db.url)).toEqual([]);
     const store = Store.connect(db.url);
     try {
-      expect(await store.workspaceAccess('emb-3')).toMatchObject({ status: 'online', liveTokens: 1 });
+      expect(await store.workspaces.access('emb-3')).toMatchObject({ status: 'online', liveTokens: 1 });
     } finally {
       await store.close();
     }

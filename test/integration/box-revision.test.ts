@@ -108,13 +108,13 @@ describe('revisions and names a box reports', () => {
     for (const revision of revisions) expect(revision).toMatch(SAFE);
     // Each is a revision a tracking row holds (a boot-installed plugin, or one rerecorded after drift).
     for (const [i, revision] of revisions.entries())
-      await store.recordInstalled({
+      await store.trackingRows.record({
         workspaceId: id,
         pluginName: `p${i}`,
         source: 'gitea://acme/p#main',
         revision,
         installedVia: 'boot',
       });
-    expect((await store.listTrackingRows(id)).map((row) => row.revision).sort()).toEqual([...revisions].sort());
+    expect((await store.trackingRows.list(id)).map((row) => row.revision).sort()).toEqual([...revisions].sort());
   });
 });
