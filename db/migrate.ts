@@ -1,7 +1,8 @@
 /**
  * Versioned, forward-only schema migrations (node-pg-migrate over the SQL files in
  * db/migrations). The worker runs them at start; `npm run migrate` runs them by hand.
- * A lock table entry makes concurrent runs by several workers safe.
+ * Runs started together (several workers starting at once) take turns on an advisory lock: the
+ * first applies what is pending, the others wait for it and find nothing left, instead of failing.
  */
 import { runner } from 'node-pg-migrate';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,7 @@ export async function migrate(
     dir: migrationsDir,
     direction: 'up',
     migrationsTable: 'schema_migrations',
+    advisoryLockMode: 'wait',
     count: Infinity,
     log,
     verbose: false,

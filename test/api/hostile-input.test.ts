@@ -9,39 +9,13 @@
  * Runs against the real time-skipping Temporal server, a real worker (mocked box activities)
  * and real PostgreSQL.
  */
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
-import type { FastifyInstance, InjectOptions } from 'fastify';
+import type { InjectOptions } from 'fastify';
 import type { OpenAPIV3 } from 'openapi-types';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildApi } from '../../api/server.js';
-import type { Store } from '../../db/store.js';
-import { createTimeSkippingEnv } from '../helpers/env.js';
-import { apiTestActivities, closeApiTest, TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
-import { FakeActivities } from '../helpers/fake-activities.js';
-import { connectTestStore } from '../helpers/postgres.js';
-import { createWorker, uniqueId } from '../helpers/worker.js';
+import { describe, expect, it } from 'vitest';
+import { admin, agentUrl, useApiHarness } from '../helpers/api.js';
+import { uniqueId } from '../helpers/worker.js';
 
-const ADMIN = TEST_ADMIN_TOKEN;
-const admin = { authorization: `Bearer ${ADMIN}` };
-const agentUrl = 'http://93.184.216.34:8000'; // a public address literal: passes the URL guard without DNS
-
-let env: TestWorkflowEnvironment;
-let store: Store;
-let worker: Worker;
-let running: Promise<void>;
-let api: FastifyInstance;
-const taskQueue = uniqueId('hostile-input');
-
-beforeAll(async () => {
-  env = await createTimeSkippingEnv();
-  store = await connectTestStore();
-  worker = await createWorker(env, taskQueue, apiTestActivities(new FakeActivities(), store));
-  running = worker.run();
-  api = await buildApi(env.client, store, testApiSettings(taskQueue));
-});
-
-afterAll(() => closeApiTest({ api, worker, running, env, store }));
+const harness = useApiHarness('hostile-input');
 
 /** What each character class is, for the test names. */
 const hostile: Record<string, string> = {
@@ -73,10 +47,10 @@ interface Target {
 
 async function newTarget(): Promise<Target> {
   const id = uniqueId('hostile');
-  const created = await api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+  const created = await harness.api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
   expect(created.statusCode, created.body).toBe(201);
   const bearer = { authorization: `Bearer ${created.json<{ auth_token: string }>().auth_token}` };
-  const registered = await api.inject({
+  const registered = await harness.api.inject({
     method: 'POST',
     url: '/registry/register',
     headers: bearer,
@@ -299,7 +273,7 @@ function hostileCalls(route: string, operation: OpenAPIV3.OperationObject, targe
 
 describe('hostile text in every field of every route', () => {
   it('is a 2xx or a 400 naming the field, never a 5xx; only runtime free text is accepted', async () => {
-    const doc = (await api.inject({ method: 'GET', url: '/openapi.json' })).json<OpenAPIV3.Document>();
+    const doc = (await harness.api.inject({ method: 'GET', url: '/openapi.json' })).json<OpenAPIV3.Document>();
     const routes = Object.entries(doc.paths).flatMap(([template, item]) =>
       Object.entries(item ?? {}).map(([method, operation]) => ({
         route: `${method.toUpperCase()} ${template}`,
@@ -315,7 +289,7 @@ describe('hostile text in every field of every route', () => {
       const target = await newTarget();
       targets.set(route, target);
       for (const call of hostileCalls(route, operation, target)) {
-        const res = await api.inject(call.request);
+        const res = await harness.api.inject(call.request);
         const answer = `${res.statusCode} ${res.body.slice(0, 300)}`;
         const free = freeText.some((pattern) => pattern.test(call.field));
         if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -335,7 +309,7 @@ describe('hostile text in every field of every route', () => {
       // The route's valid call, last: the sweep's refusals are not the example's own.
       const example = examples[route]?.(target);
       const [method, template] = route.split(' ') as [InjectOptions['method'], string];
-      const ok = await api.inject({
+      const ok = await harness.api.inject({
         method,
         url: template.replace('{id}', target.id) + (example?.query === undefined ? '' : `?${example.query}`),
         headers: example?.headers ?? {},
@@ -350,9 +324,9 @@ describe('hostile text in every field of every route', () => {
     // whose tasks failed on it would be 502) and heartbeats; all but the one the sweep removed.
     targets.delete('DELETE /workspaces/{id}');
     for (const target of targets.values()) {
-      const view = await api.inject({ method: 'GET', url: `/workspaces/${target.id}`, headers: admin });
+      const view = await harness.api.inject({ method: 'GET', url: `/workspaces/${target.id}`, headers: admin });
       expect(view.statusCode, view.body).toBe(200);
-      const beat = await api.inject({
+      const beat = await harness.api.inject({
         method: 'POST',
         url: '/registry/heartbeat',
         headers: target.bearer,

@@ -3,59 +3,34 @@
  * (time-skipping server) and real PostgreSQL: what the guard refuses is 400 naming the field;
  * what it approves is stored, projected and shown in the form it checked.
  */
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi } from '../../api/server.js';
-import { Store } from '../../db/store.js';
 import { workspaceWorkflowId } from '../../workflows/definitions.js';
-import { TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
-import { createTimeSkippingEnv } from '../helpers/env.js';
-import { FakeActivities } from '../helpers/fake-activities.js';
-import { connectTestStore, readProjection } from '../helpers/postgres.js';
-import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { admin, testApiSettings, useApiHarness } from '../helpers/api.js';
+import { readProjection } from '../helpers/postgres.js';
+import { uniqueId, waitForState } from '../helpers/worker.js';
 
-const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
-let env: TestWorkflowEnvironment;
-let store: Store;
-let worker: Worker;
-let running: Promise<void>;
-const taskQueue = uniqueId('url-tests');
-/** No host allow-list for git sources (the default): the address guard alone decides. */
-let open: FastifyInstance;
-/** Git sources only to plugins.example.test and 93.184.216.34. */
+const harness = useApiHarness('url-tests');
+/**
+ * Git sources only to plugins.example.test and 93.184.216.34. The harness's API has no host
+ * allow-list (the default): the address guard alone decides.
+ */
 let listed: FastifyInstance;
 
 beforeAll(async () => {
-  env = await createTimeSkippingEnv();
-  store = await connectTestStore();
-  const fake = new FakeActivities();
-  worker = await createWorker(env, taskQueue, {
-    ...fake.activities,
-    writeProjection: (projection) => store.workspaces.writeProjection(projection),
-  });
-  running = worker.run();
-  open = await buildApi(env.client, store, testApiSettings(taskQueue));
   listed = await buildApi(
-    env.client,
-    store,
-    testApiSettings(taskQueue, { sourceHosts: ['plugins.example.test', '93.184.216.34'] }),
+    harness.env.client,
+    harness.store,
+    testApiSettings(harness.taskQueue, { sourceHosts: ['plugins.example.test', '93.184.216.34'] }),
   );
 });
 
-afterAll(async () => {
-  await open.close();
-  await listed.close();
-  worker.shutdown();
-  await running;
-  await env.teardown();
-  await store.close();
-});
+afterAll(() => listed.close());
 
 async function createWorkspace(): Promise<{ id: string; bearer: { authorization: string } }> {
   const id = uniqueId('urls');
-  const res = await open.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
+  const res = await harness.api.inject({ method: 'POST', url: '/workspaces', headers: admin, payload: { id } });
   expect(res.statusCode, res.body).toBe(201);
   return { id, bearer: { authorization: `Bearer ${res.json<{ auth_token: string }>().auth_token}` } };
 }
@@ -79,7 +54,7 @@ describe('register URLs', () => {
     ['IPv4-mapped metadata, hex spelling', 'http://[::ffff:a9fe:a9fe]/', 'push'],
   ])('refuses %s: 400 naming body.url', async (_, url, mode) => {
     const { id, bearer } = await createWorkspace();
-    const res = await open.inject({
+    const res = await harness.api.inject({
       method: 'POST',
       url: '/registry/register',
       headers: bearer,
@@ -91,31 +66,33 @@ describe('register URLs', () => {
 
   it('the URL the workflow stores and projects is the normalised form the guard checked', async () => {
     const { id, bearer } = await createWorkspace();
-    const res = await open.inject({
+    const res = await harness.api.inject({
       method: 'POST',
       url: '/registry/register',
       headers: bearer,
       payload: { id, url: 'HTTP://0x5DB8D822:8000/a/./b/../agent', agent_card: { name: 'a' }, delivery_mode: 'push' },
     });
     expect(res.statusCode, res.body).toBe(200);
-    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
     const state = await waitForState(handle, (s) => s.counters.registers === 1);
     expect(state.url).toBe('http://93.184.216.34:8000/a/agent');
-    await expect.poll(async () => (await readProjection(store, id))?.url).toBe('http://93.184.216.34:8000/a/agent');
-    const shown = await open.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
+    await expect
+      .poll(async () => (await readProjection(harness.store, id))?.url)
+      .toBe('http://93.184.216.34:8000/a/agent');
+    const shown = await harness.api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(shown.json<{ url: string }>().url).toBe('http://93.184.216.34:8000/a/agent');
   });
 
   it('an agent card URL is stored normalised too, in poll mode as in push mode', async () => {
     const { id, bearer } = await createWorkspace();
-    const res = await open.inject({
+    const res = await harness.api.inject({
       method: 'POST',
       url: '/registry/register',
       headers: bearer,
       payload: { id, agent_card: { name: 'a', url: 'https://93.184.216.34:443/card' }, delivery_mode: 'poll' },
     });
     expect(res.statusCode, res.body).toBe(200);
-    const handle = env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
     const state = await waitForState(handle, (s) => s.counters.registers === 1);
     expect(state.url).toBe('https://93.184.216.34/card');
   });
@@ -144,7 +121,7 @@ describe('plugin sources', () => {
     ['a malformed percent-escape', 'git+https://93.184.216.34/%zz/x.git#main'],
     ['a control character', 'git+https://93.184.216.34/a\u0001/x.git#main'],
   ])('with no host list, refuses %s: 400 naming body.plugins.0.source', async (_, source) => {
-    const { status, body } = await declare(open, source);
+    const { status, body } = await declare(harness.api, source);
     expect(status, body).toBe(400);
     expect(JSON.parse(body)).toMatchObject({ issues: [{ field: 'body.plugins.0.source' }] });
   });
@@ -164,13 +141,13 @@ describe('plugin sources', () => {
     ['escapes that are not UTF-8', 'git+file:///srv/plugins/%C3/x.git#main'],
     ['an escaped slash', 'git+file:///srv/plugins/a%2F..%2F..%2Fetc/x.git#main'],
   ])('%s in a git+file source is a 400, not a 500', async (_, source) => {
-    const { status, body } = await declare(open, source);
+    const { status, body } = await declare(harness.api, source);
     expect(status, body).toBe(400);
     expect(JSON.parse(body)).toMatchObject({ issues: [{ field: 'body.plugins.0.source' }] });
   });
 
   it('a public git host is accepted, with or without a list naming it', async () => {
-    expect((await declare(open, 'git+https://93.184.216.34/acme/x.git#main')).status).toBe(201);
+    expect((await declare(harness.api, 'git+https://93.184.216.34/acme/x.git#main')).status).toBe(201);
     expect((await declare(listed, 'git+https://93.184.216.34/acme/x.git#main')).status).toBe(201);
   });
 });

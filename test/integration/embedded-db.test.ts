@@ -25,8 +25,11 @@ afterAll(() => db.close());
 
 describe('embedded database', () => {
   it('two pools of concurrent calls (worker and API) each get their own answers', async () => {
-    const worker = Store.connect(db.url);
-    const api = Store.connect(db.url);
+    // PGlite answers one connection at a time: forty connections opened at once wait their
+    // turn longer than a server's default connect timeout on a loaded machine.
+    const patient = { connectTimeoutMs: 30_000, queryTimeoutMs: 60_000 };
+    const worker = Store.connect(db.url, patient);
+    const api = Store.connect(db.url, patient);
     try {
       const ids = Array.from({ length: 20 }, (_, i) => `emb-${i}`);
       // Interleave transactions, parameterised writes and reads across both pools.

@@ -21,6 +21,7 @@ import {
   heartbeatSignal,
   reconcileSignal,
   registerSignal,
+  stateQuery,
   workspaceWorkflowId,
 } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
@@ -28,7 +29,7 @@ import { createTimeSkippingEnv } from '../helpers/env.js';
 import { commitAll, createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 import { connectTestStore, publication, readProjection } from '../helpers/postgres.js';
-import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { createWorker, expireLease, uniqueId, waitForState } from '../helpers/worker.js';
 
 let env: TestWorkflowEnvironment;
 let store: Store;
@@ -350,8 +351,11 @@ describe('declared-plugin reconcile', () => {
     await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 2);
     const before = calls.filter((c) => c.workspaceId === id).length;
 
-    // Silence past the liveness TTL, then a heartbeat: offline → online triggers a third pass.
+    // Silence past the liveness TTL (the fleet liveness controller signals the expired lease), then
+    // a heartbeat: offline → online triggers a third pass.
     await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
+    await expireLease(handle);
+    await waitForState(handle, (s) => s.status === 'offline');
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 3);
     const since = (): string[] =>
