@@ -276,6 +276,8 @@ describe('the liveness contract', () => {
     const ended = transition(state, { type: 'deadline' }, settleEnd, config);
     expect(ended.state.livenessContract).toMatchObject({ want: 'degrading' });
     expect(ended.effects.map((e) => e.type)).toEqual(['writeProjection']);
+    // The window's deadline is gone: the timer is not armed again for a time already passed.
+    expect(nextDeadline(ended.state, config) ?? Infinity).toBeGreaterThan(settleEnd);
     // A heartbeat from after the restart ends the want before that.
     const beat = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, T0 + 6_000);
     expect(beat.livenessContract).toMatchObject({ want: 'degrading' });

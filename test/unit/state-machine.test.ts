@@ -147,6 +147,11 @@ describe('exhaustive event orders', () => {
             where,
             `published contract ${JSON.stringify(published)} ≠ ${JSON.stringify(current)}`,
           );
+          // A deadline that fired is gone: the workflow never arms its timer again for a time passed.
+          if (event.type === 'deadline') {
+            const next = nextDeadline(after, config);
+            check(next === null || next > now, where, `deadline ${next} again at ${now}`);
+          }
           const writes = effects.filter((e) => e.type === 'writeProjection');
           check(writes.length <= 1, where, 'more than one projection write');
           if (writes[0] !== undefined)

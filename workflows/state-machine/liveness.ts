@@ -139,11 +139,16 @@ export function statusDeadline(state: WorkspaceState, config: LifecycleConfig): 
   return null;
 }
 
-/** When the settle window's end changes the want (see livenessContract), or null. */
+/**
+ * When the settle window's end changes the want (see livenessContract), or null: only while the
+ * published want is still the window's (`any` on a live workspace), so once the end republished
+ * it the deadline is gone and the timer is not armed again.
+ */
 export function wantDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
   const live = state.status === 'online' || state.status === 'degraded';
   const settleEnd = settleDeadline(state, config);
-  return live && settleEnd !== null && !heartbeatSinceRestart(state) ? settleEnd : null;
+  const waiting = live && state.livenessContract?.want === 'any' && !heartbeatSinceRestart(state);
+  return waiting && settleEnd !== null ? settleEnd : null;
 }
 
 /**
