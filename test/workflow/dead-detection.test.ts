@@ -365,3 +365,83 @@ describe('watchdogs', () => {
     ]);
   });
 });
+
+/** Waits until the ledger holds the contract the workflow last published. */
+async function contractPublished(id: string, handle: WorkflowHandle): Promise<WorkspaceState> {
+  let state = await handle.query(stateQuery);
+  await expect
+    .poll(async () => {
+      state = await handle.query(stateQuery);
+      return harness.fake.ledger.rows.get(id)?.wantVersion === state.livenessContract?.version;
+    })
+    .toBe(true);
+  return state;
+}
+
+describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
+  it("case 1: the new runtime's first heartbeat, landing in the wait for a fresh one, is forwarded: queued, one restart", async () => {
+    const { id, handle } = await onlineWorkspace();
+    await restartAndSettle(handle, 1);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
+    // A first dispatch failure in the settle window: strike 1, nothing checked in yet.
+    expect(await dispatchFailed(handle)).toEqual({
+      verdict: 'queued',
+      detail: 'settling after a restart: strike 1/2, retry later',
+    });
+    // The new runtime registers; the workflow wants its next heartbeat, whatever it says.
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.counters.registers === 2);
+    expect((await contractPublished(id, handle)).livenessContract?.want).toBe('any');
+    // A second failure waits for a fresh heartbeat; the runtime's first one lands in that wait.
+    const update = await handle.startUpdate(dispatchFailedUpdate, {
+      args: [{ caller: 'test', error: 'connection refused' }],
+      waitForStage: 'ACCEPTED',
+    });
+    expect(await harness.fake.heartbeat(handle, heartbeatPayload(id))).toBe(true);
+    await harness.env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
+    expect((await update.result()).verdict).toBe('queued');
+    const state = await handle.query(stateQuery);
+    expect(state.restart.count).toBe(1);
+    expect(state.counters.heartbeats).toBe(1);
+    expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
+    expect(harness.fake.revocations).not.toContain(id);
+  });
+
+  it('case 1, recorded only: a heartbeat the ledger has from after the restart counts as fresh when the wait ends', async () => {
+    const { id, handle } = await onlineWorkspace();
+    await restartAndSettle(handle, 1);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
+    expect((await dispatchFailed(handle)).verdict).toBe('queued');
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.counters.registers === 2);
+    await contractPublished(id, handle);
+    const update = await handle.startUpdate(dispatchFailedUpdate, {
+      args: [{ caller: 'test', error: 'connection refused' }],
+      waitForStage: 'ACCEPTED',
+    });
+    await harness.fake.recordedOnly(id); // an API that decided it under an older contract
+    await harness.env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
+    expect((await update.result()).verdict).toBe('queued');
+    expect((await handle.query(stateQuery)).restart.count).toBe(1);
+    expect(harness.fake.revocations).not.toContain(id);
+  });
+
+  for (const offsetMs of [-6_000, 60_000]) {
+    it(`case 5: a database clock ${offsetMs / 1000} s off gives the same ages: a heartbeat 10 s old is recent, queued`, async () => {
+      harness.fake.databaseClockOffsetMs = offsetMs;
+      try {
+        const { id, handle } = await onlineWorkspace(['not-running', 'not-running']);
+        await contractPublished(id, handle);
+        await harness.env.sleep(60_000); // the register is not recent any more
+        expect(await harness.fake.heartbeat(handle, heartbeatPayload(id))).toBe(false); // recorded only
+        await harness.env.sleep(10_000);
+        const verdict = await dispatchFailed(handle);
+        expect(verdict.verdict).toBe('queued');
+        expect(probesOf(id)).toBe(2);
+        expect((await handle.query(stateQuery)).restart.count).toBe(0);
+      } finally {
+        harness.fake.databaseClockOffsetMs = 0;
+      }
+    });
+  }
+});

@@ -364,8 +364,9 @@ describe('declared-plugin reconcile', () => {
         .slice(before)
         .map((c) => c.name);
     // The reconcile made one query and listed the box once (back online: its plugins are verified);
-    // the two transitions (offline, online) each wrote the projection.
-    await expect.poll(() => since().filter((name) => name === 'writeProjection')).toHaveLength(2);
+    // the settle window's end (it republishes what the workflow wants) and the two transitions
+    // (offline, online) each wrote the projection.
+    await expect.poll(() => since().filter((name) => name === 'writeProjection')).toHaveLength(3);
     expect(since().filter((name) => name !== 'writeProjection')).toEqual(['listPluginDiff', 'listBoxPlugins']);
   });
 });
