@@ -55,6 +55,6 @@ describe('fleet sweep', () => {
     const failed = recordSweepFailure(swept, '2026-01-01T00:00:10.000Z', 'connect ECONNREFUSED *db*');
     expect(fleetLivenessDetails(failed)).toContain('**Sweep failed** at 2026-01-01T00:00:10.000Z');
     expect(fleetLivenessDetails(failed)).toContain('(no sweep, no verdict)');
-    expect(fleetLivenessDetails(failed)).toContain('`connect ECONNREFUSED *db*`'); // literal, not markdown
+    expect(fleetLivenessDetails(failed)).toContain('` connect ECONNREFUSED *db* `'); // literal, not markdown
   });
 });
