@@ -5,9 +5,8 @@
  */
 import { z } from 'zod';
 import { SAFE_PLUGIN_NAME, WORK_FOLDER_SUFFIXES } from '../activities/plugins/errors.js';
-import { UNSAFE_CHARACTERS } from '../workflows/payloads.js';
 import { safeText, workspaceIdSchema } from './payload-schemas.js';
-import type { SshBoxSettings } from '../activities/box/ssh.js';
+import { sshBoxBodySchema } from '../activities/box/ssh-settings.js';
 
 export const errorBody = z.object({
   error: z.string(),
@@ -41,63 +40,11 @@ export const declaredPluginsSchema = z
   .refine((plugins) => new Set(plugins.map((p) => p.name)).size === plugins.length, 'plugin names must be unique');
 
 /**
- * How the worker reaches a workspace's box: `local` (the worker's default driver) or `ssh`. The
- * host key is pinned: the SSH driver never accepts another one. `key_ref` names a private key
- * file in the worker's key directory (WL_SSH_KEY_DIR); no secret travels or is stored here.
+ * How the worker reaches a workspace's box: `local` (the worker's default driver) or `ssh`, whose
+ * settings have one definition shared with the driver (activities/box/ssh-settings.ts).
  */
-const command = z
-  .string()
-  .max(1000)
-  .refine((text) => text.trim() !== '', 'must be a command (not blank)')
-  .refine(
-    (text) => !UNSAFE_CHARACTERS.test(text.replace(/[\t\n]/g, ' ')),
-    'must not contain control or format characters other than tab and newline, line separators or lone surrogates',
-  );
-
 export const boxSettingsSchema = z.discriminatedUnion('driver', [
   z.strictObject({ driver: z.literal('local') }),
-  z.strictObject({
-    driver: z.literal('ssh'),
-    host: z
-      .string()
-      .min(1)
-      .max(253)
-      .regex(/^[A-Za-z0-9][A-Za-z0-9.:-]*$/, 'must be a host name or an IP address'),
-    port: z.number().int().min(1).max(65535).default(22),
-    user: z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, 'must be a user name'),
-    key_ref: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be a file name in the worker key directory (no slashes)'),
-    host_key: z
-      .string()
-      .regex(
-        /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/]+={0,3}$/,
-        "must be the box's public host key, '<type> <base64>' (ssh-keyscan or /etc/ssh/ssh_host_*_key.pub on the box)",
-      ),
-    root: z
-      .string()
-      .regex(/^\/[A-Za-z0-9._/-]*$/, "must be an absolute path (letters, digits, '.', '_', '-', '/')")
-      .refine((path) => !path.split('/').includes('..'), "must not contain '..'")
-      .refine((path) => path.replace(/\/+$/, '') !== '', 'must be a directory other than /'),
-    restart_command: command,
-    running_command: command,
-    stop_command: command.optional(),
-  }),
+  sshBoxBodySchema,
 ]);
 export type BoxSettingsBody = z.infer<typeof boxSettingsSchema>;
-export type SshBoxSettingsBody = Extract<BoxSettingsBody, { driver: 'ssh' }>;
-
-/** An SSH box's settings as the driver and the database name them (the API's names are snake_case). */
-export function sshSettingsFromBody(body: SshBoxSettingsBody): SshBoxSettings {
-  return {
-    host: body.host,
-    port: body.port,
-    user: body.user,
-    keyRef: body.key_ref,
-    hostKey: body.host_key,
-    root: body.root,
-    restartCommand: body.restart_command,
-    runningCommand: body.running_command,
-    ...(body.stop_command === undefined ? {} : { stopCommand: body.stop_command }),
-  };
-}

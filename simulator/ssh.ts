@@ -13,9 +13,9 @@ import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { q, SshBoxDriver, type SshBoxSettings } from '../activities/box/ssh.js';
+import { q, SshBoxDriver } from '../activities/box/ssh.js';
+import { sshSettingsFromBody, type SshBoxBody, type SshBoxSettings } from '../activities/box/ssh-settings.js';
 import { keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../scripts/sshd.js';
-import { sshSettingsFromBody, type SshBoxSettingsBody } from '../api/schemas.js';
 import { describeError } from './http.js';
 
 /** The script in each box that the SSH settings' commands run. */
@@ -95,9 +95,9 @@ export class SimulatedSshBoxes {
    * is this machine. Set before the folder exists, so no box operation of the worker takes the
    * local driver meanwhile (until the folder exists, both drivers find no box and retry).
    */
-  settingsFor(workspaceId: string, boxDir: string): SshBoxSettingsBody {
+  settingsFor(workspaceId: string, boxDir: string): SshBoxBody {
     const run = (action: string): string => `/bin/sh ./${BOX_RUNTIME_SCRIPT} ${action}`;
-    const body: SshBoxSettingsBody = {
+    const body: SshBoxBody = {
       driver: 'ssh',
       host: '127.0.0.1',
       port: this.sshd.port,

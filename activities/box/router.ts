@@ -6,23 +6,16 @@
  * probes), never per heartbeat.
  */
 import { permanentBoxError, type BoxDriver, type BoxPlugin } from './driver.js';
-import { parseSshBoxSettings, SshBoxDriver, type SshBoxSettings } from './ssh.js';
+import { SshBoxDriver } from './ssh.js';
+import { isSshBox, storedSshSettings, type SshBoxSettings } from './ssh-settings.js';
 import type { StagedPlugin } from '../plugins/stage.js';
 
 /** Reads a workspace's stored box settings (null: the default driver). */
 export type BoxSettingsReader = (workspaceId: string) => Promise<unknown>;
 
-/** Whether stored box settings name the SSH driver. */
-function isSshBox(stored: unknown): stored is { driver: 'ssh' } {
-  return typeof stored === 'object' && stored !== null && (stored as { driver?: unknown }).driver === 'ssh';
-}
-
 /** The stored settings of an SSH box, validated; null when the box is not reached over SSH. */
 export async function sshSettingsOf(read: BoxSettingsReader, workspaceId: string): Promise<SshBoxSettings | null> {
-  const stored = await read(workspaceId);
-  if (!isSshBox(stored)) return null;
-  const settings = Object.fromEntries(Object.entries(stored).filter(([key]) => key !== 'driver'));
-  const parsed = parseSshBoxSettings(settings);
+  const parsed = storedSshSettings(await read(workspaceId));
   if (typeof parsed === 'string')
     throw permanentBoxError(
       'BoxSettingsInvalid',

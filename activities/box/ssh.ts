@@ -37,26 +37,9 @@ import {
   type BoxPlugin,
 } from './driver.js';
 import { BOX_EVENTS_FILE, INCOMING_SUFFIX, REMOVING_SUFFIX, REVISION_FILE } from './local.js';
+import { parseSshBoxSettings, type SshBoxSettings } from './ssh-settings.js';
 
 /** How the worker reaches one workspace's box. */
-export interface SshBoxSettings {
-  host: string;
-  port: number;
-  user: string;
-  /** The name of a private key file in the worker's key directory (never the key itself). */
-  keyRef: string;
-  /** The box's pinned public host key, `<type> <base64>`, e.g. `ssh-ed25519 AAAA…`. */
-  hostKey: string;
-  /** The box's directory on the host (absolute), e.g. `/home/agent/box`. */
-  root: string;
-  /** Restarts the box's runtime; run in `root` by the login shell's `/bin/sh`. */
-  restartCommand: string;
-  /** Exits 0 while the runtime runs and 1 when it does not; run in `root`. */
-  runningCommand: string;
-  /** Stops the runtime for good (the workspace is removed); without it a running box cannot be stopped. */
-  stopCommand?: string;
-}
-
 export type SshBoxSettingsResolver = (workspaceId: string) => Promise<SshBoxSettings | null>;
 
 export interface SshDriverOptions {
@@ -595,77 +578,6 @@ export function parsePluginListing(output: Buffer): BoxPlugin[] {
     at = from;
   }
   return plugins;
-}
-
-const HOST = /^[A-Za-z0-9_.:%-]+$/;
-const USER = /^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$/;
-const HOST_KEY = /^([a-z][a-z0-9@.-]+) ([A-Za-z0-9+/]+={0,2})(?: [^\n\r]*)?$/;
-const COMMAND_FIELDS = ['restartCommand', 'runningCommand'] as const;
-const FIELDS = new Set([
-  'host',
-  'port',
-  'user',
-  'keyRef',
-  'hostKey',
-  'root',
-  'restartCommand',
-  'runningCommand',
-  'stopCommand',
-]);
-
-/**
- * Validates a workspace's SSH settings by hand; the settings, or a message naming every problem.
- * The host key keeps only its type and key (a trailing comment is dropped).
- */
-export function parseSshBoxSettings(value: unknown): SshBoxSettings | string {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'SSH box settings must be an object';
-  const input = value as Record<string, unknown>;
-  const problems: string[] = [];
-  const text = (field: string): string => {
-    const raw = input[field];
-    if (typeof raw !== 'string' || raw.trim() === '') {
-      problems.push(`${field} must be a non-empty string`);
-      return '';
-    }
-    return raw;
-  };
-  for (const field of Object.keys(input)) if (!FIELDS.has(field)) problems.push(`unknown field ${field}`);
-
-  const host = text('host').trim();
-  if (host !== '' && (!HOST.test(host) || host.startsWith('-')))
-    problems.push(`host ${JSON.stringify(host)} is not a host name or IP address`);
-  const port = input['port'];
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
-    problems.push('port must be an integer from 1 to 65535');
-  const user = text('user');
-  if (user !== '' && !USER.test(user)) problems.push(`user ${JSON.stringify(user)} is not a login name`);
-  const keyRef = text('keyRef');
-  if (keyRef !== '' && (/[/\\\0]/.test(keyRef) || keyRef === '.' || keyRef === '..' || keyRef.startsWith('-')))
-    problems.push(`keyRef ${JSON.stringify(keyRef)} must be a plain file name in the worker's key directory`);
-  const hostKeyMatch = HOST_KEY.exec(text('hostKey').trim());
-  if (input['hostKey'] !== undefined && typeof input['hostKey'] === 'string' && hostKeyMatch === null)
-    problems.push('hostKey must be a public host key, "<type> <base64>" (e.g. "ssh-ed25519 AAAA…")');
-  const root = text('root');
-  if (root !== '' && (!root.startsWith('/') || /[\n\r\0]/.test(root) || root.replace(/\/+$/, '') === ''))
-    problems.push(`root ${JSON.stringify(root)} must be an absolute directory other than /`);
-  const commands = COMMAND_FIELDS.map((field) => text(field));
-  const stopCommand = input['stopCommand'];
-  if (stopCommand !== undefined && (typeof stopCommand !== 'string' || stopCommand.trim() === ''))
-    problems.push('stopCommand must be a non-empty string when set');
-
-  if (problems.length > 0) return problems.join('; ');
-  const [restartCommand = '', runningCommand = ''] = commands;
-  return {
-    host,
-    port: port as number,
-    user,
-    keyRef,
-    hostKey: hostKeyMatch === null ? '' : `${hostKeyMatch[1] ?? ''} ${hostKeyMatch[2] ?? ''}`,
-    root,
-    restartCommand,
-    runningCommand,
-    ...(typeof stopCommand === 'string' ? { stopCommand } : {}),
-  };
 }
 
 interface ProcessResult {

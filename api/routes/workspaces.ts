@@ -27,9 +27,9 @@ import {
   errorBody,
   errors,
   idParams,
-  sshSettingsFromBody,
   type BoxSettingsBody,
 } from '../schemas.js';
+import { sshSettingsFromBody, sshSettingsToBody, storedSshSettings } from '../../activities/box/ssh-settings.js';
 import { isAdmin, newInstanceToken } from '../tokens.js';
 
 /** What `GET /workspaces/:id` answers: the workflow's state, the heartbeat ledger's row and the box settings. */
@@ -47,21 +47,8 @@ function storedBox(body: BoxSettingsBody): object | null {
 
 /** The API's form of what is stored (unreadable settings show as the default driver's). */
 function boxBody(stored: unknown): BoxSettingsBody {
-  if (stored === null || typeof stored !== 'object') return { driver: 'local' };
-  const box = stored as Record<string, unknown>;
-  const parsed = boxSettingsSchema.safeParse({
-    driver: box['driver'],
-    host: box['host'],
-    port: box['port'],
-    user: box['user'],
-    key_ref: box['keyRef'],
-    host_key: box['hostKey'],
-    root: box['root'],
-    restart_command: box['restartCommand'],
-    running_command: box['runningCommand'],
-    ...(box['stopCommand'] === undefined ? {} : { stop_command: box['stopCommand'] }),
-  });
-  return parsed.success ? parsed.data : { driver: 'local' };
+  const parsed = storedSshSettings(stored);
+  return parsed === null || typeof parsed === 'string' ? { driver: 'local' } : sshSettingsToBody(parsed);
 }
 
 export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {

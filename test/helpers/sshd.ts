@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import type { SshBoxSettings } from '../../activities/box/ssh.js';
+import type { SshBoxSettings } from '../../activities/box/ssh-settings.js';
 import { keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../../scripts/sshd.js';
 
 export interface TestSshd {

@@ -12,12 +12,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BoxUnavailableError, isPermanentBoxError } from '../../activities/box/driver.js';
-import {
-  parsePluginListing,
-  parseSshBoxSettings,
-  SshBoxDriver,
-  type SshBoxSettings,
-} from '../../activities/box/ssh.js';
+import { parsePluginListing, SshBoxDriver } from '../../activities/box/ssh.js';
+import type { SshBoxSettings } from '../../activities/box/ssh-settings.js';
 import { createReconcileActivities } from '../../activities/reconcile.js';
 import { createLifecycleActivities } from '../../activities/lifecycle.js';
 import { LocalBoxDriver } from '../../activities/box/local.js';
@@ -387,56 +383,7 @@ describe.skipIf(sshd === null)("the worker's box router", () => {
   });
 });
 
-describe('SSH box settings', () => {
-  const valid = {
-    host: 'box-1.internal',
-    port: 22,
-    user: 'agent',
-    keyRef: 'fleet-key',
-    hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEexample+/= agent@box',
-    root: '/home/agent/box',
-    restartCommand: 'systemctl restart agent',
-    runningCommand: 'systemctl is-active --quiet agent',
-  };
-
-  it('accepts valid settings and keeps only the host key type and key', () => {
-    expect(parseSshBoxSettings(valid)).toEqual({
-      ...valid,
-      hostKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEexample+/=',
-    });
-    expect(parseSshBoxSettings({ ...valid, stopCommand: 'systemctl stop agent' })).toMatchObject({
-      stopCommand: 'systemctl stop agent',
-    });
-  });
-
-  it.each([
-    [{ host: '' }, /host must be a non-empty string/],
-    [{ host: '-oProxyCommand=x' }, /is not a host name/],
-    [{ port: 0 }, /port must be an integer from 1 to 65535/],
-    [{ port: 65536 }, /port/],
-    [{ port: '22' }, /port/],
-    [{ user: 'a b' }, /is not a login name/],
-    [{ keyRef: '../id_ed25519' }, /plain file name/],
-    [{ keyRef: 'keys/id' }, /plain file name/],
-    [{ hostKey: 'AAAAC3NzaC1lZDI1NTE5' }, /hostKey must be a public host key/],
-    [{ hostKey: 'ssh-ed25519 AAAA\nevil' }, /hostKey/],
-    [{ root: 'box' }, /must be an absolute directory/],
-    [{ root: '/' }, /absolute directory other than \//],
-    [{ restartCommand: '  ' }, /restartCommand must be a non-empty string/],
-    [{ runningCommand: undefined }, /runningCommand must be a non-empty string/],
-    [{ stopCommand: '' }, /stopCommand must be a non-empty string when set/],
-    [{ password: 'x' }, /unknown field password/],
-  ])('rejects %j', (change, message) => {
-    const result = parseSshBoxSettings({ ...valid, ...change });
-    expect(typeof result).toBe('string');
-    expect(result).toMatch(message);
-  });
-
-  it('rejects what is not an object', () => {
-    expect(parseSshBoxSettings(null)).toBe('SSH box settings must be an object');
-    expect(parseSshBoxSettings(['x'])).toBe('SSH box settings must be an object');
-  });
-
+describe('plugin listing', () => {
   it('the listing framing survives newlines and multibyte text, and rejects a torn listing', () => {
     const manifest = 'name: x\nnote: "ü"\n\n';
     const frame = Buffer.concat([
