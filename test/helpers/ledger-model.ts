@@ -8,17 +8,12 @@
  */
 import type { ExpiredLeases, HeartbeatRecord, LedgerReading } from '../../db/tables/heartbeat-ledger.js';
 import type { Publication } from '../../db/tables/workspaces.js';
-import { heartbeatWanted, type HeartbeatFacts, type HeartbeatWant } from '../../workflows/state-machine.js';
+import { heartbeatWanted, type ContractRow, type HeartbeatFacts } from '../../workflows/state-machine.js';
 
-export interface LedgerRow {
+/** A ledger row: the contract the forward rule reads (ContractRow), the lease and the restart. */
+export interface LedgerRow extends ContractRow {
   lastSeenAt: number | null;
   beats: number;
-  want: HeartbeatWant;
-  wantVersion: number;
-  deliveredVersion: number;
-  degradeErrorRate: number;
-  recoverErrorRate: number;
-  hasCard: boolean;
   leaseWatched: boolean;
   ttlMs: number;
   leaseSince: number;

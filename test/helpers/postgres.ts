@@ -3,6 +3,7 @@ import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
 import { hashSecret, newSecret } from '../../db/secrets.js';
 import { Store } from '../../db/store.js';
+import { onlineContract } from './state-machine.js';
 import type { Projection, Publication } from '../../db/tables/workspaces.js';
 
 /**
@@ -63,14 +64,7 @@ export async function readProjection(store: Store, workspaceId: string): Promise
 export function publication(projection: Projection, overrides: Partial<Publication> = {}): Publication {
   return {
     ...projection,
-    contract: {
-      want: 'degrading',
-      degradeErrorRate: 0.5,
-      recoverErrorRate: 0.1,
-      hasCard: true,
-      leaseWatched: true,
-      leaseTtlMs: 180_000,
-    },
+    contract: onlineContract(),
     leaseAgeMs: 0,
     restart: null,
     ...overrides,

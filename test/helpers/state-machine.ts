@@ -5,6 +5,7 @@ import {
   transition,
   type Event,
   type InitialStatus,
+  type LivenessContract,
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
 
@@ -42,4 +43,17 @@ export function expireLease(state: WorkspaceState, at: number): WorkspaceState {
     silentForMs: config.livenessTtlMs,
   };
   return transition(state, event, at, config).state;
+}
+
+/** The contract an online workspace publishes under the default lifecycle config, with `overrides`. */
+export function onlineContract(overrides: Partial<LivenessContract> = {}): LivenessContract {
+  return {
+    want: 'degrading',
+    degradeErrorRate: config.degradeErrorRate,
+    recoverErrorRate: config.recoverErrorRate,
+    hasCard: true,
+    leaseWatched: true,
+    leaseTtlMs: config.livenessTtlMs,
+    ...overrides,
+  };
 }

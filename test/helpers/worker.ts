@@ -2,10 +2,11 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, inject } from 'vitest';
+import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { FakeActivities } from './fake-activities.js';
 import type { Activities } from '../../activities/index.js';
-import { leaseExpiredSignal, stateQuery } from '../../workflows/definitions.js';
+import { leaseExpiredSignal, registerSignal, stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
+import { registerPayload } from './payloads.js';
 import { pinnedDeployment } from '../../worker.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 
@@ -94,4 +95,37 @@ export function useWorkerHarness(
     await harness.env.teardown();
   });
   return harness;
+}
+
+/**
+ * A workspace started on the harness's worker and registered: online, its first pass done, its
+ * box probes answering `probes` in order (then `running`).
+ */
+export async function registeredWorkspace(
+  harness: Harness,
+  prefix: string,
+  probes: ('running' | 'not-running' | 'error')[] = [],
+): Promise<{ id: string; handle: WorkflowHandle }> {
+  const id = uniqueId(prefix);
+  harness.fake.probeScript.set(id, [...probes]);
+  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
+    taskQueue: harness.taskQueue,
+    workflowId: workspaceWorkflowId(id),
+    args: [{ workspaceId: id }],
+  });
+  await handle.signal(registerSignal, registerPayload(id));
+  await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+  return { id, handle };
+}
+
+/** Waits until the harness's ledger holds the contract the workflow last published; its state then. */
+export async function contractPublished(harness: Harness, id: string, handle: WorkflowHandle): Promise<WorkspaceState> {
+  let state = await handle.query(stateQuery);
+  await expect
+    .poll(async () => {
+      state = await handle.query(stateQuery);
+      return harness.fake.ledger.rows.get(id)?.wantVersion === state.livenessContract?.version;
+    })
+    .toBe(true);
+  return state;
 }

@@ -10,13 +10,9 @@ import type { Store } from '../../db/store.js';
 import type { Publication } from '../../db/tables/workspaces.js';
 import { mintTokenIfNone } from '../../api/tokens.js';
 import { hashSecret } from '../../db/secrets.js';
-import {
-  heartbeatWanted,
-  type ContractRow,
-  type HeartbeatFacts,
-  type LivenessContract,
-} from '../../workflows/state-machine.js';
+import { heartbeatWanted, type ContractRow, type HeartbeatFacts } from '../../workflows/state-machine.js';
 import { connectTestStore } from '../helpers/postgres.js';
+import { onlineContract } from '../helpers/state-machine.js';
 import { uniqueId } from '../helpers/worker.js';
 
 let store: Store;
@@ -28,15 +24,6 @@ afterAll(() => store.close());
 const healthy: HeartbeatFacts = { errorRate: 0, runtimeState: '', managesOwnStatus: false, bringsCard: false };
 const degrading: HeartbeatFacts = { ...healthy, errorRate: 0.9 };
 const holding: HeartbeatFacts = { ...healthy, errorRate: 0.3 };
-const contract = (overrides: Partial<LivenessContract> = {}): LivenessContract => ({
-  want: 'degrading',
-  degradeErrorRate: 0.5,
-  recoverErrorRate: 0.1,
-  hasCard: true,
-  leaseWatched: true,
-  leaseTtlMs: 180_000,
-  ...overrides,
-});
 
 /** A workspace as the API creates it (its ledger row included), with a live token. */
 async function workspace(): Promise<{ id: string; token: Buffer }> {
@@ -57,7 +44,7 @@ async function publish(id: string, overrides: Partial<Publication> = {}): Promis
     url: null,
     statusSince: new Date().toISOString(),
     version,
-    contract: contract(),
+    contract: onlineContract(),
     leaseAgeMs: 0,
     restart: null,
     ...overrides,
@@ -157,7 +144,7 @@ describe('the heartbeat: one statement', () => {
   it('a delivery recorded for an older contract does not close a newer one', async () => {
     const { id, token } = await workspace();
     const first = await publish(id);
-    const second = await publish(id, { contract: contract({ want: 'recovering' }) });
+    const second = await publish(id, { contract: onlineContract({ want: 'recovering' }) });
     await store.heartbeats.delivered(id, first);
     expect(await row(id)).toMatchObject({ delivered_version: String(first), want_version: String(second) });
     expect(await store.heartbeats.record(token, id, healthy)).toEqual({ wanted: true, wantVersion: second });
@@ -165,9 +152,9 @@ describe('the heartbeat: one statement', () => {
 
   it("the thresholds are the workflow's, from its row", async () => {
     const { id, token } = await workspace();
-    await publish(id, { contract: contract({ degradeErrorRate: 0.9 }) });
+    await publish(id, { contract: onlineContract({ degradeErrorRate: 0.9 }) });
     expect(await store.heartbeats.record(token, id, degrading)).toMatchObject({ wanted: true });
-    await publish(id, { contract: contract({ degradeErrorRate: 0.95 }) });
+    await publish(id, { contract: onlineContract({ degradeErrorRate: 0.95 }) });
     expect(await store.heartbeats.record(token, id, degrading)).toMatchObject({ wanted: false });
   });
 
@@ -216,7 +203,7 @@ describe('the contract', () => {
   it('a write lands only from a newer version; the lease runs from the age the workflow gave', async () => {
     const { id } = await workspace();
     const version = await publish(id, {
-      contract: contract({ want: 'recovering', leaseTtlMs: 60_000 }),
+      contract: onlineContract({ want: 'recovering', leaseTtlMs: 60_000 }),
       leaseAgeMs: 30_000,
     });
     const written = await row(id);
@@ -224,7 +211,7 @@ describe('the contract', () => {
     const leaseAge = Date.now() - (written['lease_since'] as Date).getTime();
     expect(leaseAge).toBeGreaterThanOrEqual(29_000);
     expect(leaseAge).toBeLessThan(40_000);
-    await publish(id, { version: version - 1, contract: contract({ want: 'any' }) });
+    await publish(id, { version: version - 1, contract: onlineContract({ want: 'any' }) });
     expect(await row(id)).toMatchObject({ want: 'recovering', want_version: String(version) });
     // The projection row follows the same version.
     const { rows } = await store.pool.query<{ version: string }>('SELECT version FROM workspaces WHERE id = $1', [id]);
@@ -233,9 +220,9 @@ describe('the contract', () => {
 
   it("a restart's start is stamped once per restart; the read says whether a heartbeat came after it", async () => {
     const { id, token } = await workspace();
-    await publish(id, { contract: contract({ want: 'none' }), restart: { key: 'r-1', ageMs: 0 } });
+    await publish(id, { contract: onlineContract({ want: 'none' }), restart: { key: 'r-1', ageMs: 0 } });
     const stamped = (await row(id))['restart_at'] as Date;
-    await publish(id, { contract: contract({ want: 'any' }), restart: { key: 'r-1', ageMs: 0 } });
+    await publish(id, { contract: onlineContract({ want: 'any' }), restart: { key: 'r-1', ageMs: 0 } });
     expect(((await row(id))['restart_at'] as Date).getTime()).toBe(stamped.getTime());
     expect(await store.heartbeats.readForVerdict(id, 'r-1')).toEqual({ lastSeenAgeMs: null, seenSinceRestart: false });
     await age(id, 5_000); // the restart began 5 s ago
@@ -246,7 +233,7 @@ describe('the contract', () => {
     expect(reading.lastSeenAgeMs).toBeLessThan(5_000);
     // Another restart's key: the ledger cannot say.
     expect((await store.heartbeats.readForVerdict(id, 'r-2')).seenSinceRestart).toBe(false);
-    await publish(id, { contract: contract({ want: 'none' }), restart: { key: 'r-2', ageMs: 0 } });
+    await publish(id, { contract: onlineContract({ want: 'none' }), restart: { key: 'r-2', ageMs: 0 } });
     expect((await store.heartbeats.readForVerdict(id, 'r-2')).seenSinceRestart).toBe(false);
   });
 
@@ -278,7 +265,7 @@ describe('the sweep', () => {
     const ids = [fresh, silent, unwatched, renewed].map((w) => w.id);
     await publish(fresh.id);
     const silentVersion = await publish(silent.id);
-    await publish(unwatched.id, { contract: contract({ leaseWatched: false }) });
+    await publish(unwatched.id, { contract: onlineContract({ leaseWatched: false }) });
     await publish(renewed.id);
     for (const w of [silent, unwatched, renewed]) await age(w.id, 181_000);
     await age(fresh.id, 179_000);

@@ -16,7 +16,7 @@ import {
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { apply, expireLease, frozen, ID, iso, start, T0 } from '../helpers/state-machine.js';
+import { apply, expireLease, frozen, ID, iso, onlineContract, start, T0 } from '../helpers/state-machine.js';
 
 interface Step {
   name: string;
@@ -273,14 +273,7 @@ describe('transitions', () => {
         statusSince: iso(T0 + 5),
         version: T0 + 2, // from the workflow's start: 1 transition + 1 write
         deliveryMode: 'push',
-        contract: {
-          want: 'degrading',
-          degradeErrorRate: 0.5,
-          recoverErrorRate: 0.1,
-          hasCard: true,
-          leaseWatched: true,
-          leaseTtlMs: 180_000,
-        },
+        contract: onlineContract(),
         leaseAgeMs: 0,
         restart: null,
       },

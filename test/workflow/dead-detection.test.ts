@@ -21,25 +21,22 @@ import {
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { expireLease, uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
+import {
+  contractPublished,
+  expireLease,
+  registeredWorkspace,
+  uniqueId,
+  useWorkerHarness,
+  waitForState,
+} from '../helpers/worker.js';
 
 const harness = useWorkerHarness('dead-detection-tests', createTimeSkippingEnv);
 
 type Probe = 'running' | 'not-running' | 'error';
 
 /** An online workspace (registered, no heartbeat yet) whose box probes answer `probes` in order. */
-async function onlineWorkspace(probes: Probe[] = []): Promise<{ id: string; handle: WorkflowHandle }> {
-  const id = uniqueId('dd');
-  harness.fake.probeScript.set(id, [...probes]);
-  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
-    taskQueue: harness.taskQueue,
-    workflowId: workspaceWorkflowId(id),
-    args: [{ workspaceId: id }],
-  });
-  await handle.signal(registerSignal, registerPayload(id));
-  await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-  return { id, handle };
-}
+const onlineWorkspace = (probes: Probe[] = []): Promise<{ id: string; handle: WorkflowHandle }> =>
+  registeredWorkspace(harness, 'dd', probes);
 
 /**
  * Sends the dispatchFailed Update and lets the test server skip through its waits (the 2 s
@@ -366,18 +363,6 @@ describe('watchdogs', () => {
   });
 });
 
-/** Waits until the ledger holds the contract the workflow last published. */
-async function contractPublished(id: string, handle: WorkflowHandle): Promise<WorkspaceState> {
-  let state = await handle.query(stateQuery);
-  await expect
-    .poll(async () => {
-      state = await handle.query(stateQuery);
-      return harness.fake.ledger.rows.get(id)?.wantVersion === state.livenessContract?.version;
-    })
-    .toBe(true);
-  return state;
-}
-
 describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
   it("case 1: the new runtime's first heartbeat, landing in the wait for a fresh one, is forwarded: queued, one restart", async () => {
     const { id, handle } = await onlineWorkspace();
@@ -391,7 +376,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
     // The new runtime registers; the workflow wants its next heartbeat, whatever it says.
     await handle.signal(registerSignal, registerPayload(id));
     await waitForState(handle, (s) => s.counters.registers === 2);
-    expect((await contractPublished(id, handle)).livenessContract?.want).toBe('any');
+    expect((await contractPublished(harness, id, handle)).livenessContract?.want).toBe('any');
     // A second failure waits for a fresh heartbeat; the runtime's first one lands in that wait.
     const update = await handle.startUpdate(dispatchFailedUpdate, {
       args: [{ caller: 'test', error: 'connection refused' }],
@@ -414,7 +399,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
     expect((await dispatchFailed(handle)).verdict).toBe('queued');
     await handle.signal(registerSignal, registerPayload(id));
     await waitForState(handle, (s) => s.counters.registers === 2);
-    await contractPublished(id, handle);
+    await contractPublished(harness, id, handle);
     const update = await handle.startUpdate(dispatchFailedUpdate, {
       args: [{ caller: 'test', error: 'connection refused' }],
       waitForStage: 'ACCEPTED',
@@ -431,7 +416,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
       harness.fake.databaseClockOffsetMs = offsetMs;
       try {
         const { id, handle } = await onlineWorkspace(['not-running', 'not-running']);
-        await contractPublished(id, handle);
+        await contractPublished(harness, id, handle);
         await harness.env.sleep(60_000); // the register is not recent any more
         expect(await harness.fake.heartbeat(handle, heartbeatPayload(id))).toBe(false); // recorded only
         await harness.env.sleep(10_000);

@@ -13,13 +13,11 @@ import {
   dispatchFailedUpdate,
   FLEET_LIVENESS_WORKFLOW_ID,
   fleetLivenessStateQuery,
-  registerSignal,
   stateQuery,
-  workspaceWorkflowId,
 } from '../../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
-import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
+import { heartbeatPayload } from '../helpers/payloads.js';
+import { contractPublished, registeredWorkspace, useWorkerHarness, waitForState } from '../helpers/worker.js';
 
 const harness = useWorkerHarness('fleet-liveness-tests', createTimeSkippingEnv);
 const SWEEP_EVERY_MS = 5_000;
@@ -33,22 +31,9 @@ const probesOf = (id: string): number => harness.fake.probes.filter((p) => p ===
 
 /** An online workspace (registered) whose contract is in the ledger, and whose box probes running. */
 async function onlineWorkspace(): Promise<{ id: string; handle: WorkflowHandle }> {
-  const id = uniqueId('fl');
-  harness.fake.probeScript.set(id, ['running', 'running', 'running']);
-  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
-    taskQueue: harness.taskQueue,
-    workflowId: workspaceWorkflowId(id),
-    args: [{ workspaceId: id }],
-  });
-  await handle.signal(registerSignal, registerPayload(id));
-  await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-  await expect
-    .poll(async () => {
-      const { livenessContract } = await handle.query(stateQuery);
-      return harness.fake.ledger.rows.get(id)?.wantVersion === livenessContract?.version;
-    })
-    .toBe(true);
-  return { id, handle };
+  const workspace = await registeredWorkspace(harness, 'fl');
+  await contractPublished(harness, workspace.id, workspace.handle);
+  return workspace;
 }
 
 describe('fleet liveness controller', () => {
