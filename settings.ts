@@ -14,7 +14,7 @@ import { defaultApiSettings, type ApiSettings } from './api/context.js';
 import type { UrlPolicy } from './url-guard.js';
 import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { parseLifecycleOverrides } from './workflows/config.js';
-import { TASK_QUEUE } from './workflows/definitions.js';
+import { TASK_QUEUE, defaultFleetLivenessSettings } from './workflows/definitions.js';
 
 /** A setting is missing or malformed; the message names the variable and what it needs. */
 export class SettingsError extends Error {
@@ -52,6 +52,8 @@ export interface WorkerSettings {
   sshKeyDir: string;
   /** Null: an unversioned worker, for servers without worker deployments (the time-skipping test server). */
   versioning: WorkerVersioningSettings | null;
+  /** How often the fleet liveness controller the worker starts sweeps the heartbeat ledger. */
+  livenessSweepEveryMs: number;
   /**
    * A workflow bundle built beforehand (WL_WORKFLOW_BUNDLE), for a harness that starts many
    * workers of one build; null: the worker bundles workflows/ as it starts.
@@ -88,6 +90,7 @@ export interface Settings {
   versioning: WorkerVersioningSettings | null;
   metricsAddress: string | null;
   tracing: TracingSettings | null;
+  livenessSweepEveryMs: number;
   workflowBundlePath: string | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
@@ -120,6 +123,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     versioning: versioningFromEnv(env),
     metricsAddress: metricsAddressFromEnv(env),
     tracing: tracingFromEnv(env),
+    livenessSweepEveryMs: integer(
+      env,
+      'WL_LIVENESS_SWEEP_EVERY_MS',
+      defaultFleetLivenessSettings.sweepEveryMs,
+      MIN_LIVENESS_SWEEP_EVERY_MS,
+    ),
     workflowBundlePath: existingFile(env, 'WL_WORKFLOW_BUNDLE'),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
@@ -130,14 +139,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       logLevel: env['LOG_LEVEL'] ?? 'info',
       lifecycle: lifecycleOverrides(env),
       bootstrapWithoutCredential: env['WL_BOOTSTRAP_WITHOUT_CREDENTIAL'] === 'true',
-      deferredForwards: integer(env, 'WL_HEARTBEAT_DEFERRED_FORWARDS', defaultApiSettings.deferredForwards, 1),
       events: {
         retentionHours: integer(env, 'WL_EVENTS_RETENTION_HOURS', defaultApiSettings.events.retentionHours, 1),
         maxStreams: integer(env, 'WL_EVENTS_MAX_STREAMS', defaultApiSettings.events.maxStreams, 1),
       },
-      ...(env['WL_HEARTBEAT_FORWARD_EVERY_MS']
-        ? { heartbeatForwardEveryMs: integer(env, 'WL_HEARTBEAT_FORWARD_EVERY_MS', 0, 0) }
-        : {}),
       admission: {
         ...defaultAdmissionSettings,
         maxInFlight: integer(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight, 1),
@@ -159,7 +164,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
 /** The API's settings; it needs the admin token and a database. */
 export function apiSettings(settings: Settings): ApiSettings {
   const { adminToken, urlPolicy, temporalTimeoutMs, bodyLimitBytes, logLevel, admission, lifecycle } = settings.api;
-  const { heartbeatForwardEveryMs, bootstrapWithoutCredential, deferredForwards, events } = settings.api;
+  const { bootstrapWithoutCredential, events } = settings.api;
   if (adminToken === undefined) throw new SettingsError('WL_ADMIN_TOKEN must be set (16 characters or more)');
   const { taskQueue, sources } = settings;
   return {
@@ -173,9 +178,7 @@ export function apiSettings(settings: Settings): ApiSettings {
     admission,
     lifecycle,
     bootstrapWithoutCredential,
-    deferredForwards,
     events,
-    ...(heartbeatForwardEveryMs === undefined ? {} : { heartbeatForwardEveryMs }),
   };
 }
 
@@ -195,6 +198,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     versioning: settings.versioning,
     metricsAddress: settings.metricsAddress,
     tracing: settings.tracing,
+    livenessSweepEveryMs: settings.livenessSweepEveryMs,
     workflowBundlePath: settings.workflowBundlePath,
   };
 }
@@ -241,6 +245,8 @@ export function tracingFromEnv(env: NodeJS.ProcessEnv): TracingSettings | null {
     throw new SettingsError(`${variable} must be an http(s) URL, got ${JSON.stringify(env[variable])}`);
   return { url: parsed.href };
 }
+/** The shortest sweep period an operator may set: a sweep reads the whole heartbeat ledger. */
+export const MIN_LIVENESS_SWEEP_EVERY_MS = 1_000;
 
 /** The deployment every worker of this service belongs to, unless WL_WORKER_DEPLOYMENT names another. */
 export const DEFAULT_WORKER_DEPLOYMENT = 'workspace-lifecycle';

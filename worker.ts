@@ -10,6 +10,9 @@
  * A worker makes its own version current when the deployment has none yet (a first deploy);
  * otherwise the operator makes a new build current (`npm start` does it for its own worker).
  *
+ * Every worker starts the fleet liveness controller, or tells the running one its sweep period
+ * (startFleetLiveness: idempotent).
+ *
  * `npm run worker` outlives its dependencies: while Temporal or the database cannot be reached
  * at start, or after the worker failed (the SDK stops polling after about a minute of errors),
  * it says why and starts again with backoff, until SIGINT or SIGTERM.
@@ -18,6 +21,7 @@
  * counters on one Prometheus endpoint (WL_WORKER_METRICS_ADDR), a span per activity when tracing
  * is on, and `workspace_id` (and `trace_id`) on every activity's and workflow's log line.
  */
+import { Client } from '@temporalio/client';
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import { NativeConnection, Runtime, Worker, type WorkerInterceptors } from '@temporalio/worker';
 import { createHash } from 'node:crypto';
@@ -36,11 +40,15 @@ import { Store } from './db/store.js';
 import { loadSettings, workerSettings, type WorkerSettings, type WorkerVersioningSettings } from './settings.js';
 import { activityInterceptors, startTracing, type Tracing } from './tracing.js';
 import { bundleInChildProcess } from './workflow-bundle.js';
+import { FLEET_LIVENESS_WORKFLOW_ID, configureSignal, type FleetLivenessSettings } from './workflows/definitions.js';
+import type { fleetLivenessWorkflow } from './workflows/fleet-liveness.js';
 
 export interface CreatedWorker {
   worker: Worker;
   store: Store;
   connection: NativeConnection;
+  /** A client on the worker's connection: the fleet liveness controller's activities signal with it. */
+  client: Client;
   driver: BoxRouter;
   /** The deployment version it polls as; null with versioning off. */
   version: WorkerDeploymentVersion | null;
@@ -145,6 +153,7 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
         : { code: await readFile(settings.workflowBundlePath, 'utf8') };
     const version = settings.versioning === null ? null : workerVersion(settings.versioning, bundleCode.code);
     connection = await NativeConnection.connect(connectionOptions);
+    const client = new Client({ connection, namespace });
     const registered = await ensureSearchAttributes(connection.operatorService, namespace);
     if (registered.length > 0) console.log(`worker: registered search attributes ${registered.join(', ')}`);
     // The runtime's meter: the installed one's endpoint, or nowhere when none was installed.
@@ -155,12 +164,12 @@ export async function createWorker(settings: WorkerSettings): Promise<CreatedWor
       namespace,
       taskQueue: settings.taskQueue,
       workflowBundle: bundleCode,
-      activities: createActivities({ store, driver, sources: settings.sources, metrics }),
+      activities: createActivities({ store, driver, sources: settings.sources, metrics, temporal: client }),
       interceptors: workerInterceptors(metrics, tracing),
       maxCachedWorkflows: settings.maxCachedWorkflows,
       ...(version === null ? {} : { workerDeploymentOptions: pinnedDeployment(version) }),
     });
-    return { worker, store, connection, driver, version };
+    return { worker, store, connection, client, driver, version };
   } catch (err) {
     await store.close();
     await connection?.close();
@@ -173,6 +182,32 @@ export function workerInterceptors(metrics: LifecycleMetrics, tracing: Tracing |
   return {
     activity: [(ctx) => ({ inbound: new ReconcileFailureCounter(metrics, ctx) }), ...activityInterceptors(tracing)],
   };
+}
+
+/**
+ * Starts the fleet liveness controller, or gives the running one these settings: a
+ * signal-with-start of `configure`, so any worker may do it at any time, and the last one started
+ * sets the sweep period.
+ */
+export async function startFleetLiveness(
+  client: Client,
+  taskQueue: string,
+  settings: Partial<FleetLivenessSettings>,
+): Promise<void> {
+  await client.workflow.signalWithStart<typeof fleetLivenessWorkflow, [Partial<FleetLivenessSettings>]>(
+    'fleetLivenessWorkflow',
+    {
+      workflowId: FLEET_LIVENESS_WORKFLOW_ID,
+      taskQueue,
+      args: [{ settings }],
+      signal: configureSignal,
+      signalArgs: [settings],
+      staticSummary: 'Fleet liveness controller',
+      staticDetails:
+        'Sweeps the heartbeat ledger every few seconds for leases that expired, and signals each of those ' +
+        'workspaces `leaseExpired` (docs/fleet-liveness.md). The last sweep: Current Details; everything: the `state` query.',
+    },
+  );
 }
 
 /**
@@ -267,11 +302,17 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
       continue;
     }
     backoff = RESTART_BACKOFF_START_MS;
-    const { worker, store, connection, driver, version } = created;
+    const { worker, store, connection, client, driver, version } = created;
     console.log(`worker: polling ${settings.taskQueue} on ${where}${version ? ` as ${describeVersion(version)}` : ''}`);
     try {
       const running = worker.run();
       if (version !== null) void reportCurrent(connection, namespace, version);
+      startFleetLiveness(client, settings.taskQueue, { sweepEveryMs: settings.livenessSweepEveryMs }).catch(
+        (err: unknown) =>
+          console.warn(
+            `worker: could not start the fleet liveness controller (${message(err)}); the next worker start tries again`,
+          ),
+      );
       await running;
     } catch (err) {
       console.error(`worker: failed: ${message(err)}; starting again`);

@@ -1,12 +1,14 @@
 /**
  * The lifecycle's effects outside the reconcile: restart the box and probe whether it runs (the
- * box driver), revoke a dead runtime's tokens and write the SQL projection (the store). Each is
+ * box driver), revoke a dead runtime's tokens, write the SQL projection with the liveness contract
+ * and read the heartbeat ledger (the store). Each is
  * idempotent for its key: a restart for its restart id, a revocation and a projection version.
  * A restart also hands the box a new one-time boot credential (api/tokens.ts).
  */
 import { log } from '@temporalio/activity';
 import { hashSecret, newSecret } from '../db/secrets.js';
-import type { Projection } from '../db/tables/workspaces.js';
+import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
+import type { Publication } from '../db/tables/workspaces.js';
 import type { RestartCause } from '../workflows/state-machine.js';
 import { heartbeating } from './heartbeating.js';
 import { LifecycleMetrics } from './metrics.js';
@@ -19,18 +21,24 @@ export function createLifecycleActivities({
 }: Pick<ActivityDeps, 'store' | 'driver' | 'metrics'>) {
   return {
     /**
-     * The SQL readers' view of the workspace, ordered by the workflow's count of projection
-     * writes, and its status changes into the event outbox (counted once: a retry adds none).
+     * The SQL readers' view of the workspace and the liveness contract the API forwards by,
+     * ordered by the workflow's count of projection writes, and its status changes into the
+     * event outbox (counted once: a retry adds none).
      */
-    async writeProjection(projection: Projection): Promise<void> {
-      const added = await store.workspaces.writeProjection(projection);
-      if (added > 0) for (const { from, to } of projection.transitions ?? []) metrics.transitioned(from, to);
+    async writeProjection(publication: Publication): Promise<void> {
+      const added = await store.workspaces.writeProjection(publication);
+      if (added > 0) for (const { from, to } of publication.transitions ?? []) metrics.transitioned(from, to);
     },
 
-    /** When the runtime last heartbeat, as the API recorded it (heartbeats it coalesced included). */
-    async readHeartbeatLedger({ workspaceId }: { workspaceId: string }): Promise<{ lastSeenAt: string | null }> {
-      const { lastSeenAt } = await store.heartbeats.read(workspaceId);
-      return { lastSeenAt };
+    /** The heartbeat ledger as dead detection reads it: the database's ages, on its clock. */
+    async readHeartbeatLedger({
+      workspaceId,
+      restartKey,
+    }: {
+      workspaceId: string;
+      restartKey: string;
+    }): Promise<LedgerReading> {
+      return store.heartbeats.readForVerdict(workspaceId, restartKey);
     },
 
     /** One probe for dead detection; an error is the caller's to interpret (assume alive). */

@@ -4,6 +4,7 @@
  * become non-retryable failures carrying a message a person can act on; everything else is
  * retried by the workflow's retry policy.
  */
+import type { Client } from '@temporalio/client';
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import type { Store } from '../db/store.js';
@@ -24,6 +25,8 @@ export interface ActivityDeps {
   sources: SourceSettings & StageSettings;
   /** The domain counters (activities/metrics.ts); none counted without. */
   metrics?: LifecycleMetrics;
+  /** The Temporal client the fleet liveness controller signals workspaces with (the worker's). */
+  temporal?: Client;
 }
 
 export interface PluginDiff {

@@ -10,7 +10,7 @@ import type { Store } from '../db/store.js';
 import type { WorkspaceAccess } from '../db/tables/workspaces.js';
 import { checkUrl, type CheckedUrl, type UrlPolicy } from '../url-guard.js';
 import { limits } from '../workflows/payloads.js';
-import { resolveConfig, type LifecycleConfig } from '../workflows/config.js';
+import type { LifecycleConfig } from '../workflows/config.js';
 import {
   TASK_QUEUE,
   stateQuery,
@@ -20,7 +20,6 @@ import {
 } from '../workflows/definitions.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { Admission, defaultAdmissionSettings, type AdmissionSettings } from './admission.js';
-import { DeferredWork } from './deferred.js';
 import { Metrics } from './metrics.js';
 import { DEPENDENCY_RETRY_AFTER_SECONDS, HttpError, badRequest, databaseFailure, temporalFailure } from './errors.js';
 import { validatePluginSources } from './plugins.js';
@@ -38,17 +37,6 @@ export interface ApiSettings {
   admission: AdmissionSettings;
   /** Lifecycle durations and thresholds for the workflows this API starts (defaults otherwise). */
   lifecycle: Partial<LifecycleConfig>;
-  /**
-   * A heartbeat that changes nothing the rules read is forwarded to the workflow at most this
-   * often per workspace (the others are recorded in the heartbeat ledger); 0 forwards every one.
-   * Unset: two thirds of the liveness TTL.
-   */
-  heartbeatForwardEveryMs?: number;
-  /**
-   * Forwards due only by that interval are sent after the heartbeat is answered, at most this
-   * many at once; one more waits in the ledger for the workspace's next heartbeat.
-   */
-  deferredForwards: number;
   /**
    * For a rollout only, while runtimes that do not send X-Boot-Credential are still deployed: a
    * register with no credential at all passes while the workspace has no live token (trust on
@@ -74,7 +62,6 @@ export const defaultApiSettings: Omit<ApiSettings, 'adminToken' | 'sources'> = {
   logLevel: 'info',
   admission: defaultAdmissionSettings,
   lifecycle: {},
-  deferredForwards: 16,
   bootstrapWithoutCredential: false,
   events: { retentionHours: 168, maxStreams: 64 },
 };
@@ -90,10 +77,6 @@ export const SIGNAL: TemporalCall = { signal: true };
 
 export class ApiContext {
   readonly admission: Admission;
-  /** The lifecycle config of the workflows this API starts: the heartbeat rules' thresholds. */
-  readonly lifecycle: LifecycleConfig;
-  readonly heartbeatForwardEveryMs: number;
-  readonly deferredForwards: DeferredWork;
   /** The API's metrics; routes count what they see (api/metrics.ts). */
   readonly metrics = new Metrics();
 
@@ -103,10 +86,6 @@ export class ApiContext {
     readonly settings: ApiSettings,
   ) {
     this.admission = new Admission(settings.admission);
-    this.deferredForwards = new DeferredWork(settings.deferredForwards);
-    this.lifecycle = resolveConfig(settings.lifecycle);
-    this.heartbeatForwardEveryMs =
-      settings.heartbeatForwardEveryMs ?? Math.round((this.lifecycle.livenessTtlMs * 2) / 3);
   }
 
   /** Runs `work` in an admission slot (429 when none is free). */

@@ -4,7 +4,6 @@ import type { Store } from '../db/store.js';
 import { statuses } from '../workflows/state-machine.js';
 import type { Verdict } from '../workflows/definitions.js';
 import type { Admission } from './admission.js';
-import type { DeferredWork } from './deferred.js';
 
 /** Why a register's boot credential was refused (api/tokens.ts). */
 export type BootCredentialRefusal = 'wrong_or_used' | 'live_token_exists' | 'lost_race';
@@ -183,28 +182,6 @@ export class Metrics {
       collect() {
         this.set({ reason: 'queue_full' }, admission.refused.queueFull);
         this.set({ reason: 'waited_too_long' }, admission.refused.waitedTooLong);
-      },
-    });
-  }
-
-  /** Heartbeat forwards sent after their answer: running now, and started or skipped (no slot) since start. */
-  watchDeferredForwards(forwards: DeferredWork): void {
-    new Gauge({
-      name: 'api_deferred_forwards_in_flight',
-      help: 'Heartbeat forwards due only by the interval, sent after their heartbeat was answered',
-      registers: [this.registry],
-      collect() {
-        this.set(forwards.inFlight);
-      },
-    });
-    new Gauge({
-      name: 'api_deferred_forwards',
-      help: 'Deferred heartbeat forwards since start: started, or skipped (every slot taken; the next heartbeat carries them)',
-      labelNames: ['outcome'] as const,
-      registers: [this.registry],
-      collect() {
-        this.set({ outcome: 'started' }, forwards.counts.started);
-        this.set({ outcome: 'skipped' }, forwards.counts.skipped);
       },
     });
   }

@@ -16,7 +16,6 @@ import {
   heartbeatSignal,
   registerSignal,
   workspaceWorkflowId,
-  type HeartbeatForward,
   type WorkspaceWorkflowInput,
 } from '../workflows/definitions.js';
 import { workspaceStartMetadata } from '../workflows/operator-view.js';
@@ -37,24 +36,21 @@ export async function relayRuntimeSignal(
   signal: RuntimeSignal,
   payload: unknown,
   options: RelayOptions,
-  /** A heartbeat forwarded after others were coalesced: how many it stands for. */
-  forward?: HeartbeatForward,
 ): Promise<void> {
   const workflowId = workspaceWorkflowId(workspaceId);
-  const signalArgs: [unknown, HeartbeatForward?] = forward === undefined ? [payload] : [payload, forward];
   try {
-    await client.workflow.getHandle<typeof workspaceWorkflow>(workflowId).signal(signals[signal], ...signalArgs);
+    await client.workflow.getHandle<typeof workspaceWorkflow>(workflowId).signal(signals[signal], payload);
     return;
   } catch (err) {
     if (!(err instanceof WorkflowNotFoundError)) throw err;
   }
   const input = await options.start();
-  await client.workflow.signalWithStart<typeof workspaceWorkflow, [unknown, HeartbeatForward?]>('workspaceWorkflow', {
+  await client.workflow.signalWithStart<typeof workspaceWorkflow, [unknown]>('workspaceWorkflow', {
     workflowId,
     taskQueue: options.taskQueue ?? TASK_QUEUE,
     args: [input],
     signal: signals[signal],
-    signalArgs,
+    signalArgs: [payload],
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
     ...workspaceStartMetadata(workspaceId, input.initialStatus ?? 'provisioning'),
   });

@@ -85,11 +85,8 @@ export async function buildApi(
   const ctx = new ApiContext(client, store, settings);
   const { metrics } = ctx;
   metrics.watchAdmission(ctx.admission);
-  metrics.watchDeferredForwards(ctx.deferredForwards);
   metrics.watchFleet(store);
   traceRequests(app, observability.tracing?.tracer ?? null);
-  // Forwards answered before they were sent finish before the store and the client close.
-  app.addHook('onClose', () => ctx.deferredForwards.drain());
   app.addHook('onResponse', async (request, reply) => {
     metrics.observe(
       request.method,

@@ -100,7 +100,7 @@ async function cache(kind: (typeof kinds)[number]): Promise<void> {
       args: [{ workspaceId: id }],
     });
     await handle.signal(registerSignal, { id, url: 'http://127.0.0.1:9000', agent_card: { name: id } });
-    for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, idleHeartbeat(id, b), { beats: 10 });
+    for (let b = 0; b < 3; b++) await handle.signal(heartbeatSignal, idleHeartbeat(id, b));
     return handle;
   });
   // Every workflow has run its tasks once each answers its query with all its heartbeats seen.
@@ -111,7 +111,7 @@ async function cache(kind: (typeof kinds)[number]): Promise<void> {
       const handle = behind[i] as WorkflowHandle;
       return kind === 'noop'
         ? (await handle.query(signalCountQuery)) >= 3
-        : (await handle.query(stateQuery)).counters.heartbeats >= 30;
+        : (await handle.query(stateQuery)).counters.heartbeats >= 3;
     });
     behind = behind.filter((_, i) => !seen[i]);
     if (behind.length > 0) await sleep(1000);

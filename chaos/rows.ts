@@ -98,9 +98,9 @@ async function waitFor<T>(
 }
 
 /**
- * Acknowledged against recorded: a heartbeat answered 200 must be counted, by its workflow or
- * (coalesced, not forwarded yet) in the heartbeat ledger. The count may be higher (a call
- * answered 503 "delivery unknown", or one whose answer was lost, may have arrived), never lower.
+ * Acknowledged against recorded: a heartbeat answered 200 must be counted in the heartbeat
+ * ledger (one the workflow wanted is recorded once it has it, before the answer). The count may
+ * be higher (a call whose answer was lost was recorded all the same), never lower.
  */
 async function lostHeartbeats(
   stack: Stack,
@@ -112,9 +112,7 @@ async function lostHeartbeats(
   const store = Store.connect(stack.databaseUrl);
   try {
     for (const [id, count] of ackedById) {
-      // The ledger first: a forward between the two reads is then counted twice, never missed.
-      const { pending } = await store.heartbeats.read(id);
-      const seen = pending + (await state(stack, id)).counters.heartbeats;
+      const { beats: seen } = await store.heartbeats.read(id);
       acked += count;
       recorded += seen;
       lost += Math.max(0, count - seen);

@@ -37,7 +37,7 @@ export class Store {
   readonly tokens: TokensTable;
   /** The credential each box was last started with. */
   readonly bootCredentials: BootCredentialsTable;
-  /** When each runtime last heartbeat, and what waits to be forwarded. */
+  /** Each workspace's lease: when its runtime last heartbeat, and the liveness contract its workflow published. */
   readonly heartbeats: HeartbeatLedgerTable;
   /** How the worker reaches each box. */
   readonly boxSettings: BoxSettingsColumn;

@@ -1,9 +1,9 @@
 /**
  * Records the release's workspace workflow history for the replay test: a full lifecycle on the
  * time-skipping test server (register, a reconcile that delivers, removes and restarts, register
- * again with drift repaired, degraded and back, an invalid payload, liveness expiry with the
- * watchdog's evaluation, recovery, an operator restart, a dispatchFailed evaluation while
- * settling, a refresh that upgrades, deprovision).
+ * again with drift repaired, degraded and back, an invalid payload, an expired lease as the fleet
+ * liveness controller signals it, with the watchdog's evaluation, recovery, an operator restart, a
+ * dispatchFailed evaluation while settling, a refresh that upgrades, deprovision).
  *
  *   npm run record-history [-- name]   → test/histories/<name>.json (default: release-<package version>)
  *
@@ -18,9 +18,11 @@ import {
   deprovisionSignal,
   dispatchFailedUpdate,
   heartbeatSignal,
+  leaseExpiredSignal,
   registerSignal,
   reconcileSignal,
   restartSignal,
+  stateQuery,
   workspaceWorkflowId,
 } from '../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../test/helpers/env.js';
@@ -86,7 +88,9 @@ const fakeActivities: Activities = {
   writeProjection: () => Promise.resolve(),
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),
-  readHeartbeatLedger: () => Promise.resolve({ lastSeenAt: null }),
+  readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false }),
+  findExpiredLeases: () => Promise.resolve({ watched: 0, expired: 0, leases: [] }),
+  signalExpiredLeases: () => Promise.resolve({ signalled: 0, gone: 0, failed: 0 }),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,
@@ -110,9 +114,14 @@ await worker.runUntil(async () => {
   await handle.signal(heartbeatSignal, heartbeatPayload(id, { error_rate: 0.8 })); // degraded
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // recovery, coalesces with the first pass
   await handle.signal(heartbeatSignal, { workspace_id: id, error_rate: 'bad' }); // rejected
-  await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000); // offline
+  await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
+  const { livenessContract } = await handle.query(stateQuery);
+  await handle.signal(leaseExpiredSignal, {
+    version: livenessContract?.version ?? 0,
+    silentForMs: defaultLifecycleConfig.livenessTtlMs + 1_000,
+  }); // the fleet liveness controller found the lease expired: offline, the watchdog's evaluation
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // offline → online
-  await handle.signal(heartbeatSignal, heartbeatPayload(id), { beats: 3 }); // forwarded after two coalesced
+  await handle.signal(heartbeatSignal, heartbeatPayload(id, { error_rate: 0.05 }));
   await env.sleep(5_000);
   await handle.signal(restartSignal, { reason: 'config changed' }); // operator restart, settle window
   const update = await handle.startUpdate(dispatchFailedUpdate, {

@@ -9,11 +9,12 @@
  * reconciles its plugins. What the old run held besides the database (its counters, recent
  * transitions) is not kept.
  */
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { Store } from '../db/store.js';
 import type { LifecycleConfig } from '../workflows/config.js';
 import {
+  FLEET_LIVENESS_WORKFLOW_ID,
   dispatchFailedUpdate,
   workspaceStartInput,
   workspaceWorkflowId,
@@ -96,4 +97,26 @@ export async function recreateWorkspaces(options: RecreateOptions): Promise<Recr
   };
   await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 16) }, worker));
   return result;
+}
+
+/**
+ * Terminates the fleet liveness controller's run when it is pinned to a build other than
+ * `version` (no worker of that build is left to run it); the caller then starts it again
+ * (worker.ts startFleetLiveness). Its state (counts of sweeps) is not kept. True when it did.
+ */
+export async function retireForeignFleetLiveness(client: Client, version: WorkerDeploymentVersion): Promise<boolean> {
+  const handle = client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID);
+  let described;
+  try {
+    described = await handle.describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+  const pinnedTo = described.raw.workflowExecutionInfo?.versioningInfo?.deploymentVersion?.buildId;
+  if (described.status.name !== 'RUNNING' || !pinnedTo || pinnedTo === version.buildId) return false;
+  await client.workflow
+    .getHandle(FLEET_LIVENESS_WORKFLOW_ID, described.runId)
+    .terminate('pinned to a build no running worker serves: started again on the current one');
+  return true;
 }

@@ -9,7 +9,7 @@
  * killed (SIGKILL) is stopped before a new one starts. Settings are loaded once (settings.ts)
  * and passed on as values; nothing here writes `process.env`.
  */
-import { Client, Connection } from '@temporalio/client';
+import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,8 +35,14 @@ import {
   type Settings,
 } from '../settings.js';
 import { startTracing } from '../tracing.js';
-import { createWorker, installWorkerRuntime, makeVersionCurrent, type CreatedWorker } from '../worker.js';
-import { recreateWorkspaces } from './recreate-workspaces.js';
+import {
+  createWorker,
+  installWorkerRuntime,
+  makeVersionCurrent,
+  startFleetLiveness,
+  type CreatedWorker,
+} from '../worker.js';
+import { recreateWorkspaces, retireForeignFleetLiveness } from './recreate-workspaces.js';
 import { temporalCliPath, temporalCliVersion } from './toolchain.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../db/embedded.js';
 
@@ -268,7 +274,8 @@ async function run(databaseUrl: string): Promise<void> {
 /**
  * This worker's build becomes the deployment's current one, so new workspaces start on it and
  * running ones move to it as they continue as new. With the dev server this command runs, its
- * worker is the only one: workspaces whose runs no worker of this build serves are recreated.
+ * worker is the only one: workspaces (and the fleet liveness controller) whose runs no worker of
+ * this build serves are recreated. The controller is started, as every worker starts it.
  */
 async function adoptWorkspaces(worker: CreatedWorker, effective: Settings): Promise<void> {
   const { namespace } = effective.temporal;
@@ -276,8 +283,10 @@ async function adoptWorkspaces(worker: CreatedWorker, effective: Settings): Prom
     const made = await makeVersionCurrent(worker.connection, namespace, worker.version);
     console.log(`start: worker build ${worker.version.buildId} is current (${made})`);
   }
+  const client = worker.client;
+  if (devServer !== undefined && worker.version !== null) await retireForeignFleetLiveness(client, worker.version);
+  await startFleetLiveness(client, effective.taskQueue, { sweepEveryMs: effective.livenessSweepEveryMs });
   if (devServer === undefined) return;
-  const client = new Client({ connection: worker.connection, namespace });
   const { terminated, recreated } = await recreateWorkspaces({
     client,
     store: worker.store,

@@ -47,11 +47,11 @@ export const bookkeeping = proxyActivities<Activities>({
 });
 
 /**
- * The projection write and the plugin diff, as local activities: one statement each (a versioned
- * upsert, a read), so a retry or a replayed call is harmless. They run in the worker that asked
- * for them and cost the server no task of their own; while the database is down they retry
- * inside the workflow task (the SDK extends it), then fail: the next transition rewrites the
- * projection, and a failed diff fails its pass.
+ * The projection write (with the liveness contract) and the plugin diff, as local activities: one
+ * statement each (a versioned upsert, a read), so a retry or a replayed call is harmless. They run
+ * in the worker that asked for them and cost the server no task of their own; while the database
+ * is down they retry inside the workflow task (the SDK extends it), then fail: the workflow writes
+ * its latest projection again after a pause, and a failed diff fails its pass.
  */
 export const localStep = proxyLocalActivities<Activities>({
   startToCloseTimeout: '15s',
@@ -59,9 +59,8 @@ export const localStep = proxyLocalActivities<Activities>({
 });
 
 /**
- * The heartbeat ledger's last-seen time, read before a liveness rule decides: a few quick tries,
- * then the rule decides on the heartbeats forwarded so far (the database is down, and so is
- * the API's heartbeat route).
+ * The heartbeat ledger, read before dead detection decides: a few quick tries, then no verdict
+ * (the database is down, and so is the API's heartbeat route).
  */
 export const ledger = proxyActivities<Activities>({
   startToCloseTimeout: '5s',
@@ -70,3 +69,20 @@ export const ledger = proxyActivities<Activities>({
 
 /** Dead detection's one look at the box: a transport error means "assume alive", so it is never retried. */
 export const boxProbe = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
+
+/**
+ * The fleet liveness controller's look at the leases: one query, as a local activity (a marker,
+ * no task of its own). While the database is down it fails after a few tries: no sweep, no
+ * verdict, and the next sweep tries again.
+ */
+export const sweepStep = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '4s', maximumAttempts: 3 },
+});
+
+/** Signalling the workspaces whose lease expired: as long as the batch needs, while it heartbeats. */
+export const sweepSignals = proxyActivities<Activities>({
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: LONG_ACTIVITY_HEARTBEAT_TIMEOUT,
+  retry: { ...retryWithBackoff, maximumAttempts: 3 },
+});

@@ -1,32 +1,44 @@
 /**
- * Dead-detection evaluation, in a fixed order of steps (numbered as in docs/restarts.md), on durable
- * timers. Entered by a caller that could not reach the box (the `dispatchFailed` Update) or by
- * the heartbeat watchdog. The decisions that change state (strikes, dead declaration) are
- * events of the pure state machine; this module only sequences probes and waits.
+ * Dead-detection evaluation, in a fixed order of steps (numbered as in docs/restarts.md).
+ * Entered by a caller that could not reach the box (the `dispatchFailed` Update) or by the
+ * heartbeat watchdog. The decisions that change state (strikes, dead declaration) are events of
+ * the pure state machine; this module only sequences the ledger reads, probes and waits, which
+ * the caller provides: the workflow on durable timers and activities, the coalescing model in
+ * its simulated time.
  */
-import { condition, sleep } from '@temporalio/workflow';
-import { boxProbe } from './activities.js';
+import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
 import type { LifecycleConfig } from './config.js';
 import type { DispatchVerdict } from './definitions.js';
 import {
   hasFreshHeartbeat,
   hasRecentHeartbeat,
   isSettling,
+  registeredSinceRestart,
   type Event,
   type ProbeResult,
   type WorkspaceState,
 } from './state-machine.js';
 
 export interface EvaluationContext {
-  workspaceId: string;
   config: LifecycleConfig;
   state: () => WorkspaceState;
   apply: (event: Event) => void;
-  /** Brings the last heartbeat's time up to the heartbeat ledger's. */
-  catchUpHeartbeats: () => Promise<void>;
+  /** The workflow's clock. */
+  now: () => number;
+  /** The heartbeat ledger now; null when it cannot be read. */
+  readLedger: () => Promise<LedgerReading | null>;
+  /** True once `predicate` holds, false once `timeoutMs` passed first. */
+  waitFor: (predicate: () => boolean, timeoutMs: number) => Promise<boolean>;
+  sleep: (ms: number) => Promise<void>;
+  /** One look at the box: whether it runs; rejects on a transport error. */
+  isBoxRunning: (requester: string) => Promise<boolean>;
 }
 
-const { isBoxRunning } = boxProbe;
+/** The answer while the ledger cannot be read: forwarded heartbeats alone never decide. */
+export const NO_VERDICT_WITHOUT_LEDGER: DispatchVerdict = {
+  verdict: 'queued',
+  detail: 'heartbeat ledger unreachable: no verdict, retry later',
+};
 
 export async function evaluate(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
   const verdict = await decide(ctx, requester);
@@ -43,16 +55,28 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
   // 1. A restart in flight: nothing to learn from probing a box that is being restarted.
   if (ctx.state().restart.inFlight) return { verdict: 'restarting', detail: 'a restart is in flight' };
 
-  // 2. Settling after a restart; a recent heartbeat (counting those the API coalesced); while
-  // settling, wait briefly for a fresh one.
-  await ctx.catchUpHeartbeats();
-  const now = Date.now();
+  // 2. Settling after a restart; a recent heartbeat, forwarded (the workflow's clock) or recorded
+  // (the ledger's age, the database's clock); while settling, wait briefly for a fresh one: the
+  // new runtime's register and a heartbeat since the restart, forwarded or recorded.
+  const ledger = await ctx.readLedger();
+  if (ledger === null) return NO_VERDICT_WITHOUT_LEDGER;
+  const now = ctx.now();
   const settling = isSettling(ctx.state(), now, config);
-  const recent = hasRecentHeartbeat(ctx.state(), now, config);
-  const fresh =
-    settling &&
-    (hasFreshHeartbeat(ctx.state()) ||
-      (await condition(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs)));
+  const recent =
+    hasRecentHeartbeat(ctx.state(), now, config) ||
+    (ledger.lastSeenAgeMs !== null && ledger.lastSeenAgeMs <= config.recentHeartbeatMs);
+  const freshBy = (reading: LedgerReading): boolean =>
+    hasFreshHeartbeat(ctx.state()) || (registeredSinceRestart(ctx.state()) && reading.seenSinceRestart);
+  let fresh = settling && freshBy(ledger);
+  if (settling && !fresh) {
+    fresh = await ctx.waitFor(() => hasFreshHeartbeat(ctx.state()), config.freshHeartbeatWaitMs);
+    if (!fresh) {
+      // The wait watches what is forwarded; the ledger has what was only recorded meanwhile.
+      const again = await ctx.readLedger();
+      if (again === null) return NO_VERDICT_WITHOUT_LEDGER;
+      fresh = freshBy(again);
+    }
+  }
 
   // 3. Probe: an error means assume alive; running resets the strikes.
   let probe = await probeBox(ctx, requester);
@@ -60,7 +84,7 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
 
   // 4. A lone not-running is not trusted while there is reason to believe the box lives.
   if (recent || fresh || settling) {
-    await sleep(config.reprobeDelayMs);
+    await ctx.sleep(config.reprobeDelayMs);
     probe = await probeBox(ctx, requester);
     if (probe !== 'not-running') return alive(probe);
   }
@@ -103,10 +127,7 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
 async function probeBox(ctx: EvaluationContext, requester: string): Promise<ProbeResult> {
   let result: ProbeResult;
   try {
-    const running = await isBoxRunning.executeWithOptions({ summary: `probe box: is it running? (for ${requester})` }, [
-      { workspaceId: ctx.workspaceId },
-    ]);
-    result = running ? 'running' : 'not-running';
+    result = (await ctx.isBoxRunning(requester)) ? 'running' : 'not-running';
   } catch {
     result = 'error';
   }

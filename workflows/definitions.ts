@@ -20,14 +20,17 @@ export function workspaceIdOfWorkflow(workflowId: string): string {
 
 /** Payloads arrive unvalidated: the workflow validates them and records rejections in state. */
 export const registerSignal = defineSignal<[payload: unknown]>('register');
-/**
- * `ledger`: set when the API forwards a heartbeat after coalescing others (api/routes/registry.ts);
- * `beats` is how many acknowledged heartbeats the signal stands for, itself included.
- */
-export const heartbeatSignal = defineSignal<[payload: unknown, ledger?: HeartbeatForward]>('heartbeat');
-export interface HeartbeatForward {
-  beats: number;
+/** A heartbeat the workflow wanted (its liveness contract); the others are only in the heartbeat ledger. */
+export const heartbeatSignal = defineSignal<[payload: unknown]>('heartbeat');
+
+export interface LeaseExpiry {
+  /** The contract version whose lease expired: an older one than the workflow's last is stale. */
+  version: number;
+  /** How long the lease has been silent, on the database's clock. */
+  silentForMs: number;
 }
+/** The fleet liveness controller found the workspace's lease expired. */
+export const leaseExpiredSignal = defineSignal<[expiry: LeaseExpiry]>('leaseExpired');
 export const deprovisionSignal = defineSignal('deprovision');
 /** The declared plugin set changed (already stored): reconcile if the workspace is live. */
 export const declarePluginsSignal = defineSignal('declarePlugins');
@@ -97,3 +100,50 @@ export function workspaceStartInput(
     ...(Object.keys(config).length > 0 ? { config } : {}),
   };
 }
+
+/** The one fleet liveness controller (docs/fleet-liveness.md): its workflow id. */
+export const FLEET_LIVENESS_WORKFLOW_ID = 'fleet-liveness';
+
+export interface FleetLivenessSettings {
+  /** How often the controller sweeps the heartbeat ledger for expired leases (WL_LIVENESS_SWEEP_EVERY_MS). */
+  sweepEveryMs: number;
+  /** The most expired leases one sweep signals; the rest wait for the next sweep. */
+  batch: number;
+}
+
+export const defaultFleetLivenessSettings: FleetLivenessSettings = { sweepEveryMs: 5_000, batch: 1_000 };
+
+export interface FleetLivenessInput {
+  settings?: Partial<FleetLivenessSettings>;
+  /** Set only by continue-as-new: the state the previous run ended with. */
+  carried?: FleetLivenessState;
+}
+
+/** One sweep, as the controller shows it. */
+export interface SweepRecord {
+  at: string;
+  /** Leases watched. */
+  watched: number;
+  /** Expired and not yet signalled. */
+  expired: number;
+  /** Workspaces told, workspaces with no running workflow, signals that failed. */
+  signalled: number;
+  gone: number;
+  failed: number;
+}
+
+export interface FleetLivenessState {
+  settings: FleetLivenessSettings;
+  /** Sweeps finished, across runs. */
+  sweeps: number;
+  lastSweep: SweepRecord | null;
+  /** The last sweep that failed (the database or Temporal unreachable): no sweep, no verdict. */
+  lastFailure: { at: string; error: string } | null;
+  totals: { expiredFound: number; signalled: number };
+  /** Completed runs (continue-as-new count). */
+  runs: number;
+}
+
+/** Changes the controller's settings (a worker starting sends its own: signal-with-start). */
+export const configureSignal = defineSignal<[settings: Partial<FleetLivenessSettings>]>('configure');
+export const fleetLivenessStateQuery = defineQuery<FleetLivenessState>('state');

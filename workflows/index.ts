@@ -1,2 +1,3 @@
 import './stack-traces.js';
 export { workspaceWorkflow } from './workspace.js';
+export { fleetLivenessWorkflow } from './fleet-liveness.js';

@@ -9,7 +9,8 @@
  *
  * The rules, by concern (workflows/state-machine/):
  * - types.ts: the state, events and effects;
- * - liveness.ts: register, heartbeats, health, the liveness TTL and the provisioning timeout;
+ * - liveness.ts: register, heartbeats, health, the liveness contract, lease expiry and the
+ *   provisioning timeout;
  * - reconcile.ts: when a plugin reconcile pass runs, and what a finished one changed;
  * - restart.ts: restarts, their retries, strikes while settling and the dead declaration.
  *
@@ -18,11 +19,15 @@
 import type { LifecycleConfig } from './config.js';
 import { Draft } from './state-machine/draft.js';
 import {
+  lastSignOfLife,
+  livenessContract,
   onHeartbeat,
-  onHeartbeatsSeen,
+  onLeaseExpired,
   onRegister,
   onStatusDeadline,
+  sameContract,
   statusDeadline,
+  wantDeadline,
 } from './state-machine/liveness.js';
 import {
   onPluginsDeclared,
@@ -50,13 +55,24 @@ export {
   assessHealth,
   hasFreshHeartbeat,
   hasRecentHeartbeat,
-  heartbeatSignature,
+  heartbeatFacts,
+  heartbeatSinceRestart,
+  heartbeatWanted,
   lastHeartbeatAt,
-  livenessExpired,
-  type HeartbeatSignature,
+  lastSignOfLife,
+  leaseDeadline,
+  livenessContract,
+  registeredSinceRestart,
+  type ContractRow,
+  type HeartbeatFacts,
 } from './state-machine/liveness.js';
 export { repairsToHold } from './state-machine/reconcile.js';
 export { isSettling, restartRetryDelayMs, settleDeadline } from './state-machine/restart.js';
+
+/** The key of the restart in progress, as the ledger records it: unique across the workspace's lineages. */
+export function restartKey(state: WorkspaceState): string {
+  return `${state.versionBase}-${state.restart.count}`;
+}
 
 export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
   const draft = new Draft(state, now, config);
@@ -76,9 +92,9 @@ function applyEvent(draft: Draft, event: Event): void {
     case 'register':
       return onRegister(draft, event.payload);
     case 'heartbeat':
-      return onHeartbeat(draft, event.payload, config, event.beats);
-    case 'heartbeatsSeen':
-      return onHeartbeatsSeen(draft, event.lastSeenAt);
+      return onHeartbeat(draft, event.payload, config);
+    case 'leaseExpired':
+      return onLeaseExpired(draft, event.version);
     case 'deadline':
       // In this order: a due restart retry changes the status whose own deadline is read last.
       retryRestartIfDue(draft);
@@ -114,30 +130,53 @@ function applyEvent(draft: Draft, event: Event): void {
 }
 
 /**
- * Status, URL or delivery mode changed: the SQL projection gets the final values of the step, with
- * the status changes the step made (a step can make two: dead, then provisioning for the restart).
+ * Status, URL, delivery mode or liveness contract changed, a register renewed the lease, or the
+ * lease must be written again: the SQL projection and the ledger's contract get the final values
+ * of the step, in one write, with the status changes the step made (a step can make two: dead,
+ * then provisioning for the restart).
  */
 function projectChanges(draft: Draft, previous: WorkspaceState): void {
   const next = draft.state;
-  if (next.status === previous.status && next.url === previous.url && next.deliveryMode === previous.deliveryMode)
-    return;
+  const contract = livenessContract(next, draft.now, draft.config);
+  const published = next.livenessContract;
+  const changed =
+    next.status !== previous.status ||
+    next.url !== previous.url ||
+    next.deliveryMode !== previous.deliveryMode ||
+    next.lastRegisterAt !== previous.lastRegisterAt ||
+    published === null ||
+    !sameContract(published, contract) ||
+    draft.republish;
+  if (!changed) return;
   next.counters.projectionWrites++;
+  // Both counts only grow, so the sum grows with every write; the base orders lineages.
+  const version = next.versionBase + next.counters.transitions + next.counters.projectionWrites;
+  next.livenessContract = { ...contract, version };
+  const { lastStartedAt } = next.restart;
   draft.effects.push({
     type: 'writeProjection',
     status: next.status,
     url: next.url,
     statusSince: next.statusSince,
-    // Both counts only grow, so the sum grows with every write.
-    version: next.counters.transitions + next.counters.projectionWrites,
+    version,
     deliveryMode: next.deliveryMode,
     transitions: draft.moves,
+    contract,
+    leaseAgeMs: Math.max(0, draft.now - lastSignOfLife(next)),
+    restart:
+      lastStartedAt === null
+        ? null
+        : { key: restartKey(next), ageMs: Math.max(0, draft.now - Date.parse(lastStartedAt)) },
   });
 }
 
 /** The earliest moment a durable timer must wake the workflow, or null when no deadline applies. */
 export function nextDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
-  const deadlines = [statusDeadline(state, config), restartRetryDeadline(state), resyncDeadline(state, config)].filter(
-    (deadline) => deadline !== null,
-  );
+  const deadlines = [
+    statusDeadline(state, config),
+    wantDeadline(state, config),
+    restartRetryDeadline(state),
+    resyncDeadline(state, config),
+  ].filter((deadline) => deadline !== null);
   return deadlines.length === 0 ? null : Math.min(...deadlines);
 }

@@ -3,16 +3,20 @@
  * workspace's state: signals feed events to the pure state machine (state-machine.ts), and the
  * workflow runs the effects the machine asks for (a reconcile pass, a box restart, the
  * projection write). Durable timers watch the deadlines (liveness TTL, provisioning timeout). A
- * forwarded heartbeat costs one signal: no activity, no timer (the API coalesces the others).
- * The run continues as new when it is full or another build is current (docs/versioning.md).
+ * forwarded heartbeat costs one signal: no activity, no timer; the API forwards only the
+ * heartbeats the workflow's published liveness contract wants, and the fleet liveness controller
+ * tells it when its lease expired (docs/fleet-liveness.md). The run continues as new when it is
+ * full or another build is current (docs/versioning.md).
  */
 import * as wf from '@temporalio/workflow';
 import { resolveConfig } from './config.js';
+import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
 import { evaluate, type EvaluationContext } from './dead-detection.js';
 import {
   declarePluginsSignal,
   deprovisionSignal,
   dispatchFailedUpdate,
+  leaseExpiredSignal,
   reconcileSignal,
   heartbeatSignal,
   registerSignal,
@@ -30,11 +34,12 @@ import {
   searchAttributeValues,
   workspaceStatusKey,
 } from './operator-view.js';
-import { bookkeeping, boxControl, ledger, localStep } from './activities.js';
+import { bookkeeping, boxControl, boxProbe, ledger, localStep } from './activities.js';
+import { continueAsNewOptions, newBuildIsCurrent } from './versioning.js';
 import {
   initialState,
-  livenessExpired,
   nextDeadline,
+  restartKey,
   transition,
   upgradeState,
   type Effect,
@@ -44,7 +49,12 @@ import {
 } from './state-machine.js';
 
 const { restartBox, stopBox } = boxControl;
+const { isBoxRunning } = boxProbe;
 const { revokeInstanceTokens } = bookkeeping;
+
+/** How long the workflow waits before writing again a projection whose write failed (after its own retries). */
+const PUBLICATION_RETRY_MS = 5_000;
+type Publication = Omit<Extract<Effect, { type: 'writeProjection' }>, 'type'>;
 
 export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<WorkspaceState> {
   const config = resolveConfig(input.config);
@@ -87,6 +97,49 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     void work.finally(() => effectsPending--);
   }
 
+  // The projection, the liveness contract and the status changes, written one at a time until
+  // each lands: the API forwards heartbeats by the contract in the ledger. A publication not yet
+  // written is replaced by the next one, which carries the status changes of both, so each change
+  // reaches the event outbox once; one being written is never merged: if its write fails it is
+  // written again as it was (idempotent by its version), then the next.
+  let unpublished: Publication | null = null;
+  let publishing = false;
+  function publish(publication: Publication): void {
+    unpublished =
+      unpublished === null
+        ? publication
+        : { ...publication, transitions: [...unpublished.transitions, ...publication.transitions] };
+    if (publishing) return;
+    publishing = true;
+    track(
+      writeUnpublished().finally(() => {
+        publishing = false;
+      }),
+    );
+  }
+  async function writeUnpublished(): Promise<void> {
+    let publication: Publication | null = null;
+    for (;;) {
+      if (publication === null) {
+        publication = unpublished;
+        unpublished = null;
+      }
+      if (publication === null) return;
+      try {
+        await localStep.writeProjection.executeWithOptions(
+          {
+            summary: `projection: ${publication.status}, wants ${publication.contract.want} (v${publication.version})`,
+          },
+          [{ workspaceId, ...publication }],
+        );
+        publication = null;
+      } catch (err) {
+        wf.log.warn('projection write failed; writing it again shortly', { error: failureMessage(err) });
+        await wf.sleep(PUBLICATION_RETRY_MS);
+      }
+    }
+  }
+
   function perform(effect: Effect): void {
     // Effects run beside the signal loop; each completion is fed back as an event, so the
     // machine decides what follows (a coalesced follow-up pass, a restart, a second restart).
@@ -116,16 +169,8 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         );
         break;
       case 'writeProjection': {
-        const { status, url, statusSince, version, deliveryMode, transitions } = effect;
-        track(
-          localStep.writeProjection
-            .executeWithOptions({ summary: `projection: ${status} (v${version})` }, [
-              { workspaceId, status, url, statusSince, version, deliveryMode, transitions },
-            ])
-            .catch((err: unknown) =>
-              wf.log.warn('projection write failed; the next transition rewrites it', { error: failureMessage(err) }),
-            ),
-        );
+        const { status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions } = effect;
+        publish({ status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions });
         break;
       }
       case 'revokeTokens': {
@@ -191,8 +236,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     apply(event);
   }
   wf.setHandler(registerSignal, (payload) => onSignal({ type: 'register', payload }));
-  wf.setHandler(heartbeatSignal, (payload, forward) =>
-    onSignal({ type: 'heartbeat', payload, ...(forward === undefined ? {} : { beats: forward.beats }) }),
+  wf.setHandler(heartbeatSignal, (payload) => onSignal({ type: 'heartbeat', payload }));
+  wf.setHandler(leaseExpiredSignal, ({ version, silentForMs }) =>
+    onSignal({ type: 'leaseExpired', version, silentForMs }),
   );
   wf.setHandler(deprovisionSignal, () => onSignal({ type: 'deprovision' }));
   wf.setHandler(declarePluginsSignal, () => onSignal({ type: 'pluginsDeclared' }));
@@ -213,32 +259,30 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   wf.setHandler(stateQuery, () => state);
   showState();
 
-  /**
-   * Heartbeats the API coalesced count for liveness: the ledger's last-seen time, read before
-   * a liveness rule decides. If the ledger cannot be read, the rule decides on what was forwarded.
-   */
-  async function catchUpHeartbeats(): Promise<void> {
+  /** The heartbeat ledger, read by the database (ages on its clock); null when it cannot be read. */
+  async function readLedger(): Promise<LedgerReading | null> {
     try {
-      const { lastSeenAt } = await ledger.readHeartbeatLedger.executeWithOptions(
-        { summary: 'heartbeat ledger: last seen' },
-        [{ workspaceId }],
-      );
-      apply({ type: 'heartbeatsSeen', lastSeenAt });
+      return await ledger.readHeartbeatLedger.executeWithOptions({ summary: 'heartbeat ledger: last seen' }, [
+        { workspaceId, restartKey: restartKey(state) },
+      ]);
     } catch (err) {
-      wf.log.warn('reading the heartbeat ledger failed; deciding on the forwarded heartbeats', {
-        error: failureMessage(err),
-      });
+      wf.log.warn('reading the heartbeat ledger failed: no verdict', { error: failureMessage(err) });
+      return null;
     }
   }
 
   // Evaluations run one at a time: in a burst, the first may declare dead and restart; the
   // rest see the restart in flight (or the settling box) instead of restarting it again.
   const evaluation: EvaluationContext = {
-    workspaceId,
     config,
     state: () => state,
     apply,
-    catchUpHeartbeats,
+    now: () => Date.now(),
+    readLedger,
+    waitFor: (predicate, timeoutMs) => wf.condition(predicate, timeoutMs),
+    sleep: (ms) => wf.sleep(ms),
+    isBoxRunning: (requester) =>
+      isBoxRunning.executeWithOptions({ summary: `probe box: is it running? (for ${requester})` }, [{ workspaceId }]),
   };
   let evaluationQueue: Promise<unknown> = Promise.resolve();
   let evaluationsPending = 0;
@@ -263,13 +307,11 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
       signalsThisRun >= config.maxSignalsPerRun
     );
   };
-  // The run is pinned to the build that started it; once another build is the deployment's
-  // current one, the run moves to it by continuing as new (docs/versioning.md).
-  const newBuildIsCurrent = (): boolean => wf.workflowInfo().targetWorkerDeploymentVersionChanged;
   const runEnds = (): boolean => removed() || runIsFull() || newBuildIsCurrent();
 
-  // Deadline loop: one timer armed at the earliest deadline. Heartbeats only push the liveness
-  // deadline later, so they never wake this loop; the timer re-arms once per TTL at most.
+  // Deadline loop: one timer armed at the earliest deadline (provisioning timeout, a settle
+  // window's end, a restart retry, the resync). Silence is the fleet liveness controller's: a
+  // healthy workspace arms no timer and its heartbeats never wake this loop.
   while (!runEnds()) {
     const armedAt = nextDeadline(state, config);
     const earlierDeadline = (): boolean => {
@@ -280,8 +322,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     if (armedAt === null) {
       await wf.condition(woke);
     } else if (!(await wf.condition(woke, Math.max(1, armedAt - Date.now())))) {
-      // Silent by what was forwarded: the heartbeats the API coalesced may say otherwise.
-      if (livenessExpired(state, Date.now(), config)) await catchUpHeartbeats();
       apply({ type: 'deadline' });
     }
   }
@@ -298,9 +338,6 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   if (removed()) return state;
 
   const carried: WorkspaceState = { ...state, counters: { ...state.counters, runs: state.counters.runs + 1 } };
-  // Its first workflow task goes to the current build, which pins the new run to itself.
-  const continueAsNew = wf.makeContinueAsNewFunc<typeof workspaceWorkflow>(
-    newBuildIsCurrent() ? { initialVersioningBehavior: 'AUTO_UPGRADE' } : {},
-  );
+  const continueAsNew = wf.makeContinueAsNewFunc<typeof workspaceWorkflow>(continueAsNewOptions());
   return await continueAsNew({ ...input, config, carried });
 }

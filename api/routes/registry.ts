@@ -2,22 +2,18 @@
  * The runtime's two calls, wire-compatible with the runtimes already deployed (a register after
  * a revocation also needs the X-Boot-Credential header; see api/tokens.ts): register and
  * heartbeat, relayed to the workspace's workflow as signals (signal-with-start). A heartbeat is
- * recorded in the heartbeat ledger and relayed only when it can change state (db/migrations:
- * record_heartbeat); docs/heartbeats.md has the rule.
+ * one statement (Store.recordHeartbeat): recorded in the heartbeat ledger, and relayed only when
+ * the workflow's published liveness contract wants it, answered once the workflow has it
+ * (docs/heartbeats.md).
  * Auth: the workspace's instance token, or for a register while it has none the boot credential
  * its box was started with (api/tokens.ts), checked before anything about the workspace is read.
  */
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import {
-  effectiveDeliveryMode,
-  registerUrl,
-  withRegisterUrl,
-  type HeartbeatPayload,
-} from '../../workflows/payloads.js';
+import { effectiveDeliveryMode, registerUrl, withRegisterUrl } from '../../workflows/payloads.js';
 import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
-import { heartbeatSignature } from '../../workflows/state-machine.js';
+import { heartbeatFacts, type HeartbeatFacts } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord } from '../../db/tables/heartbeat-ledger.js';
 import type { WorkspaceAccess } from '../../db/tables/workspaces.js';
 import { SIGNAL, type ApiContext } from '../context.js';
@@ -84,26 +80,25 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
   }
 
   /**
-   * One round trip for a heartbeat with a live token of its live workspace: checks both, records
-   * the heartbeat in the ledger and says whether to forward it. Anything else goes the long way
-   * (requireRuntime), which gives the exact answer: 401 or 403 from the credentials alone, then
-   * 404 for its own removed workspace.
+   * One statement for a heartbeat with a live token of its live workspace: checks both, says
+   * whether the workflow wants it, and records it unless it is wanted. Anything else goes the
+   * long way (requireRuntime), which gives the exact answer: 401 or 403 from the credentials
+   * alone, then 404 for its own removed workspace; a workspace made without a ledger row gets one.
    */
-  async function recordHeartbeat(request: FastifyRequest, beat: HeartbeatPayload): Promise<HeartbeatRecord> {
+  async function recordHeartbeat(request: FastifyRequest, id: string, beat: HeartbeatFacts): Promise<HeartbeatRecord> {
     const bearer = bearerToken(request.headers.authorization);
-    const heartbeat = heartbeatSignature(beat, ctx.lifecycle);
-    const record = (): Promise<HeartbeatRecord> =>
+    const record = (): Promise<HeartbeatRecord | null> =>
       bearer === undefined
-        ? Promise.resolve({ outcome: 'unauthorized', forward: false, beats: 0, urgent: false })
-        : ctx.db(() =>
-            store.heartbeats.record(hashSecret(bearer), beat.workspace_id, heartbeat, ctx.heartbeatForwardEveryMs),
-          );
+        ? Promise.resolve(null)
+        : ctx.db(() => store.heartbeats.record(hashSecret(bearer), id, beat));
     const first = await record();
-    if (first.outcome === 'ok') return first;
-    await requireRuntime(request, beat.workspace_id, 'heartbeat');
-    // Authorized after all: the token or the workspace changed between the two reads.
+    if (first !== null) return first;
+    await requireRuntime(request, id, 'heartbeat');
+    // Authorized after all: the token or the workspace changed between the two reads, or the
+    // workspace has no ledger row yet.
+    await ctx.db(() => store.heartbeats.ensureRow(id));
     const second = await record();
-    if (second.outcome === 'ok') return second;
+    if (second !== null) return second;
     throw new HttpError(401, 'invalid token');
   }
 
@@ -150,10 +145,6 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           start: () => Promise.resolve(ctx.startInput(body.id, access.external)),
         };
         await ctx.temporal(() => relayRuntimeSignal(client, body.id, 'register', register, relay), SIGNAL);
-        // Best effort: without the note, the heartbeats that follow are forwarded, which is safe.
-        await store.heartbeats
-          .noteRegister(body.id)
-          .catch((err: unknown) => request.log.warn({ err }, 'noting the register failed'));
         // A live token let it in: none is minted. A boot credential did: it is consumed as the token
         // is minted, in one transaction, so of registers racing with it exactly one gets a token;
         // the others are 401 (their signals were relayed: they carried the credential too). Consumed
@@ -176,7 +167,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
     {
       schema: {
         summary:
-          'A runtime heartbeats; recorded in the heartbeat ledger, relayed as the `heartbeat` signal when it can change state',
+          'A runtime heartbeats; recorded in the heartbeat ledger, relayed as the `heartbeat` signal when the workflow wants it',
         security: [{ bearer: [] }],
         body: heartbeatPayloadSchema,
         response: {
@@ -189,49 +180,18 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       ctx.admitted(async () => {
         const beat = request.body;
         const id = beat.workspace_id;
-        const recorded = await recordHeartbeat(request, beat);
-        // Coalesced: acknowledged and in the ledger, where the liveness rules read it.
-        if (!recorded.forward) return { status: 'ok' as const };
+        const recorded = await recordHeartbeat(request, id, heartbeatFacts(beat));
+        // Not wanted: recorded in the ledger, where every liveness rule reads it.
+        if (!recorded.wanted) return { status: 'ok' as const };
+        // Wanted: answered once the workflow has it, then recorded. Not delivered (503): nothing is
+        // recorded, and the runtime's retry is wanted again.
         // No run open (terminated): the one that starts is what the database says the workspace is.
         const relay = {
           taskQueue: settings.taskQueue,
           start: async () => ctx.startInput(id, (await ctx.requireLiveWorkspace(id)).external),
         };
-        const forward = (): Promise<void> =>
-          ctx.temporal(
-            () => relayRuntimeSignal(client, id, 'heartbeat', beat, relay, { beats: recorded.beats }),
-            SIGNAL,
-          );
-        if (!recorded.urgent && ctx.heartbeatForwardEveryMs > 0) {
-          // Due only by the interval: it changes nothing the workflow holds, and its time is in the
-          // ledger, where the liveness rules read it. So it is answered now and forwarded after,
-          // when a slot is free; a slow Temporal then never holds the answer nor an admission slot.
-          // Not forwarded (no slot, or the signal failed): its heartbeats wait in the ledger, and
-          // the workspace's next heartbeat forwards them, deferred again.
-          const giveBack = (): Promise<void> =>
-            store.heartbeats
-              .postponeForward(id, recorded.beats, ctx.heartbeatForwardEveryMs)
-              .catch((err: unknown) => request.log.warn({ err }, 'returning the heartbeats to the ledger failed'));
-          const started = ctx.deferredForwards.tryStart(() =>
-            forward().catch((err: unknown) => {
-              request.log.info(
-                { err: String(err) },
-                'a deferred heartbeat forward failed; the next heartbeat carries it',
-              );
-              return giveBack();
-            }),
-          );
-          if (!started) await giveBack();
-          return { status: 'ok' as const };
-        }
-        try {
-          await forward();
-        } catch (err) {
-          // Not (known to be) delivered: the coalesced heartbeats it carried wait for the next forward,
-          // which is the next heartbeat; this one is refused (503), and the runtime sends it again.
-          await store.heartbeats.returnToPending(id, recorded.beats - 1).catch(() => undefined);
-          throw err;
-        }
+        await ctx.temporal(() => relayRuntimeSignal(client, id, 'heartbeat', beat, relay), SIGNAL);
+        await ctx.db(() => store.heartbeats.delivered(id, recorded.wantVersion));
         return { status: 'ok' as const };
       }),
   );

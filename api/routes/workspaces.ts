@@ -158,7 +158,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
     {
       schema: {
         summary:
-          "The workflow's `state` query, with `heartbeatLedger`: the last heartbeat the API recorded and how many wait to be forwarded, and `bootCredentialPending`: whether a boot credential awaits a register",
+          "The workflow's `state` query, with `heartbeatLedger`: the last heartbeat the API recorded, how many it recorded, and the liveness contract the workflow published, and `bootCredentialPending`: whether a boot credential awaits a register",
         security: [{ bearer: [] }],
         params: idParams,
         response: {

@@ -1,7 +1,7 @@
 -- Up Migration
 
 -- The outbox of status changes: every status transition a workspace's workflow makes, written in
--- the same transaction as the projection write that reports it (write_projection below), and
+-- the same statement as the projection write that reports it (record_status_changes below), and
 -- streamed by the API's GET /events (api/routes/events.ts).
 --   seq          the stream's position, gap-free and in commit order (workspace_event_sequence)
 --   version      the projection version of the write that carried it; with step, the key that
@@ -34,18 +34,14 @@ CREATE TABLE workspace_event_sequence (
 );
 INSERT INTO workspace_event_sequence (last_seq) VALUES (0);
 
--- The projection write (only a newer version overwrites the row) and the events of its
--- transitions (p_transitions: a JSON array of {from, to, cause, at}), in one statement's
--- transaction. A retried write finds its events by (workspace, version) and adds none; a late
--- write of an older version still adds its events, after newer ones (each carries its version).
--- Returns how many events it added.
-CREATE FUNCTION write_projection(
+-- The events of one projection write's transitions (p_transitions: a JSON array of
+-- {from, to, cause, at}), called by the statement that writes the projection
+-- (db/tables/workspaces.ts), so both commit together. A retried write finds its events by
+-- (workspace, version) and adds none; a late write of an older version still adds its events,
+-- after newer ones (each carries its version). Returns how many events it added.
+CREATE FUNCTION record_status_changes(
   p_workspace_id TEXT,
-  p_status TEXT,
-  p_url TEXT,
-  p_status_since TIMESTAMPTZ,
   p_version BIGINT,
-  p_delivery_mode TEXT,
   p_transitions JSONB
 )
 RETURNS INTEGER
@@ -54,13 +50,6 @@ DECLARE
   v_count INTEGER := COALESCE(jsonb_array_length(p_transitions), 0);
   v_last BIGINT;
 BEGIN
-  INSERT INTO workspaces (id, status, url, status_since, version, delivery_mode)
-  VALUES (p_workspace_id, p_status, p_url, p_status_since, p_version, p_delivery_mode)
-  ON CONFLICT (id) DO UPDATE
-    SET status = EXCLUDED.status, url = EXCLUDED.url, status_since = EXCLUDED.status_since,
-        version = EXCLUDED.version, updated_at = now(),
-        delivery_mode = coalesce(EXCLUDED.delivery_mode, workspaces.delivery_mode)
-    WHERE workspaces.version < EXCLUDED.version;
   IF v_count = 0 THEN
     RETURN 0;
   END IF;

@@ -1,93 +1,200 @@
 /**
- * The `workspace_heartbeats` table, the heartbeat ledger: when each workspace's runtime last
- * heartbeat, and which acknowledged heartbeats wait to be forwarded to its workflow. The API
- * records every heartbeat here and forwards only those that can change the workspace's state
- * or are due by the interval (db/migrations: record_heartbeat).
+ * The `workspace_heartbeats` table, the heartbeat ledger: each workspace's lease. The API records
+ * every heartbeat here in one statement and forwards to the workflow exactly the heartbeats the
+ * liveness contract, published by the workflow with its projection, wants; the fleet liveness
+ * controller finds the leases that expired (docs/fleet-liveness.md). Every time is the database's.
  */
 import type pg from 'pg';
+import type { HeartbeatFacts, HeartbeatWant } from '../../workflows/state-machine.js';
 
+/** What the heartbeat's one statement decided: whether the workflow wants it, and under which contract. */
 export interface HeartbeatRecord {
-  outcome: 'ok' | 'not-found' | 'unauthorized';
-  forward: boolean;
-  beats: number;
-  /** The forward can change the workspace's state; otherwise it is due only by the interval. */
-  urgent: boolean;
+  wanted: boolean;
+  wantVersion: number;
 }
 
+/** The ledger row as an operator reads it (GET /workspaces/:id). */
 export interface HeartbeatLedger {
+  /** The last heartbeat recorded; null before any. */
   lastSeenAt: string | null;
-  /** Heartbeats acknowledged but not yet forwarded to the workflow. */
-  pending: number;
+  /** Heartbeats recorded. */
+  beats: number;
+  want: HeartbeatWant;
+  wantVersion: number;
+  deliveredVersion: number;
+  leaseWatched: boolean;
+  /** When the lease expires if nothing renews it; null when it is not watched. */
+  leaseExpiresAt: string | null;
+}
+
+/** The ledger as dead detection reads it: an age and a comparison made by the database, on its clock. */
+export interface LedgerReading {
+  /** How long ago the last heartbeat was recorded; null before any. */
+  lastSeenAgeMs: number | null;
+  /** A heartbeat was recorded after the restart in progress began. */
+  seenSinceRestart: boolean;
+}
+
+/** A lease that expired and was not yet signalled for its contract. */
+export interface ExpiredLease {
+  workspaceId: string;
+  version: number;
+  silentForMs: number;
+}
+
+export interface ExpiredLeases {
+  /** Leases watched now. */
+  watched: number;
+  /** Expired and not yet signalled, all of them. */
+  expired: number;
+  /** Up to the limit asked, the longest silent first. */
+  leases: ExpiredLease[];
 }
 
 export class HeartbeatLedgerTable {
   constructor(private readonly pool: pg.Pool) {}
 
   /**
-   * Records one heartbeat in the ledger and says whether to forward it to the workflow, in one
-   * round trip (db/migrations: record_heartbeat). `beats`: how many acknowledged heartbeats a
-   * forward stands for (itself and those coalesced since the last forward). Any outcome but
-   * `ok` (an unknown or removed workspace, a token that is not its live one) records nothing.
+   * The heartbeat's one statement: checks the token (a live one of this workspace) and that the
+   * workspace is not removed, decides from the published contract whether the workflow wants the
+   * heartbeat (heartbeat_wanted), and records it unless it is wanted (a wanted one is recorded
+   * once the workflow has it: `delivered`). Null, and nothing recorded, when the token or the
+   * workspace does not pass, or the workspace has no ledger row.
    */
-  async record(
-    tokenHash: Buffer,
-    workspaceId: string,
-    heartbeat: { signature: string; degrades: boolean },
-    forwardEveryMs: number,
-  ): Promise<HeartbeatRecord> {
-    const { rows } = await this.pool.query<HeartbeatRecord>(
-      'SELECT outcome, forward, beats, urgent FROM record_heartbeat($1, $2, $3, $4, $5)',
-      [tokenHash, workspaceId, heartbeat.signature, heartbeat.degrades, forwardEveryMs],
+  async record(tokenHash: Buffer, workspaceId: string, beat: HeartbeatFacts): Promise<HeartbeatRecord | null> {
+    const wanted = `heartbeat_wanted(h.want, h.want_version, h.delivered_version, h.degrade_error_rate,
+                                     h.recover_error_rate, h.has_card, $3, $4, $5, $6)`;
+    const { rows } = await this.pool.query<{ wanted: boolean; want_version: string }>(
+      `UPDATE workspace_heartbeats h
+          SET last_seen_at = CASE WHEN ${wanted} THEN h.last_seen_at ELSE now() END,
+              beats = CASE WHEN ${wanted} THEN h.beats ELSE h.beats + 1 END
+         FROM workspace_tokens t, workspaces w
+        WHERE h.workspace_id = $2 AND t.token_hash = $1 AND t.workspace_id = $2 AND t.revoked_at IS NULL
+          AND w.id = $2 AND w.removed_at IS NULL AND w.status <> 'removed'
+       RETURNING ${wanted} AS wanted, h.want_version`,
+      [tokenHash, workspaceId, beat.errorRate, beat.runtimeState, beat.managesOwnStatus, beat.bringsCard],
     );
-    return rows[0] ?? { outcome: 'not-found', forward: false, beats: 0, urgent: false };
+    const row = rows[0];
+    return row ? { wanted: row.wanted, wantVersion: Number(row.want_version) } : null;
   }
 
   /**
-   * A register was relayed: it brings the workspace online, so until the next forward is due a
-   * heartbeat that does not degrade an online workspace is only recorded (record_heartbeat).
+   * A wanted heartbeat reached the workflow: recorded, and the contract it was wanted under marked
+   * delivered, so the heartbeats after it wait for the workflow's next contract.
    */
-  async noteRegister(workspaceId: string): Promise<void> {
+  async delivered(workspaceId: string, wantVersion: number): Promise<void> {
     await this.pool.query(
-      `INSERT INTO workspace_heartbeats AS h (workspace_id, last_seen_at, forwarded_at, signature)
-       SELECT id, NULL, now(), 'register' FROM workspaces WHERE id = $1
-       ON CONFLICT (workspace_id) DO UPDATE SET forwarded_at = now(), signature = 'register'`,
+      `UPDATE workspace_heartbeats
+          SET last_seen_at = now(), beats = beats + 1, delivered_version = greatest(delivered_version, $2)
+        WHERE workspace_id = $1`,
+      [workspaceId, wantVersion],
+    );
+  }
+
+  /** Gives a workspace created without one (outside the API) its ledger row, wanting any heartbeat. */
+  async ensureRow(workspaceId: string): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO workspace_heartbeats (workspace_id) SELECT id FROM workspaces WHERE id = $1 ON CONFLICT DO NOTHING`,
       [workspaceId],
     );
   }
 
-  /** A forward that did not reach the workflow: the heartbeats it carried go back to pending, and the next one forwards. */
-  async returnToPending(workspaceId: string, beats: number): Promise<void> {
-    await this.pool.query(
-      'UPDATE workspace_heartbeats SET pending = pending + $2, forwarded_at = NULL WHERE workspace_id = $1',
-      [workspaceId, beats],
-    );
-  }
-
-  /**
-   * A deferred forward that was not sent (no slot free, or its signal failed): its heartbeats go
-   * back to pending and the next heartbeat is due to forward them, deferred again. A forward is
-   * deferred only when the one before it still stands (for a workspace not online, one made in
-   * its current status), so that one is kept: marked as made one interval ago, which is due and
-   * not before the status began (a forward is due by the interval only that long after it).
-   * Clearing it would make every later heartbeat of a workspace still provisioning an urgent
-   * signal, held by the API while Temporal is slow: what the deferral is there to avoid.
-   */
-  async postponeForward(workspaceId: string, beats: number, forwardEveryMs: number): Promise<void> {
-    await this.pool.query(
-      `UPDATE workspace_heartbeats
-          SET pending = pending + $2, forwarded_at = now() - make_interval(secs => $3 / 1000.0)
-        WHERE workspace_id = $1`,
-      [workspaceId, beats, forwardEveryMs],
-    );
-  }
-
-  /** When the workspace's runtime last heartbeat (as the API recorded it), and how many wait to be forwarded. */
+  /** The workspace's ledger row as an operator reads it. */
   async read(workspaceId: string): Promise<HeartbeatLedger> {
-    const { rows } = await this.pool.query<{ last_seen_at: Date | null; pending: number }>(
-      'SELECT last_seen_at, pending FROM workspace_heartbeats WHERE workspace_id = $1',
+    const { rows } = await this.pool.query<{
+      last_seen_at: Date | null;
+      beats: string;
+      want: HeartbeatWant;
+      want_version: string;
+      delivered_version: string;
+      lease_watched: boolean;
+      expires_at: Date | null;
+    }>(
+      `SELECT last_seen_at, beats, want, want_version, delivered_version, lease_watched,
+              CASE WHEN lease_watched THEN greatest(last_seen_at, lease_since) + ttl_ms * interval '1 millisecond' END
+                AS expires_at
+         FROM workspace_heartbeats WHERE workspace_id = $1`,
       [workspaceId],
     );
     const row = rows[0];
-    return { lastSeenAt: row?.last_seen_at?.toISOString() ?? null, pending: row?.pending ?? 0 };
+    return {
+      lastSeenAt: row?.last_seen_at?.toISOString() ?? null,
+      beats: Number(row?.beats ?? 0),
+      want: row?.want ?? 'any',
+      wantVersion: Number(row?.want_version ?? 0),
+      deliveredVersion: Number(row?.delivered_version ?? 0),
+      leaseWatched: row?.lease_watched ?? false,
+      leaseExpiresAt: row?.expires_at?.toISOString() ?? null,
+    };
+  }
+
+  /**
+   * What dead detection reads: how long ago the last heartbeat was recorded, and whether it came
+   * after the restart `restartKey` began, both computed by the database on its own clock.
+   */
+  async readForVerdict(workspaceId: string, restartKey: string): Promise<LedgerReading> {
+    const { rows } = await this.pool.query<{ age_ms: number | null; since_restart: boolean }>(
+      `SELECT (extract(epoch FROM now() - last_seen_at) * 1000)::float8 AS age_ms,
+              coalesce(restart_key = $2 AND last_seen_at > restart_at, FALSE) AS since_restart
+         FROM workspace_heartbeats WHERE workspace_id = $1`,
+      [workspaceId, restartKey],
+    );
+    const row = rows[0];
+    return { lastSeenAgeMs: row?.age_ms ?? null, seenSinceRestart: row?.since_restart ?? false };
+  }
+
+  /**
+   * The fleet liveness controller's look at the leases, on the database's clock: how many are
+   * watched, how many expired and were not yet signalled for their contract, and up to `limit`
+   * of those, the longest silent first. A scan of the table: no index on the expiry, which every
+   * heartbeat would write (docs/fleet-liveness.md).
+   */
+  async findExpired(limit: number): Promise<ExpiredLeases> {
+    const { rows } = await this.pool.query<{
+      workspace_id: string | null;
+      want_version: string | null;
+      silent_ms: number | null;
+      watched: string;
+      expired: string;
+    }>(
+      `WITH leases AS (
+         SELECT workspace_id, want_version, lease_watched,
+                (extract(epoch FROM now() - greatest(last_seen_at, lease_since)) * 1000)::float8 AS silent_ms,
+                ttl_ms, signalled_version
+           FROM workspace_heartbeats
+       ), expired AS (
+         SELECT * FROM leases
+          WHERE lease_watched AND signalled_version < want_version AND silent_ms >= ttl_ms
+       ), counts AS (
+         SELECT count(*) FILTER (WHERE lease_watched) AS watched, (SELECT count(*) FROM expired) AS expired
+           FROM leases
+       )
+       SELECT e.workspace_id, e.want_version, e.silent_ms, c.watched, c.expired
+         FROM counts c LEFT JOIN LATERAL (
+           SELECT * FROM expired ORDER BY silent_ms DESC LIMIT $1
+         ) e ON TRUE`,
+      [limit],
+    );
+    const first = rows[0];
+    return {
+      watched: Number(first?.watched ?? 0),
+      expired: Number(first?.expired ?? 0),
+      leases: rows.flatMap((row) =>
+        row.workspace_id === null
+          ? []
+          : [{ workspaceId: row.workspace_id, version: Number(row.want_version), silentForMs: row.silent_ms ?? 0 }],
+      ),
+    };
+  }
+
+  /** The controller signalled these expired leases: not again for the same contract. */
+  async markSignalled(leases: { workspaceId: string; version: number }[]): Promise<void> {
+    if (leases.length === 0) return;
+    await this.pool.query(
+      `UPDATE workspace_heartbeats h SET signalled_version = greatest(h.signalled_version, s.version)
+         FROM unnest($1::text[], $2::bigint[]) AS s (workspace_id, version)
+        WHERE h.workspace_id = s.workspace_id`,
+      [leases.map((lease) => lease.workspaceId), leases.map((lease) => lease.version)],
+    );
   }
 }

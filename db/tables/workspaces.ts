@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import type { DeliveryMode } from '../../workflows/payloads.js';
+import type { LivenessContract } from '../../workflows/state-machine.js';
 import type { DeclaredPlugin } from './declared-plugins.js';
 import type { StoredToken } from './tokens.js';
 
@@ -37,6 +38,18 @@ export interface StatusSummary {
   oldestHeartbeatAgeSeconds: number | null;
 }
 
+/**
+ * A projection write with the liveness contract it publishes (one statement): times cross as
+ * ages on the workflow's clock, stored as the database's `now()` minus the age.
+ */
+export interface Publication extends Projection {
+  contract: LivenessContract;
+  /** Since the last sign of life the workflow itself knows: the lease runs from then. */
+  leaseAgeMs: number;
+  /** The restart in progress: its key, and how long ago it began. */
+  restart: { key: string; ageMs: number } | null;
+}
+
 /** What every runtime call checks first: whether the workspace is live, its tokens, its delivery mode. */
 export interface WorkspaceAccess {
   /** `removed` from the moment the API accepted the removal. */
@@ -54,8 +67,8 @@ export class WorkspacesTable {
   constructor(private readonly pool: pg.Pool) {}
 
   /**
-   * Creates the workspace row, its declared plugins and, when given, its first instance token, in
-   * one statement: atomic and one round trip. False, and nothing written, when the id is taken.
+   * Creates the workspace row, its heartbeat ledger row, its declared plugins and, when given, its
+   * first instance token, in one statement: atomic and one round trip. False, and nothing written, when the id is taken.
    * No other token can exist for a row this statement inserts, so the token takes no lock.
    */
   async create(
@@ -73,6 +86,8 @@ export class WorkspacesTable {
        ), minted AS (
          INSERT INTO workspace_tokens (workspace_id, token_hash, prefix)
          SELECT created.id, $5::bytea, $6::text FROM created WHERE $5::bytea IS NOT NULL
+       ), ledger AS (
+         INSERT INTO workspace_heartbeats (workspace_id) SELECT created.id FROM created
        )
        SELECT count(*)::int AS created FROM created`,
       [
@@ -154,13 +169,41 @@ export class WorkspacesTable {
   }
 
   /**
-   * The projection (only a newer version overwrites the row) and, in the same transaction, the
-   * status changes it reports into the event outbox (db/tables/events.ts); returns how many
-   * events it added (none for a retried write).
+   * The projection row and the liveness contract in the ledger row, in one statement: each only
+   * from a newer version than it holds, so a retried or late write never regresses either. The
+   * lease runs from the database's `now()` minus the workflow's age of its last sign of life;
+   * the restart's start is stamped once per restart. The status changes the write reports go
+   * into the event outbox in the same statement (db/tables/events.ts); returns how many events
+   * it added (none for a retried write).
    */
-  async writeProjection(p: Projection): Promise<number> {
+  async writeProjection(p: Publication): Promise<number> {
+    const { contract } = p;
     const { rows } = await this.pool.query<{ added: number }>(
-      'SELECT write_projection($1, $2, $3, $4, $5, $6, $7) AS added',
+      `WITH projection AS (
+         INSERT INTO workspaces (id, status, url, status_since, version, delivery_mode) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE
+           SET status = EXCLUDED.status, url = EXCLUDED.url, status_since = EXCLUDED.status_since,
+               version = EXCLUDED.version, updated_at = now(),
+               delivery_mode = coalesce(EXCLUDED.delivery_mode, workspaces.delivery_mode)
+           WHERE workspaces.version < EXCLUDED.version
+         RETURNING id
+       ), contract AS (
+       INSERT INTO workspace_heartbeats AS h (workspace_id, want, want_version, degrade_error_rate, recover_error_rate,
+                                              has_card, lease_watched, ttl_ms, lease_since, restart_key, restart_at)
+       VALUES ($1, $7, $5, $8, $9, $10, $11, $12, now() - $13 * interval '1 millisecond', $14,
+               now() - $15 * interval '1 millisecond')
+       ON CONFLICT (workspace_id) DO UPDATE
+         SET want = EXCLUDED.want, want_version = EXCLUDED.want_version,
+             degrade_error_rate = EXCLUDED.degrade_error_rate, recover_error_rate = EXCLUDED.recover_error_rate,
+             has_card = EXCLUDED.has_card, lease_watched = EXCLUDED.lease_watched, ttl_ms = EXCLUDED.ttl_ms,
+             lease_since = EXCLUDED.lease_since,
+             restart_at = CASE WHEN h.restart_key IS DISTINCT FROM EXCLUDED.restart_key
+                               THEN EXCLUDED.restart_at ELSE h.restart_at END,
+             restart_key = EXCLUDED.restart_key
+         WHERE h.want_version < EXCLUDED.want_version
+       RETURNING 1
+       )
+       SELECT record_status_changes($1, $5, $16::jsonb) AS added`,
       [
         p.workspaceId,
         p.status,
@@ -168,6 +211,15 @@ export class WorkspacesTable {
         p.statusSince,
         p.version,
         p.deliveryMode ?? null,
+        contract.want,
+        contract.degradeErrorRate,
+        contract.recoverErrorRate,
+        contract.hasCard,
+        contract.leaseWatched,
+        contract.leaseTtlMs,
+        p.leaseAgeMs,
+        p.restart?.key ?? null,
+        p.restart?.ageMs ?? 0,
         JSON.stringify(p.transitions ?? []),
       ],
     );

@@ -15,7 +15,7 @@ import { STREAM_STALL_MS } from '../../api/routes/events.js';
 import type { Store } from '../../db/store.js';
 import type { StatusTransition } from '../../db/tables/workspaces.js';
 import { TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
-import { connectTestStore } from '../helpers/postgres.js';
+import { connectTestStore, publication } from '../helpers/postgres.js';
 import { uniqueId } from '../helpers/worker.js';
 
 let store: Store;
@@ -101,14 +101,16 @@ const statusEvents = (received: Received[]): Received[] => received.filter((r) =
 async function project(workspaceId: string, version: number, transitions: [string, string][]): Promise<number> {
   const at = new Date().toISOString();
   const changes: StatusTransition[] = transitions.map(([from, to]) => ({ from, to, cause: `test ${version}`, at }));
-  return store.workspaces.writeProjection({
-    workspaceId,
-    status: transitions[transitions.length - 1]?.[1] ?? 'provisioning',
-    url: null,
-    statusSince: at,
-    version,
-    transitions: changes,
-  });
+  return store.workspaces.writeProjection(
+    publication({
+      workspaceId,
+      status: transitions[transitions.length - 1]?.[1] ?? 'provisioning',
+      url: null,
+      statusSince: at,
+      version,
+      transitions: changes,
+    }),
+  );
 }
 
 async function lastSequence(): Promise<number> {

@@ -11,7 +11,6 @@ import { REVOKED_TOKEN, UNAUTHENTICATED } from '../../api/tokens.js';
 import { workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { admin, agentUrl, registerBody, useApiHarness } from '../helpers/api.js';
-import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
 import { ensureWorkspace, giveBootCredential, readProjection } from '../helpers/postgres.js';
 import { uniqueId, waitForState } from '../helpers/worker.js';
@@ -47,10 +46,10 @@ describe('runtime endpoints', () => {
     expect(s).toMatchObject({ status: 'online', url: new URL(agentUrl).href }); // stored normalised
     const got = await harness.api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(got.statusCode).toBe(200);
-    // Right after a register, a heartbeat that changes nothing is only recorded in the ledger.
-    const view = got.json<WorkspaceState & { heartbeatLedger: { pending: number } }>();
+    // Forwarded or only recorded, the heartbeat is in the ledger.
+    const view = got.json<WorkspaceState & { heartbeatLedger: { beats: number } }>();
     expect(view).toMatchObject({ workspaceId: id, status: 'online' });
-    expect(view.counters.heartbeats + view.heartbeatLedger.pending).toBe(1);
+    expect(view.heartbeatLedger.beats).toBe(1);
     await expect.poll(async () => (await readProjection(harness.store, id))?.status).toBe('online');
     const list = await harness.api.inject({
       method: 'GET',
@@ -192,7 +191,7 @@ describe('runtime endpoints', () => {
     expect(await harness.store.tokens.liveCount(id)).toBe(1);
   });
 
-  it('heartbeats that change nothing are recorded in the ledger and coalesced; one that can change state is forwarded at once', async () => {
+  it('a heartbeat the workflow does not want is recorded and answered at once; one it wants is forwarded, answered once Temporal has it', async () => {
     const { id, bearer, handle } = await harness.registeredOnline();
     const beat = async (overrides: Record<string, unknown> = {}): Promise<void> => {
       const res = await harness.api.inject({
@@ -203,95 +202,33 @@ describe('runtime endpoints', () => {
       });
       expect(res.statusCode, res.body).toBe(200);
     };
+    // Online, the workflow wants a heartbeat that degrades it: the healthy ones are only recorded.
+    await expect.poll(async () => (await harness.store.heartbeats.read(id)).want).toBe('degrading');
     const signalsBefore = await harness.signalsReceived(id);
     for (let i = 0; i < 6; i++) await beat({ error_rate: 0.01 * i, uptime_seconds: i });
-    // Right after the register (which brings it online), none of these changes anything: only recorded.
     expect(await harness.signalsReceived(id)).toBe(signalsBefore);
-    expect((await harness.store.heartbeats.read(id)).pending).toBe(6);
+    expect((await harness.store.heartbeats.read(id)).beats).toBe(6);
 
-    // A heartbeat that degrades the workspace goes at once, carrying the six.
+    // A degrading heartbeat is forwarded: answered once Temporal has it, then recorded.
     await beat({ error_rate: 0.9 });
+    expect(await harness.signalsReceived(id)).toBe(signalsBefore + 1);
     const degraded = await waitForState(handle, (s) => s.status === 'degraded');
-    expect(degraded.counters.heartbeats).toBe(7);
+    expect(degraded.counters.heartbeats).toBe(1);
     expect(degraded.lastHeartbeat?.errorRate).toBe(0.9);
-    expect((await harness.store.heartbeats.read(id)).pending).toBe(0);
+    expect((await harness.store.heartbeats.read(id)).beats).toBe(7);
 
-    // What an operator reads: the workflow's state and the ledger, which together count every acknowledged heartbeat.
+    // Degraded, it wants one that recovers: another degrading one is only recorded.
+    await expect.poll(async () => (await harness.store.heartbeats.read(id)).want).toBe('recovering');
     await beat({ error_rate: 0.9 });
+    expect(await harness.signalsReceived(id)).toBe(signalsBefore + 1);
+    await beat({ error_rate: 0 });
+    expect((await waitForState(handle, (s) => s.status === 'online')).counters.heartbeats).toBe(2);
+
+    // What an operator reads: every acknowledged heartbeat in the ledger, and what the workflow wants.
     const read = await harness.api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
-    const body = read.json<WorkspaceState & { heartbeatLedger: { lastSeenAt: string; pending: number } }>();
-    expect(body.counters.heartbeats + body.heartbeatLedger.pending).toBe(8);
+    const body = read.json<WorkspaceState & { heartbeatLedger: { lastSeenAt: string; beats: number } }>();
+    expect(body.heartbeatLedger.beats).toBe(9);
     expect(Date.now() - Date.parse(body.heartbeatLedger.lastSeenAt)).toBeLessThan(10_000);
-  });
-
-  it('a forward that does not reach the workflow is 503, and its heartbeats are forwarded with the next one', async () => {
-    const { id, bearer, handle } = await harness.registeredOnline();
-    const send = (extra: Record<string, unknown> = {}, server = harness.api) =>
-      server.inject({
-        method: 'POST',
-        url: '/registry/heartbeat',
-        headers: bearer,
-        payload: heartbeatPayload(id, extra),
-      });
-    expect((await send()).statusCode).toBe(200);
-    expect((await send()).statusCode).toBe(200);
-    // An API whose Temporal calls all fail: the degrading heartbeat (forwarded at once) is 503.
-    const doomed = await createTimeSkippingEnv();
-    const broken = await buildApi(doomed.client, harness.store, harness.settings({ temporalTimeoutMs: 2_000 }));
-    await doomed.teardown();
-    try {
-      const failed = await send({ error_rate: 0.9 }, broken);
-      expect(failed.statusCode, failed.body).toBe(503);
-    } finally {
-      await broken.close();
-    }
-    expect((await harness.store.heartbeats.read(id)).pending).toBe(2);
-    expect((await send({ error_rate: 0.9 })).statusCode).toBe(200);
-    const degraded = await waitForState(handle, (s) => s.status === 'degraded');
-    // The one refused with 503 was not acknowledged and is not counted; the three acknowledged are.
-    expect(degraded.counters.heartbeats).toBe(3);
-  });
-
-  it('a forward due only by the interval is answered at once; one that cannot reach the workflow leaves its heartbeats in the ledger', async () => {
-    const { id, bearer, handle } = await harness.registeredOnline();
-    const send = (server: typeof harness.api, extra: Record<string, unknown> = {}) =>
-      server.inject({
-        method: 'POST',
-        url: '/registry/heartbeat',
-        headers: bearer,
-        payload: heartbeatPayload(id, extra),
-      });
-    for (let i = 0; i < 3; i++) expect((await send(harness.api)).statusCode).toBe(200);
-    expect((await harness.store.heartbeats.read(id)).pending).toBe(3);
-
-    // An API whose forward is due at every heartbeat and whose Temporal calls all fail: a heartbeat
-    // that changes nothing is still 200 (it is in the ledger), and its forward, sent after the
-    // answer, fails and gives the four heartbeats back to the ledger.
-    const doomed = await createTimeSkippingEnv();
-    const broken = await buildApi(
-      doomed.client,
-      harness.store,
-      harness.settings({ temporalTimeoutMs: 2_000, heartbeatForwardEveryMs: 1 }),
-    );
-    await doomed.teardown();
-    const answered = await send(broken);
-    await broken.close(); // waits for the deferred forward
-    expect(answered.statusCode, answered.body).toBe(200);
-    expect((await harness.store.heartbeats.read(id)).pending).toBe(4);
-
-    // The next heartbeat that must reach the workflow carries them.
-    expect((await send(harness.api, { error_rate: 0.9 })).statusCode).toBe(200);
-    expect((await waitForState(handle, (s) => s.status === 'degraded')).counters.heartbeats).toBe(5);
-
-    // With Temporal up, a deferred forward reaches the workflow after its answer.
-    const eager = await buildApi(harness.env.client, harness.store, harness.settings({ heartbeatForwardEveryMs: 1 }));
-    try {
-      expect((await send(eager, { error_rate: 0.9 })).statusCode).toBe(200);
-      await waitForState(handle, (s) => s.counters.heartbeats === 6);
-      expect((await harness.store.heartbeats.read(id)).pending).toBe(0);
-    } finally {
-      await eager.close();
-    }
   });
 
   it('auth: none or a wrong token is 401; a token of another workspace is 403', async () => {

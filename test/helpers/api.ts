@@ -57,13 +57,17 @@ export function testApiSettings(
   };
 }
 
-/** What the worker behind an API test runs: box activities mocked, the projection and token revocation the real store's. */
+/**
+ * What the worker behind an API test runs: box activities mocked; the projection with its
+ * liveness contract, the heartbeat ledger's read and token revocation the real store's.
+ */
 function apiTestActivities(fake: FakeActivities, store: Store): Activities {
   return {
     ...fake.activities,
     writeProjection: async (projection) => {
       await store.workspaces.writeProjection(projection);
     },
+    readHeartbeatLedger: ({ workspaceId, restartKey }) => store.heartbeats.readForVerdict(workspaceId, restartKey),
     revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.tokens.revoke(workspaceId, mintedBefore),
   };
 }

@@ -1,12 +1,33 @@
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Activities } from '../../activities/index.js';
+import { heartbeatSignal, leaseExpiredSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
+import { parseHeartbeat } from '../../workflows/payloads.js';
 import type { ReconcilePass } from '../../workflows/reconcile.js';
+import { heartbeatFacts } from '../../workflows/state-machine.js';
+import { LedgerModel } from './ledger-model.js';
+
+export interface FakeActivitiesOptions {
+  /** The clock the fake database's times follow (the test server's, in time-skipping tests). */
+  clock?: () => Promise<number>;
+  /** What the fleet liveness controller's fake sweep signals workspaces with. */
+  client?: Client;
+}
 
 /**
  * Mocked activities for workflow tests that are about when reconciles run, not what they do:
  * every pass starts with listPluginDiff, which records the pass and reports nothing missing.
- * Passes can be held open so a test can send triggers while one is running.
+ * Passes can be held open so a test can send triggers while one is running. The heartbeat
+ * ledger is a LedgerModel on the database's clock (the test server's plus
+ * `databaseClockOffsetMs`); `heartbeat` does what the API does with a runtime's heartbeat.
  */
 export class FakeActivities {
+  /** The heartbeat ledger, its times on the database's clock. */
+  readonly ledger = new LedgerModel();
+  /** How far the fake database's clock runs ahead of the test server's (negative: behind). */
+  databaseClockOffsetMs = 0;
+  /** The database cannot be reached: the ledger's reads, writes and sweeps fail. */
+  databaseDown = false;
+  constructor(private readonly options: FakeActivitiesOptions = {}) {}
   readonly reconcileCalls: Pick<ReconcilePass, 'workspaceId' | 'trigger'>[] = [];
   readonly restarts: string[] = [];
   readonly probes: string[] = [];
@@ -18,9 +39,7 @@ export class FakeActivities {
   private openRevocationGate: (() => void) | null = null;
   /** Per workspace, what successive isBoxRunning probes answer; `running` once exhausted. */
   readonly probeScript = new Map<string, ('running' | 'not-running' | 'error')[]>();
-  readonly projections: { workspaceId: string; status: string; version: number }[] = [];
-  /** Per workspace, the heartbeat ledger's last-seen time (heartbeats an API coalesced); none by default. */
-  readonly ledger = new Map<string, string>();
+  readonly projections: { workspaceId: string; status: string; version: number; want: string }[] = [];
   readonly ledgerReads: string[] = [];
   private gate: Promise<void> | null = null;
   private restartGate: Promise<void> | null = null;
@@ -57,6 +76,38 @@ export class FakeActivities {
     this.revocationGate = null;
   }
 
+  /** The fake database's now. */
+  async databaseNow(): Promise<number> {
+    return (await (this.options.clock ?? (() => Promise.resolve(Date.now())))()) + this.databaseClockOffsetMs;
+  }
+
+  private reachDatabase(): void {
+    if (this.databaseDown) throw new Error('connect ECONNREFUSED 127.0.0.1:5432');
+  }
+
+  /**
+   * A runtime's heartbeat as the API handles it: recorded in the ledger, or, when the published
+   * contract wants it, signalled to the workflow and recorded once it has it. True when forwarded.
+   */
+  async heartbeat(handle: WorkflowHandle, payload: unknown): Promise<boolean> {
+    const parsed = parseHeartbeat(payload);
+    if (!parsed.ok) throw new Error(parsed.reason);
+    const id = parsed.value.workspace_id;
+    this.reachDatabase();
+    const recorded = this.ledger.record(id, heartbeatFacts(parsed.value), await this.databaseNow());
+    if (!recorded.wanted) return false;
+    await handle.signal(heartbeatSignal, payload);
+    this.ledger.delivered(id, recorded.wantVersion, await this.databaseNow());
+    return true;
+  }
+
+  /** A heartbeat in the ledger that was not forwarded (decided against a contract the workflow has since replaced). */
+  async recordedOnly(workspaceId: string): Promise<void> {
+    const row = this.ledger.row(workspaceId, await this.databaseNow());
+    row.lastSeenAt = await this.databaseNow();
+    row.beats++;
+  }
+
   get activities(): Activities {
     const unexpected = (name: string) => (): never => {
       throw new Error(`${name} is not expected: no plugin is missing in these tests`);
@@ -72,9 +123,15 @@ export class FakeActivities {
         await this.restartGate;
         return 'restarted';
       },
-      writeProjection: ({ workspaceId, status, version }) => {
-        this.projections.push({ workspaceId, status, version });
-        return Promise.resolve();
+      writeProjection: async ({ workspaceId, ...publication }) => {
+        this.reachDatabase();
+        this.projections.push({
+          workspaceId,
+          status: publication.status,
+          version: publication.version,
+          want: publication.contract.want,
+        });
+        this.ledger.publish(workspaceId, publication, await this.databaseNow());
       },
       isBoxRunning: ({ workspaceId }) => {
         this.probes.push(workspaceId);
@@ -93,9 +150,25 @@ export class FakeActivities {
         this.revocations.push(request.workspaceId);
         return 1;
       },
-      readHeartbeatLedger: ({ workspaceId }) => {
+      readHeartbeatLedger: async ({ workspaceId, restartKey }) => {
         this.ledgerReads.push(workspaceId);
-        return Promise.resolve({ lastSeenAt: this.ledger.get(workspaceId) ?? null });
+        this.reachDatabase();
+        return this.ledger.read(workspaceId, restartKey, await this.databaseNow());
+      },
+      findExpiredLeases: async ({ limit }) => {
+        this.reachDatabase();
+        return this.ledger.findExpired(limit, await this.databaseNow());
+      },
+      signalExpiredLeases: async ({ leases }) => {
+        const client = this.options.client;
+        if (client === undefined) throw new Error('FakeActivities was created without a client to signal with');
+        for (const { workspaceId, version, silentForMs } of leases)
+          await client.workflow.getHandle(workspaceWorkflowId(workspaceId)).signal(leaseExpiredSignal, {
+            version,
+            silentForMs,
+          });
+        this.ledger.markSignalled(leases);
+        return { signalled: leases.length, gone: 0, failed: 0 };
       },
       probePlugin: unexpected('probePlugin'),
       stagePlugin: unexpected('stagePlugin'),

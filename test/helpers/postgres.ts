@@ -3,7 +3,8 @@ import { inject } from 'vitest';
 import { migrate } from '../../db/migrate.js';
 import { hashSecret, newSecret } from '../../db/secrets.js';
 import { Store } from '../../db/store.js';
-import type { Projection } from '../../db/tables/workspaces.js';
+import { onlineContract } from './state-machine.js';
+import type { Projection, Publication } from '../../db/tables/workspaces.js';
 
 /**
  * The test database (DATABASE_URL, or the local cluster the global setup started), migrated.
@@ -56,5 +57,16 @@ export async function readProjection(store: Store, workspaceId: string): Promise
     url: row.url,
     statusSince: row.status_since.toISOString(),
     version: Number(row.version),
+  };
+}
+
+/** A projection write as a workflow makes it, with the contract of an online workspace unless given. */
+export function publication(projection: Projection, overrides: Partial<Publication> = {}): Publication {
+  return {
+    ...projection,
+    contract: onlineContract(),
+    leaseAgeMs: 0,
+    restart: null,
+    ...overrides,
   };
 }

@@ -5,6 +5,7 @@ import {
   transition,
   type Event,
   type InitialStatus,
+  type LivenessContract,
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
 
@@ -29,4 +30,30 @@ export function start(status: InitialStatus = 'provisioning'): WorkspaceState {
 /** The state one event leads to, with the default lifecycle config. */
 export function apply(state: WorkspaceState, event: Event, at = T0 + 1_000): WorkspaceState {
   return transition(state, event, at, config).state;
+}
+
+/**
+ * What the fleet liveness controller does once it finds the lease expired: a `leaseExpired` for
+ * the contract the workspace last published.
+ */
+export function expireLease(state: WorkspaceState, at: number): WorkspaceState {
+  const event: Event = {
+    type: 'leaseExpired',
+    version: state.livenessContract?.version ?? 0,
+    silentForMs: config.livenessTtlMs,
+  };
+  return transition(state, event, at, config).state;
+}
+
+/** The contract an online workspace publishes under the default lifecycle config, with `overrides`. */
+export function onlineContract(overrides: Partial<LivenessContract> = {}): LivenessContract {
+  return {
+    want: 'degrading',
+    degradeErrorRate: config.degradeErrorRate,
+    recoverErrorRate: config.recoverErrorRate,
+    hasCard: true,
+    leaseWatched: true,
+    leaseTtlMs: config.livenessTtlMs,
+    ...overrides,
+  };
 }

@@ -2,10 +2,11 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, inject } from 'vitest';
+import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { FakeActivities } from './fake-activities.js';
 import type { Activities } from '../../activities/index.js';
-import { stateQuery } from '../../workflows/definitions.js';
+import { leaseExpiredSignal, registerSignal, stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
+import { registerPayload } from './payloads.js';
 import { pinnedDeployment } from '../../worker.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 
@@ -44,6 +45,18 @@ export async function waitForState(
   throw new Error(`state never matched; last state: ${JSON.stringify(last, null, 2)}`);
 }
 
+/**
+ * What the fleet liveness controller does once it finds the workspace's lease expired: signals
+ * `leaseExpired` for the contract the workspace last published.
+ */
+export async function expireLease(handle: WorkflowHandle): Promise<void> {
+  const { livenessContract } = await handle.query(stateQuery);
+  await handle.signal(leaseExpiredSignal, {
+    version: livenessContract?.version ?? 0,
+    silentForMs: livenessContract?.leaseTtlMs ?? 0,
+  });
+}
+
 let sequence = 0;
 export function uniqueId(prefix: string): string {
   sequence++;
@@ -71,7 +84,8 @@ export function useWorkerHarness(
   let running: Promise<void>;
   beforeAll(async () => {
     harness.env = await createEnv();
-    harness.fake = new FakeActivities();
+    const env = harness.env;
+    harness.fake = new FakeActivities({ clock: () => env.currentTimeMs(), client: env.client });
     worker = await createWorker(harness.env, harness.taskQueue, activities(harness.fake));
     running = worker.run();
   });
@@ -81,4 +95,37 @@ export function useWorkerHarness(
     await harness.env.teardown();
   });
   return harness;
+}
+
+/**
+ * A workspace started on the harness's worker and registered: online, its first pass done, its
+ * box probes answering `probes` in order (then `running`).
+ */
+export async function registeredWorkspace(
+  harness: Harness,
+  prefix: string,
+  probes: ('running' | 'not-running' | 'error')[] = [],
+): Promise<{ id: string; handle: WorkflowHandle }> {
+  const id = uniqueId(prefix);
+  harness.fake.probeScript.set(id, [...probes]);
+  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
+    taskQueue: harness.taskQueue,
+    workflowId: workspaceWorkflowId(id),
+    args: [{ workspaceId: id }],
+  });
+  await handle.signal(registerSignal, registerPayload(id));
+  await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
+  return { id, handle };
+}
+
+/** Waits until the harness's ledger holds the contract the workflow last published; its state then. */
+export async function contractPublished(harness: Harness, id: string, handle: WorkflowHandle): Promise<WorkspaceState> {
+  let state = await handle.query(stateQuery);
+  await expect
+    .poll(async () => {
+      state = await handle.query(stateQuery);
+      return harness.fake.ledger.rows.get(id)?.wantVersion === state.livenessContract?.version;
+    })
+    .toBe(true);
+  return state;
 }

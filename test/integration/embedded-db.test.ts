@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../../db/embedded.js';
 import { migrate } from '../../db/migrate.js';
 import { Store } from '../../db/store.js';
-import { readProjection } from '../helpers/postgres.js';
+import { publication, readProjection } from '../helpers/postgres.js';
 
 const dataDir = join(mkdtempSync(join(tmpdir(), 'wl-embedded-')), 'pglite');
 let db: EmbeddedDatabase;
@@ -38,13 +38,15 @@ describe('embedded database', () => {
           const plugins = Array.from({ length: (i % 3) + 1 }, (_, p) => ({ name: `p${p}`, source: `local://p${p}` }));
           expect(await api.workspaces.create(id, plugins)).toBe(true);
           await Promise.all([
-            worker.workspaces.writeProjection({
-              workspaceId: id,
-              status: 'online',
-              url: null,
-              statusSince: new Date(i * 1000).toISOString(),
-              version: i + 1,
-            }),
+            worker.workspaces.writeProjection(
+              publication({
+                workspaceId: id,
+                status: 'online',
+                url: null,
+                statusSince: new Date(i * 1000).toISOString(),
+                version: i + 1,
+              }),
+            ),
             api.tokens.addIfNone(id, randomBytes(32), `tok${i}`.padEnd(8, '0')),
             api.tokens.addIfNone(id, randomBytes(32), `dup${i}`.padEnd(8, '0')),
             worker.trackingRows.record({

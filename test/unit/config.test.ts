@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadSettings } from '../../settings.js';
+import { loadSettings, workerSettings } from '../../settings.js';
 import { parseLifecycleOverrides } from '../../workflows/config.js';
 
 describe('parseLifecycleOverrides', () => {
@@ -67,6 +67,20 @@ describe('tracing', () => {
     );
     expect(() => loadSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'not a url' })).toThrow(
       /OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must be an http\(s\) URL/,
+    );
+  });
+});
+
+describe('WL_LIVENESS_SWEEP_EVERY_MS', () => {
+  it("is the fleet liveness controller's period: 5 s unless set, at least a second", () => {
+    expect(loadSettings({}).livenessSweepEveryMs).toBe(5_000);
+    expect(loadSettings({ WL_LIVENESS_SWEEP_EVERY_MS: '2000' }).livenessSweepEveryMs).toBe(2_000);
+    expect(
+      workerSettings(loadSettings({ WL_LIVENESS_SWEEP_EVERY_MS: '2000', DATABASE_URL: 'postgres://u@127.0.0.1/db' }))
+        .livenessSweepEveryMs,
+    ).toBe(2_000);
+    expect(() => loadSettings({ WL_LIVENESS_SWEEP_EVERY_MS: '500' })).toThrow(
+      /WL_LIVENESS_SWEEP_EVERY_MS must be an integer >= 1000, got 500/,
     );
   });
 });

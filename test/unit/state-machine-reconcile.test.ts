@@ -152,21 +152,17 @@ describe('plugin lifecycle', () => {
   it('the resync is a durable deadline while the runtime is up, counted from the last verify; 0 switches it off', () => {
     const state = online();
     const due = T0 + config.resyncPeriodMs; // the register's verify pass was asked at T0
-    // Heartbeats keep the liveness deadline later than the resync.
     const beating = step(state, { type: 'heartbeat', payload: heartbeatPayload(ID) }, due - 1_000).state;
     expect(nextDeadline(beating, config)).toBe(due);
     const fired = step(beating, { type: 'deadline' }, due);
     expect(fired.effects).toContainEqual({ type: 'startReconcile', trigger: 'periodic resync', mode: 'verify' });
-    expect(nextDeadline(fired.state, config)).toBe(
-      Date.parse(fired.state.lastHeartbeat?.at ?? '') + config.livenessTtlMs,
-    );
+    expect(nextDeadline(fired.state, config)).toBe(due + config.resyncPeriodMs);
     expect(fired.state.reconcile.lastVerifyAt).toBe(iso(due));
 
-    expect(nextDeadline(beating, { ...config, resyncPeriodMs: 0 })).toBe(due - 1_000 + config.livenessTtlMs);
+    // Without a resync a healthy workspace has no timer at all: silence is the fleet controller's.
+    expect(nextDeadline(beating, { ...config, resyncPeriodMs: 0 })).toBeNull();
     // Not while the runtime is down: its register will verify.
-    expect(nextDeadline({ ...beating, status: 'offline', statusSince: iso(due) }, config)).toBe(
-      due + config.livenessTtlMs,
-    );
+    expect(nextDeadline({ ...beating, status: 'offline', statusSince: iso(due) }, config)).toBeNull();
   });
 
   it('a repaired plugin is held (not delivered again) only by the first pass after the restart its repair asked', () => {

@@ -22,7 +22,8 @@ describe('restarts and dead detection', () => {
     expect(state.restart.retryAt).not.toBeNull();
     state = apply(state, { type: 'register', payload: registerPayload(ID) }, T0 + 3_000);
     expect(state.restart).toMatchObject({ retryAt: null, failures: 0 });
-    expect(nextDeadline(state, config)).toBe(T0 + 3_000 + config.livenessTtlMs);
+    // No retry deadline left: the next is the settle window's end, where the want changes.
+    expect(nextDeadline(state, config)).toBe(T0 + 1_000 + config.settleWindowMs);
   });
 
   it('a failed restart is retried with backoff on a durable deadline, shown in the state', () => {

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
   initialState,
+  livenessContract,
   nextDeadline,
   transition,
   upgradeState,
@@ -15,11 +16,12 @@ import {
   type WorkspaceState,
 } from '../../workflows/state-machine.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { apply, frozen, ID, iso, start, T0 } from '../helpers/state-machine.js';
+import { apply, expireLease, frozen, ID, iso, onlineContract, start, T0 } from '../helpers/state-machine.js';
 
 interface Step {
   name: string;
-  event: Event;
+  /** The event, or how to make it from the state it meets. */
+  event: Event | ((state: WorkspaceState) => Event);
   /** Time that passes before the event. */
   advanceMs: number;
 }
@@ -33,6 +35,15 @@ const steps: Step[] = [
     advanceMs: 1_000,
   },
   { name: 'silence', event: { type: 'deadline' }, advanceMs: config.provisioningTimeoutMs + 1 },
+  {
+    name: 'lease-expired',
+    event: (state) => ({
+      type: 'leaseExpired',
+      version: state.livenessContract?.version ?? 0,
+      silentForMs: config.livenessTtlMs,
+    }),
+    advanceMs: config.livenessTtlMs,
+  },
   { name: 'reconcile-done', event: { type: 'reconcileFinished', outcome: 'succeeded' }, advanceMs: 1_000 },
   {
     name: 'reconcile-failed',
@@ -77,7 +88,7 @@ function* sequences(length: number): Generator<Step[]> {
 
 /** Independent statement of when a reconcile is owed: every transition into online. */
 function expectedRequests(before: WorkspaceState, step: Step, now: number): number {
-  const { event } = step;
+  const event = eventOf(step, before);
   // Nothing is delivered to an external runtime.
   if (before.status === 'removed' || before.runtime === 'external') return 0;
   // Every register is a runtime boot: a verify pass, whether or not it brings the workspace online,
@@ -94,6 +105,10 @@ function expectedRequests(before: WorkspaceState, step: Step, now: number): numb
   // While a restart is in flight a heartbeat may be the old runtime's: it brings nothing online.
   if (before.restart.inFlight) return 0;
   return 1; // provisioning, offline, failed: any heartbeat comes online first
+}
+
+function eventOf(step: Step, state: WorkspaceState): Event {
+  return typeof step.event === 'function' ? step.event(state) : step.event;
 }
 
 /** Plain assertion: the exhaustive loop runs hundreds of thousands of steps. */
@@ -115,20 +130,44 @@ describe('exhaustive event orders', () => {
         for (const step of sequence) {
           now += step.advanceMs;
           const before = state;
-          const { state: after, effects } = transition(before, step.event, now, config);
+          const event = eventOf(step, before);
+          const { state: after, effects } = transition(before, event, now, config);
           const where = `${initial}: ${sequence.map((s) => s.name).join(' → ')} at ${step.name}`;
           const reconciles = effects.filter((e) => e.type === 'startReconcile');
           const restarts = effects.filter((e) => e.type === 'restartBox');
 
           // One reconcile request per transition into online, whatever caused it.
           const requested = after.counters.reconcilesRequested - before.counters.reconcilesRequested;
+          // The contract the API forwards by is the one of the state the step left, at its time.
+          const published = after.livenessContract;
+          const current = livenessContract(after, now, config);
+          check(
+            published !== null &&
+              JSON.stringify({ ...published, version: 0 }) === JSON.stringify({ ...current, version: 0 }),
+            where,
+            `published contract ${JSON.stringify(published)} ≠ ${JSON.stringify(current)}`,
+          );
+          // A deadline that fired is gone: the workflow never arms its timer again for a time passed.
+          if (event.type === 'deadline') {
+            const next = nextDeadline(after, config);
+            check(next === null || next > now, where, `deadline ${next} again at ${now}`);
+          }
+          const writes = effects.filter((e) => e.type === 'writeProjection');
+          check(writes.length <= 1, where, 'more than one projection write');
+          if (writes[0] !== undefined)
+            check(
+              writes[0].version === published?.version &&
+                (before.livenessContract === null || writes[0].version > before.livenessContract.version),
+              where,
+              'a write not newer than the one before',
+            );
           check(requested === expectedRequests(before, step, now), where, `requested ${requested} reconciles`);
           if (before.recentTransitions.length < 10 && before.runtime === 'managed') {
             const added = after.recentTransitions.slice(
               0,
               after.recentTransitions.length - before.recentTransitions.length,
             );
-            const registerWhileOnline = step.event.type === 'register' && before.status === 'online' ? requested : 0;
+            const registerWhileOnline = event.type === 'register' && before.status === 'online' ? requested : 0;
             check(
               added.filter((t) => t.to === 'online').length === requested - registerWhileOnline,
               where,
@@ -139,12 +178,12 @@ describe('exhaustive event orders', () => {
           // Never two passes at once: a pass starts only when none runs, else it coalesces.
           check(reconciles.length <= 1 && restarts.length <= 1, where, 'more than one effect of a kind');
           if (reconciles.length === 1) {
-            const finishing = step.event.type === 'reconcileFinished' && before.reconcile.followUp;
+            const finishing = event.type === 'reconcileFinished' && before.reconcile.followUp;
             check(!before.reconcile.running || finishing, where, 'a pass started while one ran');
             check(after.reconcile.running, where, 'started pass not marked running');
           }
           reconcileEffects += reconciles.length;
-          if (step.event.type === 'reconcileFinished') followUps += reconciles.length;
+          if (event.type === 'reconcileFinished') followUps += reconciles.length;
           check(after.counters.reconcilesStarted === reconcileEffects, where, 'started counter ≠ effects');
           // Every pass is either a request that found nothing running, or an owed follow-up.
           check(
@@ -162,7 +201,7 @@ describe('exhaustive event orders', () => {
             check(restarts.length === 1 || after.restart.followUp !== null, where, 'restart request dropped');
           }
           if (restarts.length === 1) {
-            const draining = step.event.type === 'restartFinished' && before.restart.followUp !== null;
+            const draining = event.type === 'restartFinished' && before.restart.followUp !== null;
             check(!before.restart.inFlight || draining, where, 'restart started while one was in flight');
             check(after.status === 'provisioning' && after.url === null, where, 'restart did not clear status/url');
             check(after.restart.count === before.restart.count + 1, where, 'restart not counted');
@@ -210,7 +249,7 @@ describe('exhaustive event orders', () => {
     let now = T0;
     for (const step of [...steps, ...steps]) {
       now += step.advanceMs;
-      state = frozen(transition(state, step.event, now, config).state);
+      state = frozen(transition(state, eventOf(step, state), now, config).state);
     }
     expect(state.status).toBe('removed');
   });
@@ -232,9 +271,12 @@ describe('transitions', () => {
         status: 'online',
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 5),
-        version: 2, // 1 transition + 1 write
+        version: T0 + 2, // from the workflow's start: 1 transition + 1 write
         deliveryMode: 'push',
         transitions: [{ from: 'provisioning', to: 'online', cause: 'register', at: iso(T0 + 5) }],
+        contract: onlineContract(),
+        leaseAgeMs: 0,
+        restart: null,
       },
     ]);
   });
@@ -278,7 +320,7 @@ describe('transitions', () => {
 
   it('a heartbeat from offline that is unhealthy comes online (reconcile) and then degrades', () => {
     let state = apply(start(), { type: 'register', payload: registerPayload(ID) });
-    state = apply(state, { type: 'deadline' }, T0 + 1_000 + config.livenessTtlMs);
+    state = expireLease(state, T0 + 1_000 + config.livenessTtlMs);
     expect(state.status).toBe('offline');
     const sick = apply(state, { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.8 }) }, T0 + 500_000);
     expect(sick.status).toBe('degraded');
@@ -328,7 +370,12 @@ describe('transitions', () => {
     expect(dead.state.status).toBe('online');
 
     // Silent for the TTL: back to awaiting_agent, with no evaluation (no probe) and no deadline after.
-    const silent = transition(state, { type: 'deadline' }, T0 + config.livenessTtlMs, config);
+    const silent = transition(
+      state,
+      { type: 'leaseExpired', version: state.livenessContract?.version ?? 0, silentForMs: config.livenessTtlMs },
+      T0 + config.livenessTtlMs,
+      config,
+    );
     expect(silent.state.status).toBe('awaiting_agent');
     expect(silent.effects.map((e) => e.type)).toEqual(['writeProjection']);
     expect(nextDeadline(silent.state, config)).toBeNull();
@@ -343,12 +390,12 @@ describe('transitions', () => {
     expect(upgradeState(carried as WorkspaceState).runtime).toBe('managed');
   });
 
-  it('a step writes the projection once, with its final values, only when status or url changed', () => {
+  it('a step writes the projection once, with its final values, only when status, url or contract changed', () => {
     const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
-    const offline = transition(online, { type: 'deadline' }, T0 + config.livenessTtlMs, config);
+    const offline = expireLease(online, T0 + config.livenessTtlMs);
     // offline → online → degraded in one heartbeat: one write, of the final status, reporting both changes.
     const sick = transition(
-      offline.state,
+      offline,
       { type: 'heartbeat', payload: heartbeatPayload(ID, { error_rate: 0.9 }) },
       T0 + 200_000,
       config,
@@ -359,12 +406,15 @@ describe('transitions', () => {
         status: 'degraded',
         url: `http://box-${ID}.internal:8000`,
         statusSince: iso(T0 + 200_000),
-        version: 7, // 4 transitions + the workspace's third projection write
+        version: T0 + 7, // 4 transitions + the workspace's third projection write
         deliveryMode: 'push',
         transitions: [
           { from: 'offline', to: 'online', cause: 'heartbeat', at: iso(T0 + 200_000) },
           { from: 'online', to: 'degraded', cause: 'error rate 0.9 ≥ 0.5', at: iso(T0 + 200_000) },
         ],
+        contract: expect.objectContaining({ want: 'recovering', leaseWatched: true }) as unknown,
+        leaseAgeMs: 0,
+        restart: null,
       },
     ]);
     const same = transition(

@@ -2,7 +2,9 @@
  * Restarts, the settle window and two-strike dead detection, with the reference durations
  * (30 s settle, 15 s recent heartbeat, 2 s fresh wait, 500 ms re-probe, 2 strikes in 30 s,
  * 180 s liveness, 12 min provisioning) on the time-skipping test server: the windows pass in
- * milliseconds of wall time. The box is a mocked activity whose probes follow a script.
+ * milliseconds of wall time. The box is a mocked activity whose probes follow a script; the
+ * heartbeat ledger a model on the test server's clock; an expired lease is signalled as the fleet
+ * liveness controller signals it (its sweep: test/workflow/fleet-liveness.test.ts).
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
@@ -19,25 +21,22 @@ import {
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
+import {
+  contractPublished,
+  expireLease,
+  registeredWorkspace,
+  uniqueId,
+  useWorkerHarness,
+  waitForState,
+} from '../helpers/worker.js';
 
 const harness = useWorkerHarness('dead-detection-tests', createTimeSkippingEnv);
 
 type Probe = 'running' | 'not-running' | 'error';
 
 /** An online workspace (registered, no heartbeat yet) whose box probes answer `probes` in order. */
-async function onlineWorkspace(probes: Probe[] = []): Promise<{ id: string; handle: WorkflowHandle }> {
-  const id = uniqueId('dd');
-  harness.fake.probeScript.set(id, [...probes]);
-  const handle = await harness.env.client.workflow.start('workspaceWorkflow', {
-    taskQueue: harness.taskQueue,
-    workflowId: workspaceWorkflowId(id),
-    args: [{ workspaceId: id }],
-  });
-  await handle.signal(registerSignal, registerPayload(id));
-  await waitForState(handle, (s) => s.status === 'online' && !s.reconcile.running);
-  return { id, handle };
-}
+const onlineWorkspace = (probes: Probe[] = []): Promise<{ id: string; handle: WorkflowHandle }> =>
+  registeredWorkspace(harness, 'dd', probes);
 
 /**
  * Sends the dispatchFailed Update and lets the test server skip through its waits (the 2 s
@@ -251,6 +250,7 @@ describe('watchdogs', () => {
     const { id, handle } = await onlineWorkspace(['running']);
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     await harness.env.sleep(config.livenessTtlMs + 1_000);
+    await expireLease(handle);
     const offline = await waitForState(handle, (s) => s.status === 'offline' && s.deadDetection.lastVerdict !== null);
     expect(offline.deadDetection.lastVerdict).toMatchObject({ verdict: 'alive', requester: 'watchdog' });
     expect(probesOf(id)).toBe(1);
@@ -264,10 +264,12 @@ describe('watchdogs', () => {
   it('a hung runtime (silent, its box probes running) is not parked offline: a TTL later the box is restarted', async () => {
     const { id, handle } = await onlineWorkspace(['running']);
     await harness.env.sleep(config.livenessTtlMs + 1_000);
+    await expireLease(handle);
     const offline = await waitForState(handle, (s) => s.status === 'offline' && s.deadDetection.lastVerdict !== null);
     expect(offline.deadDetection.lastVerdict).toMatchObject({ verdict: 'alive', requester: 'watchdog' });
     expect(restartsOf(id)).toEqual([]);
     await harness.env.sleep(config.livenessTtlMs + 1_000);
+    await expireLease(handle);
     const restarted = await waitForState(handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
     expect(restarted.restart).toMatchObject({
       lastRequester: 'watchdog',
@@ -279,37 +281,37 @@ describe('watchdogs', () => {
   it('heartbeat silence on a box that is not running: the watchdog declares it dead and restarts it', async () => {
     const { id, handle } = await onlineWorkspace(['not-running']);
     await harness.env.sleep(config.livenessTtlMs + 1_000);
+    await expireLease(handle);
     const state = await waitForState(handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
     expect(state.deadDetection.lastVerdict).toMatchObject({ verdict: 'dead', requester: 'watchdog' });
     expect(state.restart.lastRequester).toBe('watchdog');
     expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
   });
 
-  it('heartbeats the API coalesced keep a workspace online past the TTL: the watchdog reads the ledger first', async () => {
-    const { id, handle } = await onlineWorkspace(['running']);
-    await handle.signal(heartbeatSignal, heartbeatPayload(id));
-    await harness.env.sleep(100_000);
-    // The runtime kept beating; the API recorded it in the ledger and forwarded nothing.
-    harness.fake.ledger.set(id, new Date(await harness.env.currentTimeMs()).toISOString());
-    await harness.env.sleep(config.livenessTtlMs - 100_000 + 1_000);
-    const kept = await handle.query(stateQuery);
-    expect(kept.status).toBe('online');
-    expect(harness.fake.ledgerReads.filter((w) => w === id).length).toBeGreaterThanOrEqual(1);
-    expect(probesOf(id)).toBe(0);
-    // Silent in the ledger too: a TTL after its last-seen time it goes offline and is evaluated.
-    await harness.env.sleep(100_000);
-    const silent = await waitForState(handle, (s) => s.status === 'offline' && s.deadDetection.lastVerdict !== null);
-    expect(silent.recentTransitions[0]).toMatchObject({ from: 'online', to: 'offline' });
-    expect(Date.parse(silent.statusSince) - Date.parse(harness.fake.ledger.get(id) ?? '')).toBeGreaterThanOrEqual(
-      config.livenessTtlMs,
+  it("an expiry the workflow's own clock does not confirm is answered with the lease published again", async () => {
+    const { id, handle } = await onlineWorkspace(['not-running']);
+    const { livenessContract } = await handle.query(stateQuery);
+    await harness.env.sleep(60_000);
+    await expireLease(handle); // the ledger says silent; the workflow saw its register 60 s ago
+    const renewed = await waitForState(
+      handle,
+      (s) => (s.livenessContract?.version ?? 0) > (livenessContract?.version ?? 0),
     );
+    expect(renewed.status).toBe('online');
+    expect(probesOf(id)).toBe(0);
+    // The lease runs from the register the workflow saw, 60 s before: it expires 120 s from now.
+    const leaseSince = harness.fake.ledger.rows.get(id)?.leaseSince ?? 0;
+    const silentFor = (await harness.fake.databaseNow()) - leaseSince;
+    expect(silentFor).toBeGreaterThanOrEqual(60_000);
+    expect(silentFor).toBeLessThan(70_000);
   });
 
-  it('a heartbeat the API coalesced within 15 s counts as recent at verdict time: queued, not dead', async () => {
+  it('a heartbeat only in the ledger within 15 s counts as recent at verdict time: queued, not dead', async () => {
     const { id, handle } = await onlineWorkspace(['not-running', 'not-running']);
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
-    await harness.env.sleep(60_000);
-    harness.fake.ledger.set(id, new Date((await harness.env.currentTimeMs()) - 5_000).toISOString());
+    await harness.env.sleep(55_000);
+    await harness.fake.recordedOnly(id); // 5 s before the failure, by the database's age
+    await harness.env.sleep(5_000);
     const verdict = await dispatchFailed(handle);
     expect(verdict.verdict).toBe('queued');
     expect(probesOf(id)).toBe(2);
@@ -327,13 +329,15 @@ describe('watchdogs', () => {
     await handle.signal(registerSignal, registerPayload(id));
     await waitForState(handle, (s) => s.status === 'online');
     await harness.env.sleep(config.livenessTtlMs + 1_000);
+    await expireLease(handle);
     const silent = await waitForState(handle, (s) => s.status === 'awaiting_agent');
     expect(silent.recentTransitions[0]).toMatchObject({
       from: 'online',
       to: 'awaiting_agent',
       cause: 'no heartbeat for 180s',
     });
-    // Long after: still waiting, never offline, never probed, restarted or revoked.
+    // Long after: still waiting, never offline, never probed, restarted or revoked; its lease unwatched.
+    expect(silent.livenessContract).toMatchObject({ leaseWatched: false, want: 'any' });
     await harness.env.sleep(3 * config.livenessTtlMs);
     const later = await handle.query(stateQuery);
     expect(later.status).toBe('awaiting_agent');
@@ -365,4 +369,72 @@ describe('watchdogs', () => {
       'failed→online (heartbeat)',
     ]);
   });
+});
+
+describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
+  it("case 1: the new runtime's first heartbeat, landing in the wait for a fresh one, is forwarded: queued, one restart", async () => {
+    const { id, handle } = await onlineWorkspace();
+    await restartAndSettle(handle, 1);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
+    // A first dispatch failure in the settle window: strike 1, nothing checked in yet.
+    expect(await dispatchFailed(handle)).toEqual({
+      verdict: 'queued',
+      detail: 'settling after a restart: strike 1/2, retry later',
+    });
+    // The new runtime registers; the workflow wants its next heartbeat, whatever it says.
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.counters.registers === 2);
+    expect((await contractPublished(harness, id, handle)).livenessContract?.want).toBe('any');
+    // A second failure waits for a fresh heartbeat; the runtime's first one lands in that wait.
+    const update = await handle.startUpdate(dispatchFailedUpdate, {
+      args: [{ caller: 'test', error: 'connection refused' }],
+      waitForStage: 'ACCEPTED',
+    });
+    expect(await harness.fake.heartbeat(handle, heartbeatPayload(id))).toBe(true);
+    await harness.env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
+    expect((await update.result()).verdict).toBe('queued');
+    const state = await handle.query(stateQuery);
+    expect(state.restart.count).toBe(1);
+    expect(state.counters.heartbeats).toBe(1);
+    expect(restartsOf(id)).toEqual([`${id}/restart-1`]);
+    expect(harness.fake.revocations).not.toContain(id);
+  });
+
+  it('case 1, recorded only: a heartbeat the ledger has from after the restart counts as fresh when the wait ends', async () => {
+    const { id, handle } = await onlineWorkspace();
+    await restartAndSettle(handle, 1);
+    harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
+    expect((await dispatchFailed(handle)).verdict).toBe('queued');
+    await handle.signal(registerSignal, registerPayload(id));
+    await waitForState(handle, (s) => s.counters.registers === 2);
+    await contractPublished(harness, id, handle);
+    const update = await handle.startUpdate(dispatchFailedUpdate, {
+      args: [{ caller: 'test', error: 'connection refused' }],
+      waitForStage: 'ACCEPTED',
+    });
+    await harness.fake.recordedOnly(id); // an API that decided it under an older contract
+    await harness.env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
+    expect((await update.result()).verdict).toBe('queued');
+    expect((await handle.query(stateQuery)).restart.count).toBe(1);
+    expect(harness.fake.revocations).not.toContain(id);
+  });
+
+  for (const offsetMs of [-6_000, 60_000]) {
+    it(`case 5: a database clock ${offsetMs / 1000} s off gives the same ages: a heartbeat 10 s old is recent, queued`, async () => {
+      harness.fake.databaseClockOffsetMs = offsetMs;
+      try {
+        const { id, handle } = await onlineWorkspace(['not-running', 'not-running']);
+        await contractPublished(harness, id, handle);
+        await harness.env.sleep(60_000); // the register is not recent any more
+        expect(await harness.fake.heartbeat(handle, heartbeatPayload(id))).toBe(false); // recorded only
+        await harness.env.sleep(10_000);
+        const verdict = await dispatchFailed(handle);
+        expect(verdict.verdict).toBe('queued');
+        expect(probesOf(id)).toBe(2);
+        expect((await handle.query(stateQuery)).restart.count).toBe(0);
+      } finally {
+        harness.fake.databaseClockOffsetMs = 0;
+      }
+    });
+  }
 });

@@ -21,14 +21,15 @@ import {
   heartbeatSignal,
   reconcileSignal,
   registerSignal,
+  stateQuery,
   workspaceWorkflowId,
 } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { commitAll, createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { connectTestStore, readProjection } from '../helpers/postgres.js';
-import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { connectTestStore, publication, readProjection } from '../helpers/postgres.js';
+import { createWorker, expireLease, uniqueId, waitForState } from '../helpers/worker.js';
 
 let env: TestWorkflowEnvironment;
 let store: Store;
@@ -221,29 +222,38 @@ describe('declared-plugin reconcile', () => {
     expect(back.restart.count).toBe(1);
     expect(boxEvents(id)).toHaveLength(4);
 
-    // The SQL projection followed every transition: provisioning → online → provisioning → online
-    // (version: 3 transitions + 3 writes).
+    // The SQL projection followed every transition (provisioning → online → provisioning → online)
+    // and every write since: its version is the workflow's.
+    expect(back.counters.transitions).toBe(3);
     await expect
-      .poll(() => readProjection(store, id))
-      .toMatchObject({ status: 'online', url: `http://box-${id}.internal:8000`, version: 6 });
+      .poll(async () => {
+        const now = await handle.query(stateQuery);
+        const row = await readProjection(store, id);
+        return row?.version === now.versionBase + now.counters.transitions + now.counters.projectionWrites ? row : null;
+      })
+      .toMatchObject({ status: 'online', url: `http://box-${id}.internal:8000` });
   });
 
   it('the projection never goes back to an older version', async () => {
     const id = uniqueId('rc-projection');
-    await store.workspaces.writeProjection({
-      workspaceId: id,
-      status: 'online',
-      url: 'http://a',
-      statusSince: new Date().toISOString(),
-      version: 5,
-    });
-    await store.workspaces.writeProjection({
-      workspaceId: id,
-      status: 'provisioning',
-      url: null,
-      statusSince: new Date().toISOString(),
-      version: 4,
-    });
+    await store.workspaces.writeProjection(
+      publication({
+        workspaceId: id,
+        status: 'online',
+        url: 'http://a',
+        statusSince: new Date().toISOString(),
+        version: 5,
+      }),
+    );
+    await store.workspaces.writeProjection(
+      publication({
+        workspaceId: id,
+        status: 'provisioning',
+        url: null,
+        statusSince: new Date().toISOString(),
+        version: 4,
+      }),
+    );
     expect(await readProjection(store, id)).toMatchObject({ status: 'online', url: 'http://a', version: 5 });
   });
 
@@ -341,8 +351,11 @@ describe('declared-plugin reconcile', () => {
     await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 2);
     const before = calls.filter((c) => c.workspaceId === id).length;
 
-    // Silence past the liveness TTL, then a heartbeat: offline → online triggers a third pass.
+    // Silence past the liveness TTL (the fleet liveness controller signals the expired lease), then
+    // a heartbeat: offline → online triggers a third pass.
     await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
+    await expireLease(handle);
+    await waitForState(handle, (s) => s.status === 'offline');
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     await waitForState(handle, (s) => s.status === 'online' && settled(s) && s.counters.reconcilesStarted === 3);
     const since = (): string[] =>
@@ -351,8 +364,9 @@ describe('declared-plugin reconcile', () => {
         .slice(before)
         .map((c) => c.name);
     // The reconcile made one query and listed the box once (back online: its plugins are verified);
-    // the two transitions (offline, online) each wrote the projection.
-    await expect.poll(() => since().filter((name) => name === 'writeProjection')).toHaveLength(2);
+    // the settle window's end (it republishes what the workflow wants) and the two transitions
+    // (offline, online) each wrote the projection.
+    await expect.poll(() => since().filter((name) => name === 'writeProjection')).toHaveLength(3);
     expect(since().filter((name) => name !== 'writeProjection')).toEqual(['listPluginDiff', 'listBoxPlugins']);
   });
 });

@@ -22,7 +22,7 @@ import { pluginsPendingKey, workspaceStatusKey } from '../../workflows/operator-
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
-import { createWorker, uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
+import { createWorker, expireLease, uniqueId, useWorkerHarness, waitForState } from '../helpers/worker.js';
 
 const harness = useWorkerHarness('workspace-tests', createTimeSkippingEnv);
 /** A runtime call's relay to a managed workspace's workflow, on this file's task queue. */
@@ -149,8 +149,10 @@ describe('recovery and coalescing', () => {
     await handle.signal(registerSignal, registerPayload(id));
     await waitForState(handle, (s) => s.status === 'online' && idle(s));
 
-    // Silence past the 180 s liveness TTL, skipped by the test server, not slept.
+    // Silence past the 180 s liveness TTL, skipped by the test server, not slept; the fleet
+    // liveness controller finds the lease expired.
     await harness.env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
+    await expireLease(handle);
     const offline = await waitForState(handle, (s) => s.status === 'offline');
     expect(offline.recentTransitions[0]?.cause).toBe('no heartbeat for 180s');
 

@@ -19,6 +19,8 @@ export class Draft {
   readonly cameOnline: { from: Status; cause: string }[] = [];
   /** Every status change this step made, in order: the projection write reports them all. */
   readonly moves: StatusChange[] = [];
+  /** Publish the liveness contract even if unchanged: the lease must be written again (onLeaseExpired). */
+  republish = false;
 
   constructor(
     previous: WorkspaceState,

@@ -1,9 +1,9 @@
 /**
  * Liveness: what the runtime's calls say. A register or any heartbeat brings the workspace
  * online (a heartbeat while a restart is in flight may be the old runtime's and proves nothing);
- * heartbeats degrade and recover it by their health; silence past the liveness TTL takes it
- * offline, provisioning past its timeout fails it. The heartbeat ledger's last-seen time counts
- * for liveness like a forwarded heartbeat.
+ * heartbeats degrade and recover it by their health; silence past the liveness TTL (found by the
+ * fleet liveness controller) takes it offline, provisioning past its timeout fails it. The
+ * liveness contract says which heartbeats the workflow wants forwarded (docs/fleet-liveness.md).
  */
 import type { LifecycleConfig } from '../config.js';
 import {
@@ -14,10 +14,10 @@ import {
   type AgentCard,
   type HeartbeatPayload,
 } from '../payloads.js';
-import { iso, seconds, type Draft } from './draft.js';
+import { seconds, type Draft } from './draft.js';
 import { requestReconcile } from './reconcile.js';
-import { requestRestart } from './restart.js';
-import type { AgentCardSummary, LastHeartbeat, WorkspaceState } from './types.js';
+import { isSettling, requestRestart, settleDeadline } from './restart.js';
+import type { AgentCardSummary, HeartbeatWant, LastHeartbeat, LivenessContract, WorkspaceState } from './types.js';
 
 /** A runtime checked in (it booted): its URL, card and delivery mode are recorded, and it is online. */
 export function onRegister(draft: Draft, payload: unknown): void {
@@ -60,7 +60,7 @@ export function onRegister(draft: Draft, payload: unknown): void {
 }
 
 /** A heartbeat: recorded, and the status follows from it and the runtime's health. */
-export function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig, beats = 1): void {
+export function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleConfig): void {
   const state = draft.state;
   const parsed = parseHeartbeat(payload);
   if (!parsed.ok) return draft.reject('heartbeat', parsed.reason);
@@ -73,9 +73,8 @@ export function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleCon
   }
   if (state.status === 'removed') return draft.reject('heartbeat', 'workspace is removed');
 
-  state.counters.heartbeats += Number.isSafeInteger(beats) && beats > 0 ? beats : 1;
+  state.counters.heartbeats++;
   state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
-  state.heartbeatSeenAt = draft.at;
   if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
 
   // Any heartbeat proves the runtime is up: every not-live status comes online; but while a
@@ -92,32 +91,25 @@ export function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleCon
 }
 
 /**
- * Heartbeats the API acknowledged without forwarding them (each had the signature of the last
- * forwarded one: same health class, runtime state and card) still count for liveness: the last
- * heartbeat's time moves up to the ledger's. Nothing else changes; the next forward carries their
- * count.
+ * The fleet liveness controller found the lease expired on the database's clock. A lease of a
+ * contract older than the one last published is stale: the workspace has moved on. Otherwise
+ * the workflow's own clock decides with it: if the workflow holds a later sign of life than the
+ * ledger (a forwarded heartbeat the ledger missed), the lease is published again from it;
+ * if not, silence takes effect: a live workspace goes offline and is evaluated (an external one
+ * awaits its agent), one offline and silent a TTL more has its box restarted.
  */
-export function onHeartbeatsSeen(draft: Draft, lastSeenAt: string | null): void {
-  if (lastSeenAt === null || Number.isNaN(Date.parse(lastSeenAt))) return;
-  const known = lastHeartbeatAt(draft.state);
-  if (known !== null && Date.parse(lastSeenAt) <= known) return;
-  // Never past the workflow's own clock: a ledger clock running ahead would stretch liveness.
-  draft.state.heartbeatSeenAt = iso(Math.min(Date.parse(lastSeenAt), draft.now));
-}
-
-/**
- * A deadline fired: the current status's own deadline, if it passed. Provisioning too long
- * fails; a live workspace silent for the liveness TTL goes offline and is evaluated (an external
- * one awaits its agent); offline and silent a TTL more, its box is restarted.
- */
-export function onStatusDeadline(draft: Draft): void {
+export function onLeaseExpired(draft: Draft, version: number): void {
   const state = draft.state;
   const config = draft.config;
-  const deadline = statusDeadline(state, config);
-  if (deadline === null || draft.now < deadline) return;
-  if (state.status === 'provisioning') {
-    draft.moveTo('failed', `still provisioning after ${seconds(config.provisioningTimeoutMs)}`);
-  } else if (state.status === 'offline') {
+  const published = state.livenessContract;
+  if (published === null || version !== published.version) return;
+  const deadline = leaseDeadline(state, config);
+  if (deadline === null) return;
+  if (draft.now < deadline) {
+    draft.republish = true;
+    return;
+  }
+  if (state.status === 'offline') {
     // Offline for a TTL and still silent: the box may run, its runtime does not answer.
     requestRestart(draft, `offline and silent for ${seconds(config.livenessTtlMs)} more`, 'watchdog', 'silent');
   } else if (draft.external) {
@@ -129,53 +121,168 @@ export function onStatusDeadline(draft: Draft): void {
   }
 }
 
-/** The deadline of the current status: provisioning timeout, liveness TTL, or offline too long. */
+/** A deadline fired: provisioning past its timeout fails. */
+export function onStatusDeadline(draft: Draft): void {
+  const state = draft.state;
+  const deadline = statusDeadline(state, draft.config);
+  if (deadline === null || draft.now < deadline) return;
+  draft.moveTo('failed', `still provisioning after ${seconds(draft.config.provisioningTimeoutMs)}`);
+}
+
+/**
+ * The deadlines on the workflow's own timers: the provisioning timeout, and the end of a settle
+ * window while the want waits for the new runtime's first heartbeat (the want changes then).
+ * Silence is the fleet liveness controller's: no timer per live workspace.
+ */
 export function statusDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  if (state.status === 'provisioning') return Date.parse(state.statusSince) + config.provisioningTimeoutMs;
+  return null;
+}
+
+/**
+ * When the settle window's end changes the want (see livenessContract), or null: only while the
+ * published want is still the window's (`any` on a live workspace), so once the end republished
+ * it the deadline is gone and the timer is not armed again.
+ */
+export function wantDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  const live = state.status === 'online' || state.status === 'degraded';
+  const settleEnd = settleDeadline(state, config);
+  const waiting = live && state.livenessContract?.want === 'any' && !heartbeatSinceRestart(state);
+  return waiting && settleEnd !== null ? settleEnd : null;
+}
+
+/**
+ * When silence past the liveness TTL takes effect by what the workflow itself knows, for a
+ * workspace whose lease is watched: a live one a TTL after its last sign of life, an offline one a
+ * TTL after it went offline (a heartbeat would have brought it online); null when not watched.
+ */
+export function leaseDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
   switch (state.status) {
-    case 'provisioning':
-      return Date.parse(state.statusSince) + config.provisioningTimeoutMs;
     case 'online':
     case 'degraded':
-      return lastSeen(state) + config.livenessTtlMs;
+      return lastSignOfLife(state) + config.livenessTtlMs;
     case 'offline':
-      // A restart in flight (or owed) already answers the silence; its end sets a new status.
+      // A restart in flight already answers the silence; its end sets a new status.
       return state.restart.inFlight ? null : Date.parse(state.statusSince) + config.livenessTtlMs;
     default:
       return null;
   }
 }
 
-/** Whether the liveness TTL has passed for a live workspace, by what the state knows so far. */
-export function livenessExpired(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
-  return (state.status === 'online' || state.status === 'degraded') && now >= lastSeen(state) + config.livenessTtlMs;
+/**
+ * The contract the workflow publishes for its state at `now` (docs/fleet-liveness.md): a live
+ * workspace wants what moves it between online and degraded, and while a settle window waits for
+ * the new runtime's first heartbeat, any heartbeat; every other status wants the next heartbeat,
+ * which brings it online, unless a restart is in flight (it may be the old runtime's).
+ */
+export function livenessContract(state: WorkspaceState, now: number, config: LifecycleConfig): LivenessContract {
+  const settlingForHeartbeat = isSettling(state, now, config) && !heartbeatSinceRestart(state);
+  let want: HeartbeatWant;
+  if (state.status === 'removed') want = 'none';
+  else if (state.status === 'online') want = settlingForHeartbeat ? 'any' : 'degrading';
+  else if (state.status === 'degraded') want = settlingForHeartbeat ? 'any' : 'recovering';
+  else want = state.restart.inFlight ? 'none' : 'any';
+  return {
+    want,
+    degradeErrorRate: config.degradeErrorRate,
+    recoverErrorRate: config.recoverErrorRate,
+    hasCard: state.agentCard !== null,
+    leaseWatched: leaseDeadline(state, config) !== null,
+    leaseTtlMs: config.livenessTtlMs,
+  };
 }
 
-/** The latest heartbeat time known (forwarded, or in the ledger), in ms; null before any. */
-export function lastHeartbeatAt(state: WorkspaceState): number | null {
-  const times = [state.lastHeartbeat?.at, state.heartbeatSeenAt].flatMap((at) =>
-    typeof at === 'string' ? [Date.parse(at)] : [],
+export function sameContract(a: LivenessContract, b: LivenessContract): boolean {
+  return (
+    a.want === b.want &&
+    a.degradeErrorRate === b.degradeErrorRate &&
+    a.recoverErrorRate === b.recoverErrorRate &&
+    a.hasCard === b.hasCard &&
+    a.leaseWatched === b.leaseWatched &&
+    a.leaseTtlMs === b.leaseTtlMs
   );
-  return times.length === 0 ? null : Math.max(...times);
 }
 
+/** What the forward rule reads from a heartbeat: its health facts and whether it carries an agent card. */
+export interface HeartbeatFacts extends HealthFacts {
+  bringsCard: boolean;
+}
+
+export function heartbeatFacts(beat: HeartbeatPayload): HeartbeatFacts {
+  const { errorRate, runtimeState, managesOwnStatus } = recordHeartbeat(beat, null, '');
+  return { errorRate, runtimeState, managesOwnStatus, bringsCard: beat.agent_card !== undefined };
+}
+
+/** A ledger row's contract as the forward rule reads it. */
+export interface ContractRow {
+  want: HeartbeatWant;
+  wantVersion: number;
+  /** The highest contract version a wanted heartbeat was delivered for. */
+  deliveredVersion: number;
+  degradeErrorRate: number;
+  recoverErrorRate: number;
+  hasCard: boolean;
+}
+
+/**
+ * Whether the API forwards this heartbeat (the SQL function heartbeat_wanted is the same rule,
+ * tested equal): the workflow has not yet been delivered one for this contract, and this one is
+ * what the contract wants, or brings the first agent card. Each wanted heartbeat changes the
+ * contract it was wanted under, so the next contract (a new version) says what is wanted after it.
+ */
+export function heartbeatWanted(row: ContractRow, beat: HeartbeatFacts): boolean {
+  if (row.deliveredVersion >= row.wantVersion) return false;
+  if (beat.bringsCard && !row.hasCard) return true;
+  const health = assessHealth(beat, row);
+  switch (row.want) {
+    case 'any':
+      return true;
+    case 'degrading':
+      return health.degradeReason !== null;
+    case 'recovering':
+      return health.recovered;
+    case 'none':
+      return false;
+  }
+}
+
+/** The forwarded heartbeat's time (the workflow's clock), in ms; null before any. */
+export function lastHeartbeatAt(state: WorkspaceState): number | null {
+  return state.lastHeartbeat === null ? null : Date.parse(state.lastHeartbeat.at);
+}
+
+/** A forwarded heartbeat within the "recent" window, on the workflow's clock. */
 export function hasRecentHeartbeat(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
   const at = lastHeartbeatAt(state);
   return at !== null && now - at <= config.recentHeartbeatMs;
 }
 
-/** A heartbeat and a register (the new runtime's) since the last restart started. */
-export function hasFreshHeartbeat(state: WorkspaceState): boolean {
+/** A register since the last restart started (the new runtime checked in). */
+export function registeredSinceRestart(state: WorkspaceState): boolean {
   const started = state.restart.lastStartedAt;
-  const heartbeat = lastHeartbeatAt(state);
-  if (started === null || heartbeat === null) return false;
-  const since = (at: string | null): boolean => at !== null && Date.parse(at) > Date.parse(started);
-  return heartbeat > Date.parse(started) && since(state.lastRegisterAt);
+  return started !== null && state.lastRegisterAt !== null && Date.parse(state.lastRegisterAt) > Date.parse(started);
 }
 
-function lastSeen(state: WorkspaceState): number {
+/** A forwarded heartbeat since the last restart started. */
+export function heartbeatSinceRestart(state: WorkspaceState): boolean {
+  const started = state.restart.lastStartedAt;
+  const heartbeat = lastHeartbeatAt(state);
+  return started !== null && heartbeat !== null && heartbeat > Date.parse(started);
+}
+
+/** A heartbeat and a register (the new runtime's) since the last restart started, both forwarded. */
+export function hasFreshHeartbeat(state: WorkspaceState): boolean {
+  return registeredSinceRestart(state) && heartbeatSinceRestart(state);
+}
+
+/**
+ * The last sign of life the workflow itself knows, in ms of its clock: a register, a forwarded
+ * heartbeat, or the status change (the lease is published from it; the ledger adds the heartbeats
+ * it did not forward).
+ */
+export function lastSignOfLife(state: WorkspaceState): number {
   const register = state.lastRegisterAt === null ? 0 : Date.parse(state.lastRegisterAt);
-  const heartbeat = lastHeartbeatAt(state) ?? 0;
-  return Math.max(register, heartbeat, Date.parse(state.statusSince));
+  return Math.max(register, lastHeartbeatAt(state) ?? 0, Date.parse(state.statusSince));
 }
 
 interface Health {
@@ -183,43 +290,23 @@ interface Health {
   recovered: boolean;
 }
 
+/** What health is judged on: a heartbeat's error rate, runtime state and whether it manages its own status. */
+export type HealthFacts = Pick<LastHeartbeat, 'errorRate' | 'runtimeState' | 'managesOwnStatus'>;
+
 /**
- * Health from the last heartbeat: wedged, or an error rate at or above the degrade threshold
- * (unless the runtime manages its own status), degrades; recovery needs the rate below the
- * recover threshold. Thresholds from config.
+ * Health from a heartbeat: wedged, or an error rate at or above the degrade threshold (unless the
+ * runtime manages its own status), degrades; recovery needs the rate below the recover threshold.
  */
-export function assessHealth(beat: LastHeartbeat, config: LifecycleConfig): Health {
+export function assessHealth(
+  beat: HealthFacts,
+  config: Pick<LifecycleConfig, 'degradeErrorRate' | 'recoverErrorRate'>,
+): Health {
   if (beat.runtimeState === 'wedged') return { degradeReason: 'runtime reports wedged', recovered: false };
   if (!beat.managesOwnStatus && beat.errorRate >= config.degradeErrorRate) {
     return { degradeReason: `error rate ${beat.errorRate} ≥ ${config.degradeErrorRate}`, recovered: false };
   }
   const recovered = !beat.managesOwnStatus && beat.errorRate < config.recoverErrorRate && beat.runtimeState === '';
   return { degradeReason: null, recovered };
-}
-
-export interface HeartbeatSignature {
-  signature: string;
-  /** It would degrade an online workspace. */
-  degrades: boolean;
-}
-
-/**
- * What the rules read from a heartbeat besides its time: its health class under the degrade and
- * recover thresholds (assessHealth), its runtime state, whether the runtime manages its own
- * status, and its agent card. From any status, two heartbeats with one signature lead to the
- * same transitions; so the API forwards a heartbeat whose signature differs from the last one
- * forwarded at once, and may coalesce the others.
- */
-export function heartbeatSignature(beat: HeartbeatPayload, config: LifecycleConfig): HeartbeatSignature {
-  const recorded = recordHeartbeat(beat, null, '');
-  const health = assessHealth(recorded, config);
-  const degrades = health.degradeReason !== null;
-  const healthClass = degrades ? 'degrades' : health.recovered ? 'recovers' : 'holds';
-  const card = beat.agent_card ? summarizeCard(beat.agent_card) : null;
-  return {
-    signature: JSON.stringify([healthClass, recorded.runtimeState, recorded.managesOwnStatus, card]),
-    degrades,
-  };
 }
 
 function recordHeartbeat(beat: HeartbeatPayload, previous: LastHeartbeat | null, at: string): LastHeartbeat {

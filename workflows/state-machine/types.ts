@@ -59,6 +59,36 @@ export interface LastHeartbeat {
   managesOwnStatus: boolean;
 }
 
+/**
+ * Which heartbeats the workflow wants forwarded now (docs/fleet-liveness.md):
+ * - any: the next one, whatever it says (it brings the workspace online, or a settle window waits
+ *   for the new runtime's first heartbeat);
+ * - degrading: one that degrades an online workspace;
+ * - recovering: one that recovers a degraded workspace;
+ * - none: no heartbeat changes the status (a restart in flight, or removed).
+ * Whatever the want, a heartbeat that brings the first agent card is wanted too.
+ */
+export type HeartbeatWant = 'any' | 'degrading' | 'recovering' | 'none';
+
+/**
+ * What the workflow publishes into its heartbeat ledger row with each projection write: which
+ * heartbeats the API forwards, under the workflow's own thresholds, and whether silence past the
+ * liveness TTL is a verdict (the fleet liveness controller watches the lease).
+ */
+export interface LivenessContract {
+  want: HeartbeatWant;
+  degradeErrorRate: number;
+  recoverErrorRate: number;
+  hasCard: boolean;
+  leaseWatched: boolean;
+  leaseTtlMs: number;
+}
+
+/** A contract as published: with the projection version it was written with. */
+export interface PublishedContract extends LivenessContract {
+  version: number;
+}
+
 export interface Rejection {
   /** The signal refused, or `restart` for a restart request the workspace cannot take. */
   signal: SignalName | 'restart';
@@ -230,14 +260,20 @@ export interface WorkspaceState {
   runtime: Runtime;
   agentCard: AgentCardSummary | null;
   lastRegisterAt: string | null;
-  /** The last heartbeat forwarded to the workflow: its time and the fields the rules read. */
-  lastHeartbeat: LastHeartbeat | null;
   /**
-   * The latest heartbeat time known, forwarded or only recorded in the heartbeat ledger (the API
-   * may coalesce heartbeats that change nothing, even before one was forwarded). Liveness reads
-   * this: lastHeartbeatAt().
+   * The last heartbeat forwarded to the workflow: its time (the workflow's clock) and the fields the
+   * rules read. Heartbeats the workflow did not want are only in the heartbeat ledger, on the
+   * database's clock.
    */
-  heartbeatSeenAt: string | null;
+  lastHeartbeat: LastHeartbeat | null;
+  /** The liveness contract last published (null before the first write): what the API forwards. */
+  livenessContract: PublishedContract | null;
+  /**
+   * Where this workspace's projection versions start: the workflow's time when it was first
+   * started, carried across continue-as-new. A workflow started over (terminated, recreated)
+   * starts later, so its writes replace the ones its predecessor made.
+   */
+  versionBase: number;
   counters: Counters;
   reconcile: ReconcileState;
   /** Per declared plugin that a reconcile worked on: how it got installed, or why it failed. */
@@ -256,10 +292,12 @@ export interface WorkspaceState {
 
 export type Event =
   | { type: 'register'; payload: unknown }
-  /** `beats`: the acknowledged heartbeats this one stands for (itself and those coalesced before it). */
-  | { type: 'heartbeat'; payload: unknown; beats?: number }
-  /** The heartbeat ledger's last-seen time, read when a liveness rule decides. */
-  | { type: 'heartbeatsSeen'; lastSeenAt: string | null }
+  | { type: 'heartbeat'; payload: unknown }
+  /**
+   * The fleet liveness controller found the lease of the contract `version` expired on the
+   * database's clock: silent for `silentForMs`.
+   */
+  | { type: 'leaseExpired'; version: number; silentForMs: number }
   /** A durable timer fired; deadlines that have passed take effect. */
   | { type: 'deadline' }
   | { type: 'reconcileFinished'; outcome: ReconcileOutcome; error?: string; report?: ReconcileReport }
@@ -293,8 +331,12 @@ export type Effect =
   /** Heartbeat silence: run the dead-detection evaluation. */
   | { type: 'evaluate'; requester: string }
   /**
-   * Status or URL changed: the SQL projection gets the final values of this step, and the status
-   * changes it made (each written once to the event outbox).
+   * Status, URL, mode or liveness contract changed (or a register renewed the lease): the SQL
+   * projection and the heartbeat ledger's contract get the final values of this step, in one write,
+   * with the status changes it made (each written once to the event outbox). Times cross to the
+   * database as ages on the workflow's clock: `leaseAgeMs` since what the workflow itself last
+   * knew of the runtime (register, forwarded heartbeat, status change), and `restart.ageMs` since
+   * the restart in progress began.
    */
   | {
       type: 'writeProjection';
@@ -304,6 +346,9 @@ export type Effect =
       version: number;
       deliveryMode: DeliveryMode | null;
       transitions: StatusChange[];
+      contract: LivenessContract;
+      leaseAgeMs: number;
+      restart: { key: string; ageMs: number } | null;
     };
 
 export interface Transition {
@@ -325,7 +370,8 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
     agentCard: null,
     lastRegisterAt: null,
     lastHeartbeat: null,
-    heartbeatSeenAt: null,
+    livenessContract: null,
+    versionBase: now,
     counters: {
       registers: 0,
       heartbeats: 0,
