@@ -129,9 +129,14 @@ describe('restarts and dead detection', () => {
     expect(causes(transition(online, { type: 'deadDeclared', reason: 'x', requester: 'caller' }, T0, config))).toEqual([
       'dead',
     ]);
-    const offline = apply(online, { type: 'deadline' }, T0 + config.livenessTtlMs);
+    const expire = (state: typeof online): { type: 'leaseExpired'; version: number; silentForMs: number } => ({
+      type: 'leaseExpired',
+      version: state.livenessContract?.version ?? 0,
+      silentForMs: config.livenessTtlMs,
+    });
+    const offline = apply(online, expire(online), T0 + config.livenessTtlMs);
     expect(offline.status).toBe('offline');
-    const silent = transition(offline, { type: 'deadline' }, T0 + 2 * config.livenessTtlMs, config);
+    const silent = transition(offline, expire(offline), T0 + 2 * config.livenessTtlMs, config);
     expect(causes(silent)).toEqual(['silent']);
     const requested = apply(online, { type: 'restartRequested', reason: 'ops', requester: 'operator' }, T0 + 1_000);
     // A dead declaration while that restart runs becomes its follow-up, which keeps its cause.
