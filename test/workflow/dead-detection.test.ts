@@ -380,6 +380,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
     expect(await dispatchFailed(handle)).toEqual({
       verdict: 'queued',
       detail: 'settling after a restart: strike 1/2, retry later',
+      strikes: 1,
     });
     // The new runtime registers; the workflow wants its next heartbeat, whatever it says.
     await handle.signal(registerSignal, registerPayload(id));
