@@ -16,6 +16,7 @@ import {
   createWorkspaces,
   statusKey,
   type Answer,
+  type CallAnswer,
   type Runtime,
 } from './harness/load.js';
 import { admissionRefusals, counterBy, perItem } from './harness/metrics.js';
@@ -70,7 +71,7 @@ function perSecond(count: number, since: number): number {
 }
 
 /** The stack's processes as the bench measures them: each on its own, PostgreSQL's as a tree, and this one. */
-function targets(stack: Stack): Target[] {
+export function targets(stack: Stack): Target[] {
   const list = stack.instances().map((i) => ({ name: i.name, pids: [i.pid] }));
   const postgres = stack.postgresPid();
   if (postgres !== undefined) list.push({ name: 'postgres', pids: processTree(postgres) });
@@ -136,11 +137,23 @@ async function create(stack: Stack, run: string, n: number, o: FleetOptions): Pr
   return { runtimes, perS, cpu, persistence: perWorkspace };
 }
 
+/** The runtime registers (push mode, a loopback URL nobody listens on), to the `i`-th API in turn, as runtimes retry. */
+function registerOne(stack: Stack, runtime: Runtime, i: number): Promise<CallAnswer> {
+  const body = {
+    id: runtime.id,
+    url: `http://127.0.0.1:9/${runtime.id}`,
+    agent_card: { name: runtime.id },
+    delivery_mode: 'push',
+  };
+  const url = `${stack.apiUrls[i % stack.apiUrls.length] ?? stack.apiUrl}/registry/register`;
+  return callRetrying(url, 'POST', body, runtime.token, RETRY_ON);
+}
+
 /** Registers each workspace once (push mode, a loopback URL nobody listens on: nothing dispatches to it). */
-async function register(
+export async function register(
   stack: Stack,
   fleet: Runtime[],
-  o: FleetOptions,
+  concurrency: number,
 ): Promise<{ registered: number; perS: number }> {
   let registered = 0;
   const failed = new Map<string, number>();
@@ -149,15 +162,8 @@ async function register(
     3_000,
     () => log(`register: ${registered}/${fleet.length} (${round(perSecond(registered, started))}/s)`),
     () =>
-      bounded(fleet, o.createConcurrency, async (runtime, i) => {
-        const body = {
-          id: runtime.id,
-          url: `http://127.0.0.1:9/${runtime.id}`,
-          agent_card: { name: runtime.id },
-          delivery_mode: 'push',
-        };
-        const url = `${stack.apiUrls[i % stack.apiUrls.length] ?? stack.apiUrl}/registry/register`;
-        const answer = await callRetrying(url, 'POST', body, runtime.token, RETRY_ON);
+      bounded(fleet, concurrency, async (runtime, i) => {
+        const answer = await registerOne(stack, runtime, i);
         if (answer.status === 200) registered++;
         else failed.set(statusKey(answer), (failed.get(statusKey(answer)) ?? 0) + 1);
       }),
@@ -308,7 +314,7 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
 
     const creation = await create(stack, run, n, o);
     const fleet = creation.runtimes;
-    const { registered, perS: registerPerS } = await register(stack, fleet, o);
+    const { registered, perS: registerPerS } = await register(stack, fleet, o.createConcurrency);
 
     // Heartbeats from now on, as runtimes send them; measured once the setup has settled (every
     // workspace projected online: its register and reconcile handled), sampled then.
