@@ -37,6 +37,7 @@ import { parseArgs } from 'node:util';
 import { defaultLifecycleConfig } from '../workflows/config.js';
 import { table, type FleetResult } from './fleet-report.js';
 import { log, runSize, type FleetOptions } from './fleet-run.js';
+import { positive } from './harness/options.js';
 
 function parseOptions(): FleetOptions {
   const { values } = parseArgs({
@@ -62,12 +63,6 @@ function parseOptions(): FleetOptions {
   const keyValue = (flag: string, pair: string): string => {
     if (!/^[\w.]+=\S+$/.test(pair)) throw new Error(`--${flag} takes KEY=VALUE, got ${pair}`);
     return pair;
-  };
-  const positive = (flag: string, text: string, integer = true): number => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value)))
-      throw new Error(`--${flag} must be a positive ${integer ? 'integer' : 'number'}, got ${text}`);
-    return value;
   };
   const livenessTtlS =
     values['liveness-ttl'] === undefined ? undefined : positive('liveness-ttl', values['liveness-ttl'], false);

@@ -41,11 +41,15 @@ import { notOnline, workersPolling } from './fleet-inspect.js';
 import { cpuText } from './fleet-report.js';
 import { log, register, targets } from './fleet-run.js';
 import { createFloorTable, fillFloorTable } from './heartbeat-floor.js';
-import { createWorkspaces, type Runtime } from './harness/load.js';
+import { HeartbeatLoad, createWorkspaces, type Runtime } from './harness/load.js';
 import { signalsReceived } from './harness/metrics.js';
 import { cpuBetween, cpuTicks, type CpuUse, type Target } from './harness/processes.js';
 import { Stack, untilApiAnswers } from './harness/stack.js';
 import { countsText, percentile, round } from './harness/stats.js';
+import { positive } from './harness/options.js';
+
+/** How long the fleet may take to come online after its registers. */
+const SETTLE_TIMEOUT_MS = 20 * 60_000;
 
 export interface HeartbeatBenchOptions {
   workspaces: number;
@@ -235,7 +239,11 @@ async function startFloor(databaseUrl: string, dir: string): Promise<{ url: stri
   return { url, child };
 }
 
-/** The workspaces, created and registered through the API, every one online; the floor's table holds the same ids and tokens. */
+/**
+ * The workspaces, created and registered through the API, every one online; the floor's table
+ * holds the same ids and tokens. Their runtimes beat every 30 s meanwhile, as runtimes do, so
+ * none goes offline while the fleet settles.
+ */
 async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promise<Runtime[]> {
   const { runtimes, failures } = await createWorkspaces({
     apiUrls: stack.apiUrls,
@@ -252,16 +260,30 @@ async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promi
   log(`created ${runtimes.length} workspaces`);
   const { registered } = await register(stack, runtimes, 32);
   if (registered < runtimes.length) throw new Error(`only ${registered} of ${runtimes.length} registers answered 200`);
-  const deadline = Date.now() + 600_000;
-  for (
-    let state = await notOnline(stack.databaseUrl, run);
-    state.count > 0;
-    state = await notOnline(stack.databaseUrl, run)
-  ) {
-    if (Date.now() > deadline) throw new Error(`the workspaces did not all come online: ${state.statuses}`);
-    await sleep(1_000);
+  const load = new HeartbeatLoad({
+    apiUrls: stack.apiUrls,
+    runtimes,
+    rate: runtimes.length / 30,
+    maxInFlight: 64,
+    pace: 'runtime',
+  });
+  load.start();
+  try {
+    const started = Date.now();
+    let said = '';
+    for (;;) {
+      const state = await notOnline(stack.databaseUrl, run);
+      if (state.count === 0) break;
+      if (Date.now() - started > SETTLE_TIMEOUT_MS)
+        throw new Error(`the workspaces did not all come online in ${SETTLE_TIMEOUT_MS / 1000} s: ${state.statuses}`);
+      if (state.statuses !== said) log(`settle: ${state.statuses}`);
+      said = state.statuses;
+      await sleep(2_000);
+    }
+    log(`every workspace online, ${round((Date.now() - started) / 1000)} s after the last register`);
+  } finally {
+    await load.stop();
   }
-  log(`every workspace online`);
   const pool = new pg.Pool({ connectionString: stack.databaseUrl, max: 1 });
   try {
     await createFloorTable(pool);
@@ -271,6 +293,9 @@ async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promi
   }
   return runtimes;
 }
+
+/** Stops what a run started (its processes, its folder); set while a run is under way. */
+let cleanUp: (() => Promise<void>) | undefined;
 
 export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<HeartbeatBenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'wl-heartbeat-'));
@@ -282,6 +307,16 @@ export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<Heart
     log,
   });
   let floor: { url: string; child: ChildProcess } | undefined;
+  cleanUp = async () => {
+    if (floor !== undefined && floor.child.exitCode === null) {
+      const exited = once(floor.child, 'exit');
+      floor.child.kill('SIGTERM');
+      await exited;
+    }
+    await stack.stop().catch((err: unknown) => log(`stopping the stack: ${String(err)}`));
+    if (o.keep) log(`kept ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  };
   try {
     log(`starting the stack in ${dir}`);
     await stack.start();
@@ -321,14 +356,8 @@ export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<Heart
       apiPlain: figures(apiBuckets.filter((b) => b.signals === 0)),
     };
   } finally {
-    if (floor !== undefined) {
-      const exited = once(floor.child, 'exit');
-      floor.child.kill('SIGTERM');
-      await exited;
-    }
-    await stack.stop().catch((err: unknown) => log(`stopping the stack: ${String(err)}`));
-    if (o.keep) log(`kept ${dir}`);
-    else rmSync(dir, { recursive: true, force: true });
+    await cleanUp();
+    cleanUp = undefined;
   }
 }
 
@@ -375,12 +404,6 @@ function parseOptions(): HeartbeatBenchOptions {
       keep: { type: 'boolean', default: false },
     },
   });
-  const positive = (flag: string, text: string, integer = true): number => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value)))
-      throw new Error(`--${flag} must be a positive ${integer ? 'integer' : 'number'}, got ${text}`);
-    return value;
-  };
   const env = Object.fromEntries(
     values.env.map((pair) => {
       const match = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(pair);
@@ -409,6 +432,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     console.error(`bench:heartbeat: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(2);
   }
+  // Interrupted: the stack's processes and its PostgreSQL cluster stop too.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      log(`${signal}: stopping`);
+      void (cleanUp?.() ?? Promise.resolve()).finally(() => process.exit(130));
+    });
   const result = await runHeartbeatBench(options);
   console.log(`\n${heartbeatReport(options, result)}\n`);
   process.exit(0);
