@@ -41,15 +41,19 @@ import { notOnline, workersPolling } from './fleet-inspect.js';
 import { cpuText } from './fleet-report.js';
 import { log, register, targets } from './fleet-run.js';
 import { createFloorTable, fillFloorTable } from './heartbeat-floor.js';
-import { HeartbeatLoad, createWorkspaces, type Runtime } from './harness/load.js';
+import { HeartbeatLoad, createWorkspaces, statusKey, type Runtime } from './harness/load.js';
 import { signalsReceived } from './harness/metrics.js';
 import { cpuBetween, cpuTicks, type CpuUse, type Target } from './harness/processes.js';
 import { Stack, untilApiAnswers } from './harness/stack.js';
-import { countsText, percentile, round } from './harness/stats.js';
+import { countBy, countsText, percentile, round } from './harness/stats.js';
 import { positive } from './harness/options.js';
 
-/** How long the fleet may take to come online after its registers. */
-const SETTLE_TIMEOUT_MS = 20 * 60_000;
+/**
+ * The rounds start once every workspace is online, or once the projection's statuses have not
+ * changed for this long: a dev server may leave new workflows' first tasks in its backlog for
+ * many minutes (docs/performance.md, the cold start), and the route is measured all the same.
+ */
+const SETTLE_STALL_MS = 2 * 60_000;
 
 export interface HeartbeatBenchOptions {
   workspaces: number;
@@ -115,6 +119,10 @@ export interface Figures {
 }
 
 export interface HeartbeatBenchResult {
+  /** Workspaces created (and beaten); fewer than asked when creates failed. */
+  workspaces: number;
+  /** The projection's statuses of the workspaces as the rounds started. */
+  statusesAtStart: string;
   rounds: RoundFigures[];
   floor: Figures;
   api: Figures;
@@ -244,7 +252,11 @@ async function startFloor(databaseUrl: string, dir: string): Promise<{ url: stri
  * holds the same ids and tokens. Their runtimes beat every 30 s meanwhile, as runtimes do, so
  * none goes offline while the fleet settles.
  */
-async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promise<Runtime[]> {
+async function setUp(
+  stack: Stack,
+  o: HeartbeatBenchOptions,
+  run: string,
+): Promise<{ runtimes: Runtime[]; statuses: string }> {
   const { runtimes, failures } = await createWorkspaces({
     apiUrls: stack.apiUrls,
     adminToken: stack.adminToken,
@@ -252,11 +264,11 @@ async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promi
     concurrency: 32,
     retryOn: [429, 503, 0],
   });
-  const [failed] = failures;
-  if (failed !== undefined)
-    throw new Error(
-      `creating ${failed.id}: ${failed.status} ${JSON.stringify(failed.body)} (and ${failures.length - 1} more)`,
-    );
+  // A create whose answer was lost (a timeout, an overloaded box) and that succeeded is 409 on
+  // its retry, without the token: the bench goes on with the workspaces it holds tokens of.
+  if (failures.length > 0)
+    log(`!! ${failures.length} creates failed (${countsText(countBy(failures, statusKey))}); going on with the others`);
+  if (runtimes.length === 0) throw new Error('no workspace was created');
   log(`created ${runtimes.length} workspaces`);
   const { registered } = await register(stack, runtimes, 32);
   if (registered < runtimes.length) throw new Error(`only ${registered} of ${runtimes.length} registers answered 200`);
@@ -268,19 +280,28 @@ async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promi
     pace: 'runtime',
   });
   load.start();
+  let state = { count: 0, statuses: '' };
   try {
     const started = Date.now();
+    let changedAt = started;
     let said = '';
     for (;;) {
-      const state = await notOnline(stack.databaseUrl, run);
-      if (state.count === 0) break;
-      if (Date.now() - started > SETTLE_TIMEOUT_MS)
-        throw new Error(`the workspaces did not all come online in ${SETTLE_TIMEOUT_MS / 1000} s: ${state.statuses}`);
-      if (state.statuses !== said) log(`settle: ${state.statuses}`);
+      state = await notOnline(stack.databaseUrl, run);
+      if (state.count === 0) {
+        log(`every workspace online, ${round((Date.now() - started) / 1000)} s after the last register`);
+        break;
+      }
+      if (state.statuses !== said) {
+        log(`settle: ${state.statuses}`);
+        changedAt = Date.now();
+      }
       said = state.statuses;
+      if (Date.now() - changedAt > SETTLE_STALL_MS) {
+        log(`settle: !! no change in ${SETTLE_STALL_MS / 1000} s; the rounds start with ${state.count} not online`);
+        break;
+      }
       await sleep(2_000);
     }
-    log(`every workspace online, ${round((Date.now() - started) / 1000)} s after the last register`);
   } finally {
     await load.stop();
   }
@@ -291,7 +312,7 @@ async function setUp(stack: Stack, o: HeartbeatBenchOptions, run: string): Promi
   } finally {
     await pool.end();
   }
-  return runtimes;
+  return { runtimes, statuses: state.statuses };
 }
 
 /** Stops what a run started (its processes, its folder); set while a run is under way. */
@@ -321,7 +342,7 @@ export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<Heart
     log(`starting the stack in ${dir}`);
     await stack.start();
     await workersPolling(dir, 1);
-    const runtimes = await setUp(stack, o, `hb-${Date.now().toString(36)}-`);
+    const { runtimes, statuses } = await setUp(stack, o, `hb-${Date.now().toString(36)}-`);
     floor = await startFloor(stack.databaseUrl, dir);
     const floorPid = floor.child.pid;
     const measured = (): Target[] => [
@@ -349,6 +370,8 @@ export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<Heart
     const of = (side: Side): RoundFigures[] => rounds.filter((r) => r.side === side);
     const apiBuckets = of('api').flatMap((r) => r.buckets);
     return {
+      workspaces: runtimes.length,
+      statusesAtStart: statuses,
       rounds,
       floor: figures(of('floor')),
       api: figures(of('api')),
@@ -367,7 +390,8 @@ export function heartbeatReport(o: HeartbeatBenchOptions, r: HeartbeatBenchResul
     `${name.padEnd(26)} ${round(f.perSecond).padStart(7)} ${round(f.p50, 1).padStart(8)} ${round(f.p99, 1).padStart(8)}  ${extra}`;
   const ratio = (a: number, b: number): string => round(a / b, 2);
   return [
-    `${o.workspaces} workspaces, ${o.connections} connections, ${o.pairs} round(s) of ${o.roundS} s per side, alternating`,
+    `${r.workspaces} workspaces (as the rounds started: ${r.statusesAtStart}), ${o.connections} connections, ` +
+      `${o.pairs} round(s) of ${o.roundS} s per side, alternating`,
     `${'side'.padEnd(26)} ${'req/s'.padStart(7)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}`,
     ...r.rounds.map((round_, i) =>
       line(
