@@ -5,6 +5,7 @@
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { explainNotOnline, historySample, notOnline, workersPolling } from './fleet-inspect.js';
@@ -16,9 +17,11 @@ import {
   createWorkspaces,
   statusKey,
   type Answer,
+  type CallAnswer,
   type Runtime,
 } from './harness/load.js';
-import { admissionRefusals, counterBy, perItem } from './harness/metrics.js';
+import { deadBoxes, type DeadBoxes } from './fleet-dead.js';
+import { admissionRefusals, counterBy, perItem, signalsReceived, workflowTasksCompleted } from './harness/metrics.js';
 import {
   Sampler,
   cpuBetween,
@@ -28,6 +31,7 @@ import {
   processTree,
   type CpuUse,
   type Target,
+  type Usage,
 } from './harness/processes.js';
 import { Stack } from './harness/stack.js';
 import { countBy, countsText, percentile, round } from './harness/stats.js';
@@ -47,6 +51,14 @@ export interface FleetOptions {
   keep: boolean;
   /** Dev server arguments to try against the project's settings (`--dynamic-config-value`, `--sqlite-pragma`). */
   devServerArgs: string[];
+  /** Runtimes that stop beating after the measured window (dead boxes); 0: none. */
+  dead: number;
+  /** How long to wait for the dead boxes' verdicts, s. */
+  deadWaitS: number;
+  /** The workflows' liveness TTL (WL_LIFECYCLE_CONFIG), s; undefined: the default. */
+  livenessTtlS: number | undefined;
+  /** Each runtime registers and beats as soon as its workspace is created (no warm-up separation). */
+  atOnce: boolean;
 }
 
 export const log = (line: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -70,7 +82,7 @@ function perSecond(count: number, since: number): number {
 }
 
 /** The stack's processes as the bench measures them: each on its own, PostgreSQL's as a tree, and this one. */
-function targets(stack: Stack): Target[] {
+export function targets(stack: Stack): Target[] {
   const list = stack.instances().map((i) => ({ name: i.name, pids: [i.pid] }));
   const postgres = stack.postgresPid();
   if (postgres !== undefined) list.push({ name: 'postgres', pids: processTree(postgres) });
@@ -89,12 +101,19 @@ function workerMb(stack: Stack): number {
 interface Creation {
   runtimes: Runtime[];
   perS: number;
+  seconds: number;
   cpu: CpuUse[];
   persistence: string;
 }
 
 /** Creates `n` workspaces (ids `<run><i>`), and what that cost each process and the dev server's storage. */
-async function create(stack: Stack, run: string, n: number, o: FleetOptions): Promise<Creation> {
+async function create(
+  stack: Stack,
+  run: string,
+  n: number,
+  o: FleetOptions,
+  onCreated: (runtime: Runtime) => void = () => undefined,
+): Promise<Creation> {
   const persistence = (): Promise<Map<string, number>> =>
     counterBy([stack.temporalMetricsUrl], 'persistence_requests', 'operation').catch(() => new Map());
   const persistenceBefore = await persistence();
@@ -111,7 +130,10 @@ async function create(stack: Stack, run: string, n: number, o: FleetOptions): Pr
         ids: Array.from({ length: n }, (_, i) => `${run}${i}`),
         concurrency: o.createConcurrency,
         retryOn: RETRY_ON,
-        onCreated: () => created++,
+        onCreated: (runtime) => {
+          created++;
+          onCreated(runtime);
+        },
       }),
   );
   const perS = perSecond(created, started);
@@ -133,14 +155,26 @@ async function create(stack: Stack, run: string, n: number, o: FleetOptions): Pr
   );
   log(`create: CPU ${cpuText(cpu, created)}`);
   log(`create: the dev server's persistence requests per workspace: ${perWorkspace}`);
-  return { runtimes, perS, cpu, persistence: perWorkspace };
+  return { runtimes, perS, seconds: (performance.now() - started) / 1000, cpu, persistence: perWorkspace };
+}
+
+/** The runtime registers (push mode, a loopback URL nobody listens on), to the `i`-th API in turn, as runtimes retry. */
+function registerOne(stack: Stack, runtime: Runtime, i: number): Promise<CallAnswer> {
+  const body = {
+    id: runtime.id,
+    url: `http://127.0.0.1:9/${runtime.id}`,
+    agent_card: { name: runtime.id },
+    delivery_mode: 'push',
+  };
+  const url = `${stack.apiUrls[i % stack.apiUrls.length] ?? stack.apiUrl}/registry/register`;
+  return callRetrying(url, 'POST', body, runtime.token, RETRY_ON);
 }
 
 /** Registers each workspace once (push mode, a loopback URL nobody listens on: nothing dispatches to it). */
-async function register(
+export async function register(
   stack: Stack,
   fleet: Runtime[],
-  o: FleetOptions,
+  concurrency: number,
 ): Promise<{ registered: number; perS: number }> {
   let registered = 0;
   const failed = new Map<string, number>();
@@ -149,15 +183,8 @@ async function register(
     3_000,
     () => log(`register: ${registered}/${fleet.length} (${round(perSecond(registered, started))}/s)`),
     () =>
-      bounded(fleet, o.createConcurrency, async (runtime, i) => {
-        const body = {
-          id: runtime.id,
-          url: `http://127.0.0.1:9/${runtime.id}`,
-          agent_card: { name: runtime.id },
-          delivery_mode: 'push',
-        };
-        const url = `${stack.apiUrls[i % stack.apiUrls.length] ?? stack.apiUrl}/registry/register`;
-        const answer = await callRetrying(url, 'POST', body, runtime.token, RETRY_ON);
+      bounded(fleet, concurrency, async (runtime, i) => {
+        const answer = await registerOne(stack, runtime, i);
         if (answer.status === 200) registered++;
         else failed.set(statusKey(answer), (failed.get(statusKey(answer)) ?? 0) + 1);
       }),
@@ -206,25 +233,24 @@ interface Heartbeats {
   window: { from: number; to: number };
 }
 
+/** What runs at each step of the heartbeats. */
+interface HeartbeatHooks {
+  /** Whether the setup has settled (the warm-up ends). */
+  settled: () => Promise<boolean>;
+  /** As the measured window opens. */
+  onMeasure: () => void;
+  /** As it closes. */
+  onWindowEnd: () => Promise<void>;
+  /** After the window, the load still running. */
+  afterWindow: () => Promise<void>;
+}
+
 /**
  * Every workspace beats once per period, as runtimes do (harness/load.ts, `runtime` pace), from
- * the start; the window is measured once `settled` says so (or `maxWarmupS` passed), for
- * `durationS`. `onMeasure` runs as the window opens. A call counts in the phase it was sent in.
+ * the load's start (`load` is started); the window is measured once `settled` says so (or
+ * `maxWarmupS` passed), for `durationS`. A call counts in the phase it was sent in.
  */
-async function heartbeats(
-  stack: Stack,
-  fleet: Runtime[],
-  o: FleetOptions,
-  settled: () => Promise<boolean>,
-  onMeasure: () => void,
-): Promise<Heartbeats> {
-  const load = new HeartbeatLoad({
-    apiUrls: stack.apiUrls,
-    runtimes: fleet,
-    rate: fleet.length / o.periodS,
-    maxInFlight: o.inFlight,
-    pace: 'runtime',
-  });
+async function heartbeats(load: HeartbeatLoad, o: FleetOptions, hooks: HeartbeatHooks): Promise<Heartbeats> {
   let measureFrom = Infinity;
   let seen = 0;
   let phase = { from: 0, ok: 0, refused: new Map<string, number>(), late: 0, maxLagMs: 0 };
@@ -250,13 +276,12 @@ async function heartbeats(
     );
     last = { at, sent: load.sent, ok: phase.ok };
   }, 5_000);
-  load.start();
   let window = { from: 0, to: 0 };
   let to = 0;
   try {
     for (;;) {
       await sleep(3_000);
-      const warm = await settled().catch(() => false);
+      const warm = await hooks.settled().catch(() => false);
       if (!warm && load.now() <= o.maxWarmupS * 1_000) continue;
       log(`load: ${warm ? 'settled' : `not settled after ${o.maxWarmupS} s`}; measuring ${o.durationS} s from now`);
       break;
@@ -265,10 +290,12 @@ async function heartbeats(
     phase = { from: measureFrom, ok: 0, refused: new Map(), late: 0, maxLagMs: 0 };
     last = { at: measureFrom, sent: load.sent, ok: 0 };
     window = { from: Date.now(), to: 0 };
-    onMeasure();
+    hooks.onMeasure();
     await sleep(o.durationS * 1_000);
     to = load.now();
     window = { ...window, to: Date.now() };
+    await hooks.onWindowEnd();
+    await hooks.afterWindow();
   } finally {
     clearInterval(progress);
     await load.stop();
@@ -296,6 +323,10 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
     apis: o.apis,
     nodeArgs: { worker: profileArgs('worker'), api: profileArgs('api') },
     devServerArgs: o.devServerArgs,
+    env:
+      o.livenessTtlS === undefined
+        ? {}
+        : { WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.livenessTtlS * 1_000 }) },
     log,
   });
   const run = `fleet-${Date.now().toString(36)}-`;
@@ -305,38 +336,106 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
     log(`N=${n}: stack up: APIs ${stack.apiUrls.join(' ')}, Temporal ${stack.temporalAddress}`);
     await workersPolling(dir, o.workers);
     const workerMbBefore = workerMb(stack);
+    // The workers' peak memory over the whole run, beside the window's (sampler, below).
+    const runSampler = new Sampler(() => targets(stack).filter((t) => t.name.startsWith('worker')));
+    runSampler.start();
 
-    const creation = await create(stack, run, n, o);
+    // Heartbeats as runtimes send them: each runtime from its register on (`atOnce`: as soon as
+    // its workspace is created), else all of them once every workspace registered.
+    const load = new HeartbeatLoad({
+      apiUrls: stack.apiUrls,
+      runtimes: [],
+      rate: n / o.periodS,
+      periodMs: o.periodS * 1_000,
+      maxInFlight: o.inFlight,
+      pace: 'runtime',
+    });
+    let creation: Creation;
+    let registered: number;
+    let registerPerS: number;
+    if (o.atOnce) {
+      log(`at once: each runtime registers and beats as soon as its workspace is created`);
+      load.start();
+      let ok = 0;
+      const registering: Promise<void>[] = [];
+      creation = await create(stack, run, n, o, (runtime) => {
+        registering.push(
+          registerOne(stack, runtime, registering.length).then((answer) => {
+            if (answer.status === 200) ok++;
+            load.add(runtime);
+          }),
+        );
+      });
+      await Promise.all(registering);
+      registered = ok;
+      registerPerS = ok / (load.now() / 1000);
+      log(
+        `register: ${ok}/${creation.runtimes.length} answered 200, ${round(load.now() / 1000, 1)} s after the first create`,
+      );
+    } else {
+      creation = await create(stack, run, n, o);
+      ({ registered, perS: registerPerS } = await register(stack, creation.runtimes, o.createConcurrency));
+      for (const runtime of creation.runtimes) load.add(runtime);
+      load.start();
+    }
     const fleet = creation.runtimes;
-    const { registered, perS: registerPerS } = await register(stack, fleet, o);
 
-    // Heartbeats from now on, as runtimes send them; measured once the setup has settled (every
-    // workspace projected online: its register and reconcile handled), sampled then.
+    // Measured once the setup has settled (every workspace projected online: its register and
+    // reconcile handled), sampled then.
     const sampler = new Sampler(() => targets(stack));
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     log(
       `load: ${fleet.length} workspaces, one beat each per ${o.periodS} s (${round(fleet.length / o.periodS, 1)}/s), ` +
         `at most ${o.inFlight} in flight; warm-up until the setup settled (at most ${o.maxWarmupS} s), then ${o.durationS} s measured`,
     );
     let workerMbAfterSetup = 0;
     let refusalsAtStart = Promise.resolve(new Map<string, number>());
+    const serverCounters = (): Promise<{ tasks: number; signals: number }> =>
+      Promise.all([workflowTasksCompleted(stack.temporalMetricsUrl), signalsReceived(stack.temporalMetricsUrl)]).then(
+        ([tasks, signals]) => ({ tasks, signals }),
+      );
+    let countersAtStart: Promise<{ tasks: number; signals: number }> = Promise.resolve({ tasks: NaN, signals: NaN });
+    let windowServer = { tasks: NaN, signals: NaN };
+    let usage: Usage[] = [];
+    let settled = { count: 0, statuses: '' };
+    let dead: DeadBoxes | undefined;
     let lastSettle = '';
-    const { warmup, measured, window } = await heartbeats(
-      stack,
-      fleet,
-      o,
-      async () => {
+    const { warmup, measured, window } = await heartbeats(load, o, {
+      settled: async () => {
         const state = await notOnline(stack.databaseUrl, run);
         if (state.statuses !== lastSettle) log(`settle: ${state.statuses}`);
         lastSettle = state.statuses;
         return state.count === 0;
       },
-      () => {
+      onMeasure: () => {
         workerMbAfterSetup = workerMb(stack);
         refusalsAtStart = admissionRefusals(stack.apiUrls);
+        countersAtStart = serverCounters().catch(() => ({ tasks: NaN, signals: NaN }));
+        loopDelay.enable();
         sampler.start();
       },
-    );
-    const usage = sampler.stop();
+      onWindowEnd: async () => {
+        usage = sampler.stop();
+        loopDelay.disable();
+        const [before, after] = await Promise.all([countersAtStart, serverCounters()]).catch(() => [
+          { tasks: NaN, signals: NaN },
+          { tasks: NaN, signals: NaN },
+        ]);
+        windowServer = { tasks: after.tasks - before.tasks, signals: after.signals - before.signals };
+        // What the projection says, once its writes have landed (they follow the transitions).
+        settled = await notOnline(stack.databaseUrl, run);
+        for (let waited = 0; settled.count > 0 && waited < 30_000; waited += 1_000) {
+          if (waited % 5_000 === 0) log(`projection: ${settled.statuses}; waiting for its writes (up to 30 s)`);
+          await sleep(1_000);
+          settled = await notOnline(stack.databaseUrl, run);
+        }
+        if (settled.count > 0) await explainNotOnline(stack, run, log);
+      },
+      afterWindow: async () => {
+        if (o.dead > 0) dead = await deadBoxes(stack.databaseUrl, load, fleet, o.dead, o.deadWaitS * 1_000, log);
+      },
+    });
+    const workerPeakRunMb = runSampler.stop().reduce((sum, u) => sum + u.peakMb, 0);
     const windowAdmissionRefusals = await Promise.all([refusalsAtStart, admissionRefusals(stack.apiUrls)]).then(
       ([before, after]) => countsText(after, before),
       (err: unknown) => `? (${String(err)})`,
@@ -347,25 +446,18 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
       `warm-up: ${round(warmupS, 1)} s; ${warmup.latencies.length} answered 200 (p99 ${round(percentile(warmup.latencies, 99))} ms), ` +
         `non-200 ${warmupRefused}`,
     );
-
-    // What the projection says, once its writes have landed (they follow the transitions).
-    let settled = await notOnline(stack.databaseUrl, run);
-    for (let waited = 0; settled.count > 0 && waited < 30_000; waited += 1_000) {
-      if (waited % 5_000 === 0) log(`projection: ${settled.statuses}; waiting for its writes (up to 30 s)`);
-      await sleep(1_000);
-      settled = await notOnline(stack.databaseUrl, run);
-    }
-    if (settled.count > 0) await explainNotOnline(stack, run, log);
     const misses = await historySample(stack, fleet, 20).catch((err: unknown) => `? (${String(err)})`);
     const seconds = measured.elapsedMs / 1000;
     const result: FleetResult = {
       workspaces: n,
       created: fleet.length,
       createPerS: creation.perS,
+      createS: creation.seconds,
       createCpu: creation.cpu,
       createPersistence: creation.persistence,
       registered,
       registerPerS,
+      atOnce: o.atOnce,
       nominalPerS: fleet.length / o.periodS,
       offeredPerS: measured.sent / seconds,
       acceptedPerS: measured.latencies.length / seconds,
@@ -379,9 +471,16 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
       statuses: settled.statuses,
       workerMbBefore,
       workerMbAfterSetup,
+      workerPeakRunMb,
       warmupS,
+      settled: warmupS <= o.maxWarmupS,
       warmupNon200: warmupRefused,
       windowAdmissionRefusals,
+      windowWorkflowTasks: windowServer.tasks,
+      windowSignals: windowServer.signals,
+      windowS: seconds,
+      loadLoopDelayMs: { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
+      dead,
       historySample: misses,
       usage,
     };

@@ -12,6 +12,16 @@
  *                          [--period 30] [--workers 1] [--apis 1] [--create-concurrency 32]
  *                          [--in-flight 256] [--max-warmup 600] [--profile DIR] [--keep]
  *                          [--dev-server-config KEY=VALUE ...] [--dev-server-pragma NAME=VALUE ...]
+ *                          [--dead 10] [--dead-wait S] [--liveness-ttl S] [--at-once]
+ *
+ * The window also reports the workflow tasks the dev server completed in it (its /metrics), the
+ * workers' peak memory, and the load generator's (this process's) CPU and event loop delay: a
+ * generator that cannot keep up shows as late sends and a long delay, not as a slow stack.
+ * After the window, `--dead` runtimes stop beating at once while the rest beat on; each one's
+ * time from its last acknowledged heartbeat to its workspace going offline is reported
+ * (`--liveness-ttl` shortens the workflows' TTL for that; `--dead-wait`, by default the TTL and
+ * two minutes, bounds the wait). `--at-once`: each runtime registers and beats as soon as its
+ * workspace is created, and the run reports how long until every workspace is online.
  *
  * Managed workspaces, as a fleet has (created `provisioning`, online on their register, which
  * runs a reconcile of their empty plugin set), but no box processes: the worker runs with no
@@ -24,8 +34,10 @@
  */
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { defaultLifecycleConfig } from '../workflows/config.js';
 import { table, type FleetResult } from './fleet-report.js';
 import { log, runSize, type FleetOptions } from './fleet-run.js';
+import { positive } from './harness/options.js';
 
 function parseOptions(): FleetOptions {
   const { values } = parseArgs({
@@ -42,18 +54,20 @@ function parseOptions(): FleetOptions {
       keep: { type: 'boolean', default: false },
       'dev-server-config': { type: 'string', multiple: true, default: [] },
       'dev-server-pragma': { type: 'string', multiple: true, default: [] },
+      dead: { type: 'string', default: '10' },
+      'dead-wait': { type: 'string' },
+      'liveness-ttl': { type: 'string' },
+      'at-once': { type: 'boolean', default: false },
     },
   });
   const keyValue = (flag: string, pair: string): string => {
     if (!/^[\w.]+=\S+$/.test(pair)) throw new Error(`--${flag} takes KEY=VALUE, got ${pair}`);
     return pair;
   };
-  const positive = (flag: string, text: string, integer = true): number => {
-    const value = Number(text);
-    if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value)))
-      throw new Error(`--${flag} must be a positive ${integer ? 'integer' : 'number'}, got ${text}`);
-    return value;
-  };
+  const livenessTtlS =
+    values['liveness-ttl'] === undefined ? undefined : positive('liveness-ttl', values['liveness-ttl'], false);
+  const dead = Number(values.dead);
+  if (!Number.isInteger(dead) || dead < 0) throw new Error(`--dead must be a whole number, got ${values.dead}`);
   return {
     sizes: values.workspaces.split(',').map((size) => positive('workspaces', size)),
     durationS: positive('duration', values.duration, false),
@@ -69,6 +83,14 @@ function parseOptions(): FleetOptions {
       ...values['dev-server-config'].flatMap((pair) => ['--dynamic-config-value', keyValue('dev-server-config', pair)]),
       ...values['dev-server-pragma'].flatMap((pair) => ['--sqlite-pragma', keyValue('dev-server-pragma', pair)]),
     ],
+    dead,
+    // The TTL and two minutes more: a verdict later than that is a finding, not a wait.
+    deadWaitS:
+      values['dead-wait'] === undefined
+        ? (livenessTtlS ?? defaultLifecycleConfig.livenessTtlMs / 1_000) + 120
+        : positive('dead-wait', values['dead-wait'], false),
+    livenessTtlS,
+    atOnce: values['at-once'],
   };
 }
 

@@ -113,8 +113,8 @@ export interface CreateOptions {
   concurrency: number;
   /** Statuses a create is sent again after (Retry-After); 429 always means nothing was done. */
   retryOn: readonly number[];
-  /** Called after each workspace created (progress). */
-  onCreated?: () => void;
+  /** Called after each workspace created, with it (progress; or its runtime starts at once). */
+  onCreated?: (runtime: Runtime) => void;
 }
 
 export interface Created {
@@ -134,8 +134,9 @@ export async function createWorkspaces(o: CreateOptions): Promise<Created> {
     const answer = await callRetrying(url, 'POST', body, o.adminToken, o.retryOn);
     const token = (answer.body as { auth_token?: unknown } | null)?.auth_token;
     if (answer.status === 201 && typeof token === 'string') {
-      runtimes[i] = { id, token };
-      o.onCreated?.();
+      const runtime = { id, token };
+      runtimes[i] = runtime;
+      o.onCreated?.(runtime);
     } else {
       failures.push({ id, status: answer.status, body: answer.body });
     }
@@ -190,6 +191,11 @@ export interface HeartbeatLoadOptions {
    * seconds, runtime i offset by i / runtimes.length of that period, so the load is even.
    */
   rate: number;
+  /**
+   * Each runtime beats once per this many ms instead (`rate` is then ignored until `setRate`):
+   * for a load whose runtimes are added as their workspaces are created (`add`).
+   */
+  periodMs?: number;
   maxInFlight: number;
   pace: Pace;
 }
@@ -223,9 +229,13 @@ export class HeartbeatLoad {
   private running: Promise<void> | undefined;
   private stopping = false;
   private readonly drained: (() => void)[] = [];
+  private readonly runtimes: Runtime[];
+  /** Workspaces whose runtime stopped beating (`silence`). */
+  private readonly silenced = new Set<string>();
 
   constructor(private readonly o: HeartbeatLoadOptions) {
-    this.periodMs = this.periodFor(o.rate);
+    this.runtimes = [...o.runtimes];
+    this.periodMs = o.periodMs ?? this.periodFor(o.rate);
   }
 
   /** Milliseconds since the load started. */
@@ -250,6 +260,18 @@ export class HeartbeatLoad {
     this.slotAll(this.now());
   }
 
+  /** A runtime more (its workspace was just created): its first beat now, then one per period. */
+  add(runtime: Runtime): void {
+    const index = this.runtimes.push(runtime) - 1;
+    const due = this.now();
+    this.schedule.push({ index, due, slot: due, retry: false, generation: this.generation });
+  }
+
+  /** These workspaces' runtimes stop beating from now on, as a dead box's does (a call in flight still lands). */
+  silence(ids: Iterable<string>): void {
+    for (const id of ids) this.silenced.add(id);
+  }
+
   /** Stops sending and waits for every call in flight to be answered (each is bounded by the call's timeout). */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -271,13 +293,13 @@ export class HeartbeatLoad {
   }
 
   private periodFor(rate: number): number {
-    return (this.o.runtimes.length / rate) * 1_000;
+    return (this.runtimes.length / rate) * 1_000;
   }
 
   private slotAll(from: number): void {
     this.generation++;
     this.schedule.clear();
-    const n = this.o.runtimes.length;
+    const n = this.runtimes.length;
     for (let index = 0; index < n; index++) {
       const slot = from + (index / n) * this.periodMs;
       this.schedule.push({ index, due: slot, slot, retry: false, generation: this.generation });
@@ -311,8 +333,13 @@ export class HeartbeatLoad {
   }
 
   private send(item: Due): void {
-    const runtime = this.o.runtimes[this.o.pace === 'open' ? this.nextInTurn++ % this.o.runtimes.length : item.index];
+    const runtime = this.runtimes[this.o.pace === 'open' ? this.nextInTurn++ % this.runtimes.length : item.index];
     if (runtime === undefined) return;
+    if (this.silenced.has(runtime.id)) {
+      // Its turn passes (open pace); in runtime pace its beats end here.
+      if (this.o.pace === 'open') this.schedule.push(this.following(item));
+      return;
+    }
     const at = this.now();
     const lagMs = at - item.due;
     this.sent++;
