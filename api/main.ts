@@ -47,7 +47,9 @@ export async function startApi(settings: Settings): Promise<RunningApi> {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
     const api = await startApi(loadSettings());
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void api.close());
+    // Ctrl-C and a supervisor's SIGTERM may both arrive: the API closes once.
+    let closing: Promise<void> | undefined;
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void (closing ??= api.close()));
   } catch (err) {
     console.error(`api: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);
