@@ -85,7 +85,7 @@ function follow(name: string, child: ChildProcess, echo: boolean): void {
   }
   child.once('exit', (code, signal) => {
     if (state.stopping) return;
-    console.error(`start:cluster: ${name} exited (${signal ?? `code ${code ?? '?'}`}); state.stopping`);
+    console.error(`start:cluster: ${name} exited (${signal ?? `code ${code ?? '?'}`}); stopping`);
     process.exitCode = 1;
     void stop();
   });
@@ -134,7 +134,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const)
     signals++;
     process.exitCode ??= 130;
     if (signals === 1) {
-      say('state.stopping (Ctrl-C twice more to stop at once)');
+      say('stopping (Ctrl-C twice more to stop at once)');
       void stop();
     }
     if (signals >= 3) {
