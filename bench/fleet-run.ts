@@ -47,6 +47,8 @@ export interface FleetOptions {
   keep: boolean;
   /** Dev server arguments to try against the project's settings (`--dynamic-config-value`, `--sqlite-pragma`). */
   devServerArgs: string[];
+  /** The production shape (StackOptions.cluster): the Temporal server on PostgreSQL, nginx in front of the APIs. */
+  cluster: boolean;
 }
 
 export const log = (line: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -106,7 +108,7 @@ async function create(stack: Stack, run: string, n: number, o: FleetOptions): Pr
     () => log(`create: ${created}/${n} (${round(perSecond(created, started))}/s)`),
     () =>
       createWorkspaces({
-        apiUrls: stack.apiUrls,
+        apiUrls: stack.loadUrls,
         adminToken: stack.adminToken,
         ids: Array.from({ length: n }, (_, i) => `${run}${i}`),
         concurrency: o.createConcurrency,
@@ -156,7 +158,7 @@ async function register(
           agent_card: { name: runtime.id },
           delivery_mode: 'push',
         };
-        const url = `${stack.apiUrls[i % stack.apiUrls.length] ?? stack.apiUrl}/registry/register`;
+        const url = `${stack.loadUrls[i % stack.loadUrls.length] ?? stack.apiUrl}/registry/register`;
         const answer = await callRetrying(url, 'POST', body, runtime.token, RETRY_ON);
         if (answer.status === 200) registered++;
         else failed.set(statusKey(answer), (failed.get(statusKey(answer)) ?? 0) + 1);
@@ -219,7 +221,7 @@ async function heartbeats(
   onMeasure: () => void,
 ): Promise<Heartbeats> {
   const load = new HeartbeatLoad({
-    apiUrls: stack.apiUrls,
+    apiUrls: stack.loadUrls,
     runtimes: fleet,
     rate: fleet.length / o.periodS,
     maxInFlight: o.inFlight,
@@ -296,11 +298,14 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
     apis: o.apis,
     nodeArgs: { worker: profileArgs('worker'), api: profileArgs('api') },
     devServerArgs: o.devServerArgs,
+    cluster: o.cluster,
     log,
   });
   const run = `fleet-${Date.now().toString(36)}-`;
   try {
-    log(`N=${n}: starting a fresh stack in ${dir} (${o.workers} worker(s), ${o.apis} API(s))`);
+    log(
+      `N=${n}: starting a fresh stack in ${dir} (${o.cluster ? 'Temporal server, nginx, ' : ''}${o.workers} worker(s), ${o.apis} API(s))`,
+    );
     await stack.start();
     log(`N=${n}: stack up: APIs ${stack.apiUrls.join(' ')}, Temporal ${stack.temporalAddress}`);
     await workersPolling(dir, o.workers);
