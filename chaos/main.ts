@@ -128,7 +128,9 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
             );
           break;
         case 'temporal':
-          await attempt(`${temporal} restart`, () => temporalRestart(ctx, { ttlMs: 20_000, downMs: 5_000 }));
+          await attempt(`${temporal} restart`, () =>
+            temporalRestart(ctx, { ttlMs: 20_000, downMs: 5_000, server: temporal }),
+          );
           break;
         case 'api':
           await attempt('API restart', () => apiRestart(ctx, { workspaces: 20, rate: 40 }));

@@ -356,6 +356,8 @@ export interface TemporalRestartOptions {
   /** The liveness TTL the row's workspaces run with (a durable timer that must still fire). */
   ttlMs: number;
   downMs: number;
+  /** What runs Temporal, for the row's text: the dev server, or the Temporal server of the cluster shape. */
+  server: string;
 }
 
 /**
@@ -403,7 +405,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   if ((await beat(silent)) !== 200) throw new Error('last heartbeat refused');
 
   await sleep(1_000);
-  log(`temporal-restart: SIGKILL the dev server inside the settle window (${s(settleUntil - Date.now())} left)`);
+  log(`temporal-restart: SIGKILL the ${o.server} inside the settle window (${s(settleUntil - Date.now())} left)`);
   await stack.kill('temporal');
   const killedAt = Date.now();
   await sleep(500);
@@ -421,7 +423,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   await sleep(Math.max(0, o.downMs - (Date.now() - killedAt)));
   await stack.startTemporal();
   const serverBack = Date.now();
-  log(`temporal-restart: dev server back after ${s(serverBack - killedAt)}`);
+  log(`temporal-restart: ${o.server} back after ${s(serverBack - killedAt)}`);
   // Service is back when a call through the API reaches a workflow again.
   await waitFor('the API to reach Temporal again', 30_000, async () => {
     const answer = await admin(stack, 'GET', `/workspaces/${settling.id}`);
@@ -467,7 +469,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
     offlineAfter < o.ttlMs + 10_000 &&
     lost === 0;
   return {
-    fault: `Temporal dev server SIGKILLed inside a settle window, started again ${s(o.downMs)} later on the same database`,
+    fault: `${o.server} SIGKILLed inside a settle window, started again ${s(o.downMs)} later on the same database`,
     figures:
       `while down: a degrading heartbeat ${whileDown.status} in ${ms(whileDown.ms)}, readyz ${readyDown.status}; API reached ` +
       `Temporal ${s(resumedMs)} after the server was back; dead box in the window: ${inWindowVerdict}, after it: ` +
@@ -552,7 +554,7 @@ export async function oneWorkerKill(ctx: RowContext, o: OneWorkerKillOptions): P
       for (let i = 0; i < 3; i++) await beat(runtime);
     }),
   );
-  await waitFor('every workspace online', 30_000, async () => {
+  await waitFor('every workspace online', 120_000, async () => {
     const states = await Promise.all(runtimes.map((r) => state(stack, r.id)));
     return states.every((st) => st.status === 'online') ? true : undefined;
   });
@@ -564,7 +566,7 @@ export async function oneWorkerKill(ctx: RowContext, o: OneWorkerKillOptions): P
   for (const status of statuses) statusCounts.set(String(status), (statusCounts.get(String(status)) ?? 0) + 1);
   const degradedAll = await waitFor(
     'every workspace degraded on the remaining worker',
-    60_000,
+    120_000,
     async () => {
       const states = await Promise.all(runtimes.map((r) => state(stack, r.id)));
       return states.every((st) => st.status === 'degraded') ? Date.now() : undefined;
