@@ -9,6 +9,8 @@ export default defineConfig({
     pool: 'forks',
     include: ['test/cluster/**/*.test.ts'],
     testTimeout: 600_000,
+    // Stopping the shape drains two workers and stops five servers.
+    hookTimeout: 120_000,
     reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 });

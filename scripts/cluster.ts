@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { ensureSearchAttributes } from '../connection.js';
 import { temporalCliVersion, toolchainDir } from './toolchain.js';
 
 const scripts = fileURLToPath(new URL('.', import.meta.url));
@@ -268,9 +269,10 @@ export function spawnTemporalServer(binaries: ClusterBinaries, configFile: strin
 }
 
 /**
- * Waits until the server at `address` answers and `namespace` is registered on it (a cluster,
- * unlike the dev server, starts with none of ours), registering it when missing. Throws at
- * `deadline` (ms since the epoch).
+ * Waits until the server at `address` answers and `namespace` is registered on it with the
+ * service's search attributes (a cluster, unlike the dev server, starts with neither, and an API
+ * that starts a workflow before a worker registered them would fail), registering what is
+ * missing. Throws at `deadline` (ms since the epoch).
  */
 export async function untilNamespaceServes(address: string, namespace: string, deadline: number): Promise<void> {
   const ALREADY_EXISTS = 6;
@@ -285,6 +287,7 @@ export async function untilNamespaceServes(address: string, namespace: string, d
           });
         // A namespace just registered is served once the frontend's registry has read it.
         await connection.workflowService.listWorkflowExecutions({ namespace, pageSize: 1 });
+        await ensureSearchAttributes(connection.operatorService, namespace);
         return;
       } finally {
         await connection.close();

@@ -26,7 +26,9 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-afterAll(() => {
+let stopAfter: () => Promise<void> = () => Promise.resolve();
+afterAll(async () => {
+  await stopAfter();
   rmSync(dataDir, { recursive: true, force: true });
   rmSync(pgDir, { recursive: true, force: true });
 });
@@ -60,6 +62,11 @@ describe('npm run start:cluster', () => {
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // Whatever fails below, the command is stopped as Ctrl-C stops it, so nothing outlives the test.
+    stopAfter = async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+      await exited;
+    };
     const deadline = Date.now() + 240_000;
     while (!output.includes('start:cluster: try it')) {
       if (child.exitCode !== null || Date.now() > deadline)
