@@ -34,6 +34,8 @@ export default defineConfig({
     sequence: { sequencer: FileOrder },
     globalSetup: ['test/helpers/global-setup.ts'],
     include: ['test/**/*.test.ts'],
+    // The production shape's end-to-end test runs in `npm run test:cluster` (vitest.cluster.config.ts).
+    exclude: ['test/cluster/**', 'node_modules/**'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default', './test/helpers/summary-reporter.ts'],

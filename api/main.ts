@@ -55,11 +55,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
     const settings = loadSettings();
     const api = await startApi(settings);
+    // Ctrl-C and a supervisor's SIGTERM may both arrive: the API closes once.
+    let closing: Promise<void> | undefined;
     const stop = async (): Promise<void> => {
       await api.close();
       await startTracing('workspace-lifecycle-api', settings.tracing)?.shutdown();
     };
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stop());
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void (closing ??= stop()));
   } catch (err) {
     console.error(`api: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);

@@ -59,6 +59,8 @@ export interface FleetOptions {
   livenessTtlS: number | undefined;
   /** Each runtime registers and beats as soon as its workspace is created (no warm-up separation). */
   atOnce: boolean;
+  /** The production shape (StackOptions.cluster): the Temporal server on PostgreSQL, nginx in front of the APIs. */
+  cluster: boolean;
 }
 
 export const log = (line: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -125,7 +127,7 @@ async function create(
     () => log(`create: ${created}/${n} (${round(perSecond(created, started))}/s)`),
     () =>
       createWorkspaces({
-        apiUrls: stack.apiUrls,
+        apiUrls: stack.loadUrls,
         adminToken: stack.adminToken,
         ids: Array.from({ length: n }, (_, i) => `${run}${i}`),
         concurrency: o.createConcurrency,
@@ -158,7 +160,7 @@ async function create(
   return { runtimes, perS, seconds: (performance.now() - started) / 1000, cpu, persistence: perWorkspace };
 }
 
-/** The runtime registers (push mode, a loopback URL nobody listens on), to the `i`-th API in turn, as runtimes retry. */
+/** The runtime registers (push mode, a loopback URL nobody listens on), to the `i`-th load address in turn, as runtimes retry. */
 function registerOne(stack: Stack, runtime: Runtime, i: number): Promise<CallAnswer> {
   const body = {
     id: runtime.id,
@@ -166,7 +168,7 @@ function registerOne(stack: Stack, runtime: Runtime, i: number): Promise<CallAns
     agent_card: { name: runtime.id },
     delivery_mode: 'push',
   };
-  const url = `${stack.apiUrls[i % stack.apiUrls.length] ?? stack.apiUrl}/registry/register`;
+  const url = `${stack.loadUrls[i % stack.loadUrls.length] ?? stack.apiUrl}/registry/register`;
   return callRetrying(url, 'POST', body, runtime.token, RETRY_ON);
 }
 
@@ -327,11 +329,14 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
       o.livenessTtlS === undefined
         ? {}
         : { WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.livenessTtlS * 1_000 }) },
+    cluster: o.cluster,
     log,
   });
   const run = `fleet-${Date.now().toString(36)}-`;
   try {
-    log(`N=${n}: starting a fresh stack in ${dir} (${o.workers} worker(s), ${o.apis} API(s))`);
+    log(
+      `N=${n}: starting a fresh stack in ${dir} (${o.cluster ? 'Temporal server, nginx, ' : ''}${o.workers} worker(s), ${o.apis} API(s))`,
+    );
     await stack.start();
     log(`N=${n}: stack up: APIs ${stack.apiUrls.join(' ')}, Temporal ${stack.temporalAddress}`);
     await workersPolling(dir, o.workers);
@@ -343,7 +348,7 @@ export async function runSize(n: number, o: FleetOptions): Promise<FleetResult> 
     // Heartbeats as runtimes send them: each runtime from its register on (`atOnce`: as soon as
     // its workspace is created), else all of them once every workspace registered.
     const load = new HeartbeatLoad({
-      apiUrls: stack.apiUrls,
+      apiUrls: stack.loadUrls,
       runtimes: [],
       rate: n / o.periodS,
       periodMs: o.periodS * 1_000,

@@ -12,7 +12,7 @@
  *                          [--period 30] [--workers 1] [--apis 1] [--create-concurrency 32]
  *                          [--in-flight 256] [--max-warmup 600] [--profile DIR] [--keep]
  *                          [--dev-server-config KEY=VALUE ...] [--dev-server-pragma NAME=VALUE ...]
- *                          [--dead 10] [--dead-wait S] [--liveness-ttl S] [--at-once]
+ *                          [--dead 10] [--dead-wait S] [--liveness-ttl S] [--at-once] [--cluster]
  *
  * The window also reports the workflow tasks the dev server completed in it (its /metrics), the
  * workers' peak memory, and the load generator's (this process's) CPU and event loop delay: a
@@ -22,6 +22,9 @@
  * (`--liveness-ttl` shortens the workflows' TTL for that; `--dead-wait`, by default the TTL and
  * two minutes, bounds the wait). `--at-once`: each runtime registers and beats as soon as its
  * workspace is created, and the run reports how long until every workspace is online.
+ *
+ * --cluster: the production shape (bench/harness/stack.ts): the Temporal server on PostgreSQL
+ * (fsync on) in place of the dev server, nginx in front of the APIs, the load through nginx.
  *
  * Managed workspaces, as a fleet has (created `provisioning`, online on their register, which
  * runs a reconcile of their empty plugin set), but no box processes: the worker runs with no
@@ -52,6 +55,7 @@ function parseOptions(): FleetOptions {
       'max-warmup': { type: 'string', default: '600' },
       profile: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
       'dev-server-config': { type: 'string', multiple: true, default: [] },
       'dev-server-pragma': { type: 'string', multiple: true, default: [] },
       dead: { type: 'string', default: '10' },
@@ -79,6 +83,7 @@ function parseOptions(): FleetOptions {
     maxWarmupS: positive('max-warmup', values['max-warmup'], false),
     profileDir: values.profile,
     keep: values.keep,
+    cluster: values.cluster,
     devServerArgs: [
       ...values['dev-server-config'].flatMap((pair) => ['--dynamic-config-value', keyValue('dev-server-config', pair)]),
       ...values['dev-server-pragma'].flatMap((pair) => ['--sqlite-pragma', keyValue('dev-server-pragma', pair)]),

@@ -6,6 +6,13 @@
  *
  *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,overload]
  *                 [--plugins 8 --plugin-mb 20] [--outage 20] [--flood-rate 1000 --flood-seconds 30]
+ *                 [--cluster]
+ *
+ * --cluster: the same rows against the production shape (bench/harness/stack.ts): the Temporal
+ * server on PostgreSQL (fsync on) in place of the dev server, two workers, two APIs behind nginx;
+ * PostgreSQL's restart is then under Temporal and the ledger at once. Two rows are for this shape
+ * only (and its default): one-worker (one of the two workers killed) and one-api (one of the two
+ * APIs killed behind nginx).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +22,8 @@ import { parseArgs } from 'node:util';
 import {
   apiRestart,
   moments,
+  oneApiKill,
+  oneWorkerKill,
   overload,
   postgresRestart,
   temporalRestart,
@@ -25,7 +34,9 @@ import {
 } from './rows.js';
 import { Stack } from '../bench/harness/stack.js';
 
-export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'overload'] as const;
+export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'overload', 'one-worker', 'one-api'] as const;
+/** The rows that need two workers and two APIs behind nginx: the cluster shape's own. */
+const clusterOnlyRows: readonly RowName[] = ['one-worker', 'one-api'];
 export type RowName = (typeof rowNames)[number];
 
 export interface ChaosOptions {
@@ -38,6 +49,8 @@ export interface ChaosOptions {
   floodSeconds: number;
   /** Keep the run folder (logs, boxes, the dev server's database) afterwards. */
   keep: boolean;
+  /** The production shape (StackOptions.cluster) with two workers and two APIs. */
+  cluster?: boolean;
   /** A workflow bundle built beforehand, for the stack's workers (see StackOptions). */
   workflowBundle?: string;
   log: (line: string) => void;
@@ -69,6 +82,7 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
     dir,
     runtimeCommand: slowToStopRuntime,
     log,
+    ...(options.cluster === true ? { cluster: true, workers: 2, apis: 2 } : {}),
     ...(options.workflowBundle === undefined ? {} : { workflowBundle: options.workflowBundle }),
   });
   const rows: Row[] = [];
@@ -89,15 +103,18 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
       });
     }
   };
-  log(`chaos: run folder ${dir}`);
+  const shape = options.cluster === true ? 'cluster' : 'dev server';
+  const temporal = options.cluster === true ? 'Temporal server' : 'Temporal dev server';
+  log(`chaos: run folder ${dir} (${shape})`);
   try {
     await stack.start();
     log(`chaos: stack up (API ${stack.apiUrl}, Temporal ${stack.temporalAddress}, ${stack.databaseUrl})`);
     for (const name of options.rows) {
       switch (name) {
         case 'postgres':
-          await attempt('PostgreSQL restart', () =>
-            postgresRestart(ctx, { workspaces: 20, rate: 40, outageMs: options.outageMs }),
+          await attempt(
+            options.cluster === true ? 'PostgreSQL restart under Temporal and the ledger' : 'PostgreSQL restart',
+            () => postgresRestart(ctx, { workspaces: 20, rate: 40, outageMs: options.outageMs }),
           );
           break;
         case 'worker-kill':
@@ -111,10 +128,18 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
             );
           break;
         case 'temporal':
-          await attempt('Temporal dev server restart', () => temporalRestart(ctx, { ttlMs: 20_000, downMs: 5_000 }));
+          await attempt(`${temporal} restart`, () =>
+            temporalRestart(ctx, { ttlMs: 20_000, downMs: 5_000, server: temporal }),
+          );
           break;
         case 'api':
           await attempt('API restart', () => apiRestart(ctx, { workspaces: 20, rate: 40 }));
+          break;
+        case 'one-worker':
+          await attempt('one of two workers killed', () => oneWorkerKill(ctx, { workspaces: 20 }));
+          break;
+        case 'one-api':
+          await attempt('one of two APIs killed behind nginx', () => oneApiKill(ctx, { workspaces: 20, rate: 40 }));
           break;
         case 'overload':
           await attempt('overload', () =>
@@ -159,6 +184,7 @@ function parseOptions(): ChaosOptions {
       'flood-rate': { type: 'string', default: String(defaultRowSettings.floodRate) },
       'flood-seconds': { type: 'string', default: String(defaultRowSettings.floodSeconds) },
       keep: { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
     },
   });
   const list = <T extends string>(flag: string, text: string, allowed: readonly T[]): T[] =>
@@ -172,8 +198,14 @@ function parseOptions(): ChaosOptions {
     if (!Number.isFinite(value) || value <= 0) throw new Error(`--${flag} must be a positive number, got ${text}`);
     return value;
   };
+  const rows = list('rows', values.rows, rowNames).filter(
+    (row) => values.cluster || values.rows !== rowNames.join(',') || !clusterOnlyRows.includes(row),
+  );
+  const needCluster = rows.filter((row) => clusterOnlyRows.includes(row));
+  if (!values.cluster && needCluster.length > 0) throw new Error(`--rows ${needCluster.join(',')} need --cluster`);
   return {
-    rows: list('rows', values.rows, rowNames),
+    cluster: values.cluster,
+    rows,
     moments: list('moments', values.moments, moments),
     plugins: number('plugins', values.plugins),
     pluginMb: number('plugin-mb', values['plugin-mb']),

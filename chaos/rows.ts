@@ -354,6 +354,8 @@ export interface TemporalRestartOptions {
   /** The liveness TTL the row's workspaces run with (a durable timer that must still fire). */
   ttlMs: number;
   downMs: number;
+  /** What runs Temporal, for the row's text: the dev server, or the Temporal server of the cluster shape. */
+  server: string;
 }
 
 /**
@@ -401,7 +403,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   if ((await beat(silent)) !== 200) throw new Error('last heartbeat refused');
 
   await sleep(1_000);
-  log(`temporal-restart: SIGKILL the dev server inside the settle window (${s(settleUntil - Date.now())} left)`);
+  log(`temporal-restart: SIGKILL the ${o.server} inside the settle window (${s(settleUntil - Date.now())} left)`);
   await stack.kill('temporal');
   const killedAt = Date.now();
   await sleep(500);
@@ -419,7 +421,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   await sleep(Math.max(0, o.downMs - (Date.now() - killedAt)));
   await stack.startTemporal();
   const serverBack = Date.now();
-  log(`temporal-restart: dev server back after ${s(serverBack - killedAt)}`);
+  log(`temporal-restart: ${o.server} back after ${s(serverBack - killedAt)}`);
   // Service is back when a call through the API reaches a workflow again.
   await waitFor('the API to reach Temporal again', 30_000, async () => {
     const answer = await admin(stack, 'GET', `/workspaces/${settling.id}`);
@@ -465,7 +467,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
     offlineAfter < o.ttlMs + 10_000 &&
     lost === 0;
   return {
-    fault: `Temporal dev server SIGKILLed inside a settle window, started again ${s(o.downMs)} later on the same database`,
+    fault: `${o.server} SIGKILLed inside a settle window, started again ${s(o.downMs)} later on the same database`,
     figures:
       `while down: a degrading heartbeat ${whileDown.status} in ${ms(whileDown.ms)}, readyz ${readyDown.status}; API reached ` +
       `Temporal ${s(resumedMs)} after the server was back; dead box in the window: ${inWindowVerdict}, after it: ` +
@@ -509,6 +511,120 @@ export async function apiRestart(ctx: RowContext, o: ApiRestartOptions): Promise
       `while down ${byStatus(load.between(killed, listening))}; the new API listened ${s(listening - starting)} ` +
       `after its start, served ${s(resumedAfter)} after it; acked ${acked}, recorded ${recorded}, lost ${lost}`,
     expected: 'served again < 5 s after the API starts; 0 acknowledged heartbeats lost',
+    held,
+  };
+}
+
+export interface OneWorkerKillOptions {
+  workspaces: number;
+}
+
+/**
+ * One of two workers SIGKILLed (the cluster shape): each workspace's next signal (a heartbeat
+ * that degrades it, so it must reach the workflow) is handled on the other worker, the workflows
+ * the killed one held in its cache included (their tasks move off its sticky queue once that
+ * times out). Nothing acknowledged is lost.
+ */
+export async function oneWorkerKill(ctx: RowContext, o: OneWorkerKillOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  const acked = new Map<string, number>();
+  const beat = async (runtime: Runtime, errorRate = 0): Promise<number> => {
+    const answer = await call(
+      `${stack.apiUrl}/registry/heartbeat`,
+      'POST',
+      { ...idleHeartbeat(runtime.id, 60), error_rate: errorRate },
+      runtime.token,
+    );
+    if (answer.status === 200) acked.set(runtime.id, (acked.get(runtime.id) ?? 0) + 1);
+    return answer.status;
+  };
+  // Registered and beating: every workflow has run on one of the two workers and is in its cache.
+  await Promise.all(
+    runtimes.map(async (runtime) => {
+      await call(
+        `${stack.apiUrl}/registry/register`,
+        'POST',
+        { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
+        runtime.token,
+      );
+      for (let i = 0; i < 3; i++) await beat(runtime);
+    }),
+  );
+  await waitFor('every workspace online', 120_000, async () => {
+    const states = await Promise.all(runtimes.map((r) => state(stack, r.id)));
+    return states.every((st) => st.status === 'online') ? true : undefined;
+  });
+  log('one-worker: SIGKILL worker-2 of 2');
+  const killedAt = Date.now();
+  await stack.killInstance('worker-2');
+  const statuses = await Promise.all(runtimes.map((runtime) => beat(runtime, 0.9)));
+  const statusCounts = new Map<string, number>();
+  for (const status of statuses) statusCounts.set(String(status), (statusCounts.get(String(status)) ?? 0) + 1);
+  const degradedAll = await waitFor(
+    'every workspace degraded on the remaining worker',
+    120_000,
+    async () => {
+      const states = await Promise.all(runtimes.map((r) => state(stack, r.id)));
+      return states.every((st) => st.status === 'degraded') ? Date.now() : undefined;
+    },
+    250,
+  ).catch(() => undefined);
+  const continuedMs = (degradedAll ?? Infinity) - killedAt;
+  const { acked: ackedTotal, recorded, lost } = await lostHeartbeats(stack, acked);
+  const crashes = newCrashes(stack, exitsBefore);
+  await stack.startInstance('worker', 1);
+  const held = crashes.length === 0 && statuses.every((status) => status === 200) && continuedMs < 30_000 && lost === 0;
+  return {
+    fault: `one of 2 workers SIGKILLed, ${o.workspaces} workspaces whose workflows both workers held`,
+    figures:
+      `the degrading heartbeats after the kill: ${countsText(statusCounts)}; every workspace degraded ${s(continuedMs)} ` +
+      `after the kill, on the other worker; acked ${ackedTotal}, recorded ${recorded}, lost ${lost}; crashes: ` +
+      (crashes.join(', ') || 'none'),
+    expected: 'every heartbeat 200; every workspace handled by the other worker < 30 s (sticky queue timeout); 0 lost',
+    held,
+  };
+}
+
+export interface OneApiKillOptions {
+  workspaces: number;
+  rate: number;
+}
+
+/**
+ * One of two APIs SIGKILLed under load behind nginx (the cluster shape): nginx sends a request
+ * whose connection fails to the other API, so runtimes see at most the 502s of the calls in
+ * flight at the kill, which they retry, and never an error they would not retry.
+ */
+export async function oneApiKill(ctx: RowContext, o: OneApiKillOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  const load = heartbeats(stack, runtimes, o.rate);
+  load.start();
+  await sleep(4_000);
+  log('one-api: SIGKILL api-2 of 2 under load');
+  const killed = load.now();
+  await stack.killInstance('api-2');
+  await sleep(8_000);
+  const restarting = load.now();
+  await stack.startInstance('api', 1);
+  await sleep(4_000);
+  await load.stop();
+  const after = load.between(killed, restarting);
+  // What a runtime gives up on: a 4xx other than 408 and 429 (simulator/runtime.ts).
+  const fatal = load.answers.filter((a) => a.status >= 400 && a.status < 500 && a.status !== 408 && a.status !== 429);
+  const errors = after.filter((a) => a.status !== 200);
+  const { acked, recorded, lost } = await lostHeartbeats(stack, load.acked());
+  const crashes = newCrashes(stack, exitsBefore);
+  const held = crashes.length === 0 && fatal.length === 0 && errors.length <= 2 * o.rate && lost === 0;
+  return {
+    fault: `one of 2 APIs SIGKILLed behind nginx under ${o.rate} heartbeats/s over ${o.workspaces} workspaces, started again 8 s later`,
+    figures:
+      `in the 8 s after the kill ${byStatus(after)}; answers a runtime would not retry: ${fatal.length}; ` +
+      `acked ${acked}, recorded ${recorded}, lost ${lost}; crashes: ${crashes.join(', ') || 'none'}`,
+    expected: 'no answer a runtime would not retry; errors only for the calls in flight at the kill; 0 lost',
     held,
   };
 }

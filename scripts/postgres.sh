@@ -4,12 +4,19 @@
 # cluster is reused. Prints `export DATABASE_URL=...` on stdout.
 # `postgres.sh stop` stops the cluster (fast shutdown: clients are disconnected), as a
 # database restart does; the next `postgres.sh` starts it again.
+# WL_PG_FSYNC=on starts a cluster that syncs its commits to disk (the production shape,
+# `npm run start:cluster`); the test clusters run with fsync off, which only a crash of the
+# machine itself would make them regret. WL_PG_MAX_CONNECTIONS: the cluster's connection limit
+# (PostgreSQL's default, 100, unless set).
 set -euo pipefail
 
 PORT="${WL_PG_PORT:-55432}"
 DB="${WL_PG_DATABASE:-workspace_lifecycle_test}"
 # Outside $HOME: the postgres system user must be able to reach it when we run as root.
 DIR="${WL_PG_DIR:-/var/tmp/workspace-lifecycle/postgres}"
+FSYNC="${WL_PG_FSYNC:-off}"
+MAX_CONNECTIONS="${WL_PG_MAX_CONNECTIONS:-100}"
+[[ "$FSYNC" == on || "$FSYNC" == off ]] || { printf '[postgres] WL_PG_FSYNC must be on or off, got %s\n' "$FSYNC" >&2; exit 1; }
 log() { printf '[postgres] %s\n' "$*" >&2; }
 
 bindir=""
@@ -45,7 +52,7 @@ if as_owner "$bindir/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
 else
   log "starting cluster on port $PORT"
   as_owner "$bindir/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
-    -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >&2
+    -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=$FSYNC -c max_connections=$MAX_CONNECTIONS" start >&2
 fi
 if ! "$psql" -h 127.0.0.1 -p "$PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$DB'" | grep -q 1; then
   "$psql" -h 127.0.0.1 -p "$PORT" -U postgres -qc "CREATE DATABASE $DB" >&2

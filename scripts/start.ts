@@ -12,9 +12,9 @@
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LocalBoxDriver, processAlive, stopProcess } from '../activities/box/local.js';
+import { processAlive, stopProcess } from '../activities/box/local.js';
 import { startApi, type RunningApi } from '../api/main.js';
 import {
   clientConnectionOptions,
@@ -43,6 +43,7 @@ import {
   type CreatedWorker,
 } from '../worker.js';
 import { recreateWorkspaces, retireForeignFleetLiveness } from './recreate-workspaces.js';
+import { keepSecretsPrivate, stopBoxRuntimes } from './local-data.js';
 import { temporalCliPath, temporalCliVersion } from './toolchain.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../db/embedded.js';
 
@@ -58,32 +59,6 @@ const { dataDir } = settings;
 const { temporalPort: port, uiPort } = settings.local;
 /** The dev server this command started, so the next run can stop one a killed run left behind. */
 const devServerPidFile = join(dataDir, 'temporal-dev-server.pid');
-
-/**
- * The data folder holds secrets (the admin token, the embedded database, by default the SSH
- * keys), so it is its user's alone: the folder and the SSH key folder 0700, the admin token and
- * the key files 0600. Set at every start, so a folder made before, or by hand, is made private
- * too. Links are not followed (lstat): only what is really there is changed.
- */
-function keepSecretsPrivate(): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  chmodSync(dataDir, 0o700);
-  if (lstatSafe(adminTokenPath())?.isFile()) chmodSync(adminTokenPath(), 0o600);
-  if (!lstatSafe(settings.sshKeyDir)?.isDirectory()) return;
-  chmodSync(settings.sshKeyDir, 0o700);
-  for (const name of readdirSync(settings.sshKeyDir)) {
-    const file = join(settings.sshKeyDir, name);
-    if (lstatSafe(file)?.isFile()) chmodSync(file, 0o600);
-  }
-}
-
-function lstatSafe(path: string): ReturnType<typeof lstatSync> | null {
-  try {
-    return lstatSync(path);
-  } catch {
-    return null;
-  }
-}
 
 /** Stops a dev server an earlier run left running (that run was SIGKILLed before it could). */
 async function stopLeftoverDevServer(): Promise<void> {
@@ -171,7 +146,7 @@ function checkStop(): void {
   if (stopRequested > 0) throw new StopRequested('stopped during startup');
 }
 
-keepSecretsPrivate();
+keepSecretsPrivate(dataDir, settings.sshKeyDir);
 const configured = settings.temporal;
 if (configured.address === undefined) await stopLeftoverDevServer();
 const devServer = configured.address === undefined ? startDevServer() : undefined;
@@ -264,7 +239,8 @@ async function run(databaseUrl: string): Promise<void> {
     await running;
   } finally {
     await api.close();
-    await stopBoxRuntimes(effective.boxesDir);
+    const stopped = await stopBoxRuntimes(effective.boxesDir);
+    if (stopped > 0) console.log(`start: stopped ${stopped} box runtime(s)`);
     await worker?.store.close();
     await worker?.connection.close();
     await tracing?.shutdown();
@@ -322,20 +298,4 @@ function printUrls(
     console.log(`start: admin token ${effective.api.adminToken ?? ''} (set WL_ADMIN_TOKEN to choose one)`);
   console.log(`start: worker     polling task queue ${effective.taskQueue}; Ctrl-C to stop`);
   console.log('start: try it     npm run simulate   (in another terminal)');
-}
-
-/**
- * Stops the runtimes of the local boxes (started by this command's worker or by the
- * simulator), so none outlives the service that restarts and watches them.
- */
-async function stopBoxRuntimes(boxesDir: string): Promise<void> {
-  const driver = new LocalBoxDriver({ root: boxesDir, runtimeCommand: null });
-  let ids: string[];
-  try {
-    ids = readdirSync(boxesDir);
-  } catch {
-    return;
-  }
-  const stopped = (await Promise.all(ids.map((id) => driver.stopRuntime(id)))).filter(Boolean).length;
-  if (stopped > 0) console.log(`start: stopped ${stopped} box runtime(s)`);
 }

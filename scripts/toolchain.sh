@@ -5,8 +5,13 @@
 #   - the Java time-skipping test server with its dependencies, fetched with `mvn`
 #   - with --promtool, also promtool (`promtool check rules` for ops/prometheus/rules.yml), built
 #     with `go install` from the Prometheus module: far longer than the rest, so only when asked
-# Idempotent: a second run finds them in the cache and does nothing.
-# With --print-env it prints `export` lines for the paths on stdout.
+#   - kubeconform (the Kubernetes manifest validator of the tests) and the Kubernetes OpenAPI
+#     document it validates deploy/k8s/ against, both from the Go module proxy
+# With --cluster it also builds the production shape's pieces (`npm run start:cluster`), from the
+# Go module proxy at the versions the CLI's go.mod pins: the Temporal server (cmd/server), its SQL
+# schema tool (temporal-sql-tool, with the server's PostgreSQL schemas) and the Web UI server.
+# Idempotent: a second run finds everything in the cache and does nothing.
+# With --print-env it prints `export` lines for the paths on stdout (both flags may be given).
 set -euo pipefail
 
 # shellcheck source=toolchain.env
@@ -126,8 +131,101 @@ elif [[ " $* " == *" --promtool "* ]]; then
   log "promtool built in $(( $(date +%s) - start ))s: $pt"
 fi
 
-if [[ " $* " == *" --print-env "* ]]; then
+# --- kubeconform and the Kubernetes OpenAPI document ----------------------------------------
+# The tests validate deploy/k8s/ offline: kubeconform against JSON schemas made from the OpenAPI
+# document (api/openapi-spec/swagger.json) of the Kubernetes module at K8S_API_VERSION.
+kc_dir="$CACHE/kubeconform-$KUBECONFORM_VERSION"
+kubeconform="$kc_dir/kubeconform"
+if [[ -x "$kubeconform" ]]; then
+  log "kubeconform $KUBECONFORM_VERSION: cached at $kubeconform"
+else
+  need go "install Go (https://go.dev/dl) to build kubeconform"
+  log "building kubeconform $KUBECONFORM_VERSION with go install..."
+  mkdir -p "$kc_dir"
+  GOBIN="$kc_dir" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+fi
+k8s_openapi="$CACHE/kubernetes-openapi-$K8S_API_VERSION.json"
+if [[ ! -s "$k8s_openapi" ]]; then
+  need go "install Go (https://go.dev/dl) to download the Kubernetes OpenAPI document"
+  log "downloading k8s.io/kubernetes@$K8S_API_VERSION for its OpenAPI document..."
+  k8s_module=$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$K8S_API_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [[ -f "$k8s_module/api/openapi-spec/swagger.json" ]] || { log "no api/openapi-spec/swagger.json in k8s.io/kubernetes@$K8S_API_VERSION"; exit 1; }
+  cp "$k8s_module/api/openapi-spec/swagger.json" "$k8s_openapi.tmp" && chmod u+w "$k8s_openapi.tmp" && mv "$k8s_openapi.tmp" "$k8s_openapi"
+fi
+
+# --- the production shape (--cluster) ------------------------------------------------------
+# Versions from the CLI's go.mod, so the cluster runs the server the dev server embeds.
+cluster=false
+for arg in "$@"; do [[ "$arg" == "--cluster" ]] && cluster=true; done
+# Peak memory is the largest single process of the build (the compiler or the linker), from
+# GNU time; the figures land in build.txt beside the binaries.
+timed_build() {
+  local out="$1"; shift
+  local report
+  report=$(mktemp)
+  local start; start=$(date +%s)
+  if command -v /usr/bin/time >/dev/null && /usr/bin/time -f '%M' true >/dev/null 2>&1; then
+    nice -n 10 /usr/bin/time -o "$report" -f '%M' "$@"
+  else
+    nice -n 10 "$@"
+  fi
+  local seconds=$(( $(date +%s) - start ))
+  local peak_kb; peak_kb=$(tail -1 "$report" 2>/dev/null || echo 0)
+  rm -f "$report"
+  echo "build ${seconds}s, peak memory $(( ${peak_kb:-0} / 1024 )) MB ($(date -u +%F) on $(nproc) cores)" >"$out"
+  log "$(cat "$out")"
+}
+if $cluster; then
+  need go "install Go (https://go.dev/dl) to build the Temporal server"
+  cli_module=$(GOFLAGS=-mod=mod go mod download -json "github.com/temporalio/cli@$CLI_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  server_version=$(awk '$1 == "go.temporal.io/server" { print $2 }' "$cli_module/go.mod")
+  ui_version=$(awk '$1 == "github.com/temporalio/ui-server/v2" { print $2 }' "$cli_module/go.mod")
+  [[ -n "$server_version" && -n "$ui_version" ]] || { log "the CLI's go.mod names no server or ui-server version"; exit 1; }
+  server_dir="$CACHE/temporal-server-$server_version"
+  ui_dir="$CACHE/temporal-ui-server-$ui_version"
+  if [[ -x "$server_dir/temporal-server" && -x "$server_dir/temporal-sql-tool" && -d "$server_dir/schema/postgresql" ]]; then
+    log "temporal server $server_version: cached at $server_dir"
+  else
+    # Built as dependencies of the CLI's module (the copy the dev server is built in, cliext
+    # dropped), so they get the CLI's dependency versions and reuse its build cache: the dev
+    # server's build has compiled nearly every package they need.
+    log "building temporal server $server_version and temporal-sql-tool with go build..."
+    module=$(GOFLAGS=-mod=mod go mod download -json "go.temporal.io/server@$server_version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [[ -d "$module/schema/postgresql" ]] || { log "could not download go.temporal.io/server@$server_version"; exit 1; }
+    rm -rf "$server_dir.tmp" && mkdir -p "$server_dir.tmp"
+    cp -r "$cli_module" "$server_dir.tmp/cli" && chmod -R u+w "$server_dir.tmp/cli"
+    (
+      cd "$server_dir.tmp/cli"
+      go mod edit -dropreplace=github.com/temporalio/cli/cliext -droprequire=github.com/temporalio/cli/cliext
+      GOFLAGS=-mod=mod timed_build "$server_dir.tmp/build.txt" go build -trimpath -o "$server_dir.tmp/" \
+        go.temporal.io/server/cmd/server go.temporal.io/server/cmd/tools/sql
+    )
+    mv "$server_dir.tmp/server" "$server_dir.tmp/temporal-server" && mv "$server_dir.tmp/sql" "$server_dir.tmp/temporal-sql-tool"
+    cp -r "$module/schema" "$server_dir.tmp/schema" && chmod -R u+w "$server_dir.tmp/schema"
+    if [[ ! -x "$ui_dir/ui-server" ]]; then
+      log "building temporal ui-server $ui_version with go build..."
+      mkdir -p "$ui_dir"
+      (
+        cd "$server_dir.tmp/cli"
+        GOFLAGS=-mod=mod timed_build "$ui_dir/build.txt" go build -trimpath -o "$ui_dir/ui-server.tmp" \
+          github.com/temporalio/ui-server/v2/cmd/server
+      )
+      mv "$ui_dir/ui-server.tmp" "$ui_dir/ui-server"
+    fi
+    rm -rf "$server_dir.tmp/cli" "$server_dir" && mv "$server_dir.tmp" "$server_dir"
+  fi
+  [[ -x "$ui_dir/ui-server" ]] || { log "no ui-server in $ui_dir: remove $server_dir and run again"; exit 1; }
+fi
+
+for arg in "$@"; do
+  [[ "$arg" == "--print-env" ]] || continue
   echo "export TEMPORAL_CLI_PATH=$cli"
   echo "export TEMPORAL_TEST_SERVER_PATH=$ts"
+  echo "export WL_KUBECONFORM_PATH=$kubeconform"
+  echo "export WL_KUBERNETES_OPENAPI=$k8s_openapi"
   if [[ -x "$pt" ]]; then echo "export PROMTOOL_PATH=$pt"; fi
-fi
+  if $cluster; then
+    echo "export WL_TEMPORAL_SERVER_DIR=$server_dir"
+    echo "export WL_TEMPORAL_UI_SERVER_PATH=$ui_dir/ui-server"
+  fi
+done

@@ -5,6 +5,9 @@
  * stopped, killed and started again; exits nobody asked for are recorded, so a row can say "no
  * process crashed". Several workers and APIs (`workers`, `apis`) share the one dev server and the
  * one PostgreSQL; each API listens on its own port (`apiUrls`).
+ * With `cluster`, the production shape instead (scripts/cluster.ts): the Temporal server on the
+ * stack's PostgreSQL (fsync on, Temporal's databases beside the service's) in place of the dev
+ * server, and nginx in front of the APIs; the load then goes through nginx (`loadUrls`).
  */
 import { Client, Connection } from '@temporalio/client';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -13,14 +16,25 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { devServerFleetArgs, devServerSearchAttributeArgs, devServerStorageArgs } from '../../connection.js';
+import {
+  clusterBinaries,
+  MEMBERSHIP_PORT_LIMIT,
+  nginxPath,
+  setUpTemporalSchemas,
+  spawnNginx,
+  spawnTemporalServer,
+  untilNamespaceServes,
+  writeTemporalServerConfig,
+  type TemporalServerPorts,
+} from '../../scripts/cluster.js';
 import { migrate } from '../../db/migrate.js';
 import { temporalCliPath } from '../../scripts/toolchain.js';
-import { freePort } from '../../scripts/ports.js';
+import { freePort, freePortBelow } from '../../scripts/ports.js';
 import { bundleWorkflows } from '../../test/helpers/bundle.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
-export type Piece = 'temporal' | 'worker' | 'api';
+export type Piece = 'temporal' | 'worker' | 'api' | 'nginx';
 
 /** How long the dev server or an API may take to answer after its start (a busy machine is slow to start Node). */
 const START_TIMEOUT_MS = 60_000;
@@ -52,6 +66,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** Extra arguments for the dev server, after the project's (e.g. a dynamic config value to try). */
   devServerArgs?: string[];
+  /** The production shape: the Temporal server on PostgreSQL and nginx in front of the APIs. */
+  cluster?: boolean;
   /**
    * A workflow bundle built beforehand (a file), which every worker start loads; without it the
    * stack bundles workflows/ once as it starts. Either way no worker start bundles again.
@@ -71,14 +87,19 @@ export class Stack {
   readonly adminToken = 'chaos-admin-token-0123456789abcdef';
   readonly exits: Exit[] = [];
   databaseUrl = '';
-  /** The first API's URL; `apiUrls` has every API's. */
+  /** Where a client calls the API: the first API, or nginx in the cluster shape. */
   apiUrl = '';
+  /** Every API process's own URL (its /metrics). */
   apiUrls: string[] = [];
+  /** Where a load goes, spread over them: every API, or nginx alone in the cluster shape. */
+  loadUrls: string[] = [];
   temporalAddress = '';
   private pgPort = 0;
   private apiPorts: number[] = [];
   private temporalPort = 0;
   private temporalMetricsPort = 0;
+  private nginxPort = 0;
+  private temporalPorts: TemporalServerPorts | undefined;
   /** By instance name; the first instance of a piece is named as the piece. */
   private readonly processes = new Map<string, { piece: Piece; child: ChildProcess }>();
   private readonly expectedExit = new Set<number>();
@@ -140,11 +161,18 @@ export class Stack {
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
     this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
     this.apiUrl = this.apiUrls[0] ?? '';
+    this.loadUrls = this.apiUrls;
+    if (this.options.cluster === true) {
+      this.nginxPort = await freePort();
+      this.apiUrl = `http://127.0.0.1:${this.nginxPort}`;
+      this.loadUrls = [this.apiUrl];
+    }
     // Bundled in a child process while the servers start.
     const bundling = this.options.workflowBundle ?? this.bundleWorkflows();
     [this.workflowBundle] = await Promise.all([bundling, this.startServers()]);
     this.startWorker();
     await this.startApi();
+    if (this.options.cluster === true) await this.startNginx();
   }
 
   /** PostgreSQL with the schema, and the dev server. */
@@ -157,7 +185,7 @@ export class Stack {
   }
 
   async stop(): Promise<void> {
-    for (const piece of ['api', 'worker', 'temporal'] as const) await this.terminate(piece, 'SIGTERM');
+    for (const piece of ['nginx', 'api', 'worker', 'temporal'] as const) await this.terminate(piece, 'SIGTERM');
     await this.client?.connection.close().catch(() => undefined);
     this.stopPostgres();
     // The run's cluster is of no use afterwards.
@@ -195,6 +223,8 @@ export class Stack {
         WL_PG_DIR: this.postgresDir,
         WL_PG_PORT: String(this.pgPort),
         WL_PG_DATABASE: 'workspace_lifecycle_chaos',
+        // The production shape syncs its commits, and holds the Temporal server's pools too.
+        ...(this.options.cluster === true ? { WL_PG_FSYNC: 'on', WL_PG_MAX_CONNECTIONS: '300' } : {}),
       },
     });
   }
@@ -214,6 +244,7 @@ export class Stack {
   // --- processes --------------------------------------------------------------------------
 
   async startTemporal(): Promise<void> {
+    if (this.options.cluster === true) return this.startTemporalServer();
     const cli = temporalCliPath();
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
     const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
@@ -224,17 +255,67 @@ export class Stack {
     await (await untilTemporalAnswers(this.temporalAddress, Date.now() + START_TIMEOUT_MS)).close();
   }
 
+  /**
+   * The Temporal server on the stack's PostgreSQL: its databases and schemas set up on the first
+   * start, the same configuration (ports, databases) on every start after, as a restart would.
+   */
+  private async startTemporalServer(): Promise<void> {
+    const binaries = clusterBinaries();
+    const pg = { host: '127.0.0.1', port: this.pgPort, user: 'postgres' };
+    if (this.temporalPorts === undefined) {
+      setUpTemporalSchemas(binaries, pg);
+      const low = (): Promise<number> => freePortBelow(MEMBERSHIP_PORT_LIMIT);
+      this.temporalPorts = {
+        frontend: this.temporalPort,
+        frontendHttp: await freePort(),
+        history: await freePort(),
+        matching: await freePort(),
+        worker: await freePort(),
+        frontendMembership: await low(),
+        historyMembership: await low(),
+        matchingMembership: await low(),
+        workerMembership: await low(),
+        metrics: this.temporalMetricsPort,
+      };
+    }
+    const file = writeTemporalServerConfig(join(this.options.dir, 'temporal'), {
+      ports: this.temporalPorts,
+      pg,
+      logLevel: 'error',
+    });
+    this.track('temporal', 0, spawnTemporalServer(binaries, file));
+    await untilNamespaceServes(this.temporalAddress, 'default', Date.now() + START_TIMEOUT_MS);
+  }
+
+  /** nginx on `apiUrl`, in front of every API. */
+  async startNginx(): Promise<void> {
+    const child = spawnNginx(nginxPath(), join(this.options.dir, 'nginx'), {
+      listen: `127.0.0.1:${this.nginxPort}`,
+      upstreams: this.apiPorts.map((port) => `127.0.0.1:${port}`),
+    });
+    this.track('nginx', 0, child);
+    await untilApiAnswers(this.apiUrl, Date.now() + START_TIMEOUT_MS);
+  }
+
   /** Starts every worker process (`workers`). */
   startWorker(): void {
+    for (let i = 0; i < Math.max(1, this.options.workers ?? 1); i++)
+      this.spawn('worker', i, 'bash', this.workerCommand());
+  }
+
+  /** `bash` arguments of a worker: on jemalloc where it is installed, as `npm run worker` runs it (exec keeps the pid). */
+  private workerCommand(): string[] {
     const args = [...(this.options.nodeArgs?.worker ?? []), '--import', 'tsx', join(root, 'worker.ts')];
-    // On jemalloc where it is installed, as `npm run worker` runs it (exec keeps the pid).
-    const onJemalloc = [join(root, 'scripts', 'jemalloc.sh'), process.execPath, ...args];
-    for (let i = 0; i < Math.max(1, this.options.workers ?? 1); i++) this.spawn('worker', i, 'bash', onJemalloc);
+    return [join(root, 'scripts', 'jemalloc.sh'), process.execPath, ...args];
+  }
+
+  private apiArgs(): string[] {
+    return [...(this.options.nodeArgs?.api ?? []), '--import', 'tsx', join(root, 'api/main.ts')];
   }
 
   /** Starts every API process (`apis`), each on its port, and waits until each answers. */
   async startApi(): Promise<void> {
-    const args = [...(this.options.nodeArgs?.api ?? []), '--import', 'tsx', join(root, 'api/main.ts')];
+    const args = this.apiArgs();
     this.apiPorts.forEach((port, i) => this.spawn('api', i, process.execPath, args, { WL_API_PORT: String(port) }));
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (const url of this.apiUrls) await untilApiAnswers(url, deadline);
@@ -252,6 +333,30 @@ export class Stack {
     await this.terminate(piece, 'SIGKILL');
   }
 
+  /** SIGKILL to one instance (`worker-2`, `api-2`), the others left running. */
+  async killInstance(name: string): Promise<void> {
+    const running = this.processes.get(name);
+    if (running === undefined) throw new Error(`no instance ${name}`);
+    const { child } = running;
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    this.expectedExit.add(child.pid);
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Starts instance `index` (0-based) of the worker or the API again, as its first start did. */
+  async startInstance(piece: 'worker' | 'api', index: number): Promise<void> {
+    if (piece === 'worker') {
+      this.spawn('worker', index, 'bash', this.workerCommand());
+      return;
+    }
+    const port = this.apiPorts[index];
+    if (port === undefined) throw new Error(`no API ${index + 1}`);
+    this.spawn('api', index, process.execPath, this.apiArgs(), { WL_API_PORT: String(port) });
+    await untilApiAnswers(`http://127.0.0.1:${port}`, Date.now() + START_TIMEOUT_MS);
+  }
+
   /** Stops every instance of the piece, all at once. */
   private async terminate(piece: Piece, signal: NodeJS.Signals): Promise<void> {
     const stopping: Promise<unknown>[] = [];
@@ -267,13 +372,19 @@ export class Stack {
 
   /** Starts instance `index` of the piece (named `worker`, `worker-2`, ...). */
   private spawn(piece: Piece, index: number, program: string, args: string[], env: Record<string, string> = {}): void {
-    const name = index === 0 ? piece : `${piece}-${index + 1}`;
-    const log = createWriteStream(join(this.options.dir, 'logs', `${name}.log`), { flags: 'a' });
     const child = spawn(program, args, {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...this.environment(), ...(piece === 'api' ? this.apiEnv : {}), ...env },
     });
+    this.track(piece, index, child);
+  }
+
+  /** Logs and watches a process of the stack, as instance `index` of the piece. */
+  private track(piece: Piece, index: number, child: ChildProcess): void {
+    const name = index === 0 ? piece : `${piece}-${index + 1}`;
+    const log = createWriteStream(join(this.options.dir, 'logs', `${name}.log`), { flags: 'a' });
+    if (child.stdout === null || child.stderr === null) throw new Error(`${name}: its output is not piped`);
     child.stdout.pipe(log);
     child.stderr.pipe(log);
     const pid = child.pid ?? 0;
