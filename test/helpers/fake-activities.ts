@@ -155,9 +155,10 @@ export class FakeActivities {
         this.reachDatabase();
         return this.ledger.read(workspaceId, restartKey, await this.databaseNow());
       },
-      findExpiredLeases: async ({ limit }) => {
+      findExpiredLeases: async ({ limit, notBefore }) => {
         this.reachDatabase();
-        return this.ledger.findExpired(limit, await this.databaseNow());
+        const since = notBefore === undefined || notBefore === null ? null : Date.parse(notBefore);
+        return this.ledger.findExpired(limit, await this.databaseNow(), since);
       },
       signalExpiredLeases: async ({ leases }) => {
         const client = this.options.client;
