@@ -51,7 +51,7 @@ export interface ExpiredLeases {
    * How long ago an API process last recorded that it serves (api_serving); null when none ever
    * did (no API to suspect).
    */
-  servedAgeMs?: number | null;
+  servedAgeMs: number | null;
   /** The longest TTL among the watched leases (0 when none is watched): how far back "within one TTL" reaches. */
   maxTtlMs: number;
   /** Expired and not yet signalled, all of them. */
@@ -157,7 +157,7 @@ export class HeartbeatLedgerTable {
    * watched, how many expired and were not yet signalled for their contract, and up to `limit`
    * of those, the longest silent first. A lease is silent from the later of its last heartbeat,
    * its start and `notBefore` (the end of the last disruption: time the observer could not hear
-   * the fleet counts against nobody). A scan of the table: no index on the expiry, which every
+   * the fleet counts against nobody); with it, how long ago an API process last served. A scan of the table: no index on the expiry, which every
    * heartbeat would write (docs/fleet-liveness.md).
    */
   async findExpired(limit: number, notBefore: string | null = null): Promise<ExpiredLeases> {
@@ -168,6 +168,7 @@ export class HeartbeatLedgerTable {
       now: Date;
       watched: string;
       max_ttl_ms: string | null;
+      served_age_ms: number | null;
       expired: string;
     }>(
       `WITH leases AS (
@@ -181,10 +182,12 @@ export class HeartbeatLedgerTable {
           WHERE lease_watched AND signalled_version < want_version AND silent_ms >= ttl_ms
        ), counts AS (
          SELECT now() AS now, count(*) FILTER (WHERE lease_watched) AS watched,
-                max(ttl_ms) FILTER (WHERE lease_watched) AS max_ttl_ms, (SELECT count(*) FROM expired) AS expired
+                max(ttl_ms) FILTER (WHERE lease_watched) AS max_ttl_ms, (SELECT count(*) FROM expired) AS expired,
+                (SELECT (extract(epoch FROM now() - max(last_served_at)) * 1000)::float8 FROM api_serving)
+                  AS served_age_ms
            FROM leases
        )
-       SELECT e.workspace_id, e.want_version, e.silent_ms, c.now, c.watched, c.max_ttl_ms, c.expired
+       SELECT e.workspace_id, e.want_version, e.silent_ms, c.now, c.watched, c.max_ttl_ms, c.served_age_ms, c.expired
          FROM counts c LEFT JOIN LATERAL (
            SELECT * FROM expired ORDER BY silent_ms DESC LIMIT $1
          ) e ON TRUE`,
@@ -195,6 +198,7 @@ export class HeartbeatLedgerTable {
       now: (first?.now ?? new Date()).toISOString(),
       watched: Number(first?.watched ?? 0),
       maxTtlMs: Number(first?.max_ttl_ms ?? 0),
+      servedAgeMs: first?.served_age_ms ?? null,
       expired: Number(first?.expired ?? 0),
       leases: rows.flatMap((row) =>
         row.workspace_id === null

@@ -27,6 +27,8 @@ export class FakeActivities {
   databaseClockOffsetMs = 0;
   /** The database cannot be reached: the ledger's reads, writes and sweeps fail. */
   databaseDown = false;
+  /** When an API process last served (api_serving), on the database's clock; null: none ever did. */
+  apiServedAt: number | null = null;
   constructor(private readonly options: FakeActivitiesOptions = {}) {}
   readonly reconcileCalls: Pick<ReconcilePass, 'workspaceId' | 'trigger'>[] = [];
   readonly restarts: string[] = [];
@@ -158,7 +160,9 @@ export class FakeActivities {
       findExpiredLeases: async ({ limit, notBefore }) => {
         this.reachDatabase();
         const since = notBefore === undefined || notBefore === null ? null : Date.parse(notBefore);
-        return this.ledger.findExpired(limit, await this.databaseNow(), since);
+        const now = await this.databaseNow();
+        const found = this.ledger.findExpired(limit, now, since);
+        return { ...found, servedAgeMs: this.apiServedAt === null ? null : now - this.apiServedAt };
       },
       signalExpiredLeases: async ({ leases }) => {
         const client = this.options.client;

@@ -125,6 +125,7 @@ export class LedgerModel {
       now: new Date(now).toISOString(),
       watched: watched.length,
       maxTtlMs: Math.max(0, ...watched.map(([, row]) => row.ttlMs)),
+      servedAgeMs: null, // the ledger alone: no API serving mark (FakeActivities adds one)
       expired: expired.length,
       leases: expired.slice(0, limit),
     };

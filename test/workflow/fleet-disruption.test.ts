@@ -38,19 +38,59 @@ async function beat(fleet: { id: string; handle: WorkflowHandle }[]): Promise<vo
 }
 
 describe('fleet disruption', () => {
+  it('no API process served for longer than the TTL: nobody signalled; serving again, each lease counts from then', async () => {
+    const served = async (): Promise<void> => {
+      harness.fake.apiServedAt = await harness.fake.databaseNow();
+    };
+    await served();
+    const fleet = await fleetOf(2); // fewer than the minimum: only the API's silence can disrupt
+    await beat(fleet);
+    // The API is down: no mark, no heartbeat, for three TTLs.
+    await harness.env.sleep(3 * config.livenessTtlMs);
+    const disrupted = await controller().query(fleetLivenessStateQuery);
+    expect(disrupted.disruption?.apiSilentForMs).toBeGreaterThan(2 * config.livenessTtlMs);
+    expect(disrupted.totals.signalled).toBe(0);
+    for (const { id, handle } of fleet) {
+      expect((await handle.query(stateQuery)).status).toBe('online');
+      expect(leaseExpiries(id)).toBe(0);
+    }
+    // Serving again; one runtime beats, the other stays silent: it gets a full TTL from then.
+    const [silentOne, beatingOne] = fleet;
+    if (silentOne === undefined || beatingOne === undefined) throw new Error('no fleet');
+    for (let elapsed = 0; elapsed <= config.livenessTtlMs - 30_000; elapsed += 15_000) {
+      await served();
+      await beat([beatingOne]);
+      await harness.env.sleep(15_000);
+    }
+    const back = await controller().query(fleetLivenessStateQuery);
+    expect(back.disruption).toBeNull();
+    expect(back.lastDisruption?.apiSilentForMs).not.toBeNull();
+    expect((await silentOne.handle.query(stateQuery)).status).toBe('online');
+    for (let elapsed = 0; elapsed < 45_000; elapsed += 15_000) {
+      await served();
+      await beat([beatingOne]);
+      await harness.env.sleep(15_000);
+    }
+    await waitForState(silentOne.handle, (s) => s.status === 'offline');
+    expect((await beatingOne.handle.query(stateQuery)).status).toBe('online');
+    // These workspaces leave the fleet, so the next test's fleet is its own.
+    harness.fake.apiServedAt = null;
+    for (const { id } of fleet) harness.fake.ledger.rows.delete(id);
+  });
+
   it('a fleet silent at once is a disruption: nobody declared dead; heartbeats return: no verdict; a lone silent workspace afterwards goes offline a TTL after it ended', async () => {
+    const signalledBefore = (await controller().query(fleetLivenessStateQuery)).totals.signalled;
     const fleet = await fleetOf(4);
     await beat(fleet);
     // Every lease expires at once, and stays silent for three TTLs.
     await harness.env.sleep(3 * config.livenessTtlMs);
     const disrupted = await controller().query(fleetLivenessStateQuery);
     expect(disrupted.disruption).toMatchObject({ silent: 4, watched: 4, share: 1 });
-    expect(disrupted.totals.signalled).toBe(0);
+    expect(disrupted.totals.signalled).toBe(signalledBefore);
     for (const { id, handle } of fleet) {
       expect((await handle.query(stateQuery)).status).toBe('online');
       expect(leaseExpiries(id)).toBe(0);
     }
-    expect(harness.fake.restarts).toEqual([]);
 
     // Heartbeats return, all but one: the disruption ends, with no verdict.
     const [silentOne, ...beating] = fleet;
@@ -61,7 +101,7 @@ describe('fleet disruption', () => {
     expect(ended.disruption).toBeNull();
     expect(ended.lastDisruption).not.toBeNull();
     expect(ended.notBefore).toBe(ended.lastDisruption?.until);
-    expect(ended.totals.signalled).toBe(0);
+    expect(ended.totals.signalled).toBe(signalledBefore);
 
     // The silent one gets a full TTL from the end of the disruption (its last heartbeat is three
     // TTLs old), then goes offline.
@@ -77,6 +117,7 @@ describe('fleet disruption', () => {
     for (const { handle } of beating) expect((await handle.query(stateQuery)).status).toBe('online');
     const after = await controller().query(fleetLivenessStateQuery);
     expect(after.disruption).toBeNull();
-    expect(after.totals.signalled).toBe(1);
+    expect(after.totals.signalled).toBe(signalledBefore + 1);
+    expect(harness.fake.restarts.filter((r) => fleet.some(({ id }) => r.startsWith(`${id}/`)))).toEqual([]);
   });
 });
