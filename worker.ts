@@ -37,7 +37,13 @@ import { BoxRouter } from './activities/box/router.js';
 import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
-import { loadSettings, workerSettings, type WorkerSettings, type WorkerVersioningSettings } from './settings.js';
+import {
+  fleetLivenessSettings,
+  loadSettings,
+  workerSettings,
+  type WorkerSettings,
+  type WorkerVersioningSettings,
+} from './settings.js';
 import { activityInterceptors, startTracing, type Tracing } from './tracing.js';
 import { bundleInChildProcess } from './workflow-bundle.js';
 import { FLEET_LIVENESS_WORKFLOW_ID, configureSignal, type FleetLivenessSettings } from './workflows/definitions.js';
@@ -307,11 +313,10 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
     try {
       const running = worker.run();
       if (version !== null) void reportCurrent(connection, namespace, version);
-      startFleetLiveness(client, settings.taskQueue, { sweepEveryMs: settings.livenessSweepEveryMs }).catch(
-        (err: unknown) =>
-          console.warn(
-            `worker: could not start the fleet liveness controller (${message(err)}); the next worker start tries again`,
-          ),
+      startFleetLiveness(client, settings.taskQueue, fleetLivenessSettings(settings)).catch((err: unknown) =>
+        console.warn(
+          `worker: could not start the fleet liveness controller (${message(err)}); the next worker start tries again`,
+        ),
       );
       await running;
     } catch (err) {
