@@ -1,7 +1,7 @@
 /**
  * The thin HTTP API, composed here: Fastify with zod validation and the OpenAPI document, the
  * error mapping, metrics, admission control, and one route plugin per resource (registry,
- * workspaces, operations). It authenticates and validates each call, relays it to the
+ * workspaces, fleet, operations). It authenticates and validates each call, relays it to the
  * workspace's workflow, and answers fast. It holds no lifecycle logic: statuses, reconciles,
  * restarts and verdicts are the workflow's. A signal that was not delivered is never answered
  * with 200.
@@ -21,6 +21,7 @@ import type { Tracing } from '../tracing.js';
 import { ApiContext, type ApiSettings } from './context.js';
 import { HttpError } from './errors.js';
 import { eventRoutes } from './routes/events.js';
+import { fleetRoutes } from './routes/fleet.js';
 import { traceRequests } from './tracing.js';
 import { healthRoutes, operationsPaths } from './routes/health.js';
 import { registryRoutes } from './routes/registry.js';
@@ -136,6 +137,7 @@ export async function buildApi(
   await app.register(workspaceRoutes, { ctx });
   await app.register(healthRoutes, { ctx, metrics });
   await app.register(eventRoutes, { ctx });
+  await app.register(fleetRoutes, { ctx });
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
   return app;
