@@ -61,7 +61,10 @@ const fleetSchema = z.object({
   }),
 });
 
-const who = safeText(z.string().trim().min(1).max(200));
+/** Operator text: what safeText allows, not blank. */
+const operatorText = (max: number) =>
+  safeText(z.string().min(1).max(max)).refine((value) => value.trim() !== '', { message: 'must not be blank' });
+const who = operatorText(200);
 const NO_CONTROLLER =
   'the fleet liveness controller is not running: start a worker, which starts it (docs/fleet-liveness.md)';
 
@@ -107,7 +110,7 @@ export const fleetRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, 
       schema: {
         summary: 'Pause automatic remediation for the fleet: nobody is signalled leaseExpired until resumed',
         security: [{ bearer: [] }],
-        body: z.strictObject({ reason: safeText(z.string().trim().min(1).max(500)), by: who }),
+        body: z.strictObject({ reason: operatorText(500), by: who }),
         response: { 200: answerSchema, ...errors(400, 401, 429, 502, 503) },
       },
     },
