@@ -1,13 +1,20 @@
 /**
  * The fleet liveness controller suspects the observer (workflows/fleet-sweep.ts) on the
  * time-skipping test server, with its own worker and ledger so the fleet is only this file's
- * workspaces: a fleet silent at once is a disruption, not a fleet of dead workspaces.
+ * workspaces: a fleet silent at once, or an API that serves nobody, is a disruption, not a fleet
+ * of dead workspaces; an operator's pause holds every verdict.
  */
 import type { WorkflowHandle } from '@temporalio/client';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { startFleetLiveness } from '../../worker.js';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
-import { FLEET_LIVENESS_WORKFLOW_ID, fleetLivenessStateQuery, stateQuery } from '../../workflows/definitions.js';
+import {
+  FLEET_LIVENESS_WORKFLOW_ID,
+  fleetLivenessStateQuery,
+  pauseRemediationUpdate,
+  resumeRemediationUpdate,
+  stateQuery,
+} from '../../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
 import { contractPublished, registeredWorkspace, useWorkerHarness, waitForState } from '../helpers/worker.js';
@@ -119,5 +126,31 @@ describe('fleet disruption', () => {
     expect(after.disruption).toBeNull();
     expect(after.totals.signalled).toBe(signalledBefore + 1);
     expect(harness.fake.restarts.filter((r) => fleet.some(({ id }) => r.startsWith(`${id}/`)))).toEqual([]);
+    for (const { id } of fleet) harness.fake.ledger.rows.delete(id);
+  });
+
+  it('paused by an operator: an expired lease waits, shown as held; resumed: it is signalled', async () => {
+    const paused = await controller().executeUpdate(pauseRemediationUpdate, {
+      args: [{ reason: 'database failover', by: 'ops' }],
+    });
+    expect(paused).toMatchObject({ outcome: 'paused', paused: { reason: 'database failover', by: 'ops' } });
+    const fleet = await fleetOf(4);
+    const [silentOne, ...beating] = fleet;
+    if (silentOne === undefined) throw new Error('no fleet');
+    for (let elapsed = 0; elapsed <= config.livenessTtlMs + 30_000; elapsed += 30_000) {
+      await beat(beating);
+      await harness.env.sleep(30_000);
+    }
+    const held = await controller().query(fleetLivenessStateQuery);
+    expect(held).toMatchObject({ disruption: null, paused: { by: 'ops' }, lastSweep: { expired: 1, held: 1 } });
+    expect((await silentOne.handle.query(stateQuery)).status).toBe('online');
+
+    expect(await controller().executeUpdate(resumeRemediationUpdate, { args: [{ by: 'ops' }] })).toEqual({
+      outcome: 'resumed',
+      paused: null,
+    });
+    await beat(beating);
+    await harness.env.sleep(2 * SWEEP_EVERY_MS);
+    await waitForState(silentOne.handle, (s) => s.status === 'offline');
   });
 });
