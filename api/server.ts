@@ -20,6 +20,7 @@ import type { Store } from '../db/store.js';
 import type { Tracing } from '../tracing.js';
 import { ApiContext, type ApiSettings } from './context.js';
 import { HttpError } from './errors.js';
+import { FLEET_LIVENESS_WORKFLOW_ID, fleetLivenessStateQuery } from '../workflows/definitions.js';
 import { eventRoutes } from './routes/events.js';
 import { fleetRoutes } from './routes/fleet.js';
 import { traceRequests } from './tracing.js';
@@ -28,6 +29,9 @@ import { registryRoutes } from './routes/registry.js';
 import { workspaceRoutes } from './routes/workspaces.js';
 
 export { defaultApiSettings, type ApiSettings } from './context.js';
+
+/** How long a scrape waits for the fleet liveness controller's state. */
+const CONTROLLER_QUERY_MS = 2_000;
 
 /** The longest path parameter the router hands to a route, percent-encoded. */
 const MAX_PATH_PARAMETER = 512;
@@ -87,6 +91,11 @@ export async function buildApi(
   const { metrics } = ctx;
   metrics.watchAdmission(ctx.admission);
   metrics.watchFleet(store);
+  metrics.watchController(() =>
+    client.withDeadline(Date.now() + CONTROLLER_QUERY_MS, () =>
+      client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID).query(fleetLivenessStateQuery),
+    ),
+  );
   traceRequests(app, observability.tracing?.tracer ?? null);
   app.addHook('onResponse', async (request, reply) => {
     metrics.observe(

@@ -49,6 +49,10 @@ describe('fleet routes', () => {
     });
     const again = await pause({ reason: 'something else', by: 'other' });
     expect(again.json()).toMatchObject({ outcome: 'already-paused', paused: { reason: 'database failover' } });
+    // The gauges, read from the controller at the first scrape.
+    expect(await harness.metric('workspace_remediation_paused')).toBe(1);
+    const scrape = await harness.api.inject({ method: 'GET', url: '/metrics' });
+    expect(scrape.body).toMatch(/^workspace_fleet_disruption 0$/m);
     const shown = await harness.api.inject({ method: 'GET', url: '/fleet', headers: admin });
     expect(shown.json()).toMatchObject({ paused: { reason: 'database failover', by: 'ops@example' } });
 
