@@ -193,7 +193,7 @@ export function workerInterceptors(metrics: LifecycleMetrics, tracing: Tracing |
 /**
  * Starts the fleet liveness controller, or gives the running one these settings: a
  * signal-with-start of `configure`, so any worker may do it at any time, and the last one started
- * sets the sweep period.
+ * sets the sweep period and the fleet judgement.
  */
 export async function startFleetLiveness(
   client: Client,
@@ -211,7 +211,9 @@ export async function startFleetLiveness(
       staticSummary: 'Fleet liveness controller',
       staticDetails:
         'Sweeps the heartbeat ledger every few seconds for leases that expired, and signals each of those ' +
-        'workspaces `leaseExpired` (docs/fleet-liveness.md). The last sweep: Current Details; everything: the `state` query.',
+        'workspaces `leaseExpired` at a bounded rate, unless the fleet is silent at once or no API serves (a ' +
+        'disruption) or an operator paused it (docs/fleet-liveness.md). The last sweep: Current Details; ' +
+        'everything: the `state` query or GET /fleet.',
     },
   );
 }
