@@ -4,7 +4,7 @@
  * the workflows recorded, and prints a table: fault | figures | expected | held. Exits 0 when
  * every row held, 1 otherwise (2 on bad arguments).
  *
- *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,overload]
+ *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,api-outage,overload]
  *                 [--plugins 8 --plugin-mb 20] [--outage 20] [--flood-rate 1000 --flood-seconds 30]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,10 +13,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  apiOutage,
   apiRestart,
   moments,
   overload,
   postgresRestart,
+  removeRowWorkspaces,
   temporalRestart,
   workerKill,
   type Moment,
@@ -25,7 +27,7 @@ import {
 } from './rows.js';
 import { Stack } from '../bench/harness/stack.js';
 
-export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'overload'] as const;
+export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'api-outage', 'overload'] as const;
 export type RowName = (typeof rowNames)[number];
 
 export interface ChaosOptions {
@@ -55,6 +57,12 @@ export const defaultRowSettings: Pick<
   floodRate: 1_000,
   floodSeconds: 30,
 };
+
+/**
+ * The liveness TTL of the API-outage row: longer than the controller's serving grace (30 s) and a
+ * sweep, so the API's silence is a disruption before the first lease expires.
+ */
+const API_OUTAGE_TTL_MS = 45_000;
 
 /**
  * A box runtime that takes a moment to stop, as a real one drains its work: a restart is then
@@ -87,6 +95,8 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
         expected: '-',
         held: false,
       });
+    } finally {
+      await removeRowWorkspaces(stack);
     }
   };
   log(`chaos: run folder ${dir}`);
@@ -115,6 +125,11 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
           break;
         case 'api':
           await attempt('API restart', () => apiRestart(ctx, { workspaces: 20, rate: 40 }));
+          break;
+        case 'api-outage':
+          await attempt('API down for 3x the TTL', () =>
+            apiOutage(ctx, { workspaces: 20, rate: 20, ttlMs: API_OUTAGE_TTL_MS }),
+          );
           break;
         case 'overload':
           await attempt('overload', () =>
