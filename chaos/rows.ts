@@ -83,6 +83,17 @@ async function createWorkspaces(
   return runtimes;
 }
 
+/** The runtime registers in poll mode; anything but 200 is the row's failure. */
+async function register(stack: Stack, runtime: Runtime): Promise<void> {
+  const answer = await call(
+    `${stack.apiUrl}/registry/register`,
+    'POST',
+    { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
+    runtime.token,
+  );
+  if (answer.status !== 200) throw new Error(`register: ${answer.status} ${JSON.stringify(answer.body)}`);
+}
+
 /** An open-loop heartbeat load on the stack's API (the offered rate holds, whatever the answers). */
 function heartbeats(stack: Stack, runtimes: Runtime[], rate: number): HeartbeatLoad {
   return new HeartbeatLoad({ apiUrls: [stack.apiUrl], runtimes, rate, maxInFlight: 2_000, pace: 'open' });
@@ -273,13 +284,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
   const client = await stack.temporal();
   const store = Store.connect(stack.databaseUrl);
   try {
-    const register = await call(
-      `${stack.apiUrl}/registry/register`,
-      'POST',
-      { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
-      runtime.token,
-    );
-    if (register.status !== 200) throw new Error(`register: ${register.status} ${JSON.stringify(register.body)}`);
+    await register(stack, runtime);
 
     const activityFor: Partial<Record<Moment, string>> = {
       stage: 'stagePlugin',
@@ -624,15 +629,7 @@ export async function apiOutage(ctx: RowContext, o: ApiOutageOptions): Promise<R
   await stack.restartApi({ WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.ttlMs }) });
   const runtimes = await createWorkspaces(stack, o.workspaces);
   try {
-    for (const runtime of runtimes) {
-      const register = await call(
-        `${stack.apiUrl}/registry/register`,
-        'POST',
-        { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
-        runtime.token,
-      );
-      if (register.status !== 200) throw new Error(`register: ${register.status} ${JSON.stringify(register.body)}`);
-    }
+    for (const runtime of runtimes) await register(stack, runtime);
     const load = heartbeats(stack, runtimes, o.rate);
     load.start();
     await waitFor('the fleet online', 60_000, async () => {
