@@ -96,7 +96,7 @@ export function sweepDecision(found: ExpiredLeases, state: FleetLivenessState): 
   const recentVerdicts = state.recentVerdicts.filter((v) => Date.parse(v.at) > now - found.maxTtlMs);
   const silent = found.expired + recentVerdicts.reduce((sum, v) => sum + v.count, 0);
   const share = found.watched === 0 ? 0 : Math.min(1, silent / found.watched);
-  const servedAgeMs = found.servedAgeMs ?? null;
+  const { servedAgeMs } = found;
   const apiSilentForMs = servedAgeMs !== null && servedAgeMs > settings.apiServingGraceMs ? servedAgeMs : null;
   const fleetSilent = silent >= settings.disruptionMinLeases && share > settings.disruptionShare;
   const judged = { ...state, recentVerdicts };
