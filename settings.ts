@@ -11,10 +11,11 @@ import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
 import { defaultAdmissionSettings } from './api/admission.js';
 import { defaultApiSettings, type ApiSettings } from './api/context.js';
+import { SERVING_MARK_EVERY_MS } from './api/serving.js';
 import type { UrlPolicy } from './url-guard.js';
 import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { parseLifecycleOverrides } from './workflows/config.js';
-import { TASK_QUEUE, defaultFleetLivenessSettings } from './workflows/definitions.js';
+import { TASK_QUEUE, defaultFleetLivenessSettings, type FleetLivenessSettings } from './workflows/definitions.js';
 
 /** A setting is missing or malformed; the message names the variable and what it needs. */
 export class SettingsError extends Error {
@@ -54,6 +55,8 @@ export interface WorkerSettings {
   versioning: WorkerVersioningSettings | null;
   /** How often the fleet liveness controller the worker starts sweeps the heartbeat ledger. */
   livenessSweepEveryMs: number;
+  /** How the controller judges the fleet before a workspace: disruption and remediation budget. */
+  fleetJudgement: FleetJudgement;
   /**
    * A workflow bundle built beforehand (WL_WORKFLOW_BUNDLE), for a harness that starts many
    * workers of one build; null: the worker bundles workflows/ as it starts.
@@ -69,6 +72,19 @@ export interface WorkerSettings {
 export interface TracingSettings {
   /** The traces URL (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + `/v1/traces`). */
   url: string;
+}
+
+/** The fleet liveness controller's fleet-wide judgement (docs/fleet-liveness.md), from WL_DISRUPTION_SHARE, WL_DISRUPTION_MIN_LEASES, WL_API_SERVING_GRACE_MS and WL_REMEDIATION_PER_MINUTE. */
+export type FleetJudgement = Pick<
+  FleetLivenessSettings,
+  'disruptionShare' | 'disruptionMinLeases' | 'apiServingGraceMs' | 'remediationPerMinute'
+>;
+
+/** What a process that starts the fleet liveness controller configures it with. */
+export function fleetLivenessSettings(
+  settings: Pick<WorkerSettings, 'livenessSweepEveryMs' | 'fleetJudgement'>,
+): Partial<FleetLivenessSettings> {
+  return { sweepEveryMs: settings.livenessSweepEveryMs, ...settings.fleetJudgement };
 }
 
 /** Everything a process reads, as loaded; the worker's and the API's settings derive from it. */
@@ -91,6 +107,7 @@ export interface Settings {
   metricsAddress: string | null;
   tracing: TracingSettings | null;
   livenessSweepEveryMs: number;
+  fleetJudgement: FleetJudgement;
   workflowBundlePath: string | null;
   /** Whether WL_PLUGIN_SOURCE_FILE_ROOTS was set at all (`npm start` allows the simulator's repositories unless told otherwise). */
   fileRootsConfigured: boolean;
@@ -129,6 +146,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       defaultFleetLivenessSettings.sweepEveryMs,
       MIN_LIVENESS_SWEEP_EVERY_MS,
     ),
+    fleetJudgement: fleetJudgementFromEnv(env),
     workflowBundlePath: existingFile(env, 'WL_WORKFLOW_BUNDLE'),
     fileRootsConfigured: env['WL_PLUGIN_SOURCE_FILE_ROOTS'] !== undefined,
     api: {
@@ -199,6 +217,7 @@ export function workerSettings(settings: Settings, runtimeEnv: Record<string, st
     metricsAddress: settings.metricsAddress,
     tracing: settings.tracing,
     livenessSweepEveryMs: settings.livenessSweepEveryMs,
+    fleetJudgement: settings.fleetJudgement,
     workflowBundlePath: settings.workflowBundlePath,
   };
 }
@@ -247,6 +266,8 @@ export function tracingFromEnv(env: NodeJS.ProcessEnv): TracingSettings | null {
 }
 /** The shortest sweep period an operator may set: a sweep reads the whole heartbeat ledger. */
 export const MIN_LIVENESS_SWEEP_EVERY_MS = 1_000;
+/** The shortest grace without an API serving mark: three marks missed, so one slow mark is no disruption. */
+export const MIN_API_SERVING_GRACE_MS = 3 * SERVING_MARK_EVERY_MS;
 
 /** The deployment every worker of this service belongs to, unless WL_WORKER_DEPLOYMENT names another. */
 export const DEFAULT_WORKER_DEPLOYMENT = 'workspace-lifecycle';
@@ -304,6 +325,19 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   if (!Number.isInteger(value) || value < min)
     throw new SettingsError(`${name} must be an integer >= ${min}, got ${raw}`);
   return value;
+}
+
+function fleetJudgementFromEnv(env: NodeJS.ProcessEnv): FleetJudgement {
+  const d = defaultFleetLivenessSettings;
+  const share = positiveNumber(env, 'WL_DISRUPTION_SHARE', d.disruptionShare);
+  if (share > 1)
+    throw new SettingsError(`WL_DISRUPTION_SHARE must be a share of the fleet, above 0 and at most 1, got ${share}`);
+  return {
+    disruptionShare: share,
+    disruptionMinLeases: integer(env, 'WL_DISRUPTION_MIN_LEASES', d.disruptionMinLeases, 1),
+    apiServingGraceMs: integer(env, 'WL_API_SERVING_GRACE_MS', d.apiServingGraceMs, MIN_API_SERVING_GRACE_MS),
+    remediationPerMinute: integer(env, 'WL_REMEDIATION_PER_MINUTE', d.remediationPerMinute, 1),
+  };
 }
 
 /** An absolute path to a file that exists; null when the variable is unset or empty. */

@@ -37,7 +37,13 @@ import { BoxRouter } from './activities/box/router.js';
 import { ensureSearchAttributes } from './connection.js';
 import { migrate } from './db/migrate.js';
 import { Store } from './db/store.js';
-import { loadSettings, workerSettings, type WorkerSettings, type WorkerVersioningSettings } from './settings.js';
+import {
+  fleetLivenessSettings,
+  loadSettings,
+  workerSettings,
+  type WorkerSettings,
+  type WorkerVersioningSettings,
+} from './settings.js';
 import { activityInterceptors, startTracing, type Tracing } from './tracing.js';
 import { bundleInChildProcess } from './workflow-bundle.js';
 import { FLEET_LIVENESS_WORKFLOW_ID, configureSignal, type FleetLivenessSettings } from './workflows/definitions.js';
@@ -187,7 +193,7 @@ export function workerInterceptors(metrics: LifecycleMetrics, tracing: Tracing |
 /**
  * Starts the fleet liveness controller, or gives the running one these settings: a
  * signal-with-start of `configure`, so any worker may do it at any time, and the last one started
- * sets the sweep period.
+ * sets the sweep period and the fleet judgement.
  */
 export async function startFleetLiveness(
   client: Client,
@@ -205,7 +211,9 @@ export async function startFleetLiveness(
       staticSummary: 'Fleet liveness controller',
       staticDetails:
         'Sweeps the heartbeat ledger every few seconds for leases that expired, and signals each of those ' +
-        'workspaces `leaseExpired` (docs/fleet-liveness.md). The last sweep: Current Details; everything: the `state` query.',
+        'workspaces `leaseExpired` at a bounded rate, unless the fleet is silent at once or no API serves (a ' +
+        'disruption) or an operator paused it (docs/fleet-liveness.md). The last sweep: Current Details; ' +
+        'everything: the `state` query or GET /fleet.',
     },
   );
 }
@@ -307,11 +315,10 @@ export async function superviseWorker(settings: WorkerSettings): Promise<void> {
     try {
       const running = worker.run();
       if (version !== null) void reportCurrent(connection, namespace, version);
-      startFleetLiveness(client, settings.taskQueue, { sweepEveryMs: settings.livenessSweepEveryMs }).catch(
-        (err: unknown) =>
-          console.warn(
-            `worker: could not start the fleet liveness controller (${message(err)}); the next worker start tries again`,
-          ),
+      startFleetLiveness(client, settings.taskQueue, fleetLivenessSettings(settings)).catch((err: unknown) =>
+        console.warn(
+          `worker: could not start the fleet liveness controller (${message(err)}); the next worker start tries again`,
+        ),
       );
       await running;
     } catch (err) {

@@ -25,9 +25,18 @@ export interface SignalledLeases {
 
 export function createFleetLivenessActivities({ store, temporal }: Pick<ActivityDeps, 'store' | 'temporal'>) {
   return {
-    /** The watched leases, and up to `limit` expired ones not yet signalled for their contract. */
-    async findExpiredLeases({ limit }: { limit: number }): Promise<ExpiredLeases> {
-      return store.heartbeats.findExpired(limit);
+    /**
+     * The watched leases, and up to `limit` expired ones not yet signalled for their contract,
+     * each silent from `notBefore` at the earliest (the database's time the last disruption ended).
+     */
+    async findExpiredLeases({
+      limit,
+      notBefore,
+    }: {
+      limit: number;
+      notBefore?: string | null;
+    }): Promise<ExpiredLeases> {
+      return store.heartbeats.findExpired(limit, notBefore ?? null);
     },
 
     /** Tells each workspace its lease expired, a few at once, and marks the ones told. */

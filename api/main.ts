@@ -3,12 +3,14 @@
  * the environment (settings.ts; the README's configuration table) and passed in as values.
  */
 import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor } from '@temporalio/client';
+import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { clientConnectionOptions } from '../connection.js';
 import { Store } from '../db/store.js';
 import { apiSettings, loadSettings, requireDatabaseUrl, type Settings } from '../settings.js';
 import { clientInterceptors, startTracing } from '../tracing.js';
 import { buildApi } from './server.js';
+import { markServing } from './serving.js';
 
 /** Attempts per Temporal call (the SDK's default is 10, with backoff up to 5 s). */
 const API_GRPC_ATTEMPTS = 3;
@@ -41,9 +43,11 @@ export async function startApi(settings: Settings): Promise<RunningApi> {
   });
   const app = await buildApi(client, store, api, { tracing });
   const url = await app.listen({ host: settings.api.host, port: settings.api.port });
+  const stopServing = markServing(store, client, `${hostname()}:${new URL(url).port}`, app.log);
   return {
     url,
     close: async () => {
+      await stopServing();
       await app.close();
       await store.close();
       await connection.close();

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { StatusSummary } from '../db/tables/workspaces.js';
 import type { Store } from '../db/store.js';
 import { statuses } from '../workflows/state-machine.js';
-import type { Verdict } from '../workflows/definitions.js';
+import type { FleetLivenessState, Verdict } from '../workflows/definitions.js';
 import type { Admission } from './admission.js';
 
 /** Why a register's boot credential was refused (api/tokens.ts). */
@@ -144,6 +144,42 @@ export class Metrics {
         const fleet = await read();
         for (const row of fleet ?? [])
           if (row.oldestHeartbeatAgeSeconds !== null) this.set({ status: row.status }, row.oldestHeartbeatAgeSeconds);
+      },
+    });
+  }
+
+  /**
+   * The fleet liveness controller's judgement, from its state query shared by the scrapes of
+   * FLEET_CACHE_MS: `workspace_fleet_disruption` (1 while the controller suspects the observer and
+   * signals nobody) and `workspace_remediation_paused` (1 while an operator holds remediation). A
+   * query that fails (Temporal down, no controller) leaves both empty, not stale.
+   */
+  watchController(readState: () => Promise<FleetLivenessState>): void {
+    let cached: { at: number; read: Promise<FleetLivenessState | null> } | undefined;
+    const read = (): Promise<FleetLivenessState | null> => {
+      const now = Date.now();
+      if (cached === undefined || now - cached.at >= FLEET_CACHE_MS)
+        cached = { at: now, read: readState().catch(() => ((cached = undefined), null)) };
+      return cached.read;
+    };
+    new Gauge({
+      name: 'workspace_fleet_disruption',
+      help: 'Whether the fleet liveness controller judges a disruption (a share of the fleet silent at once, or no API serving): 1, and nobody is declared silent',
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        const state = await read();
+        if (state !== null) this.set(state.disruption === null ? 0 : 1);
+      },
+    });
+    new Gauge({
+      name: 'workspace_remediation_paused',
+      help: "Whether an operator paused the fleet liveness controller's remediation (POST /fleet/pause): 1, and nobody is declared silent",
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        const state = await read();
+        if (state !== null) this.set(state.paused === null ? 0 : 1);
       },
     });
   }

@@ -1,7 +1,7 @@
 /**
  * The thin HTTP API, composed here: Fastify with zod validation and the OpenAPI document, the
  * error mapping, metrics, admission control, and one route plugin per resource (registry,
- * workspaces, operations). It authenticates and validates each call, relays it to the
+ * workspaces, fleet, operations). It authenticates and validates each call, relays it to the
  * workspace's workflow, and answers fast. It holds no lifecycle logic: statuses, reconciles,
  * restarts and verdicts are the workflow's. A signal that was not delivered is never answered
  * with 200.
@@ -20,13 +20,18 @@ import type { Store } from '../db/store.js';
 import type { Tracing } from '../tracing.js';
 import { ApiContext, type ApiSettings } from './context.js';
 import { HttpError } from './errors.js';
+import { FLEET_LIVENESS_WORKFLOW_ID, fleetLivenessStateQuery } from '../workflows/definitions.js';
 import { eventRoutes } from './routes/events.js';
+import { fleetRoutes } from './routes/fleet.js';
 import { traceRequests } from './tracing.js';
 import { healthRoutes, operationsPaths } from './routes/health.js';
 import { registryRoutes } from './routes/registry.js';
 import { workspaceRoutes } from './routes/workspaces.js';
 
 export { defaultApiSettings, type ApiSettings } from './context.js';
+
+/** How long a scrape waits for the fleet liveness controller's state. */
+const CONTROLLER_QUERY_MS = 2_000;
 
 /** The longest path parameter the router hands to a route, percent-encoded. */
 const MAX_PATH_PARAMETER = 512;
@@ -86,6 +91,11 @@ export async function buildApi(
   const { metrics } = ctx;
   metrics.watchAdmission(ctx.admission);
   metrics.watchFleet(store);
+  metrics.watchController(() =>
+    client.withDeadline(Date.now() + CONTROLLER_QUERY_MS, () =>
+      client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID).query(fleetLivenessStateQuery),
+    ),
+  );
   traceRequests(app, observability.tracing?.tracer ?? null);
   app.addHook('onResponse', async (request, reply) => {
     metrics.observe(
@@ -136,6 +146,7 @@ export async function buildApi(
   await app.register(workspaceRoutes, { ctx });
   await app.register(healthRoutes, { ctx, metrics });
   await app.register(eventRoutes, { ctx });
+  await app.register(fleetRoutes, { ctx });
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
 
   return app;

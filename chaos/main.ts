@@ -4,7 +4,7 @@
  * the workflows recorded, and prints a table: fault | figures | expected | held. Exits 0 when
  * every row held, 1 otherwise (2 on bad arguments).
  *
- *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,overload]
+ *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,api-outage,overload,one-worker,one-api]
  *                 [--plugins 8 --plugin-mb 20] [--outage 20] [--flood-rate 1000 --flood-seconds 30]
  *                 [--cluster]
  *
@@ -20,12 +20,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  apiOutage,
   apiRestart,
   moments,
   oneApiKill,
   oneWorkerKill,
   overload,
   postgresRestart,
+  removeRowWorkspaces,
   temporalRestart,
   workerKill,
   type Moment,
@@ -34,7 +36,16 @@ import {
 } from './rows.js';
 import { Stack } from '../bench/harness/stack.js';
 
-export const rowNames = ['postgres', 'worker-kill', 'temporal', 'api', 'overload', 'one-worker', 'one-api'] as const;
+export const rowNames = [
+  'postgres',
+  'worker-kill',
+  'temporal',
+  'api',
+  'api-outage',
+  'overload',
+  'one-worker',
+  'one-api',
+] as const;
 /** The rows that need two workers and two APIs behind nginx: the cluster shape's own. */
 const clusterOnlyRows: readonly RowName[] = ['one-worker', 'one-api'];
 export type RowName = (typeof rowNames)[number];
@@ -70,6 +81,12 @@ export const defaultRowSettings: Pick<
 };
 
 /**
+ * The liveness TTL of the API-outage row: longer than the controller's serving grace (30 s) and a
+ * sweep, so the API's silence is a disruption before the first lease expires.
+ */
+const API_OUTAGE_TTL_MS = 45_000;
+
+/**
  * A box runtime that takes a moment to stop, as a real one drains its work: a restart is then
  * long enough to be caught mid-way.
  */
@@ -101,6 +118,8 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
         expected: '-',
         held: false,
       });
+    } finally {
+      await removeRowWorkspaces(stack);
     }
   };
   const shape = options.cluster === true ? 'cluster' : 'dev server';
@@ -134,6 +153,11 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
           break;
         case 'api':
           await attempt('API restart', () => apiRestart(ctx, { workspaces: 20, rate: 40 }));
+          break;
+        case 'api-outage':
+          await attempt('API down for 3x the TTL', () =>
+            apiOutage(ctx, { workspaces: 20, rate: 20, ttlMs: API_OUTAGE_TTL_MS }),
+          );
           break;
         case 'one-worker':
           await attempt('one of two workers killed', () => oneWorkerKill(ctx, { workspaces: 20 }));

@@ -48,6 +48,19 @@ async function admin(stack: Stack, method: string, path: string, body?: unknown)
   return call(`${stack.apiUrl}${path}`, method, body, stack.adminToken);
 }
 
+/** The workspaces the rows created and did not remove yet (removeRowWorkspaces). */
+const created: string[] = [];
+
+/**
+ * Removes the workspaces the rows created since the last call: each row leaves the fleet as it
+ * found it, so a row's silent workspaces do not make a later row's fleet mostly silent (which the
+ * fleet liveness controller rightly takes for a disruption, declaring nobody).
+ */
+export async function removeRowWorkspaces(stack: Stack): Promise<void> {
+  const ids = created.splice(0);
+  for (const id of ids) await admin(stack, 'DELETE', `/workspaces/${id}`).catch(() => null);
+}
+
 /** Creates `n` workspaces through the API; each comes back with its token. */
 async function createWorkspaces(
   stack: Stack,
@@ -64,9 +77,21 @@ async function createWorkspaces(
     // 429: refused as overloaded, nothing was done. Anything else is the row's failure.
     retryOn: [429],
   });
+  created.push(...runtimes.map((runtime) => runtime.id));
   const [failed] = failures;
   if (failed !== undefined) throw new Error(`creating ${failed.id}: ${failed.status} ${JSON.stringify(failed.body)}`);
   return runtimes;
+}
+
+/** The runtime registers in poll mode; anything but 200 is the row's failure. */
+async function register(stack: Stack, runtime: Runtime): Promise<void> {
+  const answer = await call(
+    `${stack.apiUrl}/registry/register`,
+    'POST',
+    { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
+    runtime.token,
+  );
+  if (answer.status !== 200) throw new Error(`register: ${answer.status} ${JSON.stringify(answer.body)}`);
 }
 
 /** An open-loop heartbeat load on the stack's API (the offered rate holds, whatever the answers). */
@@ -259,13 +284,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
   const client = await stack.temporal();
   const store = Store.connect(stack.databaseUrl);
   try {
-    const register = await call(
-      `${stack.apiUrl}/registry/register`,
-      'POST',
-      { id: runtime.id, delivery_mode: 'poll', agent_card: { name: 'chaos' } },
-      runtime.token,
-    );
-    if (register.status !== 200) throw new Error(`register: ${register.status} ${JSON.stringify(register.body)}`);
+    await register(stack, runtime);
 
     const activityFor: Partial<Record<Moment, string>> = {
       stage: 'stagePlugin',
@@ -705,4 +724,58 @@ export async function overload(ctx: RowContext, o: OverloadOptions): Promise<Row
     expected: 'accepted p99 < 1 s; refusals p50 < 50 ms; API RSS < 400 MB; normal < 5 s after; 0 lost',
     held,
   };
+}
+
+export interface ApiOutageOptions {
+  workspaces: number;
+  /** Heartbeats a second over the fleet, sent the whole time, the API up or not. */
+  rate: number;
+  /** The liveness TTL of the row's workspaces; the API stays down for three of them. */
+  ttlMs: number;
+}
+
+/**
+ * The API SIGKILLed for three liveness TTLs while every runtime keeps trying to beat: the fleet
+ * liveness controller suspects the observer (no API serving, then the whole fleet silent), declares
+ * nobody, and gives each lease a full TTL once the API is back (docs/fleet-liveness.md).
+ */
+export async function apiOutage(ctx: RowContext, o: ApiOutageOptions): Promise<Row> {
+  const { stack, log } = ctx;
+  const exitsBefore = stack.exits.length;
+  await stack.restartApi({ WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.ttlMs }) });
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  try {
+    for (const runtime of runtimes) await register(stack, runtime);
+    const load = heartbeats(stack, runtimes, o.rate);
+    load.start();
+    await waitFor('the fleet online', 60_000, async () => {
+      const states = await Promise.all(runtimes.map((runtime) => state(stack, runtime.id)));
+      return states.every((st) => st.status === 'online') ? true : undefined;
+    });
+    log(`api-outage: SIGKILL the API for ${s(3 * o.ttlMs)} while ${o.workspaces} runtimes beat`);
+    await stack.kill('api');
+    await sleep(3 * o.ttlMs);
+    await stack.startApi();
+    // Every lease gets a full TTL from the end of the disruption: wait past it, and a sweep more.
+    await sleep(o.ttlMs + 15_000);
+    await load.stop();
+    const states = await Promise.all(runtimes.map((runtime) => state(stack, runtime.id)));
+    const online = states.filter((st) => st.status === 'online').length;
+    const wentOffline = states.filter((st) => st.recentTransitions.some((t) => t.to === 'offline')).length;
+    const restarts = states.reduce((sum, st) => sum + st.restart.count, 0);
+    const dead = states.filter((st) => st.deadDetection.lastVerdict?.verdict === 'dead').length;
+    const crashes = newCrashes(stack, exitsBefore);
+    const held =
+      crashes.length === 0 && wentOffline === 0 && restarts === 0 && dead === 0 && online === runtimes.length;
+    return {
+      fault: `API SIGKILLed for ${s(3 * o.ttlMs)} (3x the TTL) while ${o.workspaces} runtimes kept beating`,
+      figures:
+        `after: ${online}/${runtimes.length} online, ${wentOffline} went offline, ${dead} declared dead, ` +
+        `${restarts} restarts; crashes ${crashes.length}`,
+      expected: '0 declared dead, 0 offline, 0 restarts, all online after',
+      held,
+    };
+  } finally {
+    await stack.restartApi({});
+  }
 }

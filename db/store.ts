@@ -9,6 +9,7 @@
  * next call opens a fresh connection once the database is back.
  */
 import pg from 'pg';
+import { ApiServingTable } from './tables/api-serving.js';
 import { BootCredentialsTable } from './tables/boot-credentials.js';
 import { BoxSettingsColumn } from './tables/box-settings.js';
 import { DeclaredPluginsTable } from './tables/declared-plugins.js';
@@ -43,6 +44,8 @@ export class Store {
   readonly boxSettings: BoxSettingsColumn;
   /** The status changes the workflows made, for GET /events (written with the projection). */
   readonly events: EventOutbox;
+  /** When each API process last served: the fleet liveness controller suspects itself when none did. */
+  readonly serving: ApiServingTable;
 
   constructor(readonly pool: pg.Pool) {
     this.workspaces = new WorkspacesTable(pool);
@@ -53,6 +56,7 @@ export class Store {
     this.heartbeats = new HeartbeatLedgerTable(pool);
     this.boxSettings = new BoxSettingsColumn(pool);
     this.events = new EventOutbox(pool);
+    this.serving = new ApiServingTable(pool);
   }
 
   static connect(databaseUrl: string, options: StoreOptions = {}): Store {

@@ -89,7 +89,15 @@ const fakeActivities: Activities = {
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),
   readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false }),
-  findExpiredLeases: () => Promise.resolve({ watched: 0, expired: 0, leases: [] }),
+  findExpiredLeases: () =>
+    Promise.resolve({
+      now: new Date(0).toISOString(),
+      watched: 0,
+      maxTtlMs: 0,
+      servedAgeMs: null,
+      expired: 0,
+      leases: [],
+    }),
   signalExpiredLeases: () => Promise.resolve({ signalled: 0, gone: 0, failed: 0 }),
 };
 const worker = await Worker.create({

@@ -29,6 +29,7 @@ import { migrate } from '../db/migrate.js';
 import {
   adminTokenPath,
   defaultRuntimeCommand,
+  fleetLivenessSettings,
   loadSettings,
   simulatorReposDir,
   workerSettings,
@@ -261,7 +262,7 @@ async function adoptWorkspaces(worker: CreatedWorker, effective: Settings): Prom
   }
   const client = worker.client;
   if (devServer !== undefined && worker.version !== null) await retireForeignFleetLiveness(client, worker.version);
-  await startFleetLiveness(client, effective.taskQueue, { sweepEveryMs: effective.livenessSweepEveryMs });
+  await startFleetLiveness(client, effective.taskQueue, fleetLivenessSettings(effective));
   if (devServer === undefined) return;
   const { terminated, recreated } = await recreateWorkspaces({
     client,

@@ -109,9 +109,27 @@ export interface FleetLivenessSettings {
   sweepEveryMs: number;
   /** The most expired leases one sweep signals; the rest wait for the next sweep. */
   batch: number;
+  /**
+   * The share of the watched leases (0 to 1) that, silent within one TTL, suspects the observer
+   * instead of the fleet: a disruption, nobody signalled (WL_DISRUPTION_SHARE).
+   */
+  disruptionShare: number;
+  /** The fewest silent leases that make a disruption, so a small fleet is not disrupted by one (WL_DISRUPTION_MIN_LEASES). */
+  disruptionMinLeases: number;
+  /** No API process served for this long: a disruption (WL_API_SERVING_GRACE_MS). */
+  apiServingGraceMs: number;
+  /** The most leaseExpired signals per minute, fleet-wide (WL_REMEDIATION_PER_MINUTE). */
+  remediationPerMinute: number;
 }
 
-export const defaultFleetLivenessSettings: FleetLivenessSettings = { sweepEveryMs: 5_000, batch: 1_000 };
+export const defaultFleetLivenessSettings: FleetLivenessSettings = {
+  sweepEveryMs: 5_000,
+  batch: 1_000,
+  disruptionShare: 0.5,
+  disruptionMinLeases: 3,
+  apiServingGraceMs: 30_000,
+  remediationPerMinute: 60,
+};
 
 export interface FleetLivenessInput {
   settings?: Partial<FleetLivenessSettings>;
@@ -130,6 +148,31 @@ export interface SweepRecord {
   signalled: number;
   gone: number;
   failed: number;
+  /** Expired leases left for a later sweep: the remediation budget was spent, or remediation is paused. */
+  held: number;
+}
+
+/**
+ * The fleet looks silent because the observer is: a share of the leases went silent within one
+ * TTL, or no API process served. Times are the database's.
+ */
+export interface Disruption {
+  since: string;
+  /** The leases silent within one TTL (expired now, or signalled within the last TTL). */
+  silent: number;
+  watched: number;
+  /** silent / watched. */
+  share: number;
+  /** How long no API process has served, when that is a cause; null otherwise. */
+  apiSilentForMs: number | null;
+}
+
+/** Automatic remediation held by an operator: nobody is signalled until resumed. */
+export interface RemediationPause {
+  reason: string;
+  by: string;
+  /** The controller's clock. */
+  since: string;
 }
 
 export interface FleetLivenessState {
@@ -142,8 +185,33 @@ export interface FleetLivenessState {
   totals: { expiredFound: number; signalled: number };
   /** Completed runs (continue-as-new count). */
   runs: number;
+  /** The disruption in progress; null when the fleet is judged one by one. */
+  disruption: Disruption | null;
+  /** The last disruption that ended, and when (the database's clock). */
+  lastDisruption: (Disruption & { until: string }) | null;
+  /**
+   * The database's time the last disruption ended: a lease is silent only from here, so no
+   * workspace is condemned for time the observer could not hear it. Null: no disruption yet.
+   */
+  notBefore: string | null;
+  /** Leases signalled within the last TTL, by sweep (the database's time): they count toward the silent share. */
+  recentVerdicts: { at: string; count: number }[];
+  /** The remediation token bucket: signals it may send now, as of `at` (the database's time). */
+  remediation: { tokens: number; at: string | null };
+  paused: RemediationPause | null;
 }
 
 /** Changes the controller's settings (a worker starting sends its own: signal-with-start). */
 export const configureSignal = defineSignal<[settings: Partial<FleetLivenessSettings>]>('configure');
 export const fleetLivenessStateQuery = defineQuery<FleetLivenessState>('state');
+
+/** What pausing or resuming remediation did, and the pause in force after it. */
+export interface RemediationAnswer {
+  outcome: 'paused' | 'already-paused' | 'resumed' | 'not-paused';
+  paused: RemediationPause | null;
+}
+/** Holds automatic remediation for the fleet: nobody is signalled `leaseExpired` until resumed. */
+export const pauseRemediationUpdate = defineUpdate<RemediationAnswer, [request: { reason: string; by: string }]>(
+  'pauseRemediation',
+);
+export const resumeRemediationUpdate = defineUpdate<RemediationAnswer, [request: { by: string }]>('resumeRemediation');

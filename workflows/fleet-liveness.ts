@@ -12,15 +12,20 @@ import { sweepSignals, sweepStep } from './activities.js';
 import {
   configureSignal,
   fleetLivenessStateQuery,
+  pauseRemediationUpdate,
+  resumeRemediationUpdate,
   type FleetLivenessInput,
   type FleetLivenessState,
 } from './definitions.js';
 import {
+  carriedFleetLivenessState,
   configuredSettings,
   fleetLivenessDetails,
   initialFleetLivenessState,
+  pauseRemediation,
   recordSweep,
   recordSweepFailure,
+  resumeRemediation,
   sweepDecision,
 } from './fleet-sweep.js';
 import { failureMessage } from './reconcile.js';
@@ -33,12 +38,32 @@ const NOTHING_SIGNALLED = { signalled: 0, gone: 0, failed: 0 };
 
 export async function fleetLivenessWorkflow(input: FleetLivenessInput = {}): Promise<void> {
   let state: FleetLivenessState = input.carried
-    ? { ...input.carried, settings: configuredSettings(input.carried.settings, input.settings ?? {}) }
+    ? carriedFleetLivenessState(input.carried, input.settings ?? {})
     : initialFleetLivenessState(input.settings);
   wf.setHandler(configureSignal, (settings) => {
     state = { ...state, settings: configuredSettings(state.settings, settings) };
     wf.setCurrentDetails(fleetLivenessDetails(state));
   });
+  wf.setHandler(
+    pauseRemediationUpdate,
+    (request) => {
+      const paused = pauseRemediation(state, request, new Date(Date.now()).toISOString());
+      state = paused.state;
+      wf.setCurrentDetails(fleetLivenessDetails(state));
+      return paused.answer;
+    },
+    { validator: validRemediationRequest },
+  );
+  wf.setHandler(
+    resumeRemediationUpdate,
+    () => {
+      const resumed = resumeRemediation(state);
+      state = resumed.state;
+      wf.setCurrentDetails(fleetLivenessDetails(state));
+      return resumed.answer;
+    },
+    { validator: validRemediationRequest },
+  );
   wf.setHandler(fleetLivenessStateQuery, () => state);
   wf.setCurrentDetails(fleetLivenessDetails(state));
 
@@ -50,9 +75,11 @@ export async function fleetLivenessWorkflow(input: FleetLivenessInput = {}): Pro
     const at = new Date(Date.now()).toISOString();
     try {
       const found = await sweepStep.findExpiredLeases.executeWithOptions({ summary: 'find expired leases' }, [
-        { limit: state.settings.batch },
+        { limit: state.settings.batch, notBefore: state.notBefore },
       ]);
-      const { signal } = sweepDecision(found, state);
+      const decided = sweepDecision(found, state);
+      state = decided.state;
+      const { signal, held } = decided;
       const told =
         signal.length === 0
           ? NOTHING_SIGNALLED
@@ -60,7 +87,7 @@ export async function fleetLivenessWorkflow(input: FleetLivenessInput = {}): Pro
               { summary: `signal ${signal.length} expired lease(s)` },
               [{ leases: signal }],
             );
-      state = recordSweep(state, at, found, told);
+      state = recordSweep(state, at, found, told, held);
     } catch (err) {
       state = recordSweepFailure(state, new Date(Date.now()).toISOString(), failureMessage(err));
     }
@@ -71,4 +98,14 @@ export async function fleetLivenessWorkflow(input: FleetLivenessInput = {}): Pro
   await wf.condition(wf.allHandlersFinished);
   const continueAsNew = wf.makeContinueAsNewFunc<typeof fleetLivenessWorkflow>(continueAsNewOptions());
   await continueAsNew({ carried: { ...state, runs: state.runs + 1 } });
+}
+
+/** An operator's pause or resume names who asks (and, to pause, why): bounded text, not empty. */
+function validRemediationRequest(request: { by: string; reason?: string }): void {
+  const text = (value: unknown, name: string): void => {
+    if (typeof value !== 'string' || value.trim() === '' || value.length > 500)
+      throw new Error(`${name} must be text of 1 to 500 characters`);
+  };
+  text(request.by, 'by');
+  if ('reason' in request) text(request.reason, 'reason');
 }

@@ -43,8 +43,17 @@ export interface ExpiredLease {
 }
 
 export interface ExpiredLeases {
+  /** The database's now, the time the sweep was judged at. */
+  now: string;
   /** Leases watched now. */
   watched: number;
+  /**
+   * How long ago an API process last recorded that it serves (api_serving); null when none ever
+   * did (no API to suspect).
+   */
+  servedAgeMs: number | null;
+  /** The longest TTL among the watched leases (0 when none is watched): how far back "within one TTL" reaches. */
+  maxTtlMs: number;
   /** Expired and not yet signalled, all of them. */
   expired: number;
   /** Up to the limit asked, the longest silent first. */
@@ -146,38 +155,50 @@ export class HeartbeatLedgerTable {
   /**
    * The fleet liveness controller's look at the leases, on the database's clock: how many are
    * watched, how many expired and were not yet signalled for their contract, and up to `limit`
-   * of those, the longest silent first. A scan of the table: no index on the expiry, which every
+   * of those, the longest silent first. A lease is silent from the later of its last heartbeat,
+   * its start and `notBefore` (the end of the last disruption: time the observer could not hear
+   * the fleet counts against nobody); with it, how long ago an API process last served. A scan of the table: no index on the expiry, which every
    * heartbeat would write (docs/fleet-liveness.md).
    */
-  async findExpired(limit: number): Promise<ExpiredLeases> {
+  async findExpired(limit: number, notBefore: string | null = null): Promise<ExpiredLeases> {
     const { rows } = await this.pool.query<{
       workspace_id: string | null;
       want_version: string | null;
       silent_ms: number | null;
+      now: Date;
       watched: string;
+      max_ttl_ms: string | null;
+      served_age_ms: number | null;
       expired: string;
     }>(
       `WITH leases AS (
          SELECT workspace_id, want_version, lease_watched,
-                (extract(epoch FROM now() - greatest(last_seen_at, lease_since)) * 1000)::float8 AS silent_ms,
+                (extract(epoch FROM now() - greatest(last_seen_at, lease_since, $2::timestamptz)) * 1000)::float8
+                  AS silent_ms,
                 ttl_ms, signalled_version
            FROM workspace_heartbeats
        ), expired AS (
          SELECT * FROM leases
           WHERE lease_watched AND signalled_version < want_version AND silent_ms >= ttl_ms
        ), counts AS (
-         SELECT count(*) FILTER (WHERE lease_watched) AS watched, (SELECT count(*) FROM expired) AS expired
+         SELECT now() AS now, count(*) FILTER (WHERE lease_watched) AS watched,
+                max(ttl_ms) FILTER (WHERE lease_watched) AS max_ttl_ms, (SELECT count(*) FROM expired) AS expired,
+                (SELECT (extract(epoch FROM now() - max(last_served_at)) * 1000)::float8 FROM api_serving)
+                  AS served_age_ms
            FROM leases
        )
-       SELECT e.workspace_id, e.want_version, e.silent_ms, c.watched, c.expired
+       SELECT e.workspace_id, e.want_version, e.silent_ms, c.now, c.watched, c.max_ttl_ms, c.served_age_ms, c.expired
          FROM counts c LEFT JOIN LATERAL (
            SELECT * FROM expired ORDER BY silent_ms DESC LIMIT $1
          ) e ON TRUE`,
-      [limit],
+      [limit, notBefore],
     );
     const first = rows[0];
     return {
+      now: (first?.now ?? new Date()).toISOString(),
       watched: Number(first?.watched ?? 0),
+      maxTtlMs: Number(first?.max_ttl_ms ?? 0),
+      servedAgeMs: first?.served_age_ms ?? null,
       expired: Number(first?.expired ?? 0),
       leases: rows.flatMap((row) =>
         row.workspace_id === null

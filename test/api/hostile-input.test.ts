@@ -12,6 +12,7 @@
 import type { InjectOptions } from 'fastify';
 import type { OpenAPIV3 } from 'openapi-types';
 import { describe, expect, it } from 'vitest';
+import { startFleetLiveness } from '../../worker.js';
 import { admin, agentUrl, useApiHarness } from '../helpers/api.js';
 import { uniqueId } from '../helpers/worker.js';
 
@@ -139,6 +140,9 @@ const examples: Record<
   'GET /events': (t) => ({ headers: admin, query: `workspace=${t.id}&after=0`, stream: true }),
   'GET /healthz': () => ({ headers: {} }),
   'GET /readyz': () => ({ headers: {} }),
+  'GET /fleet': () => ({ headers: admin }),
+  'POST /fleet/pause': () => ({ headers: admin, body: { reason: 'database failover', by: 'ops@example' } }),
+  'POST /fleet/resume': () => ({ headers: admin, body: { by: 'ops@example' } }),
 };
 
 type Schema = OpenAPIV3.SchemaObject;
@@ -285,6 +289,7 @@ function hostileCalls(route: string, operation: OpenAPIV3.OperationObject, targe
 
 describe('hostile text in every field of every route', () => {
   it('is a 2xx or a 400 naming the field, never a 5xx; only runtime free text is accepted', async () => {
+    await startFleetLiveness(harness.env.client, harness.taskQueue, { sweepEveryMs: 60_000 });
     const doc = (await harness.api.inject({ method: 'GET', url: '/openapi.json' })).json<OpenAPIV3.Document>();
     const routes = Object.entries(doc.paths).flatMap(([template, item]) =>
       Object.entries(item ?? {}).map(([method, operation]) => ({

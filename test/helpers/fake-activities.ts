@@ -27,6 +27,8 @@ export class FakeActivities {
   databaseClockOffsetMs = 0;
   /** The database cannot be reached: the ledger's reads, writes and sweeps fail. */
   databaseDown = false;
+  /** When an API process last served (api_serving), on the database's clock; null: none ever did. */
+  apiServedAt: number | null = null;
   constructor(private readonly options: FakeActivitiesOptions = {}) {}
   readonly reconcileCalls: Pick<ReconcilePass, 'workspaceId' | 'trigger'>[] = [];
   readonly restarts: string[] = [];
@@ -155,9 +157,12 @@ export class FakeActivities {
         this.reachDatabase();
         return this.ledger.read(workspaceId, restartKey, await this.databaseNow());
       },
-      findExpiredLeases: async ({ limit }) => {
+      findExpiredLeases: async ({ limit, notBefore }) => {
         this.reachDatabase();
-        return this.ledger.findExpired(limit, await this.databaseNow());
+        const since = notBefore === undefined || notBefore === null ? null : Date.parse(notBefore);
+        const now = await this.databaseNow();
+        const found = this.ledger.findExpired(limit, now, since);
+        return { ...found, servedAgeMs: this.apiServedAt === null ? null : now - this.apiServedAt };
       },
       signalExpiredLeases: async ({ leases }) => {
         const client = this.options.client;

@@ -100,22 +100,32 @@ export class LedgerModel {
     };
   }
 
-  /** Silent for: since the later of the last heartbeat and the lease's start. */
-  silentForMs(row: LedgerRow, now: number): number {
-    return now - Math.max(row.lastSeenAt ?? -Infinity, row.leaseSince);
+  /** Silent for: since the latest of the last heartbeat, the lease's start and `notBefore`. */
+  silentForMs(row: LedgerRow, now: number, notBefore: number | null = null): number {
+    return now - Math.max(row.lastSeenAt ?? -Infinity, row.leaseSince, notBefore ?? -Infinity);
   }
 
-  findExpired(limit: number, now: number): ExpiredLeases {
+  findExpired(limit: number, now: number, notBefore: number | null = null): ExpiredLeases {
     const rows = [...this.rows.entries()];
     const expired = rows
       .filter(
         ([, row]) =>
-          row.leaseWatched && row.signalledVersion < row.wantVersion && this.silentForMs(row, now) >= row.ttlMs,
+          row.leaseWatched &&
+          row.signalledVersion < row.wantVersion &&
+          this.silentForMs(row, now, notBefore) >= row.ttlMs,
       )
-      .map(([workspaceId, row]) => ({ workspaceId, version: row.wantVersion, silentForMs: this.silentForMs(row, now) }))
+      .map(([workspaceId, row]) => ({
+        workspaceId,
+        version: row.wantVersion,
+        silentForMs: this.silentForMs(row, now, notBefore),
+      }))
       .sort((a, b) => b.silentForMs - a.silentForMs);
+    const watched = rows.filter(([, row]) => row.leaseWatched);
     return {
-      watched: rows.filter(([, row]) => row.leaseWatched).length,
+      now: new Date(now).toISOString(),
+      watched: watched.length,
+      maxTtlMs: Math.max(0, ...watched.map(([, row]) => row.ttlMs)),
+      servedAgeMs: null, // the ledger alone: no API serving mark (FakeActivities adds one)
       expired: expired.length,
       leases: expired.slice(0, limit),
     };

@@ -300,4 +300,29 @@ describe('the sweep', () => {
     expect(silentFor).toBeGreaterThanOrEqual(300_000);
     expect((await store.heartbeats.findExpired(1)).leases).toHaveLength(1);
   });
+
+  it('counts a lease silent only from notBefore (a disruption ended), and reports the database now, the longest TTL and the API serving mark', async () => {
+    const silent = await workspace();
+    await publish(silent.id);
+    await age(silent.id, 200_000);
+    expect(await expiredAmong([silent.id])).toHaveLength(1);
+    const before = await store.heartbeats.findExpired(0);
+    const now = Date.parse(before.now);
+    expect(before.maxTtlMs).toBeGreaterThanOrEqual(180_000);
+    // The disruption ended 100 s ago: 100 s of silence, under the TTL.
+    const ended = new Date(now - 100_000).toISOString();
+    const after = await store.heartbeats.findExpired(100_000, ended);
+    expect(after.leases.map((l) => l.workspaceId)).not.toContain(silent.id);
+    // It ended 190 s ago: silent for 190 s, expired.
+    const longAgo = await store.heartbeats.findExpired(100_000, new Date(now - 190_000).toISOString());
+    const lease = longAgo.leases.find((l) => l.workspaceId === silent.id);
+    expect(lease?.silentForMs).toBeGreaterThanOrEqual(190_000);
+    expect(lease?.silentForMs).toBeLessThan(200_000);
+
+    // Other API processes of the test run may mark too: the newest mark is at most this one's age.
+    await store.serving.mark(uniqueId('api'));
+    const served = (await store.heartbeats.findExpired(0)).servedAgeMs;
+    expect(served).toBeGreaterThanOrEqual(0);
+    expect(served).toBeLessThan(5_000);
+  });
 });

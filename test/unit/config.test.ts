@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadSettings, workerSettings } from '../../settings.js';
+import { fleetLivenessSettings, loadSettings, workerSettings } from '../../settings.js';
 import { parseLifecycleOverrides } from '../../workflows/config.js';
 
 describe('parseLifecycleOverrides', () => {
@@ -67,6 +67,42 @@ describe('tracing', () => {
     );
     expect(() => loadSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'not a url' })).toThrow(
       /OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must be an http\(s\) URL/,
+    );
+  });
+});
+
+describe('the fleet judgement: WL_DISRUPTION_SHARE, WL_DISRUPTION_MIN_LEASES, WL_API_SERVING_GRACE_MS, WL_REMEDIATION_PER_MINUTE', () => {
+  it('defaults, values the worker configures the controller with, and bad values named', () => {
+    expect(loadSettings({}).fleetJudgement).toEqual({
+      disruptionShare: 0.5,
+      disruptionMinLeases: 3,
+      apiServingGraceMs: 30_000,
+      remediationPerMinute: 60,
+    });
+    const settings = loadSettings({
+      WL_DISRUPTION_SHARE: '0.3',
+      WL_DISRUPTION_MIN_LEASES: '10',
+      WL_API_SERVING_GRACE_MS: '60000',
+      WL_REMEDIATION_PER_MINUTE: '600',
+      WL_LIVENESS_SWEEP_EVERY_MS: '2000',
+      DATABASE_URL: 'postgres://u@127.0.0.1/db',
+    });
+    expect(fleetLivenessSettings(workerSettings(settings))).toEqual({
+      sweepEveryMs: 2_000,
+      disruptionShare: 0.3,
+      disruptionMinLeases: 10,
+      apiServingGraceMs: 60_000,
+      remediationPerMinute: 600,
+    });
+    expect(() => loadSettings({ WL_DISRUPTION_SHARE: '1.5' })).toThrow(
+      /WL_DISRUPTION_SHARE must be a share of the fleet/,
+    );
+    expect(() => loadSettings({ WL_DISRUPTION_SHARE: '0' })).toThrow(/WL_DISRUPTION_SHARE must be a positive number/);
+    expect(() => loadSettings({ WL_API_SERVING_GRACE_MS: '5000' })).toThrow(
+      /WL_API_SERVING_GRACE_MS must be an integer >= 15000, got 5000/,
+    );
+    expect(() => loadSettings({ WL_REMEDIATION_PER_MINUTE: '0' })).toThrow(
+      /WL_REMEDIATION_PER_MINUTE must be an integer >= 1/,
     );
   });
 });

@@ -22,8 +22,10 @@ import { contractPublished, registeredWorkspace, useWorkerHarness, waitForState 
 const harness = useWorkerHarness('fleet-liveness-tests', createTimeSkippingEnv);
 const SWEEP_EVERY_MS = 5_000;
 
+// The workspaces of these tests stay silent once they are done with, so most of this small
+// fleet is silent: a share of 1 judges each lease on its own (fleet-disruption.test.ts judges the fleet).
 beforeAll(async () => {
-  await startFleetLiveness(harness.env.client, harness.taskQueue, { sweepEveryMs: SWEEP_EVERY_MS });
+  await startFleetLiveness(harness.env.client, harness.taskQueue, { sweepEveryMs: SWEEP_EVERY_MS, disruptionShare: 1 });
 });
 
 const controller = () => harness.env.client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID);
