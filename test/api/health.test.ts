@@ -48,6 +48,8 @@ describe('operations', () => {
         'PUT /workspaces/{id}/plugins',
         'POST /workspaces/{id}/restart',
         'POST /workspaces/{id}/reconcile',
+        'POST /workspaces/{id}/cordon',
+        'POST /workspaces/{id}/uncordon',
         'PUT /workspaces/{id}/box',
         'POST /workspaces/{id}/dispatch-failed',
         'DELETE /workspaces/{id}',

@@ -103,7 +103,7 @@ beforeAll(async () => {
     headers: admin,
     body: JSON.stringify({ reason: 'metrics test' }),
   });
-  expect(restart.status).toBe(202);
+  expect(restart.status).toBe(200);
   // A workspace declaring a plugin whose repository does not exist: its reconcile fails.
   const created = await fetch(`${apiUrl}/workspaces`, {
     method: 'POST',
