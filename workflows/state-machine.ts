@@ -159,7 +159,7 @@ function applyEvent(draft: Draft, event: Event): void {
 }
 
 /**
- * Status, URL, delivery mode or liveness contract changed, a register renewed the lease, or the
+ * Status, URL, delivery mode, holds or liveness contract changed, a register renewed the lease, or the
  * lease must be written again: the SQL projection and the ledger's contract get the final values
  * of the step, in one write, with the status changes the step made (a step can make two: dead,
  * then provisioning for the restart).
@@ -173,6 +173,8 @@ function projectChanges(draft: Draft, previous: WorkspaceState): void {
     next.url !== previous.url ||
     next.deliveryMode !== previous.deliveryMode ||
     next.lastRegisterAt !== previous.lastRegisterAt ||
+    (next.cordon === null) !== (previous.cordon === null) ||
+    next.restart.crashLooping !== previous.restart.crashLooping ||
     published === null ||
     !sameContract(published, contract) ||
     draft.republish;
@@ -196,6 +198,7 @@ function projectChanges(draft: Draft, previous: WorkspaceState): void {
       lastStartedAt === null
         ? null
         : { key: restartKey(next), ageMs: Math.max(0, draft.now - Date.parse(lastStartedAt)) },
+    holds: { cordoned: next.cordon !== null, crashLooping: next.restart.crashLooping },
   });
 }
 

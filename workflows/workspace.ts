@@ -169,8 +169,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         );
         break;
       case 'writeProjection': {
-        const { status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions } = effect;
-        publish({ status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions });
+        const { status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions, holds } =
+          effect;
+        publish({ status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions, holds });
         break;
       }
       case 'revokeTokens': {

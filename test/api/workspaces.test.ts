@@ -98,10 +98,19 @@ describe('workspace management', () => {
     });
     const state = await waitForState(handle, (s) => s.cordon !== null);
     expect(state.cordon).toMatchObject({ reason: 'incident 7', requester: 'operator' });
+    // The projection carries it to the fleet's gauge (read at most every 10 s).
+    const cordoned = async (): Promise<boolean | undefined> =>
+      (await harness.store.pool.query<{ cordoned: boolean }>('SELECT cordoned FROM workspaces WHERE id = $1', [id]))
+        .rows[0]?.cordoned;
+    await expect.poll(cordoned).toBe(true);
+    await expect
+      .poll(() => harness.metric('workspaces_cordoned'), { timeout: 15_000, interval: 500 })
+      .toBeGreaterThanOrEqual(1);
     expect((await post('cordon')).json()).toMatchObject({ outcome: 'merged' });
     const uncordon = await post('uncordon');
     expect(uncordon.statusCode, uncordon.body).toBe(200);
     expect(uncordon.json()).toEqual({ outcome: 'started', detail: 'uncordoned: nothing was held' });
+    await expect.poll(cordoned).toBe(false);
     expect((await post('uncordon')).json()).toEqual({ outcome: 'merged', detail: 'not cordoned' });
   });
 

@@ -27,10 +27,6 @@ import { metricNames, opsExpressions, parseScrape, scrapedSamples, total } from 
 const NOT_YET_EXPORTED = new Map([
   ['up', { never: true, why: "Prometheus's own series for each scrape target, not the service's" }],
   [
-    'workspaces_crash_looping',
-    { never: true, why: 'the crash-loop gauge comes with issue 30 (api/metrics.ts watchFleet)' },
-  ],
-  [
     'temporal_workflow_task_execution_failed_total',
     { never: false, why: 'the SDK exports it from the first failed workflow task' },
   ],

@@ -199,6 +199,10 @@ describe('cordon', () => {
       detail: 'cordoned: automatic restarts and plugin deliveries are held until uncordon',
     });
     expect(step.state.cordon).toEqual({ since: iso(T0 + 10), reason: 'incident 42', requester: 'alice' });
+    // The projection carries it to the fleet's gauge.
+    expect(step.effects).toContainEqual(
+      expect.objectContaining({ type: 'writeProjection', holds: { cordoned: true, crashLooping: false } }),
+    );
     const again = transition(step.state, { type: 'cordon', reason: 'x', requester: 'bob' }, T0 + 11, config);
     expect(again.answer).toEqual({ outcome: 'merged', detail: `already cordoned by alice since ${iso(T0 + 10)}` });
 

@@ -301,6 +301,7 @@ describe('transitions', () => {
         contract: onlineContract(),
         leaseAgeMs: 0,
         restart: null,
+        holds: { cordoned: false, crashLooping: false },
       },
     ]);
   });
@@ -439,6 +440,7 @@ describe('transitions', () => {
         contract: expect.objectContaining({ want: 'recovering', leaseWatched: true }) as unknown,
         leaseAgeMs: 0,
         restart: null,
+        holds: { cordoned: false, crashLooping: false },
       },
     ]);
     const same = transition(

@@ -379,7 +379,7 @@ export type Effect =
   /** Heartbeat silence: run the dead-detection evaluation. */
   | { type: 'evaluate'; requester: string }
   /**
-   * Status, URL, mode or liveness contract changed (or a register renewed the lease): the SQL
+   * Status, URL, mode, holds or liveness contract changed (or a register renewed the lease): the SQL
    * projection and the heartbeat ledger's contract get the final values of this step, in one write,
    * with the status changes it made (each written once to the event outbox). Times cross to the
    * database as ages on the workflow's clock: `leaseAgeMs` since what the workflow itself last
@@ -397,7 +397,15 @@ export type Effect =
       contract: LivenessContract;
       leaseAgeMs: number;
       restart: { key: string; ageMs: number } | null;
+      /** What the fleet's gauges count: cordoned, crash-looping. */
+      holds: ProjectedHolds;
     };
+
+/** The holds the projection carries, for the API's fleet gauges. */
+export interface ProjectedHolds {
+  cordoned: boolean;
+  crashLooping: boolean;
+}
 
 export interface Transition {
   state: WorkspaceState;
