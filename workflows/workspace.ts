@@ -28,6 +28,8 @@ import {
   uncordonUpdate,
   type DispatchFailure,
   type DispatchVerdict,
+  type ReconcileRequest,
+  type RestartRequest,
   type WorkspaceWorkflowInput,
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
@@ -243,39 +245,26 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   );
   wf.setHandler(deprovisionSignal, () => onSignal({ type: 'deprovision' }));
   wf.setHandler(declarePluginsSignal, () => onSignal({ type: 'pluginsDeclared' }));
-  wf.setHandler(restartSignal, (request) =>
-    onSignal({
-      type: 'restartRequested',
-      reason: request?.reason ?? 'operator request',
-      requester: request?.requester ?? 'operator',
-    }),
-  );
-  wf.setHandler(reconcileSignal, (request) =>
-    onSignal({
-      type: 'reconcileRequested',
-      mode: request?.refresh === true ? 'refresh' : 'verify',
-      requester: request?.requester ?? 'operator',
-    }),
-  );
+  // An operator's restart and reconcile arrive as signals (they answer nothing) or as Updates.
+  const restartRequested = (request: RestartRequest | undefined): Event => ({
+    type: 'restartRequested',
+    reason: request?.reason ?? 'operator request',
+    requester: request?.requester ?? 'operator',
+  });
+  const reconcileRequested = (request: ReconcileRequest | undefined): Event => ({
+    type: 'reconcileRequested',
+    mode: request?.refresh === true ? 'refresh' : 'verify',
+    requester: request?.requester ?? 'operator',
+  });
+  wf.setHandler(restartSignal, (request) => onSignal(restartRequested(request)));
+  wf.setHandler(reconcileSignal, (request) => onSignal(reconcileRequested(request)));
   // Operator commands as Updates: each answers what it did (started, merged, refused and why).
   function onCommand(event: Event): CommandAnswer {
     signalsThisRun++;
     return step(event) ?? { outcome: 'refused', detail: 'the workflow has no answer for this command' };
   }
-  wf.setHandler(restartUpdate, (request) =>
-    onCommand({
-      type: 'restartRequested',
-      reason: request.reason ?? 'operator request',
-      requester: request.requester ?? 'operator',
-    }),
-  );
-  wf.setHandler(reconcileUpdate, (request) =>
-    onCommand({
-      type: 'reconcileRequested',
-      mode: request.refresh === true ? 'refresh' : 'verify',
-      requester: request.requester ?? 'operator',
-    }),
-  );
+  wf.setHandler(restartUpdate, (request) => onCommand(restartRequested(request)));
+  wf.setHandler(reconcileUpdate, (request) => onCommand(reconcileRequested(request)));
   wf.setHandler(cordonUpdate, (request) =>
     onCommand({
       type: 'cordon',

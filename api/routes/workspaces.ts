@@ -53,6 +53,9 @@ function boxBody(stored: unknown): BoxSettingsBody {
   return parsed === null || typeof parsed === 'string' ? { driver: 'local' } : sshSettingsToBody(parsed);
 }
 
+/** An operator's reason for a restart or a cordon, shown in the state and the UI. */
+const reasonBody = z.strictObject({ reason: safeText(z.string().min(1).max(500)).optional() }).default({});
+
 /** An operator command's answer: 200 when started or merged into one in flight, 409 when refused. */
 const commandAnswers = {
   200: z.object({ outcome: z.enum(['started', 'merged']), detail: z.string() }),
@@ -280,51 +283,47 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
       }),
   );
 
-  app.post(
-    '/workspaces/:id/restart',
+  // The operator commands that take a reason: a restart (never held by a cordon, a crash-loop
+  // backoff or a drain) and a cordon.
+  for (const { path, summary, instead, update, reason } of [
     {
-      schema: {
-        summary:
-          'Operator restart, never held by a cordon, a crash-loop backoff or a drain; opens the settle window. Answers started, merged into the restart in flight, or refused (409)',
-        security: [{ bearer: [] }],
-        params: idParams,
-        body: z.strictObject({ reason: safeText(z.string().min(1).max(500)).optional() }).default({}),
-        response: { ...errors(400, 401, 404, 429, 502, 503), ...commandAnswers },
-      },
+      path: '/workspaces/:id/restart',
+      summary:
+        'Operator restart, never held by a cordon, a crash-loop backoff or a drain; opens the settle window. Answers started, merged into the restart in flight, or refused (409)',
+      instead: 'restart it where it runs',
+      update: restartUpdate,
+      reason: 'operator request',
     },
-    async (request, reply) =>
-      ctx.admitted(async () => {
-        const id = request.params.id;
-        await requireManagedWorkspace(id, 'restart it where it runs');
-        const reason = request.body.reason ?? 'operator request';
-        return command(reply, () =>
-          ctx.handle(id).executeUpdate(restartUpdate, { args: [{ reason, requester: 'operator' }] }),
-        );
-      }),
-  );
-
-  app.post(
-    '/workspaces/:id/cordon',
     {
-      schema: {
-        summary:
-          'Hold the workspace: nothing automatic restarts it or delivers plugins to it until uncordon (verdicts are still made). Answers started, merged (already cordoned), or refused (409)',
-        security: [{ bearer: [] }],
-        params: idParams,
-        body: z.strictObject({ reason: safeText(z.string().min(1).max(500)).optional() }).default({}),
-        response: { ...errors(400, 401, 404, 429, 502, 503), ...commandAnswers },
-      },
+      path: '/workspaces/:id/cordon',
+      summary:
+        'Hold the workspace: nothing automatic restarts it or delivers plugins to it until uncordon (verdicts are still made). Answers started, merged (already cordoned), or refused (409)',
+      instead: 'the service neither restarts nor delivers to it',
+      update: cordonUpdate,
+      reason: 'operator hold',
     },
-    async (request, reply) =>
-      ctx.admitted(async () => {
-        const id = request.params.id;
-        await requireManagedWorkspace(id, 'the service neither restarts nor delivers to it');
-        const reason = request.body.reason ?? 'operator hold';
-        return command(reply, () =>
-          ctx.handle(id).executeUpdate(cordonUpdate, { args: [{ reason, requester: 'operator' }] }),
-        );
-      }),
-  );
+  ])
+    app.post(
+      path,
+      {
+        schema: {
+          summary,
+          security: [{ bearer: [] }],
+          params: idParams,
+          body: reasonBody,
+          response: { ...errors(400, 401, 404, 429, 502, 503), ...commandAnswers },
+        },
+      },
+      async (request, reply) =>
+        ctx.admitted(async () => {
+          const id = request.params.id;
+          await requireManagedWorkspace(id, instead);
+          const args: [{ reason: string; requester: string }] = [
+            { reason: request.body.reason ?? reason, requester: 'operator' },
+          ];
+          return command(reply, () => ctx.handle(id).executeUpdate(update, { args }));
+        }),
+    );
 
   app.post(
     '/workspaces/:id/uncordon',
