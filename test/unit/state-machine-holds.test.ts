@@ -234,6 +234,26 @@ describe('cordon', () => {
     expect(twice.effects).toEqual([]);
   });
 
+  it('uncordon during a crash-loop backoff: the restart still waits for its next attempt', () => {
+    let state = online();
+    let now = T0 + 60 * 60_000;
+    for (let i = 0; i < 2; i++) {
+      state = apply(state, dead, now);
+      state = apply(state, restartDone, now + 1_000);
+      now += 5_000;
+    }
+    state = apply(state, { type: 'cordon', reason: 'r', requester: 'o' }, now);
+    state = apply(state, dead, now + 1);
+    expect(state.restart).toMatchObject({ crashLooping: true, nextAttemptAt: iso(now + 1 + 10_000) });
+    const step = transition(state, { type: 'uncordon', requester: 'o' }, now + 2, config);
+    expect(step.answer?.detail).toBe(
+      'uncordoned; released: restart (dead: not running), still held by crash-loop backoff',
+    );
+    expect(restartBoxes(step.effects)).toBe(0);
+    expect(nextDeadline(step.state, config)).toBe(now + 1 + 10_000);
+    expect(restartBoxes(transition(step.state, { type: 'deadline' }, now + 1 + 10_000, config).effects)).toBe(1);
+  });
+
   it('a pass held while cordoned runs once on uncordon, in the deepest mode asked', () => {
     let state = apply(online(), { type: 'cordon', reason: 'r', requester: 'o' }, T0 + 10);
     state = apply(state, { type: 'pluginsDeclared' }, T0 + 20);

@@ -6,6 +6,7 @@
  */
 import { merged, refused, started, type Draft } from './draft.js';
 import { releaseHeldReconcile } from './reconcile.js';
+import { holdOf } from './restart.js';
 import type { CommandAnswer } from './types.js';
 
 export function onCordon(draft: Draft, reason: string, requester: string): CommandAnswer {
@@ -25,7 +26,11 @@ export function onUncordon(draft: Draft): CommandAnswer {
   state.cordon = null;
   const released: string[] = [];
   const held = state.restart.held;
-  if (held !== null) released.push(`restart (${held.reason})`);
+  if (held !== null) {
+    // Released at the step's end, unless a crash-loop backoff or a drain still holds it.
+    const still = holdOf(state, held, draft.now, draft.config);
+    released.push(`restart (${held.reason})${still === null ? '' : `, still held by ${still}`}`);
+  }
   const mode = releaseHeldReconcile(draft);
   if (mode !== null) released.push(`a ${mode} reconcile pass`);
   return started(
