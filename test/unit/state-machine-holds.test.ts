@@ -291,6 +291,28 @@ describe('cordon', () => {
     expect(restartBoxes(finished.effects)).toBe(0);
     expect(finished.state.restart.held).toMatchObject({ cause: 'reconcile' });
   });
+
+  it("an operator's reconcile that follows the running pass still runs while cordoned; an automatic one is held", () => {
+    const running = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    const cordoned = apply(running, { type: 'cordon', reason: 'r', requester: 'o' }, T0 + 10);
+    const asked = transition(
+      cordoned,
+      { type: 'reconcileRequested', mode: 'verify', requester: 'operator' },
+      T0 + 20,
+      config,
+    );
+    expect(asked.answer).toEqual({ outcome: 'merged', detail: 'into the pass running: one more pass follows it' });
+    const finished = transition(asked.state, { type: 'reconcileFinished', outcome: 'succeeded' }, T0 + 30, config);
+    expect(finished.effects).toContainEqual({
+      type: 'startReconcile',
+      trigger: 'follow-up of coalesced triggers',
+      mode: 'verify',
+    });
+    const automatic = apply(cordoned, { type: 'pluginsDeclared' }, T0 + 20);
+    const done = transition(automatic, { type: 'reconcileFinished', outcome: 'succeeded' }, T0 + 30, config);
+    expect(done.effects.filter((e) => e.type === 'startReconcile')).toEqual([]);
+    expect(done.state.reconcile.heldMode).toBe('diff');
+  });
 });
 
 describe('operator command answers', () => {

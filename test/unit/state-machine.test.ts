@@ -220,7 +220,9 @@ describe('exhaustive event orders', () => {
           // While cordoned nothing automatic restarts or delivers: only an operator's command does.
           if (before.cordon !== null && after.cordon !== null) {
             const operators = event.type === 'restartRequested' || event.type === 'reconcileRequested';
-            const operatorFollowUp = event.type === 'restartFinished' && before.restart.followUp?.cause === 'requested';
+            const operatorFollowUp =
+              (event.type === 'restartFinished' && before.restart.followUp?.cause === 'requested') ||
+              (event.type === 'reconcileFinished' && before.reconcile.followUpByOperator);
             if (!operators && !operatorFollowUp)
               check(restarts.length === 0 && reconciles.length === 0, where, 'automatic work while cordoned');
           }

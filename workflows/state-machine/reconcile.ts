@@ -42,6 +42,7 @@ export function requestReconcile(
   if (reconcile.running) {
     reconcile.followUp = true;
     reconcile.followUpMode = deeperMode(reconcile.followUpMode, mode);
+    reconcile.followUpByOperator ||= byOperator;
     draft.state.counters.reconcilesCoalesced++;
     return merged('into the pass running: one more pass follows it');
   }
@@ -128,12 +129,15 @@ export function onReconcileFinished(
   }
   const owed = reconcile.followUp;
   const owedMode = reconcile.followUpMode;
+  const operatorOwed = reconcile.followUpByOperator;
   reconcile.followUp = false;
   reconcile.followUpMode = 'diff';
+  reconcile.followUpByOperator = false;
   reconcile.plan = null;
-  // A removed workspace has no box left to converge; a cordoned one holds the follow-up.
+  // A removed workspace has no box left to converge; a cordoned one holds the follow-up, unless
+  // an operator asked for it.
   if (!owed || state.status === 'removed') return;
-  if (draft.cordoned) reconcile.heldMode = deeperMode(reconcile.heldMode ?? 'diff', owedMode);
+  if (draft.cordoned && !operatorOwed) reconcile.heldMode = deeperMode(reconcile.heldMode ?? 'diff', owedMode);
   else startReconcile(draft, 'follow-up of coalesced triggers', owedMode);
 }
 

@@ -140,6 +140,8 @@ export interface ReconcileState {
   mode: ReconcileMode;
   /** The deepest mode the follow-up must run in. */
   followUpMode: ReconcileMode;
+  /** An operator asked for the follow-up: it runs even while cordoned. */
+  followUpByOperator: boolean;
   /** Automatic passes held while cordoned: one pass in this mode runs on uncordon; null when none. */
   heldMode: ReconcileMode | null;
   /** When a verify (or refresh) pass was last asked for: the periodic resync counts from it. */
@@ -455,6 +457,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastError: null,
       mode: 'diff',
       followUpMode: 'diff',
+      followUpByOperator: false,
       heldMode: null,
       lastVerifyAt: null,
       plan: null,
