@@ -94,10 +94,9 @@ export class Metrics {
   /**
    * The fleet's gauges, from one aggregate query (WorkspacesTable.byStatus) shared by the scrapes of
    * FLEET_CACHE_MS: workspaces per status, and per status the age of its oldest last heartbeat.
-   * A read that fails leaves both gauges empty (no stale values) and counts the failure.
+   * A read that fails leaves the gauges empty (no stale values) and counts the failure.
    *
-   * Issue 30 (cordoning, crash loops) adds its gauges here, from the same read:
-   * `workspaces_cordoned` and `workspaces_crash_looping` (ops/prometheus/rules.yml already
+   * From the same read: live workspaces cordoned, and crash-looping (ops/prometheus/rules.yml
    * alerts on the latter).
    */
   watchFleet(store: Store): void {
@@ -122,6 +121,28 @@ export class Metrics {
       return cached.read;
     };
     const live = statuses.filter((status) => status !== 'removed');
+    for (const [name, help, count] of [
+      [
+        'workspaces_cordoned',
+        'Live workspaces an operator holds: nothing automatic restarts or delivers to them',
+        (row: StatusSummary) => row.cordoned,
+      ],
+      [
+        'workspaces_crash_looping',
+        'Live workspaces whose runtime crashed twice or more in a row: automatic restarts back off',
+        (row: StatusSummary) => row.crashLooping,
+      ],
+    ] as const)
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        async collect() {
+          this.reset();
+          const fleet = await read();
+          if (fleet !== null) this.set(fleet.reduce((sum, row) => sum + count(row), 0));
+        },
+      });
     new Gauge({
       name: 'workspaces',
       help: 'Live workspaces by status (the projection; removed ones are not counted)',

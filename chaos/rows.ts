@@ -413,7 +413,7 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   }
 
   const restart = await admin(stack, 'POST', `/workspaces/${settling.id}/restart`, { reason: 'chaos' });
-  if (restart.status !== 202) throw new Error(`restart: ${restart.status}`);
+  if (restart.status !== 200) throw new Error(`restart: ${restart.status}`);
   const restarted = await waitFor('the operator restart', 30_000, async () => {
     const st = await state(stack, settling.id);
     return st.restart.count === 1 && !st.restart.inFlight ? st : undefined;

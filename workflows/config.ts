@@ -33,6 +33,21 @@ export interface LifecycleConfig {
    * controller's resync; a heartbeat never costs one). 0: never.
    */
   resyncPeriodMs: number;
+  /**
+   * A runtime that dies (declared dead, or silent past the watchdog) sooner than this after its
+   * last restart crashed; one online this long has a healthy stretch behind it and its crash count
+   * is reset.
+   */
+  healthyStretchMs: number;
+  /** From the second crash in a row, the next automatic restart waits this long, doubling per crash. */
+  crashBackoffBaseMs: number;
+  /** The longest crash-loop backoff. */
+  crashBackoffMaxMs: number;
+  /**
+   * A restart that only loads plugins waits while the last heartbeat reports active tasks, at most
+   * this long after it was asked.
+   */
+  drainTimeoutMs: number;
 }
 
 export const defaultLifecycleConfig: LifecycleConfig = {
@@ -49,6 +64,10 @@ export const defaultLifecycleConfig: LifecycleConfig = {
   strikeThreshold: 2,
   strikeWindowMs: 30_000,
   resyncPeriodMs: 6 * 60 * 60_000,
+  healthyStretchMs: 10 * 60_000,
+  crashBackoffBaseMs: 10_000,
+  crashBackoffMaxMs: 5 * 60_000,
+  drainTimeoutMs: 10 * 60_000,
 };
 
 /** The shortest periodic resync an operator may set (a resync is a listing of the box). */

@@ -4,7 +4,7 @@
  */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { LifecycleConfig } from './config.js';
-import type { InitialStatus, WorkspaceState } from './state-machine.js';
+import type { CommandAnswer, InitialStatus, WorkspaceState } from './state-machine.js';
 
 export const TASK_QUEUE = 'workspace-lifecycle';
 
@@ -50,6 +50,24 @@ export interface RestartRequest {
   requester?: string;
 }
 export const restartSignal = defineSignal<[request?: RestartRequest]>('restart');
+
+/**
+ * The operator commands as Updates (docs/restarts.md): each answers what it did, `started`,
+ * `merged` into one in flight (or a cordon in force), or `refused` and why.
+ */
+export const restartUpdate = defineUpdate<CommandAnswer, [request: RestartRequest]>('requestRestart');
+export const reconcileUpdate = defineUpdate<CommandAnswer, [request: ReconcileRequest]>('requestReconcile');
+
+export interface CordonRequest {
+  /** Why the workspace is held, shown in state and the UI. */
+  reason?: string;
+  /** Who asked; defaults to `operator`. */
+  requester?: string;
+}
+/** Hold the workspace: nothing automatic restarts it or delivers to it until uncordon. */
+export const cordonUpdate = defineUpdate<CommandAnswer, [request: CordonRequest]>('cordon');
+/** End the hold: what it held runs once. */
+export const uncordonUpdate = defineUpdate<CommandAnswer, [request: Pick<CordonRequest, 'requester'>]>('uncordon');
 
 /**
  * The dead-detection verdict for a caller that could not reach the box:

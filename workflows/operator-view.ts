@@ -14,16 +14,37 @@ export const workspaceStatusKey = defineSearchAttributeKey('WorkspaceStatus', 'K
  * deliver, remove and repair; after it, what failed.
  */
 export const pluginsPendingKey = defineSearchAttributeKey('PluginsPending', 'INT');
+/** `CrashLooping = true`: the runtime crashed twice or more in a row; automatic restarts back off. */
+export const crashLoopingKey = defineSearchAttributeKey('CrashLooping', 'BOOL');
+/** `Cordoned = true`: an operator holds the workspace; nothing automatic restarts or delivers. */
+export const cordonedKey = defineSearchAttributeKey('Cordoned', 'BOOL');
 /** Every search attribute the workflow sets, with the type a cluster must register it with. */
-export const searchAttributeKeys = [workspaceStatusKey, pluginsPendingKey] as const;
+export const searchAttributeKeys = [workspaceStatusKey, pluginsPendingKey, crashLoopingKey, cordonedKey] as const;
 
 export interface SearchAttributeValues {
   status: string;
   pluginsPending: number;
+  crashLooping: boolean;
+  cordoned: boolean;
 }
 
 export function searchAttributeValues(state: WorkspaceState): SearchAttributeValues {
-  return { status: state.status, pluginsPending: state.pluginsPending };
+  return {
+    status: state.status,
+    pluginsPending: state.pluginsPending,
+    crashLooping: state.restart.crashLooping,
+    cordoned: state.cordon !== null,
+  };
+}
+
+/** The pairs to upsert for `values`. */
+export function searchAttributePairs(values: SearchAttributeValues): SearchAttributePair[] {
+  return [
+    { key: workspaceStatusKey, value: values.status },
+    { key: pluginsPendingKey, value: values.pluginsPending },
+    { key: crashLoopingKey, value: values.crashLooping },
+    { key: cordonedKey, value: values.cordoned },
+  ];
 }
 
 /**
@@ -47,10 +68,12 @@ export function workspaceStartMetadata(
   return {
     staticSummary: `Workspace ${workspaceId}`,
     staticDetails: details.join('\n\n'),
-    typedSearchAttributes: [
-      { key: workspaceStatusKey, value: initialStatus },
-      { key: pluginsPendingKey, value: 0 },
-    ],
+    typedSearchAttributes: searchAttributePairs({
+      status: initialStatus,
+      pluginsPending: 0,
+      crashLooping: false,
+      cordoned: false,
+    }),
   };
 }
 
@@ -71,6 +94,21 @@ export function currentDetails(state: WorkspaceState): string {
   ];
   if (state.runtime === 'external')
     lines.push('**Runtime: external**: never probed, restarted or delivered to by the service');
+  if (state.cordon !== null)
+    lines.push(
+      `**Cordoned** by ${markdownLiteral(state.cordon.requester)} since ${state.cordon.since}: ` +
+        `${markdownLiteral(state.cordon.reason)}; automatic restarts and deliveries held`,
+    );
+  if (restart.crashLooping)
+    lines.push(
+      `**Crash-looping:** ${restart.crashes} crashes in a row; ` +
+        (restart.nextAttemptAt === null ? 'restarting' : `next attempt at ${restart.nextAttemptAt}`),
+    );
+  if (restart.held !== null)
+    lines.push(
+      `Restart held since ${restart.held.since}: ${markdownLiteral(restart.held.reason)} ` +
+        `(by ${markdownLiteral(restart.held.requester)})`,
+    );
   if (restart.lastReason === null) lines.push('**Restarts:** none');
   else {
     const phase = restart.inFlight

@@ -12,11 +12,14 @@
  * - liveness.ts: register, heartbeats, health, the liveness contract, lease expiry and the
  *   provisioning timeout;
  * - reconcile.ts: when a plugin reconcile pass runs, and what a finished one changed;
- * - restart.ts: restarts, their retries, strikes while settling and the dead declaration.
+ * - restart.ts: restarts, their retries, what holds them (crash-loop backoff, drain), strikes
+ *   while settling and the dead declaration;
+ * - cordon.ts: an operator's hold on a workspace.
  *
  * No I/O, no clocks, no randomness: `now` is passed in (the workflow's deterministic time).
  */
 import type { LifecycleConfig } from './config.js';
+import { onCordon, onUncordon } from './state-machine/cordon.js';
 import { Draft } from './state-machine/draft.js';
 import {
   lastSignOfLife,
@@ -39,12 +42,17 @@ import {
   resyncIfDue,
 } from './state-machine/reconcile.js';
 import {
+  crashResetDeadline,
   declareDead,
+  heldRestartDeadline,
+  isDraining,
   onProbed,
   onRestartFinished,
   onStrike,
   onVerdict,
+  releaseHeldRestart,
   requestRestart,
+  resetCrashesIfDue,
   restartRetryDeadline,
   retryRestartIfDue,
 } from './state-machine/restart.js';
@@ -67,7 +75,14 @@ export {
   type HeartbeatFacts,
 } from './state-machine/liveness.js';
 export { repairsToHold } from './state-machine/reconcile.js';
-export { isSettling, restartRetryDelayMs, settleDeadline } from './state-machine/restart.js';
+export {
+  crashBackoffDelayMs,
+  holdOf,
+  isDraining,
+  isSettling,
+  restartRetryDelayMs,
+  settleDeadline,
+} from './state-machine/restart.js';
 
 /** The key of the restart in progress, as the ledger records it: unique across the workspace's lineages. */
 export function restartKey(state: WorkspaceState): string {
@@ -77,15 +92,20 @@ export function restartKey(state: WorkspaceState): string {
 export function transition(state: WorkspaceState, event: Event, now: number, config: LifecycleConfig): Transition {
   const draft = new Draft(state, now, config);
   applyEvent(draft, event);
+  // Whatever the event, a held restart whose hold ended starts now (uncordon, a heartbeat with no
+  // active task, a deadline).
+  releaseHeldRestart(draft);
+  // A heartbeat wanted while a restart drains: the next one is wanted too (a new contract version).
+  if (event.type === 'heartbeat' && isDraining(draft.state, now, config)) draft.republish = true;
   // Going online requests a reconcile: the runtime is (back) up, whichever event says so (a
   // register, a heartbeat, a recovery), so its plugins are converged and the tracked ones
   // verified on its box. Once per move into online; a pass already running owes one follow-up.
   for (const { from, cause } of draft.cameOnline) requestReconcile(draft, `${from}→online (${cause})`, 'verify');
   projectChanges(draft, state);
-  return { state: draft.state, effects: draft.effects };
+  return { state: draft.state, effects: draft.effects, ...(draft.answer ? { answer: draft.answer } : {}) };
 }
 
-/** The event's own rule. */
+/** The event's own rule; an operator command records its answer. */
 function applyEvent(draft: Draft, event: Event): void {
   const { config } = draft;
   switch (event.type) {
@@ -98,6 +118,7 @@ function applyEvent(draft: Draft, event: Event): void {
     case 'deadline':
       // In this order: a due restart retry changes the status whose own deadline is read last.
       retryRestartIfDue(draft);
+      resetCrashesIfDue(draft);
       resyncIfDue(draft);
       return onStatusDeadline(draft);
     case 'reconcileFinished':
@@ -105,11 +126,19 @@ function applyEvent(draft: Draft, event: Event): void {
     case 'restartFinished':
       return onRestartFinished(draft, event.outcome, event.error);
     case 'restartRequested':
-      return requestRestart(draft, event.reason, event.requester, 'requested');
+      draft.answer = requestRestart(draft, event.reason, event.requester, 'requested');
+      return;
+    case 'cordon':
+      draft.answer = onCordon(draft, event.reason, event.requester);
+      return;
+    case 'uncordon':
+      draft.answer = onUncordon(draft);
+      return;
     case 'pluginsDeclared':
       return onPluginsDeclared(draft);
     case 'reconcileRequested':
-      return onReconcileRequested(draft, event.mode, event.requester);
+      draft.answer = onReconcileRequested(draft, event.mode, event.requester);
+      return;
     case 'reconcilePlanned':
       return onReconcilePlanned(draft, event.plan);
     case 'probed':
@@ -130,7 +159,7 @@ function applyEvent(draft: Draft, event: Event): void {
 }
 
 /**
- * Status, URL, delivery mode or liveness contract changed, a register renewed the lease, or the
+ * Status, URL, delivery mode, holds or liveness contract changed, a register renewed the lease, or the
  * lease must be written again: the SQL projection and the ledger's contract get the final values
  * of the step, in one write, with the status changes the step made (a step can make two: dead,
  * then provisioning for the restart).
@@ -144,6 +173,8 @@ function projectChanges(draft: Draft, previous: WorkspaceState): void {
     next.url !== previous.url ||
     next.deliveryMode !== previous.deliveryMode ||
     next.lastRegisterAt !== previous.lastRegisterAt ||
+    (next.cordon === null) !== (previous.cordon === null) ||
+    next.restart.crashLooping !== previous.restart.crashLooping ||
     published === null ||
     !sameContract(published, contract) ||
     draft.republish;
@@ -167,6 +198,7 @@ function projectChanges(draft: Draft, previous: WorkspaceState): void {
       lastStartedAt === null
         ? null
         : { key: restartKey(next), ageMs: Math.max(0, draft.now - Date.parse(lastStartedAt)) },
+    holds: { cordoned: next.cordon !== null, crashLooping: next.restart.crashLooping },
   });
 }
 
@@ -176,6 +208,8 @@ export function nextDeadline(state: WorkspaceState, config: LifecycleConfig): nu
     statusDeadline(state, config),
     wantDeadline(state, config),
     restartRetryDeadline(state),
+    heldRestartDeadline(state, config),
+    crashResetDeadline(state, config),
     resyncDeadline(state, config),
   ].filter((deadline) => deadline !== null);
   return deadlines.length === 0 ? null : Math.min(...deadlines);

@@ -13,27 +13,27 @@ import { resolveConfig } from './config.js';
 import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
 import { evaluate, type EvaluationContext } from './dead-detection.js';
 import {
+  cordonUpdate,
   declarePluginsSignal,
   deprovisionSignal,
   dispatchFailedUpdate,
   leaseExpiredSignal,
   reconcileSignal,
+  reconcileUpdate,
   heartbeatSignal,
   registerSignal,
   restartSignal,
+  restartUpdate,
   stateQuery,
+  uncordonUpdate,
   type DispatchFailure,
   type DispatchVerdict,
+  type ReconcileRequest,
+  type RestartRequest,
   type WorkspaceWorkflowInput,
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
-import {
-  currentDetails,
-  markdownLiteral,
-  pluginsPendingKey,
-  searchAttributeValues,
-  workspaceStatusKey,
-} from './operator-view.js';
+import { currentDetails, markdownLiteral, searchAttributePairs, searchAttributeValues } from './operator-view.js';
 import { bookkeeping, boxControl, boxProbe, ledger, localStep } from './activities.js';
 import { continueAsNewOptions, newBuildIsCurrent } from './versioning.js';
 import {
@@ -42,6 +42,7 @@ import {
   restartKey,
   transition,
   upgradeState,
+  type CommandAnswer,
   type Effect,
   type Event,
   type ReconcileOutcome,
@@ -67,11 +68,16 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   // minted before the verdict: the restarted runtime's new token is never revoked.
   let revocation: Promise<unknown> = Promise.resolve();
 
-  function apply(event: Event): void {
+  /** Feeds one event to the machine and runs its effects; an operator command's answer. */
+  function step(event: Event): CommandAnswer | undefined {
     const result = transition(state, event, Date.now(), config);
     state = result.state;
     result.effects.forEach(perform);
     showState();
+    return result.answer;
+  }
+  function apply(event: Event): void {
+    step(event);
   }
 
   // What the Web UI shows. Search attributes are upserted only when their values differ from
@@ -79,14 +85,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   // so it stays one signal event. Current details cost no command.
   function showState(): void {
     wf.setCurrentDetails(currentDetails(state));
-    const values = searchAttributeValues(state);
+    const pairs = searchAttributePairs(searchAttributeValues(state));
     const current = wf.workflowInfo().typedSearchAttributes;
-    if (current.get(workspaceStatusKey) === values.status && current.get(pluginsPendingKey) === values.pluginsPending)
-      return;
-    wf.upsertSearchAttributes([
-      { key: workspaceStatusKey, value: values.status },
-      { key: pluginsPendingKey, value: values.pluginsPending },
-    ]);
+    if (pairs.every((pair) => current.get(pair.key) === pair.value)) return;
+    wf.upsertSearchAttributes(pairs);
   }
 
   // Fire-and-forget effects still running; the run does not close (complete or continue as
@@ -169,8 +171,9 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         );
         break;
       case 'writeProjection': {
-        const { status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions } = effect;
-        publish({ status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions });
+        const { status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions, holds } =
+          effect;
+        publish({ status, url, statusSince, version, deliveryMode, contract, leaseAgeMs, restart, transitions, holds });
         break;
       }
       case 'revokeTokens': {
@@ -242,19 +245,35 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
   );
   wf.setHandler(deprovisionSignal, () => onSignal({ type: 'deprovision' }));
   wf.setHandler(declarePluginsSignal, () => onSignal({ type: 'pluginsDeclared' }));
-  wf.setHandler(restartSignal, (request) =>
-    onSignal({
-      type: 'restartRequested',
-      reason: request?.reason ?? 'operator request',
-      requester: request?.requester ?? 'operator',
+  // An operator's restart and reconcile arrive as signals (they answer nothing) or as Updates.
+  const restartRequested = (request: RestartRequest | undefined): Event => ({
+    type: 'restartRequested',
+    reason: request?.reason ?? 'operator request',
+    requester: request?.requester ?? 'operator',
+  });
+  const reconcileRequested = (request: ReconcileRequest | undefined): Event => ({
+    type: 'reconcileRequested',
+    mode: request?.refresh === true ? 'refresh' : 'verify',
+    requester: request?.requester ?? 'operator',
+  });
+  wf.setHandler(restartSignal, (request) => onSignal(restartRequested(request)));
+  wf.setHandler(reconcileSignal, (request) => onSignal(reconcileRequested(request)));
+  // Operator commands as Updates: each answers what it did (started, merged, refused and why).
+  function onCommand(event: Event): CommandAnswer {
+    signalsThisRun++;
+    return step(event) ?? { outcome: 'refused', detail: 'the workflow has no answer for this command' };
+  }
+  wf.setHandler(restartUpdate, (request) => onCommand(restartRequested(request)));
+  wf.setHandler(reconcileUpdate, (request) => onCommand(reconcileRequested(request)));
+  wf.setHandler(cordonUpdate, (request) =>
+    onCommand({
+      type: 'cordon',
+      reason: request.reason ?? 'operator hold',
+      requester: request.requester ?? 'operator',
     }),
   );
-  wf.setHandler(reconcileSignal, (request) =>
-    onSignal({
-      type: 'reconcileRequested',
-      mode: request?.refresh === true ? 'refresh' : 'verify',
-      requester: request?.requester ?? 'operator',
-    }),
+  wf.setHandler(uncordonUpdate, (request) =>
+    onCommand({ type: 'uncordon', requester: request.requester ?? 'operator' }),
   );
   wf.setHandler(stateQuery, () => state);
   showState();

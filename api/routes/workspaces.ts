@@ -8,16 +8,18 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
+  cordonUpdate,
   declarePluginsSignal,
   deprovisionSignal,
   dispatchFailedUpdate,
-  reconcileSignal,
-  restartSignal,
+  reconcileUpdate,
+  restartUpdate,
+  uncordonUpdate,
   workspaceWorkflowId,
 } from '../../workflows/definitions.js';
 import { workspaceStartMetadata } from '../../workflows/operator-view.js';
 import { safeText, workspaceIdSchema } from '../payload-schemas.js';
-import { statuses, type WorkspaceState } from '../../workflows/state-machine.js';
+import { statuses, type CommandAnswer, type WorkspaceState } from '../../workflows/state-machine.js';
 import type { HeartbeatLedger } from '../../db/tables/heartbeat-ledger.js';
 import { SIGNAL, type ApiContext } from '../context.js';
 import { HttpError } from '../errors.js';
@@ -51,6 +53,15 @@ function boxBody(stored: unknown): BoxSettingsBody {
   return parsed === null || typeof parsed === 'string' ? { driver: 'local' } : sshSettingsToBody(parsed);
 }
 
+/** An operator's reason for a restart or a cordon, shown in the state and the UI. */
+const reasonBody = z.strictObject({ reason: safeText(z.string().min(1).max(500)).optional() }).default({});
+
+/** An operator command's answer: 200 when started or merged into one in flight, 409 when refused. */
+const commandAnswers = {
+  200: z.object({ outcome: z.enum(['started', 'merged']), detail: z.string() }),
+  409: z.union([z.object({ outcome: z.literal('refused'), detail: z.string() }), errorBody]),
+};
+
 export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, store, settings } = ctx;
 
@@ -58,6 +69,15 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
   async function requireManagedWorkspace(id: string, instead: string): Promise<void> {
     const access = await ctx.requireLiveWorkspace(id);
     if (access.external) throw new HttpError(409, `workspace ${id} runs an external runtime: ${instead}`);
+  }
+
+  /**
+   * Sends an operator command (an Update) and answers what the workflow did with it. Its fate is
+   * unknown when the deadline passes, as a signal's: retrying merges into what it started.
+   */
+  async function command(reply: FastifyReply, send: () => Promise<CommandAnswer>): Promise<FastifyReply> {
+    const answer = await ctx.temporal(send, SIGNAL);
+    return reply.status(answer.outcome === 'refused' ? 409 : 200).send(answer);
   }
 
   // Every route of this plugin, and only these, take the admin token.
@@ -249,10 +269,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         security: [{ bearer: [] }],
         params: idParams,
         body: z.strictObject({ refresh: z.boolean().optional() }).default({}),
-        response: {
-          202: z.object({ status: z.literal('reconcile requested'), mode: z.enum(['verify', 'refresh']) }),
-          ...errors(400, 401, 404, 409, 429, 502, 503),
-        },
+        response: { ...errors(400, 401, 404, 429, 502, 503), ...commandAnswers },
       },
     },
     async (request, reply) =>
@@ -260,36 +277,72 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
         const id = request.params.id;
         await requireManagedWorkspace(id, 'it loads its own plugins');
         const refresh = request.body.refresh === true;
-        await ctx.temporal(() => ctx.handle(id).signal(reconcileSignal, { refresh, requester: 'operator' }), SIGNAL);
-        return reply.status(202).send({ status: 'reconcile requested' as const, mode: refresh ? 'refresh' : 'verify' });
+        return command(reply, () =>
+          ctx.handle(id).executeUpdate(reconcileUpdate, { args: [{ refresh, requester: 'operator' }] }),
+        );
       }),
   );
 
+  // The operator commands that take a reason: a restart (never held by a cordon, a crash-loop
+  // backoff or a drain) and a cordon.
+  for (const { path, summary, instead, update, reason } of [
+    {
+      path: '/workspaces/:id/restart',
+      summary:
+        'Operator restart, never held by a cordon, a crash-loop backoff or a drain; opens the settle window. Answers started, merged into the restart in flight, or refused (409)',
+      instead: 'restart it where it runs',
+      update: restartUpdate,
+      reason: 'operator request',
+    },
+    {
+      path: '/workspaces/:id/cordon',
+      summary:
+        'Hold the workspace: nothing automatic restarts it or delivers plugins to it until uncordon (verdicts are still made). Answers started, merged (already cordoned), or refused (409)',
+      instead: 'the service neither restarts nor delivers to it',
+      update: cordonUpdate,
+      reason: 'operator hold',
+    },
+  ])
+    app.post(
+      path,
+      {
+        schema: {
+          summary,
+          security: [{ bearer: [] }],
+          params: idParams,
+          body: reasonBody,
+          response: { ...errors(400, 401, 404, 429, 502, 503), ...commandAnswers },
+        },
+      },
+      async (request, reply) =>
+        ctx.admitted(async () => {
+          const id = request.params.id;
+          await requireManagedWorkspace(id, instead);
+          const args: [{ reason: string; requester: string }] = [
+            { reason: request.body.reason ?? reason, requester: 'operator' },
+          ];
+          return command(reply, () => ctx.handle(id).executeUpdate(update, { args }));
+        }),
+    );
+
   app.post(
-    '/workspaces/:id/restart',
+    '/workspaces/:id/uncordon',
     {
       schema: {
-        summary: 'Operator restart; opens the settle window',
+        summary:
+          'End the hold: the restart and the reconcile pass it held run once. Answers started, merged (not cordoned), or refused (409)',
         security: [{ bearer: [] }],
         params: idParams,
-        body: z.strictObject({ reason: safeText(z.string().min(1).max(500)).optional() }).default({}),
-        response: {
-          202: z.object({ status: z.literal('restart requested') }),
-          ...errors(400, 401, 404, 409, 429, 502, 503),
-        },
+        response: { ...errors(400, 401, 404, 429, 502, 503), ...commandAnswers },
       },
     },
     async (request, reply) =>
       ctx.admitted(async () => {
         const id = request.params.id;
-        await requireManagedWorkspace(id, 'restart it where it runs');
-        const reason = request.body.reason ?? 'operator request';
-        await ctx.temporal(
-          () =>
-            client.workflow.getHandle(workspaceWorkflowId(id)).signal(restartSignal, { reason, requester: 'operator' }),
-          SIGNAL,
+        await ctx.requireLiveWorkspace(id);
+        return command(reply, () =>
+          ctx.handle(id).executeUpdate(uncordonUpdate, { args: [{ requester: 'operator' }] }),
         );
-        return reply.status(202).send({ status: 'restart requested' as const });
       }),
   );
 

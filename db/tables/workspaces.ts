@@ -36,6 +36,9 @@ export interface StatusSummary {
   workspaces: number;
   /** Seconds since the oldest last heartbeat among them; null when none of them has beaten. */
   oldestHeartbeatAgeSeconds: number | null;
+  /** Of them, held by an operator; crash-looping. */
+  cordoned: number;
+  crashLooping: number;
 }
 
 /**
@@ -48,6 +51,8 @@ export interface Publication extends Projection {
   leaseAgeMs: number;
   /** The restart in progress: its key, and how long ago it began. */
   restart: { key: string; ageMs: number } | null;
+  /** Cordoned, crash-looping (the fleet's gauges); absent from writes of older builds: kept as stored. */
+  holds?: { cordoned: boolean; crashLooping: boolean };
 }
 
 /** What every runtime call checks first: whether the workspace is live, its tokens, its delivery mode. */
@@ -180,11 +185,14 @@ export class WorkspacesTable {
     const { contract } = p;
     const { rows } = await this.pool.query<{ added: number }>(
       `WITH projection AS (
-         INSERT INTO workspaces (id, status, url, status_since, version, delivery_mode) VALUES ($1, $2, $3, $4, $5, $6)
+         INSERT INTO workspaces (id, status, url, status_since, version, delivery_mode, cordoned, crash_looping)
+         VALUES ($1, $2, $3, $4, $5, $6, coalesce($17::boolean, false), coalesce($18::boolean, false))
          ON CONFLICT (id) DO UPDATE
            SET status = EXCLUDED.status, url = EXCLUDED.url, status_since = EXCLUDED.status_since,
                version = EXCLUDED.version, updated_at = now(),
-               delivery_mode = coalesce(EXCLUDED.delivery_mode, workspaces.delivery_mode)
+               delivery_mode = coalesce(EXCLUDED.delivery_mode, workspaces.delivery_mode),
+               cordoned = coalesce($17::boolean, workspaces.cordoned),
+               crash_looping = coalesce($18::boolean, workspaces.crash_looping)
            WHERE workspaces.version < EXCLUDED.version
          RETURNING id
        ), contract AS (
@@ -221,6 +229,8 @@ export class WorkspacesTable {
         p.restart?.key ?? null,
         p.restart?.ageMs ?? 0,
         JSON.stringify(p.transitions ?? []),
+        p.holds?.cordoned ?? null,
+        p.holds?.crashLooping ?? null,
       ],
     );
     return rows[0]?.added ?? 0;
@@ -232,9 +242,17 @@ export class WorkspacesTable {
    * tables; the API reads it at most once per scrape interval.
    */
   async byStatus(): Promise<StatusSummary[]> {
-    const { rows } = await this.pool.query<{ status: string; workspaces: number; oldest: number | null }>(
+    const { rows } = await this.pool.query<{
+      status: string;
+      workspaces: number;
+      oldest: number | null;
+      cordoned: number;
+      crash_looping: number;
+    }>(
       `SELECT w.status, count(*)::int AS workspaces,
-              extract(epoch FROM now() - min(h.last_seen_at))::float8 AS oldest
+              extract(epoch FROM now() - min(h.last_seen_at))::float8 AS oldest,
+              count(*) FILTER (WHERE w.cordoned)::int AS cordoned,
+              count(*) FILTER (WHERE w.crash_looping)::int AS crash_looping
        FROM workspaces w LEFT JOIN workspace_heartbeats h ON h.workspace_id = w.id
        WHERE w.removed_at IS NULL AND w.status <> 'removed'
        GROUP BY w.status`,
@@ -243,6 +261,8 @@ export class WorkspacesTable {
       status: row.status,
       workspaces: row.workspaces,
       oldestHeartbeatAgeSeconds: row.oldest === null ? null : Math.max(0, row.oldest),
+      cordoned: row.cordoned,
+      crashLooping: row.crash_looping,
     }));
   }
 }

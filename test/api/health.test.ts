@@ -27,6 +27,9 @@ describe('operations', () => {
     // The fleet's gauge has a series for every live status, from the projection.
     const fleet = parseScrape(metrics.body).filter((sample) => sample.name === 'workspaces');
     expect(fleet.map((sample) => sample.labels['status'])).toEqual(statuses.filter((status) => status !== 'removed'));
+    const scraped = parseScrape(metrics.body).map((sample) => sample.name);
+    expect(scraped).toContain('workspaces_cordoned');
+    expect(scraped).toContain('workspaces_crash_looping');
   });
 
   it('the OpenAPI document is served and lists every route', async () => {
@@ -48,6 +51,8 @@ describe('operations', () => {
         'PUT /workspaces/{id}/plugins',
         'POST /workspaces/{id}/restart',
         'POST /workspaces/{id}/reconcile',
+        'POST /workspaces/{id}/cordon',
+        'POST /workspaces/{id}/uncordon',
         'PUT /workspaces/{id}/box',
         'POST /workspaces/{id}/dispatch-failed',
         'DELETE /workspaces/{id}',

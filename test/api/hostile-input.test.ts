@@ -136,6 +136,8 @@ const examples: Record<
   }),
   'POST /workspaces/{id}/reconcile': () => ({ headers: admin, body: { refresh: false } }),
   'POST /workspaces/{id}/restart': () => ({ headers: admin, body: { reason: 'operator request' } }),
+  'POST /workspaces/{id}/cordon': () => ({ headers: admin, body: { reason: 'incident' } }),
+  'POST /workspaces/{id}/uncordon': () => ({ headers: admin }),
   'POST /workspaces/{id}/dispatch-failed': () => ({ headers: admin, body: { caller: 'a2a', error: 'timeout' } }),
   'GET /events': (t) => ({ headers: admin, query: `workspace=${t.id}&after=0`, stream: true }),
   'GET /healthz': () => ({ headers: {} }),

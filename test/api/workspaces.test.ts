@@ -56,7 +56,8 @@ describe('workspace management', () => {
       headers: admin,
       payload: { reason: 'rotate' },
     });
-    expect(restart.statusCode).toBe(202);
+    expect(restart.statusCode, restart.body).toBe(200);
+    expect(restart.json()).toEqual({ outcome: 'started', detail: 'restart 1' });
     const s = await waitForState(handle, (x) => x.restart.count === 1 && !x.restart.inFlight);
     expect(s.restart).toMatchObject({ lastReason: 'rotate', lastRequester: 'operator' });
 
@@ -72,11 +73,45 @@ describe('workspace management', () => {
         headers: admin,
         payload,
       });
-      expect(res.statusCode, res.body).toBe(202);
-      expect(res.json()).toEqual({ status: 'reconcile requested', mode });
+      expect(res.statusCode, res.body).toBe(200);
+      // The verify pass starts; the refresh starts too, or follows the verify pass if it still runs.
+      expect([
+        { outcome: 'started', detail: `a ${mode} pass` },
+        { outcome: 'merged', detail: 'into the pass running: one more pass follows it' },
+      ]).toContainEqual(res.json());
+      if (mode === 'verify') expect(res.json()).toMatchObject({ outcome: 'started' });
     }
     const after = await waitForState(handle, (x) => x.counters.reconcilesRequested === passes + 2);
     expect(after.reconcile.lastVerifyAt).not.toBeNull();
+  });
+
+  it('cordon and uncordon answer what they did', async () => {
+    const { id } = await harness.createWorkspace();
+    const handle = harness.env.client.workflow.getHandle(workspaceWorkflowId(id));
+    const post = (what: string, payload?: object) =>
+      harness.api.inject({ method: 'POST', url: `/workspaces/${id}/${what}`, headers: admin, payload: payload ?? {} });
+    const cordon = await post('cordon', { reason: 'incident 7' });
+    expect(cordon.statusCode, cordon.body).toBe(200);
+    expect(cordon.json()).toEqual({
+      outcome: 'started',
+      detail: 'cordoned: automatic restarts and plugin deliveries are held until uncordon',
+    });
+    const state = await waitForState(handle, (s) => s.cordon !== null);
+    expect(state.cordon).toMatchObject({ reason: 'incident 7', requester: 'operator' });
+    // The projection carries it to the fleet's gauge (read at most every 10 s).
+    const cordoned = async (): Promise<boolean | undefined> =>
+      (await harness.store.pool.query<{ cordoned: boolean }>('SELECT cordoned FROM workspaces WHERE id = $1', [id]))
+        .rows[0]?.cordoned;
+    await expect.poll(cordoned).toBe(true);
+    await expect
+      .poll(() => harness.metric('workspaces_cordoned'), { timeout: 15_000, interval: 500 })
+      .toBeGreaterThanOrEqual(1);
+    expect((await post('cordon')).json()).toMatchObject({ outcome: 'merged' });
+    const uncordon = await post('uncordon');
+    expect(uncordon.statusCode, uncordon.body).toBe(200);
+    expect(uncordon.json()).toEqual({ outcome: 'started', detail: 'uncordoned: nothing was held' });
+    await expect.poll(cordoned).toBe(false);
+    expect((await post('uncordon')).json()).toEqual({ outcome: 'merged', detail: 'not cordoned' });
   });
 
   it('a create writes its row, its plugins and one live token together; one a constraint refuses writes none', async () => {

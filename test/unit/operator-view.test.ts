@@ -26,6 +26,7 @@ import { registerPayload } from '../helpers/payloads.js';
 
 const ID = 'ws-ops';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
+const iso = (ms: number): string => new Date(ms).toISOString();
 
 function run(events: Event[]): WorkspaceState {
   return events.reduce(
@@ -54,7 +55,12 @@ const reconciled: Event[] = [
 describe('operator view', () => {
   it('a fresh workspace: provisioning, nothing pending, no restarts', () => {
     const state = initialState(ID, 'provisioning', T0);
-    expect(searchAttributeValues(state)).toEqual({ status: 'provisioning', pluginsPending: 0 });
+    expect(searchAttributeValues(state)).toEqual({
+      status: 'provisioning',
+      pluginsPending: 0,
+      crashLooping: false,
+      cordoned: false,
+    });
     const details = currentDetails(state);
     expect(details).toContain('**Status: provisioning** since 2026-01-01T00:00:00.000Z');
     expect(details).toContain('**Plugins:** 0 declared, 0 pending');
@@ -65,7 +71,12 @@ describe('operator view', () => {
   it('after a reconcile that delivered one plugin and failed another: pending count, plugin rows, restart reason', () => {
     const state = run(reconciled);
     // The delivery asked for a restart: provisioning again, one plugin still pending.
-    expect(searchAttributeValues(state)).toEqual({ status: 'provisioning', pluginsPending: 1 });
+    expect(searchAttributeValues(state)).toEqual({
+      status: 'provisioning',
+      pluginsPending: 1,
+      crashLooping: false,
+      cordoned: false,
+    });
     const details = currentDetails(state);
     expect(details).toContain('**Plugins:** 3 declared, 1 pending');
     expect(details).toContain('**Restarts:** 1, last: ` reconcile delivered 1 plugin(s) ` (by ` reconcile ` at ');
@@ -81,7 +92,12 @@ describe('operator view', () => {
       ...reconciled.slice(0, 1),
       { type: 'reconcilePlanned', plan: { deliveries: 1, removals: 2, repairs: 1, refreshes: 0 } },
     ]);
-    expect(searchAttributeValues(running)).toEqual({ status: 'online', pluginsPending: 4 });
+    expect(searchAttributeValues(running)).toEqual({
+      status: 'online',
+      pluginsPending: 4,
+      crashLooping: false,
+      cordoned: false,
+    });
     expect(currentDetails(running)).toContain(
       '**Plugins:** 0 declared, 4 pending (reconcile running: ` provisioning→online (register) `, verify: 1 to deliver, 2 to remove, 1 drifted)',
     );
@@ -101,7 +117,12 @@ describe('operator view', () => {
         },
       },
     ]);
-    expect(searchAttributeValues(done)).toEqual({ status: 'provisioning', pluginsPending: 0 });
+    expect(searchAttributeValues(done)).toEqual({
+      status: 'provisioning',
+      pluginsPending: 0,
+      crashLooping: false,
+      cordoned: false,
+    });
     const details = currentDetails(done);
     expect(details).toContain(
       'Last reconcile changed the box: 0 delivered, 1 removed, 1 repaired after drift, 0 upgraded',
@@ -222,12 +243,17 @@ describe('search attribute registration', () => {
 
   it('registers only the missing ones, with their types', async () => {
     const operator = fakeOperator(['WorkspaceStatus']);
-    await expect(ensureSearchAttributes(operator, 'default')).resolves.toEqual(['PluginsPending']);
-    expect(operator.added).toEqual([{ PluginsPending: 3 }]); // INDEXED_VALUE_TYPE_INT
+    await expect(ensureSearchAttributes(operator, 'default')).resolves.toEqual([
+      'PluginsPending',
+      'CrashLooping',
+      'Cordoned',
+    ]);
+    // INDEXED_VALUE_TYPE_INT, INDEXED_VALUE_TYPE_BOOL
+    expect(operator.added).toEqual([{ PluginsPending: 3, CrashLooping: 5, Cordoned: 5 }]);
   });
 
   it('does nothing when all are registered', async () => {
-    const operator = fakeOperator(['WorkspaceStatus', 'PluginsPending']);
+    const operator = fakeOperator(['WorkspaceStatus', 'PluginsPending', 'CrashLooping', 'Cordoned']);
     await expect(ensureSearchAttributes(operator, 'default')).resolves.toEqual([]);
     expect(operator.added).toEqual([]);
   });
@@ -235,7 +261,7 @@ describe('search attribute registration', () => {
   it('a refusal names the CLI command that fixes it', async () => {
     const operator = fakeOperator([], Object.assign(new Error('permission denied'), { code: 7 }));
     await expect(ensureSearchAttributes(operator, 'prod')).rejects.toThrow(
-      'Register them once: temporal operator search-attribute create --namespace prod --name WorkspaceStatus --type Keyword --name PluginsPending --type Int',
+      'Register them once: temporal operator search-attribute create --namespace prod --name WorkspaceStatus --type Keyword --name PluginsPending --type Int --name CrashLooping --type Bool --name Cordoned --type Bool',
     );
   });
 
@@ -250,6 +276,10 @@ describe('search attribute registration', () => {
       'WorkspaceStatus=Keyword',
       '--search-attribute',
       'PluginsPending=Int',
+      '--search-attribute',
+      'CrashLooping=Bool',
+      '--search-attribute',
+      'Cordoned=Bool',
     ]);
     expect(searchAttributeCommand('default')).toContain('--namespace default');
   });
@@ -320,5 +350,34 @@ describe('the dev server task queue partitions', () => {
     expect(devServerTaskQueuePartitions(db)).toBe(2);
     writeFileSync(`${db}.partitions`, 'four\n');
     expect(() => devServerTaskQueuePartitions(db)).toThrow(`${db}.partitions must hold a positive whole number`);
+  });
+});
+
+describe('holds in the view', () => {
+  it('a crash-looping, cordoned workspace: flags, next attempt, the held restart', () => {
+    let state = transition(
+      initialState(ID, 'provisioning', T0),
+      { type: 'register', payload: registerPayload(ID) },
+      T0,
+      config,
+    ).state;
+    state = transition(state, { type: 'cordon', reason: 'incident `7`', requester: 'alice' }, T0 + 1, config).state;
+    state = transition(state, { type: 'deadDeclared', reason: 'not running', requester: 'd' }, T0 + 2, config).state;
+    state = {
+      ...state,
+      restart: { ...state.restart, crashes: 3, crashLooping: true, nextAttemptAt: iso(T0 + 20_002) },
+    };
+    expect(searchAttributeValues(state)).toEqual({
+      status: 'offline',
+      pluginsPending: 0,
+      crashLooping: true,
+      cordoned: true,
+    });
+    const details = currentDetails(state);
+    expect(details).toContain(
+      `**Cordoned** by \` alice \` since ${iso(T0 + 1)}: \`\` incident \`7\` \`\`; automatic restarts and deliveries held`,
+    );
+    expect(details).toContain(`**Crash-looping:** 3 crashes in a row; next attempt at ${iso(T0 + 20_002)}`);
+    expect(details).toContain(`Restart held since ${iso(T0 + 2)}: \` dead: not running \` (by \` d \`)`);
   });
 });

@@ -215,6 +215,7 @@ describe('liveness', () => {
         contract: expect.objectContaining({ want: 'degrading', hasCard: false }) as unknown,
         leaseAgeMs: 0,
         restart: null,
+        holds: { cordoned: false, crashLooping: false },
       },
     ]);
   });

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
+  holdOf,
   initialState,
   livenessContract,
   nextDeadline,
@@ -76,6 +77,13 @@ const steps: Step[] = [
   { name: 'strike', event: { type: 'strike', requester: 'dispatch' }, advanceMs: 10_000 },
   { name: 'dead', event: { type: 'deadDeclared', reason: 'not running', requester: 'dispatch' }, advanceMs: 1_000 },
   { name: 'deprovision', event: { type: 'deprovision' }, advanceMs: 1_000 },
+  {
+    name: 'busy-heartbeat',
+    event: { type: 'heartbeat', payload: heartbeatPayload(ID, { active_tasks: 2 }) },
+    advanceMs: 1_000,
+  },
+  { name: 'cordon', event: { type: 'cordon', reason: 'incident', requester: 'operator' }, advanceMs: 1_000 },
+  { name: 'uncordon', event: { type: 'uncordon', requester: 'operator' }, advanceMs: 1_000 },
 ];
 
 function* sequences(length: number): Generator<Step[]> {
@@ -119,6 +127,7 @@ function check(condition: boolean, where: string, what: string): void {
 describe('exhaustive event orders', () => {
   const LENGTH = 4;
   for (const initial of ['provisioning', 'awaiting_agent'] as InitialStatus[]) {
+    // CPU-bound (tens of thousands of orders): a timeout of its own, so a loaded machine does not fail it.
     it(`from ${initial}: every order of ${steps.length} events up to length ${LENGTH} keeps the invariants`, () => {
       let checked = 0;
       for (const sequence of sequences(LENGTH)) {
@@ -183,7 +192,8 @@ describe('exhaustive event orders', () => {
             check(after.reconcile.running, where, 'started pass not marked running');
           }
           reconcileEffects += reconciles.length;
-          if (event.type === 'reconcileFinished') followUps += reconciles.length;
+          // A pass held while cordoned starts on uncordon, as a follow-up does when a pass finishes.
+          if (event.type === 'reconcileFinished' || event.type === 'uncordon') followUps += reconciles.length;
           check(after.counters.reconcilesStarted === reconcileEffects, where, 'started counter ≠ effects');
           // Every pass is either a request that found nothing running, or an owed follow-up.
           check(
@@ -197,8 +207,25 @@ describe('exhaustive event orders', () => {
           // One restart at a time; a restart request is never dropped; a restart clears the URL.
           const restartRequested =
             step.name === 'reconcile-delivered' && before.reconcile.running && before.status !== 'removed';
-          if (restartRequested) {
-            check(restarts.length === 1 || after.restart.followUp !== null, where, 'restart request dropped');
+          const owed = (t: WorkspaceState): boolean => t.restart.followUp !== null || t.restart.held !== null;
+          if (restartRequested) check(restarts.length === 1 || owed(after), where, 'restart request dropped');
+          // An operator restart is never held: it starts, or follows the one in flight.
+          if (event.type === 'restartRequested' && before.status !== 'removed' && before.runtime === 'managed')
+            check(restarts.length === 1 || after.restart.followUp !== null, where, 'operator restart held');
+          // A held restart waits on a hold that applies, never beside one in flight.
+          const held = after.restart.held;
+          if (held !== null) {
+            check(!after.restart.inFlight, where, 'a restart held while one is in flight');
+            check(holdOf(after, held, now, config) !== null, where, 'a restart held with nothing holding it');
+          }
+          // While cordoned nothing automatic restarts or delivers: only an operator's command does.
+          if (before.cordon !== null && after.cordon !== null) {
+            const operators = event.type === 'restartRequested' || event.type === 'reconcileRequested';
+            const operatorFollowUp =
+              (event.type === 'restartFinished' && before.restart.followUp?.cause === 'requested') ||
+              (event.type === 'reconcileFinished' && before.reconcile.followUpByOperator);
+            if (!operators && !operatorFollowUp)
+              check(restarts.length === 0 && reconciles.length === 0, where, 'automatic work while cordoned');
           }
           if (restarts.length === 1) {
             const draining = event.type === 'restartFinished' && before.restart.followUp !== null;
@@ -218,7 +245,7 @@ describe('exhaustive event orders', () => {
               where,
               'dead without revoking tokens',
             );
-            check(restarts.length === 1 || after.restart.followUp !== null, where, 'dead without a restart');
+            check(restarts.length === 1 || owed(after), where, 'dead without a restart');
             check(after.deadDetection.strikes === null, where, 'strikes survive a dead declaration');
           } else {
             check(!effects.some((e) => e.type === 'revokeTokens'), where, 'tokens revoked without a dead declaration');
@@ -241,7 +268,7 @@ describe('exhaustive event orders', () => {
         }
       }
       expect(checked).toBe(steps.length ** LENGTH * LENGTH);
-    });
+    }, 300_000);
   }
 
   it('never mutates its input', () => {
@@ -277,6 +304,7 @@ describe('transitions', () => {
         contract: onlineContract(),
         leaseAgeMs: 0,
         restart: null,
+        holds: { cordoned: false, crashLooping: false },
       },
     ]);
   });
@@ -415,6 +443,7 @@ describe('transitions', () => {
         contract: expect.objectContaining({ want: 'recovering', leaseWatched: true }) as unknown,
         leaseAgeMs: 0,
         restart: null,
+        holds: { cordoned: false, crashLooping: false },
       },
     ]);
     const same = transition(

@@ -5,6 +5,7 @@
 import type { LifecycleConfig } from '../config.js';
 import {
   MAX_RECENT,
+  type CommandAnswer,
   type Effect,
   type SignalName,
   type Status,
@@ -19,8 +20,13 @@ export class Draft {
   readonly cameOnline: { from: Status; cause: string }[] = [];
   /** Every status change this step made, in order: the projection write reports them all. */
   readonly moves: StatusChange[] = [];
-  /** Publish the liveness contract even if unchanged: the lease must be written again (onLeaseExpired). */
+  /**
+   * Publish the liveness contract even if unchanged: the lease must be written again
+   * (onLeaseExpired), or a heartbeat wanted while a restart drains must be followed by the next.
+   */
   republish = false;
+  /** What an operator command did (the Update's answer). */
+  answer: CommandAnswer | undefined;
 
   constructor(
     previous: WorkspaceState,
@@ -45,6 +51,11 @@ export class Draft {
     return this.state.runtime === 'external';
   }
 
+  /** An operator holds the workspace: nothing automatic restarts or delivers. */
+  get cordoned(): boolean {
+    return this.state.cordon !== null;
+  }
+
   /** Changes status, recording the change and its cause. */
   moveTo(to: Status, cause: string): void {
     const from = this.state.status;
@@ -66,6 +77,10 @@ export class Draft {
     );
   }
 }
+
+export const started = (detail: string): CommandAnswer => ({ outcome: 'started', detail });
+export const merged = (detail: string): CommandAnswer => ({ outcome: 'merged', detail });
+export const refused = (detail: string): CommandAnswer => ({ outcome: 'refused', detail });
 
 export function iso(ms: number): string {
   return new Date(ms).toISOString();

@@ -16,7 +16,7 @@ import {
 } from '../payloads.js';
 import { seconds, type Draft } from './draft.js';
 import { requestReconcile } from './reconcile.js';
-import { isSettling, requestRestart, settleDeadline } from './restart.js';
+import { dropMootHeldRestart, isDraining, isSettling, requestRestart, settleDeadline } from './restart.js';
 import type { AgentCardSummary, HeartbeatWant, LastHeartbeat, LivenessContract, WorkspaceState } from './types.js';
 
 /** A runtime checked in (it booted): its URL, card and delivery mode are recorded, and it is online. */
@@ -48,6 +48,7 @@ export function onRegister(draft: Draft, payload: unknown): void {
     state.restart.retryAt = null;
     state.restart.failures = 0;
   }
+  dropMootHeldRestart(draft);
   // A register is a fresh runtime boot: whatever the status was, the runtime is up. Its box may
   // have been rebuilt or changed meanwhile: the pass coming online (transition) verifies the
   // tracked plugins on it. Already online, the register still asks for that, unless a verify was
@@ -162,8 +163,10 @@ export function leaseDeadline(state: WorkspaceState, config: LifecycleConfig): n
     case 'degraded':
       return lastSignOfLife(state) + config.livenessTtlMs;
     case 'offline':
-      // A restart in flight already answers the silence; its end sets a new status.
-      return state.restart.inFlight ? null : Date.parse(state.statusSince) + config.livenessTtlMs;
+      // A restart in flight or held already answers the silence; its end sets a new status.
+      return state.restart.inFlight || state.restart.held !== null
+        ? null
+        : Date.parse(state.statusSince) + config.livenessTtlMs;
     default:
       return null;
   }
@@ -173,10 +176,12 @@ export function leaseDeadline(state: WorkspaceState, config: LifecycleConfig): n
  * The contract the workflow publishes for its state at `now` (docs/fleet-liveness.md): a live
  * workspace wants what moves it between online and degraded, and while a settle window waits for
  * the new runtime's first heartbeat, any heartbeat; every other status wants the next heartbeat,
- * which brings it online, unless a restart is in flight (it may be the old runtime's).
+ * which brings it online, unless a restart is in flight (it may be the old runtime's). While a
+ * held restart drains, every heartbeat is wanted: the one reporting no active task releases it.
  */
 export function livenessContract(state: WorkspaceState, now: number, config: LifecycleConfig): LivenessContract {
-  const settlingForHeartbeat = isSettling(state, now, config) && !heartbeatSinceRestart(state);
+  const settlingForHeartbeat =
+    (isSettling(state, now, config) && !heartbeatSinceRestart(state)) || isDraining(state, now, config);
   let want: HeartbeatWant;
   if (state.status === 'removed') want = 'none';
   else if (state.status === 'online') want = settlingForHeartbeat ? 'any' : 'degrading';

@@ -6,9 +6,16 @@
  * workflow's (workflows/reconcile.ts).
  */
 import type { LifecycleConfig } from '../config.js';
-import type { Draft } from './draft.js';
+import { merged, refused, started, type Draft } from './draft.js';
 import { requestRestart } from './restart.js';
-import type { ReconcileMode, ReconcileOutcome, ReconcilePlan, ReconcileReport, WorkspaceState } from './types.js';
+import type {
+  CommandAnswer,
+  ReconcileMode,
+  ReconcileOutcome,
+  ReconcilePlan,
+  ReconcileReport,
+  WorkspaceState,
+} from './types.js';
 
 const reconcileModes: readonly ReconcileMode[] = ['diff', 'verify', 'refresh'];
 function deeperMode(a: ReconcileMode, b: ReconcileMode): ReconcileMode {
@@ -17,11 +24,17 @@ function deeperMode(a: ReconcileMode, b: ReconcileMode): ReconcileMode {
 
 /**
  * A pass is asked for: it starts if none runs, else the running one owes exactly one follow-up,
- * in the deepest mode asked meanwhile.
+ * in the deepest mode asked meanwhile. While cordoned an automatic request is held: one pass, in
+ * the deepest mode asked, runs on uncordon; an operator's runs.
  */
-export function requestReconcile(draft: Draft, trigger: string, mode: ReconcileMode = 'diff'): void {
+export function requestReconcile(
+  draft: Draft,
+  trigger: string,
+  mode: ReconcileMode = 'diff',
+  byOperator = false,
+): CommandAnswer {
   // The service has no box to deliver to: an external runtime loads its own plugins.
-  if (draft.external) return;
+  if (draft.external) return refused('the runtime is external: it loads its own plugins');
   const reconcile = draft.state.reconcile;
   draft.state.counters.reconcilesRequested++;
   // Counted from the request, so a resync asked while a pass runs is not asked again meanwhile.
@@ -29,10 +42,36 @@ export function requestReconcile(draft: Draft, trigger: string, mode: ReconcileM
   if (reconcile.running) {
     reconcile.followUp = true;
     reconcile.followUpMode = deeperMode(reconcile.followUpMode, mode);
+    reconcile.followUpByOperator ||= byOperator;
     draft.state.counters.reconcilesCoalesced++;
-    return;
+    return merged('into the pass running: one more pass follows it');
+  }
+  if (draft.cordoned && !byOperator) {
+    reconcile.heldMode = deeperMode(reconcile.heldMode ?? 'diff', mode);
+    draft.state.counters.reconcilesCoalesced++;
+    return merged('held while cordoned');
   }
   startReconcile(draft, trigger, mode);
+  return started(`a ${mode} pass`);
+}
+
+/**
+ * Uncordon: the pass held while cordoned starts, or follows the running one; its mode, or null
+ * when none was held or the runtime is not up (its way into online asks for a verify pass).
+ */
+export function releaseHeldReconcile(draft: Draft): ReconcileMode | null {
+  const reconcile = draft.state.reconcile;
+  const mode = reconcile.heldMode;
+  reconcile.heldMode = null;
+  const live = draft.state.status === 'online' || draft.state.status === 'degraded';
+  if (mode === null || !live) return null;
+  if (reconcile.running) {
+    reconcile.followUp = true;
+    reconcile.followUpMode = deeperMode(reconcile.followUpMode, mode);
+  } else {
+    startReconcile(draft, 'held while cordoned', mode);
+  }
+  return mode;
 }
 
 function startReconcile(draft: Draft, trigger: string, mode: ReconcileMode): void {
@@ -53,9 +92,9 @@ export function onPluginsDeclared(draft: Draft): void {
 }
 
 /** An operator asks for a pass (verify, or refresh to take a branch's new head). */
-export function onReconcileRequested(draft: Draft, mode: ReconcileMode, requester: string): void {
-  if (draft.state.status === 'removed') return;
-  requestReconcile(draft, `requested by ${requester}`, mode);
+export function onReconcileRequested(draft: Draft, mode: ReconcileMode, requester: string): CommandAnswer {
+  if (draft.state.status === 'removed') return refused('the workspace is removed');
+  return requestReconcile(draft, `requested by ${requester}`, mode, true);
 }
 
 /** The running pass has diffed (and listed the box): what it will change. */
@@ -90,11 +129,16 @@ export function onReconcileFinished(
   }
   const owed = reconcile.followUp;
   const owedMode = reconcile.followUpMode;
+  const operatorOwed = reconcile.followUpByOperator;
   reconcile.followUp = false;
   reconcile.followUpMode = 'diff';
+  reconcile.followUpByOperator = false;
   reconcile.plan = null;
-  // A removed workspace has no box left to converge.
-  if (owed && state.status !== 'removed') startReconcile(draft, 'follow-up of coalesced triggers', owedMode);
+  // A removed workspace has no box left to converge; a cordoned one holds the follow-up, unless
+  // an operator asked for it.
+  if (!owed || state.status === 'removed') return;
+  if (draft.cordoned && !operatorOwed) reconcile.heldMode = deeperMode(reconcile.heldMode ?? 'diff', owedMode);
+  else startReconcile(draft, 'follow-up of coalesced triggers', owedMode);
 }
 
 function restartReason(report: ReconcileReport, changed: number): string {

@@ -1,26 +1,61 @@
 /**
  * Restarts and dead detection's decisions: the one restart operation whoever asks (operator,
- * reconcile, watchdog, a dead verdict), its follow-up and its retries, the settle window after
- * it, strikes while settling, and the dead declaration. The probes and waits that lead to these
- * decisions are the workflow's (workflows/dead-detection.ts).
+ * reconcile, watchdog, a dead verdict), its follow-up and its retries, what holds it (cordon,
+ * crash-loop backoff, drain), the settle window after it, strikes while settling, and the dead
+ * declaration. The probes and waits that lead to these decisions are the workflow's
+ * (workflows/dead-detection.ts).
  */
 import type { LifecycleConfig } from '../config.js';
-import { iso, seconds, type Draft } from './draft.js';
-import type { Event, ProbeResult, RestartCause, WorkspaceState } from './types.js';
+import { iso, merged, refused, seconds, started, type Draft } from './draft.js';
+import type {
+  CommandAnswer,
+  Event,
+  HeldRestart,
+  ProbeResult,
+  RestartCause,
+  RestartHold,
+  WorkspaceState,
+} from './types.js';
 
 /**
  * The one restart operation, whoever asks: stamps the start, clears the URL, goes
  * provisioning and restarts the box. A request while one is in flight becomes exactly one
- * follow-up; none is dropped.
+ * follow-up; an automatic one that a hold applies to waits as the held restart (requests
+ * meanwhile merge into it); none is dropped. A death soon after the last restart counts a crash.
  */
-export function requestRestart(draft: Draft, reason: string, requester: string, cause: RestartCause): void {
+export function requestRestart(draft: Draft, reason: string, requester: string, cause: RestartCause): CommandAnswer {
   const restart = draft.state.restart;
-  if (draft.state.status === 'removed') return;
-  if (draft.external) return draft.reject('restart', `${reason}: the runtime is external; restart it where it runs`);
+  if (draft.state.status === 'removed') return refused('the workspace is removed');
+  if (draft.external) {
+    draft.reject('restart', `${reason}: the runtime is external; restart it where it runs`);
+    return refused('the runtime is external: restart it where it runs');
+  }
   if (restart.inFlight) {
     restart.followUp = { reason, requester, cause };
-    return;
+    return merged(`into restart ${restart.count} in flight: one more restart follows it`);
   }
+  const previous = restart.held;
+  if ((cause === 'dead' || cause === 'silent') && previous === null) countCrash(draft);
+  // An operator restart starts now; a held restart that only loads plugins takes the more urgent
+  // request's reason (and its holds).
+  const request: HeldRestart =
+    cause === 'requested' || previous === null || previous.cause === 'reconcile'
+      ? { reason, requester, cause, since: previous?.since ?? draft.at }
+      : previous;
+  const hold = holdOf(draft.state, request, draft.now, draft.config);
+  if (hold !== null) {
+    restart.held = request;
+    return merged(`held (${hold})`);
+  }
+  startRestart(draft, request.reason, request.requester, request.cause);
+  return started(`restart ${restart.count}`);
+}
+
+function startRestart(draft: Draft, reason: string, requester: string, cause: RestartCause): void {
+  const restart = draft.state.restart;
+  // This restart answers whatever was held, and it is the attempt the backoff waited for.
+  restart.held = null;
+  restart.nextAttemptAt = null;
   restart.inFlight = true;
   restart.count++;
   restart.lastReason = reason;
@@ -44,6 +79,122 @@ export function onRestartFinished(draft: Draft, outcome: 'succeeded' | 'failed',
   const followUp = restart.followUp;
   restart.followUp = null;
   if (followUp) requestRestart(draft, followUp.reason, followUp.requester, followUp.cause ?? 'requested');
+}
+
+/**
+ * What holds a restart now, the first that applies, or null: operator restarts are never held;
+ * a cordon holds every other; a crash-loop backoff until its next attempt; a restart that only
+ * loads plugins drains while the last heartbeat reports active tasks, until the drain deadline.
+ */
+export function holdOf(
+  state: WorkspaceState,
+  request: Pick<HeldRestart, 'cause' | 'since'>,
+  now: number,
+  config: LifecycleConfig,
+): RestartHold | null {
+  if (request.cause === 'requested') return null;
+  if (state.cordon !== null) return 'cordoned';
+  const { nextAttemptAt } = state.restart;
+  if (nextAttemptAt !== null && now < Date.parse(nextAttemptAt)) return 'crash-loop backoff';
+  const deadline = drainDeadline(state, request, config);
+  if (deadline !== null && now < deadline) return 'draining';
+  return null;
+}
+
+/** The drain deadline of a restart that only loads plugins, while the last heartbeat reports active tasks; else null. */
+function drainDeadline(
+  state: WorkspaceState,
+  request: Pick<HeldRestart, 'cause' | 'since'>,
+  config: LifecycleConfig,
+): number | null {
+  const busy = (state.lastHeartbeat?.activeTasks ?? 0) > 0;
+  return request.cause === 'reconcile' && busy ? Date.parse(request.since) + config.drainTimeoutMs : null;
+}
+
+/** A held restart waits for the runtime to finish its work now: the workflow wants the next heartbeat. */
+export function isDraining(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
+  const held = state.restart.held;
+  return held !== null && !state.restart.inFlight && holdOf(state, held, now, config) === 'draining';
+}
+
+/**
+ * When time alone releases the held restart (the backoff's next attempt, the drain deadline), or
+ * null: none is held, or only an uncordon or a heartbeat releases it.
+ */
+export function heldRestartDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  const { held, inFlight, nextAttemptAt } = state.restart;
+  if (held === null || inFlight || state.cordon !== null) return null;
+  if (nextAttemptAt !== null) return Date.parse(nextAttemptAt);
+  return drainDeadline(state, held, config);
+}
+
+/**
+ * After every event: a backoff whose time has come is over, and a held restart that nothing holds
+ * any more starts (its hold ended: uncordon, a heartbeat with no active task, a deadline).
+ */
+export function releaseHeldRestart(draft: Draft): void {
+  const restart = draft.state.restart;
+  if (restart.nextAttemptAt !== null && draft.now >= Date.parse(restart.nextAttemptAt)) restart.nextAttemptAt = null;
+  const held = restart.held;
+  if (held === null || restart.inFlight) return;
+  if (draft.state.status === 'removed') {
+    restart.held = null;
+    return;
+  }
+  if (holdOf(draft.state, held, draft.now, draft.config) === null)
+    startRestart(draft, held.reason, held.requester, held.cause);
+}
+
+/**
+ * A fresh runtime checked in: a held restart for its death or silence is moot (one that loads
+ * plugins is still owed: only a restart loads them).
+ */
+export function dropMootHeldRestart(draft: Draft): void {
+  const restart = draft.state.restart;
+  if (restart.held === null || restart.held.cause === 'reconcile') return;
+  restart.held = null;
+  restart.nextAttemptAt = null;
+}
+
+/**
+ * A death (a dead verdict, or silence past the watchdog) within the healthy stretch after the
+ * last restart is a crash; from the second in a row, automatic restarts back off. A death after a
+ * longer run starts the count again.
+ */
+function countCrash(draft: Draft): void {
+  const restart = draft.state.restart;
+  const { config } = draft;
+  const last = restart.lastStartedAt;
+  const crashed = last !== null && draft.now - Date.parse(last) < config.healthyStretchMs;
+  restart.crashes = crashed ? restart.crashes + 1 : 0;
+  restart.crashLooping = restart.crashes >= 2;
+  restart.nextAttemptAt = restart.crashLooping ? iso(draft.now + crashBackoffDelayMs(restart.crashes, config)) : null;
+}
+
+/** The wait before the next automatic restart after `crashes` crashes in a row: base, doubling per crash from the second, at most the max. */
+export function crashBackoffDelayMs(
+  crashes: number,
+  config: Pick<LifecycleConfig, 'crashBackoffBaseMs' | 'crashBackoffMaxMs'>,
+): number {
+  if (crashes < 2) return 0;
+  return Math.min(config.crashBackoffMaxMs, config.crashBackoffBaseMs * 2 ** (crashes - 2));
+}
+
+/** When a healthy stretch online resets the crash count, or null. */
+export function crashResetDeadline(state: WorkspaceState, config: LifecycleConfig): number | null {
+  return state.restart.crashes > 0 && state.status === 'online'
+    ? Date.parse(state.statusSince) + config.healthyStretchMs
+    : null;
+}
+
+/** A deadline fired: a runtime online for a healthy stretch is no longer crash-looping. */
+export function resetCrashesIfDue(draft: Draft): void {
+  const deadline = crashResetDeadline(draft.state, draft.config);
+  if (deadline === null || draft.now < deadline) return;
+  const restart = draft.state.restart;
+  restart.crashes = 0;
+  restart.crashLooping = false;
+  restart.nextAttemptAt = null;
 }
 
 /** The wait before asking a failed restart again: 1 min, doubling per failure in a row, at most 30 min. */

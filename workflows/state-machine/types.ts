@@ -140,6 +140,10 @@ export interface ReconcileState {
   mode: ReconcileMode;
   /** The deepest mode the follow-up must run in. */
   followUpMode: ReconcileMode;
+  /** An operator asked for the follow-up: it runs even while cordoned. */
+  followUpByOperator: boolean;
+  /** Automatic passes held while cordoned: one pass in this mode runs on uncordon; null when none. */
+  heldMode: ReconcileMode | null;
   /** When a verify (or refresh) pass was last asked for: the periodic resync counts from it. */
   lastVerifyAt: string | null;
   /** The running pass's plan; null before it has diffed, and between passes. */
@@ -194,6 +198,25 @@ export interface PluginState {
 export type RestartCause = 'dead' | 'silent' | 'reconcile' | 'retry' | 'requested';
 export const restartCauses: readonly RestartCause[] = ['dead', 'silent', 'reconcile', 'retry', 'requested'];
 
+/**
+ * A restart asked for that waits (docs/restarts.md), by the first hold that applies:
+ * - cordoned: an operator holds the workspace; nothing automatic restarts until uncordon;
+ * - crash-loop backoff: the runtime crashed twice or more in a row; the next automatic restart
+ *   waits until `nextAttemptAt`;
+ * - draining: a restart that only loads plugins waits while the last heartbeat reports active
+ *   tasks, until the drain deadline.
+ * Operator restarts are never held.
+ */
+export type RestartHold = 'cordoned' | 'crash-loop backoff' | 'draining';
+
+export interface HeldRestart {
+  reason: string;
+  requester: string;
+  cause: RestartCause;
+  /** When it was first asked: the drain deadline counts from it. */
+  since: string;
+}
+
 export interface RestartState {
   inFlight: boolean;
   /** A request arrived while one was in flight: exactly one more restart follows. */
@@ -210,6 +233,27 @@ export interface RestartState {
   failures: number;
   /** When the failed restart is asked again (a durable deadline), or null. */
   retryAt: string | null;
+  /** A restart asked for and held (see RestartHold); at most one, requests meanwhile merge into it. */
+  held: HeldRestart | null;
+  /** Crashes in a row: the runtime died within the healthy stretch after its last restart. */
+  crashes: number;
+  /** Two crashes or more in a row: automatic restarts back off. */
+  crashLooping: boolean;
+  /** While crash-looping, when the next automatic restart may start; null once it started. */
+  nextAttemptAt: string | null;
+}
+
+/** An operator holds the workspace: nothing automatic restarts it or delivers to it. */
+export interface Cordon {
+  since: string;
+  reason: string;
+  requester: string;
+}
+
+/** What an operator command did: started, merged into one in flight (or in force), or refused and why. */
+export interface CommandAnswer {
+  outcome: 'started' | 'merged' | 'refused';
+  detail: string;
 }
 
 export type ProbeResult = 'running' | 'not-running' | 'error';
@@ -228,7 +272,7 @@ export interface Counters {
   rejected: number;
   /** Transitions into online (or other causes) that asked for a reconcile. */
   reconcilesRequested: number;
-  /** Passes actually started; requested minus coalesced. */
+  /** Passes actually started; requested minus coalesced (held while cordoned counts as coalesced). */
   reconcilesStarted: number;
   /** Requests folded into a follow-up because a pass was already running or queued. */
   reconcilesCoalesced: number;
@@ -284,6 +328,8 @@ export interface WorkspaceState {
   pluginsPending: number;
   restart: RestartState;
   deadDetection: DeadDetectionState;
+  /** Set while an operator holds the workspace (docs/restarts.md). */
+  cordon: Cordon | null;
   /** Most recent first, bounded. */
   recentRejections: Rejection[];
   /** Most recent first, bounded. */
@@ -310,6 +356,10 @@ export type Event =
   /** The running pass has diffed (and listed the box): what it will change. */
   | { type: 'reconcilePlanned'; plan: ReconcilePlan }
   | { type: 'probed'; result: ProbeResult }
+  /** An operator holds the workspace: nothing automatic restarts or delivers until uncordon. */
+  | { type: 'cordon'; reason: string; requester: string }
+  /** The hold ends: what it held (a restart, a reconcile pass) runs once. */
+  | { type: 'uncordon'; requester: string }
   /** A not-running probe while settling with no recent or fresh heartbeat. */
   | { type: 'strike'; requester: string }
   | { type: 'deadDeclared'; reason: string; requester: string }
@@ -331,7 +381,7 @@ export type Effect =
   /** Heartbeat silence: run the dead-detection evaluation. */
   | { type: 'evaluate'; requester: string }
   /**
-   * Status, URL, mode or liveness contract changed (or a register renewed the lease): the SQL
+   * Status, URL, mode, holds or liveness contract changed (or a register renewed the lease): the SQL
    * projection and the heartbeat ledger's contract get the final values of this step, in one write,
    * with the status changes it made (each written once to the event outbox). Times cross to the
    * database as ages on the workflow's clock: `leaseAgeMs` since what the workflow itself last
@@ -349,11 +399,21 @@ export type Effect =
       contract: LivenessContract;
       leaseAgeMs: number;
       restart: { key: string; ageMs: number } | null;
+      /** What the fleet's gauges count: cordoned, crash-looping. */
+      holds: ProjectedHolds;
     };
+
+/** The holds the projection carries, for the API's fleet gauges. */
+export interface ProjectedHolds {
+  cordoned: boolean;
+  crashLooping: boolean;
+}
 
 export interface Transition {
   state: WorkspaceState;
   effects: Effect[];
+  /** For an operator command (restartRequested, reconcileRequested, cordon, uncordon): what it did. */
+  answer?: CommandAnswer;
 }
 
 export const MAX_RECENT = 10;
@@ -397,6 +457,8 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastError: null,
       mode: 'diff',
       followUpMode: 'diff',
+      followUpByOperator: false,
+      heldMode: null,
       lastVerifyAt: null,
       plan: null,
       lastChanges: null,
@@ -416,8 +478,13 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
       lastError: null,
       failures: 0,
       retryAt: null,
+      held: null,
+      crashes: 0,
+      crashLooping: false,
+      nextAttemptAt: null,
     },
     deadDetection: { strikes: null, lastProbe: null, lastVerdict: null, deadDeclarations: 0 },
+    cordon: null,
     recentRejections: [],
     recentTransitions: [],
   };
