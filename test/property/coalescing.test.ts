@@ -6,7 +6,8 @@
  * the workflow's, run twice over the pure state machine and the dead-detection evaluation in
  * simulated time: once forwarding every heartbeat, once through the ledger's one statement (the
  * LedgerModel, whose forward rule test/integration/heartbeat-ledger.test.ts checks against the
- * SQL function). Both give the same statuses, verdicts and restarts.
+ * SQL function), with the workflow's own deadlines (its one timer) firing as they fall due. Both
+ * give the same statuses, verdicts and restarts.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -17,6 +18,7 @@ import { parseHeartbeat } from '../../workflows/payloads.js';
 import {
   heartbeatFacts,
   initialState,
+  nextDeadline,
   restartKey,
   transition,
   type Effect,
@@ -206,19 +208,32 @@ class Simulation {
     await new Promise((resolve) => setImmediate(resolve));
   }
 
-  /** Fires every timer and sweep due up to `until`, in time order. */
+  /**
+   * When the workflow's own timer fires (workspace.ts arms one at `nextDeadline`, at least 1 ms
+   * ahead): the provisioning timeout, a settle window's end, a restart retry, a held restart's
+   * backoff or drain, the resync.
+   */
+  private deadlineAt(): number {
+    const deadline = nextDeadline(this.state, config);
+    return deadline === null ? Infinity : Math.max(deadline, this.now + 1);
+  }
+
+  /** Fires every timer, sweep and workflow deadline due up to `until`, in time order. */
   private async runUntil(until: number): Promise<void> {
     for (;;) {
       const timer = this.timers[0];
-      const nextAt = Math.min(timer?.at ?? Infinity, this.nextSweep);
+      const deadlineAt = this.deadlineAt();
+      const nextAt = Math.min(timer?.at ?? Infinity, this.nextSweep, deadlineAt);
       if (nextAt > until) break;
       this.now = Math.max(this.now, nextAt);
       if (timer !== undefined && timer.at === nextAt) {
         this.timers.shift();
         timer.fire();
-      } else {
+      } else if (this.nextSweep === nextAt) {
         this.nextSweep += SWEEP_EVERY_MS;
         this.sweep();
+      } else {
+        this.apply({ type: 'deadline' });
       }
       await Simulation.settle();
     }
