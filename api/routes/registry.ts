@@ -12,7 +12,7 @@ import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { effectiveDeliveryMode, registerUrl, withRegisterUrl } from '../../workflows/payloads.js';
-import { heartbeatPayloadSchema, registerPayloadSchema } from '../payload-schemas.js';
+import { heartbeatPayloadSchema, heartbeatValidatorCompiler, registerPayloadSchema } from '../payload-schemas.js';
 import { heartbeatFacts, type HeartbeatFacts } from '../../workflows/state-machine.js';
 import type { HeartbeatRecord } from '../../db/tables/heartbeat-ledger.js';
 import type { WorkspaceAccess } from '../../db/tables/workspaces.js';
@@ -175,6 +175,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
           ...errors(400, 401, 403, 404, 429, 502, 503),
         },
       },
+      validatorCompiler: heartbeatValidatorCompiler,
     },
     async (request) =>
       ctx.admitted(async () => {
