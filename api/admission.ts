@@ -101,13 +101,18 @@ export class Admission {
     return { inFlight: this.inFlight, queued: this.waiting.length, limit: Math.floor(this.limit) };
   }
 
+  /** Every slot is taken and the queue is full: a call arriving now would be refused. */
+  get full(): boolean {
+    return this.inFlight >= Math.floor(this.limit) && this.waiting.length >= this.settings.maxQueued;
+  }
+
   /**
    * A 429 when a call arriving now would be refused (every slot taken, the queue full), else
    * undefined. Checked before the request body is read and validated, so a refusal costs
    * almost nothing when the API is flooded.
    */
   refuseEarly(): HttpError | undefined {
-    if (this.inFlight < Math.floor(this.limit) || this.waiting.length < this.settings.maxQueued) return undefined;
+    if (!this.full) return undefined;
     this.refused.queueFull++;
     return this.refusal('too many calls in flight');
   }

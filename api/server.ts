@@ -105,9 +105,11 @@ export async function buildApi(
       reply.elapsedTime / 1000,
     );
   });
-  // A flood is refused before its bodies are parsed; probes and metrics are never refused.
+  // A flood is refused before its bodies are parsed; probes and metrics are never refused. The
+  // route is looked up only when the call would be refused: the lookup builds an object per call.
   app.addHook('onRequest', (request, _reply, done) => {
-    done(operationsPaths.has(request.routeOptions.url ?? '') ? undefined : ctx.admission.refuseEarly());
+    const refused = ctx.admission.full && !operationsPaths.has(request.routeOptions.url ?? '');
+    done(refused ? ctx.admission.refuseEarly() : undefined);
   });
 
   app.setErrorHandler((error, request, reply) => {

@@ -29,9 +29,23 @@ function workspaceOf(request: FastifyRequest): string | undefined {
   return typeof id === 'string' ? id : undefined;
 }
 
-/** Adds fields to every later log line of the call, the completion line included. */
-function logWith(request: FastifyRequest, reply: FastifyReply, fields: Record<string, string>): void {
-  const log = request.log.child(fields);
+/** A call's logger that can take more fields in place (pino's). */
+type Rebindable = FastifyRequest['log'] & { setBindings?: (bindings: Record<string, string>) => void };
+
+/**
+ * Adds fields to every later log line of the call, the completion line included. Fastify gives
+ * each call a logger of its own: the fields go into it, which costs a fraction of a child of it.
+ * A logger shared with other calls (`root`) gets a child instead.
+ */
+function logWith(
+  root: FastifyInstance['log'],
+  request: FastifyRequest,
+  reply: FastifyReply,
+  fields: Record<string, string>,
+): void {
+  const own: Rebindable = request.log;
+  if (own !== root && own.setBindings !== undefined) return own.setBindings(fields);
+  const log = own.child(fields);
   request.log = log;
   reply.log = log;
 }
@@ -43,7 +57,7 @@ export function traceRequests(app: FastifyInstance, tracer: Tracer | null): void
   app.addHook('preHandler', (request, reply, done) => {
     const workspaceId = workspaceOf(request);
     if (workspaceId !== undefined) {
-      logWith(request, reply, { workspace_id: workspaceId });
+      logWith(app.log, request, reply, { workspace_id: workspaceId });
       spans.get(request)?.setAttribute('workspace.id', workspaceId);
     }
     done();
@@ -64,7 +78,7 @@ export function traceRequests(app: FastifyInstance, tracer: Tracer | null): void
       parent,
     );
     spans.set(request, span);
-    logWith(request, reply, { trace_id: span.spanContext().traceId });
+    logWith(app.log, request, reply, { trace_id: span.spanContext().traceId });
     done();
   });
 

@@ -73,16 +73,18 @@ export class HeartbeatLedgerTable {
   async record(tokenHash: Buffer, workspaceId: string, beat: HeartbeatFacts): Promise<HeartbeatRecord | null> {
     const wanted = `heartbeat_wanted(h.want, h.want_version, h.delivered_version, h.degrade_error_rate,
                                      h.recover_error_rate, h.has_card, $3, $4, $5, $6)`;
-    const { rows } = await this.pool.query<{ wanted: boolean; want_version: string }>(
-      `UPDATE workspace_heartbeats h
+    // Named, so each connection parses it once and PostgreSQL can reuse its plan on later heartbeats.
+    const { rows } = await this.pool.query<{ wanted: boolean; want_version: string }>({
+      name: 'record-heartbeat',
+      text: `UPDATE workspace_heartbeats h
           SET last_seen_at = CASE WHEN ${wanted} THEN h.last_seen_at ELSE now() END,
               beats = CASE WHEN ${wanted} THEN h.beats ELSE h.beats + 1 END
          FROM workspace_tokens t, workspaces w
         WHERE h.workspace_id = $2 AND t.token_hash = $1 AND t.workspace_id = $2 AND t.revoked_at IS NULL
           AND w.id = $2 AND w.removed_at IS NULL AND w.status <> 'removed'
        RETURNING ${wanted} AS wanted, h.want_version`,
-      [tokenHash, workspaceId, beat.errorRate, beat.runtimeState, beat.managesOwnStatus, beat.bringsCard],
-    );
+      values: [tokenHash, workspaceId, beat.errorRate, beat.runtimeState, beat.managesOwnStatus, beat.bringsCard],
+    });
     const row = rows[0];
     return row ? { wanted: row.wanted, wantVersion: Number(row.want_version) } : null;
   }
