@@ -30,10 +30,15 @@ const harness = useWorkerHarness('holds-tests', createTimeSkippingEnv, (fake) =>
   ...fake.activities,
   listPluginDiff: async (request) => {
     const diff = await fake.activities.listPluginDiff(request);
-    if (!withStalePlugin.delete(request.workspaceId)) return diff;
+    if (!withStalePlugin.has(request.workspaceId)) return diff;
     return { ...diff, undeclared: [{ name: 'old', source: 'local://old', revision: 'r1', installedVia: 'delivered' }] };
   },
-  removePlugin: () => Promise.resolve('removed'),
+  // The plugin is gone once removed, not once listed: a listing whose attempt timed out (a held
+  // pass on a loaded machine) and was retried still finds it.
+  removePlugin: ({ workspaceId }) => {
+    withStalePlugin.delete(workspaceId);
+    return Promise.resolve('removed');
+  },
   deleteTrackingRow: () => Promise.resolve(),
 }));
 
