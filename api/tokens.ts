@@ -8,9 +8,11 @@
  * writes it into the box); the register it lets through consumes it and mints the new token.
  */
 import { timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Store } from '../db/store.js';
 import type { StoredToken } from '../db/tables/tokens.js';
 import { hashSecret, newSecret } from '../db/secrets.js';
+import { HttpError } from './errors.js';
 
 /** The header a register carries the boot credential in. */
 export const BOOT_CREDENTIAL_HEADER = 'x-boot-credential';
@@ -165,4 +167,11 @@ async function checkBootCredential(store: Store, workspaceId: string, header: st
 export function isAdmin(authorization: string | undefined, adminToken: string): boolean {
   const bearer = /^Bearer (.+)$/.exec(authorization ?? '')?.[1] ?? '';
   return timingSafeEqual(hashSecret(bearer), hashSecret(adminToken));
+}
+
+/** An `onRequest` hook for a plugin whose every route takes the admin token: 401 without it. */
+export function requireAdmin(adminToken: string) {
+  return (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void): void => {
+    next(isAdmin(request.headers.authorization, adminToken) ? undefined : new HttpError(401, 'admin token required'));
+  };
 }

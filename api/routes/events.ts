@@ -15,7 +15,7 @@
  * - One poll of the outbox's last sequence number per process wakes every stream; an idle
  *   stream gets a comment line every KEEPALIVE_MS, so proxies keep it open.
  */
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
@@ -24,7 +24,7 @@ import type { ApiContext } from '../context.js';
 import { DEPENDENCY_RETRY_AFTER_SECONDS, HttpError } from '../errors.js';
 import { workspaceIdSchema } from '../payload-schemas.js';
 import { errors } from '../schemas.js';
-import { isAdmin } from '../tokens.js';
+import { requireAdmin } from '../tokens.js';
 
 export const EVENTS_PATH = '/events';
 /** How often a process looks for new events. */
@@ -162,13 +162,7 @@ export const eventRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, 
     hookDone();
   });
 
-  app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void) => {
-    next(
-      isAdmin(request.headers.authorization, settings.adminToken)
-        ? undefined
-        : new HttpError(401, 'admin token required'),
-    );
-  });
+  app.addHook('onRequest', requireAdmin(settings.adminToken));
 
   /** Where a stream starts: after Last-Event-ID (a reconnect), else `after`, else the current end. */
   async function startingPoint(request: FastifyRequest, after: number | undefined): Promise<number> {

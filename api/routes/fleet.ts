@@ -5,7 +5,6 @@
  * route here takes the admin token.
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
-import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
@@ -18,7 +17,7 @@ import type { ApiContext } from '../context.js';
 import { HttpError } from '../errors.js';
 import { safeText } from '../payload-schemas.js';
 import { errors } from '../schemas.js';
-import { isAdmin } from '../tokens.js';
+import { requireAdmin } from '../tokens.js';
 
 const pauseSchema = z.object({ reason: z.string(), by: z.string(), since: z.string() });
 const disruptionSchema = z.object({
@@ -84,13 +83,7 @@ export const fleetRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, 
       ),
     );
 
-  app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void) => {
-    next(
-      isAdmin(request.headers.authorization, settings.adminToken)
-        ? undefined
-        : new HttpError(401, 'admin token required'),
-    );
-  });
+  app.addHook('onRequest', requireAdmin(settings.adminToken));
 
   app.get(
     '/fleet',

@@ -4,7 +4,7 @@
  * here takes the admin token.
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply } from 'fastify';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
@@ -32,7 +32,7 @@ import {
   type BoxSettingsBody,
 } from '../schemas.js';
 import { sshSettingsFromBody, sshSettingsToBody, storedSshSettings } from '../../activities/box/ssh-settings.js';
-import { isAdmin, newInstanceToken } from '../tokens.js';
+import { requireAdmin, newInstanceToken } from '../tokens.js';
 
 /** What `GET /workspaces/:id` answers: the workflow's state, the heartbeat ledger's row and the box settings. */
 export type WorkspaceView = WorkspaceState & {
@@ -81,13 +81,7 @@ export const workspaceRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (a
   }
 
   // Every route of this plugin, and only these, take the admin token.
-  app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, next: (err?: Error) => void) => {
-    next(
-      isAdmin(request.headers.authorization, settings.adminToken)
-        ? undefined
-        : new HttpError(401, 'admin token required'),
-    );
-  });
+  app.addHook('onRequest', requireAdmin(settings.adminToken));
 
   app.post(
     '/workspaces',
