@@ -117,7 +117,7 @@ export class ApiHarness {
     this.#started = { env, store, fake, worker, running, api };
   }
 
-  /** Closes what start opened, the API first (its deferred forwards finish), the store last. */
+  /** Closes what start opened, the API first, the store last. */
   async close(): Promise<void> {
     const started = this.#started;
     if (!started) return;
