@@ -99,6 +99,21 @@ function heartbeats(stack: Stack, runtimes: Runtime[], rate: number): HeartbeatL
   return new HeartbeatLoad({ apiUrls: [stack.apiUrl], runtimes, rate, maxInFlight: 2_000, pace: 'open' });
 }
 
+/** A fleet a row breaks something under: this many workspaces beating at this rate. */
+export interface BeatingFleetOptions {
+  workspaces: number;
+  rate: number;
+}
+
+/** The row's workspaces, created, their heartbeats running for 4 s before the fault. */
+async function beatingFleet(stack: Stack, o: BeatingFleetOptions): Promise<HeartbeatLoad> {
+  const runtimes = await createWorkspaces(stack, o.workspaces);
+  const load = heartbeats(stack, runtimes, o.rate);
+  load.start();
+  await sleep(4_000);
+  return load;
+}
+
 function handle(client: Client, id: string): WorkflowHandle {
   return client.workflow.getHandle(workspaceWorkflowId(id));
 }
@@ -162,9 +177,7 @@ function firstOkAfter(answers: Answer[], from: number): number | undefined {
 
 // --- rows --------------------------------------------------------------------------------------
 
-export interface PostgresRestartOptions {
-  workspaces: number;
-  rate: number;
+export interface PostgresRestartOptions extends BeatingFleetOptions {
   outageMs: number;
 }
 
@@ -172,10 +185,7 @@ export interface PostgresRestartOptions {
 export async function postgresRestart(ctx: RowContext, o: PostgresRestartOptions): Promise<Row> {
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
-  const runtimes = await createWorkspaces(stack, o.workspaces);
-  const load = heartbeats(stack, runtimes, o.rate);
-  load.start();
-  await sleep(4_000);
+  const load = await beatingFleet(stack, o);
   log(`postgres: stopping it for ${s(o.outageMs)} under ${o.rate} heartbeats/s`);
   const down = load.now();
   stack.stopPostgres();
@@ -498,19 +508,11 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   };
 }
 
-export interface ApiRestartOptions {
-  workspaces: number;
-  rate: number;
-}
-
 /** The API SIGKILLed under load and started again. */
-export async function apiRestart(ctx: RowContext, o: ApiRestartOptions): Promise<Row> {
+export async function apiRestart(ctx: RowContext, o: BeatingFleetOptions): Promise<Row> {
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
-  const runtimes = await createWorkspaces(stack, o.workspaces);
-  const load = heartbeats(stack, runtimes, o.rate);
-  load.start();
-  await sleep(4_000);
+  const load = await beatingFleet(stack, o);
   log('api-restart: SIGKILL the API under load');
   await stack.kill('api');
   const killed = load.now();
@@ -606,23 +608,15 @@ export async function oneWorkerKill(ctx: RowContext, o: OneWorkerKillOptions): P
   };
 }
 
-export interface OneApiKillOptions {
-  workspaces: number;
-  rate: number;
-}
-
 /**
  * One of two APIs SIGKILLed under load behind nginx (the cluster shape): nginx sends a request
  * whose connection fails to the other API, so runtimes see at most the 502s of the calls in
  * flight at the kill, which they retry, and never an error they would not retry.
  */
-export async function oneApiKill(ctx: RowContext, o: OneApiKillOptions): Promise<Row> {
+export async function oneApiKill(ctx: RowContext, o: BeatingFleetOptions): Promise<Row> {
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
-  const runtimes = await createWorkspaces(stack, o.workspaces);
-  const load = heartbeats(stack, runtimes, o.rate);
-  load.start();
-  await sleep(4_000);
+  const load = await beatingFleet(stack, o);
   log('one-api: SIGKILL api-2 of 2 under load');
   const killed = load.now();
   await stack.killInstance('api-2');
