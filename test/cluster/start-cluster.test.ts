@@ -6,25 +6,17 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/ports.js';
+import { freshMachineEnv, listening } from '../helpers/start.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'wl-start-cluster-'));
 // Outside the data folder: the postgres system user must reach it when the tests run as root.
 const pgDir = join('/var/tmp/workspace-lifecycle', `cluster-test-${process.pid}`);
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
-}
 
 let stopAfter: () => Promise<void> = () => Promise.resolve();
 afterAll(async () => {
@@ -41,22 +33,14 @@ describe('npm run start:cluster', () => {
       await freePort(),
       await freePort(),
     ];
-    const unset = new Set([
-      'DATABASE_URL',
-      'TEMPORAL_ADDRESS',
-      'WL_ADMIN_TOKEN',
-      'WL_RUNTIME_COMMAND',
-      'WL_WORKFLOW_BUNDLE',
-    ]);
-    const env: NodeJS.ProcessEnv = {
-      ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !unset.has(name))),
+    const env = freshMachineEnv({
       WL_DATA_DIR: dataDir,
       TEMPORAL_PORT: String(temporalPort),
       TEMPORAL_UI_PORT: String(uiPort),
       WL_API_PORT: String(apiPort),
       WL_CLUSTER_PG_PORT: String(pgPort),
       WL_CLUSTER_PG_DIR: pgDir,
-    };
+    });
     const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start-cluster.ts'], { cwd: root, env });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));

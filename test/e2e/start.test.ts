@@ -8,12 +8,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../scripts/ports.js';
+import { freshMachineEnv, listening } from '../helpers/start.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'wl-start-'));
@@ -29,24 +29,14 @@ interface Started {
 /** `npm start` as a newcomer runs it, with `extra` in its environment. */
 async function start(extra: NodeJS.ProcessEnv = {}): Promise<Started> {
   const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
-  // As on a fresh machine: no database, no Temporal address, no admin token, the default runtime,
-  // the workflows bundled as the worker starts.
-  const unset = new Set([
-    'DATABASE_URL',
-    'TEMPORAL_ADDRESS',
-    'WL_ADMIN_TOKEN',
-    'WL_RUNTIME_COMMAND',
-    'WL_WORKFLOW_BUNDLE',
-  ]);
-  const env: NodeJS.ProcessEnv = {
-    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !unset.has(name))),
+  const env = freshMachineEnv({
     WL_DATA_DIR: dataDir,
     TEMPORAL_PORT: String(temporalPort),
     TEMPORAL_UI_PORT: String(uiPort),
     WL_API_PORT: String(apiPort),
     LOG_LEVEL: 'warn',
     ...extra,
-  };
+  });
   const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], { cwd: root, env });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -70,14 +60,6 @@ function interrupt(started: Started): Promise<number | null> {
   const exited = new Promise<number | null>((resolve) => started.child.once('exit', (code) => resolve(code)));
   started.child.kill('SIGINT');
   return exited;
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => resolve(false));
-  });
 }
 
 describe('npm start', () => {
