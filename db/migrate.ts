@@ -6,6 +6,7 @@
  */
 import { runner } from 'node-pg-migrate';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 
 export const migrationsDir = fileURLToPath(new URL('./migrations/', import.meta.url));
 
@@ -13,17 +14,31 @@ export async function migrate(
   databaseUrl: string,
   log: (message: string) => void = () => undefined,
 ): Promise<string[]> {
-  const applied = await runner({
-    databaseUrl,
-    dir: migrationsDir,
-    direction: 'up',
-    migrationsTable: 'schema_migrations',
-    advisoryLockMode: 'wait',
-    count: Infinity,
-    log,
-    verbose: false,
+  // Our own client, ended before we return: the runner's would be closed without waiting, and a
+  // connection still closing (or cut by the server) would raise an error nobody listens to.
+  const client = new pg.Client({ connectionString: databaseUrl });
+  let lost: Error | undefined;
+  client.on('error', (error) => {
+    lost = error;
   });
-  return applied.map((migration) => migration.name);
+  await client.connect();
+  try {
+    const applied = await runner({
+      dbClient: client,
+      dir: migrationsDir,
+      direction: 'up',
+      migrationsTable: 'schema_migrations',
+      advisoryLockMode: 'wait',
+      count: Infinity,
+      log,
+      verbose: false,
+    });
+    return applied.map((migration) => migration.name);
+  } catch (error) {
+    throw lost ?? error;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

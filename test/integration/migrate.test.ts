@@ -33,4 +33,13 @@ describe('migrations', () => {
     expect(runs.flat().sort()).toEqual(all);
     expect(await migrate(url)).toEqual([]);
   });
+
+  it('closes its connection before it returns, so the database can be dropped at once', async () => {
+    await migrate(url);
+    const { rows } = await admin.query<{ count: string }>(
+      'SELECT count(*) FROM pg_stat_activity WHERE datname = $1',
+      [name],
+    );
+    expect(Number(rows[0]?.count)).toBe(0);
+  });
 });
