@@ -9,16 +9,23 @@ export const CLOCK_TICKS = 100;
 
 export interface ProcStat {
   ppid: number;
+  /** CPU time (user + system, in clock ticks) the process itself has used. */
   ticks: number;
+  /** CPU time its children used before they ended and it reaped them. */
+  reapedTicks: number;
 }
 
-/** A process's parent and the CPU time (user + system, in clock ticks) it has used; undefined once it is gone. */
+/** A process's parent and the CPU time it and its ended children have used; undefined once it is gone. */
 export function procStat(pid: number): ProcStat | undefined {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may hold spaces: the fields after it start past its ')'.
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+    return {
+      ppid: Number(fields[1]),
+      ticks: Number(fields[11]) + Number(fields[12]),
+      reapedTicks: Number(fields[13]) + Number(fields[14]),
+    };
   } catch {
     return undefined;
   }
@@ -145,12 +152,15 @@ export interface CpuUse {
 
 /**
  * The CPU each target has used so far (clock ticks, its processes summed); diff two to get a
- * phase's. A process of a tree that ends in between takes its ticks with it.
+ * phase's. A process of a tree that ends in between (a PostgreSQL backend) leaves its ticks with
+ * the parent that reaps it, so the sum never goes back.
  */
 export function cpuTicks(targets: Target[]): Map<string, number> {
-  return new Map(
-    targets.map(({ name, pids }) => [name, pids.reduce((sum, pid) => sum + (procStat(pid)?.ticks ?? 0), 0)]),
-  );
+  const used = (pid: number): number => {
+    const stat = procStat(pid);
+    return stat === undefined ? 0 : stat.ticks + stat.reapedTicks;
+  };
+  return new Map(targets.map(({ name, pids }) => [name, pids.reduce((sum, pid) => sum + used(pid), 0)]));
 }
 
 /** What each target used between two `cpuTicks` readings, in core-seconds. */
