@@ -38,7 +38,7 @@ export function createLifecycleActivities({
       workspaceId: string;
       restartKey: string;
     }): Promise<LedgerReading> {
-      return store.heartbeats.readForVerdict(workspaceId, restartKey);
+      return store.heartbeats.reading(workspaceId, restartKey);
     },
 
     /** One probe for dead detection; an error is the caller's to interpret (assume alive). */

@@ -56,7 +56,7 @@ const activities: Partial<Activities> = {
   writeProjection: async (projection) => {
     await store.workspaces.writeProjection(projection);
   },
-  readHeartbeatLedger: ({ workspaceId, restartKey }) => store.heartbeats.readForVerdict(workspaceId, restartKey),
+  readHeartbeatLedger: ({ workspaceId, restartKey }) => store.heartbeats.reading(workspaceId, restartKey),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,

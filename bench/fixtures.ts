@@ -6,6 +6,6 @@ export function idleBoxActivities(): Partial<Activities> {
   return {
     listPluginDiff: () => Promise.resolve({ declared: 0, declaredNames: [], missing: [], tracked: [], undeclared: [] }),
     writeProjection: () => Promise.resolve(),
-    readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false }),
+    readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false, activeTasks: 0 }),
   };
 }

@@ -88,7 +88,7 @@ const fakeActivities: Activities = {
   writeProjection: () => Promise.resolve(),
   isBoxRunning: () => Promise.resolve(false),
   revokeInstanceTokens: () => Promise.resolve(0),
-  readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false }),
+  readHeartbeatLedger: () => Promise.resolve({ lastSeenAgeMs: null, seenSinceRestart: false, activeTasks: 0 }),
   findExpiredLeases: () =>
     Promise.resolve({
       now: new Date(0).toISOString(),

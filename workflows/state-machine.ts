@@ -74,7 +74,7 @@ export {
   type ContractRow,
   type HeartbeatFacts,
 } from './state-machine/liveness.js';
-export { repairsToHold } from './state-machine/reconcile.js';
+export { repairsToHold, restartNeeded } from './state-machine/reconcile.js';
 export {
   crashBackoffDelayMs,
   holdOf,

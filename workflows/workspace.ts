@@ -40,6 +40,7 @@ import {
   initialState,
   nextDeadline,
   restartKey,
+  restartNeeded,
   transition,
   upgradeState,
   type CommandAnswer,
@@ -156,7 +157,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
           },
           (plan) => apply({ type: 'reconcilePlanned', plan }),
         ).then(
-          (report) => {
+          async (pass) => {
+            // A restart drains the runtime's work: what its latest heartbeat says, from the ledger.
+            const reading = restartNeeded(pass) ? await readLedger() : null;
+            const report = reading === null ? pass : { ...pass, activeTasks: reading.activeTasks };
             const failed = report.outcomes.flatMap((o) => (o.status === 'failed' ? [`${o.name}: ${o.error}`] : []));
             if (report.verifyError !== undefined) failed.push(report.verifyError);
             const outcome: ReconcileOutcome = failed.length === 0 ? 'succeeded' : 'failed';
@@ -285,7 +289,12 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         { workspaceId, restartKey: restartKey(state) },
       ]);
     } catch (err) {
-      wf.log.warn('reading the heartbeat ledger failed: no verdict', { error: failureMessage(err) });
+      wf.log.warn(
+        'reading the heartbeat ledger failed: no verdict, and a restart drains only what the workflow knows',
+        {
+          error: failureMessage(err),
+        },
+      );
       return null;
     }
   }

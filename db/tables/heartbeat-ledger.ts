@@ -27,12 +27,17 @@ export interface HeartbeatLedger {
   leaseExpiresAt: string | null;
 }
 
-/** The ledger as dead detection reads it: an age and a comparison made by the database, on its clock. */
+/**
+ * The ledger as the workflow reads it (dead detection; a reconcile that asks for a restart): an age
+ * and a comparison made by the database, on its clock, and the last heartbeat's active tasks.
+ */
 export interface LedgerReading {
   /** How long ago the last heartbeat was recorded; null before any. */
   lastSeenAgeMs: number | null;
   /** A heartbeat was recorded after the restart in progress began. */
   seenSinceRestart: boolean;
+  /** The active tasks the last heartbeat recorded reported (0 before any). */
+  activeTasks: number;
 }
 
 /** A lease that expired and was not yet signalled for its contract. */
@@ -78,12 +83,21 @@ export class HeartbeatLedgerTable {
       name: 'record-heartbeat',
       text: `UPDATE workspace_heartbeats h
           SET last_seen_at = CASE WHEN ${wanted} THEN h.last_seen_at ELSE now() END,
-              beats = CASE WHEN ${wanted} THEN h.beats ELSE h.beats + 1 END
+              beats = CASE WHEN ${wanted} THEN h.beats ELSE h.beats + 1 END,
+              active_tasks = $7
          FROM workspace_tokens t, workspaces w
         WHERE h.workspace_id = $2 AND t.token_hash = $1 AND t.workspace_id = $2 AND t.revoked_at IS NULL
           AND w.id = $2 AND w.removed_at IS NULL AND w.status <> 'removed'
        RETURNING ${wanted} AS wanted, h.want_version`,
-      values: [tokenHash, workspaceId, beat.errorRate, beat.runtimeState, beat.managesOwnStatus, beat.bringsCard],
+      values: [
+        tokenHash,
+        workspaceId,
+        beat.errorRate,
+        beat.runtimeState,
+        beat.managesOwnStatus,
+        beat.bringsCard,
+        beat.activeTasks,
+      ],
     });
     const row = rows[0];
     return row ? { wanted: row.wanted, wantVersion: Number(row.want_version) } : null;
@@ -140,18 +154,24 @@ export class HeartbeatLedgerTable {
   }
 
   /**
-   * What dead detection reads: how long ago the last heartbeat was recorded, and whether it came
-   * after the restart `restartKey` began, both computed by the database on its own clock.
+   * What the workflow reads: how long ago the last heartbeat was recorded, and whether it came
+   * after the restart `restartKey` began, both computed by the database on its own clock; and the
+   * active tasks that heartbeat reported.
    */
-  async readForVerdict(workspaceId: string, restartKey: string): Promise<LedgerReading> {
-    const { rows } = await this.pool.query<{ age_ms: number | null; since_restart: boolean }>(
+  async reading(workspaceId: string, restartKey: string): Promise<LedgerReading> {
+    const { rows } = await this.pool.query<{ age_ms: number | null; since_restart: boolean; active_tasks: number }>(
       `SELECT (extract(epoch FROM now() - last_seen_at) * 1000)::float8 AS age_ms,
-              coalesce(restart_key = $2 AND last_seen_at > restart_at, FALSE) AS since_restart
+              coalesce(restart_key = $2 AND last_seen_at > restart_at, FALSE) AS since_restart,
+              active_tasks
          FROM workspace_heartbeats WHERE workspace_id = $1`,
       [workspaceId, restartKey],
     );
     const row = rows[0];
-    return { lastSeenAgeMs: row?.age_ms ?? null, seenSinceRestart: row?.since_restart ?? false };
+    return {
+      lastSeenAgeMs: row?.age_ms ?? null,
+      seenSinceRestart: row?.since_restart ?? false,
+      activeTasks: row?.active_tasks ?? 0,
+    };
   }
 
   /**

@@ -79,6 +79,7 @@ describe('issue 29: heartbeat answers and forwards', () => {
       runtimeState: '',
       managesOwnStatus: false,
       bringsCard: false,
+      activeTasks: 0,
     });
     expect(decided).toMatchObject({ wanted: true });
     // The runtime's retry is wanted again, forwarded, and degrades the workspace at once.

@@ -67,7 +67,7 @@ function apiTestActivities(fake: FakeActivities, store: Store): Activities {
     writeProjection: async (projection) => {
       await store.workspaces.writeProjection(projection);
     },
-    readHeartbeatLedger: ({ workspaceId, restartKey }) => store.heartbeats.readForVerdict(workspaceId, restartKey),
+    readHeartbeatLedger: ({ workspaceId, restartKey }) => store.heartbeats.reading(workspaceId, restartKey),
     revokeInstanceTokens: ({ workspaceId, mintedBefore }) => store.tokens.revoke(workspaceId, mintedBefore),
   };
 }

@@ -20,6 +20,7 @@ export interface LedgerRow extends ContractRow {
   signalledVersion: number;
   restartKey: string | null;
   restartAt: number | null;
+  activeTasks: number;
 }
 
 export class LedgerModel {
@@ -42,6 +43,7 @@ export class LedgerModel {
       signalledVersion: 0,
       restartKey: null,
       restartAt: null,
+      activeTasks: 0,
     };
     this.rows.set(workspaceId, row);
     return row;
@@ -73,6 +75,7 @@ export class LedgerModel {
   record(workspaceId: string, beat: HeartbeatFacts, now: number): HeartbeatRecord {
     const row = this.row(workspaceId, now);
     const wanted = heartbeatWanted(row, beat);
+    row.activeTasks = beat.activeTasks;
     if (!wanted) {
       row.lastSeenAt = now;
       row.beats++;
@@ -89,7 +92,7 @@ export class LedgerModel {
 
   read(workspaceId: string, restartKey: string, now: number): LedgerReading {
     const row = this.rows.get(workspaceId);
-    if (row === undefined) return { lastSeenAgeMs: null, seenSinceRestart: false };
+    if (row === undefined) return { lastSeenAgeMs: null, seenSinceRestart: false, activeTasks: 0 };
     return {
       lastSeenAgeMs: row.lastSeenAt === null ? null : now - row.lastSeenAt,
       seenSinceRestart:
@@ -97,6 +100,7 @@ export class LedgerModel {
         row.lastSeenAt !== null &&
         row.restartAt !== null &&
         row.lastSeenAt > row.restartAt,
+      activeTasks: row.activeTasks,
     };
   }
 

@@ -21,7 +21,13 @@ beforeAll(async () => {
 });
 afterAll(() => store.close());
 
-const healthy: HeartbeatFacts = { errorRate: 0, runtimeState: '', managesOwnStatus: false, bringsCard: false };
+const healthy: HeartbeatFacts = {
+  errorRate: 0,
+  runtimeState: '',
+  managesOwnStatus: false,
+  bringsCard: false,
+  activeTasks: 0,
+};
 const degrading: HeartbeatFacts = { ...healthy, errorRate: 0.9 };
 const holding: HeartbeatFacts = { ...healthy, errorRate: 0.3 };
 
@@ -91,6 +97,7 @@ describe('the forward rule', () => {
       runtimeState: fc.constantFrom('', 'wedged'),
       managesOwnStatus: fc.boolean(),
       bringsCard: fc.boolean(),
+      activeTasks: fc.integer({ min: 0, max: 3 }),
     });
     const cases = fc.sample(fc.tuple(rowArb, beatArb), { numRuns: 2_000, seed: 29 });
     const { rows } = await store.pool.query<{ wanted: boolean }>(
@@ -224,17 +231,21 @@ describe('the contract', () => {
     const stamped = (await row(id))['restart_at'] as Date;
     await publish(id, { contract: onlineContract({ want: 'any' }), restart: { key: 'r-1', ageMs: 0 } });
     expect(((await row(id))['restart_at'] as Date).getTime()).toBe(stamped.getTime());
-    expect(await store.heartbeats.readForVerdict(id, 'r-1')).toEqual({ lastSeenAgeMs: null, seenSinceRestart: false });
+    expect(await store.heartbeats.reading(id, 'r-1')).toEqual({
+      lastSeenAgeMs: null,
+      seenSinceRestart: false,
+      activeTasks: 0,
+    });
     await age(id, 5_000); // the restart began 5 s ago
     expect(await store.heartbeats.record(token, id, healthy)).toMatchObject({ wanted: true });
     await store.heartbeats.delivered(id, (await store.heartbeats.read(id)).wantVersion);
-    const reading = await store.heartbeats.readForVerdict(id, 'r-1');
+    const reading = await store.heartbeats.reading(id, 'r-1');
     expect(reading.seenSinceRestart).toBe(true);
     expect(reading.lastSeenAgeMs).toBeLessThan(5_000);
     // Another restart's key: the ledger cannot say.
-    expect((await store.heartbeats.readForVerdict(id, 'r-2')).seenSinceRestart).toBe(false);
+    expect((await store.heartbeats.reading(id, 'r-2')).seenSinceRestart).toBe(false);
     await publish(id, { contract: onlineContract({ want: 'none' }), restart: { key: 'r-2', ageMs: 0 } });
-    expect((await store.heartbeats.readForVerdict(id, 'r-2')).seenSinceRestart).toBe(false);
+    expect((await store.heartbeats.reading(id, 'r-2')).seenSinceRestart).toBe(false);
   });
 
   it("the age the read gives is the database's: a heartbeat 10 s old reads 10 s old", async () => {
@@ -242,9 +253,18 @@ describe('the contract', () => {
     await publish(id);
     await store.heartbeats.record(token, id, healthy);
     await age(id, 10_000);
-    const { lastSeenAgeMs } = await store.heartbeats.readForVerdict(id, 'none');
+    const { lastSeenAgeMs } = await store.heartbeats.reading(id, 'none');
     expect(lastSeenAgeMs).toBeGreaterThanOrEqual(10_000);
     expect(lastSeenAgeMs).toBeLessThan(15_000);
+  });
+
+  it('the read gives the active tasks of the last heartbeat recorded, wanted or not', async () => {
+    const { id, token } = await workspace();
+    await publish(id, { contract: onlineContract({ want: 'degrading' }) });
+    expect(await store.heartbeats.record(token, id, { ...healthy, activeTasks: 2 })).toMatchObject({ wanted: false });
+    expect((await store.heartbeats.reading(id, 'none')).activeTasks).toBe(2);
+    expect(await store.heartbeats.record(token, id, { ...degrading, activeTasks: 0 })).toMatchObject({ wanted: true });
+    expect((await store.heartbeats.reading(id, 'none')).activeTasks).toBe(0);
   });
 });
 

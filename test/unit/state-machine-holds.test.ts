@@ -173,6 +173,29 @@ describe('restarts wait for work', () => {
     expect(idle.state.restart.held).toBeNull();
   });
 
+  it("the ledger's active tasks, read as the pass reports, decide: busy holds the restart, idle lets it go", () => {
+    // The runtime's heartbeats stayed in the ledger: the workflow's last one says idle.
+    const online = apply(start(), { type: 'register', payload: registerPayload(ID) }, T0);
+    const busy = transition(
+      online,
+      { type: 'reconcileFinished', outcome: 'succeeded', report: { ...delivered, activeTasks: 3 } },
+      T0 + 2_000,
+      config,
+    );
+    expect(restartBoxes(busy.effects)).toBe(0);
+    expect(busy.state).toMatchObject({ activeTasks: 3, restart: { held: { cause: 'reconcile' } } });
+    expect(busy.state.livenessContract?.want).toBe('any');
+    // A heartbeat the workflow holds says busy; the ledger's later one says idle: the ledger's counts.
+    const stale = apply(online, { type: 'heartbeat', payload: heartbeatPayload(ID, { active_tasks: 2 }) }, T0 + 1_000);
+    const idle = transition(
+      stale,
+      { type: 'reconcileFinished', outcome: 'succeeded', report: { ...delivered, activeTasks: 0 } },
+      T0 + 2_000,
+      config,
+    );
+    expect(idle.effects).toContainEqual(expect.objectContaining({ type: 'restartBox', cause: 'reconcile' }));
+  });
+
   it('the drain deadline lets it go even if the runtime stays busy', () => {
     const { state } = deliveredWhileBusy();
     const deadline = T0 + 2_000 + config.drainTimeoutMs;

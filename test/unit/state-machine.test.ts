@@ -67,6 +67,21 @@ const steps: Step[] = [
     },
     advanceMs: 1_000,
   },
+  {
+    // The same pass, the ledger's last heartbeat reporting work in progress.
+    name: 'reconcile-delivered-busy',
+    event: {
+      type: 'reconcileFinished',
+      outcome: 'succeeded',
+      report: {
+        declared: 1,
+        declaredNames: ['a'],
+        outcomes: [{ name: 'a', status: 'installed', via: 'delivered', revision: 'r3' }],
+        activeTasks: 1,
+      },
+    },
+    advanceMs: 1_000,
+  },
   { name: 'restart-done', event: { type: 'restartFinished', outcome: 'succeeded' }, advanceMs: 1_000 },
   {
     name: 'operator-restart',
@@ -203,7 +218,7 @@ describe('exhaustive event orders', () => {
 
           // One restart at a time; a restart request is never dropped; a restart clears the URL.
           const restartRequested =
-            step.name === 'reconcile-delivered' && before.reconcile.running && before.status !== 'removed';
+            step.name.startsWith('reconcile-delivered') && before.reconcile.running && before.status !== 'removed';
           const owed = (t: WorkspaceState): boolean => t.restart.followUp !== null || t.restart.held !== null;
           if (restartRequested) check(restarts.length === 1 || owed(after), where, 'restart request dropped');
           // An operator restart is never held: it starts, or follows the one in flight.

@@ -11,7 +11,6 @@ import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
   cordonUpdate,
   dispatchFailedUpdate,
-  heartbeatSignal,
   registerSignal,
   restartUpdate,
   stateQuery,
@@ -90,12 +89,14 @@ describe('restarts wait for work', () => {
   it('a restart that only loads plugins waits while the runtime reports active tasks; the heartbeat reporting none lets it go', async () => {
     harness.fake.hold();
     const { id, handle } = await registeredWithStalePlugin('drain');
-    // The runtime reports work in progress before the pass finishes.
-    await handle.signal(heartbeatSignal, heartbeatPayload(id, { active_tasks: 2 }));
-    await waitForState(handle, (s) => s.lastHeartbeat?.activeTasks === 2);
+    // The runtime reports work in progress before the pass finishes: an online workspace does not
+    // want that heartbeat, so only the ledger has it, and the pass reads it there.
+    expect(await harness.fake.heartbeat(handle, heartbeatPayload(id, { active_tasks: 2 }))).toBe(false);
+    expect((await handle.query(stateQuery)).lastHeartbeat?.activeTasks ?? 0).toBe(0);
     harness.fake.release();
     let state = await waitForState(handle, (s) => s.restart.held !== null);
     expect(state.restart.held).toMatchObject({ cause: 'reconcile' });
+    expect(state.activeTasks).toBe(2);
     expect(state.status).toBe('online');
     expect(restartsOf(id)).toBe(0);
     // The drain wants every heartbeat: a busy one is forwarded and keeps it held.
@@ -115,8 +116,7 @@ describe('restarts wait for work', () => {
   it('the drain deadline lets it go while the runtime stays busy', async () => {
     harness.fake.hold();
     const { id, handle } = await registeredWithStalePlugin('drain-deadline');
-    await handle.signal(heartbeatSignal, heartbeatPayload(id, { active_tasks: 3 }));
-    await waitForState(handle, (s) => s.lastHeartbeat?.activeTasks === 3);
+    expect(await harness.fake.heartbeat(handle, heartbeatPayload(id, { active_tasks: 3 }))).toBe(false);
     harness.fake.release();
     const held = await waitForState(handle, (s) => s.restart.held !== null);
     await harness.env.sleep(config.drainTimeoutMs - 60_000);

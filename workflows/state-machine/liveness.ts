@@ -76,6 +76,7 @@ export function onHeartbeat(draft: Draft, payload: unknown, config: LifecycleCon
 
   state.counters.heartbeats++;
   state.lastHeartbeat = recordHeartbeat(beat, state.lastHeartbeat, draft.at);
+  state.activeTasks = state.lastHeartbeat.activeTasks;
   if (beat.agent_card && state.agentCard === null) state.agentCard = summarizeCard(beat.agent_card);
 
   // Any heartbeat proves the runtime is up: every not-live status comes online; but while a
@@ -208,14 +209,24 @@ export function sameContract(a: LivenessContract, b: LivenessContract): boolean 
   );
 }
 
-/** What the forward rule reads from a heartbeat: its health facts and whether it carries an agent card. */
+/**
+ * What the ledger reads from a heartbeat: for the forward rule, its health facts and whether it
+ * carries an agent card; and the active tasks it reports, which the ledger keeps.
+ */
 export interface HeartbeatFacts extends HealthFacts {
   bringsCard: boolean;
+  activeTasks: number;
 }
 
 export function heartbeatFacts(beat: HeartbeatPayload): HeartbeatFacts {
   const { errorRate, runtimeState, managesOwnStatus } = recordHeartbeat(beat, null, '');
-  return { errorRate, runtimeState, managesOwnStatus, bringsCard: beat.agent_card !== undefined };
+  return {
+    errorRate,
+    runtimeState,
+    managesOwnStatus,
+    bringsCard: beat.agent_card !== undefined,
+    activeTasks: beat.active_tasks,
+  };
 }
 
 /** A ledger row's contract as the forward rule reads it. */

@@ -105,6 +105,22 @@ export function onReconcilePlanned(draft: Draft, plan: ReconcilePlan): void {
   draft.state.pluginsPending = plan.deliveries + plan.removals + plan.repairs;
 }
 
+/** The plugins a pass delivered or removed: they load when the box restarts. */
+function changedPlugins(report: ReconcileReport): number {
+  return report.outcomes.filter((o) =>
+    o.status === 'installed' ? o.via === 'delivered' : o.status === 'removed' || o.delivered === true,
+  ).length;
+}
+
+/**
+ * A pass that changed the box asks for a restart: before it reports, the workflow reads the
+ * runtime's active tasks from the heartbeat ledger (ReconcileReport.activeTasks), so the restart
+ * drains the work an online workspace's unforwarded heartbeats report.
+ */
+export function restartNeeded(report: ReconcileReport): boolean {
+  return changedPlugins(report) > 0;
+}
+
 export function onReconcileFinished(
   draft: Draft,
   outcome: ReconcileOutcome,
@@ -121,9 +137,8 @@ export function onReconcileFinished(
   if (outcome === 'failed') state.counters.reconcilesFailed++;
   if (report) {
     recordPluginOutcomes(draft, report);
-    const changed = report.outcomes.filter((o) =>
-      o.status === 'installed' ? o.via === 'delivered' : o.status === 'removed' || o.delivered === true,
-    ).length;
+    if (report.activeTasks !== undefined) state.activeTasks = report.activeTasks;
+    const changed = changedPlugins(report);
     // One restart per reconcile batch, however many plugins were delivered or removed.
     if (changed > 0) requestRestart(draft, restartReason(report, changed), 'reconcile', 'reconcile');
   }

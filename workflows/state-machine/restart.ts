@@ -107,8 +107,9 @@ function drainDeadline(
   request: Pick<HeldRestart, 'cause' | 'since'>,
   config: LifecycleConfig,
 ): number | null {
-  const busy = (state.lastHeartbeat?.activeTasks ?? 0) > 0;
-  return request.cause === 'reconcile' && busy ? Date.parse(request.since) + config.drainTimeoutMs : null;
+  return request.cause === 'reconcile' && state.activeTasks > 0
+    ? Date.parse(request.since) + config.drainTimeoutMs
+    : null;
 }
 
 /** A held restart waits for the runtime to finish its work now: the workflow wants the next heartbeat. */

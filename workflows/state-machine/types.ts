@@ -173,6 +173,11 @@ export interface ReconcileReport {
   outcomes: PluginOutcome[];
   /** A verify pass could not list the box's plugins: drift was not looked for. */
   verifyError?: string;
+  /**
+   * The runtime's active tasks the heartbeat ledger last recorded, read once the pass changed the
+   * box (restartNeeded); absent when nothing changed or the ledger could not be read.
+   */
+  activeTasks?: number;
 }
 
 export interface PluginState {
@@ -310,6 +315,12 @@ export interface WorkspaceState {
    * database's clock.
    */
   lastHeartbeat: LastHeartbeat | null;
+  /**
+   * The runtime's active tasks as last reported: by the heartbeat the workflow last received, or
+   * by the heartbeat ledger, read when a reconcile's changes call for a restart (an online
+   * workspace's heartbeats mostly stay in the ledger). A restart that only loads plugins drains them.
+   */
+  activeTasks: number;
   /** The liveness contract last published (null before the first write): what the API forwards. */
   livenessContract: PublishedContract | null;
   /**
@@ -430,6 +441,7 @@ export function initialState(workspaceId: string, status: InitialStatus, now: nu
     agentCard: null,
     lastRegisterAt: null,
     lastHeartbeat: null,
+    activeTasks: 0,
     livenessContract: null,
     versionBase: now,
     counters: {
