@@ -366,15 +366,15 @@ export interface DrainOptions {
 }
 
 /**
- * A plugin delivered to two busy boxes (heartbeats reporting active tasks): each restart is held;
- * the first is released by its first heartbeat reporting none, the second, busy throughout, by the
- * drain deadline.
+ * A plugin delivered to two busy boxes (runtimes that registered idle, then took work: their
+ * heartbeats report active tasks): each restart is held; the first is released by its first
+ * heartbeat reporting none, the second, busy throughout, by the drain deadline.
  */
 export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
   return withRowSettings(stack, { lifecycle: { drainTimeoutMs: o.drainTimeoutMs } }, async () => {
-    const fault = `a plugin delivered to 2 boxes whose heartbeats report active tasks (drain deadline ${s(o.drainTimeoutMs)})`;
+    const fault = `a plugin delivered to 2 online boxes whose runtimes took work after they registered (drain deadline ${s(o.drainTimeoutMs)})`;
     const expected = `no restart while busy; restarted < ${s(MARGIN_MS)} after the first idle heartbeat; the busy one at the deadline (< ${s(MARGIN_MS)} late)`;
     const [plugin] = pluginRepos(stack, 1, 1);
     const [draining, busy] = await createWorkspaces(stack, 2);
@@ -382,11 +382,13 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
     await bootBoxes(stack, [draining, busy], 'shell');
     for (const runtime of [draining, busy]) await register(stack, runtime);
     // The runtimes' heartbeats, each second, with the tasks each is running.
+    // Idle at first, as a runtime that registers and then takes work.
     const tasks = new Map([
-      [draining.id, 2],
-      [busy.id, 2],
+      [draining.id, 0],
+      [busy.id, 0],
     ]);
-    let firstIdleBeat: number | undefined;
+    // The first heartbeat reporting no task after the work is done (set below).
+    const released: { at?: number; firstIdleBeat?: number } = {};
     const stopBeating = new AbortController();
     const beats = (async () => {
       for (let uptime = 0; !stopBeating.signal.aborted; uptime++) {
@@ -396,7 +398,8 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
             const sent = Date.now();
             const payload = { ...idleHeartbeat(runtime.id, uptime), active_tasks: active };
             const answer = await call(`${stack.apiUrl}/registry/heartbeat`, 'POST', payload, runtime.token);
-            if (runtime === draining && active === 0 && answer.status === 200) firstIdleBeat ??= sent;
+            if (runtime === draining && released.at !== undefined && active === 0 && answer.status === 200)
+              released.firstIdleBeat ??= sent;
           }),
         );
         await sleep(1_000);
@@ -404,7 +407,9 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
     })();
     try {
       await untilOnline(stack, [draining, busy]);
-      // A few busy heartbeats acknowledged after it came online.
+      // Online a while (its contract published), then busy: a few busy heartbeats acknowledged.
+      await sleep(3_000);
+      for (const runtime of [draining, busy]) tasks.set(runtime.id, 2);
       await sleep(3_000);
       log(`drain: deliver ${plugin.name} to 2 busy boxes`);
       const declaredAt = Date.now();
@@ -426,11 +431,18 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
         return {
           fault,
           figures:
-            `${unheld.length} of 2 restarted at once, ` +
-            `${list(unheld.map((st) => Date.parse(st.restart.lastStartedAt ?? '') - declaredAt))} after the plugin was ` +
-            `declared, while every heartbeat reported 2 active tasks; the workflows' last heartbeats reported ` +
-            unheld.map((st) => (st.lastHeartbeat === null ? 'none' : String(st.lastHeartbeat.activeTasks))).join(', ') +
-            ` active tasks; crashes: ${crashes.join(', ') || 'none'}`,
+            `${unheld.length} of 2 restarted at once, while every heartbeat reported 2 active tasks: ` +
+            asked
+              .map((st) => {
+                const known = st.lastHeartbeat === null ? 'none' : String(st.lastHeartbeat.activeTasks);
+                const what =
+                  st.restart.held === null
+                    ? `restarted ${s(Date.parse(st.restart.lastStartedAt ?? '') - declaredAt)} after the plugin was declared`
+                    : 'held';
+                return `${what} (the workflow's last heartbeat: ${known === 'none' ? 'none' : `${known} active tasks`})`;
+              })
+              .join('; ') +
+            `; crashes: ${crashes.join(', ') || 'none'}`,
           expected,
           held: false,
         };
@@ -445,6 +457,7 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
         await sleep(POLL_MS);
       }
       log('drain: the first runtime reports no more tasks');
+      released.at = Date.now();
       tasks.set(draining.id, 0);
       const drained = await waitFor(
         'the idle box restarted',
@@ -467,7 +480,7 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
       );
       const busyAfter = Date.parse(busyRestarted.restart.lastStartedAt ?? '') - busySince;
       const heldFor = drainedAt - drainingSince;
-      const afterIdle = drainedAt - (firstIdleBeat ?? Infinity);
+      const afterIdle = drainedAt - (released.firstIdleBeat ?? Infinity);
       const delivered = [draining, busy].every((runtime) =>
         boxEvents(stack, runtime.id).some((e) => e.startsWith('deliver ')),
       );
