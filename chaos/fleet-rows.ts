@@ -2,8 +2,8 @@
  * The rows of the fleet's self-protection (docs/restarts.md, docs/fleet-liveness.md §7) on real
  * processes: boxes killed at once (detection, bounded remediation), a box that dies soon after
  * every boot (crash-loop backoff), a delivery to a busy box (drain), a cordoned workspace whose
- * box dies (cordon). Each is the end-to-end twin of a time-skipping test in
- * test/workflow/holds.test.ts, with short durations set for the row only (withRowSettings).
+ * box dies (cordon). Each is the end-to-end twin of time-skipping tests (test/workflow/holds.test.ts,
+ * test/workflow/fleet-disruption.test.ts), with short durations set for the row only (withRowSettings).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +16,11 @@ import { Store } from '../db/store.js';
 import { defaultRuntimeCommand } from '../settings.js';
 import { TOKEN_FILE } from '../simulator/runtime.js';
 import { defaultLifecycleConfig } from '../workflows/config.js';
-import { workspaceWorkflowId, type FleetLivenessState } from '../workflows/definitions.js';
+import {
+  defaultFleetLivenessSettings,
+  workspaceWorkflowId,
+  type FleetLivenessState,
+} from '../workflows/definitions.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
 import { crashBackoffDelayMs } from '../workflows/state-machine/restart.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
@@ -39,8 +43,8 @@ import {
 
 /** How often a row reads the state of the workspaces it watches. */
 const POLL_MS = 250;
-/** The fleet liveness controller's sweep period (WL_LIVENESS_SWEEP_EVERY_MS, the stack's default). */
-const SWEEP_MS = 5_000;
+/** The fleet liveness controller's sweep period: the stack runs the default. */
+const SWEEP_MS = defaultFleetLivenessSettings.sweepEveryMs;
 /** Time for a signal to reach a workflow and its activities to run (a busy two-core box). */
 const MARGIN_MS = 3_000;
 
