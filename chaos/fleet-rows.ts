@@ -32,6 +32,7 @@ import {
   newCrashes,
   pluginRepos,
   register,
+  removeRowWorkspaces,
   s,
   state,
   untilOnline,
@@ -112,6 +113,21 @@ async function killBox(driver: LocalBoxDriver, id: string): Promise<void> {
   const pid = await driver.liveRuntimePid(id);
   if (pid === null) throw new Error(`the runtime of box ${id} is not running`);
   process.kill(pid, 'SIGKILL');
+}
+
+/**
+ * Removes the row's workspaces, then stops their boxes' runtimes, which outlive the run otherwise: a
+ * removal stops its box's runtime only when the worker gets to it, which may be after the stack stopped.
+ */
+async function removeWithBoxes(stack: Stack, driver: LocalBoxDriver, runtimes: readonly Runtime[]): Promise<void> {
+  await removeRowWorkspaces(stack);
+  await bounded(runtimes, 8, async (runtime) => {
+    await driver.stopRuntime(runtime.id).catch(async (err: unknown) => {
+      // Gone meanwhile (its removal stopped it first) is what was wanted.
+      if ((await driver.liveRuntimePid(runtime.id).catch(() => null)) !== null) throw err;
+      return false;
+    });
+  });
 }
 
 /** When the workspace last went to `status`, on the workflow's clock (ms since the epoch); undefined if not recently. */
@@ -249,6 +265,7 @@ export async function boxesKilled(ctx: RowContext, o: BoxesKilledOptions): Promi
       };
     } finally {
       await load.stop();
+      await removeWithBoxes(stack, driver, runtimes);
     }
   });
 }
@@ -288,9 +305,9 @@ export async function crashLoop(ctx: RowContext, o: CrashLoopOptions): Promise<R
     if (looping === undefined) throw new Error('no workspace');
     const load = heartbeats(stack, others, o.rate);
     load.start();
+    log(`crash-loop: a box whose runtime dies ${DIES_AFTER_BOOT_S} s after every boot, ${o.deaths} deaths`);
+    const driver = await bootBoxes(stack, [looping], 'dies-after-boot');
     try {
-      log(`crash-loop: a box whose runtime dies ${DIES_AFTER_BOOT_S} s after every boot, ${o.deaths} deaths`);
-      await bootBoxes(stack, [looping], 'dies-after-boot');
       const client = await stack.temporal();
       const deaths: Death[] = [];
       const restartsAt = new Map<number, number>();
@@ -357,6 +374,7 @@ export async function crashLoop(ctx: RowContext, o: CrashLoopOptions): Promise<R
       };
     } finally {
       await load.stop();
+      await removeWithBoxes(stack, driver, [looping]);
     }
   });
 }
@@ -383,7 +401,7 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
     const [plugin] = pluginRepos(stack, 1, 1);
     const [draining, busy] = await createWorkspaces(stack, 2);
     if (plugin === undefined || draining === undefined || busy === undefined) throw new Error('no workspaces');
-    await bootBoxes(stack, [draining, busy], 'shell');
+    const driver = await bootBoxes(stack, [draining, busy], 'shell');
     for (const runtime of [draining, busy]) await register(stack, runtime);
     // The runtimes' heartbeats, each second, with the tasks each is running.
     // Idle at first, as a runtime that registers and then takes work.
@@ -512,6 +530,7 @@ export async function drain(ctx: RowContext, o: DrainOptions): Promise<Row> {
     } finally {
       stopBeating.abort();
       await beats;
+      await removeWithBoxes(stack, driver, [draining, busy]);
     }
   });
 }
@@ -533,76 +552,80 @@ export async function cordonedDies(ctx: RowContext, o: CordonedDiesOptions): Pro
     const [runtime] = await createWorkspaces(stack, 1);
     if (runtime === undefined) throw new Error('no workspace');
     const driver = await bootBoxes(stack, [runtime], 'simulated');
-    await untilOnline(stack, [runtime]);
-    const cordon = await admin(stack, 'POST', `/workspaces/${runtime.id}/cordon`, { reason: 'chaos: cordoned-dies' });
-    const cordoned = (cordon.body as { outcome?: string } | null)?.outcome;
-    log('cordoned-dies: SIGKILL the box runtime of a cordoned workspace');
-    await killBox(driver, runtime.id);
-    const declared = await waitFor(
-      'the verdict',
-      o.ttlMs + SWEEP_MS + 30_000,
-      async () => {
+    try {
+      await untilOnline(stack, [runtime]);
+      const cordon = await admin(stack, 'POST', `/workspaces/${runtime.id}/cordon`, { reason: 'chaos: cordoned-dies' });
+      const cordoned = (cordon.body as { outcome?: string } | null)?.outcome;
+      log('cordoned-dies: SIGKILL the box runtime of a cordoned workspace');
+      await killBox(driver, runtime.id);
+      const declared = await waitFor(
+        'the verdict',
+        o.ttlMs + SWEEP_MS + 30_000,
+        async () => {
+          const st = await state(stack, runtime.id);
+          return st.status === 'offline' && st.deadDetection.lastVerdict?.verdict === 'dead' ? st : undefined;
+        },
+        POLL_MS,
+      );
+      const [seen = NaN] = (await lastSeen(stack, [runtime.id])).values();
+      const detectedMs = (wentTo(declared, 'offline') ?? Infinity) - seen;
+      // Two TTLs from the verdict: nothing restarts it.
+      const holdUntil = Date.now() + 2 * o.ttlMs;
+      let restartedWhileCordoned = false;
+      let stillOffline = true;
+      let heldRestart = '';
+      while (Date.now() < holdUntil) {
         const st = await state(stack, runtime.id);
-        return st.status === 'offline' && st.deadDetection.lastVerdict?.verdict === 'dead' ? st : undefined;
-      },
-      POLL_MS,
-    );
-    const [seen = NaN] = (await lastSeen(stack, [runtime.id])).values();
-    const detectedMs = (wentTo(declared, 'offline') ?? Infinity) - seen;
-    // Two TTLs from the verdict: nothing restarts it.
-    const holdUntil = Date.now() + 2 * o.ttlMs;
-    let restartedWhileCordoned = false;
-    let stillOffline = true;
-    let heldRestart = '';
-    while (Date.now() < holdUntil) {
-      const st = await state(stack, runtime.id);
-      restartedWhileCordoned ||= st.restart.count > 0 || st.restart.inFlight;
-      stillOffline &&= st.status === 'offline';
-      heldRestart = st.restart.held?.reason ?? heldRestart;
-      await sleep(POLL_MS);
+        restartedWhileCordoned ||= st.restart.count > 0 || st.restart.inFlight;
+        stillOffline &&= st.status === 'offline';
+        heldRestart = st.restart.held?.reason ?? heldRestart;
+        await sleep(POLL_MS);
+      }
+      const boxRestartsCordoned = boxEvents(stack, runtime.id).filter((e) => e.startsWith('restart ')).length;
+      log('cordoned-dies: uncordon');
+      const uncordon = await admin(stack, 'POST', `/workspaces/${runtime.id}/uncordon`, {});
+      const uncordoned = uncordon.body as { outcome?: string; detail?: string } | null;
+      const uncordonedAt = Date.now();
+      const back = await waitFor(
+        'back online',
+        60_000,
+        async () => {
+          const st = await state(stack, runtime.id);
+          return st.status === 'online' && st.restart.count > 0 ? st : undefined;
+        },
+        POLL_MS,
+      );
+      const backMs = Date.now() - uncordonedAt;
+      // Anything more that the uncordon set off would show now.
+      await sleep(SWEEP_MS);
+      const after = await state(stack, runtime.id);
+      const boxRestarts = boxEvents(stack, runtime.id).filter((e) => e.startsWith('restart ')).length;
+      const crashes = newCrashes(stack, exitsBefore);
+      const held =
+        crashes.length === 0 &&
+        cordoned === 'started' &&
+        detectedMs <= o.ttlMs + SWEEP_MS + MARGIN_MS &&
+        !restartedWhileCordoned &&
+        stillOffline &&
+        boxRestartsCordoned === 0 &&
+        heldRestart !== '' &&
+        uncordoned?.outcome === 'started' &&
+        back.restart.count === 1 &&
+        after.restart.count === 1 &&
+        after.status === 'online' &&
+        boxRestarts === 1;
+      return {
+        fault: `a cordoned workspace's box runtime SIGKILLed (TTL ${s(o.ttlMs)}), uncordoned ${s(2 * o.ttlMs)} after the verdict`,
+        figures:
+          `cordon ${cordoned ?? cordon.status}; offline and dead ${s(detectedMs)} after the last heartbeat; for 2 TTLs ` +
+          `${stillOffline ? 'offline' : 'not offline'}, restarts ${restartedWhileCordoned ? 'started' : '0'} (held: ` +
+          `${heldRestart || 'none'}); uncordon ${uncordoned?.outcome ?? uncordon.status} (${uncordoned?.detail ?? ''}); ` +
+          `online ${s(backMs)} later; restarts ${after.restart.count} (box: ${boxRestarts}); crashes: ${crashes.join(', ') || 'none'}`,
+        expected: `dead within TTL + a sweep + ${s(MARGIN_MS)}; no restart while cordoned; on uncordon exactly 1 restart, online`,
+        held,
+      };
+    } finally {
+      await removeWithBoxes(stack, driver, [runtime]);
     }
-    const boxRestartsCordoned = boxEvents(stack, runtime.id).filter((e) => e.startsWith('restart ')).length;
-    log('cordoned-dies: uncordon');
-    const uncordon = await admin(stack, 'POST', `/workspaces/${runtime.id}/uncordon`, {});
-    const uncordoned = uncordon.body as { outcome?: string; detail?: string } | null;
-    const uncordonedAt = Date.now();
-    const back = await waitFor(
-      'back online',
-      60_000,
-      async () => {
-        const st = await state(stack, runtime.id);
-        return st.status === 'online' && st.restart.count > 0 ? st : undefined;
-      },
-      POLL_MS,
-    );
-    const backMs = Date.now() - uncordonedAt;
-    // Anything more that the uncordon set off would show now.
-    await sleep(SWEEP_MS);
-    const after = await state(stack, runtime.id);
-    const boxRestarts = boxEvents(stack, runtime.id).filter((e) => e.startsWith('restart ')).length;
-    const crashes = newCrashes(stack, exitsBefore);
-    const held =
-      crashes.length === 0 &&
-      cordoned === 'started' &&
-      detectedMs <= o.ttlMs + SWEEP_MS + MARGIN_MS &&
-      !restartedWhileCordoned &&
-      stillOffline &&
-      boxRestartsCordoned === 0 &&
-      heldRestart !== '' &&
-      uncordoned?.outcome === 'started' &&
-      back.restart.count === 1 &&
-      after.restart.count === 1 &&
-      after.status === 'online' &&
-      boxRestarts === 1;
-    return {
-      fault: `a cordoned workspace's box runtime SIGKILLed (TTL ${s(o.ttlMs)}), uncordoned ${s(2 * o.ttlMs)} after the verdict`,
-      figures:
-        `cordon ${cordoned ?? cordon.status}; offline and dead ${s(detectedMs)} after the last heartbeat; for 2 TTLs ` +
-        `${stillOffline ? 'offline' : 'not offline'}, restarts ${restartedWhileCordoned ? 'started' : '0'} (held: ` +
-        `${heldRestart || 'none'}); uncordon ${uncordoned?.outcome ?? uncordon.status} (${uncordoned?.detail ?? ''}); ` +
-        `online ${s(backMs)} later; restarts ${after.restart.count} (box: ${boxRestarts}); crashes: ${crashes.join(', ') || 'none'}`,
-      expected: `dead within TTL + a sweep + ${s(MARGIN_MS)}; no restart while cordoned; on uncordon exactly 1 restart, online`,
-      held,
-    };
   });
 }
