@@ -4,7 +4,8 @@
  * the workflows recorded, and prints a table: fault | figures | expected | held. Exits 0 when
  * every row held, 1 otherwise (2 on bad arguments).
  *
- *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,api-outage,overload,one-worker,one-api]
+ *   npm run chaos [-- --rows postgres,worker-kill,temporal,api,api-outage,boxes-killed,crash-loop,drain,cordoned-dies,
+ *                         overload,one-worker,one-api]
  *                 [--plugins 8 --plugin-mb 20] [--outage 20] [--flood-rate 1000 --flood-seconds 30]
  *                 [--cluster]
  *
@@ -35,6 +36,7 @@ import {
   type RowContext,
 } from './rows.js';
 import { Stack } from '../bench/harness/stack.js';
+import { boxesKilled, chaosRuntimeCommand, cordonedDies, crashLoop, drain } from './fleet-rows.js';
 
 export const rowNames = [
   'postgres',
@@ -42,6 +44,10 @@ export const rowNames = [
   'temporal',
   'api',
   'api-outage',
+  'boxes-killed',
+  'crash-loop',
+  'drain',
+  'cordoned-dies',
   'overload',
   'one-worker',
   'one-api',
@@ -87,17 +93,17 @@ export const defaultRowSettings: Pick<
 const API_OUTAGE_TTL_MS = 45_000;
 
 /**
- * A box runtime that takes a moment to stop, as a real one drains its work: a restart is then
- * long enough to be caught mid-way.
+ * The liveness TTL of the rows where boxes die: longer than the 15 s a heartbeat counts as recent
+ * (a silence any shorter is judged "queued", not dead), short enough for a row of a few deaths.
  */
-const slowToStopRuntime = ['/bin/sh', '-c', 'trap "sleep 2; exit 0" TERM; while :; do sleep 0.2; done'];
+const FLEET_ROW_TTL_MS = 16_000;
 
 export async function runChaos(options: ChaosOptions): Promise<Row[]> {
   const dir = mkdtempSync(join(tmpdir(), 'wl-chaos-'));
   const { log } = options;
   const stack = new Stack({
     dir,
-    runtimeCommand: slowToStopRuntime,
+    runtimeCommand: chaosRuntimeCommand(),
     log,
     ...(options.cluster === true ? { cluster: true, workers: 2, apis: 2 } : {}),
     ...(options.workflowBundle === undefined ? {} : { workflowBundle: options.workflowBundle }),
@@ -158,6 +164,22 @@ export async function runChaos(options: ChaosOptions): Promise<Row[]> {
           await attempt('API down for 3x the TTL', () =>
             apiOutage(ctx, { workspaces: 20, rate: 20, ttlMs: API_OUTAGE_TTL_MS }),
           );
+          break;
+        case 'boxes-killed':
+          await attempt('10% of the boxes killed at once', () =>
+            boxesKilled(ctx, { workspaces: 30, rate: 15, killed: 3, ttlMs: FLEET_ROW_TTL_MS, perMinute: 2 }),
+          );
+          break;
+        case 'crash-loop':
+          await attempt('a box that dies 5 s after every boot', () =>
+            crashLoop(ctx, { others: 4, rate: 2, ttlMs: FLEET_ROW_TTL_MS, settleWindowMs: 10_000, deaths: 5 }),
+          );
+          break;
+        case 'drain':
+          await attempt('a delivery to busy boxes', () => drain(ctx, { drainTimeoutMs: 20_000, busyForMs: 10_000 }));
+          break;
+        case 'cordoned-dies':
+          await attempt('a cordoned workspace whose box dies', () => cordonedDies(ctx, { ttlMs: FLEET_ROW_TTL_MS }));
           break;
         case 'one-worker':
           await attempt('one of two workers killed', () => oneWorkerKill(ctx, { workspaces: 20 }));

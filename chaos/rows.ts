@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
 import { Store } from '../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
+import type { LifecycleConfig } from '../workflows/config.js';
 import type { WorkspaceState } from '../workflows/state-machine.js';
 import { idleHeartbeat } from '../workflows/payloads.js';
 import {
@@ -38,13 +39,13 @@ export interface RowContext {
   log: (line: string) => void;
 }
 
-const ms = (value: number): string => `${Math.round(value)} ms`;
-const s = (value: number): string => `${(value / 1000).toFixed(1)} s`;
+export const ms = (value: number): string => `${Math.round(value)} ms`;
+export const s = (value: number): string => `${(value / 1000).toFixed(1)} s`;
 let sequence = 0;
 
 // --- shared steps ------------------------------------------------------------------------------
 
-async function admin(stack: Stack, method: string, path: string, body?: unknown) {
+export async function admin(stack: Stack, method: string, path: string, body?: unknown) {
   return call(`${stack.apiUrl}${path}`, method, body, stack.adminToken);
 }
 
@@ -62,7 +63,7 @@ export async function removeRowWorkspaces(stack: Stack): Promise<void> {
 }
 
 /** Creates `n` workspaces through the API; each comes back with its token. */
-async function createWorkspaces(
+export async function createWorkspaces(
   stack: Stack,
   n: number,
   plugins: { name: string; source: string }[] = [],
@@ -84,7 +85,7 @@ async function createWorkspaces(
 }
 
 /** The runtime registers in poll mode; anything but 200 is the row's failure. */
-async function register(stack: Stack, runtime: Runtime): Promise<void> {
+export async function register(stack: Stack, runtime: Runtime): Promise<void> {
   const answer = await call(
     `${stack.apiUrl}/registry/register`,
     'POST',
@@ -95,7 +96,7 @@ async function register(stack: Stack, runtime: Runtime): Promise<void> {
 }
 
 /** An open-loop heartbeat load on the stack's API (the offered rate holds, whatever the answers). */
-function heartbeats(stack: Stack, runtimes: Runtime[], rate: number): HeartbeatLoad {
+export function heartbeats(stack: Stack, runtimes: Runtime[], rate: number): HeartbeatLoad {
   return new HeartbeatLoad({ apiUrls: [stack.apiUrl], runtimes, rate, maxInFlight: 2_000, pace: 'open' });
 }
 
@@ -114,15 +115,15 @@ async function beatingFleet(stack: Stack, o: BeatingFleetOptions): Promise<Heart
   return load;
 }
 
-function handle(client: Client, id: string): WorkflowHandle {
+export function handle(client: Client, id: string): WorkflowHandle {
   return client.workflow.getHandle(workspaceWorkflowId(id));
 }
 
-async function state(stack: Stack, id: string): Promise<WorkspaceState> {
+export async function state(stack: Stack, id: string): Promise<WorkspaceState> {
   return handle(await stack.temporal(), id).query(stateQuery);
 }
 
-async function waitFor<T>(
+export async function waitFor<T>(
   what: string,
   timeoutMs: number,
   probe: () => Promise<T | undefined>,
@@ -134,6 +135,39 @@ async function waitFor<T>(
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${s(timeoutMs)} waiting for ${what}`);
     await sleep(everyMs);
+  }
+}
+
+/** Waits until every one of the workspaces is online. */
+export async function untilOnline(stack: Stack, runtimes: readonly Runtime[], timeoutMs = 60_000): Promise<void> {
+  await waitFor(`${runtimes.length} workspaces online`, timeoutMs, async () => {
+    const states = await Promise.all(runtimes.map((runtime) => state(stack, runtime.id)));
+    return states.every((st) => st.status === 'online') ? true : undefined;
+  });
+}
+
+/** What a row runs the stack with: lifecycle overrides for the workflows it starts, the workers' environment. */
+export interface RowSettings {
+  /** WL_LIFECYCLE_CONFIG of the API, which starts the workflows (the config travels in their input). */
+  lifecycle?: Partial<LifecycleConfig>;
+  /** The workers' extra environment (e.g. the fleet liveness controller's settings). */
+  worker?: Record<string, string>;
+}
+
+/**
+ * Runs the row with the API (and the workers, when it sets theirs) restarted with its settings, and
+ * restarts them with the stack's own afterwards, so the next row finds the stack as it was.
+ */
+export async function withRowSettings<T>(stack: Stack, settings: RowSettings, work: () => Promise<T>): Promise<T> {
+  const lifecycle: Record<string, string> =
+    settings.lifecycle === undefined ? {} : { WL_LIFECYCLE_CONFIG: JSON.stringify(settings.lifecycle) };
+  await stack.restartApi(lifecycle);
+  if (settings.worker !== undefined) await stack.restartWorker(settings.worker);
+  try {
+    return await work();
+  } finally {
+    if (settings.worker !== undefined) await stack.restartWorker({});
+    await stack.restartApi({});
   }
 }
 
@@ -163,7 +197,7 @@ async function lostHeartbeats(
   return { acked, recorded, lost };
 }
 
-function newCrashes(stack: Stack, before: number): string[] {
+export function newCrashes(stack: Stack, before: number): string[] {
   return stack.exits
     .slice(before)
     .filter((exit) => !exit.expected)
@@ -243,7 +277,7 @@ export const moments = ['diff', 'stage', 'deliver', 'record', 'restart'] as cons
 export type Moment = (typeof moments)[number];
 
 /** Plugin repositories with a large file each, made once per run. */
-function pluginRepos(stack: Stack, count: number, mb: number): { name: string; source: string }[] {
+export function pluginRepos(stack: Stack, count: number, mb: number): { name: string; source: string }[] {
   const root = join(stack.options.dir, 'repos');
   return Array.from({ length: count }, (_, i) => {
     const name = `chaos-plugin-${i + 1}`;
@@ -272,7 +306,7 @@ function pluginRepos(stack: Stack, count: number, mb: number): { name: string; s
 }
 
 /** The box's event log: what the driver actually did. */
-function boxEvents(stack: Stack, id: string): string[] {
+export function boxEvents(stack: Stack, id: string): string[] {
   const file = join(stack.boxesDir, id, 'box-events.log');
   if (!existsSync(file)) return [];
   return readFileSync(file, 'utf8')
@@ -573,10 +607,7 @@ export async function oneWorkerKill(ctx: RowContext, o: OneWorkerKillOptions): P
       for (let i = 0; i < 3; i++) await beat(runtime);
     }),
   );
-  await waitFor('every workspace online', 120_000, async () => {
-    const states = await Promise.all(runtimes.map((r) => state(stack, r.id)));
-    return states.every((st) => st.status === 'online') ? true : undefined;
-  });
+  await untilOnline(stack, runtimes, 120_000);
   log('one-worker: SIGKILL worker-2 of 2');
   const killedAt = Date.now();
   await stack.killInstance('worker-2');
@@ -736,16 +767,12 @@ export interface ApiOutageOptions {
 export async function apiOutage(ctx: RowContext, o: ApiOutageOptions): Promise<Row> {
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
-  await stack.restartApi({ WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.ttlMs }) });
-  const runtimes = await createWorkspaces(stack, o.workspaces);
-  try {
+  return withRowSettings(stack, { lifecycle: { livenessTtlMs: o.ttlMs } }, async () => {
+    const runtimes = await createWorkspaces(stack, o.workspaces);
     for (const runtime of runtimes) await register(stack, runtime);
     const load = heartbeats(stack, runtimes, o.rate);
     load.start();
-    await waitFor('the fleet online', 60_000, async () => {
-      const states = await Promise.all(runtimes.map((runtime) => state(stack, runtime.id)));
-      return states.every((st) => st.status === 'online') ? true : undefined;
-    });
+    await untilOnline(stack, runtimes);
     log(`api-outage: SIGKILL the API for ${s(3 * o.ttlMs)} while ${o.workspaces} runtimes beat`);
     await stack.kill('api');
     await sleep(3 * o.ttlMs);
@@ -769,7 +796,5 @@ export async function apiOutage(ctx: RowContext, o: ApiOutageOptions): Promise<R
       expected: '0 declared dead, 0 offline, 0 restarts, all online after',
       held,
     };
-  } finally {
-    await stack.restartApi({});
-  }
+  });
 }

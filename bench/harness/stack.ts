@@ -106,6 +106,8 @@ export class Stack {
   private client: Client | undefined;
   /** Extra environment of the API only (see restartApi). */
   private apiEnv: Record<string, string> = {};
+  /** Extra environment of the workers only (see restartWorker). */
+  private workerEnv: Record<string, string> = {};
   private workflowBundle = '';
 
   constructor(readonly options: StackOptions) {
@@ -328,6 +330,16 @@ export class Stack {
     await this.startApi();
   }
 
+  /**
+   * Stops every worker and starts them again with `env` on top of the stack's environment (e.g.
+   * the fleet liveness controller's settings, which the last worker started sets).
+   */
+  async restartWorker(env: Record<string, string>): Promise<void> {
+    await this.terminate('worker', 'SIGTERM');
+    this.workerEnv = env;
+    this.startWorker();
+  }
+
   /** SIGKILL: no drain, no cleanup, as a crash or an OOM kill. */
   async kill(piece: Piece): Promise<void> {
     await this.terminate(piece, 'SIGKILL');
@@ -375,7 +387,12 @@ export class Stack {
     const child = spawn(program, args, {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...this.environment(), ...(piece === 'api' ? this.apiEnv : {}), ...env },
+      env: {
+        ...this.environment(),
+        ...(piece === 'api' ? this.apiEnv : {}),
+        ...(piece === 'worker' ? this.workerEnv : {}),
+        ...env,
+      },
     });
     this.track(piece, index, child);
   }
