@@ -426,10 +426,13 @@ export interface TemporalRestartOptions {
  * database file: the timers still fire, the verdicts follow the rules, nothing acknowledged is lost.
  */
 export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions): Promise<Row> {
+  // This row's workflows run with a short liveness TTL, so its timer fires within the row.
+  return withRowSettings(ctx.stack, { lifecycle: { livenessTtlMs: o.ttlMs } }, () => temporalRestartRow(ctx, o));
+}
+
+async function temporalRestartRow(ctx: RowContext, o: TemporalRestartOptions): Promise<Row> {
   const { stack, log } = ctx;
   const exitsBefore = stack.exits.length;
-  // This row's workflows run with a short liveness TTL, so its timer fires within the row.
-  await stack.restartApi({ WL_LIFECYCLE_CONFIG: JSON.stringify({ livenessTtlMs: o.ttlMs }) });
   const [settling, silent] = await createWorkspaces(stack, 2);
   if (settling === undefined || silent === undefined) throw new Error('no workspaces');
   const driver = new LocalBoxDriver({ root: stack.boxesDir, runtimeCommand: stack.options.runtimeCommand });
@@ -515,7 +518,6 @@ export async function temporalRestart(ctx: RowContext, o: TemporalRestartOptions
   const { acked: ackedTotal, recorded, lost } = await lostHeartbeats(stack, acked);
   const crashes = newCrashes(stack, exitsBefore);
   await driver.stopRuntime(settling.id);
-  await stack.restartApi({});
   const held =
     crashes.length === 0 &&
     whileDown.status === 503 &&
