@@ -36,10 +36,9 @@ describe('migrations', () => {
 
   it('closes its connection before it returns, so the database can be dropped at once', async () => {
     await migrate(url);
-    const { rows } = await admin.query<{ count: string }>(
-      'SELECT count(*) FROM pg_stat_activity WHERE datname = $1',
-      [name],
-    );
+    const { rows } = await admin.query<{ count: string }>('SELECT count(*) FROM pg_stat_activity WHERE datname = $1', [
+      name,
+    ]);
     expect(Number(rows[0]?.count)).toBe(0);
   });
 });
