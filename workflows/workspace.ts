@@ -289,12 +289,10 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         { workspaceId, restartKey: restartKey(state) },
       ]);
     } catch (err) {
-      wf.log.warn(
-        'reading the heartbeat ledger failed: no verdict, and a restart drains only what the workflow knows',
-        {
-          error: failureMessage(err),
-        },
-      );
+      const error = failureMessage(err);
+      wf.log.warn('reading the heartbeat ledger failed: no verdict; a restart drains what the workflow knows', {
+        error,
+      });
       return null;
     }
   }
