@@ -162,7 +162,7 @@ export class HeartbeatLedgerTable {
     const { rows } = await this.pool.query<{ age_ms: number | null; since_restart: boolean; active_tasks: number }>(
       `SELECT (extract(epoch FROM now() - last_seen_at) * 1000)::float8 AS age_ms,
               coalesce(restart_key = $2 AND last_seen_at > restart_at, FALSE) AS since_restart,
-              active_tasks
+              active_tasks::float8 AS active_tasks
          FROM workspace_heartbeats WHERE workspace_id = $1`,
       [workspaceId, restartKey],
     );

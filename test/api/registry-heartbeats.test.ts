@@ -179,4 +179,13 @@ describe('issue 29: heartbeat answers and forwards', () => {
     const read = await harness.api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(read.json<{ heartbeatLedger: { beats: number } }>().heartbeatLedger.beats).toBe(2);
   });
+
+  it('the ledger keeps the active tasks of every heartbeat, up to the largest count a runtime may send', async () => {
+    const { id, bearer, handle } = await harness.registeredOnline();
+    await contractPublished(id, handle);
+    for (const activeTasks of [3, Number.MAX_SAFE_INTEGER, 0]) {
+      expect((await send(harness.api, id, bearer, { active_tasks: activeTasks })).statusCode).toBe(200);
+      expect((await harness.store.heartbeats.reading(id, 'none')).activeTasks).toBe(activeTasks);
+    }
+  });
 });

@@ -124,6 +124,11 @@ beforeAll(async () => {
     'the broken plugin’s reconcile failure',
     async () => (await counter(workerMetricsUrl, 'workspace_reconcile_failures_total')) >= 1,
   );
+  // The activity counts its failure before it throws; the SDK counts it once the failure is sent.
+  await until(
+    'the SDK’s count of the failed activity',
+    async () => (await counter(workerMetricsUrl, 'temporal_activity_execution_failed_total')) >= 1,
+  );
 }, 300_000);
 
 afterAll(async () => {

@@ -265,6 +265,10 @@ describe('the contract', () => {
     expect((await store.heartbeats.reading(id, 'none')).activeTasks).toBe(2);
     expect(await store.heartbeats.record(token, id, { ...degrading, activeTasks: 0 })).toMatchObject({ wanted: true });
     expect((await store.heartbeats.reading(id, 'none')).activeTasks).toBe(0);
+    // Any count a heartbeat may carry (a safe integer) is kept as it is.
+    const most = Number.MAX_SAFE_INTEGER;
+    expect(await store.heartbeats.record(token, id, { ...healthy, activeTasks: most })).not.toBeNull();
+    expect((await store.heartbeats.reading(id, 'none')).activeTasks).toBe(most);
   });
 });
 
