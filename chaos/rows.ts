@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LocalBoxDriver, processAlive } from '../activities/box/local.js';
+import { LocalBoxDriver, processAlive, processRunning } from '../activities/box/local.js';
 import { Store } from '../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../workflows/definitions.js';
 import type { LifecycleConfig } from '../workflows/config.js';
@@ -386,7 +386,7 @@ export async function workerKill(ctx: RowContext, o: WorkerKillOptions, moment: 
     const restarts = events.filter((e) => e.startsWith('restart ')).length;
     const finalState = await state(stack, runtime.id);
     const pid = await driver.runtimePid(runtime.id);
-    const running = pid !== null && processAlive(pid);
+    const running = pid !== null && (await processRunning(pid));
     const crashes = newCrashes(stack, exitsBefore);
     const held =
       crashes.length === 0 &&

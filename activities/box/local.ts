@@ -17,7 +17,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, open, opendir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, opendir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertSafePluginName, INCOMING_SUFFIX, REMOVING_SUFFIX } from '../plugins/errors.js';
 import { MANIFEST_FILE, MAX_MANIFEST_BYTES, type StagedPlugin } from '../plugins/stage.js';
@@ -252,7 +252,7 @@ export class LocalBoxDriver implements BoxDriver {
    */
   async liveRuntimePid(workspaceId: string): Promise<number | null> {
     const record = await this.runtimeRecord(workspaceId);
-    if (record === null || record.pid === 0 || !processAlive(record.pid)) return null;
+    if (record === null || record.pid === 0 || !(await processRunning(record.pid))) return null;
     if (record.launchId === '') return record.pid; // a record from before launch ids: trusted as before
     const environ = await readEnviron(record.pid);
     // No /proc to look in (not Linux): the pid is all there is to go by.
@@ -407,12 +407,57 @@ async function readEnviron(pid: number): Promise<string | null> {
   }
 }
 
-/** SIGTERM, then SIGKILL if the process is still there after `graceMs`. */
+/** How long a killed process may take to be gone before stopping it counts as failed. */
+const KILL_WAIT_MS = 5_000;
+
+/**
+ * SIGTERM, then SIGKILL if the process still runs after `graceMs`; returns once it runs no more,
+ * so whoever asks next is not told it still runs.
+ */
 export async function stopProcess(pid: number, graceMs: number): Promise<void> {
-  process.kill(pid, 'SIGTERM');
-  for (let waited = 0; waited < graceMs && processAlive(pid); waited += 100)
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+  if (!signal(pid, 'SIGTERM')) return;
+  if (await waitUntilStopped(pid, graceMs)) return;
+  signal(pid, 'SIGKILL');
+  if (!(await waitUntilStopped(pid, KILL_WAIT_MS)))
+    throw new Error(`process ${pid} still runs ${KILL_WAIT_MS} ms after SIGKILL`);
+}
+
+/** Sends `name` to `pid`; false if there is no such process. */
+function signal(pid: number, name: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, name);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+async function waitUntilStopped(pid: number, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    if (!(await processRunning(pid))) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * Whether the process runs: it exists and has not exited. A process that exited but was not yet
+ * reaped by its parent (state Z) still answers signal 0, and runs no more.
+ */
+export async function processRunning(pid: number): Promise<boolean> {
+  if (!processAlive(pid)) return false;
+  let stat: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    // Gone between the two looks, or no /proc (not Linux): signal 0 is all there is to go by.
+    return processAlive(pid) && !existsSync('/proc/self');
+  }
+  // "pid (comm) S ...": the name may hold spaces and parentheses, the state follows the last ')'.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
 
 /** Whether a process with this id exists (signal 0). */

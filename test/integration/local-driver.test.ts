@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LocalBoxDriver, processAlive } from '../../activities/box/local.js';
+import { LocalBoxDriver, processAlive, processRunning, stopProcess } from '../../activities/box/local.js';
 
 const root = mkdtempSync(join(tmpdir(), 'wl-local-driver-'));
 // A runtime that takes half a second to stop, as a real one drains.
@@ -45,7 +45,7 @@ describe('LocalBoxDriver.restart', () => {
     expect(await driver.restart('twice', 'restart-a')).toBe('restarted');
     const second = await driver.runtimePid('twice');
     expect(second).not.toBe(first);
-    expect(processAlive(first)).toBe(false);
+    expect(await processRunning(first)).toBe(false);
     expect(await driver.restart('twice', 'restart-a')).toBe('already-restarted');
     expect(await driver.runtimePid('twice')).toBe(second);
     expect(restartEvents('twice')).toEqual(['restart restart-a']);
@@ -97,5 +97,35 @@ describe('LocalBoxDriver.restart', () => {
     expect(await bare.restart('bare', 'restart-1')).toBe('restarted');
     expect(await bare.restart('bare', 'restart-1')).toBe('already-restarted');
     expect(await bare.isRunning('bare')).toBe(false);
+  });
+});
+
+describe('stopProcess', () => {
+  /** Starts `script` under sh and returns its pid and the first line it prints. */
+  async function launch(script: string): Promise<{ pid: number; line: string }> {
+    const child = spawn('/bin/sh', ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const line = await new Promise<string>((resolve) =>
+      child.stdout.once('data', (data) => resolve(String(data).trim())),
+    );
+    return { pid: child.pid ?? 0, line };
+  }
+
+  it('a process that ignores SIGTERM is killed, and runs no more when the stop returns', async () => {
+    const { pid } = await launch('trap "" TERM; echo ready; while :; do sleep 0.1; done');
+    expect(await processRunning(pid)).toBe(true);
+    await stopProcess(pid, 200);
+    expect(await processRunning(pid)).toBe(false);
+  });
+
+  it('a process that exited and waits to be reaped answers signal 0, yet runs no more', async () => {
+    // `exec sleep` never reaps the background child, which stays a zombie until sleep ends.
+    const { pid: parent, line } = await launch('sleep 0 & echo $!; exec sleep 30');
+    const zombie = Number(line);
+    const deadline = Date.now() + 10_000;
+    while ((await processRunning(zombie)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(processAlive(zombie)).toBe(true);
+    expect(await processRunning(zombie)).toBe(false);
+    await stopProcess(zombie, 1_000); // nothing left to stop: returns at once
+    await stopProcess(parent, 1_000);
   });
 });
