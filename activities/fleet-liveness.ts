@@ -7,7 +7,13 @@
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { ExpiredLease, ExpiredLeases } from '../db/tables/heartbeat-ledger.js';
-import { leaseExpiredSignal, workspaceWorkflowId } from '../workflows/definitions.js';
+import {
+  FLEET_LIVENESS_WORKFLOW_ID,
+  grantRemediationUpdate,
+  leaseExpiredSignal,
+  workspaceWorkflowId,
+  type RemediationGrant,
+} from '../workflows/definitions.js';
 import { heartbeating } from './heartbeating.js';
 import type { ActivityDeps } from './reconcile.js';
 
@@ -24,6 +30,14 @@ export interface SignalledLeases {
 }
 
 export function createFleetLivenessActivities({ store, temporal }: Pick<ActivityDeps, 'store' | 'temporal'>) {
+  const client = () => {
+    if (temporal === undefined)
+      throw ApplicationFailure.nonRetryable(
+        'this worker was created without a Temporal client, so it cannot reach workflows: create it with createWorker',
+        'NoTemporalClient',
+      );
+    return temporal;
+  };
   return {
     /**
      * The watched leases, and up to `limit` expired ones not yet signalled for their contract,
@@ -41,11 +55,7 @@ export function createFleetLivenessActivities({ store, temporal }: Pick<Activity
 
     /** Tells each workspace its lease expired, a few at once, and marks the ones told. */
     async signalExpiredLeases({ leases }: { leases: ExpiredLease[] }): Promise<SignalledLeases> {
-      if (temporal === undefined)
-        throw ApplicationFailure.nonRetryable(
-          'this worker was created without a Temporal client, so it cannot signal workspaces: create it with createWorker',
-          'NoTemporalClient',
-        );
+      const temporal = client();
       const result: SignalledLeases = { signalled: 0, gone: 0, failed: 0 };
       const marked: ExpiredLease[] = [];
       const queue = [...leases];
@@ -77,6 +87,31 @@ export function createFleetLivenessActivities({ store, temporal }: Pick<Activity
         await store.heartbeats.markSignalled(marked);
       });
       return result;
+    },
+
+    /**
+     * Asks the fleet liveness controller for one token of the remediation budget, on the
+     * database's clock, before a workspace declares a caller's dead verdict. No controller running
+     * is a refusal: without it nobody judges the fleet, and a verdict waits for it.
+     */
+    async grantRemediation({
+      workspaceId,
+      requester,
+    }: {
+      workspaceId: string;
+      requester: string;
+    }): Promise<RemediationGrant> {
+      const temporal = client();
+      const now = await store.now();
+      try {
+        return await temporal.workflow
+          .getHandle(FLEET_LIVENESS_WORKFLOW_ID)
+          .executeUpdate(grantRemediationUpdate, { args: [{ workspaceId, requester, now }] });
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError)
+          return { granted: false, reason: 'the fleet liveness controller is not running: start a worker' };
+        throw err;
+      }
     },
   };
 }

@@ -81,4 +81,12 @@ export class Store {
   async ping(): Promise<void> {
     await this.pool.query('SELECT 1');
   }
+
+  /** The database's time: the clock the fleet's remediation budget is refilled on. */
+  async now(): Promise<string> {
+    const { rows } = await this.pool.query<{ now: Date }>('SELECT now() AS now');
+    const now = rows[0]?.now;
+    if (now === undefined) throw new Error('SELECT now() returned no row');
+    return now.toISOString();
+  }
 }

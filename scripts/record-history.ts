@@ -99,6 +99,7 @@ const fakeActivities: Activities = {
       leases: [],
     }),
   signalExpiredLeases: () => Promise.resolve({ signalled: 0, gone: 0, failed: 0 }),
+  grantRemediation: () => Promise.resolve({ granted: true }),
 };
 const worker = await Worker.create({
   connection: env.nativeConnection,

@@ -88,7 +88,7 @@ export async function recreateWorkspaces(options: RecreateOptions): Promise<Recr
       throw err;
     }
     result.recreated++;
-    if (!external) await handle.executeUpdate(dispatchFailedUpdate, { args: [{ caller: 'recreate' }] });
+    if (!external) await handle.executeUpdate(dispatchFailedUpdate, { args: [{ caller: 'recreate', operator: true }] });
   };
 
   const queue = [...stale];

@@ -67,6 +67,15 @@ export const ledger = proxyActivities<Activities>({
   retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '4s', maximumAttempts: 4 },
 });
 
+/**
+ * Dead detection's request for a token of the fleet's remediation budget: a query and an Update on
+ * the fleet liveness controller. A few quick tries, then no verdict (the caller retries).
+ */
+export const remediationBudget = proxyActivities<Activities>({
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '4s', maximumAttempts: 3 },
+});
+
 /** Dead detection's one look at the box: a transport error means "assume alive", so it is never retried. */
 export const boxProbe = proxyActivities<Activities>({ startToCloseTimeout: '10s', retry: { maximumAttempts: 1 } });
 

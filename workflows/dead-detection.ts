@@ -8,12 +8,13 @@
  */
 import type { LedgerReading } from '../db/tables/heartbeat-ledger.js';
 import type { LifecycleConfig } from './config.js';
-import type { DispatchVerdict } from './definitions.js';
+import type { DispatchVerdict, RemediationGrant } from './definitions.js';
 import {
   hasFreshHeartbeat,
   hasRecentHeartbeat,
   isSettling,
   registeredSinceRestart,
+  strikeDeclaresDead,
   type Event,
   type ProbeResult,
   type WorkspaceState,
@@ -32,6 +33,8 @@ export interface EvaluationContext {
   sleep: (ms: number) => Promise<void>;
   /** One look at the box: whether it runs; rejects on a transport error. */
   isBoxRunning: (requester: string) => Promise<boolean>;
+  /** A token of the fleet's remediation budget for a dead verdict; null when the controller cannot be asked. */
+  grantRemediation: (requester: string) => Promise<RemediationGrant | null>;
 }
 
 /** The answer while the ledger cannot be read: forwarded heartbeats alone never decide. */
@@ -40,13 +43,24 @@ export const NO_VERDICT_WITHOUT_LEDGER: DispatchVerdict = {
   detail: 'heartbeat ledger unreachable: no verdict, retry later',
 };
 
-export async function evaluate(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
-  const verdict = await decide(ctx, requester);
+/** The answer while the fleet liveness controller cannot be asked for a token: nobody judges the fleet. */
+export const NO_VERDICT_WITHOUT_CONTROLLER: DispatchVerdict = {
+  verdict: 'queued',
+  detail: 'the fleet liveness controller did not answer: no verdict, retry later',
+};
+
+/**
+ * `budgeted`: a dead verdict takes a token of the fleet's remediation budget first (a caller's
+ * report). Not for the watchdog's evaluation, whose lease expiry the controller already counted,
+ * nor an operator's.
+ */
+export async function evaluate(ctx: EvaluationContext, requester: string, budgeted: boolean): Promise<DispatchVerdict> {
+  const verdict = await decide(ctx, requester, budgeted);
   ctx.apply({ type: 'verdict', ...verdict, requester });
   return verdict;
 }
 
-async function decide(ctx: EvaluationContext, requester: string): Promise<DispatchVerdict> {
+async function decide(ctx: EvaluationContext, requester: string, budgeted: boolean): Promise<DispatchVerdict> {
   const { config } = ctx;
   // 0. An external runtime is not the service's to probe or restart: the caller handles its error.
   if (ctx.state().runtime === 'external') {
@@ -98,6 +112,17 @@ async function decide(ctx: EvaluationContext, requester: string): Promise<Dispat
       verdict: 'queued',
       detail: 'settling after a restart and its runtime beat since: the box probes not running, retry later',
     };
+  }
+
+  // The fleet before the workspace: a dead verdict waits for a token of the fleet's budget, and
+  // for the end of a disruption or a pause (docs/fleet-liveness.md §7). Refused: no verdict.
+  const declares = !settling || strikeDeclaresDead(ctx.state(), ctx.now(), config);
+  if (budgeted && declares) {
+    const grant = await ctx.grantRemediation(requester);
+    if (grant === null) return NO_VERDICT_WITHOUT_CONTROLLER;
+    if (!grant.granted) return { verdict: 'queued', detail: `not running, but no verdict now: ${grant.reason}` };
+    // An operator's restart may have started while the grant was asked.
+    if (ctx.state().restart.inFlight) return { verdict: 'restarting', detail: 'a restart is in flight' };
   }
 
   // 6. Not settling, not running, no recent heartbeat: dead after one probe.

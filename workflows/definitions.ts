@@ -82,6 +82,11 @@ export interface DispatchFailure {
   caller?: string;
   /** What the caller saw, for the record. */
   error?: string;
+  /**
+   * An operator's own look (the recreate at start), not a caller's report: its dead verdict takes
+   * nothing of the fleet's remediation budget, as an operator's restart does not. Never from HTTP.
+   */
+  operator?: boolean;
 }
 export interface DispatchVerdict {
   verdict: Verdict;
@@ -200,7 +205,8 @@ export interface FleetLivenessState {
   lastSweep: SweepRecord | null;
   /** The last sweep that failed (the database or Temporal unreachable): no sweep, no verdict. */
   lastFailure: { at: string; error: string } | null;
-  totals: { expiredFound: number; signalled: number };
+  /** Expired leases found and signalled; dead verdicts asked by callers granted and refused (grantRemediation). */
+  totals: { expiredFound: number; signalled: number; granted: number; refused: number };
   /** Completed runs (continue-as-new count). */
   runs: number;
   /** The disruption in progress; null when the fleet is judged one by one. */
@@ -233,3 +239,18 @@ export const pauseRemediationUpdate = defineUpdate<RemediationAnswer, [request: 
   'pauseRemediation',
 );
 export const resumeRemediationUpdate = defineUpdate<RemediationAnswer, [request: { by: string }]>('resumeRemediation');
+
+/** A workspace's dead detection asks before it declares a caller's dead verdict; `now` is the database's. */
+export interface RemediationRequest {
+  workspaceId: string;
+  requester: string;
+  now: string;
+}
+/** Granted: declare dead and restart. Refused: no verdict, and why (a disruption, a pause, the budget spent). */
+export type RemediationGrant = { granted: true } | { granted: false; reason: string };
+/**
+ * Takes one token of the fleet's remediation budget for a dead verdict asked by a caller
+ * (`POST /workspaces/:id/dispatch-failed`), so that callers' verdicts and the silence verdicts of
+ * the sweeps share one rate, one pause and one disruption.
+ */
+export const grantRemediationUpdate = defineUpdate<RemediationGrant, [request: RemediationRequest]>('grantRemediation');

@@ -12,6 +12,7 @@ import { sweepSignals, sweepStep } from './activities.js';
 import {
   configureSignal,
   fleetLivenessStateQuery,
+  grantRemediationUpdate,
   pauseRemediationUpdate,
   resumeRemediationUpdate,
   type FleetLivenessInput,
@@ -21,6 +22,7 @@ import {
   carriedFleetLivenessState,
   configuredSettings,
   fleetLivenessDetails,
+  grantRemediation,
   initialFleetLivenessState,
   pauseRemediation,
   recordSweep,
@@ -63,6 +65,16 @@ export async function fleetLivenessWorkflow(input: FleetLivenessInput = {}): Pro
       return resumed.answer;
     },
     { validator: validRemediationRequest },
+  );
+  wf.setHandler(
+    grantRemediationUpdate,
+    (request) => {
+      const granted = grantRemediation(state, request);
+      state = granted.state;
+      wf.setCurrentDetails(fleetLivenessDetails(state));
+      return granted.grant;
+    },
+    { validator: validGrantRequest },
   );
   wf.setHandler(fleetLivenessStateQuery, () => state);
   wf.setCurrentDetails(fleetLivenessDetails(state));
@@ -108,4 +120,13 @@ function validRemediationRequest(request: { by: string; reason?: string }): void
   };
   text(request.by, 'by');
   if ('reason' in request) text(request.reason, 'reason');
+}
+
+/** A workspace's request names it and its requester (bounded text) and carries a database time. */
+function validGrantRequest(request: { workspaceId: string; requester: string; now: string }): void {
+  for (const [name, value] of Object.entries({ workspaceId: request.workspaceId, requester: request.requester }))
+    if (typeof value !== 'string' || value === '' || value.length > 500)
+      throw new Error(`${name} must be text of 1 to 500 characters`);
+  if (typeof request.now !== 'string' || Number.isNaN(Date.parse(request.now)))
+    throw new Error('now must be a time (ISO 8601)');
 }

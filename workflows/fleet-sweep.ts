@@ -16,6 +16,8 @@ import {
   type FleetLivenessSettings,
   type FleetLivenessState,
   type RemediationAnswer,
+  type RemediationGrant,
+  type RemediationRequest,
 } from './definitions.js';
 import { markdownLiteral } from './operator-view.js';
 
@@ -25,7 +27,7 @@ export function initialFleetLivenessState(settings: Partial<FleetLivenessSetting
     sweeps: 0,
     lastSweep: null,
     lastFailure: null,
-    totals: { expiredFound: 0, signalled: 0 },
+    totals: { expiredFound: 0, signalled: 0, granted: 0, refused: 0 },
     runs: 0,
     disruption: null,
     lastDisruption: null,
@@ -45,7 +47,7 @@ export function carriedFleetLivenessState(
   settings: Partial<FleetLivenessSettings>,
 ): FleetLivenessState {
   const initial = initialFleetLivenessState();
-  const state: FleetLivenessState = { ...initial, ...carried };
+  const state: FleetLivenessState = { ...initial, ...carried, totals: { ...initial.totals, ...carried.totals } };
   return { ...state, settings: configuredSettings({ ...initial.settings, ...carried.settings }, settings) };
 }
 
@@ -123,12 +125,44 @@ export function sweepDecision(found: ExpiredLeases, state: FleetLivenessState): 
     };
   const tokens = refilledTokens(state, now);
   if (state.paused !== null)
-    return { signal: [], held: found.expired, state: { ...judged, remediation: { tokens, at: found.now } } };
+    return { signal: [], held: found.expired, state: { ...judged, remediation: spent(state, found.now, tokens, 0) } };
   const signal = found.leases.slice(0, Math.floor(tokens));
   return {
     signal,
     held: found.expired - signal.length,
-    state: { ...judged, remediation: { tokens: tokens - signal.length, at: found.now } },
+    state: { ...judged, remediation: spent(state, found.now, tokens, signal.length) },
+  };
+}
+
+/**
+ * A dead verdict asked by a caller, judged like a sweep's signal: refused during a disruption (the
+ * observer is suspected) or a pause, granted while the bucket holds a token, which it takes.
+ * Refused verdicts are asked again by the caller's retry; nothing is queued here.
+ */
+export function grantRemediation(
+  state: FleetLivenessState,
+  request: RemediationRequest,
+): { state: FleetLivenessState; grant: RemediationGrant } {
+  const refuse = (reason: string) => ({
+    state: { ...state, totals: { ...state.totals, refused: state.totals.refused + 1 } },
+    grant: { granted: false as const, reason },
+  });
+  if (state.disruption !== null)
+    return refuse(
+      `fleet disruption since ${state.disruption.since}: the observer is suspected, nobody is declared dead`,
+    );
+  if (state.paused !== null) return refuse(`remediation paused by ${state.paused.by}: ${state.paused.reason}`);
+  const now = Date.parse(request.now);
+  const tokens = refilledTokens(state, now);
+  if (tokens < 1)
+    return refuse(`the fleet's remediation budget (${state.settings.remediationPerMinute} a minute) is spent`);
+  return {
+    state: {
+      ...state,
+      remediation: spent(state, request.now, tokens, 1),
+      totals: { ...state.totals, granted: state.totals.granted + 1 },
+    },
+    grant: { granted: true },
   };
 }
 
@@ -139,6 +173,20 @@ function refilledTokens(state: FleetLivenessState, now: number): number {
   if (remediation.at === null) return capacity;
   const elapsedMs = Math.max(0, now - Date.parse(remediation.at));
   return Math.min(capacity, remediation.tokens + (elapsedMs * capacity) / 60_000);
+}
+
+/**
+ * The bucket after `count` tokens of the `tokens` refilled up to `now` are spent. Its time never
+ * goes back: a grant between a sweep's query and its decision is not refilled twice.
+ */
+function spent(
+  state: FleetLivenessState,
+  now: string,
+  tokens: number,
+  count: number,
+): FleetLivenessState['remediation'] {
+  const { at } = state.remediation;
+  return { tokens: tokens - count, at: at !== null && Date.parse(at) > Date.parse(now) ? at : now };
 }
 
 export function recordSweep(
@@ -153,6 +201,7 @@ export function recordSweep(
     sweeps: state.sweeps + 1,
     lastSweep: { at, watched: found.watched, expired: found.expired, ...told, held },
     totals: {
+      ...state.totals,
       expiredFound: state.totals.expiredFound + found.expired,
       signalled: state.totals.signalled + told.signalled,
     },
@@ -210,7 +259,10 @@ export function fleetLivenessDetails(state: FleetLivenessState): string {
           (lastSweep.failed > 0 ? `, ${lastSweep.failed} not reached (next sweep)` : '') +
           (lastSweep.held > 0 ? `, ${lastSweep.held} held (next sweeps)` : ''),
     `**Sweeps:** ${state.sweeps}, every ${settings.sweepEveryMs / 1000}s, at most ${settings.batch} signals each, ` +
-      `${settings.remediationPerMinute} a minute; ${totals.expiredFound} expired found, ${totals.signalled} signalled in all`,
+      `${settings.remediationPerMinute} a minute; ${totals.expiredFound} expired found, ${totals.signalled} signalled in all` +
+      (totals.granted + totals.refused > 0
+        ? `; callers' dead verdicts: ${totals.granted} granted, ${totals.refused} refused`
+        : ''),
   );
   if (state.lastDisruption !== null)
     lines.push(

@@ -82,6 +82,7 @@ export {
   isSettling,
   restartRetryDelayMs,
   settleDeadline,
+  strikeDeclaresDead,
 } from './state-machine/restart.js';
 
 /** The key of the restart in progress, as the ledger records it: unique across the workspace's lineages. */

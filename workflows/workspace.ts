@@ -34,7 +34,7 @@ import {
 } from './definitions.js';
 import { failureMessage, runReconcile } from './reconcile.js';
 import { currentDetails, markdownLiteral, searchAttributePairs, searchAttributeValues } from './operator-view.js';
-import { bookkeeping, boxControl, boxProbe, ledger, localStep } from './activities.js';
+import { bookkeeping, boxControl, boxProbe, ledger, localStep, remediationBudget } from './activities.js';
 import { continueAsNewOptions, newBuildIsCurrent } from './versioning.js';
 import {
   initialState,
@@ -194,7 +194,7 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
         track(retire());
         break;
       case 'evaluate':
-        void evaluateSerially(effect.requester);
+        void evaluateSerially(effect.requester, false);
         break;
       case 'restartBox': {
         // The machine numbers restarts per workspace; a run started over (terminate, reset)
@@ -309,20 +309,37 @@ export async function workspaceWorkflow(input: WorkspaceWorkflowInput): Promise<
     sleep: (ms) => wf.sleep(ms),
     isBoxRunning: (requester) =>
       isBoxRunning.executeWithOptions({ summary: `probe box: is it running? (for ${requester})` }, [{ workspaceId }]),
+    grantRemediation: async (requester) => {
+      try {
+        return await remediationBudget.grantRemediation.executeWithOptions(
+          { summary: `fleet remediation budget: a dead verdict (for ${requester})` },
+          [{ workspaceId, requester }],
+        );
+      } catch (err) {
+        wf.log.warn('asking the fleet liveness controller for a dead verdict failed: no verdict', {
+          error: failureMessage(err),
+        });
+        return null;
+      }
+    },
   };
   let evaluationQueue: Promise<unknown> = Promise.resolve();
   let evaluationsPending = 0;
-  function evaluateSerially(requester: string): Promise<DispatchVerdict> {
+  function evaluateSerially(requester: string, budgeted: boolean): Promise<DispatchVerdict> {
     evaluationsPending++;
-    const run = evaluationQueue.then(() => evaluate(evaluation, requester));
+    const run = evaluationQueue.then(() => evaluate(evaluation, requester, budgeted));
     evaluationQueue = run.finally(() => evaluationsPending--).catch(() => undefined);
     return run;
   }
-  wf.setHandler(dispatchFailedUpdate, (failure: DispatchFailure) => evaluateSerially(failure.caller ?? 'dispatch'), {
-    validator: (_failure: DispatchFailure) => {
-      if (state.status === 'removed') throw new Error('workspace is removed');
+  wf.setHandler(
+    dispatchFailedUpdate,
+    (failure: DispatchFailure) => evaluateSerially(failure.caller ?? 'dispatch', failure.operator !== true),
+    {
+      validator: (_failure: DispatchFailure) => {
+        if (state.status === 'removed') throw new Error('workspace is removed');
+      },
     },
-  });
+  );
 
   const removed = (): boolean => state.status === 'removed';
   const runIsFull = (): boolean => {

@@ -1,6 +1,12 @@
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Activities } from '../../activities/index.js';
-import { heartbeatSignal, leaseExpiredSignal, workspaceWorkflowId } from '../../workflows/definitions.js';
+import {
+  FLEET_LIVENESS_WORKFLOW_ID,
+  grantRemediationUpdate,
+  heartbeatSignal,
+  leaseExpiredSignal,
+  workspaceWorkflowId,
+} from '../../workflows/definitions.js';
 import { parseHeartbeat } from '../../workflows/payloads.js';
 import type { ReconcilePass } from '../../workflows/reconcile.js';
 import { heartbeatFacts } from '../../workflows/state-machine.js';
@@ -43,6 +49,10 @@ export class FakeActivities {
   readonly probeScript = new Map<string, ('running' | 'not-running' | 'error')[]>();
   readonly projections: { workspaceId: string; status: string; version: number; want: string }[] = [];
   readonly ledgerReads: string[] = [];
+  /** The workspaces whose dead detection asked for a token of the fleet's remediation budget. */
+  readonly grantRequests: string[] = [];
+  /** Whether dead detection's grant is asked of the fleet liveness controller (with the client); granted at once otherwise. */
+  askController = false;
   private gate: Promise<void> | null = null;
   private restartGate: Promise<void> | null = null;
   private openRestartGate: (() => void) | null = null;
@@ -163,6 +173,15 @@ export class FakeActivities {
         const now = await this.databaseNow();
         const found = this.ledger.findExpired(limit, now, since);
         return { ...found, servedAgeMs: this.apiServedAt === null ? null : now - this.apiServedAt };
+      },
+      grantRemediation: async ({ workspaceId, requester }) => {
+        this.grantRequests.push(workspaceId);
+        const client = this.options.client;
+        if (!this.askController || client === undefined) return { granted: true };
+        const now = new Date(await this.databaseNow()).toISOString();
+        return client.workflow
+          .getHandle(FLEET_LIVENESS_WORKFLOW_ID)
+          .executeUpdate(grantRemediationUpdate, { args: [{ workspaceId, requester, now }] });
       },
       signalExpiredLeases: async ({ leases }) => {
         const client = this.options.client;

@@ -5,7 +5,15 @@ import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { FakeActivities } from './fake-activities.js';
 import type { Activities } from '../../activities/index.js';
-import { leaseExpiredSignal, registerSignal, stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
+import { defaultLifecycleConfig } from '../../workflows/config.js';
+import {
+  dispatchFailedUpdate,
+  leaseExpiredSignal,
+  registerSignal,
+  stateQuery,
+  workspaceWorkflowId,
+  type DispatchVerdict,
+} from '../../workflows/definitions.js';
 import { registerPayload } from './payloads.js';
 import { pinnedDeployment } from '../../worker.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
@@ -128,4 +136,17 @@ export async function contractPublished(harness: Harness, id: string, handle: Wo
     })
     .toBe(true);
   return state;
+}
+
+/**
+ * Sends the dispatchFailed Update and lets the test server skip through its waits (the 2 s
+ * fresh-heartbeat wait and the 500 ms re-probe) instead of spending them in real time.
+ */
+export async function dispatchFailed(harness: Harness, handle: WorkflowHandle): Promise<DispatchVerdict> {
+  const update = await handle.startUpdate(dispatchFailedUpdate, {
+    args: [{ caller: 'test', error: 'connection refused' }],
+    waitForStage: 'ACCEPTED',
+  });
+  await harness.env.sleep(defaultLifecycleConfig.freshHeartbeatWaitMs + defaultLifecycleConfig.reprobeDelayMs + 100);
+  return update.result();
 }

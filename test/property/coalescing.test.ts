@@ -136,7 +136,7 @@ class Simulation {
         this.outcome.restarts++;
         return this.at(this.now + RESTART_MS, () => this.apply({ type: 'restartFinished', outcome: 'succeeded' }));
       case 'evaluate':
-        void this.evaluateSerially(effect.requester);
+        void this.evaluateSerially(effect.requester, false);
         return;
       case 'revokeTokens':
       case 'retire':
@@ -170,10 +170,12 @@ class Simulation {
         ? Promise.reject(new Error('probe transport error'))
         : Promise.resolve(probe === 'running');
     },
+    // The fleet's budget is the controller's, the same for both ways of forwarding.
+    grantRemediation: () => Promise.resolve({ granted: true }),
   };
 
-  private evaluateSerially(requester: string): Promise<DispatchVerdict> {
-    const run = this.evaluations.then(() => evaluate(this.evaluation, requester));
+  private evaluateSerially(requester: string, budgeted: boolean): Promise<DispatchVerdict> {
+    const run = this.evaluations.then(() => evaluate(this.evaluation, requester, budgeted));
     this.evaluations = run.catch(() => undefined);
     void run.then((verdict) => this.outcome.verdicts.push(`${requester}: ${verdict.verdict}`));
     return run;
@@ -258,7 +260,7 @@ class Simulation {
           this.apply({ type: 'restartRequested', reason: 'ops', requester: 'operator' });
           break;
         case 'dispatchFailed':
-          void this.evaluateSerially('dispatch');
+          void this.evaluateSerially('dispatch', true);
           break;
       }
       await Simulation.settle();

@@ -9,6 +9,7 @@ import {
   carriedFleetLivenessState,
   configuredSettings,
   fleetLivenessDetails,
+  grantRemediation,
   initialFleetLivenessState,
   pauseRemediation,
   recordSweep,
@@ -237,6 +238,41 @@ describe('fleet sweep', () => {
     expect(resumed.answer).toEqual({ outcome: 'resumed', paused: null });
     expect(resumeRemediation(resumed.state).answer).toEqual({ outcome: 'not-paused', paused: null });
     expect(sweepDecision(sweepOf(10_000, 10, 2), resumed.state).signal).toHaveLength(2);
+  });
+
+  it("callers' dead verdicts take the sweeps' tokens: granted while the bucket holds one, refused once spent, again as it refills", () => {
+    let state = initialFleetLivenessState({ remediationPerMinute: 3 });
+    const ask = (ms: number) => {
+      const asked = grantRemediation(state, { workspaceId: 'w', requester: 'dispatcher', now: at(ms) });
+      state = asked.state;
+      return asked.grant;
+    };
+    expect([ask(0), ask(0), ask(0)]).toEqual([{ granted: true }, { granted: true }, { granted: true }]);
+    expect(ask(1_000)).toEqual({ granted: false, reason: "the fleet's remediation budget (3 a minute) is spent" });
+    // 20 s refill one token: a sweep then signals one lease, and the next caller waits again.
+    expect(sweepDecision(sweepOf(21_000, 100, 5), state).signal).toHaveLength(1);
+    expect(ask(21_000)).toEqual({ granted: true });
+    expect(sweepDecision(sweepOf(21_000, 100, 5), state).signal).toHaveLength(0);
+    expect(state.totals).toMatchObject({ granted: 4, refused: 1 });
+    expect(fleetLivenessDetails(state)).toContain("callers' dead verdicts: 4 granted, 1 refused");
+    // A sweep whose query ran before the last grant does not move the bucket's time back.
+    const swept = sweepDecision(sweepOf(20_000, 100, 0), state).state;
+    expect(swept.remediation.at).toBe(at(21_000));
+  });
+
+  it("callers' dead verdicts are refused during a disruption and a pause, and say why", () => {
+    const request = { workspaceId: 'w', requester: 'dispatcher', now: at(5_000) };
+    const disrupted = sweepDecision(sweepOf(5_000, 10, 9), initialFleetLivenessState()).state;
+    expect(grantRemediation(disrupted, request).grant).toEqual({
+      granted: false,
+      reason: `fleet disruption since ${at(5_000)}: the observer is suspected, nobody is declared dead`,
+    });
+    const paused = pauseRemediation(initialFleetLivenessState(), { reason: 'failover', by: 'ops' }, at(0)).state;
+    expect(grantRemediation(paused, request).grant).toEqual({
+      granted: false,
+      reason: 'remediation paused by ops: failover',
+    });
+    expect(grantRemediation(resumeRemediation(paused).state, request).grant).toEqual({ granted: true });
   });
 
   it('shows the last sweep, and a failure newer than it, in its current details', () => {

@@ -16,13 +16,13 @@ import {
   restartSignal,
   stateQuery,
   workspaceWorkflowId,
-  type DispatchVerdict,
 } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 import {
   contractPublished,
+  dispatchFailed,
   expireLease,
   registeredWorkspace,
   uniqueId,
@@ -38,19 +38,6 @@ type Probe = 'running' | 'not-running' | 'error';
 const onlineWorkspace = (probes: Probe[] = []): Promise<{ id: string; handle: WorkflowHandle }> =>
   registeredWorkspace(harness, 'dd', probes);
 
-/**
- * Sends the dispatchFailed Update and lets the test server skip through its waits (the 2 s
- * fresh-heartbeat wait and the 500 ms re-probe) instead of spending them in real time.
- */
-async function dispatchFailed(handle: WorkflowHandle): Promise<DispatchVerdict> {
-  const update = await handle.startUpdate(dispatchFailedUpdate, {
-    args: [{ caller: 'test', error: 'connection refused' }],
-    waitForStage: 'ACCEPTED',
-  });
-  await harness.env.sleep(config.freshHeartbeatWaitMs + config.reprobeDelayMs + 100);
-  return update.result();
-}
-
 /** Operator restart, completed (the box restarted), so the settle window is open. */
 async function restartAndSettle(handle: WorkflowHandle, expectedCount: number): Promise<WorkspaceState> {
   await handle.signal(restartSignal, { reason: 'config changed', requester: 'operator' });
@@ -61,6 +48,7 @@ async function restartAndSettle(handle: WorkflowHandle, expectedCount: number): 
 const restartsOf = (id: string): string[] =>
   harness.fake.restarts.filter((r) => r.startsWith(`${id}/`)).map((r) => r.replace(/-[0-9a-f]{8}$/, ''));
 const probesOf = (id: string): number => harness.fake.probes.filter((p) => p === id).length;
+const grantsOf = (id: string): number => harness.fake.grantRequests.filter((w) => w === id).length;
 
 describe('settle window', () => {
   it('settle window with a recent heartbeat and a not-running box: queued, URL kept, no restart', async () => {
@@ -72,7 +60,7 @@ describe('settle window', () => {
     await waitForState(handle, (s) => s.status === 'online' && s.counters.heartbeats === 1);
     harness.fake.probeScript.set(id, ['not-running', 'not-running']);
 
-    const verdict = await dispatchFailed(handle);
+    const verdict = await dispatchFailed(harness, handle);
     expect(verdict.verdict).toBe('queued');
     const state = await waitForState(handle, (s) => s.deadDetection.lastVerdict !== null);
     const { lastStartedAt, settleUntil } = state.restart;
@@ -90,7 +78,7 @@ describe('settle window', () => {
     await restartAndSettle(handle, 1);
     harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
 
-    const first = await dispatchFailed(handle);
+    const first = await dispatchFailed(harness, handle);
     expect(first).toEqual({
       verdict: 'queued',
       detail: 'settling after a restart: strike 1/2, retry later',
@@ -98,9 +86,12 @@ describe('settle window', () => {
     });
     let state = await waitForState(handle, (s) => s.deadDetection.strikes?.count === 1);
     expect(state.restart.count).toBe(1);
+    // A strike that declares nothing takes nothing of the fleet's remediation budget.
+    expect(grantsOf(id)).toBe(0);
 
-    const second = await dispatchFailed(handle);
+    const second = await dispatchFailed(harness, handle);
     expect(second.verdict).toBe('dead');
+    expect(grantsOf(id)).toBe(1);
     state = await waitForState(handle, (s) => s.restart.count === 2 && !s.restart.inFlight);
     expect(state.deadDetection.strikes).toBeNull();
     expect(state.restart).toMatchObject({ lastRequester: 'test' });
@@ -113,14 +104,14 @@ describe('settle window', () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
     harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
-    expect((await dispatchFailed(handle)).verdict).toBe('queued');
+    expect((await dispatchFailed(harness, handle)).verdict).toBe('queued');
     const firstStrike = (await waitForState(handle, (s) => s.deadDetection.strikes?.count === 1)).deadDetection.strikes;
 
     // 28 s later a second restart opens a new settle window; the next failure lands 31 s after the first strike.
     await harness.env.sleep(28_000);
     await restartAndSettle(handle, 2);
     await harness.env.sleep(31_000 - 28_000 - config.freshHeartbeatWaitMs - config.reprobeDelayMs);
-    const verdict = await dispatchFailed(handle);
+    const verdict = await dispatchFailed(harness, handle);
     expect(verdict).toEqual({
       verdict: 'queued',
       detail: 'settling after a restart: strike 1/2, retry later',
@@ -136,10 +127,11 @@ describe('settle window', () => {
 describe('dead detection', () => {
   it('no recent heartbeat, not settling, not running: dead after one probe; offline, URL cleared, tokens revoked, one restart', async () => {
     const { id, handle } = await onlineWorkspace(['not-running']);
-    const verdict = await dispatchFailed(handle);
+    const verdict = await dispatchFailed(harness, handle);
     expect(verdict).toEqual({ verdict: 'dead', detail: 'not running and no recent heartbeat: restart triggered' });
     const state = await waitForState(handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
     expect(probesOf(id)).toBe(1);
+    expect(grantsOf(id)).toBe(1);
     expect(state.url).toBeNull();
     expect(state.recentTransitions.slice(0, 2).map((t) => `${t.from}→${t.to}`)).toEqual([
       'offline→provisioning',
@@ -155,7 +147,7 @@ describe('dead detection', () => {
     const { id, handle } = await onlineWorkspace(['not-running']);
     harness.fake.holdRevocations();
     try {
-      expect((await dispatchFailed(handle)).verdict).toBe('dead');
+      expect((await dispatchFailed(harness, handle)).verdict).toBe('dead');
       await expect.poll(() => harness.fake.revocationRequests.filter((r) => r.workspaceId === id)).toHaveLength(1);
       // The restarted runtime would mint a new token: no restart while the old ones are being revoked.
       await new Promise((resolve) => setTimeout(resolve, 300));
@@ -175,13 +167,13 @@ describe('dead detection', () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
     harness.fake.probeScript.set(id, ['not-running', 'not-running']);
-    expect((await dispatchFailed(handle)).verdict).toBe('queued'); // strike 1
+    expect((await dispatchFailed(harness, handle)).verdict).toBe('queued'); // strike 1
     await waitForState(handle, (s) => s.deadDetection.strikes?.count === 1);
 
     await handle.signal(heartbeatSignal, heartbeatPayload(id));
     for (let flap = 0; flap < 3; flap++) {
       harness.fake.probeScript.set(id, ['not-running', 'running']);
-      expect(await dispatchFailed(handle)).toEqual({ verdict: 'alive', detail: 'the box is running' });
+      expect(await dispatchFailed(harness, handle)).toEqual({ verdict: 'alive', detail: 'the box is running' });
     }
     const state = await waitForState(handle, (s) => s.deadDetection.lastProbe?.result === 'running');
     expect(state.deadDetection.strikes).toBeNull();
@@ -192,7 +184,10 @@ describe('dead detection', () => {
   it('probe transport error: alive, nothing written', async () => {
     const { id, handle } = await onlineWorkspace(['error']);
     const before = await waitForState(handle, () => true);
-    expect(await dispatchFailed(handle)).toEqual({ verdict: 'alive', detail: 'the probe failed: assumed alive' });
+    expect(await dispatchFailed(harness, handle)).toEqual({
+      verdict: 'alive',
+      detail: 'the probe failed: assumed alive',
+    });
     const after = await waitForState(handle, (s) => s.deadDetection.lastProbe?.result === 'error');
     expect(after.status).toBe('online');
     expect(after.url).toBe(before.url);
@@ -238,7 +233,7 @@ describe('dead detection', () => {
     // 31 s after the first restart: past the settle window, well inside the reference's 60 s debounce.
     await harness.env.sleep(31_000);
     harness.fake.probeScript.set(id, ['not-running']);
-    expect((await dispatchFailed(handle)).verdict).toBe('dead');
+    expect((await dispatchFailed(harness, handle)).verdict).toBe('dead');
     const state = await waitForState(handle, (s) => s.restart.count === 2 && !s.restart.inFlight);
     expect(restartsOf(id)).toEqual([`${id}/restart-1`, `${id}/restart-2`]);
     expect(state.restart.lastRequester).toBe('test');
@@ -286,6 +281,8 @@ describe('watchdogs', () => {
     expect(state.deadDetection.lastVerdict).toMatchObject({ verdict: 'dead', requester: 'watchdog' });
     expect(state.restart.lastRequester).toBe('watchdog');
     expect(harness.fake.revocations.filter((w) => w === id)).toHaveLength(1);
+    // The controller counted the lease's expiry against the fleet's budget: the verdict asks nothing more.
+    expect(grantsOf(id)).toBe(0);
   });
 
   it("an expiry the workflow's own clock does not confirm is answered with the lease published again", async () => {
@@ -312,7 +309,7 @@ describe('watchdogs', () => {
     await harness.env.sleep(55_000);
     await harness.fake.recordedOnly(id); // 5 s before the failure, by the database's age
     await harness.env.sleep(5_000);
-    const verdict = await dispatchFailed(handle);
+    const verdict = await dispatchFailed(harness, handle);
     expect(verdict.verdict).toBe('queued');
     expect(probesOf(id)).toBe(2);
     expect((await handle.query(stateQuery)).restart.count).toBe(0);
@@ -377,7 +374,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
     await restartAndSettle(handle, 1);
     harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
     // A first dispatch failure in the settle window: strike 1, nothing checked in yet.
-    expect(await dispatchFailed(handle)).toEqual({
+    expect(await dispatchFailed(harness, handle)).toEqual({
       verdict: 'queued',
       detail: 'settling after a restart: strike 1/2, retry later',
       strikes: 1,
@@ -405,7 +402,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
     const { id, handle } = await onlineWorkspace();
     await restartAndSettle(handle, 1);
     harness.fake.probeScript.set(id, ['not-running', 'not-running', 'not-running', 'not-running']);
-    expect((await dispatchFailed(handle)).verdict).toBe('queued');
+    expect((await dispatchFailed(harness, handle)).verdict).toBe('queued');
     await handle.signal(registerSignal, registerPayload(id));
     await waitForState(handle, (s) => s.counters.registers === 2);
     await contractPublished(harness, id, handle);
@@ -429,7 +426,7 @@ describe('issue 29: verdicts as when every heartbeat is forwarded', () => {
         await harness.env.sleep(60_000); // the register is not recent any more
         expect(await harness.fake.heartbeat(handle, heartbeatPayload(id))).toBe(false); // recorded only
         await harness.env.sleep(10_000);
-        const verdict = await dispatchFailed(handle);
+        const verdict = await dispatchFailed(harness, handle);
         expect(verdict.verdict).toBe('queued');
         expect(probesOf(id)).toBe(2);
         expect((await handle.query(stateQuery)).restart.count).toBe(0);

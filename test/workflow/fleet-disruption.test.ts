@@ -9,6 +9,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { startFleetLiveness } from '../../worker.js';
 import { defaultLifecycleConfig as config } from '../../workflows/config.js';
 import {
+  configureSignal,
+  dispatchFailedUpdate,
   FLEET_LIVENESS_WORKFLOW_ID,
   fleetLivenessStateQuery,
   pauseRemediationUpdate,
@@ -17,7 +19,13 @@ import {
 } from '../../workflows/definitions.js';
 import { createTimeSkippingEnv } from '../helpers/env.js';
 import { heartbeatPayload } from '../helpers/payloads.js';
-import { contractPublished, registeredWorkspace, useWorkerHarness, waitForState } from '../helpers/worker.js';
+import {
+  contractPublished,
+  dispatchFailed,
+  registeredWorkspace,
+  useWorkerHarness,
+  waitForState,
+} from '../helpers/worker.js';
 
 const harness = useWorkerHarness('fleet-disruption-tests', createTimeSkippingEnv);
 const SWEEP_EVERY_MS = 5_000;
@@ -152,5 +160,59 @@ describe('fleet disruption', () => {
     await beat(beating);
     await harness.env.sleep(2 * SWEEP_EVERY_MS);
     await waitForState(silentOne.handle, (s) => s.status === 'offline');
+  });
+
+  it("callers' dead verdicts share the fleet's budget and its pause: over the budget or paused, no verdict; later, dead", async () => {
+    harness.fake.askController = true;
+    await controller().signal(configureSignal, { remediationPerMinute: 1 });
+    await harness.env.sleep(2 * SWEEP_EVERY_MS);
+    // Three workspaces whose boxes are gone, each last heard of 20 s ago (not recent), not settling.
+    const fleet = [];
+    for (let i = 0; i < 3; i++) fleet.push(await registeredWorkspace(harness, 'fd-dead', ['not-running']));
+    await harness.env.sleep(20_000);
+    const [first, second, third] = fleet;
+    if (first === undefined || second === undefined || third === undefined) throw new Error('no fleet');
+
+    expect((await dispatchFailed(harness, first.handle)).verdict).toBe('dead');
+    expect(await dispatchFailed(harness, second.handle)).toEqual({
+      verdict: 'queued',
+      detail: "not running, but no verdict now: the fleet's remediation budget (1 a minute) is spent",
+    });
+    const refused = await second.handle.query(stateQuery);
+    expect(refused.status).toBe('online');
+    expect(refused.restart.count).toBe(0);
+    expect(harness.fake.revocations).not.toContain(second.id);
+    // An operator's own look (the recreate at start) is not held by the budget.
+    const look = await registeredWorkspace(harness, 'fd-dead', ['not-running']);
+    await harness.env.sleep(20_000);
+    const operatorLook = await look.handle.startUpdate(dispatchFailedUpdate, {
+      args: [{ caller: 'recreate', operator: true }],
+      waitForStage: 'ACCEPTED',
+    });
+    await harness.env.sleep(3_000);
+    expect((await operatorLook.result()).verdict).toBe('dead');
+
+    // An operator pauses: the bucket refills, and still no verdict.
+    await controller().executeUpdate(pauseRemediationUpdate, { args: [{ reason: 'dispatcher bug', by: 'ops' }] });
+    await harness.env.sleep(60_000);
+    harness.fake.probeScript.set(second.id, ['not-running']);
+    expect(await dispatchFailed(harness, second.handle)).toEqual({
+      verdict: 'queued',
+      detail: 'not running, but no verdict now: remediation paused by ops: dispatcher bug',
+    });
+    await controller().executeUpdate(resumeRemediationUpdate, { args: [{ by: 'ops' }] });
+    harness.fake.probeScript.set(second.id, ['not-running']);
+    expect((await dispatchFailed(harness, second.handle)).verdict).toBe('dead');
+    await waitForState(second.handle, (s) => s.restart.count === 1 && !s.restart.inFlight);
+    expect((await controller().query(fleetLivenessStateQuery)).totals).toMatchObject({ granted: 2, refused: 2 });
+
+    // The controller not running: no verdict, and the caller is told why.
+    await controller().terminate('test: no controller');
+    expect(await dispatchFailed(harness, third.handle)).toEqual({
+      verdict: 'queued',
+      detail: 'the fleet liveness controller did not answer: no verdict, retry later',
+    });
+    expect((await third.handle.query(stateQuery)).restart.count).toBe(0);
+    harness.fake.askController = false;
   });
 });

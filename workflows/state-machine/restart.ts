@@ -252,9 +252,8 @@ export function onStrike(draft: Draft, requester: string, config: LifecycleConfi
   if (draft.state.status === 'removed' || draft.external) return;
   const detection = draft.state.deadDetection;
   const current = detection.strikes;
-  const windowOpen = current !== null && draft.now - Date.parse(current.firstAt) <= config.strikeWindowMs;
-  detection.strikes = windowOpen
-    ? { ...current, count: current.count + 1, lastAt: draft.at }
+  detection.strikes = strikeWindowOpen(draft.state, draft.now, config)
+    ? { count: (current?.count ?? 0) + 1, firstAt: current?.firstAt ?? draft.at, lastAt: draft.at }
     : { count: 1, firstAt: draft.at, lastAt: draft.at };
   if (detection.strikes.count >= config.strikeThreshold) {
     declareDead(
@@ -263,6 +262,17 @@ export function onStrike(draft: Draft, requester: string, config: LifecycleConfi
       requester,
     );
   }
+}
+
+function strikeWindowOpen(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
+  const current = state.deadDetection.strikes;
+  return current !== null && now - Date.parse(current.firstAt) <= config.strikeWindowMs;
+}
+
+/** Whether a strike now would reach the threshold and declare the box dead. */
+export function strikeDeclaresDead(state: WorkspaceState, now: number, config: LifecycleConfig): boolean {
+  const count = strikeWindowOpen(state, now, config) ? (state.deadDetection.strikes?.count ?? 0) + 1 : 1;
+  return count >= config.strikeThreshold;
 }
 
 /** The evaluation's verdict, for the operator. */
