@@ -28,7 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -69,6 +69,8 @@ export interface HeartbeatBenchOptions {
   /** A workflow bundle built beforehand (the stack bundles one otherwise). */
   workflowBundle?: string;
   keep: boolean;
+  /** Write the API's CPU profile (`node --cpu-prof`) into this folder when it stops. */
+  profileDir?: string;
 }
 
 /** A few workspaces and seconds-long rounds: proves the bench runs. */
@@ -323,6 +325,9 @@ export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<Heart
     runtimeCommand: null,
     env: o.env,
     ...(o.workflowBundle === undefined ? {} : { workflowBundle: o.workflowBundle }),
+    ...(o.profileDir === undefined
+      ? {}
+      : { nodeArgs: { api: ['--cpu-prof', '--cpu-prof-dir', resolve(o.profileDir)] } }),
     log,
   });
   let floor: { url: string; child: ChildProcess } | undefined;
@@ -424,6 +429,7 @@ function parseOptions(): HeartbeatBenchOptions {
       env: { type: 'string', multiple: true, default: [] },
       quick: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      profile: { type: 'string' },
     },
   });
   const env = Object.fromEntries(
@@ -433,7 +439,8 @@ function parseOptions(): HeartbeatBenchOptions {
       return [match[1] as string, match[2] as string];
     }),
   );
-  if (values.quick) return { ...quickOptions, env, keep: values.keep };
+  const profile = values.profile === undefined ? {} : { profileDir: values.profile };
+  if (values.quick) return { ...quickOptions, env, keep: values.keep, ...profile };
   return {
     workspaces: positive('workspaces', values.workspaces),
     connections: positive('connections', values.connections),
@@ -443,6 +450,7 @@ function parseOptions(): HeartbeatBenchOptions {
     sampleEveryS: positive('sample-every', values['sample-every'], false),
     env,
     keep: values.keep,
+    ...profile,
   };
 }
 
