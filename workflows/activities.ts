@@ -68,8 +68,8 @@ export const ledger = proxyActivities<Activities>({
 });
 
 /**
- * Dead detection's request for a token of the fleet's remediation budget: a query and an Update on
- * the fleet liveness controller. A few quick tries, then no verdict (the caller retries).
+ * Dead detection's request for a token of the fleet's remediation budget: the database's time, then
+ * an Update on the fleet liveness controller. A few quick tries, then no verdict (the caller retries).
  */
 export const remediationBudget = proxyActivities<Activities>({
   startToCloseTimeout: '10s',

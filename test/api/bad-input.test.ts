@@ -574,6 +574,15 @@ describe('bad input: a clear error, no signal, no row', () => {
       says: 'body.reason: must not contain control',
     },
     {
+      // Only `npm start`'s recreate, through Temporal, may say it is an operator's look.
+      name: 'a dispatch-failed caller claiming to be an operator, past the fleet budget',
+      method: 'POST',
+      url: (id) => `/workspaces/${id}/dispatch-failed`,
+      body: () => ({ caller: 'a2a', operator: true }),
+      status: 400,
+      says: 'operator',
+    },
+    {
       name: 'a dispatch-failed caller holding NUL',
       method: 'POST',
       url: (id) => `/workspaces/${id}/dispatch-failed`,
