@@ -103,7 +103,8 @@ export class Stack {
   /** By instance name; the first instance of a piece is named as the piece. */
   private readonly processes = new Map<string, { piece: Piece; child: ChildProcess }>();
   private readonly expectedExit = new Set<number>();
-  private client: Client | undefined;
+  /** One client for the run, however many callers ask at once (each connection costs every async call). */
+  private client: Promise<Client> | undefined;
   /** Extra environment of the API only (see restartApi). */
   private apiEnv: Record<string, string> = {};
   /** Extra environment of the workers only (see restartWorker). */
@@ -188,7 +189,7 @@ export class Stack {
 
   async stop(): Promise<void> {
     for (const piece of ['nginx', 'api', 'worker', 'temporal'] as const) await this.terminate(piece, 'SIGTERM');
-    await this.client?.connection.close().catch(() => undefined);
+    await this.client?.then((client) => client.connection.close()).catch(() => undefined);
     this.stopPostgres();
     // The run's cluster is of no use afterwards.
     rmSync(this.postgresDir, { recursive: true, force: true });
@@ -201,11 +202,14 @@ export class Stack {
 
   /** A Temporal client for reading what the workflows recorded. */
   async temporal(): Promise<Client> {
-    if (this.client === undefined) {
-      const connection = await Connection.connect({ address: this.temporalAddress });
-      this.client = new Client({ connection });
-    }
-    return this.client;
+    this.client ??= Connection.connect({ address: this.temporalAddress }).then(
+      (connection) => new Client({ connection }),
+    );
+    // A failed connect is not kept: the next caller tries again.
+    return this.client.catch((err: unknown) => {
+      this.client = undefined;
+      throw err;
+    });
   }
 
   private async bundleWorkflows(): Promise<string> {
