@@ -21,6 +21,8 @@ export interface CallAnswer {
   /** The JSON body, else its text (null on a network error). */
   body: unknown;
   ms: number;
+  /** Of `ms`, how long the call waited in this process for a connection (all `maxSockets` busy). */
+  socketWaitMs: number;
   /** Retry-After in seconds, when the answer had one. */
   retryAfter?: number;
 }
@@ -31,6 +33,11 @@ const TIMEOUT_MS = 15_000;
 /** One JSON call to the API; never rejects (a network error is status 0). */
 export function call(url: string, method: string, body: unknown, bearer?: string): Promise<CallAnswer> {
   const started = performance.now();
+  let socketAt: number | undefined;
+  const timing = (): { ms: number; socketWaitMs: number } => {
+    const now = performance.now();
+    return { ms: now - started, socketWaitMs: (socketAt ?? now) - started };
+  };
   return new Promise((resolve) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
@@ -59,15 +66,16 @@ export function call(url: string, method: string, body: unknown, bearer?: string
           resolve({
             status: res.statusCode ?? 0,
             body: parsed,
-            ms: performance.now() - started,
+            ...timing(),
             ...(Number.isFinite(retryAfter) && res.headers['retry-after'] !== undefined ? { retryAfter } : {}),
           });
         });
-        res.on('error', () => resolve({ status: 0, body: null, ms: performance.now() - started }));
+        res.on('error', () => resolve({ status: 0, body: null, ...timing() }));
       },
     );
+    req.once('socket', () => (socketAt = performance.now()));
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve({ status: 0, body: null, ms: performance.now() - started }));
+    req.on('error', () => resolve({ status: 0, body: null, ...timing() }));
     req.end(payload);
   });
 }
@@ -150,6 +158,8 @@ export interface Answer {
   /** HTTP status; 0 for a network error (refused connection, reset, timeout). */
   status: number;
   ms: number;
+  /** Of `ms`, the wait in the generator for a connection. */
+  socketWaitMs: number;
   /** When it was sent, in ms since the load started. */
   at: number;
   /** How long after its due time it was sent (held back by `maxInFlight`). */
@@ -347,9 +357,18 @@ export class HeartbeatLoad {
     if (this.o.pace === 'open') this.schedule.push(this.following(item));
     const url = `${this.o.apiUrls[this.nextApi++ % this.o.apiUrls.length] ?? ''}/registry/heartbeat`;
     void call(url, 'POST', idleHeartbeat(runtime.id, Math.round(at / 1000)), runtime.token).then(
-      ({ status, body, ms, retryAfter }) => {
+      ({ status, body, ms, socketWaitMs, retryAfter }) => {
         const deliveryUnknown = (body as { delivery?: unknown } | null)?.delivery === 'unknown';
-        this.answers.push({ workspaceId: runtime.id, status, ms, at, lagMs, retry: item.retry, deliveryUnknown });
+        this.answers.push({
+          workspaceId: runtime.id,
+          status,
+          ms,
+          socketWaitMs,
+          at,
+          lagMs,
+          retry: item.retry,
+          deliveryUnknown,
+        });
         this.inFlightNow--;
         if (this.o.pace === 'runtime' && item.generation === this.generation)
           this.scheduleAfter(item, status, retryAfter);
