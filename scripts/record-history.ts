@@ -3,7 +3,8 @@
  * time-skipping test server (register, a reconcile that delivers, removes and restarts, register
  * again with drift repaired, degraded and back, an invalid payload, an expired lease as the fleet
  * liveness controller signals it, with the watchdog's evaluation, recovery, an operator restart, a
- * dispatchFailed evaluation while settling, a refresh that upgrades, deprovision).
+ * dispatchFailed evaluation while settling, a refresh that upgrades, a caller's dead verdict the
+ * fleet's budget grants, deprovision).
  *
  *   npm run record-history [-- name]   → test/histories/<name>.json (default: release-<package version>)
  *
@@ -123,6 +124,8 @@ await worker.runUntil(async () => {
   await handle.signal(heartbeatSignal, heartbeatPayload(id, { error_rate: 0.8 })); // degraded
   await handle.signal(heartbeatSignal, heartbeatPayload(id)); // recovery, coalesces with the first pass
   await handle.signal(heartbeatSignal, { workspace_id: id, error_rate: 'bad' }); // rejected
+  await env.sleep(2_000); // the verify pass repairs the drift: delivered again, the box restarts
+  await handle.signal(registerSignal, registerPayload(id)); // online again, its lease watched
   await env.sleep(defaultLifecycleConfig.livenessTtlMs + 1_000);
   const { livenessContract } = await handle.query(stateQuery);
   await handle.signal(leaseExpiredSignal, {
@@ -133,15 +136,23 @@ await worker.runUntil(async () => {
   await handle.signal(heartbeatSignal, heartbeatPayload(id, { error_rate: 0.05 }));
   await env.sleep(5_000);
   await handle.signal(restartSignal, { reason: 'config changed' }); // operator restart, settle window
+  await env.sleep(1_000); // the restart done: the box settles
   const update = await handle.startUpdate(dispatchFailedUpdate, {
     args: [{ caller: 'recorder' }],
     waitForStage: 'ACCEPTED',
   });
-  await env.sleep(5_000); // fresh-heartbeat wait and re-probe: a strike while settling
+  await env.sleep(5_000); // fresh-heartbeat wait and re-probe while settling: queued, the runtime beat recently
   await update.result();
   await env.sleep(60_000);
   await handle.signal(registerSignal, registerPayload(id));
   await handle.signal(reconcileSignal, { refresh: true }); // a newer revision: delivered, one restart
+  await env.sleep(35_000); // past the settle window, no recent heartbeat
+  const dead = await handle.startUpdate(dispatchFailedUpdate, {
+    args: [{ caller: 'recorder' }],
+    waitForStage: 'ACCEPTED',
+  });
+  await env.sleep(2_000);
+  await dead.result(); // a caller's dead verdict: granted by the fleet's budget, tokens revoked, restarted
   await env.sleep(5_000);
   await handle.signal(deprovisionSignal);
   await handle.result();
