@@ -112,21 +112,22 @@ export async function fleetLivenessWorkflow(input: FleetLivenessInput = {}): Pro
   await continueAsNew({ carried: { ...state, runs: state.runs + 1 } });
 }
 
-/** An operator's pause or resume names who asks (and, to pause, why): bounded text, not empty. */
-function validRemediationRequest(request: { by: string; reason?: string }): void {
-  const text = (value: unknown, name: string): void => {
-    if (typeof value !== 'string' || value.trim() === '' || value.length > 500)
-      throw new Error(`${name} must be text of 1 to 500 characters`);
-  };
-  text(request.by, 'by');
-  if ('reason' in request) text(request.reason, 'reason');
+/** A field of a request sent to the controller: bounded text, not blank. */
+function requireText(value: unknown, name: string): void {
+  if (typeof value !== 'string' || value.trim() === '' || value.length > 500)
+    throw new Error(`${name} must be text of 1 to 500 characters`);
 }
 
-/** A workspace's request names it and its requester (bounded text) and carries a database time. */
+/** An operator's pause or resume names who asks (and, to pause, why). */
+function validRemediationRequest(request: { by: string; reason?: string }): void {
+  requireText(request.by, 'by');
+  if ('reason' in request) requireText(request.reason, 'reason');
+}
+
+/** A workspace's request names it and its requester, and carries a database time. */
 function validGrantRequest(request: { workspaceId: string; requester: string; now: string }): void {
-  for (const [name, value] of Object.entries({ workspaceId: request.workspaceId, requester: request.requester }))
-    if (typeof value !== 'string' || value === '' || value.length > 500)
-      throw new Error(`${name} must be text of 1 to 500 characters`);
+  requireText(request.workspaceId, 'workspaceId');
+  requireText(request.requester, 'requester');
   if (typeof request.now !== 'string' || Number.isNaN(Date.parse(request.now)))
     throw new Error('now must be a time (ISO 8601)');
 }
