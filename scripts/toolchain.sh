@@ -107,10 +107,13 @@ if [[ ! -f "$jsa" ]]; then
   wait "$server" 2>/dev/null || true
   if [[ -s "$jsa.tmp" ]]; then mv "$jsa.tmp" "$jsa"; else rm -f "$jsa.tmp"; log "no archive made; the test server starts without one"; fi
 fi
-if [[ ! -x "$ts" ]] || ! grep -q SharedArchiveFile "$ts"; then
+# A test server lives for one test file and runs little code: the client compiler alone and one
+# GC thread cost it about half the CPU of the JVM's defaults, and a test run starts a dozen.
+jvm_flags='-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1 -XX:+UseSerialGC'
+if [[ ! -x "$ts" ]] || ! grep -qF -- "$jvm_flags" "$ts"; then
   cat >"$ts.tmp" <<WRAP
 #!/usr/bin/env bash
-exec java -XX:SharedArchiveFile="$jsa" -Xshare:auto -Xlog:cds=off -cp "$ts_dir/lib/*" io.temporal.testserver.TestServer "\$@"
+exec java -XX:SharedArchiveFile="$jsa" -Xshare:auto -Xlog:cds=off $jvm_flags -cp "$ts_dir/lib/*" io.temporal.testserver.TestServer "\$@"
 WRAP
   chmod +x "$ts.tmp" && mv "$ts.tmp" "$ts"
   log "temporal test server ready: $ts"
