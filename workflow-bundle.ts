@@ -25,7 +25,11 @@ export const preloadModules = [workflowsPath, ...workflowInterceptorModules];
  */
 export function bundleInChildProcess(): Promise<{ code: string }> {
   return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // Its own loader: the caller may not have run under tsx (the test runner's global setup).
+    const child = fork(fileURLToPath(import.meta.url), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     let code: string | undefined;
     child.once('message', (message) => {
       if (typeof message === 'string') code = message;

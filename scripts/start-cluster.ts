@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { migrate } from '../db/migrate.js';
 import { adminTokenPath, defaultRuntimeCommand, loadSettings, simulatorReposDir, type Settings } from '../settings.js';
 import { untilApiAnswers } from '../bench/harness/stack.js';
-import { bundleWorkflows } from '../test/helpers/bundle.js';
+import { bundleInChildProcess } from '../workflow-bundle.js';
 import {
   clusterBinaries,
   clusterPostgres,
@@ -184,7 +184,7 @@ async function run(): Promise<void> {
 
   // Bundled once here, beside the servers' start, for every worker (each would bundle again).
   const workflowBundle = join(clusterDir, 'workflow-bundle.js');
-  writeFileSync(workflowBundle, await bundleWorkflows());
+  writeFileSync(workflowBundle, (await bundleInChildProcess()).code);
 
   const adminToken = settings.api.adminToken ?? randomBytes(24).toString('base64url');
   const apiUrl = `http://127.0.0.1:${settings.api.port}`;

@@ -30,7 +30,7 @@ import {
 import { migrate } from '../../db/migrate.js';
 import { temporalCliPath } from '../../scripts/toolchain.js';
 import { freePort, freePortBelow } from '../../scripts/ports.js';
-import { bundleWorkflows } from '../../test/helpers/bundle.js';
+import { bundleInChildProcess } from '../../workflow-bundle.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -214,7 +214,7 @@ export class Stack {
 
   private async bundleWorkflows(): Promise<string> {
     const file = join(this.options.dir, 'workflow-bundle.js');
-    writeFileSync(file, await bundleWorkflows());
+    writeFileSync(file, (await bundleInChildProcess()).code);
     return file;
   }
 

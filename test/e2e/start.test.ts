@@ -26,8 +26,8 @@ interface Started {
   temporalPort: number;
 }
 
-/** `npm start` as a newcomer runs it, with `extra` in its environment. */
-async function start(extra: NodeJS.ProcessEnv = {}): Promise<Started> {
+/** `npm start` as a newcomer runs it. */
+async function start(): Promise<Started> {
   const [temporalPort, uiPort, apiPort] = [await freePort(), await freePort(), await freePort()];
   const env = freshMachineEnv({
     WL_DATA_DIR: dataDir,
@@ -35,7 +35,8 @@ async function start(extra: NodeJS.ProcessEnv = {}): Promise<Started> {
     TEMPORAL_UI_PORT: String(uiPort),
     WL_API_PORT: String(apiPort),
     LOG_LEVEL: 'warn',
-    ...extra,
+    // The bundle the test run built the worker's own way (`bundleInChildProcess`), once.
+    WL_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
   });
   const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts'], { cwd: root, env });
   let output = '';
@@ -100,9 +101,7 @@ describe('npm start', () => {
     chmodSync(join(dataDir, 'admin-token'), 0o644);
     mkdirSync(join(dataDir, 'ssh-keys'), { mode: 0o755 });
     chmodSync(join(dataDir, 'ssh-keys'), 0o755);
-    // The first run bundled the workflows as a newcomer's does; the second loads the bundle the
-    // test run built, since what it checks is the state kept between runs.
-    const second = await start({ WL_WORKFLOW_BUNDLE: inject('workflowBundlePath') });
+    const second = await start();
     try {
       const mode = (path: string): string => (statSync(join(dataDir, path)).mode & 0o777).toString(8);
       expect([mode('.'), mode('admin-token'), mode('ssh-keys')]).toEqual(['700', '600', '700']);

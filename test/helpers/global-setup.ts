@@ -2,8 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { bundleWorkflows } from './bundle.js';
 import { localDatabaseUrl } from '../../scripts/postgres.js';
+import { bundleInChildProcess } from '../../workflow-bundle.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -18,7 +18,7 @@ declare module 'vitest' {
  */
 export default async function setup(project: TestProject): Promise<void> {
   project.provide('databaseUrl', process.env['DATABASE_URL'] ?? localDatabaseUrl('workspace_lifecycle_test'));
-  const code = await bundleWorkflows();
+  const { code } = await bundleInChildProcess();
   const path = join(mkdtempSync(join(tmpdir(), 'wl-bundle-')), 'workflows.js');
   writeFileSync(path, code);
   project.provide('workflowBundlePath', path);
