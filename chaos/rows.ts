@@ -285,7 +285,10 @@ export function pluginRepos(stack: Stack, count: number, mb: number): { name: st
     if (!existsSync(dir)) {
       mkdirSync(dir, { recursive: true });
       const git = (...args: string[]): void => {
+        // Uncompressed: the payload is random bytes, which zlib only spends CPU on.
         execFileSync('git', [
+          '-c',
+          'core.compression=0',
           '-c',
           'user.email=chaos@workspace-lifecycle',
           '-c',
