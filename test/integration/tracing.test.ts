@@ -11,7 +11,7 @@
  */
 import { Client } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Worker, type LogEntry } from '@temporalio/worker';
+import { Worker, type LogEntry } from '@temporalio/worker';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { FastifyInstance } from 'fastify';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,13 +27,14 @@ import { clientInterceptors, startTracing, type Tracing } from '../../tracing.js
 import { workerInterceptors } from '../../worker.js';
 import { workspaceWorkflowId } from '../../workflows/definitions.js';
 import { TEST_ADMIN_TOKEN, testApiSettings } from '../helpers/api.js';
-import { createLocalEnv, installQuietRuntime } from '../helpers/env.js';
+import { captureWorkerLogs, createLocalEnv } from '../helpers/env.js';
 import { createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { uniqueId, waitForState } from '../helpers/worker.js';
 
 const exporter = new InMemorySpanExporter();
 const workerLogs: LogEntry[] = [];
+let stopCapture: () => void = () => undefined;
 const apiLogs: Record<string, unknown>[] = [];
 const root = mkdtempSync(join(tmpdir(), 'wl-trace-'));
 const taskQueue = uniqueId('trace-tests');
@@ -50,7 +51,7 @@ beforeAll(async () => {
   const started = startTracing('trace-test', null, exporter);
   if (started === null) throw new Error('tracing did not start');
   tracing = started;
-  installQuietRuntime(new DefaultLogger('INFO', (entry) => workerLogs.push(entry)));
+  stopCapture = captureWorkerLogs((entry) => workerLogs.push(entry));
   env = await createLocalEnv();
   store = await connectTestStore();
   driver = new LocalBoxDriver({
@@ -84,6 +85,7 @@ afterAll(async () => {
   worker.shutdown();
   await running;
   await env.teardown();
+  stopCapture();
   await tracing.shutdown();
   await store.close();
   rmSync(root, { recursive: true, force: true });
