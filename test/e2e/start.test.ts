@@ -7,16 +7,16 @@
  * admin token, the SSH keys) are its user's alone, even in a data folder others could read before.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../scripts/ports.js';
 import { freshMachineEnv, listening } from '../helpers/start.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const dataDir = mkdtempSync(join(tmpdir(), 'wl-start-'));
+const dataDir = fileScratchDir('start');
 
 interface Started {
   child: ChildProcess;

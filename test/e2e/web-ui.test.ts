@@ -11,8 +11,7 @@ import { Client } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -29,10 +28,11 @@ import { installQuietRuntime } from '../helpers/env.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { freePort } from '../../scripts/ports.js';
 import { createWorker } from '../helpers/worker.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 const ADMIN = 'e2e-admin-token-0123456789';
 const artifacts = fileURLToPath(new URL('../../artifacts/web-ui/', import.meta.url));
-const dataDir = mkdtempSync(join(tmpdir(), 'wl-e2e-'));
+const dataDir = fileScratchDir('e2e');
 const boxesDir = join(dataDir, 'boxes');
 const runtimeCommand = defaultRuntimeCommand();
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -14,12 +14,15 @@ declare module 'vitest' {
 
 /**
  * Bundles the workflow code once for every test file instead of once per file, and finds the
- * test database: DATABASE_URL when set, else the local cluster scripts/postgres.sh starts.
+ * test database: DATABASE_URL when set, else the local cluster scripts/postgres.sh starts. The
+ * bundle's folder is removed when the run ends.
  */
-export default async function setup(project: TestProject): Promise<void> {
+export default async function setup(project: TestProject): Promise<() => void> {
   project.provide('databaseUrl', process.env['DATABASE_URL'] ?? localDatabaseUrl('workspace_lifecycle_test'));
   const { code } = await bundleInChildProcess();
-  const path = join(mkdtempSync(join(tmpdir(), 'wl-bundle-')), 'workflows.js');
+  const dir = mkdtempSync(join(tmpdir(), 'wl-bundle-'));
+  const path = join(dir, 'workflows.js');
   writeFileSync(path, code);
   project.provide('workflowBundlePath', path);
+  return () => rmSync(dir, { recursive: true, force: true });
 }

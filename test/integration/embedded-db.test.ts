@@ -5,16 +5,15 @@
  * pins the fix in db/embedded.ts, so an upgrade that breaks it fails here.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../../db/embedded.js';
 import { migrate } from '../../db/migrate.js';
 import { Store } from '../../db/store.js';
 import { publication, readProjection } from '../helpers/postgres.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
-const dataDir = join(mkdtempSync(join(tmpdir(), 'wl-embedded-')), 'pglite');
+const dataDir = join(fileScratchDir('embedded'), 'pglite');
 let db: EmbeddedDatabase;
 
 beforeAll(async () => {

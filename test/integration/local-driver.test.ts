@@ -3,14 +3,14 @@
  * it dies mid-way: the launched runtime records itself, so a retry finds the restart done.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalBoxDriver, processAlive, processRunning, stopProcess } from '../../activities/box/local.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
-const root = mkdtempSync(join(tmpdir(), 'wl-local-driver-'));
+const root = fileScratchDir('local-driver');
 // A runtime that takes half a second to stop, as a real one drains.
 const runtimeCommand = ['/bin/sh', '-c', 'trap "sleep 0.5; exit 0" TERM; while :; do sleep 0.1; done'];
 const driver = new LocalBoxDriver({ root, runtimeCommand });

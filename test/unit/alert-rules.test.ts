@@ -7,8 +7,7 @@
  * That every metric they name is exported: test/e2e/metrics-scrape.test.ts.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
@@ -21,10 +20,11 @@ import {
   promqlProblems,
   rulesProblems,
 } from '../helpers/prometheus.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 const rulesText = readFileSync(RULES_FILE, 'utf8');
 const promtool = promtoolPath();
-const scratch = mkdtempSync(join(tmpdir(), 'wl-rules-'));
+const scratch = fileScratchDir('rules');
 
 /** promtool's verdict on a rules file: null when it loads, else what promtool printed. */
 function promtoolRefusal(text: string): string | null {

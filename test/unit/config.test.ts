@@ -1,10 +1,10 @@
 /** Lifecycle overrides (WL_LIFECYCLE_CONFIG), the worker's bundle and metrics settings, tracing: every bad value refused with the reason. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fleetLivenessSettings, loadSettings, workerSettings } from '../../settings.js';
 import { parseLifecycleOverrides } from '../../workflows/config.js';
+import { testScratchDir } from '../helpers/scratch.js';
 
 describe('parseLifecycleOverrides', () => {
   it('takes known keys; the resync may be 0 (off) or at least a minute, nothing in between', () => {
@@ -23,7 +23,8 @@ describe('parseLifecycleOverrides', () => {
 
 describe('WL_WORKFLOW_BUNDLE', () => {
   it('is null when unset or empty, the path when it names an existing file, and refused otherwise', () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'wl-bundle-setting-')), 'workflows.js');
+    const dir = testScratchDir('bundle-setting');
+    const file = join(dir, 'workflows.js');
     writeFileSync(file, '');
     expect(loadSettings({}).workflowBundlePath).toBeNull();
     expect(loadSettings({ WL_WORKFLOW_BUNDLE: '' }).workflowBundlePath).toBeNull();

@@ -3,11 +3,11 @@
  * inside the repository, and an anchor (`#…`) into a Markdown file names one of its headings, as
  * GitHub renders them. External links (a scheme such as https: or mailto:) are not followed.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { testScratchDir } from '../helpers/scratch.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Folders that hold no documentation of ours: dependencies, local state, build output. */
@@ -116,7 +116,7 @@ describe('documentation links', () => {
   });
 
   it('finds a missing file, a missing anchor and a link out of the repository; accepts what resolves', () => {
-    const root = mkdtempSync(join(tmpdir(), 'wl-docs-links-'));
+    const root = testScratchDir('docs-links');
     mkdirSync(join(root, 'docs'));
     writeFileSync(join(root, 'code.ts'), '');
     writeFileSync(

@@ -1,6 +1,6 @@
 /** What operators see (search attributes, summary, details) and how we connect and register them. */
 import MarkdownIt from 'markdown-it';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -23,6 +23,7 @@ import {
 } from '../../workflows/operator-view.js';
 import { initialState, transition, type Event, type WorkspaceState } from '../../workflows/state-machine.js';
 import { registerPayload } from '../helpers/payloads.js';
+import { testScratchDir } from '../helpers/scratch.js';
 
 const ID = 'ws-ops';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -309,7 +310,7 @@ describe('connection settings (the SDK environment configuration)', () => {
   });
 
   it('a profile from a temporal.toml file, selected by TEMPORAL_PROFILE', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wl-envconfig-'));
+    const dir = testScratchDir('envconfig');
     const file = join(dir, 'temporal.toml');
     writeFileSync(
       file,
@@ -325,7 +326,7 @@ describe('the dev server task queue partitions', () => {
   const partitionFlags = (args: string[]): string[] => args.filter((arg) => arg.startsWith('matching.'));
 
   it('a new database gets one partition, written down beside it before the server first starts', () => {
-    const db = join(mkdtempSync(join(tmpdir(), 'wl-partitions-')), 'temporal.db');
+    const db = join(testScratchDir('partitions'), 'temporal.db');
     expect(partitionFlags(devServerFleetArgs(db))).toEqual([
       'matching.numTaskqueueReadPartitions=1',
       'matching.numTaskqueueWritePartitions=1',
@@ -337,14 +338,14 @@ describe('the dev server task queue partitions', () => {
   });
 
   it("a database made before keeps the CLI's four, so no backlog is left in a partition nobody reads", () => {
-    const db = join(mkdtempSync(join(tmpdir(), 'wl-partitions-')), 'temporal.db');
+    const db = join(testScratchDir('partitions'), 'temporal.db');
     writeFileSync(db, '');
     expect(devServerTaskQueuePartitions(db)).toBe(4);
     expect(existsSync(`${db}.partitions`)).toBe(false);
   });
 
   it('a count written by hand is used, and a bad one is refused by name', () => {
-    const db = join(mkdtempSync(join(tmpdir(), 'wl-partitions-')), 'temporal.db');
+    const db = join(testScratchDir('partitions'), 'temporal.db');
     writeFileSync(db, '');
     writeFileSync(`${db}.partitions`, '2\n');
     expect(devServerTaskQueuePartitions(db)).toBe(2);

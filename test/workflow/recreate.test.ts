@@ -8,8 +8,7 @@
 import type { WorkerDeploymentVersion } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retireForeignDevServerDatabase } from '../../connection.js';
@@ -22,6 +21,7 @@ import { FakeActivities } from '../helpers/fake-activities.js';
 import { registerPayload } from '../helpers/payloads.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { createWorker, uniqueId, waitForState } from '../helpers/worker.js';
+import { testScratchDir } from '../helpers/scratch.js';
 
 describe('recreating workspaces from the database', () => {
   let env: TestWorkflowEnvironment;
@@ -119,7 +119,7 @@ describe('recreating workspaces from the database', () => {
 
 describe('a dev server database another version made', () => {
   it('is moved aside with its companion files; a new one is recorded as the current version', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wl-devdb-'));
+    const dir = testScratchDir('devdb');
     const dbFile = join(dir, 'temporal.db');
     for (const suffix of ['', '-wal', '.partitions']) writeFileSync(dbFile + suffix, 'old');
 
