@@ -4,7 +4,7 @@ import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
-  { ignores: ['node_modules/', 'test/histories/', 'data/', 'coverage/'] },
+  { ignores: ['node_modules/', 'test/histories/', 'data/', 'coverage/', 'dist/'] },
   js.configs.recommended,
   tseslint.configs.strictTypeChecked,
   {

@@ -6,7 +6,6 @@
  */
 import { existsSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { SourceSettings } from './activities/plugins/source.js';
 import type { StageSettings } from './activities/plugins/stage.js';
 import { defaultAdmissionSettings } from './api/admission.js';
@@ -16,6 +15,7 @@ import type { UrlPolicy } from './url-guard.js';
 import { temporalSettingsFromEnv, type TemporalSettings } from './connection.js';
 import { parseLifecycleOverrides } from './workflows/config.js';
 import { TASK_QUEUE, defaultFleetLivenessSettings, type FleetLivenessSettings } from './workflows/definitions.js';
+import { projectPath } from './project.js';
 
 /** A setting is missing or malformed; the message names the variable and what it needs. */
 export class SettingsError extends Error {
@@ -351,7 +351,7 @@ function existingFile(env: NodeJS.ProcessEnv, name: string): string | null {
 
 /** Where local state lives (dev server database, boxes, plugin cache): `WL_DATA_DIR` or `data/`. */
 export function dataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env['WL_DATA_DIR'] ?? fileURLToPath(new URL('./data/', import.meta.url)));
+  return resolve(env['WL_DATA_DIR'] ?? projectPath('data'));
 }
 
 export function positiveNumber(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -473,10 +473,5 @@ export function runtimePassEnvFromEnv(env: NodeJS.ProcessEnv = process.env): Rec
 
 /** The simulated runtime (simulator/runtime.ts) under tsx, with this Node: what `npm start` runs in local boxes by default. */
 export function defaultRuntimeCommand(): string[] {
-  return [
-    process.execPath,
-    '--import',
-    import.meta.resolve('tsx/esm'),
-    fileURLToPath(new URL('./simulator/runtime.ts', import.meta.url)),
-  ];
+  return [process.execPath, '--import', import.meta.resolve('tsx/esm'), projectPath('simulator', 'runtime.ts')];
 }

@@ -10,11 +10,12 @@
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { projectPath } from './project.js';
 
-export const workflowsPath = fileURLToPath(new URL('./workflows/index.ts', import.meta.url));
+export const workflowsPath = projectPath('workflows', 'index.ts');
 
 /** The workflow interceptors: a caller's trace carried to the activities it causes, and log attributes. */
-export const workflowInterceptorModules = [fileURLToPath(new URL('./workflows/tracing.ts', import.meta.url))];
+export const workflowInterceptorModules = [projectPath('workflows', 'tracing.ts')];
 
 export const preloadModules = [workflowsPath, ...workflowInterceptorModules];
 
@@ -25,9 +26,11 @@ export const preloadModules = [workflowsPath, ...workflowInterceptorModules];
  */
 export function bundleInChildProcess(): Promise<{ code: string }> {
   return new Promise((resolve, reject) => {
-    // Its own loader: the caller may not have run under tsx (the test runner's global setup).
-    const child = fork(fileURLToPath(import.meta.url), [], {
-      execArgv: ['--import', 'tsx'],
+    // From source, under tsx, whatever loader the caller has (the test runner's global setup has
+    // none); compiled (dist/), on plain Node.
+    const self = fileURLToPath(import.meta.url);
+    const child = fork(self, [], {
+      execArgv: self.endsWith('.ts') ? ['--import', 'tsx'] : [],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     let code: string | undefined;

@@ -17,11 +17,12 @@ import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Activities } from '../activities/index.js';
 import { migrate } from '../db/migrate.js';
 import { Store } from '../db/store.js';
+import { buildService, distDir } from '../scripts/build.js';
 import { freePort } from '../scripts/ports.js';
 import { localDatabaseUrl } from '../scripts/postgres.js';
 import { devServerEnvOptions } from '../scripts/toolchain.js';
@@ -68,26 +69,23 @@ const worker = await Worker.create({
 });
 const adminToken = 'bench-admin-token-0123456789';
 
-/** Starts `api/main.ts` with `extra` on top of the bench's settings; resolves once it answers. */
+/** Starts the compiled API (dist/api/main.js) with `extra` on top of the bench's settings; resolves once it answers. */
 async function startApiProcess(extra: Record<string, string> = {}): Promise<{ url: string; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', fileURLToPath(new URL('../api/main.ts', import.meta.url))],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-      env: {
-        ...process.env,
-        TEMPORAL_ADDRESS: env.connection.options.address,
-        TEMPORAL_TASK_QUEUE: taskQueue,
-        DATABASE_URL: databaseUrl,
-        WL_ADMIN_TOKEN: adminToken,
-        WL_API_PORT: String(port),
-        LOG_LEVEL: 'warn',
-        ...extra,
-      },
+  await buildService();
+  const child = spawn(process.execPath, [join(distDir, 'api', 'main.js')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: {
+      ...process.env,
+      TEMPORAL_ADDRESS: env.connection.options.address,
+      TEMPORAL_TASK_QUEUE: taskQueue,
+      DATABASE_URL: databaseUrl,
+      WL_ADMIN_TOKEN: adminToken,
+      WL_API_PORT: String(port),
+      LOG_LEVEL: 'warn',
+      ...extra,
     },
-  );
+  });
   const url = `http://127.0.0.1:${port}`;
   await untilApiAnswers(url, Date.now() + 30_000, () => child.exitCode !== null);
   return { url, child };

@@ -7,8 +7,9 @@
 import { runner } from 'node-pg-migrate';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { projectPath } from '../project.js';
 
-export const migrationsDir = fileURLToPath(new URL('./migrations/', import.meta.url));
+export const migrationsDir = projectPath('db', 'migrations');
 
 export async function migrate(
   databaseUrl: string,

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { projectPath } from '../project.js';
 
 /**
  * Starts (or reuses) the local PostgreSQL cluster of scripts/postgres.sh, creates `database`
  * in it if needed, and returns its URL.
  */
 export function localDatabaseUrl(database: string): string {
-  const script = fileURLToPath(new URL('./postgres.sh', import.meta.url));
+  const script = projectPath('scripts', 'postgres.sh');
   const output = execFileSync('bash', [script], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -22,6 +22,7 @@ import { migrate } from '../db/migrate.js';
 import { adminTokenPath, defaultRuntimeCommand, loadSettings, simulatorReposDir, type Settings } from '../settings.js';
 import { untilApiAnswers } from '../bench/harness/stack.js';
 import { bundleInChildProcess } from '../workflow-bundle.js';
+import { buildService, distDir } from './build.js';
 import {
   clusterBinaries,
   clusterPostgres,
@@ -92,7 +93,7 @@ function follow(name: string, child: ChildProcess, echo: boolean): void {
 }
 
 function node(name: string, script: string, env: NodeJS.ProcessEnv, jemalloc: boolean): ChildProcess {
-  const args = ['--import', 'tsx', join(root, script)];
+  const args = [join(distDir, script)];
   const child = jemalloc
     ? spawn('bash', [join(root, 'scripts', 'jemalloc.sh'), process.execPath, ...args], { cwd: root, env })
     : spawn(process.execPath, args, { cwd: root, env });
@@ -182,9 +183,10 @@ async function run(): Promise<void> {
   servers.push({ name: 'ui', child: ui });
   follow('ui', ui, false);
 
-  // Bundled once here, beside the servers' start, for every worker (each would bundle again).
+  // Bundled once here for every worker (each would bundle again), and the service compiled.
   const workflowBundle = join(clusterDir, 'workflow-bundle.js');
-  writeFileSync(workflowBundle, (await bundleInChildProcess()).code);
+  const [{ code }] = await Promise.all([bundleInChildProcess(), buildService()]);
+  writeFileSync(workflowBundle, code);
 
   const adminToken = settings.api.adminToken ?? randomBytes(24).toString('base64url');
   const apiUrl = `http://127.0.0.1:${settings.api.port}`;
@@ -208,7 +210,7 @@ async function run(): Promise<void> {
   apiPorts.forEach((port, i) =>
     services.push({
       name: `api-${i + 1}`,
-      child: node(`api-${i + 1}`, 'api/main.ts', { ...env, WL_API_PORT: String(port) }, false),
+      child: node(`api-${i + 1}`, 'api/main.js', { ...env, WL_API_PORT: String(port) }, false),
     }),
   );
   for (const port of apiPorts)
@@ -230,7 +232,7 @@ async function run(): Promise<void> {
       name: `worker-${i + 1}`,
       child: node(
         `worker-${i + 1}`,
-        'worker.ts',
+        'worker.js',
         { ...env, WL_API_URL: apiUrl, WL_WORKER_METRICS_ADDR: `127.0.0.1:${metrics}` },
         true,
       ),

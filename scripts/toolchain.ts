@@ -8,9 +8,10 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalTestWorkflowEnvironmentOptions } from '@temporalio/testing';
 import { searchAttributeKeys } from '../workflows/operator-view.js';
+import { projectPath } from '../project.js';
 
 function versions(): Record<string, string> {
-  const text = readFileSync(new URL('./toolchain.env', import.meta.url), 'utf8');
+  const text = readFileSync(projectPath('scripts', 'toolchain.env'), 'utf8');
   return Object.fromEntries(
     text
       .split('\n')

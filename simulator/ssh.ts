@@ -12,11 +12,11 @@ import { existsSync, rmSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { q, SshBoxDriver } from '../activities/box/ssh.js';
 import { sshSettingsFromBody, type SshBoxBody, type SshBoxSettings } from '../activities/box/ssh-settings.js';
 import { keygen, SSHD_PATH, startThrowawaySshd, type ThrowawaySshd } from '../scripts/sshd.js';
 import { describeError } from './http.js';
+import { projectPath } from '../project.js';
 
 /** The script in each box that the SSH settings' commands run. */
 export const BOX_RUNTIME_SCRIPT = 'box-runtime.sh';
@@ -178,7 +178,7 @@ async function ensureOpenSsh(log: (line: string) => void): Promise<void> {
   const onPath = (program: string): boolean =>
     (process.env['PATH'] ?? '').split(':').some((dir) => dir !== '' && existsSync(join(dir, program)));
   if (existsSync(SSHD_PATH) && onPath('ssh') && onPath('ssh-keygen')) return;
-  const script = fileURLToPath(new URL('../scripts/sshd.sh', import.meta.url));
+  const script = projectPath('scripts', 'sshd.sh');
   log(`--ssh: OpenSSH (server or client) is missing: installing it with bash ${script}`);
   const code = await new Promise<number>((resolve) => {
     const child = spawn('bash', [script], { stdio: ['ignore', 'inherit', 'inherit'] });

@@ -31,6 +31,7 @@ import { migrate } from '../../db/migrate.js';
 import { temporalCliPath } from '../../scripts/toolchain.js';
 import { freePort, freePortBelow } from '../../scripts/ports.js';
 import { bundleInChildProcess } from '../../workflow-bundle.js';
+import { buildService, distDir } from '../../scripts/build.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -60,7 +61,7 @@ export interface StackOptions {
   workers?: number;
   /** API processes, each on its own port (default 1). */
   apis?: number;
-  /** Node flags for the worker's or the API's processes (e.g. --cpu-prof), before `--import tsx`. */
+  /** Node flags for the worker's or the API's processes (e.g. --cpu-prof), before the script. */
   nodeArgs?: Partial<Record<'worker' | 'api', string[]>>;
   /** Extra environment for the worker and the API. */
   env?: Record<string, string>;
@@ -170,9 +171,9 @@ export class Stack {
       this.apiUrl = `http://127.0.0.1:${this.nginxPort}`;
       this.loadUrls = [this.apiUrl];
     }
-    // Bundled in a child process while the servers start.
+    // Bundled in a child process, and the service compiled, while the servers start.
     const bundling = this.options.workflowBundle ?? this.bundleWorkflows();
-    [this.workflowBundle] = await Promise.all([bundling, this.startServers()]);
+    [this.workflowBundle] = await Promise.all([bundling, this.startServers(), buildService()]);
     this.startWorker();
     await this.startApi();
     if (this.options.cluster === true) await this.startNginx();
@@ -309,14 +310,14 @@ export class Stack {
       this.spawn('worker', i, 'bash', this.workerCommand());
   }
 
-  /** `bash` arguments of a worker: on jemalloc where it is installed, as `npm run worker` runs it (exec keeps the pid). */
+  /** `bash` arguments of a worker: compiled, on jemalloc where it is installed, as `npm run worker` runs it (exec keeps the pid). */
   private workerCommand(): string[] {
-    const args = [...(this.options.nodeArgs?.worker ?? []), '--import', 'tsx', join(root, 'worker.ts')];
+    const args = [...(this.options.nodeArgs?.worker ?? []), join(distDir, 'worker.js')];
     return [join(root, 'scripts', 'jemalloc.sh'), process.execPath, ...args];
   }
 
   private apiArgs(): string[] {
-    return [...(this.options.nodeArgs?.api ?? []), '--import', 'tsx', join(root, 'api/main.ts')];
+    return [...(this.options.nodeArgs?.api ?? []), join(distDir, 'api', 'main.js')];
   }
 
   /** Starts every API process (`apis`), each on its port, and waits until each answers. */
