@@ -1,7 +1,7 @@
 /**
  * The project's folder, found from this module's place: the nearest folder above it with a
  * package.json. The same whether the module runs from its source under tsx or compiled under
- * dist/ (compile.ts), so files the code reads beside it (migrations, scripts, the workflow
+ * dist/ (scripts/build.ts), so files the code reads beside it (migrations, scripts, the workflow
  * sources the bundler reads, data/) are named from here, never from a module's own place.
  */
 import { existsSync } from 'node:fs';

@@ -8,6 +8,7 @@
  * runs reads whole files.
  */
 import { transform } from 'esbuild';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +47,7 @@ export async function buildService(outDir: string = distDir): Promise<number> {
       sourcefile: source,
     });
     mkdirSync(dirname(target), { recursive: true });
-    const partial = `${target}.${process.pid}.partial`;
+    const partial = `${target}.${randomBytes(6).toString('hex')}.partial`;
     writeFileSync(partial, code);
     renameSync(partial, target);
     changed++;
