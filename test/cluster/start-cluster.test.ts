@@ -5,23 +5,22 @@
  * `npm run test:cluster` (it needs `scripts/toolchain.sh --cluster`), not by `npm test`.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../scripts/ports.js';
 import { freshMachineEnv, listening } from '../helpers/start.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const dataDir = mkdtempSync(join(tmpdir(), 'wl-start-cluster-'));
+const dataDir = fileScratchDir('start-cluster');
 // Outside the data folder: the postgres system user must reach it when the tests run as root.
 const pgDir = join('/var/tmp/workspace-lifecycle', `cluster-test-${process.pid}`);
 
 let stopAfter: () => Promise<void> = () => Promise.resolve();
 afterAll(async () => {
   await stopAfter();
-  rmSync(dataDir, { recursive: true, force: true });
   rmSync(pgDir, { recursive: true, force: true });
 });
 

@@ -5,9 +5,7 @@
  * through register, heartbeats, a reconcile that delivers and restarts, an operator's restart,
  * and a reconcile whose plugin cannot be fetched, then scraped on both endpoints.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -18,6 +16,7 @@ import { defaultRuntimeCommand, simulatorReposDir } from '../../settings.js';
 import { TOKEN_FILE } from '../../simulator/runtime.js';
 import { runSimulation, type SimulationResult } from '../../simulator/simulate.js';
 import { metricNames, opsExpressions, parseScrape, scrapedSamples, total } from '../helpers/prometheus.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 /**
  * Named by the rules but not in the service's scrape, each for its reason. `never`: not exported
@@ -32,7 +31,7 @@ const NOT_YET_EXPORTED = new Map([
   ],
 ]);
 
-const dir = mkdtempSync(join(tmpdir(), 'wl-metrics-'));
+const dir = fileScratchDir('metrics');
 const runtimeCommand = defaultRuntimeCommand();
 const lines: string[] = [];
 let stack: Stack | undefined;
@@ -136,7 +135,6 @@ afterAll(async () => {
   const ids = [...(simulation?.workspaces ?? []).map((ws) => ws.id), BROKEN];
   await Promise.all(ids.map((id) => driver.stopRuntime(id).catch(() => false)));
   await stack?.stop();
-  rmSync(dir, { recursive: true, force: true });
 }, 120_000);
 
 describe('a live scrape of the worker and the API', () => {

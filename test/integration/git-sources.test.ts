@@ -3,9 +3,8 @@
  * `git http-backend`) that record who reached them, and git+file repositories behind links.
  * Whatever a source says, git reaches only the address the guard approved, or nothing.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,8 +13,9 @@ import { parsePluginSource, type SourceSettings } from '../../activities/plugins
 import { stagePlugin, type StageSettings } from '../../activities/plugins/stage.js';
 import { commitAll, createPluginRepo } from '../helpers/git.js';
 import { startRecordingServer, type RecordingServer } from '../helpers/git-http.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
-const root = mkdtempSync(join(tmpdir(), 'wl-git-sources-'));
+const root = fileScratchDir('git-sources');
 const served = join(root, 'served');
 let allowed: RecordingServer;
 let other: RecordingServer;
@@ -38,7 +38,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([allowed.close(), other.close(), redirecting.close()]);
-  rmSync(root, { recursive: true, force: true });
 });
 
 let caches = 0;

@@ -12,7 +12,6 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
-  mkdtempSync,
   readFileSync,
   rmSync,
   statSync,
@@ -20,7 +19,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MAX_LISTING_BYTES, MAX_RECORD_BYTES, type BoxDriver } from '../../activities/box/driver.js';
@@ -31,8 +29,9 @@ import { makeVictim, snapshot } from '../helpers/hostile.js';
 import { failure } from '../helpers/failure.js';
 import { startTestSshd } from '../helpers/sshd.js';
 import { runtimePassEnvFromEnv } from '../../settings.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
-const work = mkdtempSync(join(tmpdir(), 'wl-hostile-boxes-'));
+const work = fileScratchDir('hostile-boxes');
 const victim = makeVictim(join(work, 'victim'));
 const testSshd = await startTestSshd(work, 'the hostile box tests over SSH');
 const sshRoots = join(work, 'ssh-boxes');
@@ -64,7 +63,6 @@ afterAll(async () => {
   for (const id of runtimes) await withRuntime.stopRuntime(id).catch(() => undefined);
   await ssh.close();
   await testSshd?.sshd.stop();
-  rmSync(work, { recursive: true, force: true });
 });
 
 interface DriverUnderTest {

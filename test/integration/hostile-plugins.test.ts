@@ -6,8 +6,7 @@
  * changed, whichever driver the box has: the local one, and SSH against a real sshd. A staged
  * tree holding the same (a cache tampered with) is refused by both drivers' delivery too.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -20,9 +19,10 @@ import type { Store } from '../../db/store.js';
 import { commitAll, createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { HOSTILE_TREES, makeVictim, snapshot, writeHostileTree } from '../helpers/hostile.js';
 import { startTestSshd } from '../helpers/sshd.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 const CAP_BYTES = 64 * 1024;
-const work = mkdtempSync(join(tmpdir(), 'wl-hostile-plugins-'));
+const work = fileScratchDir('hostile-plugins');
 const sources = localSourceSettings(work, CAP_BYTES);
 const victim = makeVictim(join(work, 'victim'));
 const repos = join(work, 'repos');
@@ -98,7 +98,6 @@ async function freshBox(driverName: 'local' | 'ssh', workspaceId: string): Promi
 afterAll(async () => {
   await ssh.close();
   await testSshd?.sshd.stop();
-  rmSync(work, { recursive: true, force: true });
 });
 
 const drivers: { name: 'local' | 'ssh'; driver: BoxDriver; skip: boolean }[] = [

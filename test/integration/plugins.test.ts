@@ -1,26 +1,15 @@
 /** Plugin staging and the local box driver on their own (temporary git repositories, runtime processes). */
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import { PermanentPluginError } from '../../activities/plugins/errors.js';
 import { parsePluginSource, type SourceSettings } from '../../activities/plugins/source.js';
 import { pruneCache, stagePlugin, type StageSettings } from '../../activities/plugins/stage.js';
 import { commitAll, createPluginRepo } from '../helpers/git.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
-const root = mkdtempSync(join(tmpdir(), 'wl-plugins-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = fileScratchDir('plugins');
 
 const settings: SourceSettings & StageSettings = {
   giteaBaseUrl: 'https://git.example.test',

@@ -4,8 +4,8 @@
  * test runs as (root in CI, allowed by key only). Without sshd the tests are skipped with the
  * reason, except in CI, where they fail.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
@@ -27,8 +27,9 @@ import { freePort, keygen } from '../../scripts/sshd.js';
 import { failure } from '../helpers/failure.js';
 import { startTestSshd } from '../helpers/sshd.js';
 import { BOX_RUNTIME_SCRIPT, boxRuntimeScript } from '../../simulator/ssh.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
-const work = mkdtempSync(join(tmpdir(), 'wl-ssh-test-'));
+const work = fileScratchDir('ssh-test');
 const testSshd = await startTestSshd(work, 'the SSH box driver tests');
 const sshd = testSshd?.sshd ?? null;
 const keyDir = testSshd?.keyDir ?? join(work, 'keys');
@@ -98,7 +99,6 @@ afterAll(async () => {
     }
   }
   await sshd?.stop();
-  rmSync(work, { recursive: true, force: true });
 });
 
 function stage(name: string, files: Record<string, string | Buffer>): string {

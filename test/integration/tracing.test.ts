@@ -14,8 +14,6 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker, type LogEntry } from '@temporalio/worker';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { FastifyInstance } from 'fastify';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../../activities/index.js';
@@ -31,12 +29,13 @@ import { captureWorkerLogs, createLocalEnv } from '../helpers/env.js';
 import { createPluginRepo, localSourceSettings } from '../helpers/git.js';
 import { connectTestStore } from '../helpers/postgres.js';
 import { uniqueId, waitForState } from '../helpers/worker.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 const exporter = new InMemorySpanExporter();
 const workerLogs: LogEntry[] = [];
 let stopCapture: () => void = () => undefined;
 const apiLogs: Record<string, unknown>[] = [];
-const root = mkdtempSync(join(tmpdir(), 'wl-trace-'));
+const root = fileScratchDir('trace');
 const taskQueue = uniqueId('trace-tests');
 let tracing: Tracing;
 let env: TestWorkflowEnvironment;
@@ -88,7 +87,6 @@ afterAll(async () => {
   stopCapture();
   await tracing.shutdown();
   await store.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 /** The spans of one trace as `name <- parent name` lines, the root first. */

@@ -8,8 +8,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type Activities } from '../../activities/index.js';
@@ -30,13 +29,14 @@ import { commitAll, createPluginRepo, localSourceSettings } from '../helpers/git
 import { heartbeatPayload, registerPayload } from '../helpers/payloads.js';
 import { connectTestStore, publication, readProjection } from '../helpers/postgres.js';
 import { createWorker, expireLease, uniqueId, waitForState } from '../helpers/worker.js';
+import { fileScratchDir } from '../helpers/scratch.js';
 
 let env: TestWorkflowEnvironment;
 let store: Store;
 let worker: Worker;
 let running: Promise<void>;
 let driver: LocalBoxDriver;
-const root = mkdtempSync(join(tmpdir(), 'wl-reconcile-'));
+const root = fileScratchDir('reconcile');
 const repos = join(root, 'repos');
 const taskQueue = uniqueId('reconcile-tests');
 const workspaces: string[] = [];
@@ -70,7 +70,6 @@ afterAll(async () => {
   await env.teardown();
   await Promise.all(workspaces.map((id) => driver.stopRuntime(id)));
   await store.close();
-  rmSync(root, { recursive: true, force: true });
 });
 
 /** Counts every activity call and injects the faults the tests ask for. */
