@@ -164,6 +164,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
       admission: {
         ...defaultAdmissionSettings,
         maxInFlight: integer(env, 'WL_API_MAX_IN_FLIGHT', defaultAdmissionSettings.maxInFlight, 1),
+        maxRelaysInFlight: integer(env, 'WL_API_MAX_RELAYS_IN_FLIGHT', defaultAdmissionSettings.maxRelaysInFlight, 1),
         targetLatencyMs: integer(env, 'WL_API_TARGET_LATENCY_MS', defaultAdmissionSettings.targetLatencyMs, 1),
         maxQueued: integer(env, 'WL_API_MAX_QUEUED', defaultAdmissionSettings.maxQueued, 0),
         maxQueueWaitMs: integer(env, 'WL_API_MAX_QUEUE_WAIT_MS', defaultAdmissionSettings.maxQueueWaitMs, 1),

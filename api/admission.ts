@@ -5,6 +5,11 @@
  * call and memory to the process; refusing the excess keeps the accepted calls fast and tells
  * the caller when to come back.
  *
+ * Relays (a register, a heartbeat the workflow wants) wait on a workflow's signal, which is slow
+ * when Temporal is: they have slots of their own (`maxRelaysInFlight`), so a backlog of signals
+ * never takes the slots of heartbeats that are one statement in the ledger. A heartbeat takes a
+ * call slot for its statement, then, when wanted, a relay slot for its signal.
+ *
  * The limit adapts (additive increase, multiplicative decrease, as TCP's congestion window):
  * while calls finish within `targetLatencyMs` it grows by about one per `limit` calls, up to
  * `maxInFlight`; a call slower than that shrinks it by a quarter (once for all the calls
@@ -21,6 +26,8 @@ import { HttpError } from './errors.js';
 export interface AdmissionSettings {
   /** The most calls served at once. */
   maxInFlight: number;
+  /** The most relays (a register, a wanted heartbeat's signal) served at once, in slots of their own. */
+  maxRelaysInFlight: number;
   /** The fewest calls served at once, however slow they are. */
   minInFlight: number;
   /** A call slower than this (its own work, not its wait for a slot) lowers the limit. */
@@ -45,6 +52,7 @@ export interface AdmissionSettings {
  */
 export const defaultAdmissionSettings: AdmissionSettings = {
   maxInFlight: 32,
+  maxRelaysInFlight: 32,
   minInFlight: 4,
   targetLatencyMs: 500,
   maxQueued: 128,

@@ -77,6 +77,8 @@ export const SIGNAL: TemporalCall = { signal: true };
 
 export class ApiContext {
   readonly admission: Admission;
+  /** Slots of their own for relays, which wait on a workflow's signal (admission.ts). */
+  readonly relays: Admission;
   /** The API's metrics; routes count what they see (api/metrics.ts). */
   readonly metrics = new Metrics();
 
@@ -86,11 +88,17 @@ export class ApiContext {
     readonly settings: ApiSettings,
   ) {
     this.admission = new Admission(settings.admission);
+    this.relays = new Admission({ ...settings.admission, maxInFlight: settings.admission.maxRelaysInFlight });
   }
 
   /** Runs `work` in an admission slot (429 when none is free). */
   admitted<T>(work: () => Promise<T>): Promise<T> {
     return this.admission.run(work);
+  }
+
+  /** Runs a relay (work that waits on a workflow's signal) in a relay slot (429 when none is free). */
+  relayed<T>(work: () => Promise<T>): Promise<T> {
+    return this.relays.run(work);
   }
 
   /** A Temporal call, bounded by the deadline; see errors.ts for what each failure answers. */

@@ -205,40 +205,43 @@ export class Metrics {
     });
   }
 
-  /** The admission limiter's load and refusals, read at scrape time. */
-  watchAdmission(admission: Admission): void {
+  /** The admission limiters' load and refusals, by pool (call slots, relay slots), read at scrape time. */
+  watchAdmission(pools: Record<'calls' | 'relays', Admission>): void {
+    const each = (read: (admission: Admission) => number) =>
+      function (this: Gauge<'pool'>): void {
+        for (const [pool, admission] of Object.entries(pools)) this.set({ pool }, read(admission));
+      };
     new Gauge({
       name: 'api_admission_in_flight',
-      help: 'Calls holding an admission slot',
+      help: 'Calls holding an admission slot, by pool (calls, relays)',
+      labelNames: ['pool'] as const,
       registers: [this.registry],
-      collect() {
-        this.set(admission.load.inFlight);
-      },
+      collect: each((admission) => admission.load.inFlight),
     });
     new Gauge({
       name: 'api_admission_limit',
-      help: 'Calls the admission limit lets in at once now (it adapts to latency)',
+      help: 'Calls the admission limit lets in at once now (it adapts to latency), by pool',
+      labelNames: ['pool'] as const,
       registers: [this.registry],
-      collect() {
-        this.set(admission.load.limit);
-      },
+      collect: each((admission) => admission.load.limit),
     });
     new Gauge({
       name: 'api_admission_queued',
-      help: 'Calls waiting for an admission slot',
+      help: 'Calls waiting for an admission slot, by pool',
+      labelNames: ['pool'] as const,
       registers: [this.registry],
-      collect() {
-        this.set(admission.load.queued);
-      },
+      collect: each((admission) => admission.load.queued),
     });
     new Gauge({
       name: 'api_admission_refused',
-      help: 'Calls refused with 429 since start, by reason',
-      labelNames: ['reason'] as const,
+      help: 'Calls refused with 429 since start, by pool and reason',
+      labelNames: ['pool', 'reason'] as const,
       registers: [this.registry],
       collect() {
-        this.set({ reason: 'queue_full' }, admission.refused.queueFull);
-        this.set({ reason: 'waited_too_long' }, admission.refused.waitedTooLong);
+        for (const [pool, admission] of Object.entries(pools)) {
+          this.set({ pool, reason: 'queue_full' }, admission.refused.queueFull);
+          this.set({ pool, reason: 'waited_too_long' }, admission.refused.waitedTooLong);
+        }
       },
     });
   }

@@ -25,7 +25,7 @@ import { eventRoutes } from './routes/events.js';
 import { fleetRoutes } from './routes/fleet.js';
 import { traceRequests } from './tracing.js';
 import { healthRoutes, operationsPaths } from './routes/health.js';
-import { registryRoutes } from './routes/registry.js';
+import { REGISTER_PATH, registryRoutes } from './routes/registry.js';
 import { workspaceRoutes } from './routes/workspaces.js';
 
 export { defaultApiSettings, type ApiSettings } from './context.js';
@@ -89,7 +89,7 @@ export async function buildApi(
 
   const ctx = new ApiContext(client, store, settings);
   const { metrics } = ctx;
-  metrics.watchAdmission(ctx.admission);
+  metrics.watchAdmission({ calls: ctx.admission, relays: ctx.relays });
   metrics.watchFleet(store);
   metrics.watchController(() =>
     client.withDeadline(Date.now() + CONTROLLER_QUERY_MS, () =>
@@ -105,11 +105,14 @@ export async function buildApi(
       reply.elapsedTime / 1000,
     );
   });
-  // A flood is refused before its bodies are parsed; probes and metrics are never refused. The
-  // route is looked up only when the call would be refused: the lookup builds an object per call.
+  // A flood is refused before its bodies are parsed; probes and metrics are never refused. A
+  // register waits in the relay slots, every other call first in the call slots. The route is
+  // looked up only when the call could be refused: the lookup builds an object per call.
   app.addHook('onRequest', (request, _reply, done) => {
-    const refused = ctx.admission.full && !operationsPaths.has(request.routeOptions.url ?? '');
-    done(refused ? ctx.admission.refuseEarly() : undefined);
+    if (!ctx.admission.full && !ctx.relays.full) return done();
+    const route = request.routeOptions.url ?? '';
+    const admission = route === REGISTER_PATH ? ctx.relays : ctx.admission;
+    done(admission.full && !operationsPaths.has(route) ? admission.refuseEarly() : undefined);
   });
 
   app.setErrorHandler((error, request, reply) => {

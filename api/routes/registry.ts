@@ -34,6 +34,9 @@ import {
   type RuntimeCall,
 } from '../tokens.js';
 
+/** The register route: served in a relay slot, and refused early by the relay slots' load (server.ts). */
+export const REGISTER_PATH = '/registry/register';
+
 /**
  * The heartbeat's answers: its 200 is `{status: 'ok'}` and nothing else (the route's type says
  * so), written as it is instead of encoded through its schema on the API's busiest route; every
@@ -115,7 +118,7 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
   }
 
   app.post(
-    '/registry/register',
+    REGISTER_PATH,
     {
       schema: {
         summary: 'A runtime registers; relayed as the `register` signal',
@@ -133,8 +136,9 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
         },
       },
     },
+    // A register waits on its signal: it is served in a relay slot (api/admission.ts).
     async (request) =>
-      ctx.admitted(async () => {
+      ctx.relayed(async () => {
         const body = request.body;
         const { access, bootCredential, trustOnFirstUse } = await requireRuntime(request, body.id, 'register');
         // The workflow's rule decides the mode, over the mode it last projected (no worker needed):
@@ -190,24 +194,26 @@ export const registryRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (ap
       validatorCompiler: heartbeatValidatorCompiler,
       serializerCompiler: heartbeatSerializerCompiler,
     },
-    async (request) =>
-      ctx.admitted(async () => {
-        const beat = request.body;
-        const id = beat.workspace_id;
-        const recorded = await recordHeartbeat(request, id, heartbeatFacts(beat));
-        // Not wanted: recorded in the ledger, where every liveness rule reads it.
-        if (!recorded.wanted) return { status: 'ok' as const };
-        // Wanted: answered once the workflow has it, then recorded. Not delivered (503): nothing is
-        // recorded, and the runtime's retry is wanted again.
-        // No run open (terminated): the one that starts is what the database says the workspace is.
-        const relay = {
-          taskQueue: settings.taskQueue,
-          start: async () => ctx.startInput(id, (await ctx.requireLiveWorkspace(id)).external),
-        };
+    async (request) => {
+      const beat = request.body;
+      const id = beat.workspace_id;
+      const recorded = await ctx.admitted(() => recordHeartbeat(request, id, heartbeatFacts(beat)));
+      // Not wanted: recorded in the ledger, where every liveness rule reads it.
+      if (!recorded.wanted) return { status: 'ok' as const };
+      // Wanted: relayed in a relay slot, answered once the workflow has it, then recorded. Not
+      // delivered (503), or no relay slot (429): nothing is recorded, and the runtime's retry is
+      // wanted again.
+      // No run open (terminated): the one that starts is what the database says the workspace is.
+      const relay = {
+        taskQueue: settings.taskQueue,
+        start: async () => ctx.startInput(id, (await ctx.requireLiveWorkspace(id)).external),
+      };
+      return ctx.relayed(async () => {
         await ctx.temporal(() => relayRuntimeSignal(client, id, 'heartbeat', beat, relay), SIGNAL);
         await ctx.db(() => store.heartbeats.delivered(id, recorded.wantVersion));
         return { status: 'ok' as const };
-      }),
+      });
+    },
   );
 
   done();

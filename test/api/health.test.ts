@@ -131,7 +131,7 @@ describe('overload and a database that is down', () => {
       // Every accepted heartbeat is in the ledger, forwarded or not.
       expect((await harness.store.heartbeats.read(id)).beats).toBe(accepted);
       const metrics = await limited.inject({ method: 'GET', url: '/metrics' });
-      expect(metrics.body).toContain('api_admission_refused{reason="queue_full"} 9');
+      expect(metrics.body).toContain('api_admission_refused{pool="calls",reason="queue_full"} 9');
     } finally {
       await limited.close();
     }

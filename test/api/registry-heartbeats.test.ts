@@ -5,6 +5,7 @@
  */
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
+import { defaultAdmissionSettings } from '../../api/admission.js';
 import { buildApi } from '../../api/server.js';
 import { hashSecret } from '../../db/secrets.js';
 import { stateQuery } from '../../workflows/definitions.js';
@@ -52,6 +53,36 @@ function answersLost(client: Client): Client {
   return new Proxy(client, {
     get: (target, property) => (property === 'workflow' ? workflow : (Reflect.get(target, property) as unknown)),
   });
+}
+
+/**
+ * A client whose workspace signals wait until `release` is called, then land: Temporal taking
+ * its time over every signal (a fleet registering at once, a server behind).
+ */
+function signalsStalled(client: Client): { client: Client; release: () => void } {
+  let release = (): void => undefined;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const getHandle = (workflowId: string): WorkflowHandle => {
+    const handle = client.workflow.getHandle(workflowId);
+    return new Proxy(handle, {
+      get: (target, property) =>
+        property === 'signal'
+          ? async (...args: Parameters<WorkflowHandle['signal']>) => {
+              await released;
+              await target.signal(...args);
+            }
+          : (Reflect.get(target, property) as unknown),
+    });
+  };
+  const workflow = new Proxy(client.workflow, {
+    get: (target, property) => (property === 'getHandle' ? getHandle : (Reflect.get(target, property) as unknown)),
+  });
+  const stalled = new Proxy(client, {
+    get: (target, property) => (property === 'workflow' ? workflow : (Reflect.get(target, property) as unknown)),
+  });
+  return { client: stalled, release };
 }
 
 describe('issue 29: heartbeat answers and forwards', () => {
@@ -178,6 +209,51 @@ describe('issue 29: heartbeat answers and forwards', () => {
     expect((await handle.query(stateQuery)).counters.heartbeats).toBe(1);
     const read = await harness.api.inject({ method: 'GET', url: `/workspaces/${id}`, headers: admin });
     expect(read.json<{ heartbeatLedger: { beats: number } }>().heartbeatLedger.beats).toBe(2);
+  });
+
+  it('relays waiting on Temporal hold slots of their own: heartbeats the workflow does not want are still answered 200', async () => {
+    const { id, bearer, handle } = await harness.registeredOnline();
+    await contractPublished(id, handle);
+    const before = (await harness.store.heartbeats.read(id)).beats;
+    const { client, release } = signalsStalled(harness.env.client);
+    const admission = {
+      ...defaultAdmissionSettings,
+      maxInFlight: 2,
+      maxRelaysInFlight: 2,
+      maxQueued: 8,
+      maxQueueWaitMs: 1_000,
+      targetLatencyMs: 60_000,
+    };
+    const stalled = await buildApi(client, harness.store, harness.settings({ admission }));
+    const inFlight = async (pool: string): Promise<number> => {
+      const scrape = await stalled.inject({ method: 'GET', url: '/metrics' });
+      return Number(new RegExp(`api_admission_in_flight\\{pool="${pool}"} (\\d+)`).exec(scrape.body)?.[1]);
+    };
+    try {
+      // Two degrading heartbeats (wanted) wait for their signals in both relay slots.
+      const relays = [send(stalled, id, bearer, { error_rate: 0.9 }), send(stalled, id, bearer, { error_rate: 0.9 })];
+      await expect.poll(() => inFlight('relays')).toBe(2);
+      // Heartbeats the workflow does not want are one statement each: answered 200 meanwhile,
+      // six at once through two call slots and their queue.
+      const healthy = await Promise.all(Array.from({ length: 6 }, () => send(stalled, id, bearer)));
+      expect(healthy.map((answer) => answer.statusCode)).toEqual([200, 200, 200, 200, 200, 200]);
+      expect((await harness.store.heartbeats.read(id)).beats).toBe(before + 6);
+      // A third relay finds no relay slot within the queue's wait: 429, and nothing recorded.
+      const refused = await send(stalled, id, bearer, { error_rate: 0.9 });
+      expect(refused.statusCode).toBe(429);
+      expect(refused.headers['retry-after']).toBeDefined();
+      expect((await harness.store.heartbeats.read(id)).beats).toBe(before + 6);
+      const scrape = await stalled.inject({ method: 'GET', url: '/metrics' });
+      expect(scrape.body).toContain('api_admission_refused{pool="relays",reason="waited_too_long"} 1');
+      expect(scrape.body).toContain('api_admission_refused{pool="calls",reason="waited_too_long"} 0');
+      // Temporal catches up: the two relays are answered once the workflow has them.
+      release();
+      expect((await Promise.all(relays)).map((answer) => answer.statusCode)).toEqual([200, 200]);
+      await waitForState(handle, (s) => s.status === 'degraded');
+    } finally {
+      release();
+      await stalled.close();
+    }
   });
 
   it('the ledger keeps the active tasks of every heartbeat, up to the largest count a runtime may send', async () => {
