@@ -30,20 +30,16 @@ async function contractPublished(id: string, handle: WorkflowHandle): Promise<vo
     .toBe(true);
 }
 
-/**
- * A client whose workspace signals land and whose answers are lost: what the API sees when
- * Temporal took the signal and the connection failed before it said so.
- */
-function answersLost(client: Client): Client {
+type Signal = WorkflowHandle['signal'];
+
+/** A client whose workspace handles' `signal` is `signal(theRealOne, ...args)`; everything else is the client's. */
+function withSignal(client: Client, signal: (real: Signal, ...args: Parameters<Signal>) => Promise<void>): Client {
   const getHandle = (workflowId: string): WorkflowHandle => {
     const handle = client.workflow.getHandle(workflowId);
     return new Proxy(handle, {
       get: (target, property) =>
         property === 'signal'
-          ? async (...args: Parameters<WorkflowHandle['signal']>) => {
-              await target.signal(...args);
-              throw new Error('the connection closed before Temporal answered');
-            }
+          ? (...args: Parameters<Signal>) => signal(target.signal.bind(target), ...args)
           : (Reflect.get(target, property) as unknown),
     });
   };
@@ -56,6 +52,16 @@ function answersLost(client: Client): Client {
 }
 
 /**
+ * A client whose workspace signals land and whose answers are lost: what the API sees when
+ * Temporal took the signal and the connection failed before it said so.
+ */
+const answersLost = (client: Client): Client =>
+  withSignal(client, async (real, ...args) => {
+    await real(...args);
+    throw new Error('the connection closed before Temporal answered');
+  });
+
+/**
  * A client whose workspace signals wait until `release` is called, then land: Temporal taking
  * its time over every signal (a fleet registering at once, a server behind).
  */
@@ -64,23 +70,9 @@ function signalsStalled(client: Client): { client: Client; release: () => void }
   const released = new Promise<void>((resolve) => {
     release = resolve;
   });
-  const getHandle = (workflowId: string): WorkflowHandle => {
-    const handle = client.workflow.getHandle(workflowId);
-    return new Proxy(handle, {
-      get: (target, property) =>
-        property === 'signal'
-          ? async (...args: Parameters<WorkflowHandle['signal']>) => {
-              await released;
-              await target.signal(...args);
-            }
-          : (Reflect.get(target, property) as unknown),
-    });
-  };
-  const workflow = new Proxy(client.workflow, {
-    get: (target, property) => (property === 'getHandle' ? getHandle : (Reflect.get(target, property) as unknown)),
-  });
-  const stalled = new Proxy(client, {
-    get: (target, property) => (property === 'workflow' ? workflow : (Reflect.get(target, property) as unknown)),
+  const stalled = withSignal(client, async (real, ...args) => {
+    await released;
+    await real(...args);
   });
   return { client: stalled, release };
 }
