@@ -217,14 +217,10 @@ describe('issue 29: heartbeat answers and forwards', () => {
       targetLatencyMs: 60_000,
     };
     const stalled = await buildApi(client, harness.store, harness.settings({ admission }));
-    const inFlight = async (pool: string): Promise<number> => {
-      const scrape = await stalled.inject({ method: 'GET', url: '/metrics' });
-      return Number(new RegExp(`api_admission_in_flight\\{pool="${pool}"} (\\d+)`).exec(scrape.body)?.[1]);
-    };
     try {
       // Two degrading heartbeats (wanted) wait for their signals in both relay slots.
       const relays = [send(stalled, id, bearer, { error_rate: 0.9 }), send(stalled, id, bearer, { error_rate: 0.9 })];
-      await expect.poll(() => inFlight('relays')).toBe(2);
+      await expect.poll(() => harness.metric('api_admission_in_flight', { pool: 'relays' }, stalled)).toBe(2);
       // Heartbeats the workflow does not want are one statement each: answered 200 meanwhile,
       // six at once through two call slots and their queue.
       const healthy = await Promise.all(Array.from({ length: 6 }, () => send(stalled, id, bearer)));

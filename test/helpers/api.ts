@@ -184,9 +184,9 @@ export class ApiHarness {
     return (events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes).length;
   }
 
-  /** The API's metric, summed over its series whose labels include `labels`. */
-  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-    const scrape = await this.api.inject({ method: 'GET', url: '/metrics' });
+  /** The API's metric (or `api`'s, an API of a test's own), summed over its series whose labels include `labels`. */
+  async metric(name: string, labels: Record<string, string> = {}, api: FastifyInstance = this.api): Promise<number> {
+    const scrape = await api.inject({ method: 'GET', url: '/metrics' });
     return total(parseScrape(scrape.body), name, labels);
   }
 
