@@ -16,8 +16,7 @@ import { defineConfig } from 'vitest/config';
 const FIRST = 'test/chaos/worker-kill.test.ts';
 const FOURTH = 'test/e2e/start.test.ts';
 const LONG_BUT_SMALL = [
-  'test/e2e/web-ui.test.ts',
-  'test/e2e/metrics-scrape.test.ts',
+  'test/e2e/stack.test.ts',
   'test/e2e/bench-heartbeat.test.ts',
   'test/workflow/fleet-liveness.test.ts',
 ];

@@ -69,6 +69,8 @@ export interface StackOptions {
   devServerArgs?: string[];
   /** The production shape: the Temporal server on PostgreSQL and nginx in front of the APIs. */
   cluster?: boolean;
+  /** The dev server's Web UI, at `uiUrl` (otherwise it runs headless). */
+  webUi?: boolean;
   /**
    * A workflow bundle built beforehand (a file), which every worker start loads; without it the
    * stack bundles workflows/ once as it starts. Either way no worker start bundles again.
@@ -95,7 +97,10 @@ export class Stack {
   /** Where a load goes, spread over them: every API, or nginx alone in the cluster shape. */
   loadUrls: string[] = [];
   temporalAddress = '';
+  /** The dev server's Web UI (StackOptions.webUi), or '' when it has none. */
+  uiUrl = '';
   private pgPort = 0;
+  private uiPort = 0;
   private apiPorts: number[] = [];
   private temporalPort = 0;
   private temporalMetricsPort = 0;
@@ -163,6 +168,10 @@ export class Stack {
     ]);
     this.apiPorts = await Promise.all(Array.from({ length: Math.max(1, this.options.apis ?? 1) }, () => freePort()));
     this.temporalAddress = `127.0.0.1:${this.temporalPort}`;
+    if (this.options.webUi === true) {
+      this.uiPort = await freePort();
+      this.uiUrl = `http://127.0.0.1:${this.uiPort}`;
+    }
     this.apiUrls = this.apiPorts.map((port) => `http://127.0.0.1:${port}`);
     this.apiUrl = this.apiUrls[0] ?? '';
     this.loadUrls = this.apiUrls;
@@ -254,7 +263,8 @@ export class Stack {
     if (this.options.cluster === true) return this.startTemporalServer();
     const cli = temporalCliPath();
     if (cli === undefined) throw new Error('Temporal CLI not found: run `npm run toolchain`');
-    const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort), '--headless'];
+    const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(this.temporalPort)];
+    args.push(...(this.uiPort === 0 ? ['--headless'] : ['--ui-port', String(this.uiPort)]));
     args.push('--metrics-port', String(this.temporalMetricsPort));
     const dbFile = join(this.options.dir, 'temporal.db');
     args.push(...devServerStorageArgs(dbFile), ...devServerFleetArgs(dbFile), '--log-level', 'error');

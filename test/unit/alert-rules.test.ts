@@ -4,7 +4,7 @@
  * runs when the toolchain has it (scripts/toolchain.sh); without it, the check of
  * test/helpers/prometheus.ts stands in, and hostile rule files show it refuses what promtool
  * refuses (each is also given to promtool when it is there, so the two cannot drift apart).
- * That every metric they name is exported: test/e2e/metrics-scrape.test.ts.
+ * That every metric they name is exported: test/e2e/stack.test.ts.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
