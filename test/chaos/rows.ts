@@ -11,12 +11,13 @@ type RowSettings = Omit<ChaosOptions, 'rows' | 'keep' | 'log' | 'workflowBundle'
 export async function expectRowsHold(rows: ChaosOptions['rows'], settings: Partial<RowSettings>): Promise<void> {
   const options: RowSettings = { ...defaultRowSettings, ...settings };
   const lines: string[] = [];
+  const started = Date.now();
   const results = await runChaos({
     ...options,
     rows,
     keep: false,
     workflowBundle: inject('workflowBundlePath'),
-    log: (line) => lines.push(line),
+    log: (line) => lines.push(`[${((Date.now() - started) / 1000).toFixed(1)} s] ${line}`),
   });
   console.log(`${lines.join('\n')}\n\n${table(results)}`);
   expect(results).toHaveLength(rows.reduce((n, row) => n + (row === 'worker-kill' ? options.moments.length : 1), 0));
