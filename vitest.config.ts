@@ -13,11 +13,7 @@ import { defineConfig } from 'vitest/config';
  */
 const FIRST = 'test/chaos/faults.test.ts';
 const FIFTH = 'test/e2e/start.test.ts';
-const LONG_BUT_SMALL = [
-  'test/e2e/stack.test.ts',
-  'test/e2e/bench-heartbeat.test.ts',
-  'test/workflow/fleet-liveness.test.ts',
-];
+const LONG_BUT_SMALL = ['test/e2e/stack.test.ts', 'test/workflow/fleet-liveness.test.ts'];
 
 class FileOrder extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {

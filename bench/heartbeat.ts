@@ -77,7 +77,7 @@ export interface HeartbeatBenchOptions {
 export const quickOptions: Omit<HeartbeatBenchOptions, 'env' | 'keep'> = {
   workspaces: 20,
   connections: 8,
-  roundS: 2,
+  roundS: 1,
   pairs: 1,
   warmupS: 1,
   sampleEveryS: 1,
@@ -318,18 +318,24 @@ async function setUp(
 /** Stops what a run started (its processes, its folder); set while a run is under way. */
 let cleanUp: (() => Promise<void>) | undefined;
 
-export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<HeartbeatBenchResult> {
-  const dir = mkdtempSync(join(tmpdir(), 'wl-heartbeat-'));
-  const stack = new Stack({
-    dir,
-    runtimeCommand: null,
-    env: o.env,
-    ...(o.workflowBundle === undefined ? {} : { workflowBundle: o.workflowBundle }),
-    ...(o.profileDir === undefined
-      ? {}
-      : { nodeArgs: { api: ['--cpu-prof', '--cpu-prof-dir', resolve(o.profileDir)] } }),
-    log,
-  });
+/**
+ * The bench on a stack of its own, or on `running` (a stack someone else started and stops; the
+ * bench's workspaces are its own, by their ids, and `env` is then the stack's own).
+ */
+export async function runHeartbeatBench(o: HeartbeatBenchOptions, running?: Stack): Promise<HeartbeatBenchResult> {
+  const dir = running?.options.dir ?? mkdtempSync(join(tmpdir(), 'wl-heartbeat-'));
+  const stack =
+    running ??
+    new Stack({
+      dir,
+      runtimeCommand: null,
+      env: o.env,
+      ...(o.workflowBundle === undefined ? {} : { workflowBundle: o.workflowBundle }),
+      ...(o.profileDir === undefined
+        ? {}
+        : { nodeArgs: { api: ['--cpu-prof', '--cpu-prof-dir', resolve(o.profileDir)] } }),
+      log,
+    });
   let floor: { url: string; child: ChildProcess } | undefined;
   cleanUp = async () => {
     if (floor !== undefined && floor.child.exitCode === null) {
@@ -337,14 +343,17 @@ export async function runHeartbeatBench(o: HeartbeatBenchOptions): Promise<Heart
       floor.child.kill('SIGTERM');
       await exited;
     }
+    if (running !== undefined) return;
     await stack.stop().catch((err: unknown) => log(`stopping the stack: ${String(err)}`));
     if (o.keep) log(`kept ${dir}`);
     else rmSync(dir, { recursive: true, force: true });
   };
   try {
-    log(`starting the stack in ${dir}`);
-    await stack.start();
-    await workersPolling(dir, 1);
+    if (running === undefined) {
+      log(`starting the stack in ${dir}`);
+      await stack.start();
+      await workersPolling(dir, 1);
+    }
     const { runtimes, statuses } = await setUp(stack, o, `hb-${Date.now().toString(36)}-`);
     floor = await startFloor(stack.databaseUrl, dir);
     const floorPid = floor.child.pid;

@@ -8,7 +8,9 @@
  *   artifacts/web-ui/;
  * - after an operator's restart and a reconcile whose plugin cannot be fetched, both Prometheus
  *   endpoints are scraped: every metric the alert rules (ops/prometheus/rules.yml) and the
- *   dashboard (ops/grafana/dashboard.json) name is exported, with a value.
+ *   dashboard (ops/grafana/dashboard.json) name is exported, with a value;
+ * - `npm run bench:heartbeat`'s quick mode runs its rounds against the floor and this stack's API,
+ *   with workspaces of its own. No figure of the bench is asserted: a test does not time.
  */
 import { mkdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -19,6 +21,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { LocalBoxDriver } from '../../activities/box/local.js';
 import { Stack } from '../../bench/harness/stack.js';
+import { quickOptions, runHeartbeatBench } from '../../bench/heartbeat.js';
 import { browserPath } from '../../scripts/browser.js';
 import { freePort } from '../../scripts/ports.js';
 import { defaultRuntimeCommand, simulatorReposDir } from '../../settings.js';
@@ -316,4 +319,20 @@ describe('a live scrape of the worker and the API', () => {
     // The fleet's gauge: the three workspaces, every one of them live.
     expect(await counter(apiUrl, 'workspaces')).toBe(3);
   });
+});
+
+describe('bench:heartbeat', () => {
+  it('the quick mode runs a round against the floor, then one against the API, every heartbeat answered 200', async () => {
+    if (stack === undefined) throw new Error('setup did not complete');
+    const result = await runHeartbeatBench({ ...quickOptions, env: {}, keep: false }, stack);
+    expect(result.rounds.map((round) => round.side)).toEqual(['floor', 'api']);
+    for (const round of result.rounds) {
+      expect(round.ok).toBeGreaterThan(0);
+      expect(round.non200).toEqual(new Map());
+      expect(round.errors).toBe(0);
+      expect(round.latencies).toHaveLength(round.ok);
+    }
+    expect(result.floor.perSecond).toBeGreaterThan(0);
+    expect(result.api.perSecond).toBeGreaterThan(0);
+  }, 240_000);
 });
