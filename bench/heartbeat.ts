@@ -319,8 +319,9 @@ async function setUp(
 let cleanUp: (() => Promise<void>) | undefined;
 
 /**
- * The bench on a stack of its own, or on `running` (a stack someone else started and stops; the
- * bench's workspaces are its own, by their ids, and `env` is then the stack's own).
+ * The bench on a stack of its own, or on `running`: a stack someone else started and stops, whose
+ * own settings then stand (`env`, `workflowBundle`, `profileDir` and `keep` are not used); the
+ * bench's workspaces are its own, by their ids.
  */
 export async function runHeartbeatBench(o: HeartbeatBenchOptions, running?: Stack): Promise<HeartbeatBenchResult> {
   const dir = running?.options.dir ?? mkdtempSync(join(tmpdir(), 'wl-heartbeat-'));
