@@ -20,9 +20,8 @@ import type { Store } from '../db/store.js';
 import type { Tracing } from '../tracing.js';
 import { ApiContext, type ApiSettings } from './context.js';
 import { HttpError } from './errors.js';
-import { FLEET_LIVENESS_WORKFLOW_ID, fleetLivenessStateQuery } from '../workflows/definitions.js';
 import { eventRoutes } from './routes/events.js';
-import { fleetRoutes } from './routes/fleet.js';
+import { fleetRoutes, runningControllerState } from './routes/fleet.js';
 import { traceRequests } from './tracing.js';
 import { healthRoutes, operationsPaths } from './routes/health.js';
 import { REGISTER_PATH, registryRoutes } from './routes/registry.js';
@@ -92,9 +91,7 @@ export async function buildApi(
   metrics.watchAdmission({ calls: ctx.admission, relays: ctx.relays });
   metrics.watchFleet(store);
   metrics.watchController(() =>
-    client.withDeadline(Date.now() + CONTROLLER_QUERY_MS, () =>
-      client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID).query(fleetLivenessStateQuery),
-    ),
+    client.withDeadline(Date.now() + CONTROLLER_QUERY_MS, () => runningControllerState(client)),
   );
   traceRequests(app, observability.tracing?.tracer ?? null);
   app.addHook('onResponse', async (request, reply) => {

@@ -4,7 +4,7 @@
  * Pause and resume are Updates on the controller's workflow, answered with what they did. Every
  * route here takes the admin token.
  */
-import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import {
@@ -12,6 +12,7 @@ import {
   fleetLivenessStateQuery,
   pauseRemediationUpdate,
   resumeRemediationUpdate,
+  type FleetLivenessState,
 } from '../../workflows/definitions.js';
 import type { ApiContext } from '../context.js';
 import { HttpError } from '../errors.js';
@@ -67,6 +68,25 @@ const who = operatorText(200);
 const NO_CONTROLLER =
   'the fleet liveness controller is not running: start a worker, which starts it (docs/fleet-liveness.md)';
 
+/** The controller's last run has closed (an operator terminated it, or it failed). */
+class ControllerClosed extends Error {
+  constructor(readonly status: string) {
+    super(`the fleet liveness controller's last run is ${status.toLowerCase()}`);
+  }
+}
+
+/**
+ * The running controller's state. A closed run is refused as not running: a query would be
+ * answered by a worker replaying it (its state when it closed, shown as current) or, with no
+ * worker on its task queue, by nobody until the call's deadline.
+ */
+export async function runningControllerState(client: Client): Promise<FleetLivenessState> {
+  const controller = client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID);
+  const { status } = await controller.describe();
+  if (status.name !== 'RUNNING') throw new ControllerClosed(status.name);
+  return controller.query(fleetLivenessStateQuery);
+}
+
 export const fleetRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, { ctx }, done) => {
   const { client, settings } = ctx;
   const controller = () => client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID);
@@ -76,6 +96,8 @@ export const fleetRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, 
       ctx.temporal(() =>
         work().catch((err: unknown) => {
           if (err instanceof WorkflowNotFoundError) throw new HttpError(503, NO_CONTROLLER, { retryAfter: 15 });
+          if (err instanceof ControllerClosed)
+            throw new HttpError(503, `${NO_CONTROLLER}; ${err.message}`, { retryAfter: 15 });
           if (err instanceof WorkflowUpdateFailedError)
             throw new HttpError(400, `the controller refused: ${err.cause?.message ?? err.message}`);
           throw err;
@@ -94,7 +116,7 @@ export const fleetRoutes: FastifyPluginCallbackZod<{ ctx: ApiContext }> = (app, 
         response: { 200: fleetSchema, ...errors(401, 429, 502, 503) },
       },
     },
-    async () => toController(() => controller().query(fleetLivenessStateQuery)),
+    async () => toController(() => runningControllerState(client)),
   );
 
   app.post(

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { startFleetLiveness } from '../../worker.js';
+import { FLEET_LIVENESS_WORKFLOW_ID } from '../../workflows/definitions.js';
 import { admin, useApiHarness } from '../helpers/api.js';
 
 const harness = useApiHarness('fleet-tests');
@@ -65,5 +66,17 @@ describe('fleet routes', () => {
     expect((await harness.api.inject({ method: 'GET', url: '/fleet', headers: admin })).json()).toMatchObject({
       paused: null,
     });
+  });
+
+  it('a controller whose run was terminated is not running: GET /fleet says so, not its last state', async () => {
+    await startFleetLiveness(harness.env.client, harness.taskQueue, { sweepEveryMs: 60_000 });
+    expect((await harness.api.inject({ method: 'GET', url: '/fleet', headers: admin })).statusCode).toBe(200);
+    await harness.env.client.workflow.getHandle(FLEET_LIVENESS_WORKFLOW_ID).terminate('an operator stopped it');
+    const closed = await harness.api.inject({ method: 'GET', url: '/fleet', headers: admin });
+    expect(closed.statusCode, closed.body).toBe(503);
+    expect(closed.headers['retry-after']).toBe('15');
+    expect(closed.json<{ error: string }>().error).toMatch(
+      /fleet liveness controller is not running: start a worker.*last run is terminated/,
+    );
   });
 });
