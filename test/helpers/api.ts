@@ -2,7 +2,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, expect } from 'vitest';
+import { afterAll, beforeAll, expect, inject } from 'vitest';
 import type { Activities } from '../../activities/index.js';
 import type { SourceSettings } from '../../activities/plugins/source.js';
 import { buildApi, defaultApiSettings, type ApiSettings } from '../../api/server.js';
@@ -10,6 +10,7 @@ import type { Store } from '../../db/store.js';
 import { stateQuery, workspaceWorkflowId } from '../../workflows/definitions.js';
 import type { WorkspaceState } from '../../workflows/state-machine.js';
 import { createTimeSkippingEnv } from './env.js';
+import { recordServer } from './test-servers.js';
 import { FakeActivities } from './fake-activities.js';
 import { connectTestStore } from './postgres.js';
 import { createWorker, uniqueId, waitForState } from './worker.js';
@@ -91,10 +92,56 @@ interface Started {
   api: FastifyInstance;
 }
 
+let shared: Promise<TestWorkflowEnvironment> | undefined;
+
 /**
- * One API test file's stack: the time-skipping server, a worker (apiTestActivities), real
- * PostgreSQL and the API built over them, reached through Fastify's injection. useApiHarness
- * starts it in a beforeAll and closes it in an afterAll; its parts are there in between.
+ * The time-skipping server this test process's API files share, started by the first of them: a
+ * server per file cost a Java start and a cold compiler each. API tests never skip time (no
+ * `env.sleep`, no `result()`), so its clock stays the real one, as PostgreSQL's is; and each file
+ * ends its workflows before its worker stops (endWorkflows), so none is left to the next file
+ * (the fleet liveness controller has one id for all). Workflow files keep a server each: they
+ * skip time, which a later file would inherit. The run's teardown stops it (recordServer).
+ */
+function sharedServer(): Promise<TestWorkflowEnvironment> {
+  shared ??= createTimeSkippingEnv().then(
+    (env) => {
+      recordServer(env.address, inject('runDir'));
+      return env;
+    },
+    (err: unknown) => {
+      shared = undefined;
+      throw err;
+    },
+  );
+  return shared;
+}
+
+/** Terminates every open workflow on `env`, every page of them. */
+async function endWorkflows(env: TestWorkflowEnvironment): Promise<void> {
+  const namespace = env.namespace ?? 'default';
+  for (;;) {
+    const { executions } = await env.client.workflowService.listOpenWorkflowExecutions({
+      namespace,
+      maximumPageSize: 1_000,
+    });
+    if (executions.length === 0) return;
+    await Promise.all(
+      executions.map(({ execution }) =>
+        env.client.workflowService.terminateWorkflowExecution({
+          namespace,
+          workflowExecution: execution,
+          reason: 'the test file ended',
+        }),
+      ),
+    );
+  }
+}
+
+/**
+ * One API test file's stack: the process's shared time-skipping server, a worker
+ * (apiTestActivities), real PostgreSQL and the API built over them, reached through Fastify's
+ * injection. useApiHarness starts it in a beforeAll and closes it in an afterAll; its parts are
+ * there in between.
  */
 export class ApiHarness {
   readonly taskQueue: string;
@@ -108,7 +155,7 @@ export class ApiHarness {
   }
 
   async start(): Promise<void> {
-    const env = await createTimeSkippingEnv();
+    const env = await sharedServer();
     const store = await connectTestStore(this.options.database);
     const fake = new FakeActivities();
     const worker = await createWorker(env, this.taskQueue, apiTestActivities(fake, store));
@@ -122,9 +169,9 @@ export class ApiHarness {
     const started = this.#started;
     if (!started) return;
     await started.api.close();
+    await endWorkflows(started.env);
     started.worker.shutdown();
     await started.running;
-    await started.env.teardown();
     await started.store.close();
   }
 

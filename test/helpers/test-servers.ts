@@ -1,0 +1,34 @@
+/**
+ * Test servers a test process keeps for its whole life, stopped by the run's teardown: vitest ends
+ * its test processes without stopping the servers they started, so a server kept past its file
+ * would outlive the run. Without the SDK, so the run's main process can stop them.
+ */
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** Writes the pid of this process's test server on `address` into `runDir`, the run's folder. */
+export function recordServer(address: string, runDir: string): void {
+  const port = address.split(':').at(-1) ?? '';
+  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+      if (parent === process.pid && args.includes('io.temporal.testserver.TestServer') && args.at(-1) === port)
+        writeFileSync(join(runDir, `test-server-${pid}`), `${pid}\n`);
+    } catch {
+      // The process ended while it was read.
+    }
+  }
+}
+
+/** Stops every test server recorded in `runDir` that still runs. */
+export function stopRecordedServers(runDir: string): void {
+  for (const name of readdirSync(runDir).filter((file) => file.startsWith('test-server-'))) {
+    try {
+      process.kill(Number(readFileSync(join(runDir, name), 'utf8')), 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
