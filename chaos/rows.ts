@@ -237,7 +237,9 @@ export async function postgresRestart(ctx: RowContext, o: PostgresRestartOptions
   await sleep(Math.max(0, Math.min(2_000, tailEnd - load.now())));
   await load.stop();
 
-  const during = load.between(down + 500, up);
+  // Answered while the server was down: a heartbeat sent late in the outage and answered after
+  // the start may be recorded (200), rightly, and is not one the outage refused.
+  const during = load.between(down + 500, up).filter((answer) => answer.at + answer.ms < up);
   const refused = during.filter((a) => a.status === 503 || a.status === 429);
   const resumedAfter = (firstOkAfter(load.answers, up) ?? Infinity) - up;
   const { acked, recorded, lost } = await lostHeartbeats(stack, load.acked());
