@@ -11,12 +11,12 @@ import { expectRowsHold } from './rows.js';
 
 /**
  * Two stacks side by side: each worker-kill moment mostly waits out the killed activity's
- * heartbeat timeout (10 s), so the five moments in a row on one stack took longest of any file.
- * The PostgreSQL row follows on the stack with the shorter moments, after the run's busy start:
- * its refusals must answer fast. Its outage lasts 10 s (the command's 20 s): once the server is down
- * every call meets the same refused connection, so a longer outage checks nothing more. 2 MB
- * plugins keep every moment observable (a stage and a delivery still take tens of milliseconds)
- * at a fifth of the CPU of the command's 20 MB.
+ * heartbeat timeout or the workflow task's (10 s), so the five moments in a row on one stack took
+ * longest of any file. The PostgreSQL row follows on the stack with two moments, after the run's
+ * busy start: its refusals must answer fast. Its outage lasts 10 s (the command's 20 s): once the
+ * server is down every call meets the same refused connection, so a longer outage checks nothing
+ * more. 2 MB plugins keep every moment observable (a stage and a delivery still take tens of
+ * milliseconds) at a fifth of the CPU of the command's 20 MB.
  */
 const stacks: { name: string; rows: RowName[]; moments: Moment[] }[] = [
   {

@@ -6,6 +6,8 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+const SERVER_CLASS = 'io.temporal.testserver.TestServer';
+
 /** Writes the pid of this process's test server on `address` into `runDir`, the run's folder. */
 export function recordServer(address: string, runDir: string): void {
   const port = address.split(':').at(-1) ?? '';
@@ -14,7 +16,7 @@ export function recordServer(address: string, runDir: string): void {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-      if (parent === process.pid && args.includes('io.temporal.testserver.TestServer') && args.at(-1) === port)
+      if (parent === process.pid && args.includes(SERVER_CLASS) && args.at(-1) === port)
         writeFileSync(join(runDir, `test-server-${pid}`), `${pid}\n`);
     } catch {
       // The process ended while it was read.
@@ -22,11 +24,15 @@ export function recordServer(address: string, runDir: string): void {
   }
 }
 
-/** Stops every test server recorded in `runDir` that still runs. */
+/**
+ * Stops every test server recorded in `runDir` that still runs; a pid another process has taken
+ * since is left alone.
+ */
 export function stopRecordedServers(runDir: string): void {
   for (const name of readdirSync(runDir).filter((file) => file.startsWith('test-server-'))) {
     try {
-      process.kill(Number(readFileSync(join(runDir, name), 'utf8')), 'SIGKILL');
+      const pid = Number(readFileSync(join(runDir, name), 'utf8'));
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(SERVER_CLASS)) process.kill(pid, 'SIGKILL');
     } catch {
       // Already gone.
     }
