@@ -70,7 +70,7 @@ const NO_CONTROLLER =
 
 /** The controller's last run has closed (an operator terminated it, or it failed). */
 class ControllerClosed extends Error {
-  constructor(readonly status: string) {
+  constructor(status: string) {
     super(`the fleet liveness controller's last run is ${status.toLowerCase()}`);
   }
 }

@@ -5,6 +5,7 @@
  */
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { procStat } from '../../bench/harness/processes.js';
 
 const SERVER_CLASS = 'io.temporal.testserver.TestServer';
 
@@ -12,11 +13,10 @@ const SERVER_CLASS = 'io.temporal.testserver.TestServer';
 export function recordServer(address: string, runDir: string): void {
   const port = address.split(':').at(-1) ?? '';
   for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
+    if (procStat(Number(pid))?.ppid !== process.pid) continue;
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-      if (parent === process.pid && args.includes(SERVER_CLASS) && args.at(-1) === port)
+      if (args.includes(SERVER_CLASS) && args.at(-1) === port)
         writeFileSync(join(runDir, `test-server-${pid}`), `${pid}\n`);
     } catch {
       // The process ended while it was read.
